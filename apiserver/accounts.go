@@ -1,0 +1,331 @@
+package apiserver
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/nlpswarm/nlpswarm/internal/apikey"
+	"github.com/nlpswarm/nlpswarm/modelmgr"
+)
+
+// Plan is a row of plans.
+type Plan struct {
+	ID                int64   `json:"id"`
+	Name              string  `json:"name"`
+	RequestsPerSecond float64 `json:"requests_per_second"`
+	Burst             int     `json:"burst"`
+	MonthlyQuota      int64   `json:"monthly_quota"`
+}
+
+func (s *Server) listPlans(c *gin.Context) {
+	rows, err := s.db.Query(c.Request.Context(), `SELECT id, name, requests_per_second, burst, monthly_quota FROM plans ORDER BY id`)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Plan, error) {
+		var p Plan
+		return p, r.Scan(&p.ID, &p.Name, &p.RequestsPerSecond, &p.Burst, &p.MonthlyQuota)
+	})
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"plans": out})
+}
+
+func (s *Server) createPlan(c *gin.Context) {
+	var p Plan
+	if !decode(c, &p) {
+		return
+	}
+	if p.Name == "" || len(p.Name) > 64 || p.RequestsPerSecond <= 0 || p.Burst <= 0 || p.MonthlyQuota < 0 {
+		abort(c, http.StatusBadRequest, "invalid_request", "plan needs a name (≤64), requests_per_second > 0, burst > 0, monthly_quota ≥ 0 (0 = unlimited)")
+		return
+	}
+	err := s.db.QueryRow(c.Request.Context(), `INSERT INTO plans (name, requests_per_second, burst, monthly_quota) VALUES ($1,$2,$3,$4) RETURNING id`,
+		p.Name, p.RequestsPerSecond, p.Burst, p.MonthlyQuota).Scan(&p.ID)
+	if isUnique(err) {
+		abort(c, http.StatusConflict, "conflict", "plan "+p.Name+" exists")
+		return
+	}
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, p)
+}
+
+// Account is a customer.
+type Account struct {
+	ID        int64     `json:"id"`
+	Name      string    `json:"name"`
+	Plan      string    `json:"plan"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func (s *Server) listAccounts(c *gin.Context) {
+	rows, err := s.db.Query(c.Request.Context(), `SELECT a.id, a.name, COALESCE(p.name, ''), a.created_at
+		FROM accounts a LEFT JOIN plans p ON p.id = a.plan_id ORDER BY a.id`)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Account, error) {
+		var a Account
+		return a, r.Scan(&a.ID, &a.Name, &a.Plan, &a.CreatedAt)
+	})
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"accounts": out})
+}
+
+func (s *Server) createAccount(c *gin.Context) {
+	var req struct {
+		Name string `json:"name"`
+		Plan string `json:"plan"`
+	}
+	if !decode(c, &req) {
+		return
+	}
+	if req.Name == "" || len(req.Name) > 128 {
+		abort(c, http.StatusBadRequest, "invalid_request", "account needs a name of at most 128 characters")
+		return
+	}
+	if req.Plan == "" {
+		req.Plan = "free"
+	}
+	a := Account{Name: req.Name, Plan: req.Plan}
+	err := s.db.QueryRow(c.Request.Context(), `INSERT INTO accounts (name, plan_id)
+		SELECT $1, id FROM plans WHERE name = $2 RETURNING id, created_at`, req.Name, req.Plan).Scan(&a.ID, &a.CreatedAt)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		abort(c, http.StatusBadRequest, "invalid_request", "no plan named "+req.Plan)
+	case isUnique(err):
+		abort(c, http.StatusConflict, "conflict", "account "+req.Name+" exists")
+	case err != nil:
+		s.fail(c, err)
+	default:
+		c.JSON(http.StatusCreated, a)
+	}
+}
+
+// Key is an API key as listed: never the key itself.
+type Key struct {
+	ID         int64      `json:"id"`
+	AccountID  int64      `json:"account_id"`
+	Name       string     `json:"name"`
+	Prefix     string     `json:"prefix"`
+	Kind       string     `json:"kind"`
+	CreatedAt  time.Time  `json:"created_at"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+	// Key is set only in the answer that creates it.
+	Key string `json:"key,omitempty"`
+}
+
+func accountID(c *gin.Context) (int64, bool) {
+	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil || id <= 0 {
+		abort(c, http.StatusBadRequest, "invalid_request", "account id must be a positive integer")
+		return 0, false
+	}
+	return id, true
+}
+
+func (s *Server) createKey(c *gin.Context) {
+	id, ok := accountID(c)
+	if !ok {
+		return
+	}
+	var req struct {
+		Name string `json:"name"`
+	}
+	if c.Request.ContentLength != 0 && !decode(c, &req) {
+		return
+	}
+	if len(req.Name) > 128 {
+		abort(c, http.StatusBadRequest, "invalid_request", "key name longer than 128 characters")
+		return
+	}
+	key, prefix, hash, err := apikey.Generate()
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	k := Key{AccountID: id, Name: req.Name, Prefix: prefix, Kind: "inference", Key: key}
+	err = s.db.QueryRow(c.Request.Context(), `INSERT INTO api_keys (account_id, name, prefix, hash) VALUES ($1,$2,$3,$4) RETURNING id, created_at`,
+		id, req.Name, prefix, hash).Scan(&k.ID, &k.CreatedAt)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23503" {
+		s.fail(c, fmt.Errorf("account %d: %w", id, modelmgr.ErrNotFound))
+		return
+	}
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusCreated, k)
+}
+
+func (s *Server) listKeys(c *gin.Context) {
+	id, ok := accountID(c)
+	if !ok {
+		return
+	}
+	rows, err := s.db.Query(c.Request.Context(), `SELECT id, account_id, name, prefix, kind, created_at, revoked_at, last_used_at
+		FROM api_keys WHERE account_id = $1 ORDER BY id`, id)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Key, error) {
+		var k Key
+		return k, r.Scan(&k.ID, &k.AccountID, &k.Name, &k.Prefix, &k.Kind, &k.CreatedAt, &k.RevokedAt, &k.LastUsedAt)
+	})
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"keys": out})
+}
+
+func (s *Server) revokeKey(c *gin.Context) {
+	id, ok := accountID(c)
+	if !ok {
+		return
+	}
+	kid, err := strconv.ParseInt(c.Param("kid"), 10, 64)
+	if err != nil {
+		abort(c, http.StatusBadRequest, "invalid_request", "key id must be an integer")
+		return
+	}
+	tag, err := s.db.Exec(c.Request.Context(), `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 AND account_id = $2`, kid, id)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if tag.RowsAffected() == 0 {
+		abort(c, http.StatusNotFound, "not_found", "no such key for this account")
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+// UsageRow is one account, model and day.
+type UsageRow struct {
+	Account  string `json:"account"`
+	Model    string `json:"model"`
+	Day      string `json:"day"`
+	Requests int64  `json:"requests"`
+	Texts    int64  `json:"texts"`
+	Errors   int64  `json:"errors"`
+}
+
+func (s *Server) usage(c *gin.Context) {
+	from, to := c.DefaultQuery("from", time.Now().UTC().AddDate(0, 0, -30).Format("2006-01-02")), c.DefaultQuery("to", time.Now().UTC().Format("2006-01-02"))
+	for _, d := range []string{from, to} {
+		if _, err := time.Parse("2006-01-02", d); err != nil {
+			abort(c, http.StatusBadRequest, "invalid_request", "from and to are dates like 2026-11-24")
+			return
+		}
+	}
+	rows, err := s.db.Query(c.Request.Context(), `SELECT a.name, m.name, to_char(u.day, 'YYYY-MM-DD'),
+			sum(u.requests)::bigint, sum(u.texts)::bigint, sum(u.errors)::bigint
+		FROM usage u JOIN api_keys k ON k.id = u.api_key_id JOIN accounts a ON a.id = k.account_id JOIN models m ON m.id = u.model_id
+		WHERE u.day BETWEEN $1::date AND $2::date AND ($3 = '' OR a.name = $3 OR a.id::text = $3) AND ($4 = '' OR m.name = $4)
+		GROUP BY a.name, m.name, u.day ORDER BY u.day, a.name, m.name`, from, to, c.Query("account"), c.Query("model"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (UsageRow, error) {
+		var u UsageRow
+		return u, r.Scan(&u.Account, &u.Model, &u.Day, &u.Requests, &u.Texts, &u.Errors)
+	})
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"from": from, "to": to, "usage": out})
+}
+
+// GPU is one GPU of a node's inventory.
+type GPU struct {
+	UUID        string `json:"uuid"`
+	Index       int    `json:"index"`
+	Name        string `json:"name"`
+	MemoryTotal int64  `json:"memory_total"`
+	MemoryUsed  int64  `json:"memory_used"`
+	MemoryFree  int64  `json:"memory_free"`
+	UtilGPU     int    `json:"util_gpu"`
+	MIGMode     int    `json:"mig_mode"`
+}
+
+// Node is a Swarm node with its GPUs.
+type Node struct {
+	ID           string            `json:"id"`
+	Hostname     string            `json:"hostname"`
+	Role         string            `json:"role"`
+	Availability string            `json:"availability"`
+	State        string            `json:"state"`
+	Labels       map[string]string `json:"labels"`
+	NanoCPUs     int64             `json:"nano_cpus"`
+	MemoryBytes  int64             `json:"memory_bytes"`
+	GPUs         []GPU             `json:"gpus"`
+	UpdatedAt    time.Time         `json:"updated_at"`
+}
+
+func (s *Server) nodes(c *gin.Context) {
+	ctx := c.Request.Context()
+	rows, err := s.db.Query(ctx, `SELECT id, hostname, role, availability, state, labels, nano_cpus, memory_bytes, updated_at FROM nodes ORDER BY hostname, id`)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	nodes, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Node, error) {
+		n := Node{GPUs: []GPU{}}
+		return n, r.Scan(&n.ID, &n.Hostname, &n.Role, &n.Availability, &n.State, &n.Labels, &n.NanoCPUs, &n.MemoryBytes, &n.UpdatedAt)
+	})
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	idx := map[string]int{}
+	for i, n := range nodes {
+		idx[n.ID] = i
+	}
+	grows, err := s.db.Query(ctx, `SELECT node_id, uuid, idx, name, memory_total, memory_used, memory_free, util_gpu, mig_mode FROM gpus ORDER BY node_id, idx`)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	defer grows.Close()
+	for grows.Next() {
+		var node string
+		var g GPU
+		if err := grows.Scan(&node, &g.UUID, &g.Index, &g.Name, &g.MemoryTotal, &g.MemoryUsed, &g.MemoryFree, &g.UtilGPU, &g.MIGMode); err != nil {
+			s.fail(c, err)
+			return
+		}
+		if i, ok := idx[node]; ok {
+			nodes[i].GPUs = append(nodes[i].GPUs, g)
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"nodes": nodes})
+}
+
+func isUnique(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}

@@ -1,0 +1,84 @@
+package apiserver
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+func decodeJSON(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe interface{ Error() string }
+		if errors.As(err, &mbe) && strings.Contains(err.Error(), "request body too large") {
+			return errors.New("body larger than 1 MiB")
+		}
+		return fmt.Errorf("body: %v", err)
+	}
+	if dec.More() {
+		return errors.New("body: trailing data after the JSON object")
+	}
+	return nil
+}
+
+// Bytes is a size given as a number of bytes or a string like "512M", "1G",
+// "1.5GiB".
+type Bytes int64
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (b *Bytes) UnmarshalJSON(p []byte) error {
+	p = bytes.TrimSpace(p)
+	if len(p) > 0 && p[0] == '"' {
+		var s string
+		if err := json.Unmarshal(p, &s); err != nil {
+			return err
+		}
+		n, err := ParseBytes(s)
+		if err != nil {
+			return err
+		}
+		*b = Bytes(n)
+		return nil
+	}
+	var n int64
+	if err := json.Unmarshal(p, &n); err != nil {
+		return fmt.Errorf("size must be bytes or a string like \"1G\"")
+	}
+	if n < 0 {
+		return fmt.Errorf("size must not be negative")
+	}
+	*b = Bytes(n)
+	return nil
+}
+
+// ParseBytes parses "1G", "512M", "1.5GiB", "2048" (binary units).
+func ParseBytes(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := int64(1)
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			t = t[:len(t)-1]
+		}
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || f < 0 || f*float64(mult) > 1<<50 {
+		return 0, fmt.Errorf("bad size %q (want e.g. 512M, 1G)", s)
+	}
+	return int64(f * float64(mult)), nil
+}

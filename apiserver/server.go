@@ -1,0 +1,151 @@
+package apiserver
+
+import (
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nlpswarm/nlpswarm/internal/apierror"
+	"github.com/nlpswarm/nlpswarm/internal/apikey"
+	"github.com/nlpswarm/nlpswarm/modelmgr"
+)
+
+// Config is what the API needs besides its dependencies.
+type Config struct {
+	AdminToken     string
+	InternalToken  string
+	MaxUploadBytes int64
+}
+
+// Server is the backoffice API.
+type Server struct {
+	cfg       Config
+	db        *pgxpool.Pool
+	reg       *modelmgr.Registry
+	store     modelmgr.BlobStore
+	validator modelmgr.Validator
+	log       *slog.Logger
+	engine    *gin.Engine
+}
+
+// New builds the API on db and store; validator checks uploads.
+func New(cfg Config, db *pgxpool.Pool, store modelmgr.BlobStore, validator modelmgr.Validator, log *slog.Logger) *Server {
+	if cfg.MaxUploadBytes <= 0 {
+		cfg.MaxUploadBytes = 10 << 30
+	}
+	gin.SetMode(gin.ReleaseMode)
+	s := &Server{cfg: cfg, db: db, reg: &modelmgr.Registry{DB: db}, store: store, validator: validator, log: log}
+	e := gin.New()
+	e.Use(gin.Recovery())
+	e.HandleMethodNotAllowed = true
+	e.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, "not_found", "no such route") })
+	e.NoMethod(func(c *gin.Context) {
+		abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
+	})
+
+	internal := e.Group("/internal", s.internalAuth)
+	internal.GET("/blobs/:digest", s.getBlob)
+	internal.HEAD("/blobs/:digest", s.getBlob)
+
+	v1 := e.Group("/api/v1", s.adminAuth)
+	v1.GET("/openapi.json", s.openapi)
+	v1.GET("/models", s.listModels)
+	v1.POST("/models", s.createModel)
+	v1.GET("/models/:name", s.getModel)
+	v1.DELETE("/models/:name", s.deleteModel)
+	v1.GET("/models/:name/versions", s.listVersions)
+	v1.POST("/models/:name/versions", s.uploadVersion)
+	v1.GET("/models/:name/deployment", s.getDeployment)
+	v1.PUT("/models/:name/deployment", s.putDeployment)
+	v1.DELETE("/models/:name/deployment", s.deleteDeployment)
+	v1.POST("/models/:name/scale", s.scale)
+	v1.GET("/plans", s.listPlans)
+	v1.POST("/plans", s.createPlan)
+	v1.GET("/accounts", s.listAccounts)
+	v1.POST("/accounts", s.createAccount)
+	v1.GET("/accounts/:id/keys", s.listKeys)
+	v1.POST("/accounts/:id/keys", s.createKey)
+	v1.DELETE("/accounts/:id/keys/:kid", s.revokeKey)
+	v1.GET("/usage", s.usage)
+	v1.GET("/nodes", s.nodes)
+	s.engine = e
+	return s
+}
+
+// Handler is the HTTP handler of the API.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Routes lists method and path of every route (for the OpenAPI check).
+func (s *Server) Routes() gin.RoutesInfo { return s.engine.Routes() }
+
+func abort(c *gin.Context, status int, code, msg string, details ...string) {
+	c.AbortWithStatusJSON(status, apierror.New(code, msg, details...))
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	for _, p := range []string{"Bearer ", "Token "} {
+		if v, ok := strings.CutPrefix(h, p); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func tokenEqual(got, want string) bool {
+	return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+func (s *Server) adminAuth(c *gin.Context) {
+	tok := bearer(c.Request)
+	switch {
+	case tok == "":
+		c.Header("WWW-Authenticate", `Bearer realm="nlpswarm"`)
+		abort(c, http.StatusUnauthorized, "unauthenticated", "missing bearer token")
+	case tokenEqual(tok, s.cfg.AdminToken):
+		c.Next()
+	case strings.HasPrefix(tok, apikey.Scheme) || tokenEqual(tok, s.cfg.InternalToken):
+		abort(c, http.StatusForbidden, "forbidden", "this key may not use the backoffice API")
+	default:
+		abort(c, http.StatusUnauthorized, "unauthenticated", "invalid token")
+	}
+}
+
+func (s *Server) internalAuth(c *gin.Context) {
+	tok := bearer(c.Request)
+	switch {
+	case tok == "":
+		abort(c, http.StatusUnauthorized, "unauthenticated", "missing internal token")
+	case tokenEqual(tok, s.cfg.InternalToken):
+		c.Next()
+	case tokenEqual(tok, s.cfg.AdminToken) || strings.HasPrefix(tok, apikey.Scheme):
+		abort(c, http.StatusForbidden, "forbidden", "internal endpoints take the internal token")
+	default:
+		abort(c, http.StatusUnauthorized, "unauthenticated", "invalid token")
+	}
+}
+
+// fail maps domain errors to statuses.
+func (s *Server) fail(c *gin.Context, err error) {
+	var ve *modelmgr.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		abort(c, http.StatusUnprocessableEntity, "invalid_archive", "the archive was refused", ve.Reasons...)
+	case errors.Is(err, modelmgr.ErrNotFound):
+		abort(c, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, modelmgr.ErrExists):
+		abort(c, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, modelmgr.ErrInvalid):
+		abort(c, http.StatusBadRequest, "invalid_request", err.Error())
+	case errors.Is(err, modelmgr.ErrTooLarge):
+		abort(c, http.StatusRequestEntityTooLarge, "too_large", err.Error())
+	default:
+		s.log.Error("request failed", "path", c.FullPath(), "err", err)
+		abort(c, http.StatusInternalServerError, "internal", "internal error")
+	}
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/nlpswarm/nlpswarm/internal/config"
+	"github.com/nlpswarm/nlpswarm/internal/httpserver"
+	"github.com/nlpswarm/nlpswarm/internal/pg"
+	"github.com/nlpswarm/nlpswarm/scheduler/agent"
+)
+
+type agentConfig struct {
+	httpserver.Options
+	LogLevel string    `description:"log level: debug, info, warn, error"`
+	DB       pg.Config `description:"Postgres"`
+	Node     struct {
+		ID string `description:"Swarm node ID of this node (the stack passes {{.Node.ID}})"`
+	} `description:"this node"`
+	Interval time.Duration `description:"how often the GPUs are read and reported"`
+}
+
+func init() {
+	register(command{Name: "agent", Summary: "node agent: report this node's GPUs (NVML) into the inventory", Role: true, Run: runAgent})
+}
+
+func runAgent(ctx context.Context, args []string) error {
+	cfg := &agentConfig{Options: httpserver.Defaults(":8083"), LogLevel: "info", DB: pg.DefaultConfig(), Interval: 5 * time.Second}
+	cfg.DrainDelay = 0
+	if err := loadConfig("agent", cfg, args); err != nil {
+		return err
+	}
+	if cfg.Node.ID == "" {
+		return &config.Error{Msg: "--node.id is required"}
+	}
+	log, err := newLogger("agent", cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	pool, err := pg.Connect(ctx, cfg.DB)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	src := &agent.NVML{}
+	if _, err := src.Read(); err != nil {
+		log.Info("no GPUs reported", "reason", err.Error())
+	}
+	reg := httpserver.NewRegistry()
+	rep := &agent.Reporter{DB: pool, NodeID: cfg.Node.ID, Source: src, Log: log, Metrics: agent.NewMetrics(reg)}
+	go rep.Run(ctx, cfg.Interval)
+	return serve(ctx, log, cfg.Options, nil, httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping}), reg)
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/nlpswarm/nlpswarm/apiserver"
+	"github.com/nlpswarm/nlpswarm/modelmgr"
+
+	"github.com/nlpswarm/nlpswarm/internal/httpserver"
+	"github.com/nlpswarm/nlpswarm/internal/pg"
+	"github.com/nlpswarm/nlpswarm/internal/secret"
+)
+
+type apiserverConfig struct {
+	httpserver.Options
+	LogLevel string    `description:"log level: debug, info, warn, error"`
+	DB       pg.Config `description:"Postgres"`
+	Store    struct {
+		Dir string `description:"blob store directory (content-addressed archives)"`
+	} `description:"model blob store"`
+	Admin struct {
+		TokenFile string `description:"file holding the admin bearer token (a Docker secret)"`
+	} `description:"admin authentication"`
+	Internal struct {
+		TokenFile string `description:"file holding the internal token runtimes use to fetch artifacts"`
+	} `description:"internal authentication"`
+	Migrate bool `description:"apply schema migrations at start (under an advisory lock)"`
+	Upload  struct {
+		MaxBytes     int64         `description:"largest accepted model archive, in bytes"`
+		SmokeTimeout time.Duration `description:"time limit of the smoke inference run on every upload"`
+	} `description:"model uploads"`
+}
+
+func init() {
+	register(command{Name: "apiserver", Summary: "backoffice REST API and web pages", Role: true, Run: runAPIServer})
+}
+
+func runAPIServer(ctx context.Context, args []string) error {
+	cfg := &apiserverConfig{Options: httpserver.Defaults(":8081"), LogLevel: "info", DB: pg.DefaultConfig(), Migrate: true}
+	cfg.Store.Dir = "/var/lib/nlpswarm/store"
+	cfg.Admin.TokenFile = "/run/secrets/admin_token"
+	cfg.Internal.TokenFile = "/run/secrets/internal_token"
+	cfg.Upload.MaxBytes = 10 << 30
+	cfg.Upload.SmokeTimeout = 2 * time.Minute
+	if err := loadConfig("apiserver", cfg, args); err != nil {
+		return err
+	}
+	log, err := newLogger("apiserver", cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	adminToken, err := secret.Read("admin token", cfg.Admin.TokenFile)
+	if err != nil {
+		return err
+	}
+	internalToken, err := secret.Read("internal token", cfg.Internal.TokenFile)
+	if err != nil {
+		return err
+	}
+	store, err := modelmgr.NewFSStore(cfg.Store.Dir)
+	if err != nil {
+		return err
+	}
+	pool, err := pg.Connect(ctx, cfg.DB)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if cfg.Migrate {
+		lines, err := pg.Migrate(ctx, pool, "up", log)
+		if err != nil {
+			return err
+		}
+		log.Info("schema", "migrations", lines)
+	}
+	reg := httpserver.NewRegistry()
+	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})
+	api := apiserver.New(apiserver.Config{
+		AdminToken: adminToken, InternalToken: internalToken, MaxUploadBytes: cfg.Upload.MaxBytes,
+	}, pool, store, uploadValidator(cfg.Upload.SmokeTimeout), log)
+	return serve(ctx, log, cfg.Options, api.Handler(), health, reg)
+}

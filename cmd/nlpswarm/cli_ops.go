@@ -1,0 +1,374 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nlpswarm/nlpswarm/apiserver"
+)
+
+func init() {
+	register(command{Name: "deploy", Summary: "deploy MODEL [--version N] [--replicas R] [--memory 1G] [--cpus C] [--gpus G --gpu-memory 8G] [--label k=v] [--wait]", Run: runDeploy})
+	register(command{Name: "scale", Summary: "scale MODEL REPLICAS [--wait]", Run: runScale})
+	register(command{Name: "status", Summary: "status [MODEL]: desired and running replicas, per task node and state", Run: runStatus})
+	register(command{Name: "undeploy", Summary: "undeploy MODEL: remove the model's service", Run: runUndeploy})
+	register(command{Name: "nodes", Summary: "nodes: swarm nodes with their GPUs", Run: runNodes})
+	register(command{Name: "accounts", Summary: "accounts ls | create NAME [--plan P]", Run: runAccounts})
+	register(command{Name: "keys", Summary: "keys create ACCOUNT_ID [--name N] | ls ACCOUNT_ID | revoke ACCOUNT_ID KEY_ID", Run: runKeys})
+	register(command{Name: "usage", Summary: "usage [--account A] [--model M] [--from DAY] [--to DAY]", Run: runUsage})
+}
+
+type labelFlags map[string]string
+
+func (l labelFlags) String() string { return fmt.Sprint(map[string]string(l)) }
+func (l labelFlags) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("label %q: want key=value", v)
+	}
+	l[k] = val
+	return nil
+}
+
+func runDeploy(ctx context.Context, args []string) error {
+	var version, replicas, gpus int
+	var memory, gpuMem string
+	var cpus float64
+	var wait bool
+	labels := labelFlags{}
+	return verb(ctx, "deploy", args, func(fs *flag.FlagSet) {
+		fs.IntVar(&version, "version", 0, "model version (0: latest)")
+		fs.IntVar(&replicas, "replicas", 1, "replicas")
+		fs.StringVar(&memory, "memory", "", "memory limit per replica, e.g. 1G (default: from the model size)")
+		fs.Float64Var(&cpus, "cpus", 0, "CPU limit per replica")
+		fs.IntVar(&gpus, "gpus", 0, "GPUs per replica")
+		fs.StringVar(&gpuMem, "gpu-memory", "", "GPU memory per replica, e.g. 8G")
+		fs.Var(labels, "label", "placement label key=value (node.labels), repeatable")
+		fs.BoolVar(&wait, "wait", false, "wait until the replicas run")
+	}, func(ctx context.Context, c *apiClient, pos []string) error {
+		if len(pos) != 1 {
+			return usageErr("usage: nlpswarm deploy MODEL [--version N] [--replicas R] [--memory 1G]")
+		}
+		res := map[string]any{"cpus": cpus, "gpus": gpus}
+		for k, v := range map[string]string{"memory": memory, "gpu_memory": gpuMem} {
+			if v != "" {
+				if _, err := apiserver.ParseBytes(v); err != nil {
+					return usageErr("--%s: %v", strings.ReplaceAll(k, "_", "-"), err)
+				}
+				res[k] = v
+			}
+		}
+		body := map[string]any{"version": version, "replicas": replicas, "resources": res, "placement": map[string]any{"labels": map[string]string(labels)}}
+		var d apiserver.Deployment
+		if err := c.do(ctx, http.MethodPut, "/api/v1/models/"+pos[0]+"/deployment", body, &d); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "deploy: %s version %d, %d replica(s), generation %d\n", d.Model, d.Version, d.Replicas, d.Generation)
+		return finish(ctx, c, pos[0], d, wait)
+	})
+}
+
+func runScale(ctx context.Context, args []string) error {
+	var wait bool
+	return verb(ctx, "scale", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&wait, "wait", false, "wait until the replicas run")
+	}, func(ctx context.Context, c *apiClient, pos []string) error {
+		if len(pos) != 2 {
+			return usageErr("usage: nlpswarm scale MODEL REPLICAS")
+		}
+		n, err := strconv.Atoi(pos[1])
+		if err != nil || n < 0 {
+			return usageErr("replicas must be a number ≥ 0, got %q", pos[1])
+		}
+		var d apiserver.Deployment
+		if err := c.do(ctx, http.MethodPost, "/api/v1/models/"+pos[0]+"/scale", map[string]any{"replicas": n}, &d); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "scale: %s to %d replica(s), generation %d\n", d.Model, d.Replicas, d.Generation)
+		return finish(ctx, c, pos[0], d, wait)
+	})
+}
+
+func runUndeploy(ctx context.Context, args []string) error {
+	return verb(ctx, "undeploy", args, nil, func(ctx context.Context, c *apiClient, pos []string) error {
+		if len(pos) != 1 {
+			return usageErr("usage: nlpswarm undeploy MODEL")
+		}
+		if err := c.do(ctx, http.MethodDelete, "/api/v1/models/"+pos[0]+"/deployment", nil, nil); err != nil {
+			return err
+		}
+		fmt.Printf("undeployed %s\n", pos[0])
+		return nil
+	})
+}
+
+// observedState is what the scheduler writes into deployments.observed.
+type observedState struct {
+	Running int `json:"running"`
+	Desired int `json:"desired"`
+	Tasks   []struct {
+		Slot  int    `json:"slot"`
+		Node  string `json:"node"`
+		State string `json:"state"`
+		Error string `json:"error"`
+	} `json:"tasks"`
+}
+
+func observed(d apiserver.Deployment) observedState {
+	var o observedState
+	_ = json.Unmarshal(d.Observed, &o)
+	return o
+}
+
+// finish prints the deployment, or with wait polls until the scheduler has
+// acted on this generation and every replica runs, showing progress.
+func finish(ctx context.Context, c *apiClient, model string, d apiserver.Deployment, wait bool) error {
+	if !wait {
+		return showDeployments(c, []apiserver.Deployment{d})
+	}
+	gen := d.Generation
+	last := ""
+	for {
+		o := observed(d)
+		line := fmt.Sprintf("%s: %d/%d running, status %s %s", model, o.Running, d.Replicas, d.Status, d.StatusMessage)
+		if line != last {
+			fmt.Fprintln(os.Stderr, "wait:", line)
+			last = line
+		}
+		if d.ObservedGeneration >= gen && o.Running == d.Replicas && (d.Replicas == 0 || o.Desired == d.Replicas) {
+			return showDeployments(c, []apiserver.Deployment{d})
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("timed out waiting for %s: %s", model, line)
+		case <-time.After(time.Second):
+		}
+		if err := c.do(ctx, http.MethodGet, "/api/v1/models/"+model+"/deployment", nil, &d); err != nil {
+			return err
+		}
+	}
+}
+
+func showDeployments(c *apiClient, ds []apiserver.Deployment) error {
+	if c.opts.json {
+		return printJSON(ds)
+	}
+	rows := [][]string{}
+	for _, d := range ds {
+		o := observed(d)
+		rows = append(rows, []string{d.Model, strconv.Itoa(d.Version), fmt.Sprintf("%d/%d", o.Running, d.Replicas), humanBytes(d.MemoryReservation), d.Status, d.StatusMessage})
+		for _, t := range o.Tasks {
+			rows = append(rows, []string{"  #" + strconv.Itoa(t.Slot), "", "", t.Node, t.State, t.Error})
+		}
+	}
+	table([]string{"MODEL", "VERSION", "RUNNING", "MEMORY", "STATUS", "MESSAGE"}, rows)
+	return nil
+}
+
+func runStatus(ctx context.Context, args []string) error {
+	return verb(ctx, "status", args, nil, func(ctx context.Context, c *apiClient, pos []string) error {
+		var names []string
+		if len(pos) == 1 {
+			names = pos
+		} else {
+			var out struct {
+				Models []modelRow `json:"models"`
+			}
+			if err := c.do(ctx, http.MethodGet, "/api/v1/models", nil, &out); err != nil {
+				return err
+			}
+			for _, m := range out.Models {
+				if m.Deployed {
+					names = append(names, m.Name)
+				}
+			}
+		}
+		var ds []apiserver.Deployment
+		for _, n := range names {
+			var d apiserver.Deployment
+			if err := c.do(ctx, http.MethodGet, "/api/v1/models/"+n+"/deployment", nil, &d); err != nil {
+				return err
+			}
+			ds = append(ds, d)
+		}
+		return showDeployments(c, ds)
+	})
+}
+
+func runNodes(ctx context.Context, args []string) error {
+	return verb(ctx, "nodes", args, nil, func(ctx context.Context, c *apiClient, pos []string) error {
+		var out struct {
+			Nodes []apiserver.Node `json:"nodes"`
+		}
+		if err := c.do(ctx, http.MethodGet, "/api/v1/nodes", nil, &out); err != nil {
+			return err
+		}
+		if c.opts.json {
+			return printJSON(out)
+		}
+		rows := [][]string{}
+		for _, n := range out.Nodes {
+			var labels []string
+			for k, v := range n.Labels {
+				labels = append(labels, k+"="+v)
+			}
+			sort.Strings(labels)
+			rows = append(rows, []string{n.Hostname, n.ID[:min(12, len(n.ID))], n.Role, n.Availability, n.State, humanBytes(n.MemoryBytes), strconv.Itoa(len(n.GPUs)), strings.Join(labels, ",")})
+			for _, g := range n.GPUs {
+				rows = append(rows, []string{"  gpu" + strconv.Itoa(g.Index), g.UUID, g.Name, "", "", humanBytes(g.MemoryFree) + " free", "of " + humanBytes(g.MemoryTotal), ""})
+			}
+		}
+		table([]string{"HOSTNAME", "ID", "ROLE", "AVAILABILITY", "STATE", "MEMORY", "GPUS", "LABELS"}, rows)
+		return nil
+	})
+}
+
+func runAccounts(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usageErr("usage: nlpswarm accounts ls | create NAME [--plan P]")
+	}
+	switch args[0] {
+	case "ls":
+		return verb(ctx, "accounts ls", args[1:], nil, func(ctx context.Context, c *apiClient, pos []string) error {
+			var out struct {
+				Accounts []apiserver.Account `json:"accounts"`
+			}
+			if err := c.do(ctx, http.MethodGet, "/api/v1/accounts", nil, &out); err != nil {
+				return err
+			}
+			if c.opts.json {
+				return printJSON(out)
+			}
+			rows := [][]string{}
+			for _, a := range out.Accounts {
+				rows = append(rows, []string{strconv.FormatInt(a.ID, 10), a.Name, a.Plan})
+			}
+			table([]string{"ID", "NAME", "PLAN"}, rows)
+			return nil
+		})
+	case "create":
+		var plan string
+		return verb(ctx, "accounts create", args[1:], func(fs *flag.FlagSet) {
+			fs.StringVar(&plan, "plan", "free", "plan name")
+		}, func(ctx context.Context, c *apiClient, pos []string) error {
+			if len(pos) != 1 {
+				return usageErr("usage: nlpswarm accounts create NAME [--plan P]")
+			}
+			var a apiserver.Account
+			if err := c.do(ctx, http.MethodPost, "/api/v1/accounts", map[string]any{"name": pos[0], "plan": plan}, &a); err != nil {
+				return err
+			}
+			if c.opts.json {
+				return printJSON(a)
+			}
+			fmt.Printf("created account %d %s (plan %s)\n", a.ID, a.Name, a.Plan)
+			return nil
+		})
+	}
+	return usageErr("unknown accounts sub-command %q (ls, create)", args[0])
+}
+
+func runKeys(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usageErr("usage: nlpswarm keys create ACCOUNT_ID [--name N] | ls ACCOUNT_ID | revoke ACCOUNT_ID KEY_ID")
+	}
+	switch args[0] {
+	case "create":
+		var name string
+		return verb(ctx, "keys create", args[1:], func(fs *flag.FlagSet) {
+			fs.StringVar(&name, "name", "", "a name to recognise the key by")
+		}, func(ctx context.Context, c *apiClient, pos []string) error {
+			if len(pos) != 1 {
+				return usageErr("usage: nlpswarm keys create ACCOUNT_ID [--name N]")
+			}
+			var k apiserver.Key
+			if err := c.do(ctx, http.MethodPost, "/api/v1/accounts/"+pos[0]+"/keys", map[string]any{"name": name}, &k); err != nil {
+				return err
+			}
+			if c.opts.json {
+				return printJSON(k)
+			}
+			fmt.Fprintf(os.Stderr, "key %d (prefix %s) for account %d; it is shown this once:\n", k.ID, k.Prefix, k.AccountID)
+			fmt.Println(k.Key)
+			return nil
+		})
+	case "ls":
+		return verb(ctx, "keys ls", args[1:], nil, func(ctx context.Context, c *apiClient, pos []string) error {
+			if len(pos) != 1 {
+				return usageErr("usage: nlpswarm keys ls ACCOUNT_ID")
+			}
+			var out struct {
+				Keys []apiserver.Key `json:"keys"`
+			}
+			if err := c.do(ctx, http.MethodGet, "/api/v1/accounts/"+pos[0]+"/keys", nil, &out); err != nil {
+				return err
+			}
+			if c.opts.json {
+				return printJSON(out)
+			}
+			rows := [][]string{}
+			for _, k := range out.Keys {
+				state := "active"
+				if k.RevokedAt != nil {
+					state = "revoked " + k.RevokedAt.UTC().Format(time.RFC3339)
+				}
+				rows = append(rows, []string{strconv.FormatInt(k.ID, 10), k.Prefix, k.Name, k.CreatedAt.UTC().Format(time.RFC3339), state})
+			}
+			table([]string{"ID", "PREFIX", "NAME", "CREATED", "STATE"}, rows)
+			return nil
+		})
+	case "revoke":
+		return verb(ctx, "keys revoke", args[1:], nil, func(ctx context.Context, c *apiClient, pos []string) error {
+			if len(pos) != 2 {
+				return usageErr("usage: nlpswarm keys revoke ACCOUNT_ID KEY_ID")
+			}
+			if err := c.do(ctx, http.MethodDelete, "/api/v1/accounts/"+pos[0]+"/keys/"+pos[1], nil, nil); err != nil {
+				return err
+			}
+			fmt.Printf("revoked key %s\n", pos[1])
+			return nil
+		})
+	}
+	return usageErr("unknown keys sub-command %q (create, ls, revoke)", args[0])
+}
+
+func runUsage(ctx context.Context, args []string) error {
+	var account, model, from, to string
+	return verb(ctx, "usage", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&account, "account", "", "account name or id")
+		fs.StringVar(&model, "model", "", "model name")
+		fs.StringVar(&from, "from", "", "first day (YYYY-MM-DD, default 30 days ago)")
+		fs.StringVar(&to, "to", "", "last day (default today)")
+	}, func(ctx context.Context, c *apiClient, pos []string) error {
+		q := url.Values{}
+		for k, v := range map[string]string{"account": account, "model": model, "from": from, "to": to} {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+		var out struct {
+			Usage []apiserver.UsageRow `json:"usage"`
+		}
+		if err := c.do(ctx, http.MethodGet, "/api/v1/usage?"+q.Encode(), nil, &out); err != nil {
+			return err
+		}
+		if c.opts.json {
+			return printJSON(out)
+		}
+		rows := [][]string{}
+		for _, u := range out.Usage {
+			rows = append(rows, []string{u.Day, u.Account, u.Model, strconv.FormatInt(u.Requests, 10), strconv.FormatInt(u.Texts, 10), strconv.FormatInt(u.Errors, 10)})
+		}
+		table([]string{"DAY", "ACCOUNT", "MODEL", "REQUESTS", "TEXTS", "ERRORS"}, rows)
+		return nil
+	})
+}

@@ -1,0 +1,6 @@
+// Command nlpswarm is the one binary of the platform: every role of the stack
+// (apiserver, scheduler, gateway, runtime, agent, migrate) and the ops CLI.
+// Each role or verb lives in its own file and registers itself; this package
+// only wires configuration, logging and signals to the domain packages and
+// holds no domain logic of its own.
+package main

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nlpswarm/nlpswarm/internal/config"
+	"github.com/nlpswarm/nlpswarm/internal/httpserver"
+	"github.com/nlpswarm/nlpswarm/internal/secret"
+	"github.com/nlpswarm/nlpswarm/models"
+)
+
+type runtimeConfig struct {
+	httpserver.Options
+	LogLevel          string             `description:"log level: debug, info, warn, error"`
+	Name              string             `description:"model name (as served under /v2/models/NAME)"`
+	Task              string             `description:"text-classification, token-classification or feature-extraction"`
+	ModelDir          string             `description:"folder of a Hugging Face ONNX export (instead of artifact-url)"`
+	ArtifactURL       string             `description:"URL of the model archive at the model manager"`
+	Digest            string             `description:"sha256:<hex> the archive must have"`
+	InternalTokenFile string             `description:"file holding the token for the artifact URL"`
+	CacheDir          string             `description:"where archives are unpacked, by digest"`
+	Batch             models.BatchConfig `description:"dynamic batching"`
+	Limits            models.Limits      `description:"request limits"`
+}
+
+func init() {
+	register(command{Name: "runtime", Summary: "serve one model: /predict and Open Inference Protocol v2", Role: true, Run: runRuntime})
+	smokeTest = models.SmokeTest
+}
+
+func runRuntime(ctx context.Context, args []string) error {
+	cfg := &runtimeConfig{Options: httpserver.Defaults(":8080"), LogLevel: "info", CacheDir: "/tmp/nlpswarm-models",
+		Batch: models.DefaultBatchConfig(), Limits: models.DefaultLimits()}
+	if err := loadConfig("runtime", cfg, args); err != nil {
+		return err
+	}
+	switch {
+	case cfg.Name == "" || cfg.Task == "":
+		return &config.Error{Msg: "--name and --task are required"}
+	case (cfg.ModelDir == "") == (cfg.ArtifactURL == ""):
+		return &config.Error{Msg: "give exactly one of --modeldir or --artifacturl (with --digest)"}
+	case cfg.ArtifactURL != "" && cfg.Digest == "":
+		return &config.Error{Msg: "--artifacturl needs --digest sha256:<hex>"}
+	}
+	log, err := newLogger("runtime", cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	log = log.With("model", cfg.Name)
+	reg := httpserver.NewRegistry()
+	metrics := models.NewMetrics(reg)
+	health := httpserver.NewHealth()
+	health.SetNotReady("loading model")
+	start := time.Now()
+	dir := cfg.ModelDir
+	if cfg.ArtifactURL != "" {
+		token, err := secret.Optional("internal token", cfg.InternalTokenFile, "")
+		if err != nil {
+			return err
+		}
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		res, err := models.Fetch(fctx, cfg.ArtifactURL, cfg.Digest, token, cfg.CacheDir)
+		cancel()
+		if err != nil {
+			return err
+		}
+		log.Info("artifact ready", "digest", cfg.Digest, "bytes", res.Bytes, "cached", res.Cached, "seconds", time.Since(start).Seconds())
+		dir = res.Dir
+	}
+	m, err := models.Load(dir, cfg.Name, cfg.Task)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	batcher := models.NewBatcher(m, cfg.Batch, metrics)
+	bctx, stopBatcher := context.WithCancel(context.Background())
+	defer stopBatcher()
+	go batcher.Run(bctx)
+	srv := models.NewServer(cfg.Name, cfg.Task, cfg.Digest, batcher, cfg.Limits, metrics, log)
+	// warm up: the first pipeline call compiles and allocates
+	if _, err := batcher.Submit(ctx, []string{"warm up"}, warmParams(cfg.Task)); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	metrics.Loaded(cfg.Name, cfg.Task, cfg.Digest, time.Since(start))
+	log.Info("model ready", "task", cfg.Task, "seconds", time.Since(start).Seconds())
+	srv.SetReady(true)
+	health.SetNotReady("")
+	go func() {
+		<-ctx.Done()
+		srv.SetReady(false) // readiness off at once on SIGTERM; in-flight requests finish
+	}()
+	return serve(ctx, log, cfg.Options, srv, health, reg)
+}
+
+func warmParams(task string) models.Params {
+	var p models.Params
+	_ = p.Check(task)
+	return p
+}

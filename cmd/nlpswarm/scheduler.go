@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/nlpswarm/nlpswarm/internal/config"
+	"github.com/nlpswarm/nlpswarm/internal/httpserver"
+	"github.com/nlpswarm/nlpswarm/internal/pg"
+	"github.com/nlpswarm/nlpswarm/scheduler"
+)
+
+type schedulerConfig struct {
+	httpserver.Options
+	LogLevel            string    `description:"log level: debug, info, warn, error"`
+	DB                  pg.Config `description:"Postgres"`
+	Owner               string    `description:"name of this platform instance: only services with this owner label are managed (and removed as orphans)"`
+	Image               string    `description:"runtime image of model services (a tag is resolved to its image ID so no node pulls)"`
+	Network             string    `description:"overlay network model services join"`
+	ArtifactBaseURL     string    `description:"base URL runtimes download artifacts from (the apiserver)"`
+	InternalTokenSecret string    `description:"Docker secret holding the internal token, mounted into model services ('' for none)"`
+	Placement           struct {
+		Constraint string `description:"constraint every model service gets (besides the deployment's labels)"`
+	} `description:"placement of model services"`
+	Resync time.Duration `description:"full reconcile interval (NOTIFY wakes it sooner)"`
+}
+
+func init() {
+	register(command{Name: "scheduler", Summary: "reconcile desired deployments into one Swarm service per model", Role: true, Run: runScheduler})
+}
+
+func runScheduler(ctx context.Context, args []string) error {
+	cfg := &schedulerConfig{Options: httpserver.Defaults(":8082"), LogLevel: "info", DB: pg.DefaultConfig(),
+		Owner: "nlpswarm", Image: "nlpswarm:dev", Network: "nlpswarm", ArtifactBaseURL: "http://apiserver:8081",
+		InternalTokenSecret: "nlpswarm_internal_token", Resync: 10 * time.Second}
+	cfg.Placement.Constraint = "node.labels.type==machine-learning"
+	cfg.DrainDelay = 0
+	if err := loadConfig("scheduler", cfg, args); err != nil {
+		return err
+	}
+	log, err := newLogger("scheduler", cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	pool, err := pg.Connect(ctx, cfg.DB)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	docker, err := client.New(client.FromEnv)
+	if err != nil {
+		return &config.Error{Msg: fmt.Sprintf("docker client: %v", err)}
+	}
+	defer docker.Close()
+	spec, err := scheduler.ResolveSpecConfig(ctx, docker, scheduler.SpecConfig{
+		Owner: cfg.Owner, Image: cfg.Image, Network: cfg.Network, ArtifactBaseURL: cfg.ArtifactBaseURL,
+		TokenSecretName: cfg.InternalTokenSecret, PlacementConstraint: cfg.Placement.Constraint,
+	})
+	if err != nil {
+		return err
+	}
+	rec := &scheduler.Reconciler{DB: pool, Docker: docker, Spec: spec, Log: log}
+	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})
+	reg := httpserver.NewRegistry()
+	errc := make(chan error, 1)
+	go func() { errc <- serve(ctx, log, cfg.Options, nil, health, reg) }()
+	log.Info("waiting for leadership")
+	leader, err := scheduler.AcquireLeadership(ctx, pool, 2*time.Second)
+	if err != nil {
+		if ctx.Err() != nil {
+			return <-errc
+		}
+		return err
+	}
+	defer leader.Release()
+	log.Info("leading", "image", spec.Image, "network", spec.Network)
+	if err := rec.Loop(ctx, leader, cfg.Resync); err != nil {
+		return err
+	}
+	return <-errc
+}

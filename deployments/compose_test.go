@@ -1,0 +1,222 @@
+package deployments
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+type composeFile struct {
+	Version  string                    `yaml:"version"`
+	Services map[string]composeService `yaml:"services"`
+	Networks map[string]struct {
+		External bool   `yaml:"external"`
+		Name     string `yaml:"name"`
+	} `yaml:"networks"`
+	Secrets map[string]struct {
+		External bool   `yaml:"external"`
+		Name     string `yaml:"name"`
+	} `yaml:"secrets"`
+}
+
+type composeService struct {
+	Image       string   `yaml:"image"`
+	Command     []string `yaml:"command"`
+	Secrets     []string `yaml:"secrets"`
+	Environment map[string]string
+	Ports       []struct {
+		Target    int    `yaml:"target"`
+		Published int    `yaml:"published"`
+		Mode      string `yaml:"mode"`
+	} `yaml:"ports"`
+	Healthcheck *struct {
+		Test []string `yaml:"test"`
+	} `yaml:"healthcheck"`
+	Deploy struct {
+		Mode         string `yaml:"mode"`
+		EndpointMode string `yaml:"endpoint_mode"`
+		Placement    struct {
+			Constraints []string `yaml:"constraints"`
+		} `yaml:"placement"`
+		Resources struct {
+			Limits struct {
+				CPUs   string `yaml:"cpus"`
+				Memory string `yaml:"memory"`
+			} `yaml:"limits"`
+			Reservations struct {
+				Memory string `yaml:"memory"`
+			} `yaml:"reservations"`
+		} `yaml:"resources"`
+		RestartPolicy *struct {
+			Condition string `yaml:"condition"`
+		} `yaml:"restart_policy"`
+	} `yaml:"deploy"`
+}
+
+func load(t *testing.T) composeFile {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the engine's interpolation, defaults only: ${VAR:-default} -> default
+	b = regexp.MustCompile(`\$\{[A-Z_]+:-([^}]*)\}`).ReplaceAll(b, []byte("$1"))
+	var c composeFile
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	return c
+}
+
+func TestStackServices(t *testing.T) {
+	c := load(t)
+	if c.Version != "3.8" {
+		t.Errorf("compose version %q, want 3.8", c.Version)
+	}
+	want := map[string]struct {
+		constraint string
+		secrets    []string
+		hostPort   int
+		global     bool
+	}{
+		"postgres":   {constraint: "node.labels.type == database", secrets: []string{"db_password"}},
+		"redis":      {constraint: "node.labels.type == database"},
+		"apiserver":  {constraint: "node.labels.type == database", secrets: []string{"db_password", "admin_token", "internal_token"}, hostPort: 8081},
+		"scheduler":  {constraint: "node.role == manager", secrets: []string{"db_password"}},
+		"gateway":    {secrets: []string{"db_password"}, hostPort: 8080},
+		"agent":      {constraint: "node.labels.type == machine-learning", secrets: []string{"db_password"}, global: true},
+		"prometheus": {constraint: "node.role == manager", hostPort: 9090},
+	}
+	for name, w := range want {
+		s, ok := c.Services[name]
+		if !ok {
+			t.Errorf("service %s missing", name)
+			continue
+		}
+		if s.Deploy.EndpointMode != "dnsrr" {
+			t.Errorf("%s: endpoint_mode %q, want dnsrr (no IP_VS)", name, s.Deploy.EndpointMode)
+		}
+		if w.constraint != "" && !contains(s.Deploy.Placement.Constraints, w.constraint) {
+			t.Errorf("%s: constraints %v lack %q", name, s.Deploy.Placement.Constraints, w.constraint)
+		}
+		if s.Deploy.Resources.Limits.Memory == "" || s.Deploy.Resources.Limits.CPUs == "" || s.Deploy.Resources.Reservations.Memory == "" {
+			t.Errorf("%s: resources incomplete: %+v", name, s.Deploy.Resources)
+		}
+		if s.Deploy.RestartPolicy == nil || s.Deploy.RestartPolicy.Condition == "" {
+			t.Errorf("%s: no restart policy", name)
+		}
+		for _, sec := range w.secrets {
+			if !contains(s.Secrets, sec) {
+				t.Errorf("%s: secrets %v lack %s", name, s.Secrets, sec)
+			}
+			if _, ok := c.Secrets[sec]; !ok {
+				t.Errorf("secret %s not declared", sec)
+			}
+		}
+		if w.global != (s.Deploy.Mode == "global") {
+			t.Errorf("%s: mode %q", name, s.Deploy.Mode)
+		}
+		for _, p := range s.Ports {
+			if p.Mode != "host" {
+				t.Errorf("%s: port %d published in mode %q, want host (no routing mesh)", name, p.Target, p.Mode)
+			}
+		}
+		if w.hostPort != 0 && (len(s.Ports) != 1 || s.Ports[0].Published != w.hostPort) {
+			t.Errorf("%s: ports %+v, want %d in host mode", name, s.Ports, w.hostPort)
+		}
+		if strings.HasPrefix(s.Image, "${NLPSWARM_IMAGE") || s.Image == "nlpswarm:dev" {
+			if s.Healthcheck == nil && name != "agent" && name != "scheduler" {
+				t.Errorf("%s: no healthcheck", name)
+			}
+			if s.Healthcheck != nil && (s.Healthcheck.Test[0] != "CMD" || s.Healthcheck.Test[1] != "/usr/local/bin/nlpswarm") {
+				t.Errorf("%s: healthcheck %v is not exec-form nlpswarm healthcheck (scratch has no shell)", name, s.Healthcheck.Test)
+			}
+		}
+		// secrets never ride in the command line or the environment
+		for _, a := range s.Command {
+			if strings.Contains(a, "password=") || strings.Contains(a, "token=") {
+				t.Errorf("%s: secret in command: %s", name, a)
+			}
+		}
+		for k := range s.Environment {
+			if strings.Contains(strings.ToUpper(k), "PASSWORD") && !strings.HasSuffix(k, "_FILE") {
+				t.Errorf("%s: secret in env %s", name, k)
+			}
+		}
+	}
+	for name, s := range c.Secrets {
+		if !s.External || !strings.HasPrefix(s.Name, "nlpswarm_") {
+			t.Errorf("secret %s: want external nlpswarm_* (created by make up), got %+v", name, s)
+		}
+	}
+	if n := c.Networks["nlpswarm"]; !n.External {
+		t.Errorf("network nlpswarm must be external (created by make up)")
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// The engine's own parser accepts the file and both overlays.
+func TestStackConfigAccepted(t *testing.T) {
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Skip("no docker CLI")
+	}
+	for _, overlay := range []string{"", "production.yml", "staging.yml"} {
+		args := []string{"stack", "config", "-c", "../docker-compose.yml"}
+		if overlay != "" {
+			args = append(args, "-c", overlay)
+		}
+		out, err := exec.Command("docker", args...).CombinedOutput()
+		if err != nil {
+			if strings.Contains(string(out), "unknown command") || strings.Contains(string(out), "is not a docker command") {
+				t.Skip("docker stack config not supported by this CLI")
+			}
+			t.Fatalf("docker %v: %v\n%s", args, err, out)
+		}
+	}
+}
+
+// The dashboard is valid JSON and each panel queries a metric the platform
+// exports (requests, latency, errors, replicas, GPU memory).
+func TestDashboard(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("grafana", "nlpswarm-dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	all := ""
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			all += tg.Expr + "\n"
+		}
+	}
+	for _, m := range []string{"nlpswarm_gateway_requests_total", "nlpswarm_gateway_request_duration_seconds_bucket",
+		"nlpswarm_gateway_upstream_errors_total", "nlpswarm_gateway_replicas", "nlpswarm_agent_gpu_memory_free_bytes"} {
+		if !strings.Contains(all, m) {
+			t.Errorf("dashboard does not chart %s", m)
+		}
+	}
+}

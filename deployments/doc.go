@@ -1,0 +1,5 @@
+// Package deployments holds what ships the platform: the image build files,
+// the local third-party images, stack overlays, the Prometheus config and
+// dashboards, and the scripts behind make up/down. Its Go tests check the
+// stack file; it holds no runtime code.
+package deployments

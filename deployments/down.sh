@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# make down: remove the stack and the model services the scheduler created.
+# Volumes (database, blob store) are kept unless VOLUMES=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STACK=${STACK:-nlp}
+log() { printf '[down] %s\n' "$*" >&2; }
+docker stack rm "$STACK" >/dev/null 2>&1 || true
+models=$(docker service ls -q --filter label=nlpswarm.managed=true --filter label=nlpswarm.owner=nlpswarm)
+[ -z "$models" ] || docker service rm $models >/dev/null
+log "waiting for containers to stop"
+for i in $(seq 1 60); do
+  [ -z "$(docker ps -q --filter label=com.docker.stack.namespace=$STACK)" ] && break
+  sleep 1
+done
+if [ "${VOLUMES:-0}" = 1 ]; then
+  # a volume is busy until Swarm has removed the stopped containers using it
+  for v in pgdata store prometheus; do
+    vol="${STACK}_$v"
+    for i in $(seq 1 60); do
+      docker volume inspect "$vol" >/dev/null 2>&1 || break
+      docker volume rm "$vol" >/dev/null 2>&1 && break
+      sleep 1
+    done
+    if docker volume inspect "$vol" >/dev/null 2>&1; then log "could not remove volume $vol (still in use?)"; exit 1; fi
+  done
+  log "volumes removed"
+fi
+log "stack $STACK removed (network and secrets kept; docker network rm nlpswarm to drop the network)"

@@ -1,0 +1,403 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nlpswarm/nlpswarm/internal/pg"
+	"github.com/nlpswarm/nlpswarm/internal/rdb"
+	"github.com/nlpswarm/nlpswarm/internal/rdb/rdbtest"
+)
+
+// BenchmarkProxy compares the gateway with nginx as a plain reverse proxy in
+// front of the same trivial upstream, driven by the same load generator with
+// 64 keep-alive connections. Each sub-benchmark reports req/s and p50/p99
+// latency; "added" figures subtract the direct-to-upstream percentiles.
+//
+//	go test -run '^$' -bench Proxy -benchtime 20000x ./gateway/
+//
+// The nginx case is skipped when nginx is not installed (Debian: nginx-light).
+func BenchmarkProxy(b *testing.B) {
+	const conns = 64
+	up := trivialUpstream(b)
+	upAddr := up.Listener.Addr().String()
+
+	direct := func(b *testing.B) {
+		r := load(b, conns, 0, "http://"+upAddr+"/predict", `{"texts":["hello"]}`, "")
+		baseline.Store(&r)
+		paced := load(b, conns, pacedRate, "http://"+upAddr+"/predict", `{"texts":["hello"]}`, "")
+		pacedBaseline.Store(&paced)
+		b.ReportMetric(r.rps, "req/s")
+		b.ReportMetric(float64(paced.p50.Microseconds()), "paced-p50-µs")
+		b.ReportMetric(float64(paced.p99.Microseconds()), "paced-p99-µs")
+	}
+	b.Run("direct", direct)
+
+	b.Run("nginx", func(b *testing.B) {
+		addr, pids := startNginx(b, upAddr)
+		measure(b, conns, "http://"+addr+"/predict", `{"texts":["hello"]}`, "", pids)
+	})
+
+	for _, c := range []struct {
+		name      string
+		withRedis bool
+		path, req string
+	}{
+		{"gateway-task", false, "/v1/sentiment/sentiment", `{"text":"hello"}`},
+		{"gateway-v2-passthrough", false, "/v2/models/sentiment/infer", `{"texts":["hello"]}`},
+		{"gateway-task+redis-limits", true, "/v1/sentiment/sentiment", `{"text":"hello"}`},
+	} {
+		withRedis := c.withRedis
+		b.Run(c.name, func(b *testing.B) {
+			e := newEnv(b, withRedis)
+			acc := e.account("bench", "")
+			if withRedis {
+				plan := e.id(`INSERT INTO plans(name, requests_per_second, burst, monthly_quota) VALUES ('bench', 1000000, 1000000, 0) RETURNING id`)
+				e.exec(`UPDATE accounts SET plan_id = $1 WHERE id = $2`, plan, acc)
+			}
+			key, _ := e.key(acc, "inference")
+			e.model("sentiment", "text-classification", 0)
+			addr, pids := startGatewayProcess(b, e, upAddr)
+			measure(b, conns, "http://"+addr+c.path, c.req, key, pids)
+		})
+	}
+}
+
+var baseline, pacedBaseline atomic.Pointer[loadResult]
+
+// pacedRate is the total request rate of the paced run, which measures the
+// latency a proxy adds when it is not saturated.
+const pacedRate = 2000
+
+// measure runs the saturating load (req/s, and the proxy's CPU time per
+// request, which is robust to a noisy machine) and then a paced load at
+// pacedRate (added p50/p99 latency).
+func measure(b *testing.B, conns int, url, body, key string, pids func() []int) {
+	cpu0 := procCPU(pids())
+	r := load(b, conns, 0, url, body, key)
+	cpu := procCPU(pids()) - cpu0
+	p := load(b, conns, pacedRate, url, body, key)
+	b.ReportMetric(r.rps, "req/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "proxy-cpu-µs/req")
+	if base := pacedBaseline.Load(); base != nil {
+		b.ReportMetric(float64((p.p50 - base.p50).Microseconds()), "paced-added-p50-µs")
+		b.ReportMetric(float64((p.p99 - base.p99).Microseconds()), "paced-added-p99-µs")
+	}
+}
+
+// procCPU is the user+system CPU time the processes used so far.
+func procCPU(pids []int) time.Duration {
+	var ticks int64
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(data)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 13 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			sy, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + sy
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+func childPIDs(pid int) []int {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	var out []int
+	for _, f := range strings.Fields(string(data)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+type loadResult struct {
+	rps      float64
+	p50, p99 time.Duration
+	errors   int64
+}
+
+// load sends b.N requests over conns keep-alive connections, as fast as it
+// can when rate is 0, else at rate requests per second in all.
+func load(b *testing.B, conns int, rate float64, url, body, key string) loadResult {
+	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	do := func() (time.Duration, bool) {
+		req, _ := http.NewRequest("POST", url, bytes.NewBufferString(body))
+		req.Header.Set("Content-Type", "application/json")
+		if key != "" {
+			req.Header.Set("Authorization", "Token "+key)
+		}
+		t0 := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, false
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return time.Since(t0), resp.StatusCode == 200
+	}
+	// warm up the connections
+	var wg sync.WaitGroup
+	for i := 0; i < conns; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); do() }()
+	}
+	wg.Wait()
+	n := b.N
+	if rate > 0 {
+		n = int(rate) * 2 // two seconds
+	}
+	lat := make([]time.Duration, n)
+	var next, errs atomic.Int64
+	if rate == 0 {
+		b.ResetTimer() // (it also drops reported metrics: report after all loads)
+		b.StartTimer()
+	}
+	start := time.Now()
+	for i := 0; i < conns; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				n := next.Add(1) - 1
+				if n >= int64(len(lat)) {
+					return
+				}
+				if rate > 0 { // request n is due at n/rate seconds
+					if d := time.Until(start.Add(time.Duration(float64(n) / rate * float64(time.Second)))); d > 0 {
+						time.Sleep(d)
+					}
+				}
+				d, ok := do()
+				if !ok {
+					errs.Add(1)
+				}
+				lat[n] = d
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	if rate == 0 {
+		b.StopTimer()
+	}
+	if errs.Load() > 0 {
+		b.Fatalf("%d of %d requests failed", errs.Load(), len(lat))
+	}
+	slices.Sort(lat)
+	return loadResult{rps: float64(len(lat)) / el.Seconds(), p50: lat[len(lat)/2], p99: lat[len(lat)*99/100], errors: errs.Load()}
+}
+
+// trivialUpstream answers /predict like a text-classification runtime, at once.
+func trivialUpstream(b *testing.B) *httptest.Server {
+	out := []byte(`{"model":"m","task":"text-classification","outputs":[[{"label":"POSITIVE","score":0.9},{"label":"NEGATIVE","score":0.1}]]}`)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(out)
+	}))
+	b.Cleanup(s.Close)
+	return s
+}
+
+// startGatewayProcess runs the gateway in a child process (this test binary
+// running TestBenchGatewayProcess), as nginx runs in its own processes, so
+// that neither proxy shares the load generator's Go scheduler.
+func startGatewayProcess(b *testing.B, e *env, upstream string) (string, func() []int) {
+	dir := b.TempDir()
+	addrFile := filepath.Join(dir, "addr")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchGatewayProcess$")
+	cmd.Env = append(os.Environ(), "NLPSWARM_BENCH_GATEWAY="+addrFile, "NLPSWARM_BENCH_DB="+e.db.URL,
+		"NLPSWARM_BENCH_UPSTREAM=sentiment="+upstream, "NLPSWARM_BENCH_REDIS="+boolEnv(e.rdb != nil), "NLPSWARM_BENCH_PREFIX="+e.prefix)
+	if n := os.Getenv("NLPSWARM_BENCH_GATEWAY_PROCS"); n != "" { // e.g. 1, as under a 1-CPU limit
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+n)
+	}
+	if n := os.Getenv("NLPSWARM_BENCH_GATEWAY_GOGC"); n != "" {
+		cmd.Env = append(cmd.Env, "GOGC="+n)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	stdin, _ := cmd.StdinPipe()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close() // the child stops when its stdin closes
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if a, err := os.ReadFile(addrFile); err == nil && len(a) > 0 {
+			return string(a), func() []int { return []int{cmd.Process.Pid} }
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("gateway process did not start: %s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func boolEnv(v bool) string {
+	if v {
+		return "1"
+	}
+	return ""
+}
+
+func startNginx(b *testing.B, upstream string) (string, func() []int) {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
+			if _, err := os.Stat(p); err == nil {
+				bin = p
+			}
+		}
+	}
+	if bin == "" {
+		b.Skip("nginx not installed (apt-get install nginx-light)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dir := b.TempDir()
+	conf := fmt.Sprintf(`daemon off;
+master_process on;
+worker_processes auto;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/body;
+  proxy_temp_path %[1]s/proxy;
+  fastcgi_temp_path %[1]s/fastcgi;
+  uwsgi_temp_path %[1]s/uwsgi;
+  scgi_temp_path %[1]s/scgi;
+  keepalive_requests 1000000;
+  upstream runtime { server %[2]s; keepalive 128; }
+  server {
+    listen %[3]s;
+    location / {
+      proxy_pass http://runtime;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`, dir, upstream, addr)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", path, "-p", dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return addr, func() []int { return append([]int{cmd.Process.Pid}, childPIDs(cmd.Process.Pid)...) }
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("nginx did not start: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestBenchGatewayProcess is the child process of BenchmarkProxy; it does
+// nothing in a normal test run.
+func TestBenchGatewayProcess(t *testing.T) {
+	addrFile := os.Getenv("NLPSWARM_BENCH_GATEWAY")
+	if addrFile == "" {
+		t.Skip("helper process of BenchmarkProxy")
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400) // as the gateway role does by default (--gcpercent)
+	}
+	ctx := context.Background()
+	pool, err := pg.Connect(ctx, pg.Config{URL: os.Getenv("NLPSWARM_BENCH_DB"), MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	disc, err := ParseStatic(os.Getenv("NLPSWARM_BENCH_UPSTREAM"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := Deps{DB: pool, Discovery: disc}
+	if os.Getenv("NLPSWARM_BENCH_REDIS") != "" {
+		rc, err := rdb.Connect(ctx, rdb.Config{Addr: rdbtest.Addr(), DialTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		deps.Redis = rc
+	}
+	g, err := New(ctx, Options{UsageFlush: time.Hour, RedisPrefix: os.Getenv("NLPSWARM_BENCH_PREFIX")}, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close(ctx)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: g, IdleTimeout: time.Minute}
+	go srv.Serve(ln)
+	if err := os.WriteFile(addrFile+".tmp", []byte(ln.Addr().String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Rename(addrFile+".tmp", addrFile)
+	if p := os.Getenv("NLPSWARM_BENCH_CPUPROFILE"); p != "" { // profile the gateway side
+		f, err := os.Create(p)
+		if err == nil {
+			_ = pprof.StartCPUProfile(f)
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
+	}
+	_, _ = io.Copy(io.Discard, os.Stdin) // until the parent closes it
+	srv.Close()
+}

@@ -1,0 +1,86 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Discoverer finds the replica addresses (host:port) of a model.
+type Discoverer interface {
+	Lookup(ctx context.Context, model string) ([]string, error)
+}
+
+// Resolver is the part of net.Resolver DNS discovery uses.
+type Resolver interface {
+	LookupHost(ctx context.Context, host string) ([]string, error)
+}
+
+// DNSDiscovery resolves tasks.nlp-<model>: Swarm's DNS answers one A record
+// per running task of a dnsrr service.
+type DNSDiscovery struct {
+	Resolver Resolver // net.DefaultResolver when nil
+	Port     int      // runtime port, 8080 when 0
+}
+
+// Lookup implements Discoverer. A name that does not exist means no replica.
+func (d DNSDiscovery) Lookup(ctx context.Context, model string) ([]string, error) {
+	r := d.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	port := d.Port
+	if port == 0 {
+		port = 8080
+	}
+	ips, err := r.LookupHost(ctx, "tasks.nlp-"+model)
+	if err != nil {
+		var de *net.DNSError
+		if errors.As(err, &de) && de.IsNotFound {
+			return nil, nil
+		}
+		return nil, err
+	}
+	out := make([]string, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, net.JoinHostPort(ip, strconv.Itoa(port)))
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// StaticDiscovery serves a fixed map of model to addresses.
+type StaticDiscovery map[string][]string
+
+// ParseStatic reads "sentiment=127.0.0.1:9001|127.0.0.1:9002,ner=127.0.0.1:9003".
+func ParseStatic(s string) (StaticDiscovery, error) {
+	out := StaticDiscovery{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, list, ok := strings.Cut(part, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" {
+			return nil, fmt.Errorf("static upstreams: %q: want model=host:port|host:port", part)
+		}
+		for _, a := range strings.Split(list, "|") {
+			a = strings.TrimSpace(a)
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return nil, fmt.Errorf("static upstreams: model %s: address %q: want host:port", name, a)
+			}
+			out[name] = append(out[name], a)
+		}
+	}
+	return out, nil
+}
+
+// Lookup implements Discoverer.
+func (s StaticDiscovery) Lookup(_ context.Context, model string) ([]string, error) {
+	return s[model], nil
+}

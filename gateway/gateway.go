@@ -1,0 +1,725 @@
+// Package gateway is the customer API: API keys, rate limits and quotas,
+// replica discovery, load balancing, retries, timeouts, metrics and usage
+// metering in front of the model runtimes.
+//
+// Redis failures fail open: rate limits and quotas are skipped for the
+// request, nlpswarm_gateway_ratelimit_failopen_total counts it and a warning
+// is logged (at most once every 10 s), so that Redis going down does not take
+// the customer API down with it.
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nlpswarm/nlpswarm/internal/apierror"
+	"github.com/nlpswarm/nlpswarm/internal/pg"
+)
+
+// Options tune the gateway. Zero values take the defaults of DefaultOptions.
+type Options struct {
+	Timeout           time.Duration            // per request, upstream attempts included
+	ModelTimeouts     map[string]time.Duration // per model overrides
+	MaxBodyBytes      int64
+	MaxTexts          int
+	CatalogRefresh    time.Duration
+	DiscoveryInterval time.Duration
+	KeyCacheTTL       time.Duration // at most 2 s, so that revocation bites within 5 s
+	UsageFlush        time.Duration
+	EjectAfter        int // consecutive failures that eject a replica
+	ProbeInterval     time.Duration
+	IdleConnTimeout   time.Duration // upstream keep-alive; well under Swarm's 900 s IPVS drop
+	RedisPrefix       string
+}
+
+// DefaultOptions are the defaults the gateway role starts from.
+func DefaultOptions() Options {
+	return Options{
+		Timeout: 30 * time.Second, MaxBodyBytes: 1 << 20, MaxTexts: 64,
+		CatalogRefresh: 3 * time.Second, DiscoveryInterval: time.Second, KeyCacheTTL: 2 * time.Second,
+		UsageFlush: 10 * time.Second, EjectAfter: 3, ProbeInterval: time.Second,
+		IdleConnTimeout: 60 * time.Second, RedisPrefix: "nlpswarm:",
+	}
+}
+
+// Deps are what the gateway talks to.
+type Deps struct {
+	DB        *pgxpool.Pool
+	Redis     *redis.Client // optional: no rate limits nor quotas without it
+	Discovery Discoverer
+	Policy    Policy // LeastOutstanding when nil
+	Log       *slog.Logger
+	Registry  prometheus.Registerer // optional
+}
+
+// Gateway is an http.Handler serving the customer API.
+type Gateway struct {
+	opts    Options
+	log     *slog.Logger
+	catalog *Catalog
+	keys    *KeyStore
+	limiter *Limiter
+	usage   *Usage
+	disc    Discoverer
+	policy  Policy
+	client  *http.Client
+	m       *metrics
+	mux     *http.ServeMux
+
+	pools     sync.Map // model name -> *Pool
+	rediscov  chan struct{}
+	recatalog chan struct{}
+	cancel    context.CancelFunc
+	done      sync.WaitGroup
+	closed    atomic.Bool
+	lastWarn  atomic.Int64
+}
+
+// New loads the catalogue once and starts the background loops (catalogue,
+// discovery, usage flush); Close stops them and flushes usage.
+func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
+	d := DefaultOptions()
+	if opts.Timeout <= 0 {
+		opts.Timeout = d.Timeout
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = d.MaxBodyBytes
+	}
+	if opts.MaxTexts <= 0 {
+		opts.MaxTexts = d.MaxTexts
+	}
+	if opts.CatalogRefresh <= 0 {
+		opts.CatalogRefresh = d.CatalogRefresh
+	}
+	if opts.DiscoveryInterval <= 0 {
+		opts.DiscoveryInterval = d.DiscoveryInterval
+	}
+	if opts.KeyCacheTTL <= 0 || opts.KeyCacheTTL > 2*time.Second {
+		opts.KeyCacheTTL = d.KeyCacheTTL
+	}
+	if opts.UsageFlush <= 0 {
+		opts.UsageFlush = d.UsageFlush
+	}
+	if opts.EjectAfter <= 0 {
+		opts.EjectAfter = d.EjectAfter
+	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = d.ProbeInterval
+	}
+	if opts.IdleConnTimeout <= 0 {
+		opts.IdleConnTimeout = d.IdleConnTimeout
+	}
+	if deps.DB == nil || deps.Discovery == nil {
+		return nil, errors.New("gateway: DB and Discovery are required")
+	}
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	if deps.Policy == nil {
+		deps.Policy = LeastOutstanding{}
+	}
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        4096,
+		MaxIdleConnsPerHost: 512,
+		IdleConnTimeout:     opts.IdleConnTimeout,
+		DisableCompression:  true,
+	}
+	g := &Gateway{
+		opts: opts, log: deps.Log, catalog: newCatalog(deps.DB), keys: newKeyStore(deps.DB, opts.KeyCacheTTL),
+		limiter: newLimiter(deps.Redis, opts.RedisPrefix), usage: newUsage(deps.DB), disc: deps.Discovery,
+		policy: deps.Policy, client: &http.Client{Transport: tr}, m: newMetrics(deps.Registry),
+		rediscov: make(chan struct{}, 1), recatalog: make(chan struct{}, 1),
+	}
+	g.mux = http.NewServeMux()
+	g.mux.HandleFunc("POST /v1/{model}/{task}", g.serveTask)
+	g.mux.HandleFunc("POST /v2/models/{model}/infer", g.serveInfer)
+	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		apierror.Write(w, http.StatusNotFound, "not_found", "no such route: "+r.Method+" "+r.URL.Path)
+	})
+	if err := g.catalog.Refresh(ctx); err != nil {
+		return nil, fmt.Errorf("gateway: load model catalogue: %w", err)
+	}
+	g.discoverAll(ctx)
+	lctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	g.done.Add(3)
+	go g.loopCatalog(lctx)
+	go g.loopUsage(lctx)
+	go g.listenDeployments(lctx, deps.DB)
+	return g, nil
+}
+
+// Close stops the loops and flushes usage to Postgres.
+func (g *Gateway) Close(ctx context.Context) error {
+	if !g.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	g.cancel()
+	g.done.Wait()
+	g.client.CloseIdleConnections()
+	return g.FlushUsage(ctx)
+}
+
+// FlushUsage writes the usage gathered so far.
+func (g *Gateway) FlushUsage(ctx context.Context) error {
+	err := g.usage.Flush(ctx)
+	if err != nil {
+		g.m.usageFlush.WithLabelValues("error").Inc()
+		g.log.Warn("usage flush failed", "err", err)
+	} else {
+		g.m.usageFlush.WithLabelValues("ok").Inc()
+	}
+	return err
+}
+
+func (g *Gateway) loopCatalog(ctx context.Context) {
+	defer g.done.Done()
+	ct := time.NewTicker(g.opts.CatalogRefresh)
+	dt := time.NewTicker(g.opts.DiscoveryInterval)
+	defer ct.Stop()
+	defer dt.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ct.C:
+			if err := g.catalog.Refresh(ctx); err != nil && ctx.Err() == nil {
+				g.log.Warn("model catalogue refresh failed; keeping the previous one", "err", err)
+			}
+		case <-g.recatalog:
+			if err := g.catalog.Refresh(ctx); err != nil && ctx.Err() == nil {
+				g.log.Warn("model catalogue refresh failed; keeping the previous one", "err", err)
+			}
+		case <-dt.C:
+		case <-g.rediscov:
+		}
+		g.discoverAll(ctx)
+	}
+}
+
+// listenDeployments reloads the catalogue as soon as the apiserver signals a
+// deployment change (LISTEN/NOTIFY), on top of the periodic refresh.
+func (g *Gateway) listenDeployments(ctx context.Context, db *pgxpool.Pool) {
+	defer g.done.Done()
+	for ctx.Err() == nil {
+		err := func() error {
+			conn, err := db.Acquire(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Release()
+			if _, err := conn.Exec(ctx, "LISTEN "+pg.NotifyDeployments); err != nil {
+				return err
+			}
+			defer func() { // leave the pooled connection clean
+				uctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_, _ = conn.Exec(uctx, "UNLISTEN *")
+				cancel()
+			}()
+			for {
+				if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
+					return err
+				}
+				select {
+				case g.recatalog <- struct{}{}:
+				default:
+				}
+			}
+		}()
+		if ctx.Err() != nil {
+			return
+		}
+		g.log.Warn("listening for deployment changes failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func (g *Gateway) loopUsage(ctx context.Context) {
+	defer g.done.Done()
+	t := time.NewTicker(g.opts.UsageFlush)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_ = g.FlushUsage(fctx)
+			cancel()
+		}
+	}
+}
+
+// discoverAll refreshes the replica set of every deployed model.
+func (g *Gateway) discoverAll(ctx context.Context) {
+	names := g.catalog.Names()
+	live := make(map[string]bool, len(names))
+	for _, n := range names {
+		live[n] = true
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		addrs, err := g.disc.Lookup(lctx, n)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				g.log.Warn("discovery failed; keeping the previous replicas", "model", n, "err", err)
+			}
+			continue
+		}
+		p := g.pool(n)
+		if p.Set(addrs) {
+			g.log.Info("replicas changed", "model", n, "replicas", addrs)
+		}
+		g.m.replicas.WithLabelValues(n).Set(float64(len(addrs)))
+	}
+	g.pools.Range(func(k, _ any) bool {
+		if !live[k.(string)] {
+			g.pools.Delete(k)
+			g.m.replicas.DeleteLabelValues(k.(string))
+		}
+		return true
+	})
+}
+
+func (g *Gateway) pool(model string) *Pool {
+	if p, ok := g.pools.Load(model); ok {
+		return p.(*Pool)
+	}
+	p, _ := g.pools.LoadOrStore(model, &Pool{})
+	return p.(*Pool)
+}
+
+func (g *Gateway) triggerDiscovery() {
+	select {
+	case g.rediscov <- struct{}{}:
+	default:
+	}
+}
+
+// ServeHTTP implements http.Handler.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rid := r.Header.Get("X-Request-ID")
+	if !validRequestID(rid) {
+		rid = newRequestID()
+		r.Header.Set("X-Request-ID", rid)
+	}
+	w.Header().Set("X-Request-ID", rid)
+	g.mux.ServeHTTP(w, r)
+}
+
+func validRequestID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// reqState carries one request through the handlers.
+type reqState struct {
+	r        *http.Request
+	key      string // key prefix (never the key)
+	start    time.Time
+	model    string // for metrics: the routed model or "-"
+	status   int
+	upstream time.Duration
+}
+
+func (g *Gateway) finish(st *reqState) {
+	d := time.Since(st.start)
+	g.m.requests.WithLabelValues(st.model, strconv.Itoa(st.status)).Inc()
+	g.m.latency.WithLabelValues(st.model).Observe(d.Seconds())
+	if st.upstream > 0 {
+		g.m.added.WithLabelValues(st.model).Observe((d - st.upstream).Seconds())
+	}
+	level := slog.LevelDebug
+	if st.status >= 500 {
+		level = slog.LevelWarn
+	}
+	if g.log.Enabled(st.r.Context(), level) {
+		g.log.Log(st.r.Context(), level, "request", "request_id", st.r.Header.Get("X-Request-ID"),
+			"method", st.r.Method, "path", st.r.URL.Path, "model", st.model, "key", st.key,
+			"status", st.status, "duration_ms", float64(d.Microseconds())/1000, "upstream_ms", float64(st.upstream.Microseconds())/1000)
+	}
+}
+
+func (g *Gateway) fail(w http.ResponseWriter, st *reqState, status int, code, msg string) {
+	st.status = status
+	apierror.Write(w, status, code, msg)
+}
+
+// admit authenticates the caller, resolves the model and applies the plan.
+// It writes the error answer itself and returns ok=false.
+func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState) (*Key, *Model, bool) {
+	tok := tokenFrom(r)
+	if tok == "" {
+		w.Header().Set("WWW-Authenticate", `Token realm="nlpswarm"`)
+		g.fail(w, st, http.StatusUnauthorized, "unauthorized", "missing API key: send Authorization: Token <key>")
+		return nil, nil, false
+	}
+	k, err := g.keys.Lookup(r.Context(), tok)
+	if err != nil {
+		if errors.Is(err, errNoKey) {
+			w.Header().Set("WWW-Authenticate", `Token realm="nlpswarm"`)
+			g.fail(w, st, http.StatusUnauthorized, "unauthorized", "invalid or revoked API key")
+			return nil, nil, false
+		}
+		g.log.Error("key lookup failed", "request_id", r.Header.Get("X-Request-ID"), "err", err)
+		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "cannot check the API key now; retry")
+		return nil, nil, false
+	}
+	st.key = k.Prefix
+	if k.Kind != "inference" && k.Kind != "admin" {
+		g.fail(w, st, http.StatusForbidden, "forbidden", "this key may not call the inference API")
+		return nil, nil, false
+	}
+	name := r.PathValue("model")
+	m, ok := g.catalog.Get(name)
+	if !ok || (m.Private && m.Owner != k.AccountID) {
+		g.fail(w, st, http.StatusNotFound, "model_not_found", fmt.Sprintf("no deployed model %q", name))
+		return nil, nil, false
+	}
+	st.model = m.Name
+	v := g.limiter.Allow(r.Context(), k)
+	if v.FailOpen {
+		g.m.failOpen.Inc()
+		if now := time.Now().UnixNano(); now-g.lastWarn.Load() > int64(10*time.Second) {
+			g.lastWarn.Store(now)
+			g.log.Warn("redis unavailable: rate limits and quotas not applied (fail-open)", "err", v.Err)
+		}
+	}
+	if v.Limit != "" {
+		h := w.Header()
+		h.Set("X-RateLimit-Limit", v.Limit)
+		h.Set("X-RateLimit-Remaining", strconv.Itoa(max(v.Remaining, 0)))
+		h.Set("X-RateLimit-Reset", strconv.Itoa(int(math.Ceil(v.Reset.Seconds()))))
+	}
+	if !v.Allowed {
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(v.RetryAfter.Seconds())))))
+		msg := "rate limit exceeded"
+		if v.Reason == "quota_exceeded" {
+			msg = "monthly quota exhausted"
+		}
+		g.fail(w, st, http.StatusTooManyRequests, v.Reason, msg)
+		return nil, nil, false
+	}
+	return k, m, true
+}
+
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			g.fail(w, st, http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("body over %d bytes", g.opts.MaxBodyBytes))
+		} else {
+			g.fail(w, st, http.StatusBadRequest, "invalid_request", "cannot read the body")
+		}
+		return nil, false
+	}
+	return body, true
+}
+
+func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request) {
+	st := &reqState{r: r, start: time.Now(), model: "-"}
+	defer g.finish(st)
+	task, ok := taskRoutes[r.PathValue("task")]
+	if !ok {
+		g.fail(w, st, http.StatusNotFound, "not_found", fmt.Sprintf("no task %q: want sentiment, classification, entities or embeddings", r.PathValue("task")))
+		return
+	}
+	k, m, ok := g.admit(w, r, st)
+	if !ok {
+		return
+	}
+	if m.Task != task {
+		g.fail(w, st, http.StatusBadRequest, "task_not_supported", fmt.Sprintf("model %q does %s, not %s", m.Name, m.Task, r.PathValue("task")))
+		return
+	}
+	body, ok := g.readBody(w, r, st)
+	if !ok {
+		return
+	}
+	texts, single, params, err := DecodeRequest(body, g.opts.MaxTexts)
+	if err != nil {
+		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
+		g.usage.Record(k.ID, m.ID, 0, true)
+		return
+	}
+	up, _ := json.Marshal(runtimeRequest{Texts: texts, Parameters: params})
+	res, aerr := g.forward(r, m.Name, "/predict", up, st)
+	if aerr != nil {
+		g.writeErr(w, st, aerr)
+		g.usage.Record(k.ID, m.ID, len(texts), true)
+		return
+	}
+	if res.status != http.StatusOK {
+		g.relayUpstreamError(w, st, res)
+		g.usage.Record(k.ID, m.ID, len(texts), true)
+		return
+	}
+	answers, err := translateAll(m.Task, res.body, texts)
+	if err != nil {
+		g.m.upErrors.WithLabelValues(m.Name, "bad_response").Inc()
+		g.log.Warn("malformed runtime answer", "request_id", r.Header.Get("X-Request-ID"), "model", m.Name, "err", err)
+		g.fail(w, st, http.StatusBadGateway, "upstream_error", "the model runtime gave a malformed answer")
+		g.usage.Record(k.ID, m.ID, len(texts), true)
+		return
+	}
+	var payload any = struct {
+		Results []any `json:"results"`
+	}{answers}
+	if single {
+		payload = answers[0]
+	}
+	st.status = http.StatusOK
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(payload)
+	g.usage.Record(k.ID, m.ID, len(texts), false)
+}
+
+func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request) {
+	st := &reqState{r: r, start: time.Now(), model: "-"}
+	defer g.finish(st)
+	k, m, ok := g.admit(w, r, st)
+	if !ok {
+		return
+	}
+	body, ok := g.readBody(w, r, st)
+	if !ok {
+		return
+	}
+	res, aerr := g.forward(r, m.Name, "/v2/models/"+m.Name+"/infer", body, st)
+	if aerr != nil {
+		g.writeErr(w, st, aerr)
+		g.usage.Record(k.ID, m.ID, 0, true)
+		return
+	}
+	st.status = res.status
+	if res.contentType != "" {
+		w.Header().Set("Content-Type", res.contentType)
+	}
+	w.WriteHeader(res.status)
+	_, _ = w.Write(res.body)
+	g.usage.Record(k.ID, m.ID, 0, res.status >= 400)
+}
+
+// relayUpstreamError answers for a runtime's non-200: its 4xx (bad input for
+// the model) keep their status; 5xx become 502.
+func (g *Gateway) relayUpstreamError(w http.ResponseWriter, st *reqState, res *upstreamResult) {
+	msg := strings.TrimSpace(string(res.body))
+	var ae apierror.Body
+	if json.Unmarshal(res.body, &ae) == nil && ae.Error.Message != "" {
+		msg = ae.Error.Message
+	}
+	if len(msg) > 500 {
+		msg = msg[:500]
+	}
+	if res.status >= 400 && res.status < 500 {
+		g.fail(w, st, res.status, "model_rejected_input", msg)
+		return
+	}
+	g.fail(w, st, http.StatusBadGateway, "upstream_error", fmt.Sprintf("model runtime answered %d: %s", res.status, msg))
+}
+
+type gwError struct {
+	status     int
+	code, msg  string
+	retryAfter int
+}
+
+func (g *Gateway) writeErr(w http.ResponseWriter, st *reqState, e *gwError) {
+	if e.status == 499 { // client went away: nobody to answer
+		st.status = 499
+		return
+	}
+	if e.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
+	}
+	g.fail(w, st, e.status, e.code, e.msg)
+}
+
+type upstreamResult struct {
+	status      int
+	contentType string
+	body        []byte
+}
+
+const maxUpstreamBody = 64 << 20
+
+// forward sends body to a replica of model, retrying once on another replica
+// after a connection error or a 503, within the model's deadline. The request
+// context (client disconnect) cancels the upstream call.
+func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *reqState) (*upstreamResult, *gwError) {
+	timeout := g.opts.Timeout
+	if t, ok := g.opts.ModelTimeouts[model]; ok && t > 0 {
+		timeout = t
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	rid := r.Header.Get("X-Request-ID")
+	pool := g.pool(model)
+	var tried *Upstream
+	var last *gwError
+	for attempt := 0; attempt < 2; attempt++ {
+		u := g.policy.Select(candidates(pool.Upstreams(), tried), r)
+		if u == nil {
+			if last != nil {
+				return nil, last
+			}
+			g.triggerDiscovery()
+			return nil, &gwError{http.StatusServiceUnavailable, "no_replica", fmt.Sprintf("model %q has no ready replica; retry shortly", model), 1}
+		}
+		if attempt > 0 {
+			g.m.retries.WithLabelValues(model).Inc()
+		}
+		res, err := g.try(ctx, u, model, path, body, rid, st)
+		busy := err == nil && res.status == http.StatusTooManyRequests // runtime queue full: try another
+		if err == nil && res.status != http.StatusServiceUnavailable && !busy {
+			if res.status == http.StatusBadGateway || res.status == http.StatusGatewayTimeout {
+				g.failure(model, u, "status")
+			} else {
+				u.markSuccess()
+			}
+			return res, nil
+		}
+		switch {
+		case r.Context().Err() != nil:
+			return nil, &gwError{status: 499}
+		case ctx.Err() != nil:
+			g.m.upErrors.WithLabelValues(model, "timeout").Inc()
+			return nil, &gwError{http.StatusGatewayTimeout, "upstream_timeout", fmt.Sprintf("model %q did not answer within %s", model, timeout), 0}
+		case err != nil:
+			g.failure(model, u, "connect")
+			g.triggerDiscovery()
+			g.log.Warn("upstream failed", "request_id", rid, "model", model, "upstream", u.Addr, "err", err)
+			last = &gwError{http.StatusBadGateway, "upstream_error", fmt.Sprintf("model %q: replica unreachable", model), 0}
+		case busy:
+			g.m.upErrors.WithLabelValues(model, "busy").Inc()
+			last = &gwError{http.StatusServiceUnavailable, "no_replica", fmt.Sprintf("model %q is busy; retry shortly", model), 1}
+		default: // 503: replica not ready
+			g.failure(model, u, "unavailable")
+			last = &gwError{http.StatusServiceUnavailable, "no_replica", fmt.Sprintf("model %q has no ready replica; retry shortly", model), 1}
+		}
+		tried = u
+	}
+	return nil, last
+}
+
+func (g *Gateway) try(ctx context.Context, u *Upstream, model, path string, body []byte, rid string, st *reqState) (*upstreamResult, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+u.Addr+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Request-ID", rid)
+	u.inflight.Add(1)
+	g.m.inflight.WithLabelValues(model).Inc()
+	t0 := time.Now()
+	defer func() {
+		st.upstream += time.Since(t0)
+		u.inflight.Add(-1)
+		g.m.inflight.WithLabelValues(model).Dec()
+	}()
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var data []byte
+	if n := resp.ContentLength; n >= 0 && n <= maxUpstreamBody {
+		data = make([]byte, n)
+		_, err = io.ReadFull(resp.Body, data)
+	} else {
+		data, err = io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: data}, nil
+}
+
+// failure counts a failed attempt on u; the failure that ejects it starts an
+// active probe that returns it to the pool once /v2/health/ready answers 200.
+func (g *Gateway) failure(model string, u *Upstream, kind string) {
+	g.m.upErrors.WithLabelValues(model, kind).Inc()
+	if !u.markFailure(g.opts.EjectAfter) {
+		return
+	}
+	g.m.ejections.WithLabelValues(model).Inc()
+	g.log.Warn("replica ejected", "model", model, "upstream", u.Addr, "after_failures", g.opts.EjectAfter)
+	if !u.probing.CompareAndSwap(false, true) {
+		return
+	}
+	go g.probe(model, u)
+}
+
+func (g *Gateway) probe(model string, u *Upstream) {
+	defer u.probing.Store(false)
+	t := time.NewTicker(g.opts.ProbeInterval)
+	defer t.Stop()
+	for range t.C {
+		if g.closed.Load() || !g.inPool(model, u) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+u.Addr+"/v2/health/ready", nil)
+		resp, err := g.client.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+		}
+		cancel()
+		if err == nil && resp.StatusCode == http.StatusOK {
+			u.fails.Store(0)
+			u.ejected.Store(false)
+			g.log.Info("replica back in the pool", "model", model, "upstream", u.Addr)
+			return
+		}
+	}
+}
+
+func (g *Gateway) inPool(model string, u *Upstream) bool {
+	p, ok := g.pools.Load(model)
+	if !ok {
+		return false
+	}
+	for _, x := range p.(*Pool).Upstreams() {
+		if x == u {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,47 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests   *prometheus.CounterVec   // model, status
+	latency    *prometheus.HistogramVec // model
+	added      *prometheus.HistogramVec // model: gateway time minus upstream time
+	upErrors   *prometheus.CounterVec   // model, kind
+	retries    *prometheus.CounterVec   // model
+	inflight   *prometheus.GaugeVec     // model
+	ejections  *prometheus.CounterVec   // model
+	replicas   *prometheus.GaugeVec     // model
+	failOpen   prometheus.Counter
+	usageFlush *prometheus.CounterVec // result
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_requests_total",
+			Help: "Customer requests by model and HTTP status."}, []string{"model", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "nlpswarm_gateway_request_duration_seconds",
+			Help: "Time to answer a customer request.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}, []string{"model"}),
+		added: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "nlpswarm_gateway_added_latency_seconds",
+			Help: "Latency the gateway adds on top of the upstream time.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 14)}, []string{"model"}),
+		upErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_upstream_errors_total",
+			Help: "Failed upstream attempts by model and kind (connect, status, timeout)."}, []string{"model", "kind"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_retries_total",
+			Help: "Requests retried on another replica."}, []string{"model"}),
+		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nlpswarm_gateway_inflight_requests",
+			Help: "Upstream requests in flight by model."}, []string{"model"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_ejections_total",
+			Help: "Replicas ejected by passive health checks."}, []string{"model"}),
+		replicas: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nlpswarm_gateway_replicas",
+			Help: "Replicas discovered by model."}, []string{"model"}),
+		failOpen: prometheus.NewCounter(prometheus.CounterOpts{Name: "nlpswarm_gateway_ratelimit_failopen_total",
+			Help: "Requests let through without rate limit or quota because Redis failed."}),
+		usageFlush: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_usage_flushes_total",
+			Help: "Usage flushes to Postgres by result."}, []string{"result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.latency, m.added, m.upErrors, m.retries, m.inflight, m.ejections, m.replicas, m.failOpen, m.usageFlush)
+	}
+	return m
+}

@@ -1,0 +1,198 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"unicode/utf8"
+)
+
+// Tasks of the customer API and the runtime task each maps to.
+var taskRoutes = map[string]string{
+	"sentiment":      "text-classification",
+	"classification": "text-classification",
+	"entities":       "token-classification",
+	"embeddings":     "feature-extraction",
+}
+
+type customerRequest struct {
+	Text       *string         `json:"text"`
+	Texts      []string        `json:"texts"`
+	Parameters json.RawMessage `json:"parameters"`
+}
+
+// DecodeRequest parses a customer body: {"text": "..."} or {"texts": [...]},
+// optionally with "parameters" (an object passed to the runtime). single says
+// the answer is for one text rather than a list.
+func DecodeRequest(body []byte, maxTexts int) (texts []string, single bool, params json.RawMessage, err error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var req customerRequest
+	if err := dec.Decode(&req); err != nil {
+		return nil, false, nil, fmt.Errorf("body is not a JSON object of the expected shape: %s", jsonErr(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, false, nil, errors.New("unexpected data after the JSON object")
+	}
+	switch {
+	case req.Text != nil && req.Texts != nil:
+		return nil, false, nil, errors.New(`give either "text" or "texts", not both`)
+	case req.Text != nil:
+		texts, single = []string{*req.Text}, true
+	case req.Texts != nil:
+		texts = req.Texts
+		if len(texts) == 0 {
+			return nil, false, nil, errors.New(`"texts" is empty`)
+		}
+	default:
+		return nil, false, nil, errors.New(`want "text" (a string) or "texts" (a list of strings)`)
+	}
+	if maxTexts > 0 && len(texts) > maxTexts {
+		return nil, false, nil, fmt.Errorf(`"texts" has %d texts; at most %d per request`, len(texts), maxTexts)
+	}
+	for i, t := range texts {
+		if t == "" {
+			return nil, false, nil, fmt.Errorf("text %d is empty", i)
+		}
+		if !utf8.ValidString(t) {
+			return nil, false, nil, fmt.Errorf("text %d is not valid UTF-8", i)
+		}
+	}
+	if len(req.Parameters) > 0 && !bytes.Equal(req.Parameters, []byte("null")) {
+		if bytes.TrimSpace(req.Parameters)[0] != '{' {
+			return nil, false, nil, errors.New(`"parameters" must be an object`)
+		}
+		params = req.Parameters
+	}
+	return texts, single, params, nil
+}
+
+func jsonErr(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("syntax error at byte %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q: want %s", te.Field, te.Type)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "body is empty or truncated"
+	}
+	return err.Error()
+}
+
+// upstream wire types
+
+type runtimeRequest struct {
+	Texts      []string        `json:"texts"`
+	Parameters json.RawMessage `json:"parameters,omitempty"`
+}
+
+type scoredLabel struct {
+	Label string  `json:"label"`
+	Score float64 `json:"score"`
+}
+
+type runtimeEntity struct {
+	EntityGroup string  `json:"entity_group"`
+	Entity      string  `json:"entity"`
+	Score       float64 `json:"score"`
+	Word        string  `json:"word"`
+	Start       int     `json:"start"`
+	End         int     `json:"end"`
+}
+
+type entity struct {
+	Text  string  `json:"text"`
+	Type  string  `json:"type"`
+	Start int     `json:"start"`
+	End   int     `json:"end"`
+	Score float64 `json:"score"`
+}
+
+type labelsAnswer struct {
+	ScoredLabels []scoredLabel `json:"scored_labels"`
+}
+type entitiesAnswer struct {
+	Entities []entity `json:"entities"`
+}
+type embeddingsAnswer struct {
+	Embeddings [][]float64 `json:"embeddings"`
+}
+
+// translateAll decodes a runtime answer to /predict and turns its outputs
+// into the customer's shape, one per text. The outputs are decoded straight
+// into the task's types (one pass over the JSON).
+func translateAll(task string, body []byte, texts []string) ([]any, error) {
+	out := make([]any, 0, len(texts))
+	switch task {
+	case "text-classification":
+		var rr struct {
+			Outputs [][]scoredLabel `json:"outputs"`
+		}
+		if err := json.Unmarshal(body, &rr); err != nil {
+			return nil, err
+		}
+		if len(rr.Outputs) != len(texts) {
+			return nil, errOutputCount
+		}
+		for _, ls := range rr.Outputs {
+			if ls == nil {
+				ls = []scoredLabel{}
+			}
+			out = append(out, labelsAnswer{ScoredLabels: ls})
+		}
+	case "token-classification":
+		var rr struct {
+			Outputs [][]runtimeEntity `json:"outputs"`
+		}
+		if err := json.Unmarshal(body, &rr); err != nil {
+			return nil, err
+		}
+		if len(rr.Outputs) != len(texts) {
+			return nil, errOutputCount
+		}
+		for i, es := range rr.Outputs {
+			text := texts[i]
+			ascii := utf8.RuneCountInString(text) == len(text)
+			ans := entitiesAnswer{Entities: make([]entity, 0, len(es))}
+			for _, e := range es {
+				typ := e.EntityGroup
+				if typ == "" {
+					typ = e.Entity
+				}
+				word := e.Word
+				if ascii && e.Start >= 0 && e.End <= len(text) && e.Start < e.End {
+					word = text[e.Start:e.End] // ASCII: offsets are the same in bytes and characters
+				}
+				ans.Entities = append(ans.Entities, entity{Text: word, Type: typ, Start: e.Start, End: e.End, Score: e.Score})
+			}
+			out = append(out, ans)
+		}
+	case "feature-extraction":
+		var rr struct {
+			Outputs []struct {
+				Embedding []float64 `json:"embedding"`
+			} `json:"outputs"`
+		}
+		if err := json.Unmarshal(body, &rr); err != nil {
+			return nil, err
+		}
+		if len(rr.Outputs) != len(texts) {
+			return nil, errOutputCount
+		}
+		for _, o := range rr.Outputs {
+			if o.Embedding == nil {
+				return nil, errors.New("output lacks an embedding")
+			}
+			out = append(out, embeddingsAnswer{Embeddings: [][]float64{o.Embedding}})
+		}
+	default:
+		return nil, fmt.Errorf("unknown task %q", task)
+	}
+	return out, nil
+}
+
+var errOutputCount = errors.New("runtime gave a different number of outputs than texts")

@@ -1,0 +1,193 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// deadAddr is a loopback address nothing listens on.
+func deadAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ln.Addr().String()
+	ln.Close()
+	return a
+}
+
+func TestRetryOnConnectionErrorAndEjection(t *testing.T) {
+	e := newEnv(t, false)
+	key, _ := e.key(e.account("acme", ""), "inference")
+	good := newFakeRuntime(t, "text-classification")
+	dead := deadAddr(t)
+	e.model("sentiment", "text-classification", 0, good)
+	e.static["sentiment"] = []string{dead, good.addr()}
+	e.start(Options{EjectAfter: 3, ProbeInterval: 100 * time.Millisecond})
+	for i := 0; i < 30; i++ {
+		if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
+			t.Fatalf("request %d: %d %s (one replica is down; the retry should hide it)", i, a.status, a.raw)
+		}
+	}
+	if n := metricValue(e.gw.m.ejections.WithLabelValues("sentiment")); n != 1 {
+		t.Fatalf("ejections = %v, want 1", n)
+	}
+	retries := metricValue(e.gw.m.retries.WithLabelValues("sentiment"))
+	if retries < 1 || retries > 3 {
+		t.Fatalf("retries = %v: after ejection the dead replica should no longer be tried", retries)
+	}
+	var deadUp *Upstream
+	for _, u := range e.gw.pool("sentiment").Upstreams() {
+		if u.Addr == dead {
+			deadUp = u
+		}
+	}
+	if deadUp == nil || deadUp.Available() {
+		t.Fatal("dead replica not ejected")
+	}
+	// Bring a runtime up on the dead address: the probe returns it to the pool.
+	ln, err := net.Listen("tcp", dead)
+	if err != nil {
+		t.Skipf("cannot reuse %s: %v", dead, err)
+	}
+	srv := &http.Server{Handler: good.Config.Handler}
+	go srv.Serve(ln)
+	defer srv.Close()
+	deadline := time.Now().Add(3 * time.Second)
+	for !deadUp.Available() {
+		if time.Now().After(deadline) {
+			t.Fatal("recovered replica not returned by the health probe")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestProbeWaitsForReady(t *testing.T) {
+	e := newEnv(t, false)
+	key, _ := e.key(e.account("acme", ""), "inference")
+	sick := newFakeRuntime(t, "text-classification")
+	sick.status.Store(503)
+	sick.ready.Store(false)
+	good := newFakeRuntime(t, "text-classification")
+	e.model("sentiment", "text-classification", 0, sick, good)
+	e.start(Options{EjectAfter: 2, ProbeInterval: 50 * time.Millisecond})
+	for i := 0; i < 20; i++ {
+		if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
+			t.Fatalf("request %d: %d (503 from one replica must be retried on the other)", i, a.status)
+		}
+	}
+	var su *Upstream
+	for _, u := range e.gw.pool("sentiment").Upstreams() {
+		if u.Addr == sick.addr() {
+			su = u
+		}
+	}
+	if su.Available() {
+		t.Fatal("replica answering 503 not ejected")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if su.Available() {
+		t.Fatal("returned to the pool while /v2/health/ready says 503")
+	}
+	sick.status.Store(0)
+	sick.ready.Store(true)
+	time.Sleep(300 * time.Millisecond)
+	if !su.Available() {
+		t.Fatal("not returned once ready")
+	}
+}
+
+func TestAllReplicasBusy(t *testing.T) {
+	e := newEnv(t, false)
+	key, _ := e.key(e.account("acme", ""), "inference")
+	a1, a2 := newFakeRuntime(t, "text-classification"), newFakeRuntime(t, "text-classification")
+	a1.status.Store(503)
+	a2.status.Store(503)
+	e.model("sentiment", "text-classification", 0, a1, a2)
+	e.start(Options{EjectAfter: 100})
+	a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`)
+	if a.status != 503 || a.header.Get("Retry-After") == "" || a.code() != "no_replica" {
+		t.Fatalf("%d %v %s", a.status, a.header, a.raw)
+	}
+	if h := a1.hits.Load() + a2.hits.Load(); h != 2 {
+		t.Fatalf("%d attempts, want 2 (one retry)", h)
+	}
+	// 429 from a runtime (its queue is full): tried on the other replica, not counted against its health.
+	a1.status.Store(429)
+	a2.status.Store(429)
+	before0 := a1.hits.Load() + a2.hits.Load()
+	a = e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`)
+	if a.status != 503 || a1.hits.Load()+a2.hits.Load() != before0+2 {
+		t.Fatalf("429: status %d, attempts %d", a.status, a1.hits.Load()+a2.hits.Load()-before0)
+	}
+	// A 500 is the runtime's answer about the input, not a dead replica: no retry.
+	a1.status.Store(500)
+	a2.status.Store(500)
+	before := a1.hits.Load() + a2.hits.Load()
+	a = e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`)
+	if a.status != 502 || a1.hits.Load()+a2.hits.Load() != before+1 {
+		t.Fatalf("500: status %d, attempts %d", a.status, a1.hits.Load()+a2.hits.Load()-before)
+	}
+	// A 4xx from the runtime keeps its status.
+	a1.status.Store(422)
+	a2.status.Store(422)
+	if a = e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 422 {
+		t.Fatalf("422 relayed as %d", a.status)
+	}
+}
+
+func TestTimeoutAndClientDisconnect(t *testing.T) {
+	e := newEnv(t, false)
+	key, _ := e.key(e.account("acme", ""), "inference")
+	slow := newFakeRuntime(t, "text-classification")
+	slow.delay.Store(int64(2 * time.Second))
+	e.model("slow", "text-classification", 0, slow)
+	e.start(Options{Timeout: 10 * time.Second, ModelTimeouts: map[string]time.Duration{"slow": 200 * time.Millisecond}})
+	start := time.Now()
+	a := e.post(key, "/v1/slow/sentiment", `{"text":"x"}`)
+	if a.status != 504 || a.code() != "upstream_timeout" || time.Since(start) > time.Second {
+		t.Fatalf("per-model timeout: %d %s after %s", a.status, a.raw, time.Since(start))
+	}
+
+	// Client disconnect cancels the upstream call.
+	e.gw.opts.ModelTimeouts = nil
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/v1/slow/sentiment", strings.NewReader(`{"text":"x"}`))
+	req.Header.Set("Authorization", "Token "+key)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		t.Fatal("request should have been cancelled")
+	}
+	deadline := time.Now().Add(time.Second)
+	for metricValue(e.gw.m.inflight.WithLabelValues("slow")) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("upstream request still in flight after the client left")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := metricValue(e.gw.m.requests.WithLabelValues("slow", "499")); n != 1 {
+		t.Fatalf("499 count %v", n)
+	}
+}
+
+// metricValue reads a counter or gauge.
+func metricValue(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		return -1
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
+}

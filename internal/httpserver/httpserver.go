@@ -1,0 +1,199 @@
+package httpserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Options are a server's timeouts and drain behaviour. Zero values take the
+// defaults of Defaults.
+type Options struct {
+	Listen            string        `description:"address to listen on (host:port)"`
+	ReadTimeout       time.Duration `description:"max time to read a whole request, body included"`
+	ReadHeaderTimeout time.Duration `description:"max time to read request headers"`
+	WriteTimeout      time.Duration `description:"max time to write a response"`
+	IdleTimeout       time.Duration `description:"keep-alive idle timeout"`
+	DrainDelay        time.Duration `description:"after SIGTERM: time with readiness off before the listener closes"`
+	ShutdownTimeout   time.Duration `description:"after the drain delay: max time for in-flight requests to finish"`
+}
+
+// Defaults returns options with the given listen address and sane timeouts.
+func Defaults(listen string) Options {
+	return Options{
+		Listen:            listen,
+		ReadTimeout:       60 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second,
+		WriteTimeout:      120 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		DrainDelay:        2 * time.Second,
+		ShutdownTimeout:   30 * time.Second,
+	}
+}
+
+// Check is a readiness dependency: nil means reachable.
+type Check struct {
+	Name string
+	Fn   func(ctx context.Context) error
+}
+
+// Health answers /healthz and /readyz. Readiness is false while draining or
+// while any check fails.
+type Health struct {
+	checks   []Check
+	draining atomic.Bool
+	notReady atomic.Pointer[string]
+}
+
+// NewHealth returns a Health with the given readiness checks.
+func NewHealth(checks ...Check) *Health { return &Health{checks: checks} }
+
+// SetDraining turns readiness off for good (SIGTERM).
+func (h *Health) SetDraining() { h.draining.Store(true) }
+
+// SetNotReady marks the process not ready with a reason ("" clears it), for
+// roles that are not ready until something loads (a model).
+func (h *Health) SetNotReady(reason string) {
+	if reason == "" {
+		h.notReady.Store(nil)
+		return
+	}
+	h.notReady.Store(&reason)
+}
+
+// Ready reports nil when the process should receive traffic.
+func (h *Health) Ready(ctx context.Context) error {
+	if h.draining.Load() {
+		return errors.New("draining")
+	}
+	if r := h.notReady.Load(); r != nil {
+		return errors.New(*r)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for _, c := range h.checks {
+		if err := c.Fn(ctx); err != nil {
+			return fmt.Errorf("%s: %w", c.Name, err)
+		}
+	}
+	return nil
+}
+
+func (h *Health) serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"status":"alive"}` + "\n"))
+}
+
+func (h *Health) serveReadyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if err := h.Ready(r.Context()); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]string{"status": "not ready", "reason": err.Error()})
+		return
+	}
+	_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
+}
+
+// NewRegistry returns a metrics registry with the Go and process collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Handler wraps app with the operational endpoints /healthz, /readyz and /metrics.
+func Handler(app http.Handler, h *Health, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", h.serveHealthz)
+	mux.HandleFunc("GET /readyz", h.serveReadyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if app != nil {
+		mux.Handle("/", app)
+	}
+	return mux
+}
+
+// Server is one HTTP server with its listener.
+type Server struct {
+	opts   Options
+	srv    *http.Server
+	ln     net.Listener
+	health *Health
+	log    *slog.Logger
+}
+
+// Listen binds the address now, so that callers (and tests with ":0") learn
+// the real address before serving.
+func Listen(opts Options, handler http.Handler, health *Health, log *slog.Logger) (*Server, error) {
+	d := Defaults(opts.Listen)
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = d.ReadTimeout
+	}
+	if opts.ReadHeaderTimeout == 0 {
+		opts.ReadHeaderTimeout = d.ReadHeaderTimeout
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = d.WriteTimeout
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = d.IdleTimeout
+	}
+	if opts.ShutdownTimeout == 0 {
+		opts.ShutdownTimeout = d.ShutdownTimeout
+	}
+	ln, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", opts.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadTimeout:       opts.ReadTimeout,
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		WriteTimeout:      opts.WriteTimeout,
+		IdleTimeout:       opts.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return &Server{opts: opts, srv: srv, ln: ln, health: health, log: log}, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve serves until ctx ends (SIGTERM), then drains: readiness off, wait
+// DrainDelay so load balancers notice, stop accepting, let in-flight requests
+// finish within ShutdownTimeout.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.ln) }()
+	s.log.Info("listening", "addr", s.Addr())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", s.Addr(), err)
+	case <-ctx.Done():
+	}
+	if s.health != nil {
+		s.health.SetDraining()
+	}
+	s.log.Info("draining", "delay", s.opts.DrainDelay.String())
+	if s.opts.DrainDelay > 0 {
+		time.Sleep(s.opts.DrainDelay)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	defer cancel()
+	if err := s.srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	s.log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,93 @@
+package httpserver
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestServeDrainsInFlight(t *testing.T) {
+	health := NewHealth(Check{Name: "dep", Fn: func(context.Context) error { return nil }})
+	started := make(chan struct{})
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		time.Sleep(300 * time.Millisecond)
+		io.WriteString(w, "done")
+	})
+	opts := Defaults("127.0.0.1:0")
+	opts.DrainDelay = 200 * time.Millisecond
+	srv, err := Listen(opts, Handler(app, health, NewRegistry()), health, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	base := "http://" + srv.Addr()
+
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+		}
+		if path == "/metrics" && !strings.Contains(string(body), "go_goroutines") {
+			t.Fatalf("metrics lack go collector")
+		}
+	}
+
+	slow := make(chan string, 1)
+	go func() {
+		resp, err := http.Get(base + "/work")
+		if err != nil {
+			slow <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		slow <- string(b)
+	}()
+	<-started
+	cancel()
+	time.Sleep(50 * time.Millisecond)
+	// readiness is off while draining, the listener is still open
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("readyz while draining: %d", resp.StatusCode)
+	}
+	if got := <-slow; got != "done" {
+		t.Fatalf("in-flight request: %q", got)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReadiness(t *testing.T) {
+	h := NewHealth(Check{Name: "postgres", Fn: func(context.Context) error { return errors.New("connection refused") }})
+	if err := h.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "postgres") {
+		t.Fatalf("want postgres error, got %v", err)
+	}
+	h2 := NewHealth()
+	h2.SetNotReady("loading model")
+	if err := h2.Ready(context.Background()); err == nil {
+		t.Fatal("want not ready")
+	}
+	h2.SetNotReady("")
+	if err := h2.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

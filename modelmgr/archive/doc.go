@@ -1,0 +1,6 @@
+// Package archive owns safe extraction of model archives (.tar.gz and .zip):
+// it refuses path traversal, absolute paths, links and devices, and bounds
+// the total size, the entry count and the compression ratio against bombs.
+// It is a leaf: both modelmgr (validation) and models (the runtime unpacking
+// its artifact) import it, and it imports neither.
+package archive

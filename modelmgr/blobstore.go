@@ -1,0 +1,172 @@
+package modelmgr
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// BlobStore keeps archives by content digest ("sha256:<hex>"). The filesystem
+// store is the one here; an S3-compatible store can implement the same.
+type BlobStore interface {
+	// Put moves the verified temp file at tmpPath into the store under digest;
+	// a digest already stored is kept and tmpPath removed.
+	Put(ctx context.Context, tmpPath, digest string) error
+	// Open opens a stored blob for reading (with Seek, for Range requests).
+	Open(digest string) (*os.File, error)
+	// Delete removes a blob; a missing blob is not an error.
+	Delete(digest string) error
+	// TempDir is where uploads are staged (same filesystem, so rename is atomic).
+	TempDir() string
+}
+
+var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+// ErrBadDigest is returned for a digest that is not sha256:<64 hex>.
+var ErrBadDigest = errors.New("digest must be sha256:<64 lowercase hex>")
+
+// ValidDigest reports whether d is a well-formed sha256 digest.
+func ValidDigest(d string) bool { return digestRE.MatchString(d) }
+
+// FSStore is a BlobStore on a local directory: blobs/sha256/<hex>.
+type FSStore struct{ dir string }
+
+// NewFSStore creates the store's folders under dir.
+func NewFSStore(dir string) (*FSStore, error) {
+	for _, d := range []string{filepath.Join(dir, "blobs", "sha256"), filepath.Join(dir, "tmp")} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("blob store %s: %w", dir, err)
+		}
+	}
+	return &FSStore{dir: dir}, nil
+}
+
+func (s *FSStore) path(digest string) (string, error) {
+	if !ValidDigest(digest) {
+		return "", ErrBadDigest
+	}
+	return filepath.Join(s.dir, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:")), nil
+}
+
+// TempDir implements BlobStore.
+func (s *FSStore) TempDir() string { return filepath.Join(s.dir, "tmp") }
+
+// Put implements BlobStore: fsync, rename, fsync the folder.
+func (s *FSStore) Put(_ context.Context, tmpPath, digest string) error {
+	dst, err := s.path(digest)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(dst); err == nil {
+		return os.Remove(tmpPath)
+	}
+	f, err := os.Open(tmpPath)
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("fsync %s: %w", tmpPath, err)
+	}
+	f.Close()
+	if err := os.Rename(tmpPath, dst); err != nil {
+		return fmt.Errorf("store blob: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(dst)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Open implements BlobStore.
+func (s *FSStore) Open(digest string) (*os.File, error) {
+	p, err := s.path(digest)
+	if err != nil {
+		return nil, err
+	}
+	return os.Open(p)
+}
+
+// Delete implements BlobStore.
+func (s *FSStore) Delete(digest string) error {
+	p, err := s.path(digest)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// ErrTooLarge is returned when an upload passes its size limit.
+var ErrTooLarge = errors.New("archive exceeds the size limit")
+
+// Received is an archive staged in the store's temp folder.
+type Received struct {
+	Path   string
+	Digest string
+	Size   int64
+}
+
+// Receive streams r into a temp file in dir, hashing as it goes, and refuses
+// more than limit bytes. On any error the temp file is removed.
+func Receive(ctx context.Context, r io.Reader, dir string, limit int64) (Received, error) {
+	f, err := os.CreateTemp(dir, "upload-*.part")
+	if err != nil {
+		return Received{}, fmt.Errorf("stage upload: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), &ctxLimitReader{ctx: ctx, r: r, n: limit + 1})
+	if err != nil {
+		return Received{}, fmt.Errorf("receive archive: %w", err)
+	}
+	if n > limit {
+		return Received{}, ErrTooLarge
+	}
+	if err := f.Close(); err != nil {
+		return Received{}, err
+	}
+	ok = true
+	return Received{Path: f.Name(), Digest: digestOf(h), Size: n}, nil
+}
+
+func digestOf(h hash.Hash) string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }
+
+// ctxLimitReader stops at n bytes and when ctx ends (a client gone away).
+type ctxLimitReader struct {
+	ctx context.Context
+	r   io.Reader
+	n   int64
+}
+
+func (l *ctxLimitReader) Read(p []byte) (int, error) {
+	if err := l.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if l.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}

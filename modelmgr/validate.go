@@ -1,0 +1,269 @@
+package modelmgr
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/nlpswarm/nlpswarm/modelmgr/archive"
+)
+
+// Tasks the platform serves, with the Hugging Face pipeline names.
+var Tasks = []string{"text-classification", "token-classification", "feature-extraction"}
+
+// ValidTask reports whether t is one of Tasks.
+func ValidTask(t string) bool {
+	for _, v := range Tasks {
+		if v == t {
+			return true
+		}
+	}
+	return false
+}
+
+// RequiredFiles must be in every archive; the optional ones are used if present.
+var RequiredFiles = []string{"model.onnx", "tokenizer.json", "config.json"}
+
+// Extract is the safe extractor with the default limits.
+func Extract(ctx context.Context, path, dest string) error {
+	return archive.Extract(ctx, path, dest, archive.DefaultLimits)
+}
+
+// ExtractFunc unpacks the archive at path into dest (an empty folder),
+// refusing unsafe entries and bombs.
+type ExtractFunc func(ctx context.Context, path, dest string) error
+
+// SmokeFunc loads the model in dir and runs one inference.
+type SmokeFunc func(ctx context.Context, dir, task string) error
+
+// Validator checks an uploaded archive before anything is stored.
+type Validator struct {
+	Extract      ExtractFunc
+	Smoke        SmokeFunc // nil skips the smoke inference
+	SmokeTimeout time.Duration
+}
+
+// Metadata is what validation learns of a model, stored with its version.
+type Metadata struct {
+	Labels       []string `json:"labels,omitempty"`
+	ModelType    string   `json:"model_type,omitempty"`
+	ProblemType  string   `json:"problem_type,omitempty"`
+	MaxPositions int      `json:"max_position_embeddings,omitempty"`
+	OnnxBytes    int64    `json:"onnx_bytes"`
+	Files        []string `json:"files"`
+	SmokeTested  bool     `json:"smoke_tested"`
+}
+
+// ValidationError lists every reason an archive was refused.
+type ValidationError struct{ Reasons []string }
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("archive refused: %d problem(s): %v", len(e.Reasons), e.Reasons)
+}
+
+// Validate extracts the archive into a temp folder under tmpDir (removed
+// before returning) and checks it for task. It returns the metadata or a
+// *ValidationError with every reason found.
+func (v Validator) Validate(ctx context.Context, archivePath, tmpDir, task string) (Metadata, error) {
+	dir, err := os.MkdirTemp(tmpDir, "validate-*")
+	if err != nil {
+		return Metadata{}, err
+	}
+	defer os.RemoveAll(dir)
+	dest := filepath.Join(dir, "model")
+	if err := v.Extract(ctx, archivePath, dest); err != nil {
+		return Metadata{}, &ValidationError{Reasons: []string{"archive: " + err.Error()}}
+	}
+	dest = archive.ModelRoot(dest)
+	md, reasons := CheckDir(dest, task)
+	if len(reasons) > 0 {
+		return md, &ValidationError{Reasons: reasons}
+	}
+	if v.Smoke != nil {
+		timeout := v.SmokeTimeout
+		if timeout <= 0 {
+			timeout = 2 * time.Minute
+		}
+		sctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if err := v.Smoke(sctx, dest, task); err != nil {
+			return md, &ValidationError{Reasons: []string{"smoke inference failed: " + err.Error()}}
+		}
+		md.SmokeTested = true
+	}
+	return md, nil
+}
+
+// CheckDir checks an unpacked model folder for task without running it.
+func CheckDir(dir, task string) (Metadata, []string) {
+	var md Metadata
+	var reasons []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		md.Files = append(md.Files, e.Name())
+	}
+	sort.Strings(md.Files)
+	for _, f := range RequiredFiles {
+		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || !st.Mode().IsRegular() {
+			reasons = append(reasons, fmt.Sprintf("missing required file %s", f))
+		}
+	}
+	if !ValidTask(task) {
+		reasons = append(reasons, fmt.Sprintf("unknown task %q", task))
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "config.json")); err == nil {
+		var cfg struct {
+			ID2Label     map[string]string `json:"id2label"`
+			ModelType    string            `json:"model_type"`
+			ProblemType  *string           `json:"problem_type"`
+			MaxPositions int               `json:"max_position_embeddings"`
+		}
+		if err := json.Unmarshal(b, &cfg); err != nil {
+			reasons = append(reasons, "config.json is not valid JSON: "+err.Error())
+		} else {
+			md.ModelType, md.MaxPositions = cfg.ModelType, cfg.MaxPositions
+			if cfg.ProblemType != nil {
+				md.ProblemType = *cfg.ProblemType
+			}
+			labels, err := orderedLabels(cfg.ID2Label)
+			if err != nil {
+				reasons = append(reasons, "config.json id2label: "+err.Error())
+			}
+			md.Labels = labels
+			switch task {
+			case "text-classification":
+				if len(labels) < 2 {
+					reasons = append(reasons, fmt.Sprintf("config.json id2label has %d label(s); text-classification needs at least 2", len(labels)))
+				}
+			case "token-classification":
+				if len(labels) < 2 {
+					reasons = append(reasons, fmt.Sprintf("config.json id2label has %d label(s); token-classification needs at least 2", len(labels)))
+				} else if !hasTokenLabels(labels) {
+					reasons = append(reasons, "config.json id2label has no O / B- / I- labels, which token-classification needs")
+				}
+			}
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "tokenizer.json")); err == nil {
+		var tok struct {
+			Model json.RawMessage `json:"model"`
+		}
+		if err := json.Unmarshal(b, &tok); err != nil {
+			reasons = append(reasons, "tokenizer.json is not valid JSON: "+err.Error())
+		} else if len(tok.Model) == 0 || string(tok.Model) == "null" {
+			reasons = append(reasons, "tokenizer.json has no model section")
+		}
+	}
+	if f, err := os.Open(filepath.Join(dir, "model.onnx")); err == nil {
+		st, _ := f.Stat()
+		md.OnnxBytes = st.Size()
+		head := make([]byte, 1<<16)
+		n, _ := io.ReadFull(f, head)
+		f.Close()
+		if err := looksLikeONNX(head[:n], st.Size()); err != nil {
+			reasons = append(reasons, "model.onnx: "+err.Error())
+		}
+	}
+	return md, reasons
+}
+
+func orderedLabels(m map[string]string) ([]string, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	out := make([]string, len(m))
+	for k, v := range m {
+		i, err := strconv.Atoi(k)
+		if err != nil || i < 0 || i >= len(m) {
+			return nil, fmt.Errorf("ids must be 0..%d, got %q", len(m)-1, k)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+func hasTokenLabels(labels []string) bool {
+	for _, l := range labels {
+		if l == "O" || len(l) > 2 && (l[:2] == "B-" || l[:2] == "I-") {
+			return true
+		}
+	}
+	return false
+}
+
+// looksLikeONNX checks the protobuf wire format of an ONNX ModelProto's
+// first fields: field 1 (ir_version, varint) and a graph (field 7, bytes)
+// or opset/producer fields, all well-formed. It reads only the head.
+func looksLikeONNX(b []byte, size int64) error {
+	if size < 16 {
+		return fmt.Errorf("%d bytes is too small for an ONNX model", size)
+	}
+	sawIR, fields := false, 0
+	for len(b) > 0 && fields < 8 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			break
+		}
+		b = b[n:]
+		var m int
+		switch typ {
+		case protowire.VarintType:
+			_, m = protowire.ConsumeVarint(b)
+			if num == 1 {
+				sawIR = true
+			}
+		case protowire.BytesType:
+			var l uint64
+			l, m = protowire.ConsumeVarint(b)
+			if m < 0 {
+				return fmt.Errorf("not an ONNX protobuf")
+			}
+			if uint64(len(b)-m) < l {
+				// a field longer than the head: fine, if it fits the file
+				if int64(l) > size {
+					return fmt.Errorf("not an ONNX protobuf (field %d longer than the file)", num)
+				}
+				b = nil
+				m = 0
+				fields++
+				continue
+			}
+			m += int(l)
+		case protowire.Fixed32Type, protowire.Fixed64Type, protowire.StartGroupType, protowire.EndGroupType:
+			return fmt.Errorf("not an ONNX protobuf (unexpected wire type in field %d)", num)
+		}
+		if m < 0 || num > 100 {
+			return fmt.Errorf("not an ONNX protobuf")
+		}
+		b = b[m:]
+		fields++
+	}
+	if !sawIR {
+		return fmt.Errorf("not an ONNX protobuf (no ir_version)")
+	}
+	return nil
+}
+
+// DefaultMemoryRatio is container RSS over model.onnx size, measured by the
+// runtime benchmarks; reservations default to archive size × ratio.
+const DefaultMemoryRatio = 4
+
+// MinMemory is the floor of a default reservation.
+const MinMemory = 256 << 20
+
+// DefaultMemory is the default memory reservation for a model of size bytes.
+func DefaultMemory(size int64) int64 {
+	m := size * DefaultMemoryRatio
+	if m < MinMemory {
+		m = MinMemory
+	}
+	return m
+}

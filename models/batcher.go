@@ -1,0 +1,212 @@
+package models
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Predictor runs a pipeline on a batch of texts.
+type Predictor interface {
+	Predict(ctx context.Context, texts []string, p Params) ([]any, error)
+}
+
+// ErrQueueFull is returned when the bounded queue has no room (→ 503).
+var ErrQueueFull = errors.New("queue full")
+
+// BatchConfig tunes dynamic batching.
+type BatchConfig struct {
+	MaxSize  int           `description:"most texts gathered into one pipeline call (1 turns batching off)"`
+	MaxDelay time.Duration `description:"longest wait for more requests before a pipeline call"`
+	Queue    int           `description:"requests waiting at most; beyond it 503 with Retry-After"`
+}
+
+// DefaultBatchConfig: 32 texts or 5 ms.
+func DefaultBatchConfig() BatchConfig {
+	return BatchConfig{MaxSize: 32, MaxDelay: 5 * time.Millisecond, Queue: 256}
+}
+
+type result struct {
+	out []any
+	err error
+}
+
+type job struct {
+	ctx    context.Context
+	texts  []string
+	params Params
+	done   chan result
+}
+
+// Batcher gathers concurrent requests into pipeline calls. One goroutine
+// (Run) calls the predictor, so the model is never used concurrently.
+type Batcher struct {
+	p       Predictor
+	cfg     BatchConfig
+	queue   chan *job
+	metrics *Metrics
+}
+
+// NewBatcher returns a batcher; call Run to start it.
+func NewBatcher(p Predictor, cfg BatchConfig, m *Metrics) *Batcher {
+	if cfg.MaxSize < 1 {
+		cfg.MaxSize = 1
+	}
+	if cfg.Queue < 1 {
+		cfg.Queue = 1
+	}
+	return &Batcher{p: p, cfg: cfg, queue: make(chan *job, cfg.Queue), metrics: m}
+}
+
+// Submit queues texts and waits for their outputs.
+func (b *Batcher) Submit(ctx context.Context, texts []string, p Params) ([]any, error) {
+	j := &job{ctx: ctx, texts: texts, params: p, done: make(chan result, 1)}
+	select {
+	case b.queue <- j:
+	default:
+		return nil, ErrQueueFull
+	}
+	b.metrics.queueDepth.Set(float64(len(b.queue)))
+	select {
+	case r := <-j.done:
+		return r.out, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Run processes the queue until ctx ends.
+func (b *Batcher) Run(ctx context.Context) {
+	lastJobs := 0
+	for {
+		var first *job
+		select {
+		case <-ctx.Done():
+			return
+		case first = <-b.queue:
+		}
+		batch := []*job{first}
+		n := len(first.texts)
+		// take what is already queued without waiting
+	drain:
+		for n < b.cfg.MaxSize {
+			select {
+			case j := <-b.queue:
+				batch = append(batch, j)
+				n += len(j.texts)
+			default:
+				break drain
+			}
+		}
+		// wait for company only under load (the last batch had company): a
+		// lone request on an idle runtime runs at once, so batching costs
+		// nothing at concurrency 1
+		if b.cfg.MaxSize > 1 && b.cfg.MaxDelay > 0 && (len(batch) > 1 || lastJobs > 1) && n < b.cfg.MaxSize {
+			timer := time.NewTimer(b.cfg.MaxDelay)
+		gather:
+			for n < b.cfg.MaxSize {
+				select {
+				case j := <-b.queue:
+					batch = append(batch, j)
+					n += len(j.texts)
+				case <-timer.C:
+					break gather
+				}
+			}
+			timer.Stop()
+		}
+		b.metrics.queueDepth.Set(float64(len(b.queue)))
+		lastJobs = len(batch)
+		b.run(batch)
+	}
+}
+
+// run calls the pipeline once per parameter group; if a group's call fails,
+// each of its requests is retried alone, so one bad text fails only its own
+// request.
+func (b *Batcher) run(batch []*job) {
+	groups := map[string][]*job{}
+	var order []string
+	for _, j := range batch {
+		if j.ctx.Err() != nil {
+			j.done <- result{err: j.ctx.Err()}
+			continue
+		}
+		k := j.params.key()
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], j)
+	}
+	for _, k := range order {
+		jobs := groups[k]
+		var texts []string
+		for _, j := range jobs {
+			texts = append(texts, j.texts...)
+		}
+		b.metrics.batchSize.Observe(float64(len(texts)))
+		out, err := b.call(jobs[0].params, texts)
+		if err == nil && len(out) == len(texts) {
+			off := 0
+			for _, j := range jobs {
+				j.done <- result{out: out[off : off+len(j.texts)]}
+				off += len(j.texts)
+			}
+			continue
+		}
+		for _, j := range jobs {
+			if len(jobs) == 1 {
+				j.done <- result{err: err}
+				break
+			}
+			o, err := b.call(j.params, j.texts)
+			j.done <- result{out: o, err: err}
+		}
+	}
+}
+
+// call runs the predictor and turns a panic into an error.
+func (b *Batcher) call(p Params, texts []string) (out []any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = errors.New("inference failed")
+		}
+	}()
+	return b.p.Predict(context.Background(), texts, p)
+}
+
+// Metrics of the runtime.
+type Metrics struct {
+	requests   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	batchSize  prometheus.Histogram
+	queueDepth prometheus.Gauge
+	loadTime   prometheus.Gauge
+	info       *prometheus.GaugeVec
+}
+
+// NewMetrics registers the runtime's metrics on reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_runtime_requests_total", Help: "Inference requests by task and HTTP status."}, []string{"task", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "nlpswarm_runtime_request_duration_seconds", Help: "Inference request latency.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"task", "status"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nlpswarm_runtime_batch_size", Help: "Texts per pipeline call.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}}),
+		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nlpswarm_runtime_queue_depth", Help: "Requests waiting for the batcher."}),
+		loadTime:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "nlpswarm_runtime_model_load_seconds", Help: "Time to load and warm the model."}),
+		info:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nlpswarm_runtime_model_info", Help: "The model served (value 1)."}, []string{"model", "task", "digest"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.latency, m.batchSize, m.queueDepth, m.loadTime, m.info)
+	}
+	return m
+}
+
+// Loaded records the load time and the model's identity.
+func (m *Metrics) Loaded(name, task, digest string, d time.Duration) {
+	m.loadTime.Set(d.Seconds())
+	m.info.WithLabelValues(name, task, digest).Set(1)
+}

@@ -1,0 +1,7 @@
+// Package models is the runtime inside every model service: it loads one
+// Hugging Face model exported to ONNX (hugot's pure-Go backend), answers with
+// the output shapes of the transformers pipelines, batches concurrent
+// requests, and serves /predict and the Open Inference Protocol v2. It can
+// fetch its artifact by digest from the model manager. It knows nothing of
+// Postgres, Swarm, API keys or the gateway.
+package models

@@ -1,0 +1,371 @@
+package models
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nlpswarm/nlpswarm/internal/apierror"
+)
+
+// Limits bound what one request may ask.
+type Limits struct {
+	MaxBodyBytes   int64         `description:"largest request body (413 beyond)"`
+	MaxTexts       int           `description:"most texts in one request"`
+	MaxChars       int           `description:"most characters in one text (longer texts are refused; the model truncates to max_position_embeddings tokens)"`
+	RequestTimeout time.Duration `description:"deadline of one request, queueing included"`
+}
+
+// DefaultLimits are the runtime's defaults.
+func DefaultLimits() Limits {
+	return Limits{MaxBodyBytes: 4 << 20, MaxTexts: 256, MaxChars: 50_000, RequestTimeout: 30 * time.Second}
+}
+
+// Server serves one model over HTTP.
+type Server struct {
+	name, task, digest string
+	batcher            *Batcher
+	limits             Limits
+	metrics            *Metrics
+	log                *slog.Logger
+	ready              atomic.Bool
+	mux                *http.ServeMux
+}
+
+// NewServer serves the model behind batcher.
+func NewServer(name, task, digest string, b *Batcher, lim Limits, m *Metrics, log *slog.Logger) *Server {
+	s := &Server{name: name, task: task, digest: digest, batcher: b, limits: lim, metrics: m, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /predict", s.predict)
+	mux.HandleFunc("GET /v2/health/live", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("GET /v2/health/ready", s.readyHandler)
+	mux.HandleFunc("GET /v2", s.serverMetadata)
+	mux.HandleFunc("GET /v2/models/{name}", s.modelMetadata)
+	mux.HandleFunc("GET /v2/models/{name}/ready", s.modelReady)
+	mux.HandleFunc("POST /v2/models/{name}/infer", s.infer)
+	s.mux = mux
+	return s
+}
+
+// SetReady switches readiness (false while loading and once draining).
+func (s *Server) SetReady(v bool) { s.ready.Store(v) }
+
+// Ready reports readiness.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// ServeHTTP implements http.Handler, echoing X-Request-ID.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if id := r.Header.Get("X-Request-ID"); id != "" && len(id) <= 128 {
+		w.Header().Set("X-Request-ID", id)
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) readyHandler(w http.ResponseWriter, _ *http.Request) {
+	if !s.ready.Load() {
+		apierror.Write(w, http.StatusServiceUnavailable, "not_ready", "model "+s.name+" is not ready")
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) checkName(w http.ResponseWriter, r *http.Request) bool {
+	if r.PathValue("name") != s.name {
+		apierror.Write(w, http.StatusNotFound, "model_not_found", fmt.Sprintf("this runtime serves %q", s.name))
+		return false
+	}
+	return true
+}
+
+func (s *Server) modelReady(w http.ResponseWriter, r *http.Request) {
+	if s.checkName(w, r) {
+		s.readyHandler(w, r)
+	}
+}
+
+func (s *Server) serverMetadata(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"name": "nlpswarm", "version": "1", "extensions": []string{}})
+}
+
+func (s *Server) modelMetadata(w http.ResponseWriter, r *http.Request) {
+	if !s.checkName(w, r) {
+		return
+	}
+	out := map[string]any{"name": "output", "datatype": "BYTES", "shape": []int{-1}}
+	if s.task == FeatureExtraction {
+		out = map[string]any{"name": "embedding", "datatype": "FP32", "shape": []int{-1, -1}}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"name": s.name, "versions": []string{s.digest}, "platform": "onnx_hugot",
+		"inputs":     []any{map[string]any{"name": "text", "datatype": "BYTES", "shape": []int{-1}}},
+		"outputs":    []any{out},
+		"parameters": map[string]any{"task": s.task},
+	})
+}
+
+// PredictRequest is the body of POST /predict.
+type PredictRequest struct {
+	Texts      []string        `json:"texts"`
+	Parameters json.RawMessage `json:"parameters"`
+}
+
+// PredictResponse is its answer.
+type PredictResponse struct {
+	Model   string `json:"model"`
+	Task    string `json:"task"`
+	Outputs []any  `json:"outputs"`
+}
+
+type httpError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *httpError) Error() string { return e.message }
+
+func badRequest(code, format string, a ...any) *httpError {
+	return &httpError{status: http.StatusBadRequest, code: code, message: fmt.Sprintf(format, a...)}
+}
+
+// readBody reads at most MaxBodyBytes.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.limits.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, &httpError{http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("body larger than %d bytes", s.limits.MaxBodyBytes)}
+		}
+		return nil, badRequest("bad_body", "could not read the body")
+	}
+	return b, nil
+}
+
+// DecodePredict parses and checks a /predict body for task.
+func DecodePredict(body []byte, task string, lim Limits) ([]string, Params, *httpError) {
+	var req PredictRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, Params{}, badRequest("invalid_json", "body must be {\"texts\": [strings], \"parameters\": {...}}: %v", err)
+	}
+	if dec.More() {
+		return nil, Params{}, badRequest("invalid_json", "trailing data after the JSON object")
+	}
+	var p Params
+	if len(req.Parameters) > 0 && string(req.Parameters) != "null" {
+		pd := json.NewDecoder(bytes.NewReader(req.Parameters))
+		pd.DisallowUnknownFields()
+		if err := pd.Decode(&p); err != nil {
+			return nil, Params{}, badRequest("invalid_parameters", "parameters: %v", err)
+		}
+	}
+	if err := p.Check(task); err != nil {
+		return nil, Params{}, badRequest("invalid_parameters", "%v", err)
+	}
+	texts, herr := checkTexts(req.Texts, lim)
+	return texts, p, herr
+}
+
+func checkTexts(in []string, lim Limits) ([]string, *httpError) {
+	if len(in) == 0 {
+		return nil, badRequest("no_texts", "texts must hold at least one string")
+	}
+	if len(in) > lim.MaxTexts {
+		return nil, &httpError{http.StatusRequestEntityTooLarge, "too_many_texts", fmt.Sprintf("at most %d texts per request, got %d", lim.MaxTexts, len(in))}
+	}
+	out := make([]string, len(in))
+	for i, t := range in {
+		if n := utf8.RuneCountInString(t); n > lim.MaxChars {
+			return nil, &httpError{http.StatusRequestEntityTooLarge, "text_too_long", fmt.Sprintf("text %d has %d characters; at most %d", i, n, lim.MaxChars)}
+		}
+		out[i] = Clean(t)
+	}
+	return out, nil
+}
+
+func (s *Server) run(ctx context.Context, texts []string, p Params) ([]any, *httpError) {
+	if !s.ready.Load() {
+		return nil, &httpError{http.StatusServiceUnavailable, "not_ready", "model is not ready"}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.limits.RequestTimeout)
+	defer cancel()
+	out, err := s.batcher.Submit(ctx, texts, p)
+	switch {
+	case err == nil:
+		return out, nil
+	case errors.Is(err, ErrQueueFull):
+		return nil, &httpError{http.StatusServiceUnavailable, "overloaded", "the model's queue is full; retry shortly"}
+	case errors.Is(err, context.DeadlineExceeded):
+		return nil, &httpError{http.StatusGatewayTimeout, "timeout", "inference did not finish in time"}
+	case errors.Is(err, context.Canceled):
+		return nil, &httpError{499, "canceled", "client went away"}
+	default:
+		s.log.Warn("inference failed", "err", err)
+		return nil, &httpError{http.StatusUnprocessableEntity, "inference_failed", "the model could not process this input"}
+	}
+}
+
+func (s *Server) fail(w http.ResponseWriter, e *httpError, start time.Time) {
+	if e.status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	s.observe(e.status, start)
+	if e.status == 499 {
+		return
+	}
+	apierror.Write(w, e.status, e.code, e.message)
+}
+
+func (s *Server) observe(status int, start time.Time) {
+	st := strconv.Itoa(status)
+	s.metrics.requests.WithLabelValues(s.task, st).Inc()
+	s.metrics.latency.WithLabelValues(s.task, st).Observe(time.Since(start).Seconds())
+}
+
+func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	body, herr := s.readBody(w, r)
+	if herr != nil {
+		s.fail(w, herr, start)
+		return
+	}
+	texts, p, herr := DecodePredict(body, s.task, s.limits)
+	if herr != nil {
+		s.fail(w, herr, start)
+		return
+	}
+	out, herr := s.run(r.Context(), texts, p)
+	if herr != nil {
+		s.fail(w, herr, start)
+		return
+	}
+	s.observe(http.StatusOK, start)
+	writeJSON(w, http.StatusOK, PredictResponse{Model: s.name, Task: s.task, Outputs: out})
+}
+
+// Open Inference Protocol v2 request and response.
+type inferTensor struct {
+	Name       string          `json:"name"`
+	Shape      []int           `json:"shape"`
+	Datatype   string          `json:"datatype"`
+	Parameters json.RawMessage `json:"parameters,omitempty"`
+	Data       json.RawMessage `json:"data"`
+}
+
+type inferRequest struct {
+	ID         string          `json:"id,omitempty"`
+	Parameters json.RawMessage `json:"parameters,omitempty"`
+	Inputs     []inferTensor   `json:"inputs"`
+	Outputs    json.RawMessage `json:"outputs,omitempty"`
+}
+
+func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if !s.checkName(w, r) {
+		return
+	}
+	body, herr := s.readBody(w, r)
+	if herr != nil {
+		s.fail(w, herr, start)
+		return
+	}
+	var req inferRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		s.fail(w, badRequest("invalid_json", "body must be an inference request: %v", err), start)
+		return
+	}
+	var in *inferTensor
+	for i := range req.Inputs {
+		if req.Inputs[i].Name == "text" {
+			in = &req.Inputs[i]
+		}
+	}
+	if in == nil {
+		s.fail(w, badRequest("missing_input", "want a BYTES input named text"), start)
+		return
+	}
+	if in.Datatype != "BYTES" {
+		s.fail(w, badRequest("bad_datatype", "input text must be BYTES, got %q", in.Datatype), start)
+		return
+	}
+	var raw []string
+	if err := json.Unmarshal(in.Data, &raw); err != nil {
+		// the protocol also allows nested arrays for shape [n,1]
+		raw = nil
+		var nested [][]string
+		if err2 := json.Unmarshal(in.Data, &nested); err2 != nil {
+			s.fail(w, badRequest("bad_data", "input text data must be an array of strings"), start)
+			return
+		}
+		for _, n := range nested {
+			raw = append(raw, n...)
+		}
+	}
+	total := 1
+	for _, d := range in.Shape {
+		total *= d
+	}
+	if len(in.Shape) == 0 || total != len(raw) {
+		s.fail(w, badRequest("bad_shape", "shape %v does not match %d strings", in.Shape, len(raw)), start)
+		return
+	}
+	var p Params
+	if len(req.Parameters) > 0 && string(req.Parameters) != "null" {
+		_ = json.Unmarshal(req.Parameters, &p)
+	}
+	if err := p.Check(s.task); err != nil {
+		s.fail(w, badRequest("invalid_parameters", "%v", err), start)
+		return
+	}
+	texts, herr := checkTexts(raw, s.limits)
+	if herr != nil {
+		s.fail(w, herr, start)
+		return
+	}
+	out, herr := s.run(r.Context(), texts, p)
+	if herr != nil {
+		s.fail(w, herr, start)
+		return
+	}
+	var tensor map[string]any
+	if s.task == FeatureExtraction {
+		dim := 0
+		var flat []float32
+		for _, o := range out {
+			e := o.(Embedding).Embedding
+			dim = len(e)
+			flat = append(flat, e...)
+		}
+		tensor = map[string]any{"name": "embedding", "datatype": "FP32", "shape": []int{len(out), dim}, "data": flat}
+	} else {
+		data := make([]string, len(out))
+		for i, o := range out {
+			b, _ := json.Marshal(o)
+			data[i] = string(b)
+		}
+		tensor = map[string]any{"name": "output", "datatype": "BYTES", "shape": []int{len(out)}, "data": data,
+			"parameters": map[string]any{"content_type": "application/json"}}
+	}
+	resp := map[string]any{"model_name": s.name, "model_version": s.digest, "outputs": []any{tensor}}
+	if req.ID != "" {
+		resp["id"] = req.ID
+	}
+	s.observe(http.StatusOK, start)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

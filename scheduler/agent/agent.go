@@ -1,0 +1,135 @@
+// Package agent owns the node agent: it reads the node's GPUs through NVML
+// and reports them into the inventory (nodes, gpus) every few seconds.
+// Without NVML (no driver, no library, or a static build without cgo) it
+// reports zero GPUs and keeps running. It never places anything.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// GPU is what NVML tells of one device (the shape of
+// shared/fixtures/nvml-h100.json).
+type GPU struct {
+	Index    int    `json:"index"`
+	UUID     string `json:"uuid"`
+	Name     string `json:"name"`
+	MemTotal int64  `json:"mem_total"`
+	MemUsed  int64  `json:"mem_used"`
+	MemFree  int64  `json:"mem_free"`
+	UtilGPU  int    `json:"util_gpu"`
+	UtilMem  int    `json:"util_mem"`
+	MIGMode  int    `json:"mig_mode"`
+}
+
+// Inventory is one reading.
+type Inventory struct {
+	Driver string `json:"driver"`
+	CUDA   int    `json:"cuda"`
+	GPUs   []GPU  `json:"gpus"`
+}
+
+// Source reads GPUs: NVML on a GPU node, a fake in tests.
+type Source interface {
+	Read() (Inventory, error)
+}
+
+// ErrNoNVML means the node has no usable NVML: zero GPUs, not a failure.
+var ErrNoNVML = errors.New("NVML not available")
+
+// Reporter writes a node's inventory into Postgres.
+type Reporter struct {
+	DB      *pgxpool.Pool
+	NodeID  string
+	Source  Source
+	Log     *slog.Logger
+	Metrics *Metrics // optional
+}
+
+// Metrics are the GPU gauges the agent exports for Prometheus.
+type Metrics struct {
+	total, free, util *prometheus.GaugeVec
+}
+
+// NewMetrics registers the GPU gauges on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	labels := []string{"node", "uuid", "name"}
+	m := &Metrics{
+		total: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nlpswarm_agent_gpu_memory_total_bytes", Help: "GPU memory, as NVML reports it."}, labels),
+		free:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nlpswarm_agent_gpu_memory_free_bytes", Help: "Free GPU memory, as NVML reports it."}, labels),
+		util:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nlpswarm_agent_gpu_utilization_ratio", Help: "GPU utilisation (0-1)."}, labels),
+	}
+	reg.MustRegister(m.total, m.free, m.util)
+	return m
+}
+
+func (m *Metrics) set(node string, inv Inventory) {
+	if m == nil {
+		return
+	}
+	m.total.Reset()
+	m.free.Reset()
+	m.util.Reset()
+	for _, g := range inv.GPUs {
+		m.total.WithLabelValues(node, g.UUID, g.Name).Set(float64(g.MemTotal))
+		m.free.WithLabelValues(node, g.UUID, g.Name).Set(float64(g.MemFree))
+		m.util.WithLabelValues(node, g.UUID, g.Name).Set(float64(g.UtilGPU) / 100)
+	}
+}
+
+// Report reads once and stores the GPUs of this node, removing vanished ones.
+func (r *Reporter) Report(ctx context.Context) (Inventory, error) {
+	inv, err := r.Source.Read()
+	if errors.Is(err, ErrNoNVML) {
+		inv, err = Inventory{}, nil
+	}
+	if err != nil {
+		return inv, fmt.Errorf("read GPUs: %w", err)
+	}
+	r.Metrics.set(r.NodeID, inv)
+	err = pgx.BeginFunc(ctx, r.DB, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO nodes (id) VALUES ($1) ON CONFLICT (id) DO NOTHING`, r.NodeID); err != nil {
+			return err
+		}
+		uuids := []string{}
+		for _, g := range inv.GPUs {
+			uuids = append(uuids, g.UUID)
+			if _, err := tx.Exec(ctx, `INSERT INTO gpus (node_id, uuid, idx, name, memory_total, memory_used, memory_free, util_gpu, util_mem, mig_mode, updated_at)
+				VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,now())
+				ON CONFLICT (node_id, uuid) DO UPDATE SET idx=EXCLUDED.idx, name=EXCLUDED.name, memory_total=EXCLUDED.memory_total,
+					memory_used=EXCLUDED.memory_used, memory_free=EXCLUDED.memory_free, util_gpu=EXCLUDED.util_gpu,
+					util_mem=EXCLUDED.util_mem, mig_mode=EXCLUDED.mig_mode, updated_at=now()`,
+				r.NodeID, g.UUID, g.Index, g.Name, g.MemTotal, g.MemUsed, g.MemFree, g.UtilGPU, g.UtilMem, g.MIGMode); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM gpus WHERE node_id = $1 AND NOT (uuid = ANY($2))`, r.NodeID, uuids)
+		return err
+	})
+	return inv, err
+}
+
+// Run reports every interval until ctx ends; errors are logged, not fatal.
+func (r *Reporter) Run(ctx context.Context, interval time.Duration) {
+	for {
+		inv, err := r.Report(ctx)
+		if err != nil {
+			r.Log.Warn("inventory", "err", err)
+		} else {
+			r.Log.Debug("inventory", "gpus", len(inv.GPUs))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}

@@ -1,0 +1,65 @@
+//go:build cgo
+
+package agent
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+)
+
+// NVML reads GPUs through libnvidia-ml, loaded at run time: a node without
+// the driver gets ErrNoNVML, never a crash.
+type NVML struct {
+	once sync.Once
+	err  error
+}
+
+func (n *NVML) init() error {
+	n.once.Do(func() {
+		defer func() {
+			if r := recover(); r != nil {
+				n.err = fmt.Errorf("%w: %v", ErrNoNVML, r)
+			}
+		}()
+		if ret := nvml.Init(); ret != nvml.SUCCESS {
+			n.err = fmt.Errorf("%w: %s", ErrNoNVML, nvml.ErrorString(ret))
+		}
+	})
+	return n.err
+}
+
+// Read implements Source.
+func (n *NVML) Read() (Inventory, error) {
+	if err := n.init(); err != nil {
+		return Inventory{}, err
+	}
+	var inv Inventory
+	inv.Driver, _ = nvml.SystemGetDriverVersion()
+	inv.CUDA, _ = nvml.SystemGetCudaDriverVersion()
+	count, ret := nvml.DeviceGetCount()
+	if ret != nvml.SUCCESS {
+		return inv, fmt.Errorf("nvml device count: %s", nvml.ErrorString(ret))
+	}
+	for i := 0; i < count; i++ {
+		d, ret := nvml.DeviceGetHandleByIndex(i)
+		if ret != nvml.SUCCESS {
+			return inv, fmt.Errorf("nvml device %d: %s", i, nvml.ErrorString(ret))
+		}
+		g := GPU{Index: i}
+		g.UUID, _ = d.GetUUID()
+		g.Name, _ = d.GetName()
+		if mem, ret := d.GetMemoryInfo(); ret == nvml.SUCCESS {
+			g.MemTotal, g.MemUsed, g.MemFree = int64(mem.Total), int64(mem.Used), int64(mem.Free)
+		}
+		if u, ret := d.GetUtilizationRates(); ret == nvml.SUCCESS {
+			g.UtilGPU, g.UtilMem = int(u.Gpu), int(u.Memory)
+		}
+		if cur, _, ret := d.GetMigMode(); ret == nvml.SUCCESS {
+			g.MIGMode = cur
+		}
+		inv.GPUs = append(inv.GPUs, g)
+	}
+	return inv, nil
+}

@@ -1,0 +1,36 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/moby/moby/client"
+)
+
+// ResolveSpecConfig turns names into IDs: the image tag into its image ID (so
+// that no node tries to pull) and the internal token secret into its ID.
+func ResolveSpecConfig(ctx context.Context, docker *client.Client, c SpecConfig) (SpecConfig, error) {
+	if !strings.HasPrefix(c.Image, "sha256:") {
+		img, err := docker.ImageInspect(ctx, c.Image)
+		if err != nil {
+			return c, fmt.Errorf("runtime image %s: %w", c.Image, err)
+		}
+		c.Image = img.ID
+	}
+	if c.TokenSecretName != "" {
+		list, err := docker.SecretList(ctx, client.SecretListOptions{Filters: client.Filters{}.Add("name", c.TokenSecretName)})
+		if err != nil {
+			return c, fmt.Errorf("secret %s: %w", c.TokenSecretName, err)
+		}
+		for _, s := range list.Items {
+			if s.Spec.Name == c.TokenSecretName {
+				c.TokenSecretID = s.ID
+			}
+		}
+		if c.TokenSecretID == "" {
+			return c, fmt.Errorf("secret %s does not exist (make up creates it)", c.TokenSecretName)
+		}
+	}
+	return c, nil
+}

@@ -1,0 +1,199 @@
+package scheduler
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/swarm"
+
+	"github.com/nlpswarm/nlpswarm/modelmgr"
+)
+
+// Labels the platform puts on what it owns.
+const (
+	LabelManaged     = "nlpswarm.managed"
+	LabelOwner       = "nlpswarm.owner"
+	LabelModel       = "nlpswarm.model"
+	LabelVersion     = "nlpswarm.version"
+	LabelTask        = "nlpswarm.task"
+	LabelSpecHash    = "nlpswarm.spec-hash"
+	LabelMetricsPort = "nlpswarm.metrics.port"
+	RuntimePort      = 8080
+)
+
+// ServiceName is the Swarm service of a model.
+func ServiceName(model string) string { return "nlp-" + model }
+
+// Desired is one deployment as the scheduler acts on it.
+type Desired struct {
+	Model             string
+	Task              string
+	Version           int
+	Digest            string
+	SizeBytes         int64
+	Replicas          int
+	CPUs              float64
+	MemoryBytes       int64 // limit; 0: twice the reservation
+	MemoryReservation int64
+	GPUs              int
+	GPUMemory         int64
+	Labels            map[string]string
+	Generation        int64
+	// Pin is set by GPU placement: the node and GPUs the replicas run on.
+	Pin *Pin
+}
+
+// Pin fixes a GPU deployment to a node and GPUs.
+type Pin struct {
+	NodeID   string
+	GPUUUIDs []string
+}
+
+// SpecConfig is the cluster-wide part of every model service.
+type SpecConfig struct {
+	// Owner names the platform instance: a reconciler manages (and removes as
+	// orphans) only services with its owner label, so two platforms or test
+	// runs on one swarm leave each other alone. Default "nlpswarm".
+	Owner               string
+	Image               string // image ID (sha256:…) so no node pulls
+	Network             string
+	ArtifactBaseURL     string // e.g. http://apiserver:8081
+	TokenSecretID       string // the internal token secret, if any
+	TokenSecretName     string
+	PlacementConstraint string // e.g. node.labels.type==machine-learning
+	// Args replaces the runtime's arguments (tests run a stand-in server).
+	Args []string
+}
+
+func (c SpecConfig) owner() string {
+	if c.Owner == "" {
+		return "nlpswarm"
+	}
+	return c.Owner
+}
+
+// BuildSpec is the pure function from a deployment to its service spec.
+func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
+	name := ServiceName(d.Model)
+	reservation := max(d.MemoryReservation, modelmgr.MinMemory)
+	limit := d.MemoryBytes
+	if limit <= 0 {
+		limit = 2 * reservation
+	}
+	reservation = min(reservation, limit)
+	args := c.Args
+	if args == nil {
+		args = []string{"runtime",
+			"--name=" + d.Model, "--task=" + d.Task,
+			"--artifacturl=" + strings.TrimRight(c.ArtifactBaseURL, "/") + "/internal/blobs/" + d.Digest,
+			"--digest=" + d.Digest,
+			"--listen=:" + strconv.Itoa(RuntimePort),
+			"--cachedir=/tmp/nlpswarm-models",
+		}
+		if c.TokenSecretName != "" {
+			args = append(args, "--internaltokenfile=/run/secrets/internal_token")
+		}
+	}
+	constraints := []string{}
+	if c.PlacementConstraint != "" {
+		constraints = append(constraints, c.PlacementConstraint)
+	}
+	keys := make([]string, 0, len(d.Labels))
+	for k := range d.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		constraints = append(constraints, fmt.Sprintf("node.labels.%s==%s", k, d.Labels[k]))
+	}
+	var env []string
+	if d.Pin != nil {
+		constraints = append(constraints, "node.id=="+d.Pin.NodeID)
+		env = append(env, "NVIDIA_VISIBLE_DEVICES="+strings.Join(d.Pin.GPUUUIDs, ","))
+	} else if d.GPUs == 0 {
+		env = append(env, "NVIDIA_VISIBLE_DEVICES=void")
+	}
+	var secrets []*swarm.SecretReference
+	if c.TokenSecretName != "" {
+		secrets = append(secrets, &swarm.SecretReference{
+			SecretID: c.TokenSecretID, SecretName: c.TokenSecretName,
+			File: &swarm.SecretReferenceFileTarget{Name: "internal_token", UID: "65534", GID: "65534", Mode: 0o400},
+		})
+	}
+	replicas := uint64(d.Replicas)
+	grace := 30 * time.Second
+	labels := map[string]string{
+		LabelManaged: "true", LabelOwner: c.owner(), LabelModel: d.Model, LabelVersion: strconv.Itoa(d.Version), LabelTask: d.Task,
+		LabelMetricsPort: strconv.Itoa(RuntimePort),
+	}
+	spec := swarm.ServiceSpec{
+		Annotations: swarm.Annotations{Name: name, Labels: labels},
+		TaskTemplate: swarm.TaskSpec{
+			ContainerSpec: &swarm.ContainerSpec{
+				Image:  c.Image,
+				Args:   args,
+				Env:    env,
+				Labels: map[string]string{LabelManaged: "true", LabelModel: d.Model},
+				Healthcheck: &container.HealthConfig{
+					Test: []string{"CMD", "/usr/local/bin/nlpswarm", "healthcheck", fmt.Sprintf("http://127.0.0.1:%d/v2/health/ready", RuntimePort)},
+					// a busy replica must not be killed as unhealthy: on a
+					// saturated node an exec check can take seconds
+					Interval:    2 * time.Second,
+					Timeout:     5 * time.Second,
+					Retries:     5,
+					StartPeriod: 60 * time.Second,
+				},
+				StopGracePeriod: &grace,
+				Secrets:         secrets,
+			},
+			Resources: &swarm.ResourceRequirements{
+				Limits:       &swarm.Limit{NanoCPUs: int64(d.CPUs * 1e9), MemoryBytes: limit},
+				Reservations: &swarm.Resources{NanoCPUs: int64(d.CPUs * 1e9 / 4), MemoryBytes: reservation},
+			},
+			RestartPolicy: &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionAny, Delay: durationPtr(2 * time.Second), Window: durationPtr(time.Minute)},
+			Placement: &swarm.Placement{
+				Constraints: constraints,
+				Preferences: []swarm.PlacementPreference{{Spread: &swarm.SpreadOver{SpreadDescriptor: "node.id"}}},
+			},
+			Networks: []swarm.NetworkAttachmentConfig{{Target: c.Network}},
+		},
+		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
+		UpdateConfig: &swarm.UpdateConfig{
+			Parallelism: 1, Order: swarm.UpdateOrderStartFirst, FailureAction: swarm.UpdateFailureActionRollback,
+			Monitor: 15 * time.Second, MaxFailureRatio: 0,
+		},
+		RollbackConfig: &swarm.UpdateConfig{Parallelism: 1, Order: swarm.UpdateOrderStartFirst, FailureAction: swarm.UpdateFailureActionPause, Monitor: 15 * time.Second},
+		EndpointSpec:   &swarm.EndpointSpec{Mode: swarm.ResolutionModeDNSRR},
+	}
+	if d.CPUs == 0 {
+		spec.TaskTemplate.Resources.Limits.NanoCPUs = 0
+		spec.TaskTemplate.Resources.Reservations.NanoCPUs = 0
+	}
+	spec.Annotations.Labels[LabelSpecHash] = SpecHash(spec)
+	return spec
+}
+
+func durationPtr(d time.Duration) *time.Duration { return &d }
+
+// SpecHash identifies a spec's content (without the hash label itself), so a
+// reconcile pass can tell whether a service needs an update.
+func SpecHash(s swarm.ServiceSpec) string {
+	labels := map[string]string{}
+	for k, v := range s.Annotations.Labels {
+		if k != LabelSpecHash {
+			labels[k] = v
+		}
+	}
+	s.Annotations.Labels = labels
+	s.Mode = swarm.ServiceMode{} // scaling alone is not a spec change
+	b, _ := json.Marshal(s)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
+}
