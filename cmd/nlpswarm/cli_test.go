@@ -17,6 +17,13 @@ import (
 // database and returns its URL and the admin token.
 func startAPIServer(t *testing.T) (url, token string) {
 	t.Helper()
+	url, token, _ = startAPIServerPID(t)
+	return url, token
+}
+
+// startAPIServerPID is startAPIServer that also returns the process ID.
+func startAPIServerPID(t *testing.T) (url, token string, pid int) {
+	t.Helper()
 	db := pgtest.New(t, false)
 	dir := t.TempDir()
 	token = "cli-admin-token"
@@ -48,7 +55,7 @@ func startAPIServer(t *testing.T) (url, token string) {
 	url = "http://" + addr
 	for i := 0; i < 100; i++ {
 		if _, _, code := runBin(t, nil, "healthcheck", url+"/readyz"); code == 0 {
-			return url, token
+			return url, token, cmd.Process.Pid
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
