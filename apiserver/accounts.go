@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -25,20 +26,23 @@ type Plan struct {
 }
 
 func (s *Server) listPlans(c *gin.Context) {
-	rows, err := s.db.Query(c.Request.Context(), `SELECT id, name, requests_per_second, burst, monthly_quota FROM plans ORDER BY id`)
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Plan, error) {
-		var p Plan
-		return p, r.Scan(&p.ID, &p.Name, &p.RequestsPerSecond, &p.Burst, &p.MonthlyQuota)
-	})
+	out, err := s.queryPlans(c.Request.Context())
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"plans": out})
+}
+
+func (s *Server) queryPlans(ctx context.Context) ([]Plan, error) {
+	rows, err := s.db.Query(ctx, `SELECT id, name, requests_per_second, burst, monthly_quota FROM plans ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("query plans: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Plan, error) {
+		var p Plan
+		return p, r.Scan(&p.ID, &p.Name, &p.RequestsPerSecond, &p.Burst, &p.MonthlyQuota)
+	})
 }
 
 func (s *Server) createPlan(c *gin.Context) {
@@ -72,21 +76,25 @@ type Account struct {
 }
 
 func (s *Server) listAccounts(c *gin.Context) {
-	rows, err := s.db.Query(c.Request.Context(), `SELECT a.id, a.name, COALESCE(p.name, ''), a.created_at
-		FROM accounts a LEFT JOIN plans p ON p.id = a.plan_id ORDER BY a.id`)
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Account, error) {
-		var a Account
-		return a, r.Scan(&a.ID, &a.Name, &a.Plan, &a.CreatedAt)
-	})
+	out, err := s.queryAccounts(c.Request.Context(), 0)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"accounts": out})
+}
+
+// queryAccounts lists every account, or the one with id when id > 0.
+func (s *Server) queryAccounts(ctx context.Context, id int64) ([]Account, error) {
+	rows, err := s.db.Query(ctx, `SELECT a.id, a.name, COALESCE(p.name, ''), a.created_at
+		FROM accounts a LEFT JOIN plans p ON p.id = a.plan_id WHERE $1 = 0 OR a.id = $1 ORDER BY a.id`, id)
+	if err != nil {
+		return nil, fmt.Errorf("query accounts: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Account, error) {
+		var a Account
+		return a, r.Scan(&a.ID, &a.Name, &a.Plan, &a.CreatedAt)
+	})
 }
 
 func (s *Server) createAccount(c *gin.Context) {
@@ -97,26 +105,34 @@ func (s *Server) createAccount(c *gin.Context) {
 	if !decode(c, &req) {
 		return
 	}
-	if req.Name == "" || len(req.Name) > 128 {
-		abort(c, http.StatusBadRequest, "invalid_request", "account needs a name of at most 128 characters")
+	a, err := s.insertAccount(c.Request.Context(), req.Name, req.Plan)
+	if err != nil {
+		s.fail(c, err)
 		return
 	}
-	if req.Plan == "" {
-		req.Plan = "free"
+	c.JSON(http.StatusCreated, a)
+}
+
+// insertAccount creates a customer on plan (default free).
+func (s *Server) insertAccount(ctx context.Context, name, plan string) (Account, error) {
+	if name == "" || len(name) > 128 {
+		return Account{}, badRequest("account needs a name of at most 128 characters")
 	}
-	a := Account{Name: req.Name, Plan: req.Plan}
-	err := s.db.QueryRow(c.Request.Context(), `INSERT INTO accounts (name, plan_id)
-		SELECT $1, id FROM plans WHERE name = $2 RETURNING id, created_at`, req.Name, req.Plan).Scan(&a.ID, &a.CreatedAt)
+	if plan == "" {
+		plan = "free"
+	}
+	a := Account{Name: name, Plan: plan}
+	err := s.db.QueryRow(ctx, `INSERT INTO accounts (name, plan_id)
+		SELECT $1, id FROM plans WHERE name = $2 RETURNING id, created_at`, name, plan).Scan(&a.ID, &a.CreatedAt)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		abort(c, http.StatusBadRequest, "invalid_request", "no plan named "+req.Plan)
+		return a, badRequest("no plan named " + plan)
 	case isUnique(err):
-		abort(c, http.StatusConflict, "conflict", "account "+req.Name+" exists")
+		return a, &requestError{status: http.StatusConflict, code: "conflict", message: "account " + name + " exists"}
 	case err != nil:
-		s.fail(c, err)
-	default:
-		c.JSON(http.StatusCreated, a)
+		return a, fmt.Errorf("create account: %w", err)
 	}
+	return a, nil
 }
 
 // Key is an API key as listed: never the key itself.
@@ -153,23 +169,7 @@ func (s *Server) createKey(c *gin.Context) {
 	if c.Request.ContentLength != 0 && !decode(c, &req) {
 		return
 	}
-	if len(req.Name) > 128 {
-		abort(c, http.StatusBadRequest, "invalid_request", "key name longer than 128 characters")
-		return
-	}
-	key, prefix, hash, err := apikey.Generate()
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	k := Key{AccountID: id, Name: req.Name, Prefix: prefix, Kind: "inference", Key: key}
-	err = s.db.QueryRow(c.Request.Context(), `INSERT INTO api_keys (account_id, name, prefix, hash) VALUES ($1,$2,$3,$4) RETURNING id, created_at`,
-		id, req.Name, prefix, hash).Scan(&k.ID, &k.CreatedAt)
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "23503" {
-		s.fail(c, fmt.Errorf("account %d: %w", id, modelmgr.ErrNotFound))
-		return
-	}
+	k, err := s.insertKey(c.Request.Context(), id, req.Name)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -178,26 +178,53 @@ func (s *Server) createKey(c *gin.Context) {
 	c.JSON(http.StatusCreated, k)
 }
 
+// insertKey makes a new inference key for account id. The answer is the
+// only place the key itself ever appears; only its hash is stored.
+func (s *Server) insertKey(ctx context.Context, id int64, name string) (Key, error) {
+	if len(name) > 128 {
+		return Key{}, badRequest("key name longer than 128 characters")
+	}
+	key, prefix, hash, err := apikey.Generate()
+	if err != nil {
+		return Key{}, fmt.Errorf("generate key: %w", err)
+	}
+	k := Key{AccountID: id, Name: name, Prefix: prefix, Kind: "inference", Key: key}
+	err = s.db.QueryRow(ctx, `INSERT INTO api_keys (account_id, name, prefix, hash) VALUES ($1,$2,$3,$4) RETURNING id, created_at`,
+		id, name, prefix, hash).Scan(&k.ID, &k.CreatedAt)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23503" {
+		return Key{}, fmt.Errorf("account %d: %w", id, modelmgr.ErrNotFound)
+	}
+	if err != nil {
+		return Key{}, fmt.Errorf("create key: %w", err)
+	}
+	return k, nil
+}
+
 func (s *Server) listKeys(c *gin.Context) {
 	id, ok := accountID(c)
 	if !ok {
 		return
 	}
-	rows, err := s.db.Query(c.Request.Context(), `SELECT id, account_id, name, prefix, kind, created_at, revoked_at, last_used_at
-		FROM api_keys WHERE account_id = $1 ORDER BY id`, id)
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Key, error) {
-		var k Key
-		return k, r.Scan(&k.ID, &k.AccountID, &k.Name, &k.Prefix, &k.Kind, &k.CreatedAt, &k.RevokedAt, &k.LastUsedAt)
-	})
+	out, err := s.queryKeys(c.Request.Context(), id)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"keys": out})
+}
+
+// queryKeys lists an account's keys: never the keys themselves.
+func (s *Server) queryKeys(ctx context.Context, account int64) ([]Key, error) {
+	rows, err := s.db.Query(ctx, `SELECT id, account_id, name, prefix, kind, created_at, revoked_at, last_used_at
+		FROM api_keys WHERE account_id = $1 ORDER BY id`, account)
+	if err != nil {
+		return nil, fmt.Errorf("query keys: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Key, error) {
+		var k Key
+		return k, r.Scan(&k.ID, &k.AccountID, &k.Name, &k.Prefix, &k.Kind, &k.CreatedAt, &k.RevokedAt, &k.LastUsedAt)
+	})
 }
 
 func (s *Server) revokeKey(c *gin.Context) {
@@ -210,16 +237,23 @@ func (s *Server) revokeKey(c *gin.Context) {
 		abort(c, http.StatusBadRequest, "invalid_request", "key id must be an integer")
 		return
 	}
-	tag, err := s.db.Exec(c.Request.Context(), `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 AND account_id = $2`, kid, id)
-	if err != nil {
+	if err := s.revoke(c.Request.Context(), id, kid); err != nil {
 		s.fail(c, err)
 		return
 	}
-	if tag.RowsAffected() == 0 {
-		abort(c, http.StatusNotFound, "not_found", "no such key for this account")
-		return
-	}
 	c.Status(http.StatusNoContent)
+}
+
+// revoke marks key kid of account id revoked (again is a no-op).
+func (s *Server) revoke(ctx context.Context, id, kid int64) error {
+	tag, err := s.db.Exec(ctx, `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 AND account_id = $2`, kid, id)
+	if err != nil {
+		return fmt.Errorf("revoke key %d: %w", kid, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return &requestError{status: http.StatusNotFound, code: "not_found", message: "no such key for this account"}
+	}
+	return nil
 }
 
 // UsageRow is one account, model and day.
@@ -240,24 +274,29 @@ func (s *Server) usage(c *gin.Context) {
 			return
 		}
 	}
-	rows, err := s.db.Query(c.Request.Context(), `SELECT a.name, m.name, to_char(u.day, 'YYYY-MM-DD'),
-			sum(u.requests)::bigint, sum(u.texts)::bigint, sum(u.errors)::bigint
-		FROM usage u JOIN api_keys k ON k.id = u.api_key_id JOIN accounts a ON a.id = k.account_id JOIN models m ON m.id = u.model_id
-		WHERE u.day BETWEEN $1::date AND $2::date AND ($3 = '' OR a.name = $3 OR a.id::text = $3) AND ($4 = '' OR m.name = $4)
-		GROUP BY a.name, m.name, u.day ORDER BY u.day, a.name, m.name`, from, to, c.Query("account"), c.Query("model"))
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (UsageRow, error) {
-		var u UsageRow
-		return u, r.Scan(&u.Account, &u.Model, &u.Day, &u.Requests, &u.Texts, &u.Errors)
-	})
+	out, err := s.queryUsage(c.Request.Context(), from, to, c.Query("account"), c.Query("model"))
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"from": from, "to": to, "usage": out})
+}
+
+// queryUsage sums usage per account, model and day between from and to
+// (dates, inclusive); account (name or id) and model filter when not "".
+func (s *Server) queryUsage(ctx context.Context, from, to, account, model string) ([]UsageRow, error) {
+	rows, err := s.db.Query(ctx, `SELECT a.name, m.name, to_char(u.day, 'YYYY-MM-DD'),
+			sum(u.requests)::bigint, sum(u.texts)::bigint, sum(u.errors)::bigint
+		FROM usage u JOIN api_keys k ON k.id = u.api_key_id JOIN accounts a ON a.id = k.account_id JOIN models m ON m.id = u.model_id
+		WHERE u.day BETWEEN $1::date AND $2::date AND ($3 = '' OR a.name = $3 OR a.id::text = $3) AND ($4 = '' OR m.name = $4)
+		GROUP BY a.name, m.name, u.day ORDER BY u.day, a.name, m.name`, from, to, account, model)
+	if err != nil {
+		return nil, fmt.Errorf("query usage: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (UsageRow, error) {
+		var u UsageRow
+		return u, r.Scan(&u.Account, &u.Model, &u.Day, &u.Requests, &u.Texts, &u.Errors)
+	})
 }
 
 // GPU is one GPU of a node's inventory.
@@ -270,6 +309,14 @@ type GPU struct {
 	MemoryFree  int64  `json:"memory_free"`
 	UtilGPU     int    `json:"util_gpu"`
 	MIGMode     int    `json:"mig_mode"`
+	// Placed lists the models the scheduler assigned to this GPU.
+	Placed []GPUPlacement `json:"placed"`
+}
+
+// GPUPlacement is GPU memory the scheduler assigned to a model.
+type GPUPlacement struct {
+	Model       string `json:"model"`
+	MemoryBytes int64  `json:"memory_bytes"`
 }
 
 // Node is a Swarm node with its GPUs.
@@ -287,42 +334,58 @@ type Node struct {
 }
 
 func (s *Server) nodes(c *gin.Context) {
-	ctx := c.Request.Context()
-	rows, err := s.db.Query(ctx, `SELECT id, hostname, role, availability, state, labels, nano_cpus, memory_bytes, updated_at FROM nodes ORDER BY hostname, id`)
+	nodes, err := s.queryNodes(c.Request.Context())
 	if err != nil {
 		s.fail(c, err)
 		return
+	}
+	c.JSON(http.StatusOK, gin.H{"nodes": nodes})
+}
+
+// queryNodes reads the node inventory with each node's GPUs and what the
+// scheduler placed on them.
+func (s *Server) queryNodes(ctx context.Context) ([]Node, error) {
+	rows, err := s.db.Query(ctx, `SELECT id, hostname, role, availability, state, labels, nano_cpus, memory_bytes, updated_at FROM nodes ORDER BY hostname, id`)
+	if err != nil {
+		return nil, fmt.Errorf("query nodes: %w", err)
 	}
 	nodes, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Node, error) {
 		n := Node{GPUs: []GPU{}}
 		return n, r.Scan(&n.ID, &n.Hostname, &n.Role, &n.Availability, &n.State, &n.Labels, &n.NanoCPUs, &n.MemoryBytes, &n.UpdatedAt)
 	})
 	if err != nil {
-		s.fail(c, err)
-		return
+		return nil, fmt.Errorf("read nodes: %w", err)
 	}
 	idx := map[string]int{}
 	for i, n := range nodes {
 		idx[n.ID] = i
 	}
-	grows, err := s.db.Query(ctx, `SELECT node_id, uuid, idx, name, memory_total, memory_used, memory_free, util_gpu, mig_mode FROM gpus ORDER BY node_id, idx`)
+	grows, err := s.db.Query(ctx, `SELECT g.node_id, g.uuid, g.idx, g.name, g.memory_total, g.memory_used, g.memory_free, g.util_gpu, g.mig_mode,
+			COALESCE(json_agg(json_build_object('model', m.name, 'memory_bytes', a.memory_bytes) ORDER BY m.name)
+				FILTER (WHERE m.name IS NOT NULL), '[]')
+		FROM gpus g
+		LEFT JOIN gpu_assignments a ON a.node_id = g.node_id AND a.gpu_uuid = g.uuid
+		LEFT JOIN deployments d ON d.id = a.deployment_id
+		LEFT JOIN models m ON m.id = d.model_id
+		GROUP BY g.node_id, g.uuid ORDER BY g.node_id, g.idx`)
 	if err != nil {
-		s.fail(c, err)
-		return
+		return nil, fmt.Errorf("query gpus: %w", err)
 	}
 	defer grows.Close()
 	for grows.Next() {
 		var node string
 		var g GPU
-		if err := grows.Scan(&node, &g.UUID, &g.Index, &g.Name, &g.MemoryTotal, &g.MemoryUsed, &g.MemoryFree, &g.UtilGPU, &g.MIGMode); err != nil {
-			s.fail(c, err)
-			return
+		if err := grows.Scan(&node, &g.UUID, &g.Index, &g.Name, &g.MemoryTotal, &g.MemoryUsed, &g.MemoryFree, &g.UtilGPU, &g.MIGMode, &g.Placed); err != nil {
+			return nil, fmt.Errorf("read gpus: %w", err)
 		}
 		if i, ok := idx[node]; ok {
 			nodes[i].GPUs = append(nodes[i].GPUs, g)
 		}
 	}
-	c.JSON(http.StatusOK, gin.H{"nodes": nodes})
+	if err := grows.Err(); err != nil {
+		return nil, fmt.Errorf("read gpus: %w", err)
+	}
+	return nodes, nil
 }
 
 func isUnique(err error) bool {

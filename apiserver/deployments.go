@@ -89,21 +89,40 @@ type Deployment struct {
 	ObservedAt         *time.Time        `json:"observed_at"`
 }
 
-func (s *Server) loadDeployment(ctx context.Context, name string) (Deployment, error) {
-	var d Deployment
-	var labels []byte
-	err := s.db.QueryRow(ctx, `SELECT m.name, d.version, d.replicas, d.cpus, d.memory_bytes, d.memory_reservation_bytes,
+// queryDeployments reads desired and observed state of one model's
+// deployment, or of every deployment when name is "".
+func (s *Server) queryDeployments(ctx context.Context, name string) ([]Deployment, error) {
+	rows, err := s.db.Query(ctx, `SELECT m.name, d.version, d.replicas, d.cpus, d.memory_bytes, d.memory_reservation_bytes,
 		d.gpus, d.gpu_memory_bytes, d.placement_labels, d.generation, d.observed_generation, d.status,
 		d.status_message, d.observed, d.updated_at, d.observed_at
-		FROM deployments d JOIN models m ON m.id = d.model_id WHERE m.name = $1`, name).
-		Scan(&d.Model, &d.Version, &d.Replicas, &d.CPUs, &d.MemoryBytes, &d.MemoryReservation, &d.GPUs,
+		FROM deployments d JOIN models m ON m.id = d.model_id WHERE $1 = '' OR m.name = $1 ORDER BY m.name`, name)
+	if err != nil {
+		return nil, fmt.Errorf("query deployments: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Deployment, error) {
+		var d Deployment
+		var labels []byte
+		err := r.Scan(&d.Model, &d.Version, &d.Replicas, &d.CPUs, &d.MemoryBytes, &d.MemoryReservation, &d.GPUs,
 			&d.GPUMemoryBytes, &labels, &d.Generation, &d.ObservedGeneration, &d.Status, &d.StatusMessage,
 			&d.Observed, &d.UpdatedAt, &d.ObservedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return d, fmt.Errorf("deployment of %s: %w", name, modelmgr.ErrNotFound)
+		_ = json.Unmarshal(labels, &d.PlacementLabels)
+		return d, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read deployments: %w", err)
 	}
-	_ = json.Unmarshal(labels, &d.PlacementLabels)
-	return d, err
+	return out, nil
+}
+
+func (s *Server) loadDeployment(ctx context.Context, name string) (Deployment, error) {
+	ds, err := s.queryDeployments(ctx, name)
+	if err != nil {
+		return Deployment{}, err
+	}
+	if name == "" || len(ds) == 0 {
+		return Deployment{}, fmt.Errorf("deployment of %s: %w", name, modelmgr.ErrNotFound)
+	}
+	return ds[0], nil
 }
 
 func (s *Server) getDeployment(c *gin.Context) {
@@ -126,12 +145,19 @@ func (s *Server) putDeployment(c *gin.Context) {
 	if !decode(c, &req) {
 		return
 	}
-	if err := req.Check(); err != nil {
-		abort(c, http.StatusBadRequest, "invalid_request", err.Error())
+	if err := s.deploy(c.Request.Context(), c.Param("name"), req); err != nil {
+		s.fail(c, err)
 		return
 	}
-	ctx := c.Request.Context()
-	name := c.Param("name")
+	s.getDeployment(c)
+}
+
+// deploy checks req and writes it as the desired state of model name (the
+// latest ready version when req.Version is 0), then NOTIFYs the scheduler.
+func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest) error {
+	if err := req.Check(); err != nil {
+		return badRequest(err.Error())
+	}
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		var modelID int64
 		if err := tx.QueryRow(ctx, `SELECT id FROM models WHERE name = $1 FOR UPDATE`, name).Scan(&modelID); err != nil {
@@ -177,10 +203,9 @@ func (s *Server) putDeployment(c *gin.Context) {
 		return notify(ctx, tx, name)
 	})
 	if err != nil {
-		s.fail(c, err)
-		return
+		return fmt.Errorf("deploy %s: %w", name, err)
 	}
-	s.getDeployment(c)
+	return nil
 }
 
 // ScaleRequest sets the replica count.
@@ -193,15 +218,26 @@ func (s *Server) scale(c *gin.Context) {
 	if !decode(c, &req) {
 		return
 	}
-	if req.Replicas == nil || *req.Replicas < 0 || *req.Replicas > MaxReplicas {
+	if req.Replicas == nil {
 		abort(c, http.StatusBadRequest, "invalid_request", fmt.Sprintf("replicas must be 0..%d", MaxReplicas))
 		return
 	}
-	ctx := c.Request.Context()
-	name := c.Param("name")
+	if err := s.setReplicas(c.Request.Context(), c.Param("name"), *req.Replicas); err != nil {
+		s.fail(c, err)
+		return
+	}
+	s.getDeployment(c)
+}
+
+// setReplicas writes the desired replica count of a deployed model and
+// NOTIFYs the scheduler.
+func (s *Server) setReplicas(ctx context.Context, name string, replicas int) error {
+	if replicas < 0 || replicas > MaxReplicas {
+		return badRequest(fmt.Sprintf("replicas must be 0..%d", MaxReplicas))
+	}
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE deployments d SET replicas = $2, generation = generation + 1, updated_at = now()
-			FROM models m WHERE m.id = d.model_id AND m.name = $1`, name, *req.Replicas)
+			FROM models m WHERE m.id = d.model_id AND m.name = $1`, name, replicas)
 		if err != nil {
 			return err
 		}
@@ -211,10 +247,9 @@ func (s *Server) scale(c *gin.Context) {
 		return notify(ctx, tx, name)
 	})
 	if err != nil {
-		s.fail(c, err)
-		return
+		return fmt.Errorf("scale %s: %w", name, err)
 	}
-	s.getDeployment(c)
+	return nil
 }
 
 func (s *Server) undeploy(ctx context.Context, name string) error {

@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -79,24 +80,49 @@ func (s *Server) listVersions(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"versions": vs})
 }
 
-// uploadVersion streams the multipart field "archive" to a temp file (hashing
-// as it goes), validates it and only then stores the blob and the row. Any
-// failure leaves nothing behind.
+// uploadVersion streams the multipart field "archive" into the store (see
+// receiveVersion).
 func (s *Server) uploadVersion(c *gin.Context) {
-	ctx := c.Request.Context()
-	name := c.Param("name")
-	m, err := s.reg.Get(ctx, name)
+	v, err := s.receiveVersion(c.Request.Context(), c.Param("name"), c.GetHeader("Content-Type"), c.Request.Body, nil)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	mt, params, err := mime.ParseMediaType(c.GetHeader("Content-Type"))
+	c.JSON(http.StatusCreated, v)
+}
+
+// uploadGate sees the small form fields sent before the archive and may
+// refuse the upload before a byte of the archive is read (the web form checks
+// its CSRF token there).
+type uploadGate func(fields map[string]string) error
+
+const (
+	maxFormFields    = 16
+	maxFormFieldSize = 4 << 10
+)
+
+// receiveVersion streams the multipart field "archive" of body to a temp file
+// (hashing as it goes), validates it and only then stores the blob and the
+// row. Any failure leaves nothing behind. With a gate, the fields before the
+// archive are read (small ones only) and handed to it; without one they are
+// skipped. Both the JSON API and the web form upload through here.
+func (s *Server) receiveVersion(ctx context.Context, name, contentType string, body io.Reader, gate uploadGate) (modelmgr.Version, error) {
+	m, err := s.reg.Get(ctx, name)
+	if err != nil {
+		return modelmgr.Version{}, err
+	}
+	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
-		abort(c, http.StatusBadRequest, "invalid_request", "want multipart/form-data with a field named archive")
-		return
+		if gate != nil {
+			if err := gate(nil); err != nil {
+				return modelmgr.Version{}, err
+			}
+		}
+		return modelmgr.Version{}, badRequest("want multipart/form-data with a field named archive")
 	}
 	start := time.Now()
-	mr := multipart.NewReader(c.Request.Body, params["boundary"])
+	mr := multipart.NewReader(body, params["boundary"])
+	fields := map[string]string{}
 	var rec modelmgr.Received
 	for {
 		part, err := mr.NextPart()
@@ -104,24 +130,40 @@ func (s *Server) uploadVersion(c *gin.Context) {
 			break
 		}
 		if err != nil {
-			abort(c, http.StatusBadRequest, "invalid_request", "malformed multipart body")
-			return
+			return modelmgr.Version{}, badRequest("malformed multipart body")
 		}
 		if part.FormName() != "archive" {
+			if gate != nil && len(fields) < maxFormFields {
+				b, err := io.ReadAll(io.LimitReader(part, maxFormFieldSize))
+				if err != nil {
+					part.Close()
+					return modelmgr.Version{}, badRequest("malformed multipart body")
+				}
+				fields[part.FormName()] = string(b)
+			}
 			part.Close()
 			continue
+		}
+		if gate != nil {
+			if err := gate(fields); err != nil {
+				part.Close()
+				return modelmgr.Version{}, err
+			}
 		}
 		rec, err = modelmgr.Receive(ctx, part, s.store.TempDir(), s.cfg.MaxUploadBytes)
 		part.Close()
 		if err != nil {
-			s.fail(c, err)
-			return
+			return modelmgr.Version{}, fmt.Errorf("receive archive for %s: %w", name, err)
 		}
 		break
 	}
 	if rec.Path == "" {
-		abort(c, http.StatusBadRequest, "invalid_request", "no multipart field named archive")
-		return
+		if gate != nil {
+			if err := gate(fields); err != nil {
+				return modelmgr.Version{}, err
+			}
+		}
+		return modelmgr.Version{}, badRequest("no multipart field named archive")
 	}
 	keep := false
 	defer func() {
@@ -131,15 +173,13 @@ func (s *Server) uploadVersion(c *gin.Context) {
 	}()
 	md, err := s.validator.Validate(ctx, rec.Path, s.store.TempDir(), m.Task)
 	if err != nil {
-		s.fail(c, err)
-		return
+		return modelmgr.Version{}, err
 	}
-	if ctx.Err() != nil {
-		return
+	if err := ctx.Err(); err != nil {
+		return modelmgr.Version{}, fmt.Errorf("upload of %s: %w", name, err)
 	}
 	if err := s.store.Put(ctx, rec.Path, rec.Digest); err != nil {
-		s.fail(c, err)
-		return
+		return modelmgr.Version{}, fmt.Errorf("store %s: %w", rec.Digest, err)
 	}
 	keep = true
 	v, err := s.reg.AddVersion(context.WithoutCancel(ctx), name, rec.Digest, rec.Size, md)
@@ -147,11 +187,10 @@ func (s *Server) uploadVersion(c *gin.Context) {
 		if used, _ := s.reg.DigestInUse(context.WithoutCancel(ctx), rec.Digest); !used {
 			s.store.Delete(rec.Digest)
 		}
-		s.fail(c, err)
-		return
+		return modelmgr.Version{}, err
 	}
 	s.log.Info("version stored", "model", name, "version", v.Version, "digest", v.Digest, "bytes", v.Size, "seconds", time.Since(start).Seconds())
-	c.JSON(http.StatusCreated, v)
+	return v, nil
 }
 
 // getBlob serves an archive to runtimes, with Range support.

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"log/slog"
@@ -130,22 +131,51 @@ func (s *Server) internalAuth(c *gin.Context) {
 	}
 }
 
+// requestError is a refusal with its own status, code and message, for the
+// cases the domain errors below do not name.
+type requestError struct {
+	status        int
+	code, message string
+}
+
+func (e *requestError) Error() string { return e.message }
+
+func badRequest(msg string) error {
+	return &requestError{status: http.StatusBadRequest, code: "invalid_request", message: msg}
+}
+
+// classify maps an error to the status, code, message and details both the
+// JSON API and the web pages answer with. ok is false for an unexpected
+// error, whose message must not be shown (it may name internals).
+func classify(err error) (status int, code, msg string, details []string, ok bool) {
+	var ve *modelmgr.ValidationError
+	var re *requestError
+	switch {
+	case errors.As(err, &re):
+		return re.status, re.code, re.message, nil, true
+	case errors.As(err, &ve):
+		return http.StatusUnprocessableEntity, "invalid_archive", "the archive was refused", ve.Reasons, true
+	case errors.Is(err, modelmgr.ErrNotFound):
+		return http.StatusNotFound, "not_found", err.Error(), nil, true
+	case errors.Is(err, modelmgr.ErrExists):
+		return http.StatusConflict, "conflict", err.Error(), nil, true
+	case errors.Is(err, modelmgr.ErrInvalid):
+		return http.StatusBadRequest, "invalid_request", err.Error(), nil, true
+	case errors.Is(err, modelmgr.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, "too_large", err.Error(), nil, true
+	}
+	return http.StatusInternalServerError, "internal", "internal error", nil, false
+}
+
 // fail maps domain errors to statuses.
 func (s *Server) fail(c *gin.Context, err error) {
-	var ve *modelmgr.ValidationError
-	switch {
-	case errors.As(err, &ve):
-		abort(c, http.StatusUnprocessableEntity, "invalid_archive", "the archive was refused", ve.Reasons...)
-	case errors.Is(err, modelmgr.ErrNotFound):
-		abort(c, http.StatusNotFound, "not_found", err.Error())
-	case errors.Is(err, modelmgr.ErrExists):
-		abort(c, http.StatusConflict, "conflict", err.Error())
-	case errors.Is(err, modelmgr.ErrInvalid):
-		abort(c, http.StatusBadRequest, "invalid_request", err.Error())
-	case errors.Is(err, modelmgr.ErrTooLarge):
-		abort(c, http.StatusRequestEntityTooLarge, "too_large", err.Error())
-	default:
-		s.log.Error("request failed", "path", c.FullPath(), "err", err)
-		abort(c, http.StatusInternalServerError, "internal", "internal error")
+	if errors.Is(err, context.Canceled) && c.Request.Context().Err() != nil {
+		c.Abort() // the client went away; nobody reads an answer
+		return
 	}
+	status, code, msg, details, ok := classify(err)
+	if !ok {
+		s.log.Error("request failed", "path", c.FullPath(), "err", err)
+	}
+	abort(c, status, code, msg, details...)
 }
