@@ -196,44 +196,59 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Log(cli("scale", "sentiment", "3", "--wait", "--timeout", "5m"))
 
-	// a client loops while one replica's container is killed
-	var ok, failed, limited atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
+	// underLoad runs action while 4 clients loop over the gateway and
+	// returns how many requests succeeded and failed (429s apart).
+	underLoad := func(what string, action func()) (ok, failed int64) {
+		t.Helper()
+		var okN, failedN, limited atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					var out map[string]any
+					if code, err := call("/v1/sentiment/sentiment", map[string]string{"text": "i love this movie"}, &out); code == http.StatusTooManyRequests {
+						limited.Add(1)
+					} else if err != nil {
+						failedN.Add(1)
+					} else {
+						okN.Add(1)
+					}
 				}
-				var out map[string]any
-				if code, err := call("/v1/sentiment/sentiment", map[string]string{"text": "i love this movie"}, &out); code == http.StatusTooManyRequests {
-					limited.Add(1)
-				} else if err != nil {
-					failed.Add(1)
-				} else {
-					ok.Add(1)
-				}
+			}()
+		}
+		time.Sleep(3 * time.Second)
+		action()
+		close(stop)
+		wg.Wait()
+		total := okN.Load() + failedN.Load()
+		t.Logf("%s: %d requests, %d failed (%.3f%%), %d rate-limited", what, total, failedN.Load(), 100*float64(failedN.Load())/float64(max(total, 1)), limited.Load())
+		if total == 0 {
+			t.Fatalf("%s: no request went through", what)
+		}
+		return okN.Load(), failedN.Load()
+	}
+	killOne := func(want int) func() {
+		return func() {
+			ids := strings.Fields(sh(time.Minute, nil, "docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name=nlp-sentiment"))
+			if len(ids) < want {
+				t.Errorf("want %d sentiment containers, got %v", want, ids)
+				return
 			}
-		}()
+			sh(time.Minute, nil, "docker", "kill", ids[0])
+			time.Sleep(10 * time.Second)
+		}
 	}
-	time.Sleep(3 * time.Second)
-	ids := strings.Fields(sh(time.Minute, nil, "docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name=nlp-sentiment"))
-	if len(ids) < 3 {
-		t.Fatalf("want 3 sentiment containers, got %v", ids)
-	}
-	sh(time.Minute, nil, "docker", "kill", ids[0])
-	time.Sleep(10 * time.Second)
-	close(stop)
-	wg.Wait()
-	total := ok.Load() + failed.Load()
-	t.Logf("kill during load: %d requests, %d failed (%.3f%%), %d rate-limited", total, failed.Load(), 100*float64(failed.Load())/float64(max(total, 1)), limited.Load())
-	if total == 0 || float64(failed.Load()) > 0.001*float64(total) {
-		t.Fatalf("%d of %d requests failed while one replica was killed", failed.Load(), total)
+	// one of three replicas killed while clients loop (issue 7)
+	if ok, failed := underLoad("kill 1 of 3 replicas", killOne(3)); float64(failed) > 0.001*float64(ok+failed) {
+		t.Fatalf("%d of %d requests failed while one of three replicas was killed", failed, ok+failed)
 	}
 
 	// Prometheus scrapes every replica
@@ -266,5 +281,25 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("prometheus lists %d healthy nlp-sentiment targets, want 3 (err %v)", up, err)
 		}
 		time.Sleep(3 * time.Second)
+	}
+	// one of two replicas killed while clients loop (issue 6)
+	t.Log(cli("scale", "sentiment", "2", "--wait", "--timeout", "5m"))
+	if ok, failed := underLoad("kill 1 of 2 replicas", killOne(2)); float64(failed) > 0.001*float64(ok+failed) {
+		t.Fatalf("%d of %d requests failed while one of two replicas was killed", failed, ok+failed)
+	}
+
+	// a rolling update to a second version while clients loop: no request
+	// may fail (start-first update, draining replicas, gateway retries)
+	t.Log(cli("scale", "sentiment", "2", "--wait", "--timeout", "5m")) // the killed replica is back
+	t.Log(cli("models", "push", "sentiment", filepath.Join(fixtures, "sentiment")))
+	if _, failed := underLoad("rolling update to version 2", func() {
+		t.Log(cli("deploy", "sentiment", "--version", "2", "--replicas", "2", "--memory", "512M", "--wait", "--timeout", "5m"))
+		time.Sleep(3 * time.Second)
+	}); failed != 0 {
+		t.Fatalf("%d requests failed during the rolling update", failed)
+	}
+	out := sh(time.Minute, nil, "docker", "service", "inspect", "--format", `{{index .Spec.Labels "nlpswarm.version"}}`, "nlp-sentiment")
+	if strings.TrimSpace(out) != "2" {
+		t.Fatalf("nlp-sentiment runs version %q after the update, want 2", strings.TrimSpace(out))
 	}
 }
