@@ -12,8 +12,9 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/nlpswarm/nlpswarm/internal/pg"
+	"github.com/nlpswarm/nlpswarm/internal/desired"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
+	"github.com/nlpswarm/nlpswarm/scheduler/autoscale"
 )
 
 // DeploymentRequest is the desired state of a model's deployment.
@@ -29,7 +30,57 @@ type DeploymentRequest struct {
 	Placement struct {
 		Labels map[string]string `json:"labels"`
 	} `json:"placement"`
+	// Autoscale, when present, lets the scheduler's autoscaler set the
+	// replicas within [min, max]; replicas is then the starting count.
+	Autoscale *Autoscale `json:"autoscale"`
 }
+
+// Autoscale are a deployment's autoscaling bounds (scheduler/autoscale has
+// the rule that uses them).
+type Autoscale struct {
+	Min            int      `json:"min"`
+	Max            int      `json:"max"`
+	TargetInflight float64  `json:"target_inflight"`
+	ScaleDownDelay Duration `json:"scale_down_delay"`
+	IdleToZero     Duration `json:"idle_to_zero"`
+}
+
+// Bounds converts a to the rule's bounds.
+func (a Autoscale) Bounds() autoscale.Bounds {
+	return autoscale.Bounds{Min: a.Min, Max: a.Max, TargetInflight: a.TargetInflight,
+		ScaleDownDelay: time.Duration(a.ScaleDownDelay), IdleToZero: time.Duration(a.IdleToZero)}
+}
+
+func autoscaleOf(b autoscale.Bounds) *Autoscale {
+	return &Autoscale{Min: b.Min, Max: b.Max, TargetInflight: b.TargetInflight,
+		ScaleDownDelay: Duration(b.ScaleDownDelay), IdleToZero: Duration(b.IdleToZero)}
+}
+
+// Duration is a duration given as a Go duration string ("30s", "5m") or a
+// number of seconds; it is written as a string.
+type Duration time.Duration
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(p []byte) error {
+	var s string
+	if err := json.Unmarshal(p, &s); err == nil {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("duration %q: want e.g. \"30s\" or \"5m\"", s)
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var f float64
+	if err := json.Unmarshal(p, &f); err != nil || f < 0 || f > 1e9 {
+		return errors.New("duration must be a string like \"30s\" or a number of seconds")
+	}
+	*d = Duration(f * float64(time.Second))
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
 var (
 	labelRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
@@ -66,6 +117,16 @@ func (r *DeploymentRequest) Check() error {
 			return fmt.Errorf("placement label %q: keys [a-z0-9._-], values printable without quotes", k)
 		}
 	}
+	if r.Autoscale != nil {
+		b := r.Autoscale.Bounds().WithDefaults()
+		if err := b.Validate(); err != nil {
+			return err
+		}
+		if b.Max > MaxReplicas {
+			return fmt.Errorf("autoscale.max must be 1..%d", MaxReplicas)
+		}
+		r.Autoscale = autoscaleOf(b)
+	}
 	return nil
 }
 
@@ -87,6 +148,29 @@ type Deployment struct {
 	Observed           json.RawMessage   `json:"observed"`
 	UpdatedAt          time.Time         `json:"updated_at"`
 	ObservedAt         *time.Time        `json:"observed_at"`
+	// Autoscale is null when the deployment is not autoscaled.
+	Autoscale   *Autoscale `json:"autoscale"`
+	ScaledAt    time.Time  `json:"scaled_at"`    // when replicas last changed
+	ScaleReason string     `json:"scale_reason"` // why: deploy, manual scale or the autoscaler's rule
+	// ColdStarts are the most recent replicas' start phases, newest first.
+	ColdStarts []ReplicaStart `json:"cold_starts"`
+}
+
+// ReplicaStart is one replica's cold start as the scheduler recorded it:
+// Swarm's task times and the runtime's own phases (nil until known).
+type ReplicaStart struct {
+	TaskID         string     `json:"task_id"`
+	Slot           int        `json:"slot"`
+	Node           string     `json:"node"`
+	ScheduledAt    time.Time  `json:"scheduled_at"`    // Swarm created the task
+	StartedAt      *time.Time `json:"started_at"`      // the runtime process started
+	FetchSeconds   *float64   `json:"fetch_seconds"`   // artifact download and unpack (or cache hit)
+	ArtifactBytes  *int64     `json:"artifact_bytes"`  // downloaded; 0 on a cache hit
+	ArtifactCached *bool      `json:"artifact_cached"` // served by the node's artifact cache
+	LoadSeconds    *float64   `json:"load_seconds"`
+	WarmupSeconds  *float64   `json:"warmup_seconds"`
+	ReadyAt        *time.Time `json:"ready_at"`   // the runtime answered ready
+	RunningAt      *time.Time `json:"running_at"` // Swarm: healthcheck passed, in DNS
 }
 
 // queryDeployments reads desired and observed state of one model's
@@ -115,15 +199,48 @@ func (s *Server) queryDeployments(ctx context.Context, name string) ([]Deploymen
 }
 
 func (s *Server) loadDeployment(ctx context.Context, name string) (Deployment, error) {
-	ds, err := s.queryDeployments(ctx, name)
+	var d Deployment
+	var labels []byte
+	var id int64
+	var b autoscale.Bounds
+	var downMS, idleMS int64
+	err := s.db.QueryRow(ctx, `SELECT d.id, m.name, d.version, d.replicas, d.cpus, d.memory_bytes, d.memory_reservation_bytes,
+		d.gpus, d.gpu_memory_bytes, d.placement_labels, d.generation, d.observed_generation, d.status,
+		d.status_message, d.observed, d.updated_at, d.observed_at, d.autoscale_min, d.autoscale_max,
+		d.autoscale_target_inflight, d.autoscale_scale_down_delay_ms, d.autoscale_idle_to_zero_ms, d.scaled_at, d.scale_reason
+		FROM deployments d JOIN models m ON m.id = d.model_id WHERE m.name = $1`, name).
+		Scan(&id, &d.Model, &d.Version, &d.Replicas, &d.CPUs, &d.MemoryBytes, &d.MemoryReservation, &d.GPUs,
+			&d.GPUMemoryBytes, &labels, &d.Generation, &d.ObservedGeneration, &d.Status, &d.StatusMessage,
+			&d.Observed, &d.UpdatedAt, &d.ObservedAt, &b.Min, &b.Max, &b.TargetInflight, &downMS, &idleMS,
+			&d.ScaledAt, &d.ScaleReason)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return d, fmt.Errorf("deployment of %s: %w", name, modelmgr.ErrNotFound)
+	}
 	if err != nil {
-		return Deployment{}, err
+		return d, err
 	}
-	if name == "" || len(ds) == 0 {
-		return Deployment{}, fmt.Errorf("deployment of %s: %w", name, modelmgr.ErrNotFound)
+	_ = json.Unmarshal(labels, &d.PlacementLabels)
+	if b.Max > 0 {
+		b.ScaleDownDelay, b.IdleToZero = time.Duration(downMS)*time.Millisecond, time.Duration(idleMS)*time.Millisecond
+		d.Autoscale = autoscaleOf(b)
 	}
-	return ds[0], nil
+	rows, err := s.db.Query(ctx, `SELECT task_id, slot, node, scheduled_at, started_at, fetch_seconds, artifact_bytes,
+			artifact_cached, load_seconds, warmup_seconds, ready_at, running_at
+		FROM replica_starts WHERE deployment_id = $1 ORDER BY scheduled_at DESC LIMIT $2`, id, maxColdStarts)
+	if err != nil {
+		return d, err
+	}
+	d.ColdStarts, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (ReplicaStart, error) {
+		var r ReplicaStart
+		err := row.Scan(&r.TaskID, &r.Slot, &r.Node, &r.ScheduledAt, &r.StartedAt, &r.FetchSeconds, &r.ArtifactBytes,
+			&r.ArtifactCached, &r.LoadSeconds, &r.WarmupSeconds, &r.ReadyAt, &r.RunningAt)
+		return r, err
+	})
+	return d, err
 }
+
+// maxColdStarts is how many recent replica starts a deployment shows.
+const maxColdStarts = 5
 
 func (s *Server) getDeployment(c *gin.Context) {
 	d, err := s.loadDeployment(c.Request.Context(), c.Param("name"))
@@ -132,11 +249,6 @@ func (s *Server) getDeployment(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, d)
-}
-
-func notify(ctx context.Context, tx pgx.Tx, model string) error {
-	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, pg.NotifyDeployments, model)
-	return err
 }
 
 // putDeployment writes desired state; the scheduler does the rest.
@@ -155,6 +267,7 @@ func (s *Server) putDeployment(c *gin.Context) {
 // deploy checks req and writes it as the desired state of model name (the
 // latest ready version when req.Version is 0), then NOTIFYs the scheduler.
 func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest) error {
+	replicasGiven := req.Replicas != nil
 	if err := req.Check(); err != nil {
 		return badRequest(err.Error())
 	}
@@ -187,20 +300,42 @@ func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest)
 		if req.Placement.Labels == nil {
 			labels = []byte("{}")
 		}
+		replicas := *req.Replicas
+		var b autoscale.Bounds
+		if req.Autoscale != nil {
+			b = req.Autoscale.Bounds()
+			// a redeploy that names no count keeps the autoscaler's
+			var cur int
+			err := tx.QueryRow(ctx, `SELECT replicas FROM deployments WHERE model_id = $1 FOR UPDATE`, modelID).Scan(&cur)
+			if err == nil && !replicasGiven {
+				replicas = cur
+			} else if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			replicas = b.Clamp(replicas)
+		}
 		_, err := tx.Exec(ctx, `INSERT INTO deployments (model_id, version, replicas, cpus, memory_bytes, memory_reservation_bytes,
-				gpus, gpu_memory_bytes, placement_labels, status, status_message)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,'pending','waiting for the scheduler')
+				gpus, gpu_memory_bytes, placement_labels, status, status_message, autoscale_min, autoscale_max,
+				autoscale_target_inflight, autoscale_scale_down_delay_ms, autoscale_idle_to_zero_ms, scale_reason)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,'pending','waiting for the scheduler',$10,$11,$12,$13,$14,'deploy')
 			ON CONFLICT (model_id) DO UPDATE SET version = EXCLUDED.version, replicas = EXCLUDED.replicas,
 				cpus = EXCLUDED.cpus, memory_bytes = EXCLUDED.memory_bytes,
 				memory_reservation_bytes = EXCLUDED.memory_reservation_bytes, gpus = EXCLUDED.gpus,
 				gpu_memory_bytes = EXCLUDED.gpu_memory_bytes, placement_labels = EXCLUDED.placement_labels,
+				autoscale_min = EXCLUDED.autoscale_min, autoscale_max = EXCLUDED.autoscale_max,
+				autoscale_target_inflight = EXCLUDED.autoscale_target_inflight,
+				autoscale_scale_down_delay_ms = EXCLUDED.autoscale_scale_down_delay_ms,
+				autoscale_idle_to_zero_ms = EXCLUDED.autoscale_idle_to_zero_ms,
+				scaled_at = CASE WHEN deployments.replicas <> EXCLUDED.replicas THEN now() ELSE deployments.scaled_at END,
+				scale_reason = CASE WHEN deployments.replicas <> EXCLUDED.replicas THEN 'deploy' ELSE deployments.scale_reason END,
 				generation = deployments.generation + 1, updated_at = now()`,
-			modelID, req.Version, *req.Replicas, req.Resources.CPUs, int64(req.Resources.Memory), reservation,
-			req.Resources.GPUs, int64(req.Resources.GPUMemory), labels)
+			modelID, req.Version, replicas, req.Resources.CPUs, int64(req.Resources.Memory), reservation,
+			req.Resources.GPUs, int64(req.Resources.GPUMemory), labels, b.Min, b.Max, b.TargetInflight,
+			b.ScaleDownDelay.Milliseconds(), b.IdleToZero.Milliseconds())
 		if err != nil {
 			return err
 		}
-		return notify(ctx, tx, name)
+		return desired.Notify(ctx, tx, name)
 	})
 	if err != nil {
 		return fmt.Errorf("deploy %s: %w", name, err)
@@ -208,7 +343,8 @@ func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest)
 	return nil
 }
 
-// ScaleRequest sets the replica count.
+// ScaleRequest sets the replica count; on an autoscaled deployment it sets
+// the autoscaler's floor (min) instead (desired.ManualScale).
 type ScaleRequest struct {
 	Replicas *int `json:"replicas"`
 }
@@ -229,22 +365,15 @@ func (s *Server) scale(c *gin.Context) {
 	s.getDeployment(c)
 }
 
-// setReplicas writes the desired replica count of a deployed model and
-// NOTIFYs the scheduler.
+// setReplicas writes the desired replica count of a deployed model (the
+// autoscaler's floor when it is autoscaled) and NOTIFYs the scheduler.
 func (s *Server) setReplicas(ctx context.Context, name string, replicas int) error {
 	if replicas < 0 || replicas > MaxReplicas {
 		return badRequest(fmt.Sprintf("replicas must be 0..%d", MaxReplicas))
 	}
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE deployments d SET replicas = $2, generation = generation + 1, updated_at = now()
-			FROM models m WHERE m.id = d.model_id AND m.name = $1`, name, replicas)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("deployment of %s: %w (deploy it first)", name, modelmgr.ErrNotFound)
-		}
-		return notify(ctx, tx, name)
+		_, err := desired.ManualScale(ctx, tx, name, replicas)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("scale %s: %w", name, err)
@@ -261,7 +390,7 @@ func (s *Server) undeploy(ctx context.Context, name string) error {
 		if tag.RowsAffected() == 0 {
 			return fmt.Errorf("deployment of %s: %w", name, modelmgr.ErrNotFound)
 		}
-		return notify(ctx, tx, name)
+		return desired.Notify(ctx, tx, name)
 	})
 }
 
