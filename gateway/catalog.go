@@ -14,9 +14,13 @@ type Model struct {
 	Task    string // text-classification, token-classification, feature-extraction
 	Private bool
 	Owner   int64 // owner account (0 when none)
+	// Autoscaled: the scheduler's autoscaler sets its replicas, possibly to
+	// zero; a request finding none is held while one starts.
+	Autoscaled bool
 }
 
-// Catalog holds the deployed models (replicas > 0), reloaded from Postgres.
+// Catalog holds the deployed models (replicas > 0, or autoscaled: a model at
+// zero still answers, from a replica started for it), reloaded from Postgres.
 type Catalog struct {
 	db     *pgxpool.Pool
 	models atomic.Pointer[map[string]*Model]
@@ -48,9 +52,9 @@ func (c *Catalog) Names() []string {
 // Refresh reloads the catalogue; on error the previous one stays.
 func (c *Catalog) Refresh(ctx context.Context) error {
 	rows, err := c.db.Query(ctx, `
-		SELECT m.id, m.name, m.task, m.visibility = 'private', COALESCE(m.owner_account_id, 0)
+		SELECT m.id, m.name, m.task, m.visibility = 'private', COALESCE(m.owner_account_id, 0), d.autoscale_max > 0
 		FROM models m JOIN deployments d ON d.model_id = m.id
-		WHERE d.replicas > 0`)
+		WHERE d.replicas > 0 OR d.autoscale_max > 0`)
 	if err != nil {
 		return err
 	}
@@ -58,7 +62,7 @@ func (c *Catalog) Refresh(ctx context.Context) error {
 	next := map[string]*Model{}
 	for rows.Next() {
 		m := &Model{}
-		if err := rows.Scan(&m.ID, &m.Name, &m.Task, &m.Private, &m.Owner); err != nil {
+		if err := rows.Scan(&m.ID, &m.Name, &m.Task, &m.Private, &m.Owner, &m.Autoscaled); err != nil {
 			return err
 		}
 		next[m.Name] = m

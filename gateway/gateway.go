@@ -49,6 +49,14 @@ type Options struct {
 	ProbeInterval     time.Duration
 	IdleConnTimeout   time.Duration // upstream keep-alive; well under Swarm's 900 s IPVS drop
 	RedisPrefix       string
+	// Autoscaling (autoscale.go): load figures for the scheduler, and the
+	// hold of requests for a model at zero.
+	GatewayID      string        // names this gateway's load figures in Redis (hostname-random by default)
+	LoadReport     time.Duration // how often load figures go to Redis (they expire after 3 periods)
+	HoldMax        int           // requests held per model at zero; beyond, 503 + Retry-After
+	HoldRetryAfter time.Duration // Retry-After of a refused or timed-out held request
+	HoldPoll       time.Duration // how often a model's replicas are looked up while requests are held
+	WakeResend     time.Duration // a held model's wake-up is sent again after this long without a replica
 }
 
 // DefaultOptions are the defaults the gateway role starts from.
@@ -58,6 +66,8 @@ func DefaultOptions() Options {
 		CatalogRefresh: 3 * time.Second, DiscoveryInterval: time.Second, KeyCacheTTL: 2 * time.Second,
 		UsageFlush: 10 * time.Second, EjectAfter: 3, ProbeInterval: time.Second,
 		IdleConnTimeout: 60 * time.Second, RedisPrefix: "nlpswarm:",
+		LoadReport: time.Second, HoldMax: 100, HoldRetryAfter: 3 * time.Second, HoldPoll: 150 * time.Millisecond,
+		WakeResend: 5 * time.Second,
 	}
 }
 
@@ -86,6 +96,8 @@ type Gateway struct {
 	mux     *http.ServeMux
 
 	pools     sync.Map // model name -> *Pool
+	loads     sync.Map // model name -> *modelLoad
+	rdb       *redis.Client
 	rediscov  chan struct{}
 	recatalog chan struct{}
 	cancel    context.CancelFunc
@@ -98,36 +110,27 @@ type Gateway struct {
 // discovery, usage flush); Close stops them and flushes usage.
 func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
 	d := DefaultOptions()
-	if opts.Timeout <= 0 {
-		opts.Timeout = d.Timeout
-	}
-	if opts.MaxBodyBytes <= 0 {
-		opts.MaxBodyBytes = d.MaxBodyBytes
-	}
-	if opts.MaxTexts <= 0 {
-		opts.MaxTexts = d.MaxTexts
-	}
-	if opts.CatalogRefresh <= 0 {
-		opts.CatalogRefresh = d.CatalogRefresh
-	}
-	if opts.DiscoveryInterval <= 0 {
-		opts.DiscoveryInterval = d.DiscoveryInterval
-	}
-	if opts.KeyCacheTTL <= 0 || opts.KeyCacheTTL > 2*time.Second {
+	orDefault(&opts.Timeout, d.Timeout)
+	orDefault(&opts.MaxBodyBytes, d.MaxBodyBytes)
+	orDefault(&opts.MaxTexts, d.MaxTexts)
+	orDefault(&opts.CatalogRefresh, d.CatalogRefresh)
+	orDefault(&opts.DiscoveryInterval, d.DiscoveryInterval)
+	if opts.KeyCacheTTL > 2*time.Second {
 		opts.KeyCacheTTL = d.KeyCacheTTL
 	}
-	if opts.UsageFlush <= 0 {
-		opts.UsageFlush = d.UsageFlush
+	orDefault(&opts.KeyCacheTTL, d.KeyCacheTTL)
+	orDefault(&opts.UsageFlush, d.UsageFlush)
+	orDefault(&opts.EjectAfter, d.EjectAfter)
+	orDefault(&opts.ProbeInterval, d.ProbeInterval)
+	orDefault(&opts.IdleConnTimeout, d.IdleConnTimeout)
+	if opts.GatewayID == "" {
+		opts.GatewayID = defaultGatewayID()
 	}
-	if opts.EjectAfter <= 0 {
-		opts.EjectAfter = d.EjectAfter
-	}
-	if opts.ProbeInterval <= 0 {
-		opts.ProbeInterval = d.ProbeInterval
-	}
-	if opts.IdleConnTimeout <= 0 {
-		opts.IdleConnTimeout = d.IdleConnTimeout
-	}
+	orDefault(&opts.LoadReport, d.LoadReport)
+	orDefault(&opts.HoldMax, d.HoldMax)
+	orDefault(&opts.HoldRetryAfter, d.HoldRetryAfter)
+	orDefault(&opts.HoldPoll, d.HoldPoll)
+	orDefault(&opts.WakeResend, d.WakeResend)
 	if deps.DB == nil || deps.Discovery == nil {
 		return nil, errors.New("gateway: DB and Discovery are required")
 	}
@@ -148,7 +151,7 @@ func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
 		opts: opts, log: deps.Log, catalog: newCatalog(deps.DB), keys: newKeyStore(deps.DB, opts.KeyCacheTTL),
 		limiter: newLimiter(deps.Redis, opts.RedisPrefix), usage: newUsage(deps.DB), disc: deps.Discovery,
 		policy: deps.Policy, client: &http.Client{Transport: tr}, m: newMetrics(deps.Registry),
-		rediscov: make(chan struct{}, 1), recatalog: make(chan struct{}, 1),
+		rediscov: make(chan struct{}, 1), recatalog: make(chan struct{}, 1), rdb: deps.Redis,
 	}
 	g.mux = http.NewServeMux()
 	g.mux.HandleFunc("POST /v1/{model}/{task}", g.serveTask)
@@ -162,11 +165,19 @@ func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
 	g.discoverAll(ctx)
 	lctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
-	g.done.Add(3)
+	g.done.Add(4)
 	go g.loopCatalog(lctx)
 	go g.loopUsage(lctx)
+	go g.loopLoad(lctx)
 	go g.listenDeployments(lctx, deps.DB)
 	return g, nil
+}
+
+// orDefault replaces a zero or negative option with its default.
+func orDefault[T int | int64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // Close stops the loops and flushes usage to Postgres.
@@ -298,6 +309,12 @@ func (g *Gateway) discoverAll(ctx context.Context) {
 		if !live[k.(string)] {
 			g.pools.Delete(k)
 			g.m.replicas.DeleteLabelValues(k.(string))
+		}
+		return true
+	})
+	g.loads.Range(func(k, _ any) bool {
+		if !live[k.(string)] {
+			g.loads.Delete(k)
 		}
 		return true
 	})
@@ -581,7 +598,8 @@ const maxUpstreamBody = 64 << 20
 
 // forward sends body to a replica of model, retrying once on another replica
 // after a connection error or a 503, within the model's deadline. The request
-// context (client disconnect) cancels the upstream call.
+// context (client disconnect) cancels the upstream call. An autoscaled model
+// with no replica holds the request until one is ready (holdForReplica).
 func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *reqState) (*upstreamResult, *gwError) {
 	timeout := g.opts.Timeout
 	if t, ok := g.opts.ModelTimeouts[model]; ok && t > 0 {
@@ -591,6 +609,15 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 	defer cancel()
 	rid := r.Header.Get("X-Request-ID")
 	pool := g.pool(model)
+	load, end := g.arrive(model)
+	defer end()
+	if len(pool.Upstreams()) == 0 {
+		if m, ok := g.catalog.Get(model); ok && m.Autoscaled {
+			if aerr := g.holdForReplica(ctx, r.Context(), model, load, pool); aerr != nil {
+				return nil, aerr
+			}
+		}
+	}
 	var tried *Upstream
 	var last *gwError
 	for attempt := 0; attempt < 2; attempt++ {

@@ -170,10 +170,16 @@ func (e *env) model(name, task string, owner int64, rts ...*fakeRuntime) int64 {
 
 func (e *env) start(opts Options) *Gateway {
 	e.t.Helper()
+	return e.startWith(opts, e.static)
+}
+
+// startWith starts the gateway on disc instead of the static discovery.
+func (e *env) startWith(opts Options, disc Discoverer) *Gateway {
+	e.t.Helper()
 	if opts.RedisPrefix == "" {
 		opts.RedisPrefix = e.prefix
 	}
-	deps := Deps{DB: e.db.Pool, Discovery: e.static, Registry: e.reg, Log: e.log}
+	deps := Deps{DB: e.db.Pool, Discovery: disc, Registry: e.reg, Log: e.log}
 	if e.rdb != nil {
 		deps.Redis = e.rdb
 	}

@@ -15,6 +15,13 @@ type metrics struct {
 	replicas   *prometheus.GaugeVec     // model
 	failOpen   prometheus.Counter
 	usageFlush *prometheus.CounterVec // result
+	// autoscaling (autoscale.go)
+	held         *prometheus.GaugeVec     // model
+	holdSeconds  *prometheus.HistogramVec // model
+	holdRefused  *prometheus.CounterVec   // model
+	holdTimeouts *prometheus.CounterVec   // model
+	wakeups      *prometheus.CounterVec   // model
+	loadReports  *prometheus.CounterVec   // result
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -39,9 +46,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Requests let through without rate limit or quota because Redis failed."}),
 		usageFlush: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_usage_flushes_total",
 			Help: "Usage flushes to Postgres by result."}, []string{"result"}),
+		held: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nlpswarm_gateway_held_requests",
+			Help: "Requests held while a model at zero starts a replica."}, []string{"model"}),
+		holdSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "nlpswarm_gateway_hold_seconds",
+			Help: "How long held requests waited for a replica of a model at zero.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 12)}, []string{"model"}),
+		holdRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_hold_refused_total",
+			Help: "Requests for a model at zero refused (503) because the hold was full."}, []string{"model"}),
+		holdTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_hold_timeouts_total",
+			Help: "Held requests whose deadline passed before a replica was ready (503)."}, []string{"model"}),
+		wakeups: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_wakeups_total",
+			Help: "Replicas asked for models at zero."}, []string{"model"}),
+		loadReports: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_load_reports_total",
+			Help: "Load figures published to Redis for the autoscaler, by result."}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.added, m.upErrors, m.retries, m.inflight, m.ejections, m.replicas, m.failOpen, m.usageFlush)
+		reg.MustRegister(m.requests, m.latency, m.added, m.upErrors, m.retries, m.inflight, m.ejections, m.replicas, m.failOpen, m.usageFlush,
+			m.held, m.holdSeconds, m.holdRefused, m.holdTimeouts, m.wakeups, m.loadReports)
 	}
 	return m
 }

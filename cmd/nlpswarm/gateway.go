@@ -41,6 +41,11 @@ type gatewayConfig struct {
 	UsageFlush        time.Duration `description:"how often usage counters are written to Postgres"`
 	IdleConnTimeout   time.Duration `description:"keep-alive idle timeout of upstream connections (keep well under Swarm's 900s IPVS drop)"`
 	RedisPrefix       string        `description:"prefix of the gateway's Redis keys"`
+	GatewayID         string        `description:"names this gateway's load figures in Redis (default: hostname and a random suffix)"`
+	LoadReport        time.Duration `description:"how often per-model in-flight and request figures go to Redis for the autoscaler (they expire after 3 periods)"`
+	HoldMax           int           `description:"requests held per model while a model at zero starts a replica; beyond, 503 with Retry-After"`
+	HoldRetryAfter    time.Duration `description:"Retry-After of a request refused by a full hold or held past its deadline"`
+	HoldPoll          time.Duration `description:"how often a held model's replicas are looked up and probed for readiness"`
 	GCPercent         int           `description:"Go GC target percent, as GOGC (ignored when GOGC is set): the heap is small, so 400 trades a few MB for about 10 % less CPU per request"`
 }
 
@@ -56,7 +61,7 @@ func defaultGatewayConfig() *gatewayConfig {
 		Timeout: d.Timeout, MaxBodyBytes: d.MaxBodyBytes, MaxTexts: d.MaxTexts, EjectAfter: d.EjectAfter,
 		ProbeInterval: d.ProbeInterval, DiscoveryInterval: d.DiscoveryInterval, CatalogRefresh: d.CatalogRefresh,
 		KeyCacheTTL: d.KeyCacheTTL, UsageFlush: d.UsageFlush, IdleConnTimeout: d.IdleConnTimeout, RedisPrefix: d.RedisPrefix,
-		GCPercent: 400,
+		GCPercent: 400, LoadReport: d.LoadReport, HoldMax: d.HoldMax, HoldRetryAfter: d.HoldRetryAfter, HoldPoll: d.HoldPoll,
 	}
 }
 
@@ -65,7 +70,8 @@ func (c *gatewayConfig) options() (gateway.Options, error) {
 		Timeout: c.Timeout, MaxBodyBytes: c.MaxBodyBytes, MaxTexts: c.MaxTexts, EjectAfter: c.EjectAfter,
 		ProbeInterval: c.ProbeInterval, DiscoveryInterval: c.DiscoveryInterval, CatalogRefresh: c.CatalogRefresh,
 		KeyCacheTTL: c.KeyCacheTTL, UsageFlush: c.UsageFlush, IdleConnTimeout: c.IdleConnTimeout, RedisPrefix: c.RedisPrefix,
-		ModelTimeouts: map[string]time.Duration{},
+		ModelTimeouts: map[string]time.Duration{}, GatewayID: c.GatewayID, LoadReport: c.LoadReport, HoldMax: c.HoldMax,
+		HoldRetryAfter: c.HoldRetryAfter, HoldPoll: c.HoldPoll,
 	}
 	if c.KeyCacheTTL > 2*time.Second {
 		return o, &config.Error{Msg: fmt.Sprintf("--keycachettl=%s: at most 2s, so that a revoked key stops within 5s", c.KeyCacheTTL)}

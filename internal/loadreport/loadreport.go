@@ -30,7 +30,9 @@ type Total struct {
 
 func gwKey(prefix, id string) string { return prefix + "load:gw:" + id }
 func setKey(prefix string) string    { return prefix + "load:gateways" }
-func wakeKey(prefix string) string   { return prefix + "load:wake" }
+
+// WakeKey is the list of wake-ups (tests and operators read its length).
+func WakeKey(prefix string) string { return prefix + "load:wake" }
 
 // Publish replaces gateway id's figures (atomically: a reader never sees
 // half of them) and keeps them for ttl.
@@ -106,8 +108,8 @@ const maxWake = 1000
 // Wake asks the autoscaler for a replica of model, now at zero.
 func Wake(ctx context.Context, rdb redis.Cmdable, prefix, model string) error {
 	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.LPush(ctx, wakeKey(prefix), model)
-		p.LTrim(ctx, wakeKey(prefix), 0, maxWake-1)
+		p.LPush(ctx, WakeKey(prefix), model)
+		p.LTrim(ctx, WakeKey(prefix), 0, maxWake-1)
 		return nil
 	})
 	return err
@@ -117,7 +119,7 @@ func Wake(ctx context.Context, rdb redis.Cmdable, prefix, model string) error {
 // smallest blocking timeout) passes; it returns the model, or "" on timeout.
 func WaitWake(ctx context.Context, rdb redis.Cmdable, prefix string, timeout time.Duration) (string, error) {
 	timeout = max(timeout, time.Second).Round(time.Second)
-	res, err := rdb.BRPop(ctx, timeout, wakeKey(prefix)).Result()
+	res, err := rdb.BRPop(ctx, timeout, WakeKey(prefix)).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", nil
 	}
