@@ -3,4 +3,13 @@
 // deployments (it writes desired state and NOTIFYs the scheduler; it never
 // talks to Docker), accounts, plans, API keys, usage and node inventory, and
 // the internal artifact endpoint runtimes download from.
+//
+// It also serves the backoffice web pages under /ui (web.go, web_pages.go,
+// web_chart.go; templates and static files embedded from web/): a login
+// with the admin token that yields a signed session cookie, CSRF tokens on
+// every form, and pages for models, versions and uploads, deployments,
+// nodes and GPUs, accounts, keys and usage. Handlers of both the API and the
+// pages call the same functions (receiveVersion, deploy, setReplicas,
+// undeploy, insertAccount, insertKey, revoke, query*), so the two cannot
+// drift apart.
 package apiserver

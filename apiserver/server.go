@@ -21,6 +21,7 @@ type Config struct {
 	AdminToken     string
 	InternalToken  string
 	MaxUploadBytes int64
+	Web            WebConfig
 }
 
 // Server is the backoffice API.
@@ -32,6 +33,7 @@ type Server struct {
 	validator modelmgr.Validator
 	log       *slog.Logger
 	engine    *gin.Engine
+	web       *web
 }
 
 // New builds the API on db and store; validator checks uploads.
@@ -40,14 +42,12 @@ func New(cfg Config, db *pgxpool.Pool, store modelmgr.BlobStore, validator model
 		cfg.MaxUploadBytes = 10 << 30
 	}
 	gin.SetMode(gin.ReleaseMode)
-	s := &Server{cfg: cfg, db: db, reg: &modelmgr.Registry{DB: db}, store: store, validator: validator, log: log}
+	s := &Server{cfg: cfg, db: db, reg: &modelmgr.Registry{DB: db}, store: store, validator: validator, log: log, web: newWeb(cfg)}
 	e := gin.New()
 	e.Use(gin.Recovery())
 	e.HandleMethodNotAllowed = true
-	e.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, "not_found", "no such route") })
-	e.NoMethod(func(c *gin.Context) {
-		abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
-	})
+	e.NoRoute(s.refuse(http.StatusNotFound, "not_found", "no such route", "There is no such page."))
+	e.NoMethod(s.refuse(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed", "This page does not take that method."))
 
 	internal := e.Group("/internal", s.internalAuth)
 	internal.GET("/blobs/:digest", s.getBlob)
@@ -74,6 +74,7 @@ func New(cfg Config, db *pgxpool.Pool, store modelmgr.BlobStore, validator model
 	v1.DELETE("/accounts/:id/keys/:kid", s.revokeKey)
 	v1.GET("/usage", s.usage)
 	v1.GET("/nodes", s.nodes)
+	s.webRoutes(e)
 	s.engine = e
 	return s
 }
@@ -83,6 +84,18 @@ func (s *Server) Handler() http.Handler { return s.engine }
 
 // Routes lists method and path of every route (for the OpenAPI check).
 func (s *Server) Routes() gin.RoutesInfo { return s.engine.Routes() }
+
+// refuse answers an unrouted request: a page under /ui, JSON elsewhere.
+func (s *Server) refuse(status int, code, msg, page string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if isWebPath(c.Request.URL.Path) {
+			s.webPrepare(c)
+			s.renderError(c, status, page)
+			return
+		}
+		abort(c, status, code, msg)
+	}
+}
 
 func abort(c *gin.Context, status int, code, msg string, details ...string) {
 	c.AbortWithStatusJSON(status, apierror.New(code, msg, details...))

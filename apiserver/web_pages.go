@@ -1,0 +1,641 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/nlpswarm/nlpswarm/modelmgr"
+	"github.com/nlpswarm/nlpswarm/scheduler"
+)
+
+var templateFuncs = template.FuncMap{
+	"static": staticURL,
+	"bytes":  humanBytes,
+	"when": func(t any) string {
+		switch v := t.(type) {
+		case time.Time:
+			return v.UTC().Format("2006-01-02 15:04 UTC")
+		case *time.Time:
+			if v != nil {
+				return v.UTC().Format("2006-01-02 15:04 UTC")
+			}
+		}
+		return "—"
+	},
+	"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"cores": func(nano int64) string {
+		return strconv.FormatFloat(float64(nano)/1e9, 'f', -1, 64)
+	},
+	"short": func(digest string) string {
+		if len(digest) > 19 {
+			return digest[:19] + "…"
+		}
+		return digest
+	},
+	"add":  func(a, b int) int { return a + b },
+	"join": strings.Join,
+	"kv": func(m map[string]string) string {
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for i, k := range keys {
+			keys[i] = k + "=" + m[k]
+		}
+		return strings.Join(keys, ", ")
+	},
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+// flash is the message a redirect after a successful form asks for; only
+// fixed texts, never anything taken from the request.
+func flash(c *gin.Context) string {
+	switch c.Query("done") {
+	case "created":
+		return "Created."
+	case "uploaded":
+		if v, err := strconv.Atoi(c.Query("v")); err == nil {
+			return fmt.Sprintf("Version %d was uploaded, validated and stored.", v)
+		}
+		return "The archive was uploaded, validated and stored."
+	case "deployed":
+		return "Deployment written; the scheduler is placing the replicas."
+	case "scaled":
+		return "Replica count written; the scheduler is converging."
+	case "undeployed":
+		return "Undeployed; the scheduler removes the service."
+	case "revoked":
+		return "Key revoked. Requests with it are refused from now on."
+	case "loggedout":
+		return "You are logged out."
+	}
+	return ""
+}
+
+// show renders page, or an error page for err.
+func (s *Server) show(c *gin.Context, page string, v *view, err error) {
+	if err != nil {
+		status, ve := s.pageError(c, err)
+		s.render(c, status, "error.html", &view{Title: http.StatusText(status), Error: ve})
+		return
+	}
+	if v.Flash == "" {
+		v.Flash = flash(c)
+	}
+	s.render(c, http.StatusOK, page, v)
+}
+
+// formFailed shows the form's page again with the reason it was refused.
+func (s *Server) formFailed(c *gin.Context, page string, err error, load func() (*view, error)) {
+	status, ve := s.pageError(c, err)
+	v, lerr := load()
+	if lerr != nil {
+		s.show(c, page, nil, lerr)
+		return
+	}
+	v.Error = ve
+	s.render(c, status, page, v)
+}
+
+func seeOther(c *gin.Context, path string, q url.Values) {
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	c.Redirect(http.StatusSeeOther, path)
+}
+
+// --- login
+
+func (s *Server) loginPage(c *gin.Context) {
+	next := localNext(c.Query("next"))
+	sess := sessionOf(c)
+	if sess != nil && sess.Auth {
+		c.Redirect(http.StatusSeeOther, next)
+		return
+	}
+	if sess == nil {
+		sess = s.web.newSession(false)
+		s.web.setCookie(c, sess)
+		c.Set(ctxSession, sess)
+	}
+	s.show(c, "login.html", &view{Title: "Log in", Data: next}, nil)
+}
+
+func (s *Server) login(c *gin.Context) {
+	next := localNext(c.PostForm("next"))
+	if !tokenEqual(c.PostForm("token"), s.cfg.AdminToken) {
+		s.log.Warn("web login refused", "remote", c.ClientIP())
+		s.render(c, http.StatusUnauthorized, "login.html", &view{Title: "Log in", Data: next,
+			Error: &viewError{Message: "That is not the admin token."}})
+		return
+	}
+	// a fresh session id: a session fixed before login is worth nothing after
+	s.web.revoke(sessionOf(c))
+	sess := s.web.newSession(true)
+	s.web.setCookie(c, sess)
+	s.log.Info("web login", "remote", c.ClientIP())
+	c.Redirect(http.StatusSeeOther, next)
+}
+
+func (s *Server) logout(c *gin.Context) {
+	s.web.revoke(sessionOf(c))
+	s.web.clearCookie(c)
+	seeOther(c, "/ui/login", url.Values{"done": {"loggedout"}})
+}
+
+// --- models
+
+// depView is a deployment with the scheduler's observation decoded.
+type depView struct {
+	Deployment
+	Obs scheduler.Observed
+	// Stale: the scheduler has not acted on the latest desired state yet.
+	Stale bool
+}
+
+func depViews(ds []Deployment) map[string]*depView {
+	out := make(map[string]*depView, len(ds))
+	for _, d := range ds {
+		v := &depView{Deployment: d, Stale: d.ObservedGeneration < d.Generation}
+		_ = json.Unmarshal(d.Observed, &v.Obs)
+		out[d.Model] = v
+	}
+	return out
+}
+
+type modelRow struct {
+	modelmgr.Model
+	Dep *depView
+}
+
+func (s *Server) modelsView(c *gin.Context) (*view, error) {
+	ctx := c.Request.Context()
+	ms, err := s.reg.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list models: %w", err)
+	}
+	ds, err := s.queryDeployments(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	deps := depViews(ds)
+	rows := make([]modelRow, len(ms))
+	for i, m := range ms {
+		rows[i] = modelRow{Model: m, Dep: deps[m.Name]}
+	}
+	return &view{Title: "Models", Nav: "models", Data: map[string]any{"Models": rows, "Tasks": modelmgr.Tasks}}, nil
+}
+
+func (s *Server) modelsPage(c *gin.Context) {
+	v, err := s.modelsView(c)
+	s.show(c, "models.html", v, err)
+}
+
+func (s *Server) createModelForm(c *gin.Context) {
+	m, err := s.reg.Create(c.Request.Context(), modelmgr.NewModel{
+		Name: strings.TrimSpace(c.PostForm("name")), Task: c.PostForm("task"), Description: c.PostForm("description"),
+	})
+	if err != nil {
+		s.formFailed(c, "models.html", err, func() (*view, error) { return s.modelsView(c) })
+		return
+	}
+	seeOther(c, "/ui/models/"+url.PathEscape(m.Name), url.Values{"done": {"created"}})
+}
+
+type versionRow struct {
+	modelmgr.Version
+	Meta modelmgr.Metadata
+}
+
+// deployValues are the deploy form's fields, as typed.
+type deployValues struct {
+	Version                               int
+	Replicas                              string
+	Memory, CPUs, GPUs, GPUMemory, Labels string
+	VersionChoices                        []int
+}
+
+func (s *Server) modelView(c *gin.Context, name string, form *deployValues) (*view, error) {
+	ctx := c.Request.Context()
+	m, err := s.reg.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	vs, err := s.reg.Versions(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("versions of %s: %w", name, err)
+	}
+	rows := make([]versionRow, len(vs))
+	choices := []int{}
+	for i, v := range vs {
+		rows[i] = versionRow{Version: v}
+		_ = json.Unmarshal(v.Metadata, &rows[i].Meta)
+		if v.Status == "ready" {
+			choices = append(choices, v.Version)
+		}
+	}
+	ds, err := s.queryDeployments(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	dep := depViews(ds)[name]
+	if form == nil {
+		form = &deployValues{Replicas: "1"}
+		if dep != nil {
+			form = deployValuesOf(dep.Deployment)
+		}
+	}
+	form.VersionChoices = choices
+	return &view{Title: "Model " + m.Name, Nav: "models", Data: map[string]any{
+		"Model": m, "Versions": rows, "Dep": dep, "Form": form, "MaxUpload": s.cfg.MaxUploadBytes,
+	}}, nil
+}
+
+func deployValuesOf(d Deployment) *deployValues {
+	f := &deployValues{Version: d.Version, Replicas: strconv.Itoa(d.Replicas)}
+	if d.MemoryBytes > 0 {
+		f.Memory = sizeInput(d.MemoryBytes)
+	}
+	if d.CPUs > 0 {
+		f.CPUs = strconv.FormatFloat(d.CPUs, 'f', -1, 64)
+	}
+	if d.GPUs > 0 {
+		f.GPUs = strconv.Itoa(d.GPUs)
+	}
+	if d.GPUMemoryBytes > 0 {
+		f.GPUMemory = sizeInput(d.GPUMemoryBytes)
+	}
+	f.Labels = templateFuncs["kv"].(func(map[string]string) string)(d.PlacementLabels)
+	return f
+}
+
+// sizeInput writes a size the way ParseBytes reads it back.
+func sizeInput(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (s *Server) modelPage(c *gin.Context) {
+	v, err := s.modelView(c, c.Param("name"), nil)
+	s.show(c, "model.html", v, err)
+}
+
+// uploadForm streams the form's archive through the same path as the JSON
+// API; the CSRF field must come before the file (it does in the form).
+func (s *Server) uploadForm(c *gin.Context) {
+	name := c.Param("name")
+	sess := sessionOf(c)
+	gate := func(fields map[string]string) error {
+		if !s.web.csrfOK(sess, fields[csrfField]) {
+			return errCSRF
+		}
+		return nil
+	}
+	v, err := s.receiveVersion(c.Request.Context(), name, c.GetHeader("Content-Type"), c.Request.Body, gate)
+	if errors.Is(err, errCSRF) {
+		s.csrfRefused(c)
+		return
+	}
+	if err != nil {
+		if errors.Is(err, context.Canceled) && c.Request.Context().Err() != nil {
+			return
+		}
+		s.formFailed(c, "model.html", err, func() (*view, error) { return s.modelView(c, name, nil) })
+		return
+	}
+	seeOther(c, "/ui/models/"+url.PathEscape(name), url.Values{"done": {"uploaded"}, "v": {strconv.Itoa(v.Version)}})
+}
+
+// parseDeployForm reads the deploy form into the JSON API's request.
+func parseDeployForm(c *gin.Context) (DeploymentRequest, *deployValues, error) {
+	f := &deployValues{Replicas: c.PostForm("replicas"), Memory: c.PostForm("memory"), CPUs: c.PostForm("cpus"),
+		GPUs: c.PostForm("gpus"), GPUMemory: c.PostForm("gpu_memory"), Labels: c.PostForm("labels")}
+	var req DeploymentRequest
+	var err error
+	if v := strings.TrimSpace(c.PostForm("version")); v != "" {
+		if f.Version, err = strconv.Atoi(v); err != nil {
+			return req, f, badRequest("version must be a number")
+		}
+	}
+	req.Version = f.Version
+	n, err := strconv.Atoi(strings.TrimSpace(f.Replicas))
+	if err != nil {
+		return req, f, badRequest("replicas must be a whole number")
+	}
+	req.Replicas = &n
+	if v := strings.TrimSpace(f.Memory); v != "" {
+		b, err := ParseBytes(v)
+		if err != nil {
+			return req, f, badRequest("memory: " + err.Error())
+		}
+		req.Resources.Memory = Bytes(b)
+	}
+	if v := strings.TrimSpace(f.CPUs); v != "" {
+		if req.Resources.CPUs, err = strconv.ParseFloat(v, 64); err != nil {
+			return req, f, badRequest("CPUs must be a number like 0.5")
+		}
+	}
+	if v := strings.TrimSpace(f.GPUs); v != "" {
+		if req.Resources.GPUs, err = strconv.Atoi(v); err != nil {
+			return req, f, badRequest("GPUs must be a whole number")
+		}
+	}
+	if v := strings.TrimSpace(f.GPUMemory); v != "" {
+		b, err := ParseBytes(v)
+		if err != nil {
+			return req, f, badRequest("GPU memory: " + err.Error())
+		}
+		req.Resources.GPUMemory = Bytes(b)
+	}
+	for _, kv := range strings.Split(f.Labels, ",") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return req, f, badRequest("placement labels are key=value, separated by commas")
+		}
+		if req.Placement.Labels == nil {
+			req.Placement.Labels = map[string]string{}
+		}
+		req.Placement.Labels[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return req, f, nil
+}
+
+func (s *Server) deployForm(c *gin.Context) {
+	name := c.Param("name")
+	req, form, err := parseDeployForm(c)
+	if err == nil {
+		err = s.deploy(c.Request.Context(), name, req)
+	}
+	if err != nil {
+		s.formFailed(c, "model.html", err, func() (*view, error) { return s.modelView(c, name, form) })
+		return
+	}
+	seeOther(c, "/ui/deployments", url.Values{"done": {"deployed"}})
+}
+
+// --- deployments
+
+func (s *Server) deploymentsView(c *gin.Context) (*view, error) {
+	ds, err := s.queryDeployments(c.Request.Context(), "")
+	if err != nil {
+		return nil, err
+	}
+	deps := depViews(ds)
+	rows := make([]*depView, len(ds))
+	for i, d := range ds {
+		rows[i] = deps[d.Model]
+	}
+	return &view{Title: "Deployments", Nav: "deployments", Refresh: 3, Data: map[string]any{
+		"Deployments": rows, "Max": MaxReplicas, "Now": time.Now().UTC().Format("15:04:05 UTC"),
+	}}, nil
+}
+
+func (s *Server) deploymentsPage(c *gin.Context) {
+	v, err := s.deploymentsView(c)
+	s.show(c, "deployments.html", v, err)
+}
+
+func (s *Server) scaleForm(c *gin.Context) {
+	n, err := strconv.Atoi(strings.TrimSpace(c.PostForm("replicas")))
+	if err != nil {
+		err = badRequest("replicas must be a whole number")
+	} else {
+		err = s.setReplicas(c.Request.Context(), c.Param("name"), n)
+	}
+	if err != nil {
+		s.formFailed(c, "deployments.html", err, func() (*view, error) { return s.deploymentsView(c) })
+		return
+	}
+	seeOther(c, "/ui/deployments", url.Values{"done": {"scaled"}})
+}
+
+func (s *Server) undeployForm(c *gin.Context) {
+	if err := s.undeploy(c.Request.Context(), c.Param("name")); err != nil {
+		s.formFailed(c, "deployments.html", err, func() (*view, error) { return s.deploymentsView(c) })
+		return
+	}
+	seeOther(c, "/ui/deployments", url.Values{"done": {"undeployed"}})
+}
+
+// --- nodes
+
+type replicaView struct {
+	Model string
+	scheduler.TaskState
+}
+
+type gpuView struct {
+	GPU
+	UsedPct  int
+	UsedBar  int // width of the used part of a 160-wide bar
+	Assigned int64
+}
+
+type nodeView struct {
+	Node
+	Replicas []replicaView
+	GPUs     []gpuView
+}
+
+func (s *Server) nodesPage(c *gin.Context) {
+	ctx := c.Request.Context()
+	nodes, err := s.queryNodes(ctx)
+	if err != nil {
+		s.show(c, "", nil, err)
+		return
+	}
+	ds, err := s.queryDeployments(ctx, "")
+	if err != nil {
+		s.show(c, "", nil, err)
+		return
+	}
+	deps := depViews(ds)
+	out := make([]nodeView, len(nodes))
+	for i, n := range nodes {
+		nv := nodeView{Node: n}
+		for _, d := range ds {
+			for _, t := range deps[d.Model].Obs.Tasks {
+				if t.Node == n.Hostname || t.Node == n.ID {
+					nv.Replicas = append(nv.Replicas, replicaView{Model: d.Model, TaskState: t})
+				}
+			}
+		}
+		for _, g := range n.GPUs {
+			gv := gpuView{GPU: g}
+			if g.MemoryTotal > 0 {
+				used := min(max(g.MemoryTotal-g.MemoryFree, 0), g.MemoryTotal)
+				gv.UsedPct = int(used * 100 / g.MemoryTotal)
+				gv.UsedBar = int(used * 160 / g.MemoryTotal)
+			}
+			for _, p := range g.Placed {
+				gv.Assigned += p.MemoryBytes
+			}
+			nv.GPUs = append(nv.GPUs, gv)
+		}
+		out[i] = nv
+	}
+	s.show(c, "nodes.html", &view{Title: "Nodes and GPUs", Nav: "nodes", Refresh: 10, Data: out}, nil)
+}
+
+// --- accounts and keys
+
+func (s *Server) accountsView(c *gin.Context) (*view, error) {
+	ctx := c.Request.Context()
+	accs, err := s.queryAccounts(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	plans, err := s.queryPlans(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &view{Title: "Accounts", Nav: "accounts", Data: map[string]any{"Accounts": accs, "Plans": plans}}, nil
+}
+
+func (s *Server) accountsPage(c *gin.Context) {
+	v, err := s.accountsView(c)
+	s.show(c, "accounts.html", v, err)
+}
+
+func (s *Server) createAccountForm(c *gin.Context) {
+	a, err := s.insertAccount(c.Request.Context(), strings.TrimSpace(c.PostForm("name")), c.PostForm("plan"))
+	if err != nil {
+		s.formFailed(c, "accounts.html", err, func() (*view, error) { return s.accountsView(c) })
+		return
+	}
+	seeOther(c, "/ui/accounts/"+strconv.FormatInt(a.ID, 10), url.Values{"done": {"created"}})
+}
+
+func pathID(c *gin.Context, param string) (int64, error) {
+	id, err := strconv.ParseInt(c.Param(param), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, &requestError{status: http.StatusNotFound, code: "not_found", message: "no such " + param}
+	}
+	return id, nil
+}
+
+// accountView is an account with its keys and its usage chart; newKey is
+// the key just created, shown this once.
+func (s *Server) accountView(c *gin.Context, newKey *Key) (*view, error) {
+	ctx := c.Request.Context()
+	id, err := pathID(c, "id")
+	if err != nil {
+		return nil, err
+	}
+	accs, err := s.queryAccounts(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(accs) == 0 {
+		return nil, fmt.Errorf("account %d: %w", id, modelmgr.ErrNotFound)
+	}
+	keys, err := s.queryKeys(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	charts, from, to, err := s.usageCharts(ctx, strconv.FormatInt(id, 10))
+	if err != nil {
+		return nil, err
+	}
+	return &view{Title: "Account " + accs[0].Name, Nav: "accounts", Data: map[string]any{
+		"Account": accs[0], "Keys": keys, "NewKey": newKey, "Charts": charts, "From": from, "To": to,
+	}}, nil
+}
+
+func (s *Server) accountPage(c *gin.Context) {
+	v, err := s.accountView(c, nil)
+	s.show(c, "account.html", v, err)
+}
+
+func (s *Server) createKeyForm(c *gin.Context) {
+	id, err := pathID(c, "id")
+	var k Key
+	if err == nil {
+		k, err = s.insertKey(c.Request.Context(), id, strings.TrimSpace(c.PostForm("name")))
+	}
+	if err != nil {
+		s.formFailed(c, "account.html", err, func() (*view, error) { return s.accountView(c, nil) })
+		return
+	}
+	// answered here, not redirected: this page is the key's one showing
+	v, err := s.accountView(c, &k)
+	if err != nil {
+		s.show(c, "", nil, err)
+		return
+	}
+	v.Flash = "Key " + k.Prefix + " created. Copy it now: it is not stored and will not be shown again."
+	s.render(c, http.StatusCreated, "account.html", v)
+}
+
+func (s *Server) revokeKeyForm(c *gin.Context) {
+	id, err := pathID(c, "id")
+	var kid int64
+	if err == nil {
+		kid, err = pathID(c, "kid")
+	}
+	if err == nil {
+		err = s.revoke(c.Request.Context(), id, kid)
+	}
+	if err != nil {
+		s.formFailed(c, "account.html", err, func() (*view, error) { return s.accountView(c, nil) })
+		return
+	}
+	seeOther(c, "/ui/accounts/"+strconv.FormatInt(id, 10), url.Values{"done": {"revoked"}})
+}
+
+// --- usage
+
+// usageCharts draws the last 30 days (today included) of account ("" for
+// every account), one chart per account with a bar segment per model.
+func (s *Server) usageCharts(ctx context.Context, account string) ([]usageChart, string, string, error) {
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	first := today.AddDate(0, 0, -(usageDays - 1))
+	from, to := first.Format(time.DateOnly), today.Format(time.DateOnly)
+	rows, err := s.queryUsage(ctx, from, to, account, "")
+	if err != nil {
+		return nil, "", "", err
+	}
+	return buildUsageCharts(rows, first), from, to, nil
+}
+
+func (s *Server) usagePage(c *gin.Context) {
+	charts, from, to, err := s.usageCharts(c.Request.Context(), "")
+	s.show(c, "usage.html", &view{Title: "Usage, last 30 days", Nav: "usage", Data: map[string]any{
+		"Charts": charts, "From": from, "To": to,
+	}}, err)
+}
