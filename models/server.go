@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
+	"github.com/nlpswarm/nlpswarm/models/coldstart"
 )
 
 // Limits bound what one request may ask.
@@ -38,6 +39,7 @@ type Server struct {
 	metrics            *Metrics
 	log                *slog.Logger
 	ready              atomic.Bool
+	coldStart          atomic.Pointer[coldstart.Report]
 	mux                *http.ServeMux
 }
 
@@ -52,12 +54,25 @@ func NewServer(name, task, digest string, b *Batcher, lim Limits, m *Metrics, lo
 	mux.HandleFunc("GET /v2/models/{name}", s.modelMetadata)
 	mux.HandleFunc("GET /v2/models/{name}/ready", s.modelReady)
 	mux.HandleFunc("POST /v2/models/{name}/infer", s.infer)
+	mux.HandleFunc("GET /coldstart", s.coldStartHandler)
 	s.mux = mux
 	return s
 }
 
 // SetReady switches readiness (false while loading and once draining).
 func (s *Server) SetReady(v bool) { s.ready.Store(v) }
+
+// SetColdStart records how this replica started, served on GET /coldstart.
+func (s *Server) SetColdStart(r coldstart.Report) { s.coldStart.Store(&r) }
+
+func (s *Server) coldStartHandler(w http.ResponseWriter, _ *http.Request) {
+	r := s.coldStart.Load()
+	if r == nil {
+		apierror.Write(w, http.StatusServiceUnavailable, "not_ready", "model "+s.name+" is still starting")
+		return
+	}
+	writeJSON(w, http.StatusOK, r)
+}
 
 // Ready reports readiness.
 func (s *Server) Ready() bool { return s.ready.Load() }

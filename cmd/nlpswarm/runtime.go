@@ -9,6 +9,7 @@ import (
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 	"github.com/nlpswarm/nlpswarm/internal/secret"
 	"github.com/nlpswarm/nlpswarm/models"
+	"github.com/nlpswarm/nlpswarm/models/coldstart"
 )
 
 type runtimeConfig struct {
@@ -54,6 +55,7 @@ func runRuntime(ctx context.Context, args []string) error {
 	health := httpserver.NewHealth()
 	health.SetNotReady("loading model")
 	start := time.Now()
+	cs := coldstart.Report{Model: cfg.Name, Digest: cfg.Digest, Started: coldstart.ProcessStart}
 	dir := cfg.ModelDir
 	if cfg.ArtifactURL != "" {
 		token, err := secret.Optional("internal token", cfg.InternalTokenFile, "")
@@ -66,25 +68,34 @@ func runRuntime(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		log.Info("artifact ready", "digest", cfg.Digest, "bytes", res.Bytes, "cached", res.Cached, "seconds", time.Since(start).Seconds())
+		cs.FetchSeconds, cs.ArtifactBytes, cs.Cached = time.Since(start).Seconds(), res.Bytes, res.Cached
+		log.Info("artifact ready", "digest", cfg.Digest, "bytes", res.Bytes, "cached", res.Cached, "seconds", cs.FetchSeconds)
 		dir = res.Dir
 	}
+	t := time.Now()
 	m, err := models.Load(dir, cfg.Name, cfg.Task)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	cs.LoadSeconds = time.Since(t).Seconds()
 	batcher := models.NewBatcher(m, cfg.Batch, metrics)
 	bctx, stopBatcher := context.WithCancel(context.Background())
 	defer stopBatcher()
 	go batcher.Run(bctx)
 	srv := models.NewServer(cfg.Name, cfg.Task, cfg.Digest, batcher, cfg.Limits, metrics, log)
 	// warm up: the first pipeline call compiles and allocates
+	t = time.Now()
 	if _, err := batcher.Submit(ctx, []string{"warm up"}, warmParams(cfg.Task)); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
+	cs.WarmupSeconds = time.Since(t).Seconds()
 	metrics.Loaded(cfg.Name, cfg.Task, cfg.Digest, time.Since(start))
-	log.Info("model ready", "task", cfg.Task, "seconds", time.Since(start).Seconds())
+	cs.Ready = time.Now()
+	coldstart.NewMetrics(reg).Observe(cs)
+	srv.SetColdStart(cs)
+	// the scheduler reads this line back for `nlpswarm status`
+	coldstart.Log(log, cs)
 	srv.SetReady(true)
 	health.SetNotReady("")
 	go func() {
