@@ -174,61 +174,60 @@ type ReplicaStart struct {
 }
 
 // queryDeployments reads desired and observed state of one model's
-// deployment, or of every deployment when name is "".
-func (s *Server) queryDeployments(ctx context.Context, name string) ([]Deployment, error) {
-	rows, err := s.db.Query(ctx, `SELECT m.name, d.version, d.replicas, d.cpus, d.memory_bytes, d.memory_reservation_bytes,
-		d.gpus, d.gpu_memory_bytes, d.placement_labels, d.generation, d.observed_generation, d.status,
-		d.status_message, d.observed, d.updated_at, d.observed_at
-		FROM deployments d JOIN models m ON m.id = d.model_id WHERE $1 = '' OR m.name = $1 ORDER BY m.name`, name)
-	if err != nil {
-		return nil, fmt.Errorf("query deployments: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Deployment, error) {
-		var d Deployment
-		var labels []byte
-		err := r.Scan(&d.Model, &d.Version, &d.Replicas, &d.CPUs, &d.MemoryBytes, &d.MemoryReservation, &d.GPUs,
-			&d.GPUMemoryBytes, &labels, &d.Generation, &d.ObservedGeneration, &d.Status, &d.StatusMessage,
-			&d.Observed, &d.UpdatedAt, &d.ObservedAt)
-		_ = json.Unmarshal(labels, &d.PlacementLabels)
-		return d, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read deployments: %w", err)
-	}
-	return out, nil
-}
-
-func (s *Server) loadDeployment(ctx context.Context, name string) (Deployment, error) {
-	var d Deployment
-	var labels []byte
-	var id int64
-	var b autoscale.Bounds
-	var downMS, idleMS int64
-	err := s.db.QueryRow(ctx, `SELECT d.id, m.name, d.version, d.replicas, d.cpus, d.memory_bytes, d.memory_reservation_bytes,
+// deployment, or of every deployment when name is "" (without cold starts;
+// loadDeployment adds them). It returns the rows' ids beside them.
+func (s *Server) queryDeployments(ctx context.Context, name string) ([]Deployment, []int64, error) {
+	rows, err := s.db.Query(ctx, `SELECT d.id, m.name, d.version, d.replicas, d.cpus, d.memory_bytes, d.memory_reservation_bytes,
 		d.gpus, d.gpu_memory_bytes, d.placement_labels, d.generation, d.observed_generation, d.status,
 		d.status_message, d.observed, d.updated_at, d.observed_at, d.autoscale_min, d.autoscale_max,
 		d.autoscale_target_inflight, d.autoscale_scale_down_delay_ms, d.autoscale_idle_to_zero_ms, d.scaled_at, d.scale_reason
-		FROM deployments d JOIN models m ON m.id = d.model_id WHERE m.name = $1`, name).
-		Scan(&id, &d.Model, &d.Version, &d.Replicas, &d.CPUs, &d.MemoryBytes, &d.MemoryReservation, &d.GPUs,
+		FROM deployments d JOIN models m ON m.id = d.model_id WHERE $1 = '' OR m.name = $1 ORDER BY m.name`, name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("query deployments: %w", err)
+	}
+	defer rows.Close()
+	var out []Deployment
+	var ids []int64
+	for rows.Next() {
+		var d Deployment
+		var labels []byte
+		var id int64
+		var b autoscale.Bounds
+		var downMS, idleMS int64
+		if err := rows.Scan(&id, &d.Model, &d.Version, &d.Replicas, &d.CPUs, &d.MemoryBytes, &d.MemoryReservation, &d.GPUs,
 			&d.GPUMemoryBytes, &labels, &d.Generation, &d.ObservedGeneration, &d.Status, &d.StatusMessage,
 			&d.Observed, &d.UpdatedAt, &d.ObservedAt, &b.Min, &b.Max, &b.TargetInflight, &downMS, &idleMS,
-			&d.ScaledAt, &d.ScaleReason)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return d, fmt.Errorf("deployment of %s: %w", name, modelmgr.ErrNotFound)
+			&d.ScaledAt, &d.ScaleReason); err != nil {
+			return nil, nil, fmt.Errorf("read deployments: %w", err)
+		}
+		_ = json.Unmarshal(labels, &d.PlacementLabels)
+		if b.Max > 0 {
+			b.ScaleDownDelay, b.IdleToZero = time.Duration(downMS)*time.Millisecond, time.Duration(idleMS)*time.Millisecond
+			d.Autoscale = autoscaleOf(b)
+		}
+		out = append(out, d)
+		ids = append(ids, id)
 	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("read deployments: %w", err)
+	}
+	return out, ids, nil
+}
+
+func (s *Server) loadDeployment(ctx context.Context, name string) (Deployment, error) {
+	ds, ids, err := s.queryDeployments(ctx, name)
 	if err != nil {
-		return d, err
+		return Deployment{}, err
 	}
-	_ = json.Unmarshal(labels, &d.PlacementLabels)
-	if b.Max > 0 {
-		b.ScaleDownDelay, b.IdleToZero = time.Duration(downMS)*time.Millisecond, time.Duration(idleMS)*time.Millisecond
-		d.Autoscale = autoscaleOf(b)
+	if name == "" || len(ds) == 0 {
+		return Deployment{}, fmt.Errorf("deployment of %s: %w", name, modelmgr.ErrNotFound)
 	}
+	d := ds[0]
 	rows, err := s.db.Query(ctx, `SELECT task_id, slot, node, scheduled_at, started_at, fetch_seconds, artifact_bytes,
 			artifact_cached, load_seconds, warmup_seconds, ready_at, running_at
-		FROM replica_starts WHERE deployment_id = $1 ORDER BY scheduled_at DESC LIMIT $2`, id, maxColdStarts)
+		FROM replica_starts WHERE deployment_id = $1 ORDER BY scheduled_at DESC LIMIT $2`, ids[0], maxColdStarts)
 	if err != nil {
-		return d, err
+		return d, fmt.Errorf("query cold starts: %w", err)
 	}
 	d.ColdStarts, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (ReplicaStart, error) {
 		var r ReplicaStart

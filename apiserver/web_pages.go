@@ -198,7 +198,7 @@ func (s *Server) modelsView(c *gin.Context) (*view, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list models: %w", err)
 	}
-	ds, err := s.queryDeployments(ctx, "")
+	ds, _, err := s.queryDeployments(ctx, "")
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +236,9 @@ type deployValues struct {
 	Version                               int
 	Replicas                              string
 	Memory, CPUs, GPUs, GPUMemory, Labels string
-	VersionChoices                        []int
+	// autoscaling: off when AutoMax is empty
+	AutoMin, AutoMax, AutoTarget, AutoDown, AutoIdle string
+	VersionChoices                                   []int
 }
 
 func (s *Server) modelView(c *gin.Context, name string, form *deployValues) (*view, error) {
@@ -258,7 +260,7 @@ func (s *Server) modelView(c *gin.Context, name string, form *deployValues) (*vi
 			choices = append(choices, v.Version)
 		}
 	}
-	ds, err := s.queryDeployments(ctx, name)
+	ds, _, err := s.queryDeployments(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -290,6 +292,11 @@ func deployValuesOf(d Deployment) *deployValues {
 		f.GPUMemory = sizeInput(d.GPUMemoryBytes)
 	}
 	f.Labels = templateFuncs["kv"].(func(map[string]string) string)(d.PlacementLabels)
+	if a := d.Autoscale; a != nil {
+		f.AutoMin, f.AutoMax = strconv.Itoa(a.Min), strconv.Itoa(a.Max)
+		f.AutoTarget = strconv.FormatFloat(a.TargetInflight, 'f', -1, 64)
+		f.AutoDown, f.AutoIdle = time.Duration(a.ScaleDownDelay).String(), time.Duration(a.IdleToZero).String()
+	}
 	return f
 }
 
@@ -340,7 +347,9 @@ func (s *Server) uploadForm(c *gin.Context) {
 // parseDeployForm reads the deploy form into the JSON API's request.
 func parseDeployForm(c *gin.Context) (DeploymentRequest, *deployValues, error) {
 	f := &deployValues{Replicas: c.PostForm("replicas"), Memory: c.PostForm("memory"), CPUs: c.PostForm("cpus"),
-		GPUs: c.PostForm("gpus"), GPUMemory: c.PostForm("gpu_memory"), Labels: c.PostForm("labels")}
+		GPUs: c.PostForm("gpus"), GPUMemory: c.PostForm("gpu_memory"), Labels: c.PostForm("labels"),
+		AutoMin: c.PostForm("autoscale_min"), AutoMax: c.PostForm("autoscale_max"), AutoTarget: c.PostForm("autoscale_target_inflight"),
+		AutoDown: c.PostForm("autoscale_scale_down_delay"), AutoIdle: c.PostForm("autoscale_idle_to_zero")}
 	var req DeploymentRequest
 	var err error
 	if v := strings.TrimSpace(c.PostForm("version")); v != "" {
@@ -349,11 +358,16 @@ func parseDeployForm(c *gin.Context) (DeploymentRequest, *deployValues, error) {
 		}
 	}
 	req.Version = f.Version
-	n, err := strconv.Atoi(strings.TrimSpace(f.Replicas))
-	if err != nil {
-		return req, f, badRequest("replicas must be a whole number")
+	if v := strings.TrimSpace(f.Replicas); v != "" || strings.TrimSpace(f.AutoMax) == "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return req, f, badRequest("replicas must be a whole number")
+		}
+		req.Replicas = &n
 	}
-	req.Replicas = &n
+	if err := parseAutoscaleForm(f, &req); err != nil {
+		return req, f, err
+	}
 	if v := strings.TrimSpace(f.Memory); v != "" {
 		b, err := ParseBytes(v)
 		if err != nil {
@@ -395,6 +409,44 @@ func parseDeployForm(c *gin.Context) (DeploymentRequest, *deployValues, error) {
 	return req, f, nil
 }
 
+// parseAutoscaleForm reads the optional autoscaling fields; empty fields
+// take the autoscaler's defaults.
+func parseAutoscaleForm(f *deployValues, req *DeploymentRequest) error {
+	if strings.TrimSpace(f.AutoMax) == "" {
+		return nil
+	}
+	a := &Autoscale{}
+	var err error
+	if a.Max, err = strconv.Atoi(strings.TrimSpace(f.AutoMax)); err != nil {
+		return badRequest("autoscaling: the maximum must be a whole number")
+	}
+	if v := strings.TrimSpace(f.AutoMin); v != "" {
+		if a.Min, err = strconv.Atoi(v); err != nil {
+			return badRequest("autoscaling: the minimum must be a whole number")
+		}
+	}
+	if v := strings.TrimSpace(f.AutoTarget); v != "" {
+		if a.TargetInflight, err = strconv.ParseFloat(v, 64); err != nil {
+			return badRequest("autoscaling: the target must be a number of requests in flight")
+		}
+	}
+	for _, d := range []struct {
+		in   string
+		out  *Duration
+		what string
+	}{{f.AutoDown, &a.ScaleDownDelay, "scale-down delay"}, {f.AutoIdle, &a.IdleToZero, "idle time before zero"}} {
+		if v := strings.TrimSpace(d.in); v != "" {
+			dur, err := time.ParseDuration(v)
+			if err != nil {
+				return badRequest("autoscaling: the " + d.what + " is a duration like 30s or 5m")
+			}
+			*d.out = Duration(dur)
+		}
+	}
+	req.Autoscale = a
+	return nil
+}
+
 func (s *Server) deployForm(c *gin.Context) {
 	name := c.Param("name")
 	req, form, err := parseDeployForm(c)
@@ -411,7 +463,7 @@ func (s *Server) deployForm(c *gin.Context) {
 // --- deployments
 
 func (s *Server) deploymentsView(c *gin.Context) (*view, error) {
-	ds, err := s.queryDeployments(c.Request.Context(), "")
+	ds, _, err := s.queryDeployments(c.Request.Context(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -479,7 +531,7 @@ func (s *Server) nodesPage(c *gin.Context) {
 		s.show(c, "", nil, err)
 		return
 	}
-	ds, err := s.queryDeployments(ctx, "")
+	ds, _, err := s.queryDeployments(ctx, "")
 	if err != nil {
 		s.show(c, "", nil, err)
 		return

@@ -712,6 +712,48 @@ func TestWebDeployScaleUndeploy(t *testing.T) {
 	if r := w.post("/ui/models/sentiment/deploy", url.Values{"csrf": {token}, "replicas": {"1"}, "memory": {"lots"}}); r.status != 400 || !strings.Contains(r.body, `value="lots"`) {
 		t.Fatalf("bad memory: %d (the form should come back as typed)", r.status)
 	}
+	// autoscaling through the form, and a redeploy of the form as shown keeps it
+	r = w.post("/ui/models/sentiment/deploy", url.Values{"csrf": {token}, "replicas": {""}, "autoscale_min": {"1"},
+		"autoscale_max": {"4"}, "autoscale_idle_to_zero": {"10m"}})
+	if r.status != http.StatusSeeOther {
+		t.Fatalf("deploy with autoscaling: %d %s", r.status, r.body)
+	}
+	notified("autoscale")
+	var amin, amax int
+	var idle int64
+	e.db.Pool.QueryRow(context.Background(), `SELECT autoscale_min, autoscale_max, autoscale_idle_to_zero_ms FROM deployments`).Scan(&amin, &amax, &idle)
+	if amin != 1 || amax != 4 || idle != 600000 {
+		t.Fatalf("autoscale bounds %d..%d idle %dms", amin, amax, idle)
+	}
+	page = w.get("/ui/models/sentiment")
+	var deployForm *formInfo
+	for _, f := range formsOf(t, "/ui/models/sentiment", page.body) {
+		if strings.HasSuffix(f.action, "/deploy") {
+			deployForm = &f
+		}
+	}
+	if deployForm == nil || deployForm.fields["autoscale_max"] != "4" || deployForm.fields["autoscale_idle_to_zero"] != "10m0s" {
+		t.Fatalf("deploy form does not show the autoscaling: %+v", deployForm)
+	}
+	vals := url.Values{}
+	for k, v := range deployForm.fields {
+		vals.Set(k, v)
+	}
+	if r := w.post(deployForm.action, vals); r.status != http.StatusSeeOther {
+		t.Fatalf("redeploy as shown: %d %s", r.status, r.body)
+	}
+	notified("redeploy")
+	e.db.Pool.QueryRow(context.Background(), `SELECT autoscale_min, autoscale_max, autoscale_idle_to_zero_ms FROM deployments`).Scan(&amin, &amax, &idle)
+	if amin != 1 || amax != 4 || idle != 600000 {
+		t.Fatalf("a redeploy of the form as shown changed the autoscaling: %d..%d idle %dms", amin, amax, idle)
+	}
+	if page := w.get("/ui/deployments"); !strings.Contains(page.body, "1 to 4 replicas") || strings.Contains(page.body, "up to") {
+		t.Errorf("deployments page: autoscaling not shown, or ±1 buttons on an autoscaled deployment")
+	}
+	if r := w.post("/ui/models/sentiment/deploy", url.Values{"csrf": {token}, "autoscale_max": {"4"}, "autoscale_idle_to_zero": {"soon"}}); r.status != 400 {
+		t.Errorf("bad autoscale duration: %d", r.status)
+	}
+
 	r = w.post("/ui/deployments/sentiment/undeploy", url.Values{"csrf": {token}})
 	if r.status != http.StatusSeeOther {
 		t.Fatalf("undeploy: %d", r.status)
