@@ -25,6 +25,11 @@ type apiserverConfig struct {
 	Internal struct {
 		TokenFile string `description:"file holding the internal token runtimes use to fetch artifacts"`
 	} `description:"internal authentication"`
+	Web struct {
+		SecureCookie     bool          `description:"always mark the web session cookie Secure (behind a TLS-terminating proxy); otherwise it is Secure only on requests that came over TLS"`
+		SessionTTL       time.Duration `description:"how long a web login lasts"`
+		RandomSessionKey bool          `description:"sign web sessions with a key made at start (a restart logs everyone out) instead of one derived from the admin token"`
+	} `description:"backoffice web pages (/ui)"`
 	Migrate bool `description:"apply schema migrations at start (under an advisory lock)"`
 	Upload  struct {
 		MaxBytes     int64         `description:"largest accepted model archive, in bytes"`
@@ -43,6 +48,7 @@ func runAPIServer(ctx context.Context, args []string) error {
 	cfg.Internal.TokenFile = "/run/secrets/internal_token"
 	cfg.Upload.MaxBytes = 10 << 30
 	cfg.Upload.SmokeTimeout = 2 * time.Minute
+	cfg.Web.SessionTTL = 12 * time.Hour
 	if err := loadConfig("apiserver", cfg, args); err != nil {
 		return err
 	}
@@ -78,6 +84,7 @@ func runAPIServer(ctx context.Context, args []string) error {
 	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})
 	api := apiserver.New(apiserver.Config{
 		AdminToken: adminToken, InternalToken: internalToken, MaxUploadBytes: cfg.Upload.MaxBytes,
+		Web: apiserver.WebConfig{SecureCookie: cfg.Web.SecureCookie, SessionTTL: cfg.Web.SessionTTL, RandomSessionKey: cfg.Web.RandomSessionKey},
 	}, pool, store, uploadValidator(cfg.Upload.SmokeTimeout), log)
 	return serve(ctx, log, cfg.Options, api.Handler(), health, reg)
 }
