@@ -27,15 +27,19 @@ type Docker interface {
 	ServiceUpdate(ctx context.Context, id string, o client.ServiceUpdateOptions) (client.ServiceUpdateResult, error)
 	ServiceRemove(ctx context.Context, id string, o client.ServiceRemoveOptions) (client.ServiceRemoveResult, error)
 	TaskList(ctx context.Context, o client.TaskListOptions) (client.TaskListResult, error)
+	TaskLogs(ctx context.Context, taskID string, o client.TaskLogsOptions) (client.TaskLogsResult, error)
 	NodeList(ctx context.Context, o client.NodeListOptions) (client.NodeListResult, error)
 }
 
 // Reconciler drives Swarm toward the desired deployments.
 type Reconciler struct {
-	DB     *pgxpool.Pool
-	Docker Docker
-	Spec   SpecConfig
-	Log    *slog.Logger
+	DB      *pgxpool.Pool
+	Docker  Docker
+	Spec    SpecConfig
+	Log     *slog.Logger
+	Metrics *Metrics // optional
+
+	starts startTracker // cold starts recorded (coldstart.go)
 }
 
 // Result counts what one pass did.
@@ -218,6 +222,7 @@ func (r *Reconciler) observe(ctx context.Context, d Desired) {
 		}
 	}
 	r.writeStatus(ctx, d, status, msg, &obs)
+	r.recordStarts(ctx, d, tl.Items, nodes)
 }
 
 func (r *Reconciler) writeStatus(ctx context.Context, d Desired, status, msg string, obs *Observed) {

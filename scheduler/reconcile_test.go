@@ -73,6 +73,9 @@ func TestReconcileAgainstSwarm(t *testing.T) {
 	}
 	t.Cleanup(func() { cl.NetworkRemove(context.Background(), nw.ID, client.NetworkRemoveOptions{}) })
 
+	// removed last (cleanups run in reverse): after the service and its containers
+	volume := dockertest.Name("nlpswarm-rt-artifacts")
+	t.Cleanup(func() { dockertest.RemoveVolume(t, cl, volume) })
 	model := strings.TrimPrefix(dockertest.Name("rt"), "")
 	svcName := ServiceName(model)
 	t.Cleanup(func() { cl.ServiceRemove(context.Background(), svcName, client.ServiceRemoveOptions{}) })
@@ -89,7 +92,7 @@ func TestReconcileAgainstSwarm(t *testing.T) {
 	rec := &Reconciler{DB: db.Pool, Docker: cl, Log: slog.New(slog.DiscardHandler), Spec: SpecConfig{
 		Owner: dockertest.Name("test"), // a stack on the same swarm keeps its services
 		Image: image, Network: nw.ID, PlacementConstraint: "node.labels.type==machine-learning",
-		Args: []string{"netcheck", "--listen=:8080"},
+		ArtifactVolume: volume, Args: []string{"netcheck", "--listen=:8080"},
 	}}
 	res, err := rec.Pass(ctx)
 	if err != nil || res.Created != 1 {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/swarm"
 
 	"github.com/nlpswarm/nlpswarm/modelmgr"
@@ -26,6 +27,11 @@ const (
 	LabelSpecHash    = "nlpswarm.spec-hash"
 	LabelMetricsPort = "nlpswarm.metrics.port"
 	RuntimePort      = 8080
+	// ArtifactCacheDir is where model services unpack artifacts by digest:
+	// a node-local named volume, so replicas on one node download once.
+	ArtifactCacheDir = "/var/lib/nlpswarm/cache"
+	// DefaultArtifactVolume names that volume.
+	DefaultArtifactVolume = "nlpswarm-artifacts"
 )
 
 // ServiceName is the Swarm service of a model.
@@ -68,8 +74,18 @@ type SpecConfig struct {
 	TokenSecretID       string // the internal token secret, if any
 	TokenSecretName     string
 	PlacementConstraint string // e.g. node.labels.type==machine-learning
+	// ArtifactVolume is the node-local volume (local driver) mounted at
+	// ArtifactCacheDir in every model service; DefaultArtifactVolume when "".
+	ArtifactVolume string
 	// Args replaces the runtime's arguments (tests run a stand-in server).
 	Args []string
+}
+
+func (c SpecConfig) artifactVolume() string {
+	if c.ArtifactVolume == "" {
+		return DefaultArtifactVolume
+	}
+	return c.ArtifactVolume
 }
 
 func (c SpecConfig) owner() string {
@@ -95,7 +111,7 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 			"--artifacturl=" + strings.TrimRight(c.ArtifactBaseURL, "/") + "/internal/blobs/" + d.Digest,
 			"--digest=" + d.Digest,
 			"--listen=:" + strconv.Itoa(RuntimePort),
-			"--cachedir=/tmp/nlpswarm-models",
+			"--cachedir=" + ArtifactCacheDir,
 		}
 		if c.TokenSecretName != "" {
 			args = append(args, "--internaltokenfile=/run/secrets/internal_token")
@@ -143,15 +159,25 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 				Labels: map[string]string{LabelManaged: "true", LabelModel: d.Model},
 				Healthcheck: &container.HealthConfig{
 					Test: []string{"CMD", "/usr/local/bin/nlpswarm", "healthcheck", fmt.Sprintf("http://127.0.0.1:%d/v2/health/ready", RuntimePort)},
-					// a busy replica must not be killed as unhealthy: on a
-					// saturated node an exec check can take seconds
-					Interval:    2 * time.Second,
+					// Swarm puts a task in tasks.<service> DNS (where the
+					// gateway finds it) only after its first passing check,
+					// which Docker 20.10 runs one Interval after the start
+					// (no start_interval before API 1.44): 1 s rather than 2 s
+					// takes a second off every cold start, scale from zero
+					// included (README, "Autoscaling"). A busy replica must
+					// still not be killed as unhealthy: on a saturated node an
+					// exec check can take seconds, hence 5 retries of 5 s.
+					Interval:    time.Second,
 					Timeout:     5 * time.Second,
 					Retries:     5,
 					StartPeriod: 60 * time.Second,
 				},
 				StopGracePeriod: &grace,
 				Secrets:         secrets,
+				Mounts: []mount.Mount{{
+					Type: mount.TypeVolume, Source: c.artifactVolume(), Target: ArtifactCacheDir,
+					VolumeOptions: &mount.VolumeOptions{Labels: map[string]string{LabelManaged: "true"}},
+				}},
 			},
 			Resources: &swarm.ResourceRequirements{
 				Limits:       &swarm.Limit{NanoCPUs: int64(d.CPUs * 1e9), MemoryBytes: limit},

@@ -123,3 +123,21 @@ func buildImage(root string) (string, error) {
 	}
 	return strings.TrimSpace(string(out)), nil
 }
+
+// RemoveVolume removes a volume a test's services mounted, waiting (up to a
+// minute) for their containers to go; it logs rather than fails.
+func RemoveVolume(t testing.TB, cl *client.Client, name string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := cl.VolumeRemove(context.Background(), name, client.VolumeRemoveOptions{Force: true})
+		if err == nil || strings.Contains(err.Error(), "no such volume") || strings.Contains(strings.ToLower(err.Error()), "not found") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Logf("volume %s left behind: %v", name, err)
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}

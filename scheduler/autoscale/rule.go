@@ -175,7 +175,7 @@ func Decide(in Input) Decision {
 		return Decision{in.Current, "no load figures; keeping replicas"}
 	}
 	if want := min(max(stable, floor), b.Max); want < in.Current {
-		return Decision{want, fmt.Sprintf("scale down: at most %d replica(s) needed for %s", stable, b.ScaleDownDelay)}
+		return Decision{want, fmt.Sprintf("scale down: %d replica(s) enough for the last %s", want, b.ScaleDownDelay)}
 	}
 	return Decision{in.Current, "steady"}
 }

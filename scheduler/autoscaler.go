@@ -1,0 +1,251 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nlpswarm/nlpswarm/internal/desired"
+	"github.com/nlpswarm/nlpswarm/internal/loadreport"
+	"github.com/nlpswarm/nlpswarm/scheduler/autoscale"
+)
+
+// Autoscaler turns the gateways' load figures into replica counts for the
+// autoscaled deployments: every Interval it reads the figures (Redis), feeds
+// the pure rule (scheduler/autoscale) and writes a changed count through
+// desired.Scale, the scale API's own path, guarded by the count it read. The
+// reconciler, woken by the NOTIFY, does the rest. A wake-up from a gateway
+// holding requests for a model at zero is acted on at once. Only the leading
+// scheduler runs it. Without figures (Redis down) it changes nothing.
+type Autoscaler struct {
+	DB       *pgxpool.Pool
+	Redis    *redis.Client
+	Prefix   string        // the gateways' Redis prefix
+	Interval time.Duration // 1 s when 0; figures older than 3 intervals are ignored
+	Log      *slog.Logger
+	Metrics  *Metrics // optional
+
+	mu          sync.Mutex
+	samples     map[string][]autoscale.Sample
+	lastRequest map[string]time.Time
+}
+
+// ScaleEvent is one change the autoscaler made.
+type ScaleEvent struct {
+	Model    string
+	From, To int
+	Reason   string
+}
+
+type autoscaled struct {
+	model      string
+	replicas   int
+	bounds     autoscale.Bounds
+	sinceScale time.Duration
+}
+
+func (a *Autoscaler) interval() time.Duration {
+	if a.Interval <= 0 {
+		return time.Second
+	}
+	return a.Interval
+}
+
+// Run ticks and listens for wake-ups until ctx ends.
+func (a *Autoscaler) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.listenWake(ctx)
+	}()
+	t := time.NewTicker(a.interval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case <-t.C:
+			if _, err := a.Tick(ctx); err != nil && ctx.Err() == nil {
+				a.Log.Warn("autoscaler", "err", err)
+			}
+		}
+	}
+}
+
+func (a *Autoscaler) listenWake(ctx context.Context) {
+	for ctx.Err() == nil {
+		model, err := loadreport.WaitWake(ctx, a.Redis, a.Prefix, time.Second)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.Log.Warn("autoscaler: wake-ups unavailable; retrying", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+			continue
+		}
+		if model == "" {
+			continue
+		}
+		if ev, err := a.Wake(ctx, model); err != nil && ctx.Err() == nil {
+			a.Log.Warn("autoscaler: wake-up", "model", model, "err", err)
+		} else if ev == nil {
+			a.Log.Debug("autoscaler: wake-up for a model already scaled", "model", model)
+		}
+	}
+}
+
+// load reads the autoscaled deployments (one when model is not "").
+func (a *Autoscaler) load(ctx context.Context, model string) ([]autoscaled, error) {
+	rows, err := a.DB.Query(ctx, `SELECT m.name, d.replicas, d.autoscale_min, d.autoscale_max, d.autoscale_target_inflight,
+			d.autoscale_scale_down_delay_ms, d.autoscale_idle_to_zero_ms, EXTRACT(EPOCH FROM now() - d.scaled_at)::float8
+		FROM deployments d JOIN models m ON m.id = d.model_id
+		WHERE d.autoscale_max > 0 AND ($1 = '' OR m.name = $1) ORDER BY m.name`, model)
+	if err != nil {
+		return nil, fmt.Errorf("load autoscaled deployments: %w", err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (autoscaled, error) {
+		var d autoscaled
+		var down, idle int64
+		var since float64
+		err := row.Scan(&d.model, &d.replicas, &d.bounds.Min, &d.bounds.Max, &d.bounds.TargetInflight, &down, &idle, &since)
+		d.bounds.ScaleDownDelay, d.bounds.IdleToZero = time.Duration(down)*time.Millisecond, time.Duration(idle)*time.Millisecond
+		d.sinceScale = time.Duration(since * float64(time.Second))
+		return d, err
+	})
+}
+
+// Tick reads the figures, records one sample per autoscaled model and
+// applies the rule's decisions; it returns what changed.
+func (a *Autoscaler) Tick(ctx context.Context) ([]ScaleEvent, error) {
+	deps, err := a.load(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	if len(deps) == 0 {
+		return nil, nil
+	}
+	totals, err := loadreport.Read(ctx, a.Redis, a.Prefix, 3*a.interval())
+	if err != nil {
+		return nil, fmt.Errorf("read load figures (no scaling without them): %w", err)
+	}
+	now := time.Now()
+	var events []ScaleEvent
+	var errs []error
+	live := map[string]bool{}
+	for _, d := range deps {
+		live[d.model] = true
+		tot := totals[d.model]
+		in := a.record(d, tot, now)
+		ev, err := a.decide(ctx, d, in)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if ev != nil {
+			events = append(events, *ev)
+		}
+	}
+	a.forget(live)
+	return events, errors.Join(errs...)
+}
+
+// Wake scales model from zero at once, if it is still at zero: a repeated
+// wake-up (several gateways, a resend) changes nothing.
+func (a *Autoscaler) Wake(ctx context.Context, model string) (*ScaleEvent, error) {
+	deps, err := a.load(ctx, model)
+	if err != nil || len(deps) == 0 || deps[0].replicas != 0 {
+		return nil, err
+	}
+	d := deps[0]
+	now := time.Now()
+	a.mu.Lock()
+	a.init()
+	a.lastRequest[model] = now
+	in := autoscale.Input{Now: now, Current: 0, Bounds: d.bounds, Samples: append([]autoscale.Sample(nil), a.samples[model]...),
+		SinceScale: d.sinceScale, LastRequest: now, Wake: true}
+	a.mu.Unlock()
+	return a.decide(ctx, d, in)
+}
+
+func (a *Autoscaler) init() {
+	if a.samples == nil {
+		a.samples, a.lastRequest = map[string][]autoscale.Sample{}, map[string]time.Time{}
+	}
+}
+
+// record adds this tick's sample of d and returns the rule's input.
+func (a *Autoscaler) record(d autoscaled, tot loadreport.Total, now time.Time) autoscale.Input {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.init()
+	b := d.bounds.WithDefaults()
+	keep := b.ScaleDownDelay + 2*a.interval()
+	s := append(a.samples[d.model], autoscale.Sample{At: now, Inflight: tot.Inflight, Rate: tot.Rate})
+	for len(s) > 0 && now.Sub(s[0].At) > keep {
+		s = s[1:]
+	}
+	a.samples[d.model] = s
+	last, seen := a.lastRequest[d.model]
+	if tot.LastRequest.After(last) {
+		last = tot.LastRequest
+	}
+	if !seen && last.IsZero() {
+		// first sight (a new deployment, or this scheduler just took the
+		// lead): give the model its whole idle_to_zero before zero
+		last = now
+	}
+	a.lastRequest[d.model] = last
+	return autoscale.Input{Now: now, Current: d.replicas, Bounds: d.bounds, Samples: append([]autoscale.Sample(nil), s...),
+		SinceScale: d.sinceScale, LastRequest: last, Wake: tot.Held > 0}
+}
+
+func (a *Autoscaler) forget(live map[string]bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for m := range a.samples {
+		if !live[m] {
+			delete(a.samples, m)
+			delete(a.lastRequest, m)
+		}
+	}
+}
+
+// decide applies the rule to in and writes a changed count.
+func (a *Autoscaler) decide(ctx context.Context, d autoscaled, in autoscale.Input) (*ScaleEvent, error) {
+	dec := autoscale.Decide(in)
+	if !dec.Changed(d.replicas) {
+		return nil, nil
+	}
+	from := d.replicas
+	var changed bool
+	err := pgx.BeginFunc(ctx, a.DB, func(tx pgx.Tx) error {
+		var err error
+		changed, err = desired.Scale(ctx, tx, d.model, desired.Change{Replicas: dec.Replicas, Reason: "autoscaler: " + dec.Reason, IfReplicas: &from})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scale %s: %w", d.model, err)
+	}
+	if !changed { // someone scaled meanwhile: the next tick sees it
+		return nil, nil
+	}
+	a.Log.Info("autoscaled", "model", d.model, "from", from, "to", dec.Replicas, "reason", dec.Reason)
+	if a.Metrics != nil {
+		dir := "up"
+		if dec.Replicas < from {
+			dir = "down"
+		}
+		a.Metrics.scaled.WithLabelValues(d.model, dir).Inc()
+	}
+	return &ScaleEvent{Model: d.model, From: from, To: dec.Replicas, Reason: dec.Reason}, nil
+}

@@ -1,0 +1,25 @@
+package scheduler
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the scheduler's own figures (the autoscaler's changes and the
+// replicas' cold starts as Swarm and the runtime report them).
+type Metrics struct {
+	scaled    *prometheus.CounterVec   // model, direction
+	coldStart *prometheus.HistogramVec // phase
+}
+
+// NewMetrics registers the scheduler's metrics on reg (when not nil).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		scaled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_scheduler_autoscaled_total",
+			Help: "Replica count changes made by the autoscaler, by model and direction (up, down)."}, []string{"model", "direction"}),
+		coldStart: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "nlpswarm_scheduler_replica_start_seconds",
+			Help:    "Replica cold starts by phase: scheduled (task created) → started (process) → ready (runtime) → running (Swarm healthcheck, in DNS); total is scheduled → running.",
+			Buckets: []float64{.05, .1, .25, .5, 1, 1.5, 2, 3, 5, 10, 30, 60, 120}}, []string{"phase"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.scaled, m.coldStart)
+	}
+	return m
+}
