@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make down: remove the stack and the model services the scheduler created.
-# Volumes (database, blob store) are kept unless VOLUMES=1.
+# Volumes (database, blob store, the runtimes' artifact cache) are kept unless VOLUMES=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STACK=${STACK:-nlp}
@@ -15,8 +15,8 @@ for i in $(seq 1 60); do
 done
 if [ "${VOLUMES:-0}" = 1 ]; then
   # a volume is busy until Swarm has removed the stopped containers using it
-  for v in pgdata store prometheus; do
-    vol="${STACK}_$v"
+  # nlpswarm-artifacts: the model services' node-local artifact cache
+  for vol in "${STACK}_pgdata" "${STACK}_store" "${STACK}_prometheus" nlpswarm-artifacts; do
     for i in $(seq 1 60); do
       docker volume inspect "$vol" >/dev/null 2>&1 || break
       docker volume rm "$vol" >/dev/null 2>&1 && break

@@ -6,10 +6,13 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nlpswarm/nlpswarm/internal/config"
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 	"github.com/nlpswarm/nlpswarm/internal/pg"
+	"github.com/nlpswarm/nlpswarm/internal/rdb"
+	"github.com/nlpswarm/nlpswarm/internal/secret"
 	"github.com/nlpswarm/nlpswarm/scheduler"
 )
 
@@ -25,7 +28,13 @@ type schedulerConfig struct {
 	Placement           struct {
 		Constraint string `description:"constraint every model service gets (besides the deployment's labels)"`
 	} `description:"placement of model services"`
-	Resync time.Duration `description:"full reconcile interval (NOTIFY wakes it sooner)"`
+	Resync         time.Duration `description:"full reconcile interval (NOTIFY wakes it sooner)"`
+	ArtifactVolume string        `description:"node-local volume mounted at the runtimes' artifact cache, so replicas on one node download once"`
+	Redis          rdb.Config    `description:"Redis, where the gateways publish load figures and wake-ups for the autoscaler (without it, autoscaled deployments keep their replicas)"`
+	RedisPrefix    string        `description:"the gateways' Redis key prefix"`
+	Autoscale      struct {
+		Interval time.Duration `description:"how often the autoscaler reads the load figures and applies its rule"`
+	} `description:"autoscaler"`
 }
 
 func init() {
@@ -35,7 +44,9 @@ func init() {
 func runScheduler(ctx context.Context, args []string) error {
 	cfg := &schedulerConfig{Options: httpserver.Defaults(":8082"), LogLevel: "info", DB: pg.DefaultConfig(),
 		Owner: "nlpswarm", Image: "nlpswarm:dev", Network: "nlpswarm", ArtifactBaseURL: "http://apiserver:8081",
-		InternalTokenSecret: "nlpswarm_internal_token", Resync: 10 * time.Second}
+		InternalTokenSecret: "nlpswarm_internal_token", Resync: 10 * time.Second,
+		ArtifactVolume: scheduler.DefaultArtifactVolume, Redis: rdb.DefaultConfig(), RedisPrefix: "nlpswarm:"}
+	cfg.Autoscale.Interval = time.Second
 	cfg.Placement.Constraint = "node.labels.type==machine-learning"
 	cfg.DrainDelay = 0
 	if err := loadConfig("scheduler", cfg, args); err != nil {
@@ -57,14 +68,24 @@ func runScheduler(ctx context.Context, args []string) error {
 	defer docker.Close()
 	spec, err := scheduler.ResolveSpecConfig(ctx, docker, scheduler.SpecConfig{
 		Owner: cfg.Owner, Image: cfg.Image, Network: cfg.Network, ArtifactBaseURL: cfg.ArtifactBaseURL,
-		TokenSecretName: cfg.InternalTokenSecret, PlacementConstraint: cfg.Placement.Constraint,
+		TokenSecretName: cfg.InternalTokenSecret, PlacementConstraint: cfg.Placement.Constraint, ArtifactVolume: cfg.ArtifactVolume,
 	})
 	if err != nil {
 		return err
 	}
-	rec := &scheduler.Reconciler{DB: pool, Docker: docker, Spec: spec, Log: log}
-	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})
+	rpw, err := secret.Optional("redis password", cfg.Redis.PasswordFile, "")
+	if err != nil {
+		return err
+	}
+	// Redis may be down: reconciling goes on, autoscaling waits for it
+	rc := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: rpw, DB: cfg.Redis.DB, DialTimeout: cfg.Redis.DialTimeout,
+		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, PoolTimeout: 3 * time.Second, MaxRetries: 1})
+	defer rc.Close()
 	reg := httpserver.NewRegistry()
+	metrics := scheduler.NewMetrics(reg)
+	rec := &scheduler.Reconciler{DB: pool, Docker: docker, Spec: spec, Log: log, Metrics: metrics}
+	as := &scheduler.Autoscaler{DB: pool, Redis: rc, Prefix: cfg.RedisPrefix, Interval: cfg.Autoscale.Interval, Log: log, Metrics: metrics}
+	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})
 	errc := make(chan error, 1)
 	go func() { errc <- serve(ctx, log, cfg.Options, nil, health, reg) }()
 	log.Info("waiting for leadership")
@@ -77,7 +98,11 @@ func runScheduler(ctx context.Context, args []string) error {
 	}
 	defer leader.Release()
 	log.Info("leading", "image", spec.Image, "network", spec.Network)
-	if err := rec.Loop(ctx, leader, cfg.Resync); err != nil {
+	actx, stopAutoscaler := context.WithCancel(ctx)
+	go as.Run(actx)
+	err = rec.Loop(ctx, leader, cfg.Resync)
+	stopAutoscaler()
+	if err != nil {
 		return err
 	}
 	return <-errc
