@@ -14,12 +14,13 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/apiserver"
+	"github.com/nlpswarm/nlpswarm/scheduler/autoscale"
 )
 
 func init() {
-	register(command{Name: "deploy", Summary: "deploy MODEL [--version N] [--replicas R] [--memory 1G] [--cpus C] [--gpus G --gpu-memory 8G] [--label k=v] [--wait]", Run: runDeploy})
-	register(command{Name: "scale", Summary: "scale MODEL REPLICAS [--wait]", Run: runScale})
-	register(command{Name: "status", Summary: "status [MODEL]: desired and running replicas, per task node and state", Run: runStatus})
+	register(command{Name: "deploy", Summary: "deploy MODEL [--version N] [--replicas R] [--memory 1G] [--cpus C] [--gpus G --gpu-memory 8G] [--label k=v] [--min 0 --max 4 [--target-inflight 4] [--scale-down-delay 30s] [--idle-to-zero 5m]] [--wait]", Run: runDeploy})
+	register(command{Name: "scale", Summary: "scale MODEL REPLICAS [--wait] (autoscaled: sets the floor, min)", Run: runScale})
+	register(command{Name: "status", Summary: "status [MODEL]: desired and running replicas, per task node and state; for one model, its last scale and its replicas' cold starts", Run: runStatus})
 	register(command{Name: "undeploy", Summary: "undeploy MODEL: remove the model's service", Run: runUndeploy})
 	register(command{Name: "nodes", Summary: "nodes: swarm nodes with their GPUs", Run: runNodes})
 	register(command{Name: "accounts", Summary: "accounts ls | create NAME [--plan P]", Run: runAccounts})
@@ -45,7 +46,10 @@ func runDeploy(ctx context.Context, args []string) error {
 	var cpus float64
 	var wait bool
 	labels := labelFlags{}
+	var as autoscale.Bounds
+	var flags *flag.FlagSet
 	return verb(ctx, "deploy", args, func(fs *flag.FlagSet) {
+		flags = fs
 		fs.IntVar(&version, "version", 0, "model version (0: latest)")
 		fs.IntVar(&replicas, "replicas", 1, "replicas")
 		fs.StringVar(&memory, "memory", "", "memory limit per replica, e.g. 1G (default: from the model size)")
@@ -54,10 +58,17 @@ func runDeploy(ctx context.Context, args []string) error {
 		fs.StringVar(&gpuMem, "gpu-memory", "", "GPU memory per replica, e.g. 8G")
 		fs.Var(labels, "label", "placement label key=value (node.labels), repeatable")
 		fs.BoolVar(&wait, "wait", false, "wait until the replicas run")
+		fs.IntVar(&as.Max, "max", 0, "autoscale up to this many replicas (turns autoscaling on)")
+		fs.IntVar(&as.Min, "min", 0, "autoscale: the floor; 0 lets the model scale to zero")
+		fs.Float64Var(&as.TargetInflight, "target-inflight", autoscale.DefaultTargetInflight, "autoscale: requests in flight per replica to aim at")
+		fs.DurationVar(&as.ScaleDownDelay, "scale-down-delay", autoscale.DefaultScaleDownDelay, "autoscale: how long lower load must last before replicas go down")
+		fs.DurationVar(&as.IdleToZero, "idle-to-zero", autoscale.DefaultIdleToZero, "autoscale with --min 0: no request for this long → 0 replicas")
 	}, func(ctx context.Context, c *apiClient, pos []string) error {
 		if len(pos) != 1 {
-			return usageErr("usage: nlpswarm deploy MODEL [--version N] [--replicas R] [--memory 1G]")
+			return usageErr("usage: nlpswarm deploy MODEL [--version N] [--replicas R] [--memory 1G] [--min 0 --max 4]")
 		}
+		set := map[string]bool{}
+		flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		res := map[string]any{"cpus": cpus, "gpus": gpus}
 		for k, v := range map[string]string{"memory": memory, "gpu_memory": gpuMem} {
 			if v != "" {
@@ -68,11 +79,24 @@ func runDeploy(ctx context.Context, args []string) error {
 			}
 		}
 		body := map[string]any{"version": version, "replicas": replicas, "resources": res, "placement": map[string]any{"labels": map[string]string(labels)}}
+		switch {
+		case as.Max > 0:
+			if err := as.Validate(); err != nil {
+				return usageErr("%s", strings.NewReplacer("autoscale.", "--", "_", "-").Replace(err.Error()))
+			}
+			body["autoscale"] = map[string]any{"min": as.Min, "max": as.Max, "target_inflight": as.TargetInflight,
+				"scale_down_delay": as.ScaleDownDelay.String(), "idle_to_zero": as.IdleToZero.String()}
+			if !set["replicas"] { // the server keeps the autoscaler's count on a redeploy
+				delete(body, "replicas")
+			}
+		case set["min"] || set["target-inflight"] || set["scale-down-delay"] || set["idle-to-zero"]:
+			return usageErr("--min, --target-inflight, --scale-down-delay and --idle-to-zero need --max (autoscaling)")
+		}
 		var d apiserver.Deployment
 		if err := c.do(ctx, http.MethodPut, "/api/v1/models/"+pos[0]+"/deployment", body, &d); err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "deploy: %s version %d, %d replica(s), generation %d\n", d.Model, d.Version, d.Replicas, d.Generation)
+		fmt.Fprintf(os.Stderr, "deploy: %s version %d, %d replica(s)%s, generation %d\n", d.Model, d.Version, d.Replicas, autoscaleText(d, " autoscaled "), d.Generation)
 		return finish(ctx, c, pos[0], d, wait)
 	})
 }
@@ -93,7 +117,11 @@ func runScale(ctx context.Context, args []string) error {
 		if err := c.do(ctx, http.MethodPost, "/api/v1/models/"+pos[0]+"/scale", map[string]any{"replicas": n}, &d); err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "scale: %s to %d replica(s), generation %d\n", d.Model, d.Replicas, d.Generation)
+		if d.Autoscale != nil {
+			fmt.Fprintf(os.Stderr, "scale: %s is autoscaled: its floor (min) is now %d, %d replica(s) now, generation %d\n", d.Model, d.Autoscale.Min, d.Replicas, d.Generation)
+		} else {
+			fmt.Fprintf(os.Stderr, "scale: %s to %d replica(s), generation %d\n", d.Model, d.Replicas, d.Generation)
+		}
 		return finish(ctx, c, pos[0], d, wait)
 	})
 }
@@ -165,13 +193,80 @@ func showDeployments(c *apiClient, ds []apiserver.Deployment) error {
 	rows := [][]string{}
 	for _, d := range ds {
 		o := observed(d)
-		rows = append(rows, []string{d.Model, strconv.Itoa(d.Version), fmt.Sprintf("%d/%d", o.Running, d.Replicas), humanBytes(d.MemoryReservation), d.Status, d.StatusMessage})
+		as := autoscaleText(d, "")
+		if as == "" {
+			as = "-"
+		}
+		rows = append(rows, []string{d.Model, strconv.Itoa(d.Version), fmt.Sprintf("%d/%d", o.Running, d.Replicas), as, humanBytes(d.MemoryReservation), d.Status, d.StatusMessage})
 		for _, t := range o.Tasks {
-			rows = append(rows, []string{"  #" + strconv.Itoa(t.Slot), "", "", t.Node, t.State, t.Error})
+			rows = append(rows, []string{"  #" + strconv.Itoa(t.Slot), "", "", "", t.Node, t.State, t.Error})
 		}
 	}
-	table([]string{"MODEL", "VERSION", "RUNNING", "MEMORY", "STATUS", "MESSAGE"}, rows)
+	table([]string{"MODEL", "VERSION", "RUNNING", "AUTOSCALE", "MEMORY", "STATUS", "MESSAGE"}, rows)
+	if len(ds) == 1 {
+		showScaleAndColdStarts(ds[0])
+	}
 	return nil
+}
+
+// autoscaleText is "min..max @target" (with prefix), or "" when d is not autoscaled.
+func autoscaleText(d apiserver.Deployment, prefix string) string {
+	a := d.Autoscale
+	if a == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s%d..%d @%g", prefix, a.Min, a.Max, a.TargetInflight)
+}
+
+// showScaleAndColdStarts prints one deployment's last replica change and its
+// recent replicas' cold-start phases.
+func showScaleAndColdStarts(d apiserver.Deployment) {
+	if a := d.Autoscale; a != nil {
+		fmt.Printf("\nautoscale: %d..%d replicas, target %g in flight per replica, scale down after %s, to zero after %s idle\n",
+			a.Min, a.Max, a.TargetInflight, time.Duration(a.ScaleDownDelay), time.Duration(a.IdleToZero))
+	}
+	if !d.ScaledAt.IsZero() && d.ScaleReason != "" {
+		fmt.Printf("last scaled %s ago to %d: %s\n", time.Since(d.ScaledAt).Round(time.Second), d.Replicas, d.ScaleReason)
+	}
+	if len(d.ColdStarts) == 0 {
+		return
+	}
+	fmt.Println("\ncold starts, newest first (seconds from the previous phase):")
+	rows := [][]string{}
+	dash := func(f *float64) string {
+		if f == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.2fs", *f)
+	}
+	between := func(a, b *time.Time) string {
+		if a == nil || b == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.2fs", b.Sub(*a).Seconds())
+	}
+	for _, cs := range d.ColdStarts {
+		fetch := dash(cs.FetchSeconds)
+		if cs.ArtifactCached != nil && *cs.ArtifactCached {
+			fetch += " (cached)"
+		} else if cs.ArtifactBytes != nil {
+			fetch += " (" + humanBytes(*cs.ArtifactBytes) + ")"
+		}
+		ready := "-"
+		if cs.StartedAt != nil && cs.ReadyAt != nil && cs.FetchSeconds != nil && cs.LoadSeconds != nil && cs.WarmupSeconds != nil {
+			// what the phases do not cover: process start to fetch, serving set-up
+			rest := cs.ReadyAt.Sub(*cs.StartedAt).Seconds() - *cs.FetchSeconds - *cs.LoadSeconds - *cs.WarmupSeconds
+			ready = fmt.Sprintf("%.2fs", max(rest, 0))
+		}
+		total := "-"
+		if cs.RunningAt != nil {
+			total = fmt.Sprintf("%.2fs", cs.RunningAt.Sub(cs.ScheduledAt).Seconds())
+		}
+		id := cs.TaskID[:min(12, len(cs.TaskID))]
+		rows = append(rows, []string{id, strconv.Itoa(cs.Slot), cs.Node, cs.ScheduledAt.Local().Format("15:04:05"),
+			between(&cs.ScheduledAt, cs.StartedAt), fetch, dash(cs.LoadSeconds), dash(cs.WarmupSeconds), ready, between(cs.ReadyAt, cs.RunningAt), total})
+	}
+	table([]string{"TASK", "SLOT", "NODE", "SCHEDULED", "→STARTED", "→FETCHED", "→LOADED", "→WARMED", "→READY", "→RUNNING", "TOTAL"}, rows)
 }
 
 func runStatus(ctx context.Context, args []string) error {
