@@ -83,7 +83,7 @@ func (s *Server) listVersions(c *gin.Context) {
 // uploadVersion streams the multipart field "archive" into the store (see
 // receiveVersion).
 func (s *Server) uploadVersion(c *gin.Context) {
-	v, err := s.receiveVersion(c.Request.Context(), c.Param("name"), c.GetHeader("Content-Type"), c.Request.Body, nil)
+	v, err := s.receiveVersion(c.Request.Context(), c.Param("name"), c.GetHeader("Content-Type"), s.uploadBody(c.Writer, c.Request), nil)
 	if err != nil {
 		s.fail(c, err)
 		return

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -21,6 +22,8 @@ type Config struct {
 	AdminToken     string
 	InternalToken  string
 	MaxUploadBytes int64
+	UploadIdle     time.Duration // an upload without progress for this long is cut off
+	UploadTimeout  time.Duration // the longest an upload (with its validation) may take
 	Web            WebConfig
 }
 

@@ -329,7 +329,7 @@ func (s *Server) uploadForm(c *gin.Context) {
 		}
 		return nil
 	}
-	v, err := s.receiveVersion(c.Request.Context(), name, c.GetHeader("Content-Type"), c.Request.Body, gate)
+	v, err := s.receiveVersion(c.Request.Context(), name, c.GetHeader("Content-Type"), s.uploadBody(c.Writer, c.Request), gate)
 	if errors.Is(err, errCSRF) {
 		s.csrfRefused(c)
 		return

@@ -34,6 +34,8 @@ type apiserverConfig struct {
 	Upload  struct {
 		MaxBytes     int64         `description:"largest accepted model archive, in bytes"`
 		SmokeTimeout time.Duration `description:"time limit of the smoke inference run on every upload"`
+		Idle         time.Duration `description:"an upload that sends nothing for this long is cut off (the server's readtimeout does not apply to uploads)"`
+		Timeout      time.Duration `description:"the longest an upload, validation included, may take"`
 	} `description:"model uploads"`
 }
 
@@ -48,6 +50,8 @@ func runAPIServer(ctx context.Context, args []string) error {
 	cfg.Internal.TokenFile = "/run/secrets/internal_token"
 	cfg.Upload.MaxBytes = 10 << 30
 	cfg.Upload.SmokeTimeout = 2 * time.Minute
+	cfg.Upload.Idle = apiserver.DefaultUploadIdle
+	cfg.Upload.Timeout = apiserver.DefaultUploadTimeout
 	cfg.Web.SessionTTL = 12 * time.Hour
 	if err := loadConfig("apiserver", cfg, args); err != nil {
 		return err
@@ -84,6 +88,7 @@ func runAPIServer(ctx context.Context, args []string) error {
 	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})
 	api := apiserver.New(apiserver.Config{
 		AdminToken: adminToken, InternalToken: internalToken, MaxUploadBytes: cfg.Upload.MaxBytes,
+		UploadIdle: cfg.Upload.Idle, UploadTimeout: cfg.Upload.Timeout,
 		Web: apiserver.WebConfig{SecureCookie: cfg.Web.SecureCookie, SessionTTL: cfg.Web.SessionTTL, RandomSessionKey: cfg.Web.RandomSessionKey},
 	}, pool, store, uploadValidator(cfg.Upload.SmokeTimeout), log)
 	return serve(ctx, log, cfg.Options, api.Handler(), health, reg)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func startAPIServer(t *testing.T) (url, token string) {
 }
 
 // startAPIServerPID is startAPIServer that also returns the process ID.
-func startAPIServerPID(t *testing.T) (url, token string, pid int) {
+func startAPIServerPID(t *testing.T, extraArgs ...string) (url, token string, pid int) {
 	t.Helper()
 	db := pgtest.New(t, false)
 	dir := t.TempDir()
@@ -36,9 +37,13 @@ func startAPIServerPID(t *testing.T) (url, token string, pid int) {
 	addr := l.Addr().String()
 	l.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, binPath, "apiserver", "--listen="+addr, "--db.url="+db.URL,
-		"--admin.tokenfile="+filepath.Join(dir, "admin"), "--internal.tokenfile="+filepath.Join(dir, "internal"),
-		"--store.dir="+filepath.Join(dir, "store"), "--draindelay=0s")
+	args := []string{"apiserver", "--listen=" + addr, "--db.url=" + db.URL,
+		"--admin.tokenfile=" + filepath.Join(dir, "admin"), "--internal.tokenfile=" + filepath.Join(dir, "internal"), "--draindelay=0s"}
+	if !slices.ContainsFunc(extraArgs, func(a string) bool { return strings.HasPrefix(a, "--store.dir=") }) {
+		args = append(args, "--store.dir="+filepath.Join(dir, "store"))
+	}
+	args = append(args, extraArgs...)
+	cmd := exec.CommandContext(ctx, binPath, args...)
 	logf, _ := os.Create(filepath.Join(dir, "apiserver.log"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

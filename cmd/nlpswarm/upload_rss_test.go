@@ -2,6 +2,7 @@ package main
 
 import (
 	"archive/tar"
+	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
@@ -151,4 +152,70 @@ func runBinOK(t *testing.T, env []string, args ...string) string {
 		t.Fatalf("nlpswarm %v: exit %d\n%s%s", args, code, stdout, stderr)
 	}
 	return stdout
+}
+
+// An upload may take longer than the server's read timeout as long as bytes
+// keep coming; one that stalls is cut off after the upload idle time and
+// leaves nothing behind.
+func TestUploadDeadlines(t *testing.T) {
+	fixture, _ := filepath.Abs(filepath.Join("..", "..", "..", "shared", "fixtures", "nlp", "sentiment"))
+	if _, err := os.Stat(fixture); err != nil {
+		t.Skipf("fixture absent: %v", err)
+	}
+	store := t.TempDir()
+	url, token, _ := startAPIServerPID(t, "--readtimeout=1s", "--writetimeout=1s", "--upload.idle=1500ms", "--store.dir="+store)
+	runBinOK(t, []string{"NLPSWARM_SERVER=" + url, "NLPSWARM_TOKEN=" + token}, "models", "create", "slow", "--task", "text-classification")
+
+	// upload sends the archive in ten pieces with pause between them,
+	// stalling 3 s before piece stallAt (-1: never)
+	upload := func(pause time.Duration, stallAt int) (int, string) {
+		pr, pw := io.Pipe()
+		mw := multipart.NewWriter(pw)
+		go func() {
+			part, _ := mw.CreateFormFile("archive", "slow.tar.gz")
+			var archive bytes.Buffer
+			if err := writePaddedArchive(&archive, fixture, 1<<20); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+			b := archive.Bytes()
+			chunk := len(b)/10 + 1
+			for i := 0; i < len(b); i += chunk {
+				if i/chunk == stallAt {
+					time.Sleep(3 * time.Second) // past the idle time
+				}
+				if _, err := part.Write(b[i:min(i+chunk, len(b))]); err != nil {
+					pw.CloseWithError(err)
+					return
+				}
+				time.Sleep(pause)
+			}
+			pw.CloseWithError(mw.Close())
+		}()
+		req, _ := http.NewRequest("POST", url+"/api/v1/models/slow/versions", pr)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	start := time.Now()
+	if code, body := upload(400*time.Millisecond, -1); code != http.StatusCreated {
+		t.Fatalf("steady upload over %s (read timeout 1s): %d %s", time.Since(start).Round(100*time.Millisecond), code, body)
+	}
+	t.Logf("a steady upload of %s outlived the 1 s read timeout", time.Since(start).Round(100*time.Millisecond))
+	if code, body := upload(0, 5); code == http.StatusCreated {
+		t.Fatalf("an upload that stalled 3 s (idle limit 1.5 s) was accepted: %s", body)
+	}
+	out := runBinOK(t, []string{"NLPSWARM_SERVER=" + url, "NLPSWARM_TOKEN=" + token}, "models", "versions", "slow", "--json")
+	if strings.Count(out, `"version"`) != 1 {
+		t.Fatalf("want exactly the first version after the stalled upload:\n%s", out)
+	}
+	if left, _ := filepath.Glob(filepath.Join(store, "tmp", "*")); len(left) != 0 {
+		t.Fatalf("the stalled upload left %v", left)
+	}
 }
