@@ -418,7 +418,32 @@ type sample struct {
 	ok, refused, fail int64
 }
 
-func (f *fleet) record(t *testing.T, clients *atomic.Int64, ok, refused, failed *atomic.Int64) (*timeline, func()) {
+// tally counts answers: 200, 503 with Retry-After (the documented refusal
+// of a full hold or a hold past its deadline), anything else a failure.
+type tally struct {
+	ok, refused, failed atomic.Int64
+	mu                  sync.Mutex
+	bad                 map[string]int
+}
+
+func (c *tally) count(code int, retry string, body []byte) {
+	switch {
+	case code == 200:
+		c.ok.Add(1)
+	case code == 503 && retry != "":
+		c.refused.Add(1)
+	default:
+		c.failed.Add(1)
+		c.mu.Lock()
+		if c.bad == nil {
+			c.bad = map[string]int{}
+		}
+		c.bad[fmt.Sprintf("%d %.120s", code, body)]++
+		c.mu.Unlock()
+	}
+}
+
+func (f *fleet) record(t *testing.T, clients *atomic.Int64, c *tally) (*timeline, func()) {
 	tl := &timeline{start: time.Now()}
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -430,7 +455,7 @@ func (f *fleet) record(t *testing.T, clients *atomic.Int64, ok, refused, failed 
 			d, r, _ := f.replicas(t)
 			tl.mu.Lock()
 			tl.rows = append(tl.rows, sample{at: time.Since(tl.start), clients: int(clients.Load()), desired: d, running: r,
-				ok: ok.Load(), refused: refused.Load(), fail: failed.Load()})
+				ok: c.ok.Load(), refused: c.refused.Load(), fail: c.failed.Load()})
 			tl.mu.Unlock()
 			select {
 			case <-stop:
@@ -464,33 +489,24 @@ func (tl *timeline) print(t *testing.T) {
 func (f *fleet) burst(t *testing.T, n int) {
 	t.Helper()
 	wakes0 := f.gatewayCounter("nlpswarm_gateway_wakeups_total")
-	var clients, ok, refused, failed atomic.Int64
-	tl, stop := f.record(t, &clients, &ok, &refused, &failed)
+	var clients atomic.Int64
+	var c tally
+	tl, stop := f.record(t, &clients, &c)
 	clients.Store(int64(n))
 	start := time.Now()
 	var firstOK atomic.Int64
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	bad := map[string]int{}
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			code, retry, body := f.request(context.Background(), "")
-			switch {
-			case code == 200:
+			c.count(code, retry, body)
+			if code == 200 {
 				if err := f.checkAnswer(body); err != nil {
 					t.Error(err)
 				}
-				ok.Add(1)
 				firstOK.CompareAndSwap(0, int64(time.Since(start)))
-			case code == 503 && retry != "":
-				refused.Add(1)
-			default:
-				failed.Add(1)
-				mu.Lock()
-				bad[fmt.Sprintf("%d %.120s", code, body)]++
-				mu.Unlock()
 			}
 		}()
 	}
@@ -511,9 +527,9 @@ func (f *fleet) burst(t *testing.T, n int) {
 		prev = s.desired
 	}
 	t.Logf("%d requests at once for the model at zero: %d answered 200 (first after %s, all within %s), %d refused with 503 + Retry-After, %d failed; %v wake-up(s) sent, %d scale-up(s) from zero",
-		n, ok.Load(), time.Duration(firstOK.Load()).Round(time.Millisecond), took.Round(time.Millisecond), refused.Load(), failed.Load(), wakes, fromZero)
-	if failed.Load() > 0 {
-		t.Fatalf("failed requests: %v", bad)
+		n, c.ok.Load(), time.Duration(firstOK.Load()).Round(time.Millisecond), took.Round(time.Millisecond), c.refused.Load(), c.failed.Load(), wakes, fromZero)
+	if c.failed.Load() > 0 {
+		t.Fatalf("failed requests: %v", c.bad)
 	}
 	if wakes != 1 || fromZero != 1 {
 		t.Fatalf("%v wake-ups and %d scale-ups from zero for %d requests at once: want exactly 1 and 1", wakes, fromZero, n)
@@ -528,10 +544,9 @@ func (f *fleet) ramp(t *testing.T) {
 		hold    time.Duration
 	}{{1, 3 * time.Second}, {2, 2 * time.Second}, {4, 2 * time.Second}, {8, 2 * time.Second}, {16, 2 * time.Second},
 		{32, 8 * time.Second}, {16, 2 * time.Second}, {8, 2 * time.Second}, {4, 2 * time.Second}, {2, 2 * time.Second}, {1, 2 * time.Second}}
-	var clients, ok, refused, failed atomic.Int64
-	tl, stopRecord := f.record(t, &clients, &ok, &refused, &failed)
-	var mu sync.Mutex
-	bad := map[string]int{}
+	var clients atomic.Int64
+	var c tally
+	tl, stopRecord := f.record(t, &clients, &c)
 	var workers []context.CancelFunc
 	var wg sync.WaitGroup
 	maxDesired := 0
@@ -543,18 +558,7 @@ func (f *fleet) ramp(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for ctx.Err() == nil {
-					code, retry, body := f.request(context.Background(), "")
-					switch {
-					case code == 200:
-						ok.Add(1)
-					case code == 503 && retry != "":
-						refused.Add(1)
-					default:
-						failed.Add(1)
-						mu.Lock()
-						bad[fmt.Sprintf("%d %.120s", code, body)]++
-						mu.Unlock()
-					}
+					c.count(f.request(context.Background(), ""))
 				}
 			}()
 		}
@@ -584,9 +588,9 @@ func (f *fleet) ramp(t *testing.T) {
 	stopRecord()
 	tl.print(t)
 	t.Logf("ramp 1 → 32 → 0 clients: %d answered, %d refused (503 + Retry-After), %d failed; replicas peaked at %d desired; zero %s after the last request",
-		ok.Load(), refused.Load(), failed.Load(), maxDesired, time.Since(start).Round(100*time.Millisecond))
-	if failed.Load() > 0 || refused.Load() > 0 {
-		t.Fatalf("requests failed during the ramp (none may at 32 clients, well under the hold bound): %v", bad)
+		c.ok.Load(), c.refused.Load(), c.failed.Load(), maxDesired, time.Since(start).Round(100*time.Millisecond))
+	if c.failed.Load() > 0 || c.refused.Load() > 0 {
+		t.Fatalf("requests failed during the ramp (none may at 32 clients, well under the hold bound): %v", c.bad)
 	}
 	if maxDesired != 4 {
 		t.Fatalf("replicas peaked at %d at 32 clients: want max 4", maxDesired)
