@@ -1,26 +1,12 @@
 package main
 
-import (
-	"os"
-	"path/filepath"
-	"strings"
-	"testing"
-)
+import "testing"
 
 // The autoscale flags of deploy, the floor semantics of scale and what
 // status shows, against the real apiserver.
 func TestCLIAutoscale(t *testing.T) {
-	url, token := startAPIServer(t)
-	env := []string{"NLPSWARM_SERVER=" + url, "NLPSWARM_TOKEN=" + token}
-	fixture, _ := filepath.Abs(filepath.Join("..", "..", "..", "shared", "fixtures", "nlp", "sentiment"))
-	if _, err := os.Stat(fixture); err != nil {
-		t.Skipf("fixture absent: %v", err)
-	}
-	steps := []struct {
-		args []string
-		code int
-		want string
-	}{
+	env, fixture := cliSession(t)
+	runSteps(t, env, []cliStep{
 		{[]string{"models", "create", "sentiment", "--task", "text-classification"}, 0, "created model sentiment"},
 		{[]string{"models", "push", "sentiment", fixture}, 0, "pushed sentiment version 1"},
 		{[]string{"deploy", "sentiment", "--min", "1"}, 2, "need --max"},
@@ -37,11 +23,5 @@ func TestCLIAutoscale(t *testing.T) {
 		{[]string{"deploy", "sentiment", "--max", "4"}, 0, "2 replica(s) autoscaled 0..4 @4"},
 		{[]string{"deploy", "sentiment", "--replicas", "1"}, 0, "1 replica(s), generation"},
 		{[]string{"status", "sentiment"}, 0, "   -   "},
-	}
-	for _, s := range steps {
-		stdout, stderr, code := runBin(t, env, s.args...)
-		if code != s.code || !strings.Contains(stdout+stderr, s.want) {
-			t.Fatalf("nlpswarm %v: exit %d (want %d)\nstdout: %s\nstderr: %s\nwant %q", s.args, code, s.code, stdout, stderr, s.want)
-		}
-	}
+	})
 }

@@ -68,18 +68,40 @@ func startAPIServerPID(t *testing.T, extraArgs ...string) (url, token string, pi
 	return
 }
 
-func TestCLIAgainstAPIServer(t *testing.T) {
+// cliStep is one CLI call, its exit code and a part of its output.
+type cliStep struct {
+	args []string
+	code int
+	want string
+}
+
+// cliSession starts an apiserver and returns the CLI's environment for it
+// and the sentiment fixture's folder (skipping without it).
+func cliSession(t *testing.T) (env []string, fixture string) {
+	t.Helper()
 	url, token := startAPIServer(t)
-	env := []string{"NLPSWARM_SERVER=" + url, "NLPSWARM_TOKEN=" + token}
-	fixture, _ := filepath.Abs(filepath.Join("..", "..", "..", "shared", "fixtures", "nlp", "sentiment"))
+	fixture, _ = filepath.Abs(filepath.Join("..", "..", "..", "shared", "fixtures", "nlp", "sentiment"))
 	if _, err := os.Stat(fixture); err != nil {
 		t.Skipf("fixture absent: %v", err)
 	}
-	steps := []struct {
-		args []string
-		code int
-		want string
-	}{
+	return []string{"NLPSWARM_SERVER=" + url, "NLPSWARM_TOKEN=" + token}, fixture
+}
+
+// runSteps runs the steps in order, stopping at the first that differs.
+func runSteps(t *testing.T, env []string, steps []cliStep) {
+	t.Helper()
+	for _, s := range steps {
+		stdout, stderr, code := runBin(t, env, s.args...)
+		if code != s.code || !strings.Contains(stdout+stderr, s.want) {
+			t.Fatalf("nlpswarm %v: exit %d (want %d)\nstdout: %s\nstderr: %s\nwant %q", s.args, code, s.code, stdout, stderr, s.want)
+		}
+	}
+}
+
+func TestCLIAgainstAPIServer(t *testing.T) {
+	env, fixture := cliSession(t)
+	url := strings.TrimPrefix(env[0], "NLPSWARM_SERVER=")
+	runSteps(t, env, []cliStep{
 		{[]string{"models", "ls"}, 0, "NAME"},
 		{[]string{"models", "create", "sentiment", "--task", "text-classification"}, 0, "created model sentiment"},
 		{[]string{"models", "create", "Bad", "--task", "text-classification"}, 1, "name must match"},
@@ -105,13 +127,7 @@ func TestCLIAgainstAPIServer(t *testing.T) {
 		{[]string{"status"}, 0, "MODEL"},
 		{[]string{"models", "frob"}, 2, "unknown models sub-command"},
 		{[]string{"deploy"}, 2, "usage"},
-	}
-	for _, s := range steps {
-		stdout, stderr, code := runBin(t, env, s.args...)
-		if code != s.code || !strings.Contains(stdout+stderr, s.want) {
-			t.Fatalf("nlpswarm %v: exit %d (want %d)\nstdout: %s\nstderr: %s\nwant %q", s.args, code, s.code, stdout, stderr, s.want)
-		}
-	}
+	})
 	// no token: usage error, nothing sent
 	if _, stderr, code := runBin(t, []string{"NLPSWARM_SERVER=" + url}, "models", "ls"); code != 2 || !strings.Contains(stderr, "no admin token") {
 		t.Fatalf("without token: %d %s", code, stderr)
