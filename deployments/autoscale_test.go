@@ -447,18 +447,22 @@ func (f *fleet) record(t *testing.T, clients *atomic.Int64, c *tally) (*timeline
 	tl := &timeline{start: time.Now()}
 	stop := make(chan struct{})
 	done := make(chan struct{})
+	snap := func() {
+		d, r, _ := f.replicas(t)
+		tl.mu.Lock()
+		tl.rows = append(tl.rows, sample{at: time.Since(tl.start), clients: int(clients.Load()), desired: d, running: r,
+			ok: c.ok.Load(), refused: c.refused.Load(), fail: c.failed.Load()})
+		tl.mu.Unlock()
+	}
 	go func() {
 		defer close(done)
 		tick := time.NewTicker(250 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			d, r, _ := f.replicas(t)
-			tl.mu.Lock()
-			tl.rows = append(tl.rows, sample{at: time.Since(tl.start), clients: int(clients.Load()), desired: d, running: r,
-				ok: c.ok.Load(), refused: c.refused.Load(), fail: c.failed.Load()})
-			tl.mu.Unlock()
+			snap()
 			select {
 			case <-stop:
+				snap() // the final state
 				return
 			case <-tick.C:
 			}
