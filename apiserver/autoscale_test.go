@@ -32,6 +32,7 @@ func TestAutoscaledDeployment(t *testing.T) {
 		{"autoscale": map[string]any{"max": 4, "idle_to_zero": "forever"}},
 		{"autoscale": map[string]any{"max": 4, "scale_down_delay": "1ms"}},
 		{"autoscale": map[string]any{"max": 4, "unknown": 1}},
+		{"autoscale": map[string]any{"max": 4}, "resources": map[string]any{"gpus": 1, "gpu_memory": "8G"}},
 	} {
 		if code, body := put(bad); code != 400 {
 			t.Errorf("%v: %d %v, want 400", bad, code, body)

@@ -118,6 +118,12 @@ func (r *DeploymentRequest) Check() error {
 		}
 	}
 	if r.Autoscale != nil {
+		if r.Resources.GPUs > 0 {
+			// GPU placement sizes its assignment by the replica count, so
+			// every change would re-place (and may move) the service, and a
+			// GPU request of 0 replicas is refused as unplaceable
+			return errors.New("autoscale is not available for GPU deployments yet")
+		}
 		b := r.Autoscale.Bounds().WithDefaults()
 		if err := b.Validate(); err != nil {
 			return err
