@@ -2,6 +2,8 @@
 // Hugging Face model exported to ONNX (hugot's pure-Go backend), answers with
 // the output shapes of the transformers pipelines, batches concurrent
 // requests, and serves /predict and the Open Inference Protocol v2. It can
-// fetch its artifact by digest from the model manager. It knows nothing of
+// fetch its artifact by digest from the model manager into a cache that
+// replicas on one node share, and records its cold start (models/coldstart).
+// It knows nothing of
 // Postgres, Swarm, API keys or the gateway.
 package models
