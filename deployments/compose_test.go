@@ -138,6 +138,13 @@ func TestStackServices(t *testing.T) {
 				t.Errorf("%s: healthcheck %v is not exec-form nlpswarm healthcheck (scratch has no shell)", name, s.Healthcheck.Test)
 			}
 		}
+		// Swarm expands {{.Node.ID}} and friends in env, hostname and
+		// mounts, never in the command: there it stays literal
+		for _, a := range s.Command {
+			if strings.Contains(a, "{{") {
+				t.Errorf("%s: template in a command argument, which Swarm passes unexpanded: %s (use the NLPSWARM_* variable)", name, a)
+			}
+		}
 		// secrets never ride in the command line or the environment
 		for _, a := range s.Command {
 			if strings.Contains(a, "password=") || strings.Contains(a, "token=") {
