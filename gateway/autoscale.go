@@ -181,9 +181,12 @@ func (g *Gateway) wake(model string, l *modelLoad) {
 	}
 	g.m.wakeups.WithLabelValues(model).Inc()
 	go func() {
+		// a burst arrives over some milliseconds: wait a moment so that the
+		// wake-up carries it whole and the scheduler scales once
+		time.Sleep(g.opts.WakeCoalesce)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		if err := loadreport.Wake(ctx, g.rdb, g.opts.RedisPrefix, model); err != nil {
+		if err := loadreport.Wake(ctx, g.rdb, g.opts.RedisPrefix, loadreport.Wakeup{Model: model, Held: int(l.held.Load())}); err != nil {
 			l.wokeAt.Store(0) // let the next held request try again
 			g.log.Warn("cannot ask for a replica of a model at zero", "model", model, "err", err)
 			return

@@ -59,6 +59,7 @@ type Options struct {
 	HoldRetryAfter time.Duration // Retry-After of a refused or timed-out held request
 	HoldPoll       time.Duration // how often a model's replicas are looked up while requests are held
 	WakeResend     time.Duration // a held model's wake-up is sent again after this long without a replica
+	WakeCoalesce   time.Duration // how long a wake-up waits for the rest of a burst, to carry its size
 }
 
 // DefaultOptions are the defaults the gateway role starts from.
@@ -69,7 +70,7 @@ func DefaultOptions() Options {
 		UsageFlush: 10 * time.Second, EjectAfter: 3, ProbeInterval: time.Second,
 		IdleConnTimeout: 60 * time.Second, RedisPrefix: "nlpswarm:",
 		LoadReport: time.Second, HoldMax: 100, HoldRetryAfter: 3 * time.Second, HoldPoll: 150 * time.Millisecond,
-		WakeResend: 5 * time.Second,
+		WakeResend: 5 * time.Second, WakeCoalesce: 20 * time.Millisecond,
 	}
 }
 
@@ -133,6 +134,7 @@ func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
 	orDefault(&opts.HoldRetryAfter, d.HoldRetryAfter)
 	orDefault(&opts.HoldPoll, d.HoldPoll)
 	orDefault(&opts.WakeResend, d.WakeResend)
+	orDefault(&opts.WakeCoalesce, d.WakeCoalesce)
 	if deps.DB == nil || deps.Discovery == nil {
 		return nil, errors.New("gateway: DB and Discovery are required")
 	}
@@ -402,6 +404,11 @@ func (g *Gateway) fail(w http.ResponseWriter, st *reqState, status int, code, ms
 // admit authenticates the caller, resolves the model and applies the plan.
 // It writes the error answer itself and returns ok=false.
 func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState) (*Key, *Model, bool) {
+	if len(r.Header.Values("Authorization")) > 1 {
+		// which one would a proxy in front have checked? Neither is taken.
+		g.fail(w, st, http.StatusBadRequest, "invalid_request", "more than one Authorization header")
+		return nil, nil, false
+	}
 	tok := tokenFrom(r)
 	if tok == "" {
 		w.Header().Set("WWW-Authenticate", `Token realm="nlpswarm"`)
@@ -461,8 +468,13 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
+		var ne net.Error
 		if errors.As(err, &mbe) {
 			g.fail(w, st, http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("body over %d bytes", g.opts.MaxBodyBytes))
+		} else if errors.As(err, &ne) && ne.Timeout() {
+			// a body trickled slower than the server's read timeout (slowloris)
+			w.Header().Set("Connection", "close")
+			g.fail(w, st, http.StatusRequestTimeout, "request_timeout", "the body did not arrive within the server's read timeout")
 		} else {
 			g.fail(w, st, http.StatusBadRequest, "invalid_request", "cannot read the body")
 		}

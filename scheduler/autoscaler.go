@@ -83,7 +83,7 @@ func (a *Autoscaler) Run(ctx context.Context) {
 
 func (a *Autoscaler) listenWake(ctx context.Context) {
 	for ctx.Err() == nil {
-		model, err := loadreport.WaitWake(ctx, a.Redis, a.Prefix, time.Second)
+		w, err := loadreport.WaitWake(ctx, a.Redis, a.Prefix, time.Second)
 		if err != nil {
 			if ctx.Err() == nil {
 				a.Log.Warn("autoscaler: wake-ups unavailable; retrying", "err", err)
@@ -94,13 +94,13 @@ func (a *Autoscaler) listenWake(ctx context.Context) {
 			}
 			continue
 		}
-		if model == "" {
+		if w.Model == "" {
 			continue
 		}
-		if ev, err := a.Wake(ctx, model); err != nil && ctx.Err() == nil {
-			a.Log.Warn("autoscaler: wake-up", "model", model, "err", err)
+		if ev, err := a.Wake(ctx, w); err != nil && ctx.Err() == nil {
+			a.Log.Warn("autoscaler: wake-up", "model", w.Model, "err", err)
 		} else if ev == nil {
-			a.Log.Debug("autoscaler: wake-up for a model already scaled", "model", model)
+			a.Log.Debug("autoscaler: wake-up for a model already scaled", "model", w.Model)
 		}
 	}
 }
@@ -159,9 +159,12 @@ func (a *Autoscaler) Tick(ctx context.Context) ([]ScaleEvent, error) {
 	return events, errors.Join(errs...)
 }
 
-// Wake scales model from zero at once, if it is still at zero: a repeated
-// wake-up (several gateways, a resend) changes nothing.
-func (a *Autoscaler) Wake(ctx context.Context, model string) (*ScaleEvent, error) {
+// Wake scales a model from zero at once, if it is still at zero, to the
+// replicas its held requests need (the rule's ceil(held/target) within the
+// bounds): a burst gets one scale-up, not 0 → 1 and a second one a tick
+// later. A repeated wake-up (several gateways, a resend) changes nothing.
+func (a *Autoscaler) Wake(ctx context.Context, w loadreport.Wakeup) (*ScaleEvent, error) {
+	model := w.Model
 	deps, err := a.load(ctx, model)
 	if err != nil || len(deps) == 0 || deps[0].replicas != 0 {
 		return nil, err
@@ -171,7 +174,8 @@ func (a *Autoscaler) Wake(ctx context.Context, model string) (*ScaleEvent, error
 	a.mu.Lock()
 	a.init()
 	a.lastRequest[model] = now
-	in := autoscale.Input{Now: now, Current: 0, Bounds: d.bounds, Samples: append([]autoscale.Sample(nil), a.samples[model]...),
+	samples := append(append([]autoscale.Sample(nil), a.samples[model]...), autoscale.Sample{At: now, Inflight: float64(w.Held)})
+	in := autoscale.Input{Now: now, Current: 0, Bounds: d.bounds, Samples: samples,
 		SinceScale: d.sinceScale, LastRequest: now, Wake: true}
 	a.mu.Unlock()
 	return a.decide(ctx, d, in)

@@ -105,7 +105,7 @@ func TestAutoscalerTicksAndWakes(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ev, err := a.Wake(ctx, "sentiment")
+			ev, err := a.Wake(ctx, loadreport.Wakeup{Model: "sentiment", Held: 1})
 			if err != nil {
 				t.Error(err)
 			}
@@ -128,7 +128,7 @@ func TestAutoscalerTicksAndWakes(t *testing.T) {
 	done := make(chan struct{})
 	go func() { a.Run(rctx); close(done) }()
 	sent := time.Now()
-	if err := loadreport.Wake(ctx, rdb, prefix, "sentiment"); err != nil {
+	if err := loadreport.Wake(ctx, rdb, prefix, loadreport.Wakeup{Model: "sentiment", Held: 1}); err != nil {
 		t.Fatal(err)
 	}
 	for r, _, _ := state(); r != 1; r, _, _ = state() {
@@ -140,6 +140,21 @@ func TestAutoscalerTicksAndWakes(t *testing.T) {
 	t.Logf("wake-up in Redis → replicas 1 in %s", time.Since(sent).Round(time.Millisecond))
 	cancel()
 	<-done
+
+	// a wake-up that carries a burst (30 held, target 4, max 4) scales
+	// straight to what the burst needs: one scale-up, not 0 → 1 → 4
+	if _, err := db.Pool.Exec(ctx, `UPDATE deployments SET replicas = 0`); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := a.Wake(ctx, loadreport.Wakeup{Model: "sentiment", Held: 30}); err != nil || ev == nil || ev.To != 4 {
+		t.Fatalf("wake-up for 30 held requests: %+v %v, want 0 → 4", ev, err)
+	}
+	if ev, err := a.Wake(ctx, loadreport.Wakeup{Model: "sentiment", Held: 30}); err != nil || ev != nil {
+		t.Fatalf("a second wake-up changed the count: %+v %v", ev, err)
+	}
+	if _, err := db.Pool.Exec(ctx, `UPDATE deployments SET replicas = 1`); err != nil {
+		t.Fatal(err)
+	}
 
 	// a manual scale sets the floor: idle load keeps 2
 	if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { _, err := desired.ManualScale(ctx, tx, "sentiment", 2); return err }); err != nil {

@@ -105,10 +105,22 @@ func Read(ctx context.Context, rdb redis.Cmdable, prefix string, ttl time.Durati
 // maxWake bounds the wake-up list when no scheduler drains it.
 const maxWake = 1000
 
-// Wake asks the autoscaler for a replica of model, now at zero.
-func Wake(ctx context.Context, rdb redis.Cmdable, prefix, model string) error {
-	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.LPush(ctx, WakeKey(prefix), model)
+// Wakeup asks the autoscaler for replicas of a model at zero. Held is how
+// many requests the gateway holds for it when it sends the wake-up, so that
+// a burst gets the replicas it needs in one scale-up.
+type Wakeup struct {
+	Model string `json:"model"`
+	Held  int    `json:"held"`
+}
+
+// Wake asks the autoscaler for replicas of a model now at zero.
+func Wake(ctx context.Context, rdb redis.Cmdable, prefix string, w Wakeup) error {
+	b, err := json.Marshal(w)
+	if err != nil {
+		return err
+	}
+	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.LPush(ctx, WakeKey(prefix), b)
 		p.LTrim(ctx, WakeKey(prefix), 0, maxWake-1)
 		return nil
 	})
@@ -116,15 +128,20 @@ func Wake(ctx context.Context, rdb redis.Cmdable, prefix, model string) error {
 }
 
 // WaitWake blocks until a wake-up arrives or timeout (at least 1 s, Redis'
-// smallest blocking timeout) passes; it returns the model, or "" on timeout.
-func WaitWake(ctx context.Context, rdb redis.Cmdable, prefix string, timeout time.Duration) (string, error) {
+// smallest blocking timeout) passes; on timeout the Wakeup is zero. An entry
+// that is not a Wakeup (a bare model name, pushed by hand) wakes that model.
+func WaitWake(ctx context.Context, rdb redis.Cmdable, prefix string, timeout time.Duration) (Wakeup, error) {
 	timeout = max(timeout, time.Second).Round(time.Second)
 	res, err := rdb.BRPop(ctx, timeout, WakeKey(prefix)).Result()
 	if errors.Is(err, redis.Nil) {
-		return "", nil
+		return Wakeup{}, nil
 	}
 	if err != nil {
-		return "", err
+		return Wakeup{}, err
 	}
-	return res[1], nil
+	var w Wakeup
+	if json.Unmarshal([]byte(res[1]), &w) != nil || w.Model == "" {
+		w = Wakeup{Model: res[1]}
+	}
+	return w, nil
 }

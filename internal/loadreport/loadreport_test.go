@@ -58,23 +58,23 @@ func TestWake(t *testing.T) {
 	rdb, prefix := rdbtest.New(t)
 	ctx := context.Background()
 	start := time.Now()
-	if m, err := loadreport.WaitWake(ctx, rdb, prefix, time.Second); m != "" || err != nil || time.Since(start) < 900*time.Millisecond {
-		t.Fatalf("empty list: %q %v after %s", m, err, time.Since(start))
+	if m, err := loadreport.WaitWake(ctx, rdb, prefix, time.Second); m.Model != "" || err != nil || time.Since(start) < 900*time.Millisecond {
+		t.Fatalf("empty list: %+v %v after %s", m, err, time.Since(start))
 	}
-	got := make(chan string, 1)
+	got := make(chan loadreport.Wakeup, 1)
 	go func() {
 		m, _ := loadreport.WaitWake(ctx, rdb, prefix, 5*time.Second)
 		got <- m
 	}()
 	time.Sleep(50 * time.Millisecond)
 	sent := time.Now()
-	if err := loadreport.Wake(ctx, rdb, prefix, "sentiment"); err != nil {
+	if err := loadreport.Wake(ctx, rdb, prefix, loadreport.Wakeup{Model: "sentiment", Held: 7}); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case m := <-got:
-		if m != "sentiment" {
-			t.Fatalf("woke %q", m)
+		if m != (loadreport.Wakeup{Model: "sentiment", Held: 7}) {
+			t.Fatalf("woke %+v", m)
 		}
 		t.Logf("wake-up delivered in %s", time.Since(sent).Round(time.Microsecond))
 	case <-time.After(3 * time.Second):
