@@ -51,6 +51,9 @@ type Options struct {
 	ProbeInterval     time.Duration
 	IdleConnTimeout   time.Duration // upstream keep-alive; well under Swarm's 900 s IPVS drop
 	RedisPrefix       string
+	// LimitSync is how often the requests admitted against the local rate
+	// limit buckets are settled with Redis (limit.go).
+	LimitSync time.Duration
 	// Autoscaling (autoscale.go): load figures for the scheduler, and the
 	// hold of requests for a model at zero.
 	GatewayID      string        // names this gateway's load figures in Redis (hostname-random by default)
@@ -70,7 +73,7 @@ func DefaultOptions() Options {
 		UsageFlush: 10 * time.Second, EjectAfter: 3, ProbeInterval: time.Second,
 		IdleConnTimeout: 60 * time.Second, RedisPrefix: "nlpswarm:",
 		LoadReport: time.Second, HoldMax: 100, HoldRetryAfter: 3 * time.Second, HoldPoll: 150 * time.Millisecond,
-		WakeResend: 5 * time.Second, WakeCoalesce: 20 * time.Millisecond,
+		WakeResend: 5 * time.Second, WakeCoalesce: 20 * time.Millisecond, LimitSync: DefaultLimitSync,
 	}
 }
 
@@ -135,6 +138,7 @@ func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
 	orDefault(&opts.HoldPoll, d.HoldPoll)
 	orDefault(&opts.WakeResend, d.WakeResend)
 	orDefault(&opts.WakeCoalesce, d.WakeCoalesce)
+	orDefault(&opts.LimitSync, d.LimitSync)
 	if deps.DB == nil || deps.Discovery == nil {
 		return nil, errors.New("gateway: DB and Discovery are required")
 	}
@@ -153,7 +157,7 @@ func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
 	}
 	g := &Gateway{
 		opts: opts, log: deps.Log, catalog: newCatalog(deps.DB), keys: newKeyStore(deps.DB, opts.KeyCacheTTL),
-		limiter: newLimiter(deps.Redis, opts.RedisPrefix), usage: newUsage(deps.DB), disc: deps.Discovery,
+		limiter: newLimiter(deps.Redis, opts.RedisPrefix, opts.LimitSync), usage: newUsage(deps.DB), disc: deps.Discovery,
 		policy: deps.Policy, client: &http.Client{Transport: tr}, m: newMetrics(deps.Registry),
 		rediscov: make(chan struct{}, 1), recatalog: make(chan struct{}, 1), rdb: deps.Redis,
 	}
@@ -169,7 +173,8 @@ func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
 	g.discoverAll(ctx)
 	lctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
-	g.done.Add(4)
+	g.done.Add(5)
+	go func() { defer g.done.Done(); g.limiter.Run(lctx) }()
 	go g.loopCatalog(lctx)
 	go g.loopUsage(lctx)
 	go g.loopLoad(lctx)
@@ -192,6 +197,9 @@ func (g *Gateway) Close(ctx context.Context) error {
 	g.cancel()
 	g.done.Wait()
 	g.client.CloseIdleConnections()
+	if err := g.limiter.Settle(ctx); err != nil {
+		g.log.Warn("rate limit settlement at shutdown failed", "err", err)
+	}
 	return g.FlushUsage(ctx)
 }
 

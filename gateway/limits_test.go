@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nlpswarm/nlpswarm/internal/rdb/rdbtest"
 )
 
 func TestRateLimit(t *testing.T) {
@@ -128,4 +130,49 @@ func TestUsageKeptWhilePostgresDown(t *testing.T) {
 		t.Fatal("counts dropped on a connection failure")
 	}
 	_ = http.StatusOK
+}
+
+// Two gateways share one key's plan through Redis: each admits against its
+// local bucket and settles with Redis every sync interval, so together they
+// stay within the plan plus the documented slack (one burst and one interval
+// of the rate each), and a key that one gateway alone exhausts is refused by
+// the other after the next settlement.
+func TestRateLimitSharedAcrossGateways(t *testing.T) {
+	rdb, prefix := rdbtest.New(t)
+	const rps, burst = 20, 5
+	key := &Key{ID: 42, RPS: rps, Burst: burst}
+	sync := 20 * time.Millisecond
+	a, b := newLimiter(rdb, prefix, sync), newLimiter(rdb, prefix, sync)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Run(ctx)
+	go b.Run(ctx)
+
+	// both gateways offer far more than the plan for 2 s
+	var admitted [2]int
+	start := time.Now()
+	for time.Since(start) < 2*time.Second {
+		for i, l := range []*Limiter{a, b} {
+			if v := l.Allow(ctx, key); v.Allowed {
+				admitted[i]++
+			} else if v.RetryAfter <= 0 {
+				t.Fatalf("refused without Retry-After: %+v", v)
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start).Seconds()
+	total := admitted[0] + admitted[1]
+	plan := burst + rps*elapsed
+	slack := 2 * (burst + rps*2*sync.Seconds() + 1)
+	t.Logf("two gateways admitted %d + %d = %d in %.1fs; the plan allows %.0f, slack %.0f", admitted[0], admitted[1], total, elapsed, plan, slack)
+	if float64(total) > plan+slack {
+		t.Fatalf("%d admitted, more than the plan (%.0f) and its slack (%.0f)", total, plan, slack)
+	}
+	if float64(total) < 0.8*plan {
+		t.Fatalf("%d admitted, far below the plan's %.0f", total, plan)
+	}
+	if admitted[0] > int(plan) && admitted[1] > int(plan) {
+		t.Fatalf("each gateway admitted its own full plan (%v): Redis did not share the budget", admitted)
+	}
 }
