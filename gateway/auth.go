@@ -2,14 +2,18 @@ package gateway
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nlpswarm/nlpswarm/internal/apikey"
 )
@@ -27,11 +31,19 @@ type Key struct {
 
 var errNoKey = errors.New("no such key")
 
-// KeyStore resolves keys by hash in Postgres, with a short local cache so that
-// a revoked key stops working within the cache TTL (plus the query time).
+// KeyStore resolves keys by hash: a short local cache, then a short cache in
+// Redis shared by the gateway replicas (so that N gateways ask Postgres once
+// per key and TTL, not N times), then Postgres. Each cache keeps an answer
+// for at most ttl (2 s), so a revoked key stops working within 2 × ttl plus
+// the query time. Only the key's hash and its plan are cached, never the key.
 type KeyStore struct {
-	db  *pgxpool.Pool
-	ttl time.Duration
+	db     *pgxpool.Pool
+	ttl    time.Duration
+	rdb    *redis.Client // optional
+	prefix string
+	// redisDownUntil (unix nanos): after a Redis error, go straight to
+	// Postgres for a second
+	redisDownUntil atomic.Int64
 
 	mu    sync.Mutex
 	cache map[string]keyEntry // by string(hash)
@@ -47,8 +59,53 @@ type keyEntry struct {
 // revocation is a write to that same Postgres.
 const staleIfError = 5 * time.Minute
 
-func newKeyStore(db *pgxpool.Pool, ttl time.Duration) *KeyStore {
-	return &KeyStore{db: db, ttl: ttl, cache: map[string]keyEntry{}}
+func newKeyStore(db *pgxpool.Pool, ttl time.Duration, rdb *redis.Client, prefix string) *KeyStore {
+	return &KeyStore{db: db, ttl: ttl, rdb: rdb, prefix: prefix, cache: map[string]keyEntry{}}
+}
+
+// cachedKey is a KeyStore answer as Redis holds it (Key nil: no such key).
+type cachedKey struct {
+	Key *Key `json:"key"`
+}
+
+func (s *KeyStore) redisKey(h string) string { return s.prefix + "apikey:" + hex.EncodeToString([]byte(h)) }
+
+func (s *KeyStore) useRedis() bool {
+	return s.rdb != nil && time.Now().UnixNano() >= s.redisDownUntil.Load()
+}
+
+// fromRedis returns the shared cache's answer for hash h, if it has one.
+func (s *KeyStore) fromRedis(ctx context.Context, h string) (k *Key, ok bool) {
+	if !s.useRedis() {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	b, err := s.rdb.Get(ctx, s.redisKey(h)).Bytes()
+	if err != nil {
+		if !errors.Is(err, redis.Nil) {
+			s.redisDownUntil.Store(time.Now().Add(time.Second).UnixNano())
+		}
+		return nil, false
+	}
+	var c cachedKey
+	if json.Unmarshal(b, &c) != nil {
+		return nil, false
+	}
+	return c.Key, true
+}
+
+// toRedis shares an answer from Postgres with the other gateways.
+func (s *KeyStore) toRedis(ctx context.Context, h string, k *Key) {
+	if !s.useRedis() {
+		return
+	}
+	b, _ := json.Marshal(cachedKey{Key: k})
+	ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if err := s.rdb.Set(ctx, s.redisKey(h), b, s.ttl).Err(); err != nil {
+		s.redisDownUntil.Store(time.Now().Add(time.Second).UnixNano())
+	}
 }
 
 // tokenFrom extracts the key from "Authorization: Token <key>" or "Bearer <key>".
@@ -77,6 +134,9 @@ func (s *KeyStore) Lookup(ctx context.Context, raw string) (*Key, error) {
 		}
 		return e.key, nil
 	}
+	if k, ok := s.fromRedis(ctx, h); ok {
+		return s.remember(h, k, now)
+	}
 	k := &Key{}
 	var rps *float64
 	var burst *int32
@@ -99,6 +159,12 @@ func (s *KeyStore) Lookup(ctx context.Context, raw string) (*Key, error) {
 			k.RPS, k.Burst, k.Quota = *rps, int(*burst), *quota
 		}
 	}
+	s.toRedis(ctx, h, k)
+	return s.remember(h, k, now)
+}
+
+// remember caches an answer locally and returns it as Lookup does.
+func (s *KeyStore) remember(h string, k *Key, now time.Time) (*Key, error) {
 	s.mu.Lock()
 	if len(s.cache) > 100_000 {
 		clear(s.cache)

@@ -156,7 +156,7 @@ func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
 		DisableCompression:  true,
 	}
 	g := &Gateway{
-		opts: opts, log: deps.Log, catalog: newCatalog(deps.DB), keys: newKeyStore(deps.DB, opts.KeyCacheTTL),
+		opts: opts, log: deps.Log, catalog: newCatalog(deps.DB), keys: newKeyStore(deps.DB, opts.KeyCacheTTL, deps.Redis, opts.RedisPrefix),
 		limiter: newLimiter(deps.Redis, opts.RedisPrefix, opts.LimitSync), usage: newUsage(deps.DB), disc: deps.Discovery,
 		policy: deps.Policy, client: &http.Client{Transport: tr}, m: newMetrics(deps.Registry),
 		rediscov: make(chan struct{}, 1), recatalog: make(chan struct{}, 1), rdb: deps.Redis,
