@@ -50,7 +50,10 @@ type Options struct {
 	EjectAfter        int // consecutive failures that eject a replica
 	ProbeInterval     time.Duration
 	IdleConnTimeout   time.Duration // upstream keep-alive; well under Swarm's 900 s IPVS drop
-	RedisPrefix       string
+	// DeadReplicaTimeout: a replica silent this long (its node gone, no
+	// reset) fails the attempt, which is retried on another replica.
+	DeadReplicaTimeout time.Duration
+	RedisPrefix        string
 	// LimitSync is how often the requests admitted against the local rate
 	// limit buckets are settled with Redis (limit.go).
 	LimitSync time.Duration
@@ -71,7 +74,7 @@ func DefaultOptions() Options {
 		Timeout: 30 * time.Second, MaxBodyBytes: 1 << 20, MaxTexts: 64,
 		CatalogRefresh: 3 * time.Second, DiscoveryInterval: time.Second, KeyCacheTTL: 2 * time.Second,
 		UsageFlush: 10 * time.Second, EjectAfter: 3, ProbeInterval: time.Second,
-		IdleConnTimeout: 60 * time.Second, RedisPrefix: "nlpswarm:",
+		IdleConnTimeout: 60 * time.Second, DeadReplicaTimeout: 5 * time.Second, RedisPrefix: "nlpswarm:",
 		LoadReport: time.Second, HoldMax: 100, HoldRetryAfter: 3 * time.Second, HoldPoll: 150 * time.Millisecond,
 		WakeResend: 5 * time.Second, WakeCoalesce: 20 * time.Millisecond, LimitSync: DefaultLimitSync,
 	}
@@ -129,6 +132,7 @@ func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
 	orDefault(&opts.EjectAfter, d.EjectAfter)
 	orDefault(&opts.ProbeInterval, d.ProbeInterval)
 	orDefault(&opts.IdleConnTimeout, d.IdleConnTimeout)
+	orDefault(&opts.DeadReplicaTimeout, d.DeadReplicaTimeout)
 	if opts.GatewayID == "" {
 		opts.GatewayID = defaultGatewayID()
 	}
@@ -149,7 +153,7 @@ func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
 		deps.Policy = LeastOutstanding{}
 	}
 	tr := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         upstreamDialer(opts.DeadReplicaTimeout).DialContext,
 		MaxIdleConns:        4096,
 		MaxIdleConnsPerHost: 512,
 		IdleConnTimeout:     opts.IdleConnTimeout,

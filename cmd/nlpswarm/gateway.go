@@ -40,6 +40,7 @@ type gatewayConfig struct {
 	KeyCacheTTL       time.Duration `description:"how long an API key lookup is cached (at most 2s: a revoked key stops within 5s)"`
 	UsageFlush        time.Duration `description:"how often usage counters are written to Postgres"`
 	IdleConnTimeout   time.Duration `description:"keep-alive idle timeout of upstream connections (keep well under Swarm's 900s IPVS drop)"`
+	DeadReplicaAfter  time.Duration `description:"a replica silent this long (its node gone: no reset, no answer to TCP keep-alive) fails the attempt, which is retried on another replica"`
 	RedisPrefix       string        `description:"prefix of the gateway's Redis keys"`
 	GatewayID         string        `description:"names this gateway's load figures in Redis (default: hostname and a random suffix)"`
 	LoadReport        time.Duration `description:"how often per-model in-flight and request figures go to Redis for the autoscaler (they expire after 3 periods)"`
@@ -62,7 +63,8 @@ func defaultGatewayConfig() *gatewayConfig {
 		Timeout: d.Timeout, MaxBodyBytes: d.MaxBodyBytes, MaxTexts: d.MaxTexts, EjectAfter: d.EjectAfter,
 		ProbeInterval: d.ProbeInterval, DiscoveryInterval: d.DiscoveryInterval, CatalogRefresh: d.CatalogRefresh,
 		KeyCacheTTL: d.KeyCacheTTL, UsageFlush: d.UsageFlush, IdleConnTimeout: d.IdleConnTimeout, RedisPrefix: d.RedisPrefix,
-		GCPercent: 400, LoadReport: d.LoadReport, HoldMax: d.HoldMax, HoldRetryAfter: d.HoldRetryAfter, HoldPoll: d.HoldPoll,
+		DeadReplicaAfter: d.DeadReplicaTimeout, GCPercent: 400,
+		LoadReport: d.LoadReport, HoldMax: d.HoldMax, HoldRetryAfter: d.HoldRetryAfter, HoldPoll: d.HoldPoll,
 		WakeCoalesce: d.WakeCoalesce,
 	}
 }
@@ -72,7 +74,7 @@ func (c *gatewayConfig) options() (gateway.Options, error) {
 		Timeout: c.Timeout, MaxBodyBytes: c.MaxBodyBytes, MaxTexts: c.MaxTexts, EjectAfter: c.EjectAfter,
 		ProbeInterval: c.ProbeInterval, DiscoveryInterval: c.DiscoveryInterval, CatalogRefresh: c.CatalogRefresh,
 		KeyCacheTTL: c.KeyCacheTTL, UsageFlush: c.UsageFlush, IdleConnTimeout: c.IdleConnTimeout, RedisPrefix: c.RedisPrefix,
-		ModelTimeouts: map[string]time.Duration{}, GatewayID: c.GatewayID, LoadReport: c.LoadReport, HoldMax: c.HoldMax,
+		DeadReplicaTimeout: c.DeadReplicaAfter, ModelTimeouts: map[string]time.Duration{}, GatewayID: c.GatewayID, LoadReport: c.LoadReport, HoldMax: c.HoldMax,
 		HoldRetryAfter: c.HoldRetryAfter, HoldPoll: c.HoldPoll, WakeCoalesce: c.WakeCoalesce,
 	}
 	if c.KeyCacheTTL > 2*time.Second {
