@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
@@ -179,8 +180,18 @@ func classify(err error) (status int, code, msg string, details []string, ok boo
 		return http.StatusBadRequest, "invalid_request", err.Error(), nil, true
 	case errors.Is(err, modelmgr.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, "too_large", err.Error(), nil, true
+	case badText(err):
+		return http.StatusBadRequest, "invalid_request", "text must be UTF-8 without NUL characters", nil, true
 	}
 	return http.StatusInternalServerError, "internal", "internal error", nil, false
+}
+
+// badText reports whether Postgres refused a text value: a NUL character or
+// bytes that are not UTF-8 (in a name, a path, a query), which is the
+// client's doing, not a server fault.
+func badText(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "22021" || pe.Code == "22P05") // character_not_in_repertoire, untranslatable_character
 }
 
 // fail maps domain errors to statuses.
