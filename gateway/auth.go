@@ -68,7 +68,9 @@ type cachedKey struct {
 	Key *Key `json:"key"`
 }
 
-func (s *KeyStore) redisKey(h string) string { return s.prefix + "apikey:" + hex.EncodeToString([]byte(h)) }
+func (s *KeyStore) redisKey(h string) string {
+	return s.prefix + "apikey:" + hex.EncodeToString([]byte(h))
+}
 
 func (s *KeyStore) useRedis() bool {
 	return s.rdb != nil && time.Now().UnixNano() >= s.redisDownUntil.Load()

@@ -16,6 +16,7 @@ type Upstream struct {
 	ejected  atomic.Bool
 	probing  atomic.Bool
 	lastFail atomic.Int64 // unix nanos
+	conns    atomic.Pointer[connPool]
 }
 
 // NewUpstream returns a healthy upstream at addr.
@@ -133,6 +134,11 @@ func (p *Pool) Set(addrs []string) bool {
 	}
 	if changed || len(next) != len(old) {
 		p.ups.Store(&next)
+		for _, u := range old { // replicas gone: their kept-alive connections too
+			if c := u.conns.Load(); c != nil && !seen[u.Addr] {
+				c.close()
+			}
+		}
 		return true
 	}
 	return false

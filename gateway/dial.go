@@ -17,7 +17,7 @@ import (
 func upstreamDialer(deadPeer time.Duration) *net.Dialer {
 	const probes = 3
 	// whole seconds: the kernel counts keep-alive times in seconds
-	interval := max(time.Second, (deadPeer/(2*probes)).Truncate(time.Second))
+	interval := max(time.Second, (deadPeer / (2 * probes)).Truncate(time.Second))
 	idle := max(time.Second, (deadPeer - probes*interval).Truncate(time.Second))
 	return &net.Dialer{
 		Timeout:         2 * time.Second,

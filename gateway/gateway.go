@@ -11,7 +11,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -100,7 +99,8 @@ type Gateway struct {
 	usage   *Usage
 	disc    Discoverer
 	policy  Policy
-	client  *http.Client
+	client  *http.Client // health probes
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	m       *metrics
 	mux     *http.ServeMux
 
@@ -152,8 +152,9 @@ func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
 	if deps.Policy == nil {
 		deps.Policy = LeastOutstanding{}
 	}
-	tr := &http.Transport{
-		DialContext:         upstreamDialer(opts.DeadReplicaTimeout).DialContext,
+	dial := upstreamDialer(opts.DeadReplicaTimeout).DialContext
+	tr := &http.Transport{ // health probes; requests go through each upstream's connPool
+		DialContext:         dial,
 		MaxIdleConns:        4096,
 		MaxIdleConnsPerHost: 512,
 		IdleConnTimeout:     opts.IdleConnTimeout,
@@ -162,7 +163,7 @@ func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
 	g := &Gateway{
 		opts: opts, log: deps.Log, catalog: newCatalog(deps.DB), keys: newKeyStore(deps.DB, opts.KeyCacheTTL, deps.Redis, opts.RedisPrefix),
 		limiter: newLimiter(deps.Redis, opts.RedisPrefix, opts.LimitSync), usage: newUsage(deps.DB), disc: deps.Discovery,
-		policy: deps.Policy, client: &http.Client{Transport: tr}, m: newMetrics(deps.Registry),
+		policy: deps.Policy, client: &http.Client{Transport: tr}, dial: dial, m: newMetrics(deps.Registry),
 		rediscov: make(chan struct{}, 1), recatalog: make(chan struct{}, 1), rdb: deps.Redis,
 	}
 	g.mux = http.NewServeMux()
@@ -201,6 +202,14 @@ func (g *Gateway) Close(ctx context.Context) error {
 	g.cancel()
 	g.done.Wait()
 	g.client.CloseIdleConnections()
+	g.pools.Range(func(_, p any) bool {
+		for _, u := range p.(*Pool).Upstreams() {
+			if c := u.conns.Load(); c != nil {
+				c.closeIdle()
+			}
+		}
+		return true
+	})
 	if err := g.limiter.Settle(ctx); err != nil {
 		g.log.Warn("rate limit settlement at shutdown failed", "err", err)
 	}
@@ -671,7 +680,7 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 		switch {
 		case r.Context().Err() != nil:
 			return nil, &gwError{status: 499}
-		case ctx.Err() != nil:
+		case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
 			g.m.upErrors.WithLabelValues(model, "timeout").Inc()
 			return nil, &gwError{http.StatusGatewayTimeout, "upstream_timeout", fmt.Sprintf("model %q did not answer within %s", model, timeout), 0}
 		case err != nil:
@@ -692,12 +701,6 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 }
 
 func (g *Gateway) try(ctx context.Context, u *Upstream, model, path string, body []byte, rid string, st *reqState) (*upstreamResult, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+u.Addr+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Request-ID", rid)
 	u.inflight.Add(1)
 	g.m.inflight.WithLabelValues(model).Inc()
 	t0 := time.Now()
@@ -706,22 +709,19 @@ func (g *Gateway) try(ctx context.Context, u *Upstream, model, path string, body
 		u.inflight.Add(-1)
 		g.m.inflight.WithLabelValues(model).Dec()
 	}()
-	resp, err := g.client.Do(req)
-	if err != nil {
-		return nil, err
+	return g.conns(u).post(ctx, path, rid, body)
+}
+
+// conns is u's connection pool, made on first use.
+func (g *Gateway) conns(u *Upstream) *connPool {
+	if p := u.conns.Load(); p != nil {
+		return p
 	}
-	defer resp.Body.Close()
-	var data []byte
-	if n := resp.ContentLength; n >= 0 && n <= maxUpstreamBody {
-		data = make([]byte, n)
-		_, err = io.ReadFull(resp.Body, data)
-	} else {
-		data, err = io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
+	p := &connPool{addr: u.Addr, dial: g.dial, idleTimeout: g.opts.IdleConnTimeout, maxIdle: 512}
+	if !u.conns.CompareAndSwap(nil, p) {
+		return u.conns.Load()
 	}
-	if err != nil {
-		return nil, err
-	}
-	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: data}, nil
+	return p
 }
 
 // failure counts a failed attempt on u; the failure that ejects it starts an

@@ -42,6 +42,7 @@ type gatewayConfig struct {
 	IdleConnTimeout   time.Duration `description:"keep-alive idle timeout of upstream connections (keep well under Swarm's 900s IPVS drop)"`
 	DeadReplicaAfter  time.Duration `description:"a replica silent this long (its node gone: no reset, no answer to TCP keep-alive) fails the attempt, which is retried on another replica"`
 	RedisPrefix       string        `description:"prefix of the gateway's Redis keys"`
+	LimitSync         time.Duration `description:"how often the requests admitted against local rate limit buckets are settled with Redis, where every gateway's count meets"`
 	GatewayID         string        `description:"names this gateway's load figures in Redis (default: hostname and a random suffix)"`
 	LoadReport        time.Duration `description:"how often per-model in-flight and request figures go to Redis for the autoscaler (they expire after 3 periods)"`
 	HoldMax           int           `description:"requests held per model while a model at zero starts a replica; beyond, 503 with Retry-After"`
@@ -65,7 +66,7 @@ func defaultGatewayConfig() *gatewayConfig {
 		KeyCacheTTL: d.KeyCacheTTL, UsageFlush: d.UsageFlush, IdleConnTimeout: d.IdleConnTimeout, RedisPrefix: d.RedisPrefix,
 		DeadReplicaAfter: d.DeadReplicaTimeout, GCPercent: 400,
 		LoadReport: d.LoadReport, HoldMax: d.HoldMax, HoldRetryAfter: d.HoldRetryAfter, HoldPoll: d.HoldPoll,
-		WakeCoalesce: d.WakeCoalesce,
+		WakeCoalesce: d.WakeCoalesce, LimitSync: d.LimitSync,
 	}
 }
 
@@ -75,7 +76,7 @@ func (c *gatewayConfig) options() (gateway.Options, error) {
 		ProbeInterval: c.ProbeInterval, DiscoveryInterval: c.DiscoveryInterval, CatalogRefresh: c.CatalogRefresh,
 		KeyCacheTTL: c.KeyCacheTTL, UsageFlush: c.UsageFlush, IdleConnTimeout: c.IdleConnTimeout, RedisPrefix: c.RedisPrefix,
 		DeadReplicaTimeout: c.DeadReplicaAfter, ModelTimeouts: map[string]time.Duration{}, GatewayID: c.GatewayID, LoadReport: c.LoadReport, HoldMax: c.HoldMax,
-		HoldRetryAfter: c.HoldRetryAfter, HoldPoll: c.HoldPoll, WakeCoalesce: c.WakeCoalesce,
+		HoldRetryAfter: c.HoldRetryAfter, HoldPoll: c.HoldPoll, WakeCoalesce: c.WakeCoalesce, LimitSync: c.LimitSync,
 	}
 	if c.KeyCacheTTL > 2*time.Second {
 		return o, &config.Error{Msg: fmt.Sprintf("--keycachettl=%s: at most 2s, so that a revoked key stops within 5s", c.KeyCacheTTL)}

@@ -1,0 +1,201 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// connPool sends requests to one replica over pooled HTTP/1.1 keep-alive
+// connections, writing the request and reading the answer in the caller's
+// goroutine. net/http's Transport runs a read and a write goroutine per
+// connection and hands every request and answer between them and the caller;
+// on this platform's small JSON calls those hand-offs, their futex wake-ups
+// and allocations cost more CPU than the proxying itself. The replicas are
+// our own runtime (net/http servers), so a plain HTTP/1.1 client suffices;
+// http.ReadResponse parses the answers.
+type connPool struct {
+	addr string
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// idleTimeout closes a connection unused this long (well under Swarm's
+	// 900 s IPVS idle drop); maxIdle bounds the connections kept.
+	idleTimeout time.Duration
+	maxIdle     int
+
+	mu     sync.Mutex
+	idle   []*upConn // most recently used last
+	closed bool
+}
+
+type upConn struct {
+	c        net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	lastUsed time.Time
+}
+
+// errReusedConnDropped: a kept-alive connection was closed by the replica
+// before it answered (its idle timeout, a restart); the request never ran.
+var errReusedConnDropped = errors.New("kept-alive connection closed by the replica")
+
+// post sends one POST. A request that failed only because a reused
+// connection had gone stale is sent again once on a new connection (the
+// replica never saw it; inference is idempotent anyway).
+func (p *connPool) post(ctx context.Context, path, requestID string, body []byte) (*upstreamResult, error) {
+	c, reused, err := p.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ans, err := p.roundTrip(ctx, c, path, requestID, body)
+	if err != nil && reused && errors.Is(err, errReusedConnDropped) && ctx.Err() == nil {
+		if c, err = p.dialConn(ctx); err != nil {
+			return nil, err
+		}
+		ans, err = p.roundTrip(ctx, c, path, requestID, body)
+	}
+	return ans, err
+}
+
+func (p *connPool) get(ctx context.Context) (c *upConn, reused bool, err error) {
+	now := time.Now()
+	p.mu.Lock()
+	for n := len(p.idle); n > 0; n = len(p.idle) {
+		c = p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		if now.Sub(c.lastUsed) < p.idleTimeout {
+			p.mu.Unlock()
+			return c, true, nil
+		}
+		c.c.Close()
+	}
+	p.mu.Unlock()
+	c, err = p.dialConn(ctx)
+	return c, false, err
+}
+
+func (p *connPool) dialConn(ctx context.Context) (*upConn, error) {
+	nc, err := p.dial(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	return &upConn{c: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 8<<10)}, nil
+}
+
+func (p *connPool) put(c *upConn) {
+	c.lastUsed = time.Now()
+	p.mu.Lock()
+	if p.closed || len(p.idle) >= p.maxIdle {
+		p.mu.Unlock()
+		c.c.Close()
+		return
+	}
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+}
+
+// close drops the idle connections; those in use are closed when returned.
+func (p *connPool) close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.closed = nil, true
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.c.Close()
+	}
+}
+
+// closeIdle drops the idle connections and keeps the pool usable.
+func (p *connPool) closeIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.c.Close()
+	}
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// roundTrip writes the request on c and reads the answer; c goes back to the
+// pool when the exchange left it clean, and is closed otherwise.
+func (p *connPool) roundTrip(ctx context.Context, c *upConn, path, requestID string, body []byte) (ans *upstreamResult, err error) {
+	if d, ok := ctx.Deadline(); ok {
+		c.c.SetDeadline(d)
+	}
+	// the caller's context (deadline, client gone) interrupts blocked I/O
+	stop := context.AfterFunc(ctx, func() { c.c.SetDeadline(aLongTimeAgo) })
+	keep := false
+	defer func() {
+		if !stop() || !keep {
+			c.c.Close()
+			return
+		}
+		c.c.SetDeadline(time.Time{})
+		p.put(c)
+	}()
+
+	bw := c.bw
+	bw.WriteString("POST ")
+	bw.WriteString(path)
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(p.addr)
+	bw.WriteString("\r\nContent-Type: application/json\r\nX-Request-ID: ")
+	bw.WriteString(requestID)
+	bw.WriteString("\r\nContent-Length: ")
+	bw.WriteString(strconv.Itoa(len(body)))
+	bw.WriteString("\r\n\r\n")
+	bw.Write(body)
+	if err := bw.Flush(); err != nil {
+		return nil, p.ioErr(ctx, err, true)
+	}
+	if _, err := c.br.Peek(1); err != nil { // nothing of an answer arrived
+		return nil, p.ioErr(ctx, err, true)
+	}
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		return nil, p.ioErr(ctx, err, false)
+	}
+	defer resp.Body.Close()
+	var data []byte
+	if n := resp.ContentLength; n >= 0 && n <= maxUpstreamBody {
+		data = make([]byte, n)
+		_, err = io.ReadFull(resp.Body, data)
+	} else {
+		data, err = io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
+	}
+	if err != nil {
+		return nil, p.ioErr(ctx, err, false)
+	}
+	keep = !resp.Close && resp.ContentLength >= 0 && c.br.Buffered() == 0
+	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: data}, nil
+}
+
+// ioErr names an I/O failure: the context's error when it caused it, and
+// errReusedConnDropped when nothing of an answer arrived.
+func (p *connPool) ioErr(ctx context.Context, err error, nothingRead bool) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	// the connection's deadline is the context's: it may fire a moment first
+	if d, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	if nothingRead && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isConnReset(err)) {
+		return fmt.Errorf("%w: %v", errReusedConnDropped, err)
+	}
+	return fmt.Errorf("replica %s: %w", p.addr, err)
+}
+
+func isConnReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
