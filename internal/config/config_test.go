@@ -34,10 +34,10 @@ func TestLoadPrecedence(t *testing.T) {
 	os.WriteFile(toml, []byte("listen = \":9100\"\n"), 0o600)
 
 	tests := []struct {
-		name    string
-		args    []string
-		env     []string
-		want    testConf
+		name string
+		args []string
+		env  []string
+		want testConf
 	}{
 		{"defaults", nil, nil, *defaults()},
 		{"file", []string{"--configfile", yml}, nil, testConf{Listen: ":9000", Timeout: 5 * time.Second, DB: dbConf{URL: "postgres://file/db"}, Workers: 7}},
