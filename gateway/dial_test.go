@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"net"
+	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -61,5 +63,70 @@ func TestUpstreamDialerFindsDeadPeers(t *testing.T) {
 	// a dead peer is found within about the timeout: idle + count × interval
 	if idle, total := got["TCP_KEEPIDLE"], got["TCP_KEEPIDLE"]+got["TCP_KEEPCNT"]*got["TCP_KEEPINTVL"]; idle < 1 || total > 5 {
 		t.Errorf("keep-alive finds a dead peer after %d s", total)
+	}
+}
+
+// blackhole is a loopback address whose listen queue is full and never
+// drained: further SYNs are dropped, so a dial there times out, as one to a
+// replica on a node that lost power does.
+func blackhole(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := syscall.Getsockname(fd)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	// fill the queue
+	for i := 0; i < 4; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	if c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond); err == nil {
+		c.Close()
+		t.Skip("this kernel accepts beyond a full listen queue")
+	}
+	return addr
+}
+
+// TestDialTimeoutIsRetried: a dial that times out (the replica's node is
+// gone) is a failed attempt, retried on another replica, not the request's
+// deadline: found by deployments/chaos, where such requests came back 504
+// "did not answer within 30s" a few seconds after a worker's power cut.
+func TestDialTimeoutIsRetried(t *testing.T) {
+	e := newEnv(t, false)
+	key, _ := e.key(e.account("acme", ""), "inference")
+	good := newFakeRuntime(t, "text-classification")
+	e.model("sentiment", "text-classification", 0, good)
+	e.static["sentiment"] = []string{blackhole(t), good.addr()}
+	e.start(Options{EjectAfter: 100})
+	var wg sync.WaitGroup
+	codes := make(chan int, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes <- e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`).status
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 200 {
+			t.Errorf("request answered %d with one replica unreachable (dial timeout): want the retry on the other", c)
+		}
+	}
+	if n := metricValue(e.gw.m.retries.WithLabelValues("sentiment")); n == 0 {
+		t.Error("no retry counted: the black hole was never tried")
 	}
 }

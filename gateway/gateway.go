@@ -680,7 +680,9 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 		switch {
 		case r.Context().Err() != nil:
 			return nil, &gwError{status: 499}
-		case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
+		case ctx.Err() != nil || (errors.Is(err, context.DeadlineExceeded) && pastDeadline(ctx)):
+			// (a dial timeout is DeadlineExceeded too, long before the
+			// request's deadline: that is a replica gone, retried below)
 			g.m.upErrors.WithLabelValues(model, "timeout").Inc()
 			return nil, &gwError{http.StatusGatewayTimeout, "upstream_timeout", fmt.Sprintf("model %q did not answer within %s", model, timeout), 0}
 		case err != nil:
@@ -698,6 +700,13 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 		tried = u
 	}
 	return nil, last
+}
+
+// pastDeadline reports whether ctx's deadline has come, even if its timer
+// has not fired yet.
+func pastDeadline(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 func (g *Gateway) try(ctx context.Context, u *Upstream, model, path string, body []byte, rid string, st *reqState) (*upstreamResult, error) {
