@@ -18,6 +18,7 @@ type agentConfig struct {
 		ID string `description:"Swarm node ID of this node (the stack passes {{.Node.ID}})"`
 	} `description:"this node"`
 	Interval time.Duration `description:"how often the GPUs are read and reported"`
+	FakeGPUs string        `description:"JSON file of fake GPUs to report instead of NVML's, for machines without GPUs (tests, the swarm lab); where the file does not exist, NVML is read"`
 }
 
 func init() {
@@ -42,7 +43,10 @@ func runAgent(ctx context.Context, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	src := &agent.NVML{}
+	var src agent.Source = &agent.NVML{}
+	if cfg.FakeGPUs != "" {
+		src = &agent.FakeGPUsFile{Path: cfg.FakeGPUs, Fallback: src}
+	}
 	if _, err := src.Read(); err != nil {
 		log.Info("no GPUs reported", "reason", err.Error())
 	}
