@@ -176,12 +176,12 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// The engine's own parser accepts the file and both overlays.
+// The engine's own parser accepts the file and its overlays.
 func TestStackConfigAccepted(t *testing.T) {
 	if _, err := exec.LookPath("docker"); err != nil {
 		t.Skip("no docker CLI")
 	}
-	for _, overlay := range []string{"", "production.yml", "staging.yml"} {
+	for _, overlay := range []string{"", "production.yml", "staging.yml", "lab.yml"} {
 		args := []string{"stack", "config", "-c", "../docker-compose.yml"}
 		if overlay != "" {
 			args = append(args, "-c", overlay)

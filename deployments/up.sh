@@ -2,6 +2,10 @@
 # make up: build the images, make this engine a swarm manager if it is not,
 # label the node, create the network and secrets if missing, deploy the stack
 # and wait until every service is healthy. Prints the URLs at the end.
+# On another engine (DOCKER_HOST), e.g. the multi-node lab of internal/swarmlab:
+#   NLPSWARM_IMAGE, NLPSWARM_IMAGE_ID  an image already loaded on every node (no build)
+#   STACK_OVERLAYS                     extra compose files (-c) after docker-compose.yml
+#   PUBLIC_HOST                        the address printed in the URLs (127.0.0.1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STACK=${STACK:-nlp}
@@ -11,10 +15,17 @@ log() { printf '[up] %s\n' "$*" >&2; }
 
 docker info >/dev/null 2>&1 || { log "no Docker engine reachable"; exit 1; }
 
-log "building the nlpswarm image"
-make -s image IMAGE=nlpswarm:dev >/dev/null
-NLPSWARM_IMAGE_ID=$(docker image inspect -f '{{.Id}}' nlpswarm:dev)
-export NLPSWARM_IMAGE=nlpswarm:dev NLPSWARM_IMAGE_ID
+PUBLIC_HOST=${PUBLIC_HOST:-127.0.0.1}
+if [ -n "${NLPSWARM_IMAGE_ID:-}" ]; then
+  NLPSWARM_IMAGE=${NLPSWARM_IMAGE:-$NLPSWARM_IMAGE_ID}
+  log "using the image $NLPSWARM_IMAGE ($NLPSWARM_IMAGE_ID), no build"
+else
+  log "building the nlpswarm image"
+  make -s image IMAGE=nlpswarm:dev >/dev/null
+  NLPSWARM_IMAGE=nlpswarm:dev
+  NLPSWARM_IMAGE_ID=$(docker image inspect -f '{{.Id}}' nlpswarm:dev)
+fi
+export NLPSWARM_IMAGE NLPSWARM_IMAGE_ID
 
 if [ -z "${POSTGRES_IMAGE:-}${REDIS_IMAGE:-}${PROMETHEUS_IMAGE:-}" ]; then
   ./deployments/images/build.sh
@@ -56,7 +67,9 @@ done
 chmod 600 "$STATE"/* 2>/dev/null || true
 
 log "deploying stack $STACK"
-docker stack deploy --resolve-image never -c docker-compose.yml "$STACK" >/dev/null
+compose=(-c docker-compose.yml)
+for f in ${STACK_OVERLAYS:-}; do compose+=(-c "$f"); done
+docker stack deploy --resolve-image never "${compose[@]}" "$STACK" >/dev/null
 
 log "waiting for services (up to ${WAIT}s)"
 deadline=$((SECONDS + WAIT))
@@ -79,9 +92,9 @@ done
 
 cat <<MSG
 nlpswarm is up (stack "$STACK").
-  backoffice:  http://127.0.0.1:8081   (admin token: $STATE/admin_token)
-  gateway:     http://127.0.0.1:8080
-  prometheus:  http://127.0.0.1:9090
-Try: export NLPSWARM_SERVER=http://127.0.0.1:8081 NLPSWARM_TOKEN=\$(cat $STATE/admin_token)
+  backoffice:  http://$PUBLIC_HOST:8081   (admin token: $STATE/admin_token)
+  gateway:     http://$PUBLIC_HOST:8080
+  prometheus:  http://$PUBLIC_HOST:9090
+Try: export NLPSWARM_SERVER=http://$PUBLIC_HOST:8081 NLPSWARM_TOKEN=\$(cat $STATE/admin_token)
      bin/nlpswarm models ls
 MSG
