@@ -15,7 +15,7 @@ type agentConfig struct {
 	LogLevel string    `description:"log level: debug, info, warn, error"`
 	DB       pg.Config `description:"Postgres"`
 	Node     struct {
-		ID string `description:"Swarm node ID of this node (the stack passes {{.Node.ID}})"`
+		ID string `description:"Swarm node ID of this node (the stack passes {{.Node.ID}} in NLPSWARM_NODE_ID: Swarm expands templates in env, not in arguments)"`
 	} `description:"this node"`
 	Interval time.Duration `description:"how often the GPUs are read and reported"`
 	FakeGPUs string        `description:"JSON file of fake GPUs to report instead of NVML's, for machines without GPUs (tests, the swarm lab); where the file does not exist, NVML is read"`
