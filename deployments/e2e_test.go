@@ -98,9 +98,27 @@ func TestEndToEnd(t *testing.T) {
 	for _, m := range []struct{ name, task string }{{"sentiment", "text-classification"}, {"ner", "token-classification"}} {
 		cli("models", "create", m.name, "--task", m.task)
 		t.Log(cli("models", "push", m.name, filepath.Join(fixtures, m.name)))
+		// deploy request → first ready replica: the deployment's observed
+		// status polled every 50 ms, then the first answer through the gateway
 		deployStart := time.Now()
-		t.Log(cli("deploy", m.name, "--replicas", "1", "--memory", "512M", "--wait", "--timeout", "5m"))
-		t.Logf("deploy %s → running: %s", m.name, time.Since(deployStart).Round(100*time.Millisecond))
+		t.Log(cli("deploy", m.name, "--replicas", "1", "--memory", "512M"))
+		waitFor(t, 5*time.Minute, func() bool {
+			var d struct {
+				Status   string `json:"status"`
+				Observed struct {
+					Running int `json:"running"`
+				} `json:"observed"`
+			}
+			return getJSON("http://127.0.0.1:8081/api/v1/models/"+m.name+"/deployment", "Bearer "+strings.TrimSpace(string(token)), &d) && d.Status == "running" && d.Observed.Running >= 1
+		})
+		running := time.Since(deployStart)
+		path, body := "/v1/"+m.name+"/sentiment", `{"text":"i love this movie"}`
+		if m.task == "token-classification" {
+			path, body = "/v1/"+m.name+"/entities", `{"text":"Alice lives in Paris"}`
+		}
+		waitFor(t, time.Minute, func() bool { return postOK("http://127.0.0.1:8080"+path, "Token "+key, body) })
+		t.Logf("deploy %s: request → replica running (healthy, in Swarm) %s; → first answer through the gateway %s",
+			m.name, running.Round(10*time.Millisecond), time.Since(deployStart).Round(10*time.Millisecond))
 	}
 
 	var ref struct {
@@ -302,4 +320,39 @@ func TestEndToEnd(t *testing.T) {
 	if strings.TrimSpace(out) != "2" {
 		t.Fatalf("nlp-sentiment runs version %q after the update, want 2", strings.TrimSpace(out))
 	}
+}
+
+// waitFor polls cond every 50 ms until it holds; past timeout the test fails.
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("still waiting after %s", timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func getJSON(url, auth string, out any) bool {
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", auth)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(out) == nil
+}
+
+func postOK(url, auth, body string) bool {
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Authorization", auth)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode == 200
 }
