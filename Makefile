@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZ_TARGETS ?= ./models:FuzzPredictRequest ./modelmgr/archive:FuzzExtract ./apiserver:FuzzDeploymentRequest ./gateway:FuzzDecodeRequest
 FUZZTIME ?= 10s
 
-.PHONY: build agent test test-unit fuzz image up down bench lint clean
+.PHONY: build agent test test-unit fuzz image up down bench lint clean chaos soak
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/nlpswarm
@@ -43,6 +43,16 @@ up:
 
 down:
 	./deployments/down.sh
+
+# Fault injection on a three-node swarm started on this machine
+# (internal/swarmlab; root, about 5 minutes): prints the README's table.
+chaos: build
+	NLPSWARM_CHAOS=1 $(GO) test -count=1 -v -timeout 60m -run '^TestChaos$$' ./deployments/chaos
+
+# 30 minutes of mixed traffic with scaling on the lab, memory flat within
+# 10 %, and a keep-alive connection idle for 16 minutes.
+soak: build
+	NLPSWARM_SOAK=1 $(GO) test -count=1 -v -timeout 90m -run '^TestSoak$$' ./deployments/chaos
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=1x ./...
