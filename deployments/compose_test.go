@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -39,8 +40,9 @@ type composeService struct {
 		Test []string `yaml:"test"`
 	} `yaml:"healthcheck"`
 	Deploy struct {
-		Mode         string `yaml:"mode"`
-		EndpointMode string `yaml:"endpoint_mode"`
+		Labels       map[string]string `yaml:"labels"`
+		Mode         string            `yaml:"mode"`
+		EndpointMode string            `yaml:"endpoint_mode"`
 		Placement    struct {
 			Constraints []string `yaml:"constraints"`
 		} `yaml:"placement"`
@@ -125,6 +127,16 @@ func TestStackServices(t *testing.T) {
 		for _, p := range s.Ports {
 			if p.Mode != "host" {
 				t.Errorf("%s: port %d published in mode %q, want host (no routing mesh)", name, p.Target, p.Mode)
+			}
+		}
+		if name == "gateway" { // the customers' port must not show metrics (they name every model)
+			for _, p := range s.Ports {
+				if strconv.Itoa(p.Target) == s.Deploy.Labels["nlpswarm.metrics.port"] {
+					t.Errorf("gateway: metrics on the published port %d", p.Target)
+				}
+			}
+			if !contains(s.Command, "--opslisten=:"+s.Deploy.Labels["nlpswarm.metrics.port"]) {
+				t.Errorf("gateway: command %v does not serve metrics on the labelled port %q", s.Command, s.Deploy.Labels["nlpswarm.metrics.port"])
 			}
 		}
 		if w.hostPort != 0 && (len(s.Ports) != 1 || s.Ports[0].Published != w.hostPort) {

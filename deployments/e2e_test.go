@@ -214,6 +214,13 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Log(cli("scale", "sentiment", "3", "--wait", "--timeout", "5m"))
 
+	// the customers' port shows no metrics
+	if resp, err := http.Get("http://127.0.0.1:8080/metrics"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /metrics on the gateway's public port: %v %v, want 404", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
 	// underLoad runs action while 4 clients loop over the gateway and
 	// returns how many requests succeeded and failed (429s apart).
 	underLoad := func(what string, action func()) (ok, failed int64) {
@@ -273,7 +280,7 @@ func TestEndToEnd(t *testing.T) {
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		resp, err := http.Get("http://127.0.0.1:9090/api/v1/targets")
-		up := 0
+		up, gatewayUp := 0, false
 		if err == nil {
 			var tg struct {
 				Data struct {
@@ -289,14 +296,16 @@ func TestEndToEnd(t *testing.T) {
 				if a.Labels["service"] == "nlp-sentiment" && a.Health == "up" {
 					up++
 				}
+				// the gateway's metrics are on the overlay only (--opslisten)
+				gatewayUp = gatewayUp || (a.Labels["service"] == "nlp_gateway" && a.Health == "up")
 			}
 		}
-		if up == 3 {
-			t.Logf("prometheus scrapes all 3 sentiment replicas")
+		if up == 3 && gatewayUp {
+			t.Logf("prometheus scrapes all 3 sentiment replicas and the gateway")
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("prometheus lists %d healthy nlp-sentiment targets, want 3 (err %v)", up, err)
+			t.Fatalf("prometheus lists %d healthy nlp-sentiment targets, want 3, gateway up %v (err %v)", up, gatewayUp, err)
 		}
 		time.Sleep(3 * time.Second)
 	}

@@ -37,9 +37,5 @@ func newLogger(role, level string) (*slog.Logger, error) {
 
 // serve runs app behind the operational endpoints until ctx ends, then drains.
 func serve(ctx context.Context, log *slog.Logger, opts httpserver.Options, app http.Handler, health *httpserver.Health, reg *prometheus.Registry) error {
-	srv, err := httpserver.Listen(opts, httpserver.Handler(app, health, reg), health, log)
-	if err != nil {
-		return err
-	}
-	return srv.Serve(ctx)
+	return httpserver.Run(ctx, opts, app, health, reg, log)
 }

@@ -433,7 +433,7 @@ func (s *stack) checkBlob(digest, token string) error {
 // gatewayMetric sums a counter of the gateway's /metrics whose line starts
 // with name (labels included in the prefix if given).
 func (s *stack) gatewayMetric(t *testing.T, prefix string) float64 {
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(s.gateway + "/metrics")
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(s.gwOps + "/metrics")
 	if err != nil {
 		t.Fatalf("gateway metrics: %v", err)
 	}

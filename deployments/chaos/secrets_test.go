@@ -107,7 +107,7 @@ func scenarioSecrets(t *testing.T, s *stack, rep *report) {
 		{"GET", s.api + "/readyz", ""},
 		{"GET", s.gateway + "/readyz", ""},
 		{"GET", s.api + "/metrics", ""},
-		{"GET", s.gateway + "/metrics", ""},
+		{"GET", s.gwOps + "/metrics", ""},
 		{"GET", "http://" + m.Addr + ":9090/api/v1/targets", ""},
 	} {
 		check(c.method+" "+strings.TrimPrefix(c.url, "http://"), get(c.method, c.url, c.auth))

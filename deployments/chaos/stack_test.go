@@ -35,6 +35,7 @@ type stack struct {
 	state    string // up.sh's STATE: the secrets' values
 	token    string // admin token
 	gateway  string // http://10.231.0.11:8080
+	gwOps    string // the gateway's metrics, http://10.231.0.11:9100 (deployments/lab.yml)
 	api      string // http://10.231.0.11:8081
 	key      string // an inference key with a generous plan
 	keyID    int64
@@ -80,7 +81,7 @@ func startStack(t *testing.T) *stack {
 	lab := swarmlab.Start(t, swarmlab.Options{Nodes: 3})
 	s := &stack{t: t, lab: lab, root: root, fixtures: fixtures, state: filepath.Join(t.TempDir(), "state")}
 	m := lab.Manager()
-	s.gateway, s.api = "http://"+m.Addr+":8080", "http://"+m.Addr+":8081"
+	s.gateway, s.api, s.gwOps = "http://"+m.Addr+":8080", "http://"+m.Addr+":8081", "http://"+m.Addr+":9100"
 	must(t, m.Label(ctx, "type=database", "database=true"))
 	for i := 2; i <= len(lab.Nodes); i++ {
 		must(t, lab.Node(i).Label(ctx, "type=machine-learning"))

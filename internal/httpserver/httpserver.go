@@ -20,6 +20,7 @@ import (
 // defaults of Defaults.
 type Options struct {
 	Listen            string        `description:"address to listen on (host:port)"`
+	OpsListen         string        `description:"address for /metrics when it must not be served on the main address (a public port); empty: the main address"`
 	ReadTimeout       time.Duration `description:"max time to read a whole request, body included"`
 	ReadHeaderTimeout time.Duration `description:"max time to read request headers"`
 	WriteTimeout      time.Duration `description:"max time to write a response"`
@@ -111,12 +112,15 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Handler wraps app with the operational endpoints /healthz, /readyz and /metrics.
+// Handler wraps app with the operational endpoints /healthz, /readyz and
+// /metrics (none when reg is nil).
 func Handler(app http.Handler, h *Health, reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", h.serveHealthz)
 	mux.HandleFunc("GET /readyz", h.serveReadyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if reg != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	}
 	if app != nil {
 		mux.Handle("/", app)
 	}
@@ -196,4 +200,41 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.log.Info("stopped")
 	return nil
+}
+
+// Run serves app with the operational endpoints until ctx ends, then drains.
+// With opts.OpsListen set, /metrics (with /healthz and /readyz) is served on
+// that address instead of the main one: a public port then shows customers
+// no metrics (model names, traffic), while Prometheus scrapes the other.
+func Run(ctx context.Context, opts Options, app http.Handler, health *Health, reg *prometheus.Registry, log *slog.Logger) error {
+	if opts.OpsListen == "" {
+		srv, err := Listen(opts, Handler(app, health, reg), health, log)
+		if err != nil {
+			return err
+		}
+		return srv.Serve(ctx)
+	}
+	main, err := Listen(opts, Handler(app, health, nil), health, log)
+	if err != nil {
+		return err
+	}
+	opsOpts := opts
+	opsOpts.Listen = opts.OpsListen
+	ops, err := Listen(opsOpts, Handler(nil, health, reg), health, log)
+	if err != nil {
+		main.ln.Close()
+		return fmt.Errorf("ops listener: %w", err)
+	}
+	// both drain together; the first failure stops the other
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	for _, s := range []*Server{main, ops} {
+		go func() {
+			err := s.Serve(ctx)
+			cancel()
+			errc <- err
+		}()
+	}
+	return errors.Join(<-errc, <-errc)
 }

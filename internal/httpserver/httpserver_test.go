@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -88,6 +89,61 @@ func TestReadiness(t *testing.T) {
 	}
 	h2.SetNotReady("")
 	if err := h2.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With an ops address, /metrics leaves the main (public) address.
+func TestRunOpsListener(t *testing.T) {
+	free := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+	opts := Defaults(free())
+	opts.OpsListen = free()
+	opts.DrainDelay = 0
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "app") })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, opts, app, NewHealth(), NewRegistry(), slog.New(slog.DiscardHandler)) }()
+	get := func(addr, path string) int {
+		for i := 0; i < 50; i++ {
+			resp, err := http.Get("http://" + addr + path)
+			if err == nil {
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("%s%s never answered", addr, path)
+		return 0
+	}
+	for _, c := range []struct {
+		addr, path string
+		want       int
+	}{
+		{opts.Listen, "/metrics", 200}, // the app's own answer, not the metrics
+		{opts.OpsListen, "/metrics", 200},
+		{opts.Listen, "/readyz", 200},
+		{opts.OpsListen, "/readyz", 200},
+		{opts.OpsListen, "/anything", 404},
+	} {
+		if got := get(c.addr, c.path); got != c.want {
+			t.Errorf("%s%s: %d, want %d", c.addr, c.path, got, c.want)
+		}
+	}
+	resp, _ := http.Get("http://" + opts.Listen + "/metrics")
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "app" {
+		t.Fatalf("the main address serves metrics: %.80s", body)
+	}
+	cancel()
+	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 }
