@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -182,8 +184,27 @@ func classify(err error) (status int, code, msg string, details []string, ok boo
 		return http.StatusRequestEntityTooLarge, "too_large", err.Error(), nil, true
 	case badText(err):
 		return http.StatusBadRequest, "invalid_request", "text must be UTF-8 without NUL characters", nil, true
+	case dbUnavailable(err):
+		return http.StatusServiceUnavailable, "unavailable", "the database is unreachable; nothing was changed, retry shortly", nil, true
 	}
 	return http.StatusInternalServerError, "internal", "internal error", nil, false
+}
+
+// dbUnavailable reports whether Postgres could not be reached or went away
+// (a restart, a failover): a passing condition the client may retry, not a
+// server bug. Writes run in transactions, so nothing was half-done.
+func dbUnavailable(err error) bool {
+	var ce *pgconn.ConnectError
+	var pe *pgconn.PgError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce), pgconn.Timeout(err), errors.As(err, &ne):
+		return true
+	case errors.As(err, &pe):
+		// 08: connection exception; 57P01-03: shutdown, crash, starting up
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // badText reports whether Postgres refused a text value: a NUL character or
@@ -201,8 +222,12 @@ func (s *Server) fail(c *gin.Context, err error) {
 		return
 	}
 	status, code, msg, details, ok := classify(err)
-	if !ok {
+	switch {
+	case !ok:
 		s.log.Error("request failed", "path", c.FullPath(), "err", err)
+	case status == http.StatusServiceUnavailable:
+		s.log.Warn("database unreachable", "path", c.FullPath(), "err", err)
+		c.Header("Retry-After", "2")
 	}
 	abort(c, status, code, msg, details...)
 }

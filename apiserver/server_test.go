@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nlpswarm/nlpswarm/internal/pg"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
@@ -451,5 +452,40 @@ func TestAccountsKeysUsage(t *testing.T) {
 	}
 	if code, body := e.do("GET", "/api/v1/nodes", adminTok, nil); code != 200 || body["nodes"] == nil {
 		t.Fatalf("nodes: %d %v", code, body)
+	}
+}
+
+// With Postgres unreachable, writes answer 503 with Retry-After (retry
+// shortly), not 500 (a bug to report), and reads too.
+func TestDatabaseDownIs503(t *testing.T) {
+	ctx := context.Background()
+	dead, err := pgxpool.New(ctx, "postgres://nobody@127.0.0.1:1/none?connect_timeout=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	store, err := modelmgr.NewFSStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(New(Config{AdminToken: adminTok, InternalToken: internalTok}, dead, store, modelmgr.Validator{Extract: modelmgr.Extract}, slog.New(slog.DiscardHandler)).Handler())
+	defer srv.Close()
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/api/v1/models", `{"name":"m","task":"text-classification"}`},
+		{"GET", "/api/v1/models", ""},
+		{"POST", "/api/v1/models/m/scale", `{"replicas":2}`},
+	} {
+		req, _ := http.NewRequest(c.method, srv.URL+c.path, strings.NewReader(c.body))
+		req.Header.Set("Authorization", "Bearer "+adminTok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), `"unavailable"`) {
+			t.Errorf("%s %s with Postgres down: %d %q %s", c.method, c.path, resp.StatusCode, resp.Header.Get("Retry-After"), b)
+		}
 	}
 }

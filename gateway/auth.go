@@ -59,6 +59,9 @@ type keyEntry struct {
 // revocation is a write to that same Postgres.
 const staleIfError = 5 * time.Minute
 
+// keyQueryTimeout bounds one key lookup in Postgres.
+const keyQueryTimeout = 2 * time.Second
+
 func newKeyStore(db *pgxpool.Pool, ttl time.Duration, rdb *redis.Client, prefix string) *KeyStore {
 	return &KeyStore{db: db, ttl: ttl, rdb: rdb, prefix: prefix, cache: map[string]keyEntry{}}
 }
@@ -139,11 +142,15 @@ func (s *KeyStore) Lookup(ctx context.Context, raw string) (*Key, error) {
 	if k, ok := s.fromRedis(ctx, h); ok {
 		return s.remember(h, k, now)
 	}
+	// a Postgres that does not answer must not hold the request for its
+	// connect timeout: a key known before is served stale meanwhile
+	qctx, cancel := context.WithTimeout(ctx, keyQueryTimeout)
+	defer cancel()
 	k := &Key{}
 	var rps *float64
 	var burst *int32
 	var quota *int64
-	err := s.db.QueryRow(ctx, `
+	err := s.db.QueryRow(qctx, `
 		SELECT k.id, k.account_id, k.prefix, k.kind, p.requests_per_second, p.burst, p.monthly_quota
 		FROM api_keys k JOIN accounts a ON a.id = k.account_id LEFT JOIN plans p ON p.id = a.plan_id
 		WHERE k.hash = $1 AND k.revoked_at IS NULL`, []byte(h)).
