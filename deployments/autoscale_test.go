@@ -189,19 +189,7 @@ func newFleet(t *testing.T) *fleet {
 	f.key = key.Key
 	f.call(t, "POST", "/api/v1/models", map[string]any{"name": f.model, "task": "text-classification"}, nil)
 	f.upload(t, filepath.Join(fixtures, "sentiment"))
-	var ref struct {
-		Sentiment []struct {
-			Input  string `json:"input"`
-			Output []struct {
-				Label string  `json:"label"`
-				Score float64 `json:"score"`
-			} `json:"output"`
-		} `json:"sentiment"`
-	}
-	b, _ := os.ReadFile(filepath.Join(fixtures, "reference_outputs.json"))
-	if err := json.Unmarshal(b, &ref); err != nil || len(ref.Sentiment) == 0 {
-		t.Fatalf("reference outputs: %v", err)
-	}
+	ref := loadReference(t, fixtures)
 	f.input, f.label, f.score = ref.Sentiment[0].Input, ref.Sentiment[0].Output[0].Label, ref.Sentiment[0].Output[0].Score
 
 	// the scheduler: reconciler and autoscaler, in this process
