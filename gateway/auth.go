@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/nlpswarm/nlpswarm/internal/apikey"
 )
@@ -45,8 +46,9 @@ type KeyStore struct {
 	// Postgres for a second
 	redisDownUntil atomic.Int64
 
-	mu    sync.Mutex
-	cache map[string]keyEntry // by string(hash)
+	mu     sync.Mutex
+	cache  map[string]keyEntry // by string(hash)
+	flight singleflight.Group
 }
 
 type keyEntry struct {
@@ -139,8 +141,28 @@ func (s *KeyStore) Lookup(ctx context.Context, raw string) (*Key, error) {
 		}
 		return e.key, nil
 	}
+	// one lookup per key at a time: a burst of requests with a key just out
+	// of the cache (or a cold gateway) asks Redis and Postgres once, and its
+	// requests go on together instead of queueing for the connection pool
+	v, err, _ := s.flight.Do(h, func() (any, error) {
+		return s.fetch(context.WithoutCancel(ctx), h, e, ok, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if k := v.(*Key); k != nil {
+		return k, nil
+	}
+	return nil, errNoKey
+}
+
+// fetch asks the shared cache, then Postgres, for hash h and caches the
+// answer (nil: no such key); old is the expired local entry, if any.
+func (s *KeyStore) fetch(ctx context.Context, h string, old keyEntry, hadOld bool, now time.Time) (*Key, error) {
+	e, ok := old, hadOld
 	if k, ok := s.fromRedis(ctx, h); ok {
-		return s.remember(h, k, now)
+		s.remember(h, k, now)
+		return k, nil
 	}
 	// a Postgres that does not answer must not hold the request for its
 	// connect timeout: a key known before is served stale meanwhile
@@ -169,19 +191,16 @@ func (s *KeyStore) Lookup(ctx context.Context, raw string) (*Key, error) {
 		}
 	}
 	s.toRedis(ctx, h, k)
-	return s.remember(h, k, now)
+	s.remember(h, k, now)
+	return k, nil
 }
 
-// remember caches an answer locally and returns it as Lookup does.
-func (s *KeyStore) remember(h string, k *Key, now time.Time) (*Key, error) {
+// remember caches an answer (nil: no such key) locally.
+func (s *KeyStore) remember(h string, k *Key, now time.Time) {
 	s.mu.Lock()
 	if len(s.cache) > 100_000 {
 		clear(s.cache)
 	}
 	s.cache[h] = keyEntry{key: k, expires: now.Add(s.ttl)}
 	s.mu.Unlock()
-	if k == nil {
-		return nil, errNoKey
-	}
-	return k, nil
 }

@@ -3,9 +3,12 @@ package gateway
 import (
 	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -50,4 +53,46 @@ func TestKeyCacheSharedInRedis(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("revocation seen after %s (TTL %s)", time.Since(start).Round(time.Millisecond), ttl)
+}
+
+// countQueries counts the queries a pool sends.
+type countQueries struct{ n atomic.Int64 }
+
+func (c *countQueries) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+func (c *countQueries) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// A burst of requests with a key not in the cache asks Postgres once.
+func TestKeyLookupsCoalesce(t *testing.T) {
+	e := newEnv(t, false)
+	key, keyID := e.key(e.account("acme", "standard"), "inference")
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(e.db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tr countQueries
+	cfg.ConnConfig.Tracer = &tr
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ks := newKeyStore(pool, time.Minute, nil, "")
+	var wg sync.WaitGroup
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if k, err := ks.Lookup(ctx, key); err != nil || k.ID != keyID {
+				t.Error(k, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := tr.n.Load(); n > 3 {
+		t.Fatalf("100 concurrent lookups of one key sent %d queries", n)
+	}
 }

@@ -181,9 +181,7 @@ func (g *Gateway) wake(model string, l *modelLoad) {
 	}
 	g.m.wakeups.WithLabelValues(model).Inc()
 	go func() {
-		// a burst arrives over some milliseconds: wait a moment so that the
-		// wake-up carries it whole and the scheduler scales once
-		time.Sleep(g.opts.WakeCoalesce)
+		g.awaitBurst(l)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		if err := loadreport.Wake(ctx, g.rdb, g.opts.RedisPrefix, loadreport.Wakeup{Model: model, Held: int(l.held.Load())}); err != nil {
@@ -193,6 +191,25 @@ func (g *Gateway) wake(model string, l *modelLoad) {
 		}
 		g.log.Info("asked for a replica of a model at zero", "model", model, "held", l.held.Load())
 	}()
+}
+
+// awaitBurst returns once no request has joined the hold for 10 ms, or
+// after WakeCoalesce at most: a burst arrives over some milliseconds (tens
+// under load), and a wake-up that carries it whole lets the scheduler scale
+// once, to what the burst needs, instead of 0 → 1 and again a second later.
+// A lone request waits 20 ms.
+func (g *Gateway) awaitBurst(l *modelLoad) {
+	const step, quiet = 5 * time.Millisecond, 20 * time.Millisecond
+	end := time.Now().Add(g.opts.WakeCoalesce)
+	last, still := l.held.Load(), time.Duration(0)
+	for still < quiet && time.Now().Before(end) {
+		time.Sleep(step)
+		if n := l.held.Load(); n != last {
+			last, still = n, 0
+		} else {
+			still += step
+		}
+	}
 }
 
 // pollReplicas looks the model's replicas up every HoldPoll while requests

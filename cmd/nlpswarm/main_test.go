@@ -109,8 +109,9 @@ func TestBadConfiguration(t *testing.T) {
 func TestMigrateCommand(t *testing.T) {
 	db := pgtest.New(t, false)
 	for _, step := range []struct{ verb, want string }{
-		{"up", "applied 00001_init.sql"},
+		{"up", "applied 00002_autoscale.sql"},
 		{"status", "applied 20"},
+		{"down", "rolled back 00002_autoscale.sql"}, // one migration per down
 		{"down", "rolled back 00001_init.sql"},
 		{"up", "applied 00001_init.sql"},
 		{"up", "schema is up to date"},
