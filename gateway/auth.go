@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,13 +37,11 @@ var errNoKey = errors.New("no such key")
 // for at most ttl (2 s), so a revoked key stops working within 2 × ttl plus
 // the query time. Only the key's hash and its plan are cached, never the key.
 type KeyStore struct {
-	db     *pgxpool.Pool
-	ttl    time.Duration
-	rdb    *redis.Client // optional
-	prefix string
-	// redisDownUntil (unix nanos): after a Redis error, go straight to
-	// Postgres for a second
-	redisDownUntil atomic.Int64
+	db        *pgxpool.Pool
+	ttl       time.Duration
+	rdb       *redis.Client // optional
+	prefix    string
+	redisDown cooldown
 
 	mu     sync.Mutex
 	cache  map[string]keyEntry // by string(hash)
@@ -78,7 +75,7 @@ func (s *KeyStore) redisKey(h string) string {
 }
 
 func (s *KeyStore) useRedis() bool {
-	return s.rdb != nil && time.Now().UnixNano() >= s.redisDownUntil.Load()
+	return s.rdb != nil && !s.redisDown.active()
 }
 
 // fromRedis returns the shared cache's answer for hash h, if it has one.
@@ -91,7 +88,7 @@ func (s *KeyStore) fromRedis(ctx context.Context, h string) (k *Key, ok bool) {
 	b, err := s.rdb.Get(ctx, s.redisKey(h)).Bytes()
 	if err != nil {
 		if !errors.Is(err, redis.Nil) {
-			s.redisDownUntil.Store(time.Now().Add(time.Second).UnixNano())
+			s.redisDown.trip(err)
 		}
 		return nil, false
 	}
@@ -111,7 +108,7 @@ func (s *KeyStore) toRedis(ctx context.Context, h string, k *Key) {
 	ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
 	if err := s.rdb.Set(ctx, s.redisKey(h), b, s.ttl).Err(); err != nil {
-		s.redisDownUntil.Store(time.Now().Add(time.Second).UnixNano())
+		s.redisDown.trip(err)
 	}
 }
 
@@ -157,10 +154,9 @@ func (s *KeyStore) Lookup(ctx context.Context, raw string) (*Key, error) {
 }
 
 // fetch asks the shared cache, then Postgres, for hash h and caches the
-// answer (nil: no such key); old is the expired local entry, if any.
-func (s *KeyStore) fetch(ctx context.Context, h string, old keyEntry, hadOld bool, now time.Time) (*Key, error) {
-	e, ok := old, hadOld
-	if k, ok := s.fromRedis(ctx, h); ok {
+// answer (nil: no such key); e is the expired local entry, if ok.
+func (s *KeyStore) fetch(ctx context.Context, h string, e keyEntry, ok bool, now time.Time) (*Key, error) {
+	if k, found := s.fromRedis(ctx, h); found {
 		s.remember(h, k, now)
 		return k, nil
 	}

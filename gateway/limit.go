@@ -7,7 +7,6 @@ import (
 	"math"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -45,10 +44,7 @@ type Limiter struct {
 	mu   sync.Mutex
 	keys map[int64]*keyLimit
 
-	// downUntil (unix nanos): after a Redis error, skip Redis for a second
-	// instead of each call waiting out a timeout.
-	downUntil atomic.Int64
-	lastErr   atomic.Pointer[error]
+	redisDown cooldown
 }
 
 // DefaultLimitSync is how often admitted requests are settled with Redis.
@@ -67,8 +63,6 @@ type keyLimit struct {
 	qPending int64  // counted against the quota since the last settlement
 	lastSeen time.Time
 }
-
-var errRedisCoolingDown = errors.New("redis failed recently; skipping it for a second")
 
 // Verdict is the outcome of Limiter.Allow.
 type Verdict struct {
@@ -109,20 +103,6 @@ func planLimit(rps float64, burst int) redis_rate.Limit {
 	return redis_rate.Limit{Rate: r, Period: time.Minute, Burst: burst}
 }
 
-func (l *Limiter) down() bool { return l.now().UnixNano() < l.downUntil.Load() }
-
-func (l *Limiter) failed(err error) {
-	l.downUntil.Store(l.now().Add(time.Second).UnixNano())
-	l.lastErr.Store(&err)
-}
-
-func (l *Limiter) redisErr() error {
-	if p := l.lastErr.Load(); p != nil {
-		return *p
-	}
-	return errRedisCoolingDown
-}
-
 // state returns k's local state, made or updated for k's current plan.
 func (l *Limiter) state(k *Key, now time.Time) *keyLimit {
 	l.mu.Lock()
@@ -158,8 +138,8 @@ func (l *Limiter) Allow(ctx context.Context, k *Key) Verdict {
 	st := l.state(k, now)
 	defer st.mu.Unlock()
 	v.Limit = strconv.FormatFloat(k.RPS, 'f', -1, 64)
-	if l.down() {
-		v.FailOpen, v.Err = true, l.redisErr()
+	if l.redisDown.active() {
+		v.FailOpen, v.Err = true, l.redisDown.cause()
 	}
 	if now.Before(st.blocked) { // Redis said the shared budget is spent
 		v.Allowed, v.Reason, v.RetryAfter, v.Reset = false, "rate_limited", st.blocked.Sub(now), st.blocked.Sub(now)
@@ -170,13 +150,13 @@ func (l *Limiter) Allow(ctx context.Context, k *Key) Verdict {
 		if month := utc.Format("200601"); st.month != month {
 			st.month, st.used, st.qPending = month, -1, 0
 		}
-		if st.used < 0 && !l.down() {
+		if st.used < 0 && !l.redisDown.active() {
 			used, err := l.rdb.Get(ctx, l.quotaKey(k.ID, st.month)).Int64()
 			switch {
 			case err == nil || errors.Is(err, redis.Nil):
 				st.used = used
 			default:
-				l.failed(err)
+				l.redisDown.trip(err)
 				v.FailOpen, v.Err = true, err
 			}
 		}
@@ -250,7 +230,7 @@ type settlement struct {
 // Settle tells Redis what this gateway admitted since the last call and
 // applies its answers. A failed settlement is kept for the next one.
 func (l *Limiter) Settle(ctx context.Context) error {
-	if l == nil || l.down() {
+	if l == nil || l.redisDown.active() {
 		return nil
 	}
 	now := l.now()
@@ -274,7 +254,7 @@ func (l *Limiter) Settle(ctx context.Context) error {
 	defer cancel()
 	err := l.settle(ctx, work)
 	if err != nil {
-		l.failed(err)
+		l.redisDown.trip(err)
 	}
 	for _, w := range work {
 		w.st.mu.Lock()

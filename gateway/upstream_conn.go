@@ -105,12 +105,9 @@ func (p *connPool) put(c *upConn) {
 // close drops the idle connections; those in use are closed when returned.
 func (p *connPool) close() {
 	p.mu.Lock()
-	idle := p.idle
-	p.idle, p.closed = nil, true
+	p.closed = true
 	p.mu.Unlock()
-	for _, c := range idle {
-		c.c.Close()
-	}
+	p.closeIdle()
 }
 
 // closeIdle drops the idle connections and keeps the pool usable.
@@ -187,7 +184,7 @@ func (p *connPool) ioErr(ctx context.Context, err error, nothingRead bool) error
 		return cerr
 	}
 	// the connection's deadline is the context's: it may fire a moment first
-	if d, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(d) {
+	if errors.Is(err, os.ErrDeadlineExceeded) && pastDeadline(ctx) {
 		return context.DeadlineExceeded
 	}
 	if nothingRead && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isConnReset(err)) {

@@ -1,0 +1,34 @@
+package gateway
+
+import (
+	"errors"
+	"sync/atomic"
+	"time"
+)
+
+// cooldown remembers that Redis just failed: for a second afterwards its
+// users skip Redis instead of each request waiting out a timeout. The rate
+// limiter and the key cache each keep one.
+type cooldown struct {
+	until atomic.Int64 // unix nanos
+	err   atomic.Pointer[error]
+}
+
+var errRedisCoolingDown = errors.New("redis failed recently; skipping it for a second")
+
+// trip starts a cooldown after err.
+func (c *cooldown) trip(err error) {
+	c.err.Store(&err)
+	c.until.Store(time.Now().Add(time.Second).UnixNano())
+}
+
+// active reports whether Redis is to be skipped now.
+func (c *cooldown) active() bool { return time.Now().UnixNano() < c.until.Load() }
+
+// cause is the error that started the last cooldown.
+func (c *cooldown) cause() error {
+	if p := c.err.Load(); p != nil {
+		return *p
+	}
+	return errRedisCoolingDown
+}
