@@ -168,10 +168,12 @@ func TestTimeoutAndClientDisconnect(t *testing.T) {
 		resp.Body.Close()
 		t.Fatal("request should have been cancelled")
 	}
+	// the upstream call ends first, then the request is counted: wait for both
 	deadline := time.Now().Add(time.Second)
-	for metricValue(e.gw.m.inflight.WithLabelValues("slow")) != 0 {
+	for metricValue(e.gw.m.inflight.WithLabelValues("slow")) != 0 || metricValue(e.gw.m.requests.WithLabelValues("slow", "499")) == 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("upstream request still in flight after the client left")
+			t.Fatalf("a second after the client left: upstream in flight %v, 499 count %v",
+				metricValue(e.gw.m.inflight.WithLabelValues("slow")), metricValue(e.gw.m.requests.WithLabelValues("slow", "499")))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
