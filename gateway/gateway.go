@@ -365,11 +365,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rid := r.Header.Get("X-Request-ID")
 	if !validRequestID(rid) {
 		rid = newRequestID()
-		r.Header.Set("X-Request-ID", rid)
+		r.Header["X-Request-Id"] = []string{rid}
 	}
-	w.Header().Set("X-Request-ID", rid)
+	// (hot path headers are set by their canonical key: Header.Set would
+	// canonicalize, and allocate for "ID", on every request)
+	w.Header()["X-Request-Id"] = []string{rid}
 	g.mux.ServeHTTP(w, r)
 }
+
+var jsonContentType = []string{"application/json"}
 
 func validRequestID(s string) bool {
 	if s == "" || len(s) > 128 {
@@ -401,10 +405,15 @@ type reqState struct {
 
 func (g *Gateway) finish(st *reqState) {
 	d := time.Since(st.start)
-	g.m.requests.WithLabelValues(st.model, strconv.Itoa(st.status)).Inc()
-	g.m.latency.WithLabelValues(st.model).Observe(d.Seconds())
+	ms := g.m.forModel(st.model)
+	if st.status == http.StatusOK {
+		ms.ok.Inc()
+	} else {
+		g.m.requests.WithLabelValues(st.model, strconv.Itoa(st.status)).Inc()
+	}
+	ms.latency.Observe(d.Seconds())
 	if st.upstream > 0 {
-		g.m.added.WithLabelValues(st.model).Observe((d - st.upstream).Seconds())
+		ms.added.Observe((d - st.upstream).Seconds())
 	}
 	level := slog.LevelDebug
 	if st.status >= 500 {
@@ -469,9 +478,9 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState) (*
 	}
 	if v.Limit != "" {
 		h := w.Header()
-		h.Set("X-RateLimit-Limit", v.Limit)
-		h.Set("X-RateLimit-Remaining", strconv.Itoa(max(v.Remaining, 0)))
-		h.Set("X-RateLimit-Reset", strconv.Itoa(int(math.Ceil(v.Reset.Seconds()))))
+		h["X-Ratelimit-Limit"] = []string{v.Limit}
+		h["X-Ratelimit-Remaining"] = []string{strconv.Itoa(max(v.Remaining, 0))}
+		h["X-Ratelimit-Reset"] = []string{strconv.Itoa(int(math.Ceil(v.Reset.Seconds())))}
 	}
 	if !v.Allowed {
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(v.RetryAfter.Seconds())))))
@@ -486,7 +495,14 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState) (*
 }
 
 func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState) ([]byte, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
+	var body []byte
+	var err error
+	if n := r.ContentLength; n > 0 && n <= g.opts.MaxBodyBytes {
+		body = make([]byte, n) // one allocation, not ReadAll's growing ones
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		var ne net.Error
@@ -530,7 +546,7 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request) {
 		g.usage.Record(k.ID, m.ID, 0, true)
 		return
 	}
-	up, _ := json.Marshal(runtimeRequest{Texts: texts, Parameters: params})
+	up := appendRuntimeRequest(make([]byte, 0, 16+len(body)), texts, params)
 	res, aerr := g.forward(r, m.Name, "/predict", up, st)
 	if aerr != nil {
 		g.writeErr(w, st, aerr)
@@ -550,15 +566,22 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request) {
 		g.usage.Record(k.ID, m.ID, len(texts), true)
 		return
 	}
-	var payload any = struct {
-		Results []any `json:"results"`
-	}{answers}
+	out := make([]byte, 0, 64+len(res.body))
 	if single {
-		payload = answers[0]
+		out = appendAnswer(out, answers[0])
+	} else {
+		out = append(out, `{"results":[`...)
+		for i, a := range answers {
+			if i > 0 {
+				out = append(out, ',')
+			}
+			out = appendAnswer(out, a)
+		}
+		out = append(out, "]}"...)
 	}
 	st.status = http.StatusOK
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(payload)
+	w.Header()["Content-Type"] = jsonContentType
+	_, _ = w.Write(append(out, '\n')) // as json.Encoder ends it
 	g.usage.Record(k.ID, m.ID, len(texts), false)
 }
 
@@ -711,12 +734,13 @@ func pastDeadline(ctx context.Context) bool {
 
 func (g *Gateway) try(ctx context.Context, u *Upstream, model, path string, body []byte, rid string, st *reqState) (*upstreamResult, error) {
 	u.inflight.Add(1)
-	g.m.inflight.WithLabelValues(model).Inc()
+	inflight := g.m.forModel(model).inflight
+	inflight.Inc()
 	t0 := time.Now()
 	defer func() {
 		st.upstream += time.Since(t0)
 		u.inflight.Add(-1)
-		g.m.inflight.WithLabelValues(model).Dec()
+		inflight.Dec()
 	}()
 	return g.conns(u).post(ctx, path, rid, body)
 }

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -22,6 +24,31 @@ type metrics struct {
 	holdTimeouts *prometheus.CounterVec   // model
 	wakeups      *prometheus.CounterVec   // model
 	loadReports  *prometheus.CounterVec   // result
+
+	series sync.Map // model -> *modelSeries
+}
+
+// modelSeries are the series every request of one model touches, looked up
+// once: WithLabelValues hashes and compares the labels on each call. (Series
+// of a model are never deleted, so a cached one stays the registered one.)
+type modelSeries struct {
+	ok       prometheus.Counter // requests answered 200
+	latency  prometheus.Observer
+	added    prometheus.Observer
+	inflight prometheus.Gauge
+}
+
+// forModel is model's modelSeries; model is a catalogue name or "-", so the
+// cache is bounded by the models ever deployed.
+func (m *metrics) forModel(model string) *modelSeries {
+	if s, ok := m.series.Load(model); ok {
+		return s.(*modelSeries)
+	}
+	s, _ := m.series.LoadOrStore(model, &modelSeries{
+		ok: m.requests.WithLabelValues(model, "200"), latency: m.latency.WithLabelValues(model),
+		added: m.added.WithLabelValues(model), inflight: m.inflight.WithLabelValues(model),
+	})
+	return s.(*modelSeries)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -126,10 +127,10 @@ var aLongTimeAgo = time.Unix(1, 0)
 // roundTrip writes the request on c and reads the answer; c goes back to the
 // pool when the exchange left it clean, and is closed otherwise.
 func (p *connPool) roundTrip(ctx context.Context, c *upConn, path, requestID string, body []byte) (ans *upstreamResult, err error) {
-	if d, ok := ctx.Deadline(); ok {
-		c.c.SetDeadline(d)
-	}
-	// the caller's context (deadline, client gone) interrupts blocked I/O
+	// the caller's context (its deadline, the client gone) interrupts
+	// blocked I/O; the connection then is closed, so no deadline is ever
+	// set on a connection that goes back to the pool (each set costs a
+	// timer update, twice a request)
 	stop := context.AfterFunc(ctx, func() { c.c.SetDeadline(aLongTimeAgo) })
 	keep := false
 	defer func() {
@@ -137,7 +138,6 @@ func (p *connPool) roundTrip(ctx context.Context, c *upConn, path, requestID str
 			c.c.Close()
 			return
 		}
-		c.c.SetDeadline(time.Time{})
 		p.put(c)
 	}()
 
@@ -158,9 +158,32 @@ func (p *connPool) roundTrip(ctx context.Context, c *upConn, path, requestID str
 	if _, err := c.br.Peek(1); err != nil { // nothing of an answer arrived
 		return nil, p.ioErr(ctx, err, true)
 	}
-	resp, err := http.ReadResponse(c.br, nil)
+	ans, keep, err = readAnswer(c.br)
 	if err != nil {
 		return nil, p.ioErr(ctx, err, false)
+	}
+	keep = keep && c.br.Buffered() == 0
+	return ans, nil
+}
+
+// readAnswer reads one answer from br. The usual one, a status line and a
+// few headers with a Content-Length all in the read buffer already, is
+// parsed in place (parseHead); anything else goes through
+// http.ReadResponse. keep says the connection may carry another request.
+func readAnswer(br *bufio.Reader) (ans *upstreamResult, keep bool, err error) {
+	if buf, _ := br.Peek(br.Buffered()); len(buf) > 0 {
+		if h, ok := parseHead(buf); ok && h.length <= maxUpstreamBody {
+			_, _ = br.Discard(h.size)
+			data := make([]byte, h.length)
+			if _, err := io.ReadFull(br, data); err != nil {
+				return nil, false, err
+			}
+			return &upstreamResult{status: h.status, contentType: h.contentType, body: data}, !h.close, nil
+		}
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return nil, false, err
 	}
 	defer resp.Body.Close()
 	var data []byte
@@ -171,10 +194,119 @@ func (p *connPool) roundTrip(ctx context.Context, c *upConn, path, requestID str
 		data, err = io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
 	}
 	if err != nil {
-		return nil, p.ioErr(ctx, err, false)
+		return nil, false, err
 	}
-	keep = !resp.Close && resp.ContentLength >= 0 && c.br.Buffered() == 0
-	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: data}, nil
+	keep = !resp.Close && resp.ContentLength >= 0
+	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: data}, keep, nil
+}
+
+// answerHead is what parseHead read of an answer's head.
+type answerHead struct {
+	size        int // bytes of the status line and headers, the blank line included
+	status      int
+	contentType string
+	length      int64
+	close       bool // Connection: close
+}
+
+// parseHead parses an HTTP/1.1 answer head held whole in buf, when it is of
+// the plain kind: "HTTP/1.1 ddd ...", one Content-Length, no
+// Transfer-Encoding, no folded or malformed lines, a status that has a body
+// (not 1xx, 204 or 304). ok=false leaves everything else, and every doubt,
+// to http.ReadResponse; FuzzParseHead checks that where ok, both agree.
+func parseHead(buf []byte) (h answerHead, ok bool) {
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		return h, false
+	}
+	h.size = end + 4
+	head := buf[:end+2] // every line ends with CRLF
+	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	if bytes.IndexFunc(line, func(r rune) bool { return r < ' ' || r == 0x7f }) >= 0 {
+		return h, false // a bare CR or LF: lines are not what they seem
+	}
+	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || (len(line) > 12 && line[12] != ' ') {
+		return h, false
+	}
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return h, false
+		}
+		h.status = h.status*10 + int(c-'0')
+	}
+	if h.status < 200 || h.status == 204 || h.status == 304 {
+		return h, false
+	}
+	h.length = -1
+	for len(rest) > 0 {
+		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		name, value, found := bytes.Cut(line, []byte(":"))
+		if !found || len(name) == 0 || !validFieldName(name) {
+			return h, false // a folded line, a malformed one
+		}
+		value = bytes.Trim(value, " \t")
+		for _, c := range value {
+			if (c < ' ' && c != '\t') || c == 0x7f {
+				return h, false
+			}
+		}
+		switch {
+		case asciiEqualFold(name, "Content-Length"):
+			if h.length >= 0 || len(value) == 0 || len(value) > 18 {
+				return h, false
+			}
+			var n int64
+			for _, c := range value {
+				if c < '0' || c > '9' {
+					return h, false
+				}
+				n = n*10 + int64(c-'0')
+			}
+			h.length = n
+		case asciiEqualFold(name, "Content-Type"):
+			if h.contentType == "" {
+				h.contentType = string(value)
+			}
+		case asciiEqualFold(name, "Connection"):
+			for _, v := range bytes.Split(value, []byte(",")) {
+				if asciiEqualFold(bytes.Trim(v, " \t"), "close") {
+					h.close = true
+				}
+			}
+		case asciiEqualFold(name, "Transfer-Encoding"):
+			return h, false
+		}
+	}
+	return h, h.length >= 0
+}
+
+// validFieldName: a header name is a token (RFC 9110).
+func validFieldName(b []byte) bool {
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f || bytes.IndexByte([]byte(`"(),/:;<=>?@[\]{}`), c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // ioErr names an I/O failure: the context's error when it caused it, and

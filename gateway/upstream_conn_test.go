@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net"
@@ -84,5 +86,77 @@ func TestConnPoolCancel(t *testing.T) {
 	}
 	if len(p.idle) != 0 {
 		t.Fatal("an interrupted connection went back to the pool")
+	}
+}
+
+// The in-place parse of an answer head takes the plain answers and leaves
+// the rest to http.ReadResponse.
+func TestParseHead(t *testing.T) {
+	for _, c := range []struct {
+		name, in string
+		ok       bool
+		want     answerHead
+	}{
+		{"plain", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"a\":true}\r\n", true,
+			answerHead{size: 71, status: 200, contentType: "application/json", length: 12}},
+		{"no reason, case and spaces", "HTTP/1.1 503\r\ncontent-length:  0 \r\nconnection: keep-alive, Close\r\n\r\n", true,
+			answerHead{size: 68, status: 503, length: 0, close: true}},
+		{"first Content-Type wins", "HTTP/1.1 400 Bad\r\nContent-Type: a\r\nContent-Type: b\r\nContent-Length: 1\r\n\r\nx", true,
+			answerHead{size: 73, status: 400, contentType: "a", length: 1}},
+		{"head not whole yet", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n", false, answerHead{}},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n", false, answerHead{}},
+		{"no length", "HTTP/1.1 200 OK\r\nContent-Type: a\r\n\r\n", false, answerHead{}},
+		{"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", false, answerHead{}},
+		{"signed length", "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx", false, answerHead{}},
+		{"HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx", false, answerHead{}},
+		{"1xx", "HTTP/1.1 100 Continue\r\n\r\n", false, answerHead{}},
+		{"204", "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", false, answerHead{}},
+		{"folded line", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n x\r\n\r\nx", false, answerHead{}},
+		{"space before colon", "HTTP/1.1 200 OK\r\nContent-Length : 1\r\n\r\nx", false, answerHead{}},
+		{"control byte in a value", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX: a\x00b\r\n\r\nx", false, answerHead{}},
+		{"bad status", "HTTP/1.1 2x0 OK\r\nContent-Length: 1\r\n\r\nx", false, answerHead{}},
+	} {
+		h, ok := parseHead([]byte(c.in))
+		if ok != c.ok || (ok && h != c.want) {
+			t.Errorf("%s: got %+v %v, want %+v %v", c.name, h, ok, c.want, c.ok)
+		}
+		if !ok { // the slow path still reads what is valid
+			continue
+		}
+		checkHeadAgainstReadResponse(t, []byte(c.in), h)
+	}
+}
+
+// Wherever parseHead takes a head, http.ReadResponse reads the same status,
+// Content-Type, length, connection fate and body offset from it.
+func FuzzParseHead(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"))
+	f.Add([]byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if h, ok := parseHead(data); ok {
+			checkHeadAgainstReadResponse(t, data, h)
+		}
+	})
+}
+
+func checkHeadAgainstReadResponse(t *testing.T, data []byte, h answerHead) {
+	t.Helper()
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(data)), nil)
+	if err != nil {
+		t.Fatalf("parseHead took %q, http.ReadResponse refused it: %v", data, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != h.status || resp.Header.Get("Content-Type") != h.contentType || resp.ContentLength != h.length || resp.Close != h.close {
+		t.Fatalf("%q: parseHead %+v, http.ReadResponse status %d type %q length %d close %v",
+			data, h, resp.StatusCode, resp.Header.Get("Content-Type"), resp.ContentLength, resp.Close)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	want := data[h.size:]
+	if int64(len(want)) > h.length {
+		want = want[:h.length]
+	}
+	if !bytes.Equal(body, want) {
+		t.Fatalf("%q: body at offset %d is %q, http.ReadResponse read %q", data, h.size, want, body)
 	}
 }

@@ -1,0 +1,120 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"slices"
+	"testing"
+)
+
+// The hand-written appenders write byte for byte what encoding/json's
+// Encoder writes, so customers see the same answers as before.
+func TestAppendersMatchEncodingJSON(t *testing.T) {
+	odd := []string{"", "POSITIVE", `quote " backslash \ slash /`, "<b>&amp;</b>", "tab\tnew\nline\rcr\bbs\fff",
+		"\x00\x01\x1f\x7f", "é ü 日本 🙂", "\u2028\u2029", "bad \xff\xfe utf8 \xe2\x82", "\xed\xa0\x80"}
+	floats := []float64{0, math.Copysign(0, -1), 1, -1, 0.9998071789741516, 1.9282e-4, 1e-6, 9.99e-7, 1e-7, 5e-324,
+		1e20, 1e21, 123456789012345678, math.MaxFloat64, -math.SmallestNonzeroFloat64, 0.1, 1.5e-10, -3.25e22}
+	var labels []scoredLabel
+	for i, s := range odd {
+		labels = append(labels, scoredLabel{Label: s, Score: floats[i%len(floats)]})
+	}
+	var ents []entity
+	for i, s := range odd {
+		ents = append(ents, entity{Text: s, Type: odd[(i+3)%len(odd)], Start: i - 1, End: 1 << (i * 3), Score: floats[(i+5)%len(floats)]})
+	}
+	answers := []any{
+		labelsAnswer{ScoredLabels: labels}, labelsAnswer{ScoredLabels: []scoredLabel{}}, labelsAnswer{}, entitiesAnswer{},
+		entitiesAnswer{Entities: ents}, entitiesAnswer{Entities: []entity{}},
+		embeddingsAnswer{Embeddings: [][]float64{floats}}, embeddingsAnswer{Embeddings: [][]float64{{}}},
+		embeddingsAnswer{Embeddings: [][]float64{nil, floats[:2]}}, embeddingsAnswer{},
+	}
+	for i, a := range answers {
+		var want bytes.Buffer
+		if err := json.NewEncoder(&want).Encode(a); err != nil {
+			t.Fatal(err)
+		}
+		if got := append(appendAnswer(nil, a), '\n'); !bytes.Equal(got, want.Bytes()) {
+			t.Errorf("answer %d:\n got %s\nwant %s", i, got, want.Bytes())
+		}
+	}
+	// the runtime request, with and without parameters
+	for _, c := range []struct {
+		texts  []string
+		params json.RawMessage
+	}{{odd, nil}, {[]string{"a"}, json.RawMessage(`{ "top_k" : 2 }`)}} {
+		want, _ := json.Marshal(runtimeRequest{Texts: c.texts, Parameters: c.params})
+		if got := appendRuntimeRequest(nil, c.texts, c.params); !bytes.Equal(got, want) {
+			t.Errorf("runtime request:\n got %s\nwant %s", got, want)
+		}
+	}
+}
+
+func FuzzAppendJSON(f *testing.F) {
+	f.Add("hello <world> & \u2028", 0.25)
+	f.Add("\xff\x00\"\\", 1e-9)
+	f.Fuzz(func(t *testing.T, s string, x float64) {
+		want, _ := json.Marshal(s)
+		if got := appendJSONString(nil, s); !bytes.Equal(got, want) {
+			t.Fatalf("string %q:\n got %s\nwant %s", s, got, want)
+		}
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return
+		}
+		want, _ = json.Marshal(x)
+		if got := appendJSONFloat(nil, x); !bytes.Equal(got, want) {
+			t.Fatalf("float %v: got %s, want %s", x, got, want)
+		}
+	})
+}
+
+// Where decodeSimple takes a body, encoding/json reads the same texts from it.
+func TestDecodeSimple(t *testing.T) {
+	for _, c := range []struct {
+		body   string
+		texts  []string
+		single bool
+		ok     bool
+	}{
+		{`{"text":"hello"}`, []string{"hello"}, true, true},
+		{" {\n\t\"texts\" : [ \"a\" , \"b é\" ] } \n", []string{"a", "b é"}, false, true},
+		{`{"text":"with \"escape\""}`, nil, false, false},
+		{`{"texts":[]}`, nil, false, false},
+		{`{"text":"a","parameters":{}}`, nil, false, false},
+		{`{"Text":"a"}`, nil, false, false},
+		{`{"text":"a"} x`, nil, false, false},
+		{`{"text":"a"`, nil, false, false},
+		{"{\"text\":\"\xff\"}", nil, false, false},
+		{"{\"text\":\"a\x01\"}", nil, false, false},
+		{`{"texts":["a",]}`, nil, false, false},
+		{`{"texts":["a" "b"]}`, nil, false, false},
+		{`{"text":1}`, nil, false, false},
+	} {
+		texts, single, ok := decodeSimple([]byte(c.body))
+		if ok != c.ok || single != c.single || !slices.Equal(texts, c.texts) {
+			t.Errorf("%q: got %q %v %v, want %q %v %v", c.body, texts, single, ok, c.texts, c.single, c.ok)
+		}
+		if ok {
+			checkSimpleAgainstGeneral(t, []byte(c.body), texts, single)
+		}
+	}
+}
+
+func FuzzDecodeSimple(f *testing.F) {
+	for _, s := range []string{`{"text":"hello"}`, `{"texts":["a","b"]}`, ` { "texts" : [ "x" ] } `, `{"text":"a\"b"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if texts, single, ok := decodeSimple(body); ok {
+			checkSimpleAgainstGeneral(t, body, texts, single)
+		}
+	})
+}
+
+func checkSimpleAgainstGeneral(t *testing.T, body []byte, texts []string, single bool) {
+	t.Helper()
+	gt, gs, gp, err := decodeGeneral(body)
+	if err != nil || gs != single || gp != nil || !slices.Equal(gt, texts) {
+		t.Fatalf("%q: decodeSimple %q single=%v; encoding/json %q single=%v params=%s err=%v", body, texts, single, gt, gs, gp, err)
+	}
+}
