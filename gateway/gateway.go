@@ -663,15 +663,18 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 	if t, ok := g.opts.ModelTimeouts[model]; ok && t > 0 {
 		timeout = t
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	defer cancel()
+	ctx := r.Context() // ends when the client goes away
+	deadline := time.Now().Add(timeout)
 	rid := r.Header.Get("X-Request-ID")
 	pool := g.pool(model)
 	load, end := g.arrive(model)
 	defer end()
 	if len(pool.Upstreams()) == 0 {
 		if m, ok := g.catalog.Get(model); ok && m.Autoscaled {
-			if aerr := g.holdForReplica(ctx, r.Context(), model, load, pool); aerr != nil {
+			hctx, cancel := context.WithDeadline(ctx, deadline)
+			aerr := g.holdForReplica(hctx, ctx, model, load, pool)
+			cancel()
+			if aerr != nil {
 				return nil, aerr
 			}
 		}
@@ -690,7 +693,7 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 		if attempt > 0 {
 			g.m.retries.WithLabelValues(model).Inc()
 		}
-		res, err := g.try(ctx, u, model, path, body, rid, st)
+		res, err := g.try(ctx, deadline, u, model, path, body, rid, st)
 		busy := err == nil && res.status == http.StatusTooManyRequests // runtime queue full: try another
 		if err == nil && res.status != http.StatusServiceUnavailable && !busy {
 			if res.status == http.StatusBadGateway || res.status == http.StatusGatewayTimeout {
@@ -701,9 +704,9 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 			return res, nil
 		}
 		switch {
-		case r.Context().Err() != nil:
+		case ctx.Err() != nil:
 			return nil, &gwError{status: 499}
-		case ctx.Err() != nil || (errors.Is(err, context.DeadlineExceeded) && pastDeadline(ctx)):
+		case !time.Now().Before(deadline):
 			// (a dial timeout is DeadlineExceeded too, long before the
 			// request's deadline: that is a replica gone, retried below)
 			g.m.upErrors.WithLabelValues(model, "timeout").Inc()
@@ -725,14 +728,7 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 	return nil, last
 }
 
-// pastDeadline reports whether ctx's deadline has come, even if its timer
-// has not fired yet.
-func pastDeadline(ctx context.Context) bool {
-	d, ok := ctx.Deadline()
-	return ok && !time.Now().Before(d)
-}
-
-func (g *Gateway) try(ctx context.Context, u *Upstream, model, path string, body []byte, rid string, st *reqState) (*upstreamResult, error) {
+func (g *Gateway) try(ctx context.Context, deadline time.Time, u *Upstream, model, path string, body []byte, rid string, st *reqState) (*upstreamResult, error) {
 	u.inflight.Add(1)
 	inflight := g.m.forModel(model).inflight
 	inflight.Inc()
@@ -742,7 +738,7 @@ func (g *Gateway) try(ctx context.Context, u *Upstream, model, path string, body
 		u.inflight.Add(-1)
 		inflight.Dec()
 	}()
-	return g.conns(u).post(ctx, path, rid, body)
+	return g.conns(u).post(ctx, deadline, path, rid, body)
 }
 
 // conns is u's connection pool, made on first use.

@@ -48,25 +48,30 @@ type upConn struct {
 // before it answered (its idle timeout, a restart); the request never ran.
 var errReusedConnDropped = errors.New("kept-alive connection closed by the replica")
 
-// post sends one POST. A request that failed only because a reused
-// connection had gone stale is sent again once on a new connection (the
-// replica never saw it; inference is idempotent anyway).
-func (p *connPool) post(ctx context.Context, path, requestID string, body []byte) (*upstreamResult, error) {
-	c, reused, err := p.get(ctx)
+// post sends one POST, to be answered by deadline (none when zero); ctx
+// ending (the client gone) interrupts it. A request that failed only because
+// a reused connection had gone stale is sent again once on a new connection
+// (the replica never saw it; inference is idempotent anyway).
+//
+// The deadline is the connection's, not a context's: context.WithTimeout
+// costs a timer, a context and two registrations with the parent on every
+// request, a connection deadline one timer update.
+func (p *connPool) post(ctx context.Context, deadline time.Time, path, requestID string, body []byte) (*upstreamResult, error) {
+	c, reused, err := p.get(ctx, deadline)
 	if err != nil {
 		return nil, err
 	}
-	ans, err := p.roundTrip(ctx, c, path, requestID, body)
+	ans, err := p.roundTrip(ctx, deadline, c, path, requestID, body)
 	if err != nil && reused && errors.Is(err, errReusedConnDropped) && ctx.Err() == nil {
-		if c, err = p.dialConn(ctx); err != nil {
+		if c, err = p.dialConn(ctx, deadline); err != nil {
 			return nil, err
 		}
-		ans, err = p.roundTrip(ctx, c, path, requestID, body)
+		ans, err = p.roundTrip(ctx, deadline, c, path, requestID, body)
 	}
 	return ans, err
 }
 
-func (p *connPool) get(ctx context.Context) (c *upConn, reused bool, err error) {
+func (p *connPool) get(ctx context.Context, deadline time.Time) (c *upConn, reused bool, err error) {
 	now := time.Now()
 	p.mu.Lock()
 	for n := len(p.idle); n > 0; n = len(p.idle) {
@@ -79,13 +84,21 @@ func (p *connPool) get(ctx context.Context) (c *upConn, reused bool, err error) 
 		c.c.Close()
 	}
 	p.mu.Unlock()
-	c, err = p.dialConn(ctx)
+	c, err = p.dialConn(ctx, deadline)
 	return c, false, err
 }
 
-func (p *connPool) dialConn(ctx context.Context) (*upConn, error) {
+func (p *connPool) dialConn(ctx context.Context, deadline time.Time) (*upConn, error) {
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
 	nc, err := p.dial(ctx, "tcp", p.addr)
 	if err != nil {
+		if ctx.Err() == context.DeadlineExceeded {
+			return nil, context.DeadlineExceeded
+		}
 		return nil, err
 	}
 	return &upConn{c: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 8<<10)}, nil
@@ -126,11 +139,10 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // roundTrip writes the request on c and reads the answer; c goes back to the
 // pool when the exchange left it clean, and is closed otherwise.
-func (p *connPool) roundTrip(ctx context.Context, c *upConn, path, requestID string, body []byte) (ans *upstreamResult, err error) {
-	// the caller's context (its deadline, the client gone) interrupts
-	// blocked I/O; the connection then is closed, so no deadline is ever
-	// set on a connection that goes back to the pool (each set costs a
-	// timer update, twice a request)
+func (p *connPool) roundTrip(ctx context.Context, deadline time.Time, c *upConn, path, requestID string, body []byte) (ans *upstreamResult, err error) {
+	c.c.SetDeadline(deadline) // (zero: none, which also clears a reused connection's last one)
+	// the caller's context ending (the client gone) interrupts blocked I/O;
+	// the connection then is closed
 	stop := context.AfterFunc(ctx, func() { c.c.SetDeadline(aLongTimeAgo) })
 	keep := false
 	defer func() {
@@ -153,14 +165,14 @@ func (p *connPool) roundTrip(ctx context.Context, c *upConn, path, requestID str
 	bw.WriteString("\r\n\r\n")
 	bw.Write(body)
 	if err := bw.Flush(); err != nil {
-		return nil, p.ioErr(ctx, err, true)
+		return nil, p.ioErr(ctx, deadline, err, true)
 	}
 	if _, err := c.br.Peek(1); err != nil { // nothing of an answer arrived
-		return nil, p.ioErr(ctx, err, true)
+		return nil, p.ioErr(ctx, deadline, err, true)
 	}
 	ans, keep, err = readAnswer(c.br)
 	if err != nil {
-		return nil, p.ioErr(ctx, err, false)
+		return nil, p.ioErr(ctx, deadline, err, false)
 	}
 	keep = keep && c.br.Buffered() == 0
 	return ans, nil
@@ -311,12 +323,11 @@ func asciiEqualFold(b []byte, s string) bool {
 
 // ioErr names an I/O failure: the context's error when it caused it, and
 // errReusedConnDropped when nothing of an answer arrived.
-func (p *connPool) ioErr(ctx context.Context, err error, nothingRead bool) error {
+func (p *connPool) ioErr(ctx context.Context, deadline time.Time, err error, nothingRead bool) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
 	}
-	// the connection's deadline is the context's: it may fire a moment first
-	if errors.Is(err, os.ErrDeadlineExceeded) && pastDeadline(ctx) {
+	if errors.Is(err, os.ErrDeadlineExceeded) && !deadline.IsZero() && !time.Now().Before(deadline) {
 		return context.DeadlineExceeded
 	}
 	if nothingRead && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isConnReset(err)) {
