@@ -387,10 +387,26 @@ func validRequestID(s string) bool {
 	return true
 }
 
+// Request IDs are this process's random 64-bit prefix and a counter: as
+// unique as 16 random bytes across gateways and restarts for any practical
+// count, without a call to the system's random source on every request.
+var (
+	ridPrefix = func() string {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		return hex.EncodeToString(b[:])
+	}()
+	ridCounter atomic.Uint64
+)
+
 func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	var b [32]byte
+	buf := append(b[:0], ridPrefix...)
+	n := ridCounter.Add(1)
+	for i := 60; i >= 0; i -= 4 { // fixed width: 16 hex digits
+		buf = append(buf, hexDigits[(n>>uint(i))&0xf])
+	}
+	return string(buf)
 }
 
 // reqState carries one request through the handlers.
@@ -494,11 +510,18 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState) (*
 	return k, m, true
 }
 
-func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState) ([]byte, bool) {
+// readBody reads the body into buf's storage when its length is known (a
+// pooled buffer, not ReadAll's growing ones); the body is valid until buf
+// goes back to the pool.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState, buf *[]byte) ([]byte, bool) {
 	var body []byte
 	var err error
 	if n := r.ContentLength; n > 0 && n <= g.opts.MaxBodyBytes {
-		body = make([]byte, n) // one allocation, not ReadAll's growing ones
+		if int64(cap(*buf)) < n {
+			*buf = make([]byte, n)
+		}
+		*buf = (*buf)[:n]
+		body = *buf
 		_, err = io.ReadFull(r.Body, body)
 	} else {
 		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
@@ -536,17 +559,21 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, st, http.StatusBadRequest, "task_not_supported", fmt.Sprintf("model %q does %s, not %s", m.Name, m.Task, r.PathValue("task")))
 		return
 	}
-	body, ok := g.readBody(w, r, st)
+	bodyBuf, upBuf := getBuf(), getBuf()
+	defer putBuf(bodyBuf)
+	defer putBuf(upBuf)
+	body, ok := g.readBody(w, r, st, bodyBuf)
 	if !ok {
 		return
 	}
-	texts, single, params, err := DecodeRequest(body, g.opts.MaxTexts)
+	texts, single, params, err := DecodeRequest(body, g.opts.MaxTexts) // (texts are copies: the body's buffer is reused below)
 	if err != nil {
 		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
 		g.usage.Record(k.ID, m.ID, 0, true)
 		return
 	}
-	up := appendRuntimeRequest(make([]byte, 0, 16+len(body)), texts, params)
+	up := appendRuntimeRequest(*upBuf, texts, params)
+	*upBuf = up
 	res, aerr := g.forward(r, m.Name, "/predict", up, st)
 	if aerr != nil {
 		g.writeErr(w, st, aerr)
@@ -566,7 +593,8 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request) {
 		g.usage.Record(k.ID, m.ID, len(texts), true)
 		return
 	}
-	out := make([]byte, 0, 64+len(res.body))
+	out := (*bodyBuf)[:0] // the body is no longer needed
+	defer func() { *bodyBuf = out }()
 	if single {
 		out = appendAnswer(out, answers[0])
 	} else {
@@ -592,7 +620,9 @@ func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, ok := g.readBody(w, r, st)
+	bodyBuf := getBuf()
+	defer putBuf(bodyBuf)
+	body, ok := g.readBody(w, r, st, bodyBuf)
 	if !ok {
 		return
 	}

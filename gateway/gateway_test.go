@@ -331,3 +331,15 @@ func TestKnownKeysSurvivePostgresOutage(t *testing.T) {
 		t.Fatalf("key never seen, during outage: %d %s", a.status, a.raw)
 	}
 }
+
+// Generated request IDs are 32 hex digits, valid as IDs, and distinct.
+func TestNewRequestID(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		id := newRequestID()
+		if len(id) != 32 || !validRequestID(id) || strings.Trim(id, "0123456789abcdef") != "" || seen[id] {
+			t.Fatalf("request ID %q (seen before: %v)", id, seen[id])
+		}
+		seen[id] = true
+	}
+}
