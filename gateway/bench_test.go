@@ -30,32 +30,42 @@ import (
 
 // BenchmarkProxy compares the gateway with nginx as a plain reverse proxy in
 // front of the same trivial upstream, driven by the same load generator with
-// 64 keep-alive connections. Each sub-benchmark reports req/s and p50/p99
-// latency; "added" figures subtract the direct-to-upstream percentiles.
+// 64 keep-alive connections.
 //
-//	go test -run '^$' -bench Proxy -benchtime 20000x ./gateway/
+//	go test -run '^$' -bench Proxy -benchtime 150000x ./gateway/
+//
+// Every proxy is started once; then, round after round (proxyRounds), each
+// in turn gets its share of the b.N requests as fast as they go, and a paced
+// run (pacedRate, two seconds) through it at the same time as one straight
+// to the upstream. On a shared two-core machine the speed of everything
+// drifts by tens of per cent within a minute, so figures come from the same
+// round: a proxy's req/s against nginx's a few seconds apart, its latency
+// against the direct run's of the same two seconds. The medians over the
+// rounds are reported, and each round is printed.
 //
 // The nginx case is skipped when nginx is not installed (Debian: nginx-light).
 func BenchmarkProxy(b *testing.B) {
+	if b.N < 1000 { // the framework's first run with b.N=1: not worth starting everything
+		return
+	}
 	const conns = 64
 	up := trivialUpstream(b)
 	upAddr := up.Listener.Addr().String()
-
 	directURL = "http://" + upAddr + "/predict"
-	direct := func(b *testing.B) {
-		r := load(b, conns, 0, directURL, `{"texts":["hello"]}`, "")
-		paced := load(b, conns, pacedRate, directURL, `{"texts":["hello"]}`, "")
-		b.ReportMetric(r.rps, "req/s")
-		b.ReportMetric(float64(paced.p50.Microseconds()), "paced-p50-µs")
-		b.ReportMetric(float64(paced.p99.Microseconds()), "paced-p99-µs")
+
+	type target struct {
+		name, url, body, key string
+		pids                 func() []int
+		rps, cpu, kernel     []float64 // per round
+		added50, added99     []float64 // µs, per round
 	}
-	b.Run("direct", direct)
-
-	b.Run("nginx", func(b *testing.B) {
+	targets := []*target{{name: "direct", url: directURL, body: `{"texts":["hello"]}`}}
+	if _, err := exec.LookPath("nginx"); err == nil {
 		addr, pids := startNginx(b, upAddr)
-		measure(b, conns, "http://"+addr+"/predict", `{"texts":["hello"]}`, "", pids)
-	})
-
+		targets = append(targets, &target{name: "nginx", url: "http://" + addr + "/predict", body: `{"texts":["hello"]}`, pids: pids})
+	} else {
+		b.Log("nginx not installed: no nginx case")
+	}
 	for _, c := range []struct {
 		name      string
 		withRedis bool
@@ -65,53 +75,102 @@ func BenchmarkProxy(b *testing.B) {
 		{"gateway-v2-passthrough", false, "/v2/models/sentiment/infer", `{"texts":["hello"]}`},
 		{"gateway-task+redis-limits", true, "/v1/sentiment/sentiment", `{"text":"hello"}`},
 	} {
-		withRedis := c.withRedis
-		b.Run(c.name, func(b *testing.B) {
-			e := newEnv(b, withRedis)
-			acc := e.account("bench", "")
-			if withRedis {
-				plan := e.id(`INSERT INTO plans(name, requests_per_second, burst, monthly_quota) VALUES ('bench', 1000000, 1000000, 0) RETURNING id`)
-				e.exec(`UPDATE accounts SET plan_id = $1 WHERE id = $2`, plan, acc)
-			}
-			key, _ := e.key(acc, "inference")
-			e.model("sentiment", "text-classification", 0)
-			addr, pids := startGatewayProcess(b, e, upAddr)
-			measure(b, conns, "http://"+addr+c.path, c.req, key, pids)
-		})
+		e := newEnv(b, c.withRedis)
+		acc := e.account("bench", "")
+		if c.withRedis {
+			plan := e.id(`INSERT INTO plans(name, requests_per_second, burst, monthly_quota) VALUES ('bench', 1000000, 1000000, 0) RETURNING id`)
+			e.exec(`UPDATE accounts SET plan_id = $1 WHERE id = $2`, plan, acc)
+		}
+		key, _ := e.key(acc, "inference")
+		e.model("sentiment", "text-classification", 0)
+		addr, pids := startGatewayProcess(b, e, upAddr)
+		targets = append(targets, &target{name: c.name, url: "http://" + addr + c.path, body: c.req, key: key, pids: pids})
 	}
+
+	per := b.N / proxyRounds
+	b.ResetTimer()
+	for round := 1; round <= proxyRounds; round++ {
+		for _, t := range targets {
+			var u0, s0 time.Duration
+			if t.pids != nil {
+				u0, s0 = procCPU(t.pids())
+			}
+			r := load(b, conns, 0, per, t.url, t.body, t.key)
+			t.rps = append(t.rps, r.rps)
+			if t.pids != nil {
+				u1, s1 := procCPU(t.pids())
+				t.cpu = append(t.cpu, float64((u1-u0+s1-s0).Microseconds())/float64(per))
+				t.kernel = append(t.kernel, float64((s1-s0).Microseconds())/float64(per))
+			}
+			if t.name == "direct" {
+				continue
+			}
+			var base loadResult
+			done := make(chan struct{})
+			go func() { defer close(done); base = loadOnce(conns, pacedRate, 2*pacedRate, directURL, `{"texts":["hello"]}`, "") }()
+			p := load(b, conns, pacedRate, 2*pacedRate, t.url, t.body, t.key)
+			<-done
+			if base.errors > 0 {
+				b.Fatalf("%d direct requests failed", base.errors)
+			}
+			t.added50 = append(t.added50, float64((p.p50-base.p50).Microseconds()))
+			t.added99 = append(t.added99, float64((p.p99-base.p99).Microseconds()))
+		}
+		line := fmt.Sprintf("round %d:", round)
+		for _, t := range targets {
+			line += fmt.Sprintf(" %s %.0f req/s", t.name, t.rps[round-1])
+			if len(t.cpu) > 0 {
+				line += fmt.Sprintf(" (%.1f µs CPU, p99 +%.0f µs)", t.cpu[round-1], t.added99[round-1])
+			}
+			line += ";"
+		}
+		fmt.Println(line)
+	}
+	b.StopTimer()
+
+	var nginx *target
+	for _, t := range targets {
+		if t.name == "nginx" {
+			nginx = t
+		}
+	}
+	for _, t := range targets {
+		b.ReportMetric(median(t.rps), t.name+"-req/s")
+		if len(t.cpu) > 0 {
+			b.ReportMetric(median(t.cpu), t.name+"-cpu-µs/req")
+			b.ReportMetric(median(t.kernel), t.name+"-kernel-µs/req")
+			b.ReportMetric(median(t.added50), t.name+"-added-p50-µs")
+			b.ReportMetric(median(t.added99), t.name+"-added-p99-µs")
+		}
+		if nginx != nil && t != nginx && t.name != "direct" {
+			ratios := make([]float64, len(t.rps))
+			for i := range ratios {
+				ratios[i] = t.rps[i] / nginx.rps[i]
+			}
+			b.ReportMetric(median(ratios), t.name+"-vs-nginx")
+			fmt.Printf("%s vs nginx, per round: %.2f (min %.2f, median %.2f, max %.2f)\n", t.name, ratios, slices.Min(ratios), median(ratios), slices.Max(ratios))
+		}
+	}
+}
+
+// proxyRounds is how many times each proxy is measured in BenchmarkProxy.
+const proxyRounds = 5
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
 }
 
 // directURL is the trivial upstream's, for the paced runs' baseline.
 var directURL string
 
-// pacedRate is the total request rate of the paced run, which measures the
+// pacedRate is the request rate of the paced runs, which measure the
 // latency a proxy adds when it is not saturated.
 const pacedRate = 2000
-
-// measure runs the saturating load (req/s, and the proxy's CPU time per
-// request, which is robust to a noisy machine) and then a paced load at
-// pacedRate through the proxy and, at the same time, another straight to
-// the upstream: the added p50/p99 latency compares two runs that shared
-// the same two seconds of the machine, not runs minutes apart.
-func measure(b *testing.B, conns int, url, body, key string, pids func() []int) {
-	u0, s0 := procCPU(pids())
-	r := load(b, conns, 0, url, body, key)
-	u1, s1 := procCPU(pids())
-	cpu := u1 - u0 + s1 - s0
-	var base loadResult
-	done := make(chan struct{})
-	go func() { defer close(done); base = loadOnce(b, conns, pacedRate, directURL, `{"texts":["hello"]}`, "") }()
-	p := load(b, conns, pacedRate, url, body, key)
-	<-done
-	if base.errors > 0 {
-		b.Fatalf("%d direct requests failed", base.errors)
-	}
-	b.ReportMetric(r.rps, "req/s")
-	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "proxy-cpu-µs/req")
-	b.ReportMetric(float64((s1-s0).Microseconds())/float64(b.N), "of-which-kernel-µs/req")
-	b.ReportMetric(float64((p.p50 - base.p50).Microseconds()), "paced-added-p50-µs")
-	b.ReportMetric(float64((p.p99 - base.p99).Microseconds()), "paced-added-p99-µs")
-}
 
 // procCPU is the user and system CPU time the processes used so far.
 func procCPU(pids []int) (user, sys time.Duration) {
@@ -150,10 +209,10 @@ type loadResult struct {
 	errors   int64
 }
 
-// load sends b.N requests over conns keep-alive connections, as fast as it
+// load sends n requests over conns keep-alive connections, as fast as it
 // can when rate is 0, else at rate requests per second in all.
-func load(b *testing.B, conns int, rate float64, url, body, key string) loadResult {
-	r := loadOnce(b, conns, rate, url, body, key)
+func load(b *testing.B, conns int, rate float64, n int, url, body, key string) loadResult {
+	r := loadOnce(conns, rate, n, url, body, key)
 	if r.errors > 0 {
 		b.Fatalf("%s: %d requests failed", url, r.errors)
 	}
@@ -161,7 +220,7 @@ func load(b *testing.B, conns int, rate float64, url, body, key string) loadResu
 }
 
 // loadOnce is load without the failure check, for a second goroutine.
-func loadOnce(b *testing.B, conns int, rate float64, url, body, key string) loadResult {
+func loadOnce(conns int, rate float64, n int, url, body, key string) loadResult {
 	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
@@ -187,16 +246,8 @@ func loadOnce(b *testing.B, conns int, rate float64, url, body, key string) load
 		go func() { defer wg.Done(); do() }()
 	}
 	wg.Wait()
-	n := b.N
-	if rate > 0 {
-		n = int(rate) * 2 // two seconds
-	}
 	lat := make([]time.Duration, n)
 	var next, errs atomic.Int64
-	if rate == 0 {
-		b.ResetTimer() // (it also drops reported metrics: report after all loads)
-		b.StartTimer()
-	}
 	start := time.Now()
 	for i := 0; i < conns; i++ {
 		wg.Add(1)
@@ -222,9 +273,6 @@ func loadOnce(b *testing.B, conns int, rate float64, url, body, key string) load
 	}
 	wg.Wait()
 	el := time.Since(start)
-	if rate == 0 {
-		b.StopTimer()
-	}
 	slices.Sort(lat)
 	return loadResult{rps: float64(len(lat)) / el.Seconds(), p50: lat[len(lat)/2], p99: lat[len(lat)*99/100], errors: errs.Load()}
 }
@@ -413,8 +461,8 @@ func TestBenchGatewayProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Rename(addrFile+".tmp", addrFile)
-	if p := os.Getenv("NLPSWARM_BENCH_CPUPROFILE"); p != "" { // profile the gateway side
-		f, err := os.Create(p)
+	if p := os.Getenv("NLPSWARM_BENCH_CPUPROFILE"); p != "" { // profile the gateway side, one file per process
+		f, err := os.Create(fmt.Sprintf("%s.%d", p, os.Getpid()))
 		if err == nil {
 			_ = pprof.StartCPUProfile(f)
 			defer f.Close()

@@ -167,8 +167,13 @@ func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
 		rediscov: make(chan struct{}, 1), recatalog: make(chan struct{}, 1), rdb: deps.Redis,
 	}
 	g.mux = http.NewServeMux()
-	g.mux.HandleFunc("POST /v1/{model}/{task}", g.serveTask)
-	g.mux.HandleFunc("POST /v2/models/{model}/infer", g.serveInfer)
+	// (ServeHTTP takes the usual forms of these two routes without the mux)
+	g.mux.HandleFunc("POST /v1/{model}/{task}", func(w http.ResponseWriter, r *http.Request) {
+		g.serveTask(w, r, r.PathValue("model"), r.PathValue("task"))
+	})
+	g.mux.HandleFunc("POST /v2/models/{model}/infer", func(w http.ResponseWriter, r *http.Request) {
+		g.serveInfer(w, r, r.PathValue("model"))
+	})
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, http.StatusNotFound, "not_found", "no such route: "+r.Method+" "+r.URL.Path)
 	})
@@ -370,7 +375,26 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// (hot path headers are set by their canonical key: Header.Set would
 	// canonicalize, and allocate for "ID", on every request)
 	w.Header()["X-Request-Id"] = []string{rid}
-	g.mux.ServeHTTP(w, r)
+	if r.Method == http.MethodPost { // the two customer routes, without a ServeMux match
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/v1/"); ok {
+			if model, task, ok := strings.Cut(rest, "/"); ok && plainSegment(model) && plainSegment(task) {
+				g.serveTask(w, r, model, task)
+				return
+			}
+		} else if rest, ok := strings.CutPrefix(r.URL.Path, "/v2/models/"); ok {
+			if model, ok := strings.CutSuffix(rest, "/infer"); ok && plainSegment(model) {
+				g.serveInfer(w, r, model)
+				return
+			}
+		}
+	}
+	g.mux.ServeHTTP(w, r) // everything else, with its cleaning, 404s and 405s
+}
+
+// plainSegment: one non-empty path segment that a ServeMux would match as
+// it is (no "/", not "." or "..").
+func plainSegment(s string) bool {
+	return s != "" && s != "." && s != ".." && !strings.Contains(s, "/")
 }
 
 var jsonContentType = []string{"application/json"}
@@ -449,7 +473,7 @@ func (g *Gateway) fail(w http.ResponseWriter, st *reqState, status int, code, ms
 
 // admit authenticates the caller, resolves the model and applies the plan.
 // It writes the error answer itself and returns ok=false.
-func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState) (*Key, *Model, bool) {
+func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState, name string) (*Key, *Model, bool) {
 	if len(r.Header.Values("Authorization")) > 1 {
 		// which one would a proxy in front have checked? Neither is taken.
 		g.fail(w, st, http.StatusBadRequest, "invalid_request", "more than one Authorization header")
@@ -477,7 +501,6 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState) (*
 		g.fail(w, st, http.StatusForbidden, "forbidden", "this key may not call the inference API")
 		return nil, nil, false
 	}
-	name := r.PathValue("model")
 	m, ok := g.catalog.Get(name)
 	if !ok || (m.Private && m.Owner != k.AccountID) {
 		g.fail(w, st, http.StatusNotFound, "model_not_found", fmt.Sprintf("no deployed model %q", name))
@@ -543,20 +566,20 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState,
 	return body, true
 }
 
-func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request, model, taskName string) {
 	st := &reqState{r: r, start: time.Now(), model: "-"}
 	defer g.finish(st)
-	task, ok := taskRoutes[r.PathValue("task")]
+	task, ok := taskRoutes[taskName]
 	if !ok {
-		g.fail(w, st, http.StatusNotFound, "not_found", fmt.Sprintf("no task %q: want sentiment, classification, entities or embeddings", r.PathValue("task")))
+		g.fail(w, st, http.StatusNotFound, "not_found", fmt.Sprintf("no task %q: want sentiment, classification, entities or embeddings", taskName))
 		return
 	}
-	k, m, ok := g.admit(w, r, st)
+	k, m, ok := g.admit(w, r, st, model)
 	if !ok {
 		return
 	}
 	if m.Task != task {
-		g.fail(w, st, http.StatusBadRequest, "task_not_supported", fmt.Sprintf("model %q does %s, not %s", m.Name, m.Task, r.PathValue("task")))
+		g.fail(w, st, http.StatusBadRequest, "task_not_supported", fmt.Sprintf("model %q does %s, not %s", m.Name, m.Task, taskName))
 		return
 	}
 	bodyBuf, upBuf := getBuf(), getBuf()
@@ -613,10 +636,10 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request) {
 	g.usage.Record(k.ID, m.ID, len(texts), false)
 }
 
-func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request, model string) {
 	st := &reqState{r: r, start: time.Now(), model: "-"}
 	defer g.finish(st)
-	k, m, ok := g.admit(w, r, st)
+	k, m, ok := g.admit(w, r, st, model)
 	if !ok {
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -341,5 +342,41 @@ func TestNewRequestID(t *testing.T) {
 			t.Fatalf("request ID %q (seen before: %v)", id, seen[id])
 		}
 		seen[id] = true
+	}
+}
+
+// ServeHTTP's own routing of the two customer routes answers as the
+// ServeMux behind it does, for plain paths and for the odd ones it leaves
+// to the mux.
+func TestFastRoutesMatchMux(t *testing.T) {
+	e := newEnv(t, false)
+	acc := e.account("acme", "standard")
+	key, _ := e.key(acc, "inference")
+	e.model("sentiment", "text-classification", 0, newFakeRuntime(t, "text-classification"))
+	g := e.start(Options{})
+	for _, path := range []string{
+		"/v1/sentiment/sentiment", "/v1/sentiment/translate", "/v1/nope/sentiment", "/v1/sentiment/sentiment/",
+		"/v1//sentiment", "/v1/sentiment/", "/v1/sentiment", "/v1/./sentiment", "/v1/../v1/sentiment/sentiment",
+		"/v1/sent%69ment/sentiment", "/v1/a%2Fb/sentiment", "/v2/models/sentiment/infer", "/v2/models//infer",
+		"/v2/models/a/b/infer", "/v2/models/sentiment/infer/", "/v2/models/nope/infer",
+	} {
+		for _, method := range []string{"POST", "GET"} {
+			run := func(h http.Handler) (int, string) {
+				req := httptest.NewRequest(method, "http://gw"+path, strings.NewReader(`{"text":"x"}`))
+				req.Header.Set("Authorization", "Token "+key)
+				req.Header.Set("X-Request-ID", "same")
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, req)
+				return w.Code, w.Body.String() + w.Header().Get("Location") + w.Header().Get("Allow")
+			}
+			fastStatus, fastBody := run(g)
+			muxStatus, muxBody := run(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header()["X-Request-Id"] = []string{"same"}
+				g.mux.ServeHTTP(w, r)
+			}))
+			if fastStatus != muxStatus || fastBody != muxBody {
+				t.Errorf("%s %s: routed %d %q, the mux answers %d %q", method, path, fastStatus, fastBody, muxStatus, muxBody)
+			}
+		}
 	}
 }

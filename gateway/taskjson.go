@@ -299,3 +299,175 @@ func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }
+
+// decodeLabelsSimple parses a text-classification runtime's answer to
+// /predict, {"model": "...", "task": "...", "outputs": [[{"label": "...",
+// "score": n}, ...], ...]}, when it has just these keys, plain strings and
+// JSON numbers. ok=false leaves it to the general decoder (translateAll);
+// FuzzDecodeLabelsSimple checks that where it answers, encoding/json
+// answers the same.
+func decodeLabelsSimple(body []byte) (outputs [][]scoredLabel, ok bool) {
+	p := jsonScan{b: body}
+	p.space()
+	if !p.byte('{') {
+		return nil, false
+	}
+	seen := false
+	for {
+		p.space()
+		key, ok := p.plainString()
+		if !ok {
+			return nil, false
+		}
+		p.space()
+		if !p.byte(':') {
+			return nil, false
+		}
+		p.space()
+		switch key {
+		case "model", "task":
+			if _, ok := p.plainString(); !ok {
+				return nil, false
+			}
+		case "outputs":
+			if seen {
+				return nil, false
+			}
+			seen = true
+			if outputs, ok = p.labelLists(); !ok {
+				return nil, false
+			}
+		default:
+			return nil, false
+		}
+		p.space()
+		if p.byte('}') {
+			break
+		}
+		if !p.byte(',') {
+			return nil, false
+		}
+	}
+	p.space()
+	if !seen || p.i != len(p.b) {
+		return nil, false
+	}
+	return outputs, true
+}
+
+// labelLists reads [[{"label": "...", "score": n}, ...], ...].
+func (p *jsonScan) labelLists() ([][]scoredLabel, bool) {
+	if !p.byte('[') {
+		return nil, false
+	}
+	out := [][]scoredLabel{}
+	p.space()
+	if p.byte(']') {
+		return out, true
+	}
+	for {
+		p.space()
+		if !p.byte('[') {
+			return nil, false
+		}
+		list := []scoredLabel{}
+		p.space()
+		if !p.byte(']') {
+			for {
+				p.space()
+				l, ok := p.scoredLabel()
+				if !ok {
+					return nil, false
+				}
+				list = append(list, l)
+				p.space()
+				if p.byte(']') {
+					break
+				}
+				if !p.byte(',') {
+					return nil, false
+				}
+			}
+		}
+		out = append(out, list)
+		p.space()
+		if p.byte(']') {
+			return out, true
+		}
+		if !p.byte(',') {
+			return nil, false
+		}
+	}
+}
+
+// scoredLabel reads {"label": "...", "score": n}, its two keys once each.
+func (p *jsonScan) scoredLabel() (l scoredLabel, ok bool) {
+	if !p.byte('{') {
+		return l, false
+	}
+	var haveLabel, haveScore bool
+	for i := 0; i < 2; i++ {
+		if i > 0 && !p.byte(',') {
+			return l, false
+		}
+		p.space()
+		key, ok := p.plainString()
+		if !ok {
+			return l, false
+		}
+		p.space()
+		if !p.byte(':') {
+			return l, false
+		}
+		p.space()
+		switch {
+		case key == "label" && !haveLabel:
+			if l.Label, ok = p.plainString(); !ok {
+				return l, false
+			}
+			haveLabel = true
+		case key == "score" && !haveScore:
+			if l.Score, ok = p.number(); !ok {
+				return l, false
+			}
+			haveScore = true
+		default:
+			return l, false
+		}
+		p.space()
+	}
+	return l, p.byte('}')
+}
+
+// number reads a JSON number (RFC 8259 grammar; strconv.ParseFloat alone
+// would take more, like "0x1p3" or "Inf").
+func (p *jsonScan) number() (float64, bool) {
+	start := p.i
+	digits := func() int {
+		n := 0
+		for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
+			p.i++
+			n++
+		}
+		return n
+	}
+	p.byte('-')
+	switch {
+	case p.byte('0'):
+	case digits() == 0:
+		return 0, false
+	}
+	if p.byte('.') && digits() == 0 {
+		return 0, false
+	}
+	if p.byte('e') || p.byte('E') {
+		if !p.byte('+') {
+			p.byte('-')
+		}
+		if digits() == 0 {
+			return 0, false
+		}
+	}
+	f, err := strconv.ParseFloat(string(p.b[start:p.i]), 64)
+	return f, err == nil
+}

@@ -118,3 +118,68 @@ func checkSimpleAgainstGeneral(t *testing.T, body []byte, texts []string, single
 		t.Fatalf("%q: decodeSimple %q single=%v; encoding/json %q single=%v params=%s err=%v", body, texts, single, gt, gs, gp, err)
 	}
 }
+
+func TestDecodeLabelsSimple(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		ok   bool
+	}{
+		{`{"model":"m","task":"text-classification","outputs":[[{"label":"POSITIVE","score":0.9},{"label":"NEGATIVE","score":0.1}]]}`, true},
+		{" {\"outputs\" : [ [ { \"score\" : -1.5e-7 , \"label\" : \"a b\" } ] , [ ] ] } ", true},
+		{`{"outputs":[]}`, true},
+		{`{"outputs":[[{"label":"x","score":1}]],}`, false},
+		{`{"outputs":[[{"label":"x","score":1},]]}`, false},
+		{`{"outputs":[[{"label":"x","score":1}],]}`, false},
+		{`{"outputs":[[{"label":"x","score":01}]]}`, false},
+		{`{"outputs":[[{"label":"x","score":1.}]]}`, false},
+		{`{"outputs":[[{"label":"x","score":.5}]]}`, false},
+		{`{"outputs":[[{"label":"x","score":+1}]]}`, false},
+		{`{"outputs":[[{"label":"x","score":1e}]]}`, false},
+		{`{"outputs":[[{"label":"x","score":1,"extra":2}]]}`, false},
+		{`{"outputs":[[{"label":"x","label":"y","score":1}]]}`, false},
+		{`{"outputs":[[{"label":"x"}]]}`, false},
+		{`{"outputs":[[{"label":"\u0041","score":1}]]}`, false},
+		{`{"Outputs":[[{"label":"x","score":1}]]}`, false},
+		{`{"outputs":[[]],"outputs":[[]]}`, false},
+		{`{"model":"m"}`, false},
+		{`{}`, false},
+		{`{"outputs":null}`, false},
+		{`{"outputs":[[{"label":"x","score":1}]]} x`, false},
+	} {
+		outs, ok := decodeLabelsSimple([]byte(c.body))
+		if ok != c.ok {
+			t.Errorf("%s: ok=%v, want %v", c.body, ok, c.ok)
+		}
+		if ok {
+			checkLabelsAgainstEncodingJSON(t, []byte(c.body), outs)
+		}
+	}
+}
+
+func FuzzDecodeLabelsSimple(f *testing.F) {
+	f.Add([]byte(`{"model":"m","task":"text-classification","outputs":[[{"label":"POSITIVE","score":0.9},{"label":"NEGATIVE","score":0.1}]]}`))
+	f.Add([]byte(`{"outputs":[[{"score":1e-9,"label":"x"}],[]]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if outs, ok := decodeLabelsSimple(body); ok {
+			checkLabelsAgainstEncodingJSON(t, body, outs)
+		}
+	})
+}
+
+func checkLabelsAgainstEncodingJSON(t *testing.T, body []byte, outs [][]scoredLabel) {
+	t.Helper()
+	var rr struct {
+		Outputs [][]scoredLabel `json:"outputs"`
+	}
+	if err := json.Unmarshal(body, &rr); err != nil {
+		t.Fatalf("%q: decodeLabelsSimple took it, encoding/json: %v", body, err)
+	}
+	if len(rr.Outputs) != len(outs) {
+		t.Fatalf("%q: %d outputs, encoding/json %d", body, len(outs), len(rr.Outputs))
+	}
+	for i := range outs {
+		if !slices.Equal(outs[i], rr.Outputs[i]) || outs[i] == nil {
+			t.Fatalf("%q: output %d is %v, encoding/json %v", body, i, outs[i], rr.Outputs[i])
+		}
+	}
+}

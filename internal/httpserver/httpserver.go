@@ -114,6 +114,9 @@ func NewRegistry() *prometheus.Registry {
 
 // Handler wraps app with the operational endpoints /healthz, /readyz and
 // /metrics (none when reg is nil).
+//
+// Requests for other paths go straight to app, not through a ServeMux
+// match: on the gateway that is every customer request.
 func Handler(app http.Handler, h *Health, reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", h.serveHealthz)
@@ -121,10 +124,18 @@ func Handler(app http.Handler, h *Health, reg *prometheus.Registry) http.Handler
 	if reg != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	}
-	if app != nil {
-		mux.Handle("/", app)
+	if app == nil {
+		return mux
 	}
-	return mux
+	mux.Handle("/", app)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p := r.URL.Path; {
+		case p == "/healthz" || p == "/readyz" || (p == "/metrics" && reg != nil):
+			mux.ServeHTTP(w, r)
+		default:
+			app.ServeHTTP(w, r)
+		}
+	})
 }
 
 // Server is one HTTP server with its listener.
