@@ -298,9 +298,15 @@ func startGatewayProcess(b *testing.B, e *env, upstream string) (string, func() 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchGatewayProcess$")
 	cmd.Env = append(os.Environ(), "NLPSWARM_BENCH_GATEWAY="+addrFile, "NLPSWARM_BENCH_DB="+e.db.URL,
 		"NLPSWARM_BENCH_UPSTREAM=sentiment="+upstream, "NLPSWARM_BENCH_REDIS="+boolEnv(e.rdb != nil), "NLPSWARM_BENCH_PREFIX="+e.prefix)
-	if n := os.Getenv("NLPSWARM_BENCH_GATEWAY_PROCS"); n != "" { // e.g. 1, as under a 1-CPU limit
-		cmd.Env = append(cmd.Env, "GOMAXPROCS="+n)
+	// One P, as the stack runs the gateway: its service is limited to one
+	// CPU (docker-compose.yml), and Go sets GOMAXPROCS from that limit.
+	// nginx keeps a worker per core. NLPSWARM_BENCH_GATEWAY_PROCS=2 gives
+	// the gateway both cores too.
+	procs := "1"
+	if n := os.Getenv("NLPSWARM_BENCH_GATEWAY_PROCS"); n != "" {
+		procs = n
 	}
+	cmd.Env = append(cmd.Env, "GOMAXPROCS="+procs)
 	if n := os.Getenv("NLPSWARM_BENCH_GATEWAY_GOGC"); n != "" {
 		cmd.Env = append(cmd.Env, "GOGC="+n)
 	}
