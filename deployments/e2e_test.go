@@ -192,11 +192,13 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Log(cli("scale", "sentiment", "3", "--wait", "--timeout", "5m"))
 
-	// the customers' port shows no metrics
-	if resp, err := http.Get("http://127.0.0.1:8080/metrics"); err != nil || resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("GET /metrics on the gateway's public port: %v %v, want 404", resp, err)
-	} else {
-		resp.Body.Close()
+	// the published ports show no metrics (customers, model owners)
+	for _, port := range []string{"8080", "8081"} {
+		if resp, err := http.Get("http://127.0.0.1:" + port + "/metrics"); err != nil || resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("GET /metrics on the public port %s: %v %v, want 404", port, resp, err)
+		} else {
+			resp.Body.Close()
+		}
 	}
 
 	// underLoad runs action while 4 clients loop over the gateway and
@@ -258,7 +260,7 @@ func TestEndToEnd(t *testing.T) {
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		resp, err := http.Get("http://127.0.0.1:9090/api/v1/targets")
-		up, gatewayUp := 0, false
+		up, gatewayUp, apiserverUp := 0, false, false
 		if err == nil {
 			var tg struct {
 				Data struct {
@@ -274,16 +276,17 @@ func TestEndToEnd(t *testing.T) {
 				if a.Labels["service"] == "nlp-sentiment" && a.Health == "up" {
 					up++
 				}
-				// the gateway's metrics are on the overlay only (--opslisten)
+				// the gateway's and apiserver's metrics are on the overlay only (--opslisten)
 				gatewayUp = gatewayUp || (a.Labels["service"] == "nlp_gateway" && a.Health == "up")
+				apiserverUp = apiserverUp || (a.Labels["service"] == "nlp_apiserver" && a.Health == "up")
 			}
 		}
-		if up == 3 && gatewayUp {
-			t.Logf("prometheus scrapes all 3 sentiment replicas and the gateway")
+		if up == 3 && gatewayUp && apiserverUp {
+			t.Logf("prometheus scrapes all 3 sentiment replicas, the gateway and the apiserver")
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("prometheus lists %d healthy nlp-sentiment targets, want 3, gateway up %v (err %v)", up, gatewayUp, err)
+			t.Fatalf("prometheus lists %d healthy nlp-sentiment targets, want 3, gateway up %v, apiserver up %v (err %v)", up, gatewayUp, apiserverUp, err)
 		}
 		time.Sleep(3 * time.Second)
 	}
