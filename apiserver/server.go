@@ -40,6 +40,7 @@ type Server struct {
 	log       *slog.Logger
 	engine    *gin.Engine
 	web       *web
+	authFails *authFailures // failed admin/internal token checks per address
 }
 
 // New builds the API on db and store; validator checks uploads.
@@ -48,7 +49,7 @@ func New(cfg Config, db *pgxpool.Pool, store modelmgr.BlobStore, validator model
 		cfg.MaxUploadBytes = 10 << 30
 	}
 	gin.SetMode(gin.ReleaseMode)
-	s := &Server{cfg: cfg, db: db, reg: &modelmgr.Registry{DB: db}, store: store, validator: validator, log: log, web: newWeb(cfg)}
+	s := &Server{cfg: cfg, db: db, reg: &modelmgr.Registry{DB: db}, store: store, validator: validator, log: log, web: newWeb(cfg), authFails: newAuthFailures()}
 	e := gin.New()
 	e.Use(gin.Recovery())
 	e.HandleMethodNotAllowed = true
@@ -127,11 +128,13 @@ func (s *Server) adminAuth(c *gin.Context) {
 	case tok == "":
 		c.Header("WWW-Authenticate", `Bearer realm="nlpswarm"`)
 		abort(c, http.StatusUnauthorized, "unauthenticated", "missing bearer token")
+	case s.refuseIfGuessing(c, false):
 	case tokenEqual(tok, s.cfg.AdminToken):
 		c.Next()
 	case strings.HasPrefix(tok, apikey.Scheme) || tokenEqual(tok, s.cfg.InternalToken):
 		abort(c, http.StatusForbidden, "forbidden", "this key may not use the backoffice API")
 	default:
+		s.authFails.failed(c.RemoteIP())
 		abort(c, http.StatusUnauthorized, "unauthenticated", "invalid token")
 	}
 }
@@ -141,11 +144,13 @@ func (s *Server) internalAuth(c *gin.Context) {
 	switch {
 	case tok == "":
 		abort(c, http.StatusUnauthorized, "unauthenticated", "missing internal token")
+	case s.refuseIfGuessing(c, false):
 	case tokenEqual(tok, s.cfg.InternalToken):
 		c.Next()
 	case tokenEqual(tok, s.cfg.AdminToken) || strings.HasPrefix(tok, apikey.Scheme):
 		abort(c, http.StatusForbidden, "forbidden", "internal endpoints take the internal token")
 	default:
+		s.authFails.failed(c.RemoteIP())
 		abort(c, http.StatusUnauthorized, "unauthenticated", "invalid token")
 	}
 }

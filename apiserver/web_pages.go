@@ -147,8 +147,12 @@ func (s *Server) loginPage(c *gin.Context) {
 
 func (s *Server) login(c *gin.Context) {
 	next := localNext(c.PostForm("next"))
+	if s.refuseIfGuessing(c, true) {
+		return
+	}
 	if !tokenEqual(c.PostForm("token"), s.cfg.AdminToken) {
-		s.log.Warn("web login refused", "remote", c.ClientIP())
+		s.authFails.failed(c.RemoteIP())
+		s.log.Warn("web login refused", "remote", c.RemoteIP())
 		s.render(c, http.StatusUnauthorized, "login.html", &view{Title: "Log in", Data: next,
 			Error: &viewError{Message: "That is not the admin token."}})
 		return
@@ -157,7 +161,7 @@ func (s *Server) login(c *gin.Context) {
 	s.web.revoke(sessionOf(c))
 	sess := s.web.newSession(true)
 	s.web.setCookie(c, sess)
-	s.log.Info("web login", "remote", c.ClientIP())
+	s.log.Info("web login", "remote", c.RemoteIP())
 	c.Redirect(http.StatusSeeOther, next)
 }
 
