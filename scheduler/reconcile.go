@@ -310,6 +310,15 @@ func (r *Reconciler) placeGPUs(ctx context.Context, desired []Desired) (map[stri
 		held[a.Owner] = append(held[a.Owner], a)
 	}
 	for _, d := range gpuDeps {
+		if d.Replicas == 0 { // nothing runs: it holds no GPU, and is placed anew when scaled up
+			if len(held[d.Model]) > 0 {
+				if err := r.storeAssignment(ctx, d.Model, placement.Plan{}); err != nil {
+					return nil, err
+				}
+				snap = placement.WithoutOwner(snap, d.Model)
+			}
+			continue
+		}
 		need := int64(d.Replicas) * d.GPUMemory
 		if a := held[d.Model]; len(a) == d.GPUs && a[0].Memory == need {
 			pin := &Pin{NodeID: a[0].Node}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -155,4 +156,81 @@ func TestReconcileAgainstSwarm(t *testing.T) {
 	if _, err := cl.ServiceInspect(ctx, svcName, client.ServiceInspectOptions{}); err == nil {
 		t.Fatal("service still there after undeploy")
 	}
+}
+
+// A GPU deployment scaled to zero gives back its GPU and its service goes
+// to zero replicas (it used to stay "unplaceable", its service untouched);
+// scaled up again, it is placed anew. The GPU is a row of ours, not a
+// device (CI has none): only the placement and the service spec are
+// checked, not the container.
+func TestReconcileGPUDeploymentToZeroAndBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("swarm test in -short mode")
+	}
+	cl := dockertest.Swarm(t)
+	image := dockertest.Image(t)
+	db := pgtest.New(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	info, err := cl.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := info.Info.Swarm.NodeID
+	nw, err := cl.NetworkCreate(ctx, dockertest.Name("nlpswarm-gpu-net"), client.NetworkCreateOptions{Driver: "overlay", Attachable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.NetworkRemove(context.Background(), nw.ID, client.NetworkRemoveOptions{}) })
+	volume := dockertest.Name("nlpswarm-gpu-artifacts")
+	t.Cleanup(func() { dockertest.RemoveVolume(t, cl, volume) })
+	model := dockertest.Name("gpu")
+	svcName := ServiceName(model)
+	t.Cleanup(func() { cl.ServiceRemove(context.Background(), svcName, client.ServiceRemoveOptions{}) })
+	exec1 := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.Pool.Exec(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec1(`INSERT INTO nodes (id, hostname, availability, state) VALUES ($1, 'test-node', 'active', 'ready')`, node)
+	exec1(`INSERT INTO gpus (node_id, uuid, idx, name, memory_total, memory_free) VALUES ($1, 'GPU-fake-test-0', 0, 'FAKE GPU (test row)', 85899345920, 85899345920)`, node)
+	exec1(`INSERT INTO models (name, task) VALUES ($1, 'text-classification')`, model)
+	exec1(`INSERT INTO model_versions (model_id, version, digest, size_bytes, task) SELECT id, 1, 'sha256:`+strings.Repeat("b", 64)+`', 1000, 'text-classification' FROM models WHERE name = $1`, model)
+	exec1(`INSERT INTO deployments (model_id, version, replicas, memory_bytes, memory_reservation_bytes, gpus, gpu_memory_bytes)
+		SELECT id, 1, 1, 268435456, 134217728, 1, 1073741824 FROM models WHERE name = $1`, model)
+	rec := &Reconciler{DB: db.Pool, Docker: cl, Log: slog.New(slog.DiscardHandler), Spec: SpecConfig{
+		Owner: dockertest.Name("test"), Image: image, Network: nw.ID, ArtifactVolume: volume, Args: []string{"netcheck", "--listen=:8080"},
+	}}
+	check := func(step string, want uint64, pinned bool) {
+		t.Helper()
+		if _, err := rec.Pass(ctx); err != nil {
+			t.Fatalf("%s: pass: %v", step, err)
+		}
+		insp, err := cl.ServiceInspect(ctx, svcName, client.ServiceInspectOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		spec := insp.Service.Spec
+		if got := replicas(spec); got != want {
+			t.Errorf("%s: service has %d replicas, want %d", step, got, want)
+		}
+		hasPin := slices.Contains(spec.TaskTemplate.Placement.Constraints, "node.id=="+node) &&
+			slices.Contains(spec.TaskTemplate.ContainerSpec.Env, "NVIDIA_VISIBLE_DEVICES=GPU-fake-test-0")
+		if hasPin != pinned {
+			t.Errorf("%s: pinned to the GPU %v, want %v (constraints %v)", step, hasPin, pinned, spec.TaskTemplate.Placement.Constraints)
+		}
+		var status string
+		var held int
+		db.Pool.QueryRow(ctx, `SELECT d.status, (SELECT count(*) FROM gpu_assignments a WHERE a.deployment_id = d.id)
+			FROM deployments d JOIN models m ON m.id = d.model_id WHERE m.name = $1`, model).Scan(&status, &held)
+		if status == "unplaceable" || (held == 1) != pinned {
+			t.Errorf("%s: status %q, %d GPU assignment(s)", step, status, held)
+		}
+	}
+	check("placed", 1, true)
+	exec1(`UPDATE deployments SET replicas = 0, generation = generation + 1 WHERE model_id = (SELECT id FROM models WHERE name = $1)`, model)
+	check("scaled to zero", 0, false)
+	exec1(`UPDATE deployments SET replicas = 1, generation = generation + 1 WHERE model_id = (SELECT id FROM models WHERE name = $1)`, model)
+	check("scaled back up", 1, true)
 }
