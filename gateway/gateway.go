@@ -64,7 +64,7 @@ type Options struct {
 	HoldRetryAfter time.Duration // Retry-After of a refused or timed-out held request
 	HoldPoll       time.Duration // how often a model's replicas are looked up while requests are held
 	WakeResend     time.Duration // a held model's wake-up is sent again after this long without a replica
-	WakeCoalesce   time.Duration // how long a wake-up waits at most for the rest of a burst (it goes 20 ms after the last arrival), to carry its size
+	WakeCoalesce   time.Duration // how long a wake-up waits at most for the rest of a burst (it goes 50 ms after the last arrival), to carry its size
 }
 
 // DefaultOptions are the defaults the gateway role starts from.
@@ -75,7 +75,7 @@ func DefaultOptions() Options {
 		UsageFlush: 10 * time.Second, EjectAfter: 3, ProbeInterval: time.Second,
 		IdleConnTimeout: 60 * time.Second, DeadReplicaTimeout: 5 * time.Second, RedisPrefix: "nlpswarm:",
 		LoadReport: time.Second, HoldMax: 100, HoldRetryAfter: 3 * time.Second, HoldPoll: 150 * time.Millisecond,
-		WakeResend: 5 * time.Second, WakeCoalesce: 150 * time.Millisecond, LimitSync: DefaultLimitSync,
+		WakeResend: 5 * time.Second, WakeCoalesce: 300 * time.Millisecond, LimitSync: DefaultLimitSync,
 	}
 }
 

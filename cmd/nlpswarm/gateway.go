@@ -48,7 +48,7 @@ type gatewayConfig struct {
 	HoldMax           int           `description:"requests held per model while a model at zero starts a replica; beyond, 503 with Retry-After"`
 	HoldRetryAfter    time.Duration `description:"Retry-After of a request refused by a full hold or held past its deadline"`
 	HoldPoll          time.Duration `description:"how often a held model's replicas are looked up and probed for readiness"`
-	WakeCoalesce      time.Duration `description:"how long the wake-up of a model at zero waits at most for the rest of a burst (it goes once no request joined for 20 ms), so that it asks for enough replicas at once"`
+	WakeCoalesce      time.Duration `description:"how long the wake-up of a model at zero waits at most for the rest of a burst (it goes once no request joined for 50 ms), so that it asks for enough replicas at once"`
 	GCPercent         int           `description:"Go GC target percent, as GOGC (ignored when GOGC is set): the heap is small, so 400 trades a few MB for about 10 % less CPU per request"`
 }
 
