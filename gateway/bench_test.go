@@ -51,7 +51,7 @@ func BenchmarkProxy(b *testing.B) {
 	const conns = 64
 	up := trivialUpstream(b)
 	upAddr := up.Listener.Addr().String()
-	directURL = "http://" + upAddr + "/predict"
+	directURL := "http://" + upAddr + "/predict"
 
 	type target struct {
 		name, url, body, key string
@@ -112,14 +112,17 @@ func BenchmarkProxy(b *testing.B) {
 			}
 			var base loadResult
 			done := make(chan struct{})
-			go func() { defer close(done); base = loadOnce(conns, pacedRate, 2*pacedRate, directURL, `{"texts":["hello"]}`, "") }()
+			go func() {
+				defer close(done)
+				base = loadOnce(conns, pacedRate, 2*pacedRate, directURL, `{"texts":["hello"]}`, "")
+			}()
 			p := load(b, conns, pacedRate, 2*pacedRate, t.url, t.body, t.key)
 			<-done
 			if base.errors > 0 {
 				b.Fatalf("%d direct requests failed", base.errors)
 			}
-			t.added50 = append(t.added50, float64((p.p50-base.p50).Microseconds()))
-			t.added99 = append(t.added99, float64((p.p99-base.p99).Microseconds()))
+			t.added50 = append(t.added50, float64((p.p50 - base.p50).Microseconds()))
+			t.added99 = append(t.added99, float64((p.p99 - base.p99).Microseconds()))
 		}
 		line := fmt.Sprintf("round %d:", round)
 		for _, t := range targets {
@@ -169,9 +172,6 @@ func median(xs []float64) float64 {
 	}
 	return s[len(s)/2]
 }
-
-// directURL is the trivial upstream's, for the paced runs' baseline.
-var directURL string
 
 // pacedRate is the request rate of the paced runs, which measure the
 // latency a proxy adds when it is not saturated.

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // connPool sends requests to one replica over pooled HTTP/1.1 keep-alive
@@ -250,75 +252,36 @@ func parseHead(buf []byte) (h answerHead, ok bool) {
 		return h, false
 	}
 	h.length = -1
+	// header names, values and the Connection token are judged by the same
+	// httpguts functions net/http uses
 	for len(rest) > 0 {
 		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
 		name, value, found := bytes.Cut(line, []byte(":"))
-		if !found || len(name) == 0 || !validFieldName(name) {
+		if !found || !httpguts.ValidHeaderFieldName(string(name)) {
 			return h, false // a folded line, a malformed one
 		}
 		value = bytes.Trim(value, " \t")
-		for _, c := range value {
-			if (c < ' ' && c != '\t') || c == 0x7f {
-				return h, false
-			}
+		if !httpguts.ValidHeaderFieldValue(string(value)) {
+			return h, false
 		}
-		switch {
-		case asciiEqualFold(name, "Content-Length"):
-			if h.length >= 0 || len(value) == 0 || len(value) > 18 {
+		switch { // (name is an ASCII token: EqualFold's Unicode folding cannot apply)
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			n, err := strconv.ParseUint(string(value), 10, 63)
+			if h.length >= 0 || err != nil {
 				return h, false
 			}
-			var n int64
-			for _, c := range value {
-				if c < '0' || c > '9' {
-					return h, false
-				}
-				n = n*10 + int64(c-'0')
-			}
-			h.length = n
-		case asciiEqualFold(name, "Content-Type"):
+			h.length = int64(n)
+		case bytes.EqualFold(name, []byte("Content-Type")):
 			if h.contentType == "" {
 				h.contentType = string(value)
 			}
-		case asciiEqualFold(name, "Connection"):
-			for _, v := range bytes.Split(value, []byte(",")) {
-				if asciiEqualFold(bytes.Trim(v, " \t"), "close") {
-					h.close = true
-				}
-			}
-		case asciiEqualFold(name, "Transfer-Encoding"):
+		case bytes.EqualFold(name, []byte("Connection")):
+			h.close = h.close || httpguts.HeaderValuesContainsToken([]string{string(value)}, "close")
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
 			return h, false
 		}
 	}
 	return h, h.length >= 0
-}
-
-// validFieldName: a header name is a token (RFC 9110).
-func validFieldName(b []byte) bool {
-	for _, c := range b {
-		if c <= ' ' || c >= 0x7f || bytes.IndexByte([]byte(`"(),/:;<=>?@[\]{}`), c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // ioErr names an I/O failure: the context's error when it caused it, and
