@@ -616,23 +616,10 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request, model, taskN
 		g.usage.Record(k.ID, m.ID, len(texts), true)
 		return
 	}
-	out := (*bodyBuf)[:0] // the body is no longer needed
-	defer func() { *bodyBuf = out }()
-	if single {
-		out = appendAnswer(out, answers[0])
-	} else {
-		out = append(out, `{"results":[`...)
-		for i, a := range answers {
-			if i > 0 {
-				out = append(out, ',')
-			}
-			out = appendAnswer(out, a)
-		}
-		out = append(out, "]}"...)
-	}
+	*bodyBuf = appendAnswers((*bodyBuf)[:0], answers, single) // the body is no longer needed
 	st.status = http.StatusOK
 	w.Header()["Content-Type"] = jsonContentType
-	_, _ = w.Write(append(out, '\n')) // as json.Encoder ends it
+	_, _ = w.Write(*bodyBuf)
 	g.usage.Record(k.ID, m.ID, len(texts), false)
 }
 

@@ -146,10 +146,10 @@ type embeddingsAnswer struct {
 
 // translateAll decodes a runtime answer to /predict and turns its outputs
 // into the customer's shape, one per text. The outputs are decoded straight
-// into the task's types (one pass over the JSON), with goccy/go-json: it is
-// a drop-in for encoding/json at about a third of its CPU on these answers,
-// and the task API's JSON was the largest share of the gateway's own CPU
-// (BENCHMARKS.md). Customer bodies keep encoding/json (DecodeRequest).
+// into the task's types (one pass over the JSON): the usual
+// text-classification answer by decodeLabelsSimple (taskjson.go), the rest
+// with goccy/go-json, a drop-in for encoding/json at about a third of its
+// CPU on these answers. Customer bodies keep encoding/json (DecodeRequest).
 func translateAll(task string, body []byte, texts []string) ([]any, error) {
 	out := make([]any, 0, len(texts))
 	switch task {

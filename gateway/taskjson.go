@@ -152,6 +152,22 @@ func appendRuntimeRequest(dst []byte, texts []string, params []byte) []byte {
 	return append(dst, "]}"...)
 }
 
+// appendAnswers writes the customer's answer as json.Encoder would: the one
+// answer when single, else {"results": [...]}, and a newline.
+func appendAnswers(dst []byte, answers []any, single bool) []byte {
+	if single {
+		return append(appendAnswer(dst, answers[0]), '\n')
+	}
+	dst = append(dst, `{"results":[`...)
+	for i, a := range answers {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendAnswer(dst, a)
+	}
+	return append(dst, "]}\n"...)
+}
+
 // appendAnswer writes one customer answer (labelsAnswer, entitiesAnswer or
 // embeddingsAnswer) as encoding/json would.
 func appendAnswer(dst []byte, a any) []byte {

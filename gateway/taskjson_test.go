@@ -34,9 +34,17 @@ func TestAppendersMatchEncodingJSON(t *testing.T) {
 		if err := json.NewEncoder(&want).Encode(a); err != nil {
 			t.Fatal(err)
 		}
-		if got := append(appendAnswer(nil, a), '\n'); !bytes.Equal(got, want.Bytes()) {
+		if got := appendAnswers(nil, []any{a}, true); !bytes.Equal(got, want.Bytes()) {
 			t.Errorf("answer %d:\n got %s\nwant %s", i, got, want.Bytes())
 		}
+	}
+	// the batched form
+	var want bytes.Buffer
+	json.NewEncoder(&want).Encode(struct {
+		Results []any `json:"results"`
+	}{answers})
+	if got := appendAnswers(nil, answers, false); !bytes.Equal(got, want.Bytes()) {
+		t.Errorf("batched answer:\n got %s\nwant %s", got, want.Bytes())
 	}
 	// the runtime request, with and without parameters
 	for _, c := range []struct {
