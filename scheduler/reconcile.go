@@ -293,9 +293,10 @@ func (r *Reconciler) placeGPUs(ctx context.Context, desired []Desired) (map[stri
 			keep = append(keep, desired[i].Model)
 		}
 	}
-	// assignments of deployments that are gone free their GPUs
+	// assignments of deployments that are gone, or run nothing, free their
+	// GPUs (one at zero is placed anew when scaled up)
 	if _, err := r.DB.Exec(ctx, `DELETE FROM gpu_assignments a USING deployments d, models m
-		WHERE a.deployment_id = d.id AND d.model_id = m.id AND (d.gpus = 0 OR NOT (m.name = ANY($1)))`, keep); err != nil {
+		WHERE a.deployment_id = d.id AND d.model_id = m.id AND (d.gpus = 0 OR d.replicas = 0 OR NOT (m.name = ANY($1)))`, keep); err != nil {
 		return nil, fmt.Errorf("clear gpu assignments: %w", err)
 	}
 	if len(gpuDeps) == 0 {
@@ -310,13 +311,7 @@ func (r *Reconciler) placeGPUs(ctx context.Context, desired []Desired) (map[stri
 		held[a.Owner] = append(held[a.Owner], a)
 	}
 	for _, d := range gpuDeps {
-		if d.Replicas == 0 { // nothing runs: it holds no GPU, and is placed anew when scaled up
-			if len(held[d.Model]) > 0 {
-				if err := r.storeAssignment(ctx, d.Model, placement.Plan{}); err != nil {
-					return nil, err
-				}
-				snap = placement.WithoutOwner(snap, d.Model)
-			}
+		if d.Replicas == 0 { // its assignment went above: nothing to place
 			continue
 		}
 		need := int64(d.Replicas) * d.GPUMemory
