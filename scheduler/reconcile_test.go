@@ -54,47 +54,20 @@ func TestReconcileAgainstSwarm(t *testing.T) {
 	if testing.Short() {
 		t.Skip("swarm test in -short mode")
 	}
-	cl := dockertest.Swarm(t)
-	image := dockertest.Image(t)
-	db := pgtest.New(t, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-
-	info, err := cl.Info(ctx, client.InfoOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("docker", "node", "update", "--label-add", "type=machine-learning", info.Info.Swarm.NodeID).CombinedOutput(); err != nil {
+	f := newSwarmFixture(ctx, t, "rt")
+	cl, db, model, svcName, exec1 := f.cl, f.db, f.model, f.svc, f.exec
+	if out, err := exec.Command("docker", "node", "update", "--label-add", "type=machine-learning", f.node).CombinedOutput(); err != nil {
 		t.Fatalf("label node: %v %s", err, out)
-	}
-	netName := dockertest.Name("nlpswarm-rt-net")
-	nw, err := cl.NetworkCreate(ctx, netName, client.NetworkCreateOptions{Driver: "overlay", Attachable: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.NetworkRemove(context.Background(), nw.ID, client.NetworkRemoveOptions{}) })
-
-	// removed last (cleanups run in reverse): after the service and its containers
-	volume := dockertest.Name("nlpswarm-rt-artifacts")
-	t.Cleanup(func() { dockertest.RemoveVolume(t, cl, volume) })
-	model := strings.TrimPrefix(dockertest.Name("rt"), "")
-	svcName := ServiceName(model)
-	t.Cleanup(func() { cl.ServiceRemove(context.Background(), svcName, client.ServiceRemoveOptions{}) })
-	exec1 := func(q string, args ...any) {
-		t.Helper()
-		if _, err := db.Pool.Exec(ctx, q, args...); err != nil {
-			t.Fatal(err)
-		}
 	}
 	exec1(`INSERT INTO models (name, task) VALUES ($1, 'text-classification')`, model)
 	exec1(`INSERT INTO model_versions (model_id, version, digest, size_bytes, task) SELECT id, 1, 'sha256:`+strings.Repeat("a", 64)+`', 1000, 'text-classification' FROM models WHERE name = $1`, model)
 	exec1(`INSERT INTO deployments (model_id, version, replicas, memory_bytes, memory_reservation_bytes) SELECT id, 1, 1, 268435456, 134217728 FROM models WHERE name = $1`, model)
 
-	rec := &Reconciler{DB: db.Pool, Docker: cl, Log: slog.New(slog.DiscardHandler), Spec: SpecConfig{
-		Owner: dockertest.Name("test"), // a stack on the same swarm keeps its services
-		Image: image, Network: nw.ID, PlacementConstraint: "node.labels.type==machine-learning",
-		ArtifactVolume: volume, Args: []string{"netcheck", "--listen=:8080"},
-	}}
+	sc := f.spec
+	sc.PlacementConstraint = "node.labels.type==machine-learning"
+	rec := &Reconciler{DB: db.Pool, Docker: cl, Log: slog.New(slog.DiscardHandler), Spec: sc}
 	res, err := rec.Pass(ctx)
 	if err != nil || res.Created != 1 {
 		t.Fatalf("first pass: %+v %v", res, err)
@@ -167,41 +140,17 @@ func TestReconcileGPUDeploymentToZeroAndBack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("swarm test in -short mode")
 	}
-	cl := dockertest.Swarm(t)
-	image := dockertest.Image(t)
-	db := pgtest.New(t, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	info, err := cl.Info(ctx, client.InfoOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := info.Info.Swarm.NodeID
-	nw, err := cl.NetworkCreate(ctx, dockertest.Name("nlpswarm-gpu-net"), client.NetworkCreateOptions{Driver: "overlay", Attachable: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.NetworkRemove(context.Background(), nw.ID, client.NetworkRemoveOptions{}) })
-	volume := dockertest.Name("nlpswarm-gpu-artifacts")
-	t.Cleanup(func() { dockertest.RemoveVolume(t, cl, volume) })
-	model := dockertest.Name("gpu")
-	svcName := ServiceName(model)
-	t.Cleanup(func() { cl.ServiceRemove(context.Background(), svcName, client.ServiceRemoveOptions{}) })
-	exec1 := func(q string, args ...any) {
-		t.Helper()
-		if _, err := db.Pool.Exec(ctx, q, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f := newSwarmFixture(ctx, t, "gpu")
+	cl, db, node, model, svcName, exec1 := f.cl, f.db, f.node, f.model, f.svc, f.exec
 	exec1(`INSERT INTO nodes (id, hostname, availability, state) VALUES ($1, 'test-node', 'active', 'ready')`, node)
 	exec1(`INSERT INTO gpus (node_id, uuid, idx, name, memory_total, memory_free) VALUES ($1, 'GPU-fake-test-0', 0, 'FAKE GPU (test row)', 85899345920, 85899345920)`, node)
 	exec1(`INSERT INTO models (name, task) VALUES ($1, 'text-classification')`, model)
 	exec1(`INSERT INTO model_versions (model_id, version, digest, size_bytes, task) SELECT id, 1, 'sha256:`+strings.Repeat("b", 64)+`', 1000, 'text-classification' FROM models WHERE name = $1`, model)
 	exec1(`INSERT INTO deployments (model_id, version, replicas, memory_bytes, memory_reservation_bytes, gpus, gpu_memory_bytes)
 		SELECT id, 1, 1, 268435456, 134217728, 1, 1073741824 FROM models WHERE name = $1`, model)
-	rec := &Reconciler{DB: db.Pool, Docker: cl, Log: slog.New(slog.DiscardHandler), Spec: SpecConfig{
-		Owner: dockertest.Name("test"), Image: image, Network: nw.ID, ArtifactVolume: volume, Args: []string{"netcheck", "--listen=:8080"},
-	}}
+	rec := &Reconciler{DB: db.Pool, Docker: cl, Log: slog.New(slog.DiscardHandler), Spec: f.spec}
 	check := func(step string, want uint64, pinned bool) {
 		t.Helper()
 		if _, err := rec.Pass(ctx); err != nil {
@@ -233,4 +182,54 @@ func TestReconcileGPUDeploymentToZeroAndBack(t *testing.T) {
 	check("scaled to zero", 0, false)
 	exec1(`UPDATE deployments SET replicas = 1, generation = generation + 1 WHERE model_id = (SELECT id FROM models WHERE name = $1)`, model)
 	check("scaled back up", 1, true)
+}
+
+// swarmFixture is what a reconcile test against the real swarm needs: the
+// engine, a migrated database, this node's swarm ID, a model name and its
+// service's, and a SpecConfig with an overlay network and an artifact
+// volume of its own. All of it is removed when the test ends.
+type swarmFixture struct {
+	cl         *client.Client
+	db         *pgtest.DB
+	node       string
+	model, svc string
+	spec       SpecConfig
+	ctx        context.Context
+	t          *testing.T
+}
+
+func newSwarmFixture(ctx context.Context, t *testing.T, prefix string) *swarmFixture {
+	t.Helper()
+	f := &swarmFixture{cl: dockertest.Swarm(t), ctx: ctx, t: t}
+	image := dockertest.Image(t)
+	f.db = pgtest.New(t, true)
+	info, err := f.cl.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.node = info.Info.Swarm.NodeID
+	nw, err := f.cl.NetworkCreate(ctx, dockertest.Name("nlpswarm-"+prefix+"-net"), client.NetworkCreateOptions{Driver: "overlay", Attachable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.cl.NetworkRemove(context.Background(), nw.ID, client.NetworkRemoveOptions{}) })
+	// removed last (cleanups run in reverse): after the service and its containers
+	volume := dockertest.Name("nlpswarm-" + prefix + "-artifacts")
+	t.Cleanup(func() { dockertest.RemoveVolume(t, f.cl, volume) })
+	f.model = dockertest.Name(prefix)
+	f.svc = ServiceName(f.model)
+	t.Cleanup(func() { f.cl.ServiceRemove(context.Background(), f.svc, client.ServiceRemoveOptions{}) })
+	f.spec = SpecConfig{
+		Owner: dockertest.Name("test"), // a stack on the same swarm keeps its services
+		Image: image, Network: nw.ID, ArtifactVolume: volume, Args: []string{"netcheck", "--listen=:8080"},
+	}
+	return f
+}
+
+// exec runs q on the test database.
+func (f *swarmFixture) exec(q string, args ...any) {
+	f.t.Helper()
+	if _, err := f.db.Pool.Exec(f.ctx, q, args...); err != nil {
+		f.t.Fatal(err)
+	}
 }
