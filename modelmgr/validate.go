@@ -48,6 +48,9 @@ type Validator struct {
 	Extract      ExtractFunc
 	Smoke        SmokeFunc // nil skips the smoke inference
 	SmokeTimeout time.Duration
+	// Isolation, when set, runs all of the above in a child process under
+	// limits (ServeChild on the child's side); nil validates in this process.
+	Isolation *Isolation
 }
 
 // Metadata is what validation learns of a model, stored with its version.
@@ -77,6 +80,9 @@ func (v Validator) Validate(ctx context.Context, archivePath, tmpDir, task strin
 		return Metadata{}, err
 	}
 	defer os.RemoveAll(dir)
+	if v.Isolation != nil {
+		return v.Isolation.validate(ctx, archivePath, dir, task, v.SmokeTimeout)
+	}
 	dest := filepath.Join(dir, "model")
 	if err := v.Extract(ctx, archivePath, dest); err != nil {
 		return Metadata{}, &ValidationError{Reasons: []string{"archive: " + err.Error()}}
