@@ -39,8 +39,8 @@ func hostileEngineStandIn(mode string) Validator {
 	extract := func(ctx context.Context, path, dest string) error {
 		return os.MkdirAll(dest, 0o755)
 	}
-	return Validator{Extract: extract, Smoke: nil, Isolation: nil, SmokeTimeout: time.Minute}.// CheckDir refuses the empty folder; the stand-in runs before it through Extract
-	withStandIn(mode)
+	// the stand-in runs in Extract, before CheckDir would refuse the empty folder
+	return Validator{Extract: extract, SmokeTimeout: time.Minute}.withStandIn(mode)
 }
 
 func (v Validator) withStandIn(mode string) Validator {
