@@ -232,7 +232,7 @@ func (u *unpacker) zip(r io.ReaderAt, size int64) error {
 			return fmt.Errorf("zip: %w", err)
 		}
 		if n > uint64(u.lim.MaxEntries) {
-			return unsafe("the zip declares %d entries, more than %d", n, u.lim.MaxEntries)
+			return unsafe("the zip declares %d entries: more than %d entries", n, u.lim.MaxEntries)
 		}
 		br.on, br.left = true, directoryBudget(u.lim.MaxEntries)
 	}
