@@ -1,9 +1,6 @@
 package modelmgr
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -20,14 +17,9 @@ const fixtures = "../../shared/fixtures/nlp"
 // fixtureFiles reads a model folder of shared/fixtures.
 func fixtureFiles(t *testing.T, name string) map[string][]byte {
 	t.Helper()
-	dir := filepath.Join(fixtures, name)
-	m := map[string][]byte{}
-	for _, f := range []string{"config.json", "tokenizer.json", "tokenizer_config.json", "model.onnx"} {
-		b, err := os.ReadFile(filepath.Join(dir, f))
-		if err != nil {
-			t.Skipf("fixture %s: %v", name, err)
-		}
-		m[f] = b
+	m, err := onnxtest.FixtureFiles(filepath.Join(fixtures, name))
+	if err != nil {
+		t.Skipf("fixture %s: %v", name, err)
 	}
 	return m
 }
@@ -35,19 +27,8 @@ func fixtureFiles(t *testing.T, name string) map[string][]byte {
 // tarGz writes files (name → content) as a .tar.gz in a temp folder.
 func tarGz(t *testing.T, files map[string][]byte) string {
 	t.Helper()
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	for name, b := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write(b)
-	}
-	tw.Close()
-	gz.Close()
 	p := filepath.Join(t.TempDir(), "model.tar.gz")
-	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(p, onnxtest.TarGz(files), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -25,14 +23,9 @@ import (
 // model (nil keeps the real one), as files.
 func hostileFixture(t *testing.T, model []byte) map[string][]byte {
 	t.Helper()
-	dir, _ := filepath.Abs(filepath.Join("..", "..", "..", "shared", "fixtures", "nlp", "embeddings"))
-	files := map[string][]byte{}
-	for _, f := range []string{"config.json", "tokenizer.json", "tokenizer_config.json", "model.onnx"} {
-		b, err := os.ReadFile(filepath.Join(dir, f))
-		if err != nil {
-			t.Skipf("fixture absent: %v", err)
-		}
-		files[f] = b
+	files, err := onnxtest.FixtureFiles(filepath.Join("..", "..", "..", "shared", "fixtures", "nlp", "embeddings"))
+	if err != nil {
+		t.Skipf("fixture absent: %v", err)
 	}
 	if model != nil {
 		files["model.onnx"] = model
@@ -40,21 +33,7 @@ func hostileFixture(t *testing.T, model []byte) map[string][]byte {
 	return files
 }
 
-func tarGzBytes(t *testing.T, files map[string][]byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	for name, b := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write(b)
-	}
-	tw.Close()
-	gz.Close()
-	return buf.Bytes()
-}
+func tarGzBytes(_ *testing.T, files map[string][]byte) []byte { return onnxtest.TarGz(files) }
 
 // The real child (`nlpswarm validate-artifact`) validates and smoke-tests the
 // fixture, and refuses the model of issue 17 before any engine reads it.

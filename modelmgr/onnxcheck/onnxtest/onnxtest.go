@@ -1,8 +1,19 @@
-// Package onnxtest builds small ONNX ModelProto bytes for tests, hostile ones
-// included, with protowire: no binary fixture needs committing. Test code only.
+// Package onnxtest builds small ONNX ModelProto bytes and model archives for
+// tests, hostile ones included, with protowire: no binary fixture needs
+// committing. Test code only.
 package onnxtest
 
-import "google.golang.org/protobuf/encoding/protowire"
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
 
 // Tensor describes one initializer.
 type Tensor struct {
@@ -103,4 +114,33 @@ func Model(graph []byte) []byte {
 func Exfiltrating(location string) []byte {
 	return Model(Graph([]Tensor{{Name: "w", Dims: []int64{4}, DataType: 1, Location: 1,
 		External: []KV{{"location", location}, {"offset", "0"}, {"length", "16"}}}}))
+}
+
+// FixtureFiles reads the files of a Hugging Face model folder a model
+// archive carries (the shared fixtures' .safetensors are left out).
+func FixtureFiles(dir string) (map[string][]byte, error) {
+	files := map[string][]byte{}
+	for _, f := range []string{"config.json", "tokenizer.json", "tokenizer_config.json", "model.onnx"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			return nil, err
+		}
+		files[f] = b
+	}
+	return files, nil
+}
+
+// TarGz packs files (name → content) as a .tar.gz, in name order.
+func TarGz(files map[string][]byte) []byte {
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		b := files[name]
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg})
+		tw.Write(b)
+	}
+	tw.Close()
+	gz.Close()
+	return buf.Bytes()
 }
