@@ -76,3 +76,25 @@ func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// Unpacking for validation stops where it would leave less than
+// MinFreeBytes free.
+func TestExtractBoundedByFreeSpace(t *testing.T) {
+	good := fixtureFiles(t, "embeddings")
+	src := tarGz(t, good)
+	dir := t.TempDir()
+	free, err := freeBytes(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(v int64) { MinFreeBytes = v }(MinFreeBytes)
+	MinFreeBytes = free + 1<<30 // no room at all: 0 must not read as "no limit"
+	err = Extract(context.Background(), src, filepath.Join(dir, "model"))
+	if err == nil || !strings.Contains(err.Error(), "past its limits") {
+		t.Fatalf("extract with 1 KiB of room: %v", err)
+	}
+	MinFreeBytes = 0
+	if err := Extract(context.Background(), src, filepath.Join(dir, "model")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -31,9 +31,15 @@ func ValidTask(t string) bool {
 // RequiredFiles must be in every archive; the optional ones are used if present.
 var RequiredFiles = []string{"model.onnx", "tokenizer.json", "config.json"}
 
-// Extract is the safe extractor with the default limits.
+// Extract is the safe extractor with the default limits, the total also
+// bounded by the free space above MinFreeBytes where dest is: a bomb within
+// the ratio must not fill the store's disk.
 func Extract(ctx context.Context, path, dest string) error {
-	return archive.Extract(ctx, path, dest, archive.DefaultLimits)
+	lim := archive.DefaultLimits
+	if free, err := freeBytes(filepath.Dir(dest)); err == nil {
+		lim.MaxTotalBytes = min(lim.MaxTotalBytes, max(free-MinFreeBytes, 1)) // 0 would mean no limit
+	}
+	return archive.Extract(ctx, path, dest, lim)
 }
 
 // ExtractFunc unpacks the archive at path into dest (an empty folder),
