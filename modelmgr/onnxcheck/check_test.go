@@ -180,3 +180,34 @@ func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// BenchmarkCheckFixture: the walk of a real export (the sentiment fixture).
+func BenchmarkCheckFixture(b *testing.B) {
+	dir := filepath.Join("..", "..", "..", "shared", "fixtures", "nlp", "sentiment")
+	if _, err := os.Stat(dir); err != nil {
+		b.Skip(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := CheckDir(dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCheckLarge: a 256 MiB model of 64 tensors is walked without
+// reading its data: time and memory do not grow with the bytes.
+func BenchmarkCheckLarge(b *testing.B) {
+	var ts []T
+	for range 64 {
+		ts = append(ts, T{Dims: []int64{1 << 20}, DataType: 1, Raw: make([]byte, 4<<20)})
+	}
+	m := onnxtest.Model(onnxtest.Graph(ts))
+	b.SetBytes(int64(len(m)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Check(bytes.NewReader(m), int64(len(m)), nil, DefaultLimits); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
