@@ -77,7 +77,7 @@ func ParseBytes(s string) (int64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f < 0 || f*float64(mult) > 1<<50 {
+	if err != nil || !(f >= 0) || f*float64(mult) > 1<<50 { // !(f >= 0) refuses NaN too
 		return 0, fmt.Errorf("bad size %q (want e.g. 512M, 1G)", s)
 	}
 	return int64(f * float64(mult)), nil

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 )
 
 // BlobStore keeps archives by content digest ("sha256:<hex>"). The filesystem
@@ -39,14 +40,35 @@ func ValidDigest(d string) bool { return digestRE.MatchString(d) }
 // FSStore is a BlobStore on a local directory: blobs/sha256/<hex>.
 type FSStore struct{ dir string }
 
-// NewFSStore creates the store's folders under dir.
+// NewFSStore creates the store's folders under dir and empties its temp
+// folder: what an interrupted upload or validation left there (a crash, a
+// kill) belongs to nobody now. One apiserver owns a store directory.
 func NewFSStore(dir string) (*FSStore, error) {
 	for _, d := range []string{filepath.Join(dir, "blobs", "sha256"), filepath.Join(dir, "tmp")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("blob store %s: %w", dir, err)
 		}
 	}
-	return &FSStore{dir: dir}, nil
+	s := &FSStore{dir: dir}
+	if err := cleanDir(s.TempDir()); err != nil {
+		return nil, fmt.Errorf("blob store %s: clean temp folder: %w", dir, err)
+	}
+	return s, nil
+}
+
+// cleanDir removes everything inside dir.
+func cleanDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (s *FSStore) path(digest string) (string, error) {
@@ -118,9 +140,62 @@ type Received struct {
 	Size   int64
 }
 
+// MinFreeBytes is the free space an upload must leave on the store's
+// filesystem: an upload is refused when less is free before it starts, and
+// cut off when the free space falls below it while it streams.
+var MinFreeBytes int64 = 512 << 20
+
+// ErrNoSpace is returned when the store's filesystem is short of free space.
+// It matches ErrTooLarge, so the API answers it as 413 unless told otherwise.
+var ErrNoSpace error = noSpaceError{}
+
+type noSpaceError struct{}
+
+func (noSpaceError) Error() string {
+	return "not enough free space in the blob store to accept this upload; nothing was stored"
+}
+func (noSpaceError) Is(target error) bool { return target == ErrTooLarge }
+
+// freeBytes is the space available to unprivileged writers on dir's filesystem.
+func freeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	return int64(st.Bavail) * st.Bsize, nil
+}
+
+// spaceWatcher writes to w and checks the free space every 16 MiB.
+type spaceWatcher struct {
+	w     io.Writer
+	dir   string
+	since int64
+}
+
+const spaceCheckEvery = 16 << 20
+
+func (s *spaceWatcher) Write(p []byte) (int, error) {
+	s.since += int64(len(p))
+	if s.since >= spaceCheckEvery {
+		s.since = 0
+		if free, err := freeBytes(s.dir); err == nil && free < MinFreeBytes {
+			return 0, ErrNoSpace
+		}
+	}
+	return s.w.Write(p)
+}
+
 // Receive streams r into a temp file in dir, hashing as it goes, and refuses
-// more than limit bytes. On any error the temp file is removed.
+// more than limit bytes, or an upload that would leave less than MinFreeBytes
+// free (ErrNoSpace). On any error the temp file is removed.
 func Receive(ctx context.Context, r io.Reader, dir string, limit int64) (Received, error) {
+	free, err := freeBytes(dir)
+	if err != nil {
+		return Received{}, fmt.Errorf("stage upload: %w", err)
+	}
+	if free < MinFreeBytes {
+		return Received{}, ErrNoSpace
+	}
 	f, err := os.CreateTemp(dir, "upload-*.part")
 	if err != nil {
 		return Received{}, fmt.Errorf("stage upload: %w", err)
@@ -133,7 +208,10 @@ func Receive(ctx context.Context, r io.Reader, dir string, limit int64) (Receive
 		}
 	}()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), &ctxLimitReader{ctx: ctx, r: r, n: limit + 1})
+	n, err := io.Copy(&spaceWatcher{w: io.MultiWriter(f, h), dir: dir}, &ctxLimitReader{ctx: ctx, r: r, n: limit + 1})
+	if errors.Is(err, ErrNoSpace) || errors.Is(err, syscall.ENOSPC) {
+		return Received{}, ErrNoSpace
+	}
 	if err != nil {
 		return Received{}, fmt.Errorf("receive archive: %w", err)
 	}

@@ -11,9 +11,8 @@ import (
 	"strconv"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protowire"
-
 	"github.com/nlpswarm/nlpswarm/modelmgr/archive"
+	"github.com/nlpswarm/nlpswarm/modelmgr/onnxcheck"
 )
 
 // Tasks the platform serves, with the Hugging Face pipeline names.
@@ -32,9 +31,15 @@ func ValidTask(t string) bool {
 // RequiredFiles must be in every archive; the optional ones are used if present.
 var RequiredFiles = []string{"model.onnx", "tokenizer.json", "config.json"}
 
-// Extract is the safe extractor with the default limits.
+// Extract is the safe extractor with the default limits, the total also
+// bounded by the free space above MinFreeBytes where dest is: a bomb within
+// the ratio must not fill the store's disk.
 func Extract(ctx context.Context, path, dest string) error {
-	return archive.Extract(ctx, path, dest, archive.DefaultLimits)
+	lim := archive.DefaultLimits
+	if free, err := freeBytes(filepath.Dir(dest)); err == nil {
+		lim.MaxTotalBytes = min(lim.MaxTotalBytes, max(free-MinFreeBytes, 1)) // 0 would mean no limit
+	}
+	return archive.Extract(ctx, path, dest, lim)
 }
 
 // ExtractFunc unpacks the archive at path into dest (an empty folder),
@@ -49,6 +54,9 @@ type Validator struct {
 	Extract      ExtractFunc
 	Smoke        SmokeFunc // nil skips the smoke inference
 	SmokeTimeout time.Duration
+	// Isolation, when set, runs all of the above in a child process under
+	// limits (ServeChild on the child's side); nil validates in this process.
+	Isolation *Isolation
 }
 
 // Metadata is what validation learns of a model, stored with its version.
@@ -78,6 +86,9 @@ func (v Validator) Validate(ctx context.Context, archivePath, tmpDir, task strin
 		return Metadata{}, err
 	}
 	defer os.RemoveAll(dir)
+	if v.Isolation != nil {
+		return v.Isolation.validate(ctx, archivePath, dir, task, v.SmokeTimeout)
+	}
 	dest := filepath.Join(dir, "model")
 	if err := v.Extract(ctx, archivePath, dest); err != nil {
 		return Metadata{}, &ValidationError{Reasons: []string{"archive: " + err.Error()}}
@@ -119,14 +130,20 @@ func CheckDir(dir, task string) (Metadata, []string) {
 	if !ValidTask(task) {
 		reasons = append(reasons, fmt.Sprintf("unknown task %q", task))
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "config.json")); err == nil {
+	if err := onnxcheck.CheckSizes(dir); err != nil {
+		// nothing larger than the caps is decoded below
+		return md, append(reasons, err.Error())
+	}
+	if f, err := os.Open(filepath.Join(dir, "config.json")); err == nil {
 		var cfg struct {
 			ID2Label     map[string]string `json:"id2label"`
 			ModelType    string            `json:"model_type"`
 			ProblemType  *string           `json:"problem_type"`
 			MaxPositions int               `json:"max_position_embeddings"`
 		}
-		if err := json.Unmarshal(b, &cfg); err != nil {
+		err := decodeJSON(f, &cfg)
+		f.Close()
+		if err != nil {
 			reasons = append(reasons, "config.json is not valid JSON: "+err.Error())
 		} else {
 			md.ModelType, md.MaxPositions = cfg.ModelType, cfg.MaxPositions
@@ -152,32 +169,102 @@ func CheckDir(dir, task string) (Metadata, []string) {
 			}
 		}
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "tokenizer.json")); err == nil {
-		var tok struct {
-			Model json.RawMessage `json:"model"`
-		}
-		if err := json.Unmarshal(b, &tok); err != nil {
-			reasons = append(reasons, "tokenizer.json is not valid JSON: "+err.Error())
-		} else if len(tok.Model) == 0 || string(tok.Model) == "null" {
-			reasons = append(reasons, "tokenizer.json has no model section")
+	if f, err := os.Open(filepath.Join(dir, "tokenizer.json")); err == nil {
+		err := hasObjectKey(f, "model")
+		f.Close()
+		if err != nil {
+			reasons = append(reasons, "tokenizer.json "+err.Error())
 		}
 	}
-	if f, err := os.Open(filepath.Join(dir, "model.onnx")); err == nil {
-		st, _ := f.Stat()
+	if st, err := os.Lstat(filepath.Join(dir, "model.onnx")); err == nil {
 		md.OnnxBytes = st.Size()
-		head := make([]byte, 1<<16)
-		n, _ := io.ReadFull(f, head)
-		f.Close()
-		if err := looksLikeONNX(head[:n], st.Size()); err != nil {
+		if _, err := onnxcheck.CheckDir(dir); err != nil {
 			reasons = append(reasons, "model.onnx: "+err.Error())
 		}
 	}
 	return md, reasons
 }
 
+// MaxLabels bounds id2label; the largest real classifiers have some thousands.
+const MaxLabels = 100_000
+
+// decodeJSON decodes one JSON value from r into v and refuses trailing data.
+// The caller has capped r's size (onnxcheck.CheckSizes).
+func decodeJSON(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("data after the JSON value")
+	}
+	return nil
+}
+
+// hasObjectKey streams the JSON object in r (never holding it whole) and
+// checks it has key with an object value: tokenizer.json's "model".
+func hasObjectKey(r io.Reader, key string) error {
+	dec := json.NewDecoder(r)
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return fmt.Errorf("is not valid JSON: want an object")
+	}
+	found := false
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("is not valid JSON: %w", err)
+		}
+		k, _ := t.(string)
+		if k == key && !found {
+			if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+				return fmt.Errorf("has a %s section that is not an object", key)
+			}
+			found = true
+			if err := skipRest(dec, 1); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := skipRest(dec, 0); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return fmt.Errorf("is not valid JSON: %w", err)
+	}
+	if !found {
+		return fmt.Errorf("has no %s section", key)
+	}
+	return nil
+}
+
+// skipRest reads tokens until depth open containers are closed, or one whole
+// value when depth is 0.
+func skipRest(dec *json.Decoder, depth int) error {
+	for {
+		t, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("is not valid JSON: %w", err)
+		}
+		if d, ok := t.(json.Delim); ok {
+			if d == '{' || d == '[' {
+				depth++
+			} else {
+				depth--
+			}
+		}
+		if depth <= 0 {
+			return nil
+		}
+	}
+}
+
 func orderedLabels(m map[string]string) ([]string, error) {
 	if len(m) == 0 {
 		return nil, nil
+	}
+	if len(m) > MaxLabels {
+		return nil, fmt.Errorf("%d labels; at most %d", len(m), MaxLabels)
 	}
 	out := make([]string, len(m))
 	for k, v := range m {
@@ -197,59 +284,6 @@ func hasTokenLabels(labels []string) bool {
 		}
 	}
 	return false
-}
-
-// looksLikeONNX checks the protobuf wire format of an ONNX ModelProto's
-// first fields: field 1 (ir_version, varint) and a graph (field 7, bytes)
-// or opset/producer fields, all well-formed. It reads only the head.
-func looksLikeONNX(b []byte, size int64) error {
-	if size < 16 {
-		return fmt.Errorf("%d bytes is too small for an ONNX model", size)
-	}
-	sawIR, fields := false, 0
-	for len(b) > 0 && fields < 8 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			break
-		}
-		b = b[n:]
-		var m int
-		switch typ {
-		case protowire.VarintType:
-			_, m = protowire.ConsumeVarint(b)
-			if num == 1 {
-				sawIR = true
-			}
-		case protowire.BytesType:
-			var l uint64
-			l, m = protowire.ConsumeVarint(b)
-			if m < 0 {
-				return fmt.Errorf("not an ONNX protobuf")
-			}
-			if uint64(len(b)-m) < l {
-				// a field longer than the head: fine, if it fits the file
-				if int64(l) > size {
-					return fmt.Errorf("not an ONNX protobuf (field %d longer than the file)", num)
-				}
-				b = nil
-				m = 0
-				fields++
-				continue
-			}
-			m += int(l)
-		case protowire.Fixed32Type, protowire.Fixed64Type, protowire.StartGroupType, protowire.EndGroupType:
-			return fmt.Errorf("not an ONNX protobuf (unexpected wire type in field %d)", num)
-		}
-		if m < 0 || num > 100 {
-			return fmt.Errorf("not an ONNX protobuf")
-		}
-		b = b[m:]
-		fields++
-	}
-	if !sawIR {
-		return fmt.Errorf("not an ONNX protobuf (no ir_version)")
-	}
-	return nil
 }
 
 // DefaultMemoryRatio is container RSS over model.onnx size, measured by the

@@ -67,6 +67,9 @@ type Model struct {
 // Load loads the model in dir (config.json, tokenizer.json, model.onnx) for task.
 func Load(dir, name, task string) (*Model, error) {
 	dir = archive.ModelRoot(dir)
+	if err := checkArtifact(dir); err != nil {
+		return nil, err
+	}
 	m := &Model{Name: name, Task: task}
 	tmp, labels, problem, err := sanitizedCopy(dir)
 	if err != nil {

@@ -1,15 +1,27 @@
 package main
 
 import (
+	"os"
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/modelmgr"
 )
 
-// uploadValidator wires the safe archive extractor (and, once the runtime
-// lands, its smoke inference) into the model manager's validation.
+// uploadValidator wires the safe archive extractor and the runtime's smoke
+// inference into the model manager's validation, run in a child process
+// (`nlpswarm validate-artifact`) under memory, CPU-time and wall-time limits
+// and without the server's secrets: a hostile model crashes or starves the
+// child, never the apiserver.
 func uploadValidator(smokeTimeout time.Duration) modelmgr.Validator {
-	return modelmgr.Validator{Extract: modelmgr.Extract, Smoke: smokeTest, SmokeTimeout: smokeTimeout}
+	exe, err := os.Executable()
+	if err != nil {
+		exe = os.Args[0]
+	}
+	lim := modelmgr.DefaultChildLimits
+	// the wall limit covers extraction and checks as well as the smoke inference
+	lim.Wall = max(lim.Wall, smokeTimeout+5*time.Minute)
+	return modelmgr.Validator{Extract: modelmgr.Extract, Smoke: smokeTest, SmokeTimeout: smokeTimeout,
+		Isolation: &modelmgr.Isolation{Command: []string{exe, "validate-artifact"}, Limits: lim}}
 }
 
 // smokeTest is set by the runtime's wiring; nil skips the smoke inference.

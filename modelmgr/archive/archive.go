@@ -222,10 +222,28 @@ func (u *unpacker) tarGz(r io.Reader) error {
 }
 
 func (u *unpacker) zip(r io.ReaderAt, size int64) error {
-	zr, err := zip.NewReader(r, size)
+	// archive/zip allocates for every central directory record before we see
+	// one: check the declared count first, and bound the walk's reads in case
+	// the count lies (3M records made it allocate 750 MiB)
+	br := &budgetReaderAt{r: r}
+	if u.lim.MaxEntries > 0 {
+		n, err := zipDeclaredEntries(r, size)
+		if err != nil {
+			return fmt.Errorf("zip: %w", err)
+		}
+		if n > uint64(u.lim.MaxEntries) {
+			return unsafe("the zip declares %d entries: more than %d entries", n, u.lim.MaxEntries)
+		}
+		br.on, br.left = true, directoryBudget(u.lim.MaxEntries)
+	}
+	zr, err := zip.NewReader(br, size)
+	if errors.Is(err, errDirectoryBudget) {
+		return unsafe("zip central directory holds more than %d entries", u.lim.MaxEntries)
+	}
 	if err != nil {
 		return fmt.Errorf("zip: %w", err)
 	}
+	br.on = false
 	for _, f := range zr.File {
 		if err := u.count(); err != nil {
 			return err

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nlpswarm/nlpswarm/modelmgr"
+	"github.com/nlpswarm/nlpswarm/modelmgr/onnxcheck/onnxtest"
+)
+
+// hostileFixture is the embeddings fixture with model.onnx replaced by
+// model (nil keeps the real one), as files.
+func hostileFixture(t *testing.T, model []byte) map[string][]byte {
+	t.Helper()
+	files, err := onnxtest.FixtureFiles(filepath.Join("..", "..", "..", "shared", "fixtures", "nlp", "embeddings"))
+	if err != nil {
+		t.Skipf("fixture absent: %v", err)
+	}
+	if model != nil {
+		files["model.onnx"] = model
+	}
+	return files
+}
+
+func tarGzBytes(_ *testing.T, files map[string][]byte) []byte { return onnxtest.TarGz(files) }
+
+// The real child (`nlpswarm validate-artifact`) validates and smoke-tests the
+// fixture, and refuses the model of issue 17 before any engine reads it.
+func TestValidateArtifactChild(t *testing.T) {
+	iso := &modelmgr.Isolation{Command: []string{binPath, "validate-artifact"}, Limits: modelmgr.DefaultChildLimits}
+	v := modelmgr.Validator{Isolation: iso, SmokeTimeout: 2 * time.Minute}
+	write := func(b []byte) string {
+		p := filepath.Join(t.TempDir(), "m.tar.gz")
+		os.WriteFile(p, b, 0o644)
+		return p
+	}
+	md, err := v.Validate(context.Background(), write(tarGzBytes(t, hostileFixture(t, nil))), t.TempDir(), "feature-extraction")
+	if err != nil || !md.SmokeTested || md.OnnxBytes == 0 {
+		t.Fatalf("the fixture in the child: %v %+v", err, md)
+	}
+	_, err = v.Validate(context.Background(), write(tarGzBytes(t, hostileFixture(t, onnxtest.Exfiltrating("../../run/secrets/internal_token")))), t.TempDir(), "feature-extraction")
+	var ve *modelmgr.ValidationError
+	if !errors.As(err, &ve) || !strings.Contains(fmt.Sprint(ve.Reasons), "not a plain relative name") {
+		t.Fatalf("the exfiltrating model: %v", err)
+	}
+}
+
+// Issue 17, end to end: the 494-byte model whose tensor is stored "externally"
+// in the internal token is refused at upload with a 422 naming the reason,
+// and the token appears nowhere in the answer.
+func TestUploadRefusesExternalDataOutsideTheArchive(t *testing.T) {
+	url, token := startAPIServer(t)
+	runBinOK(t, []string{"NLPSWARM_SERVER=" + url, "NLPSWARM_TOKEN=" + token}, "models", "create", "exfil", "--task", "feature-extraction")
+	// the apiserver's internal token file lies next to its store; the test
+	// server's store is <dir>/store, so from <dir>/store/tmp/validate-*/... the
+	// token is some levels up: try the plain and the deep traversal
+	for _, loc := range []string{"../../run/secrets/internal_token", "../../../../../internal", "/etc/hostname"} {
+		archive := tarGzBytes(t, hostileFixture(t, onnxtest.Exfiltrating(loc)))
+		var body bytes.Buffer
+		mw := multipart.NewWriter(&body)
+		part, _ := mw.CreateFormFile("archive", "exfil.tar.gz")
+		part.Write(archive)
+		mw.Close()
+		req, _ := http.NewRequest("POST", url+"/api/v1/models/exfil/versions", &body)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(b), "not a plain relative name") {
+			t.Fatalf("location %s: %d %s", loc, resp.StatusCode, b)
+		}
+		if strings.Contains(string(b), "cli-internal-token") {
+			t.Fatalf("the answer holds the internal token: %s", b)
+		}
+	}
+	out := runBinOK(t, []string{"NLPSWARM_SERVER=" + url, "NLPSWARM_TOKEN=" + token}, "models", "versions", "exfil")
+	if strings.Contains(out, "sha256:") {
+		t.Fatalf("a refused model was stored: %s", out)
+	}
+}
+
+// The runtime checks a model folder again before loading it: the same model
+// given as --modeldir never starts.
+func TestRuntimeRefusesExternalDataAtLoad(t *testing.T) {
+	dir := t.TempDir()
+	tmp := t.TempDir()
+	os.WriteFile(filepath.Join(tmp, "secret"), []byte("0123456789abcdef-secret"), 0o600)
+	for name, b := range hostileFixture(t, onnxtest.Exfiltrating("../secret")) {
+		os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binPath, "runtime", "--name=exfil", "--task=feature-extraction", "--modeldir="+dir, "--listen=127.0.0.1:0")
+	cmd.Env = []string{"TMPDIR=" + tmp}
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("the runtime served the model: %s", out)
+	}
+	if err == nil || !strings.Contains(string(out), "not a plain relative name") {
+		t.Fatalf("runtime: %v\n%s", err, out)
+	}
+}
