@@ -17,6 +17,7 @@ import (
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/apikey"
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
 )
 
@@ -179,11 +180,11 @@ func classify(err error) (status int, code, msg string, details []string, ok boo
 		return re.status, re.code, re.message, nil, true
 	case errors.As(err, &ve):
 		return http.StatusUnprocessableEntity, "invalid_archive", "the archive was refused", ve.Reasons, true
-	case errors.Is(err, modelmgr.ErrNotFound):
+	case errors.Is(err, modelmgr.ErrNotFound), errors.Is(err, deployment.ErrNotFound):
 		return http.StatusNotFound, "not_found", err.Error(), nil, true
 	case errors.Is(err, modelmgr.ErrExists):
 		return http.StatusConflict, "conflict", err.Error(), nil, true
-	case errors.Is(err, modelmgr.ErrInvalid):
+	case errors.Is(err, modelmgr.ErrInvalid), errors.Is(err, deployment.ErrInvalid):
 		return http.StatusBadRequest, "invalid_request", err.Error(), nil, true
 	case errors.Is(err, modelmgr.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, "too_large", err.Error(), nil, true

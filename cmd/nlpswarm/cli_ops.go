@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/apiserver"
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/scheduler/autoscale"
 )
 
@@ -139,23 +139,7 @@ func runUndeploy(ctx context.Context, args []string) error {
 	})
 }
 
-// observedState is what the scheduler writes into deployments.observed.
-type observedState struct {
-	Running int `json:"running"`
-	Desired int `json:"desired"`
-	Tasks   []struct {
-		Slot  int    `json:"slot"`
-		Node  string `json:"node"`
-		State string `json:"state"`
-		Error string `json:"error"`
-	} `json:"tasks"`
-}
-
-func observed(d apiserver.Deployment) observedState {
-	var o observedState
-	_ = json.Unmarshal(d.Observed, &o)
-	return o
-}
+func observed(d apiserver.Deployment) deployment.Observed { return d.Observed }
 
 // finish prints the deployment, or with wait polls until the scheduler has
 // acted on this generation and every replica runs, showing progress.
