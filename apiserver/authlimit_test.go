@@ -90,6 +90,7 @@ func TestAuthFailuresBounded(t *testing.T) {
 	}
 }
 
+
 // reset forgets every address (tests that try many wrong tokens on purpose).
 func (a *authFailures) reset() {
 	a.mu.Lock()
