@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -325,4 +327,44 @@ func (s *Server) deleteDeployment(c *gin.Context) {
 		return
 	}
 	c.Status(http.StatusNoContent)
+}
+
+// maxPlanBytes bounds the scheduler's dry-run answer the apiserver relays.
+const maxPlanBytes = 8 << 20
+
+// planTimeout bounds the relay of a dry run.
+const planTimeout = 15 * time.Second
+
+// getPlan relays the scheduler's dry run (GET <scheduler>/plan): what a
+// reconcile pass would do now. The apiserver never talks to Docker itself.
+func (s *Server) getPlan(c *gin.Context) {
+	if s.cfg.SchedulerURL == "" {
+		abort(c, http.StatusServiceUnavailable, "unavailable", "no scheduler URL is configured (--scheduler.url)")
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), planTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(s.cfg.SchedulerURL, "/")+"/plan", nil)
+	if err != nil {
+		abort(c, http.StatusServiceUnavailable, "unavailable", "the scheduler URL is invalid")
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.log.Warn("dry run: scheduler unreachable", "err", err)
+		abort(c, http.StatusServiceUnavailable, "unavailable", "the scheduler is unreachable; retry shortly")
+		return
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPlanBytes+1))
+	switch {
+	case err != nil:
+		abort(c, http.StatusBadGateway, "bad_gateway", "the scheduler's answer was cut off")
+	case resp.StatusCode != http.StatusOK:
+		abort(c, http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("the scheduler could not compute the plan (HTTP %d); retry shortly", resp.StatusCode))
+	case len(body) > maxPlanBytes || !json.Valid(body):
+		abort(c, http.StatusBadGateway, "bad_gateway", "the scheduler's answer is not a plan")
+	default:
+		c.Data(http.StatusOK, "application/json", body)
+	}
 }

@@ -29,6 +29,9 @@ type Config struct {
 	UploadIdle     time.Duration // an upload without progress for this long is cut off
 	UploadTimeout  time.Duration // the longest an upload (with its validation) may take
 	Web            WebConfig
+	// SchedulerURL is where a scheduler serves its dry run
+	// (GET /api/v1/plan relays it); "" answers 503.
+	SchedulerURL string
 }
 
 // Server is the backoffice API.
@@ -70,6 +73,7 @@ func New(cfg Config, db *pgxpool.Pool, store modelmgr.BlobStore, validator model
 	v1.GET("/models/:name/versions", s.listVersions)
 	v1.POST("/models/:name/versions", s.uploadVersion)
 	v1.GET("/models/:name/deployment", s.getDeployment)
+	v1.GET("/plan", s.getPlan)
 	v1.PUT("/models/:name/deployment", s.putDeployment)
 	v1.DELETE("/models/:name/deployment", s.deleteDeployment)
 	v1.POST("/models/:name/scale", s.scale)
