@@ -263,8 +263,8 @@ func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest)
 			reservation = int64(req.Resources.Memory)
 		}
 		spec := deployment.Spec{ModelID: modelID, Model: name, Version: req.Version, Replicas: *req.Replicas,
-			CPUs: req.Resources.CPUs, MemoryBytes: int64(req.Resources.Memory), MemoryReservation: reservation,
-			GPUs: req.Resources.GPUs, GPUMemory: int64(req.Resources.GPUMemory), Labels: req.Placement.Labels}
+			Resources: deployment.Resources{CPUs: req.Resources.CPUs, MemoryBytes: int64(req.Resources.Memory), MemoryReservation: reservation,
+				GPUs: req.Resources.GPUs, GPUMemory: int64(req.Resources.GPUMemory), Labels: req.Placement.Labels}}
 		if req.Autoscale != nil {
 			spec.Autoscale = deployment.Autoscale(req.Autoscale.Bounds())
 			// a redeploy that names no count keeps the autoscaler's

@@ -14,7 +14,7 @@ func TestDiff(t *testing.T) {
 	cfg := SpecConfig{Image: "sha256:img1", Network: "net", ArtifactBaseURL: "http://apiserver:8081"}
 	cpu := deployment.Desired{Model: "cpu", Task: "text-classification", Version: 1, Digest: "sha256:aa", Replicas: 2, Generation: 4}
 	gpu := deployment.Desired{Model: "gpu", Task: "feature-extraction", Version: 1, Digest: "sha256:bb", Replicas: 1,
-		GPUs: 1, GPUMemory: 8 << 30, Generation: 7}
+		Resources: deployment.Resources{GPUs: 1, GPUMemory: 8 << 30}, Generation: 7}
 	with := func(d deployment.Desired, f func(*deployment.Desired)) deployment.Desired { f(&d); return d }
 	// svc is the service Swarm would have after d was applied with cfg and pin
 	svc := func(d deployment.Desired, pin *Pin, c SpecConfig) Service {

@@ -173,7 +173,7 @@ func TestPutSharesTheScaleLogic(t *testing.T) {
 		f.notified("m")
 		return n
 	}
-	put(deployment.Spec{Replicas: 2, Labels: map[string]string{"zone": "eu"}, GPUs: 1, GPUMemory: 1 << 30})
+	put(deployment.Spec{Replicas: 2, Resources: deployment.Resources{Labels: map[string]string{"zone": "eu"}, GPUs: 1, GPUMemory: 1 << 30}})
 	r := f.get("m")
 	if r.Replicas != 2 || r.ScaleReason != "deploy" || r.Labels["zone"] != "eu" || r.GPUMemory != 1<<30 || r.Status != deployment.StatusPending || r.Generation != 1 {
 		t.Fatalf("first deploy: %+v", r)
@@ -183,7 +183,7 @@ func TestPutSharesTheScaleLogic(t *testing.T) {
 	}
 	f.notified("m")
 	scaled := f.get("m").ScaledAt
-	put(deployment.Spec{Replicas: 3, CPUs: 2})
+	put(deployment.Spec{Replicas: 3, Resources: deployment.Resources{CPUs: 2}})
 	if r := f.get("m"); r.ScaledAt != scaled || r.ScaleReason != "test" || r.CPUs != 2 || r.Generation != 3 {
 		t.Fatalf("redeploy with the same count: %+v (scaled_at %v)", r, scaled)
 	}
@@ -205,7 +205,7 @@ func TestStatusRoutesGPUsAndDelete(t *testing.T) {
 	ctx := f.ctx
 	for _, m := range []string{"a", "b"} {
 		id := f.modelID(m)
-		if _, err := deployment.Put(ctx, f.db.Pool, deployment.Spec{ModelID: id, Model: m, Version: 1, Replicas: 1, GPUs: 1, GPUMemory: 100}); err != nil {
+		if _, err := deployment.Put(ctx, f.db.Pool, deployment.Spec{ModelID: id, Model: m, Version: 1, Replicas: 1, Resources: deployment.Resources{GPUs: 1, GPUMemory: 100}}); err != nil {
 			t.Fatal(err)
 		}
 	}

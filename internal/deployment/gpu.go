@@ -22,17 +22,10 @@ type GPUAssignment struct {
 func Assignments(ctx context.Context, q Querier) ([]GPUAssignment, error) {
 	rows, err := q.Query(ctx, `SELECT m.name, a.slot, a.node_id, a.gpu_uuid, a.memory_bytes FROM gpu_assignments a
 		JOIN deployments d ON d.id = a.deployment_id JOIN models m ON m.id = d.model_id ORDER BY m.name, a.slot, a.gpu_uuid`)
-	if err != nil {
-		return nil, fmt.Errorf("load gpu assignments: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (GPUAssignment, error) {
+	return collect(rows, err, "load gpu assignments", func(row pgx.CollectableRow) (GPUAssignment, error) {
 		var a GPUAssignment
 		return a, row.Scan(&a.Model, &a.Slot, &a.Node, &a.GPU, &a.Memory)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("load gpu assignments: %w", err)
-	}
-	return out, nil
 }
 
 // FreeGPUs deletes the GPU assignments of the given models.

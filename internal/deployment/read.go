@@ -21,10 +21,7 @@ func List(ctx context.Context, q Querier, model string) ([]Record, error) {
 		d.status_message, d.observed, d.updated_at, d.observed_at, d.autoscale_min, d.autoscale_max,
 		d.autoscale_target_inflight, d.autoscale_scale_down_delay_ms, d.autoscale_idle_to_zero_ms, d.scaled_at, d.scale_reason
 		FROM deployments d JOIN models m ON m.id = d.model_id WHERE $1 = '' OR m.name = $1 ORDER BY m.name`, model)
-	if err != nil {
-		return nil, fmt.Errorf("query deployments: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Record, error) {
+	return collect(rows, err, "query deployments", func(row pgx.CollectableRow) (Record, error) {
 		var r Record
 		var labels, observed []byte
 		var downMS, idleMS int64
@@ -43,10 +40,6 @@ func List(ctx context.Context, q Querier, model string) ([]Record, error) {
 		a.ScaleDownDelay, a.IdleToZero = time.Duration(downMS)*time.Millisecond, time.Duration(idleMS)*time.Millisecond
 		return r, nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("read deployments: %w", err)
-	}
-	return out, nil
 }
 
 // Get reads model's deployment; ErrNotFound when it has none.
@@ -71,19 +64,12 @@ func LoadDesired(ctx context.Context, q Querier) ([]Desired, error) {
 			d.memory_bytes, d.memory_reservation_bytes, d.gpus, d.gpu_memory_bytes, d.placement_labels, d.generation
 		FROM deployments d JOIN models m ON m.id = d.model_id
 		JOIN model_versions v ON v.model_id = d.model_id AND v.version = d.version ORDER BY m.name`)
-	if err != nil {
-		return nil, fmt.Errorf("load deployments: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Desired, error) {
+	return collect(rows, err, "load deployments", func(row pgx.CollectableRow) (Desired, error) {
 		var d Desired
 		err := row.Scan(&d.Model, &d.Task, &d.Version, &d.Digest, &d.SizeBytes, &d.Replicas, &d.CPUs,
 			&d.MemoryBytes, &d.MemoryReservation, &d.GPUs, &d.GPUMemory, &d.Labels, &d.Generation)
 		return d, err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("load deployments: %w", err)
-	}
-	return out, nil
 }
 
 // Autoscaled is an autoscaled deployment as the autoscaler reads it.
@@ -101,10 +87,7 @@ func ListAutoscaled(ctx context.Context, q Querier, model string) ([]Autoscaled,
 			d.autoscale_scale_down_delay_ms, d.autoscale_idle_to_zero_ms, EXTRACT(EPOCH FROM now() - d.scaled_at)::float8
 		FROM deployments d JOIN models m ON m.id = d.model_id
 		WHERE d.autoscale_max > 0 AND ($1 = '' OR m.name = $1) ORDER BY m.name`, model)
-	if err != nil {
-		return nil, fmt.Errorf("load autoscaled deployments: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Autoscaled, error) {
+	return collect(rows, err, "load autoscaled deployments", func(row pgx.CollectableRow) (Autoscaled, error) {
 		var d Autoscaled
 		var down, idle int64
 		var since float64
@@ -114,10 +97,6 @@ func ListAutoscaled(ctx context.Context, q Querier, model string) ([]Autoscaled,
 		d.SinceScale = time.Duration(since * float64(time.Second))
 		return d, err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("load autoscaled deployments: %w", err)
-	}
-	return out, nil
 }
 
 // Route is a deployed model as the gateway routes it.
@@ -136,17 +115,10 @@ func Routable(ctx context.Context, q Querier) ([]Route, error) {
 	rows, err := q.Query(ctx, `SELECT m.id, m.name, m.task, m.visibility = 'private', COALESCE(m.owner_account_id, 0), d.autoscale_max > 0
 		FROM models m JOIN deployments d ON d.model_id = m.id
 		WHERE d.replicas > 0 OR d.autoscale_max > 0 ORDER BY m.name`)
-	if err != nil {
-		return nil, fmt.Errorf("load routable models: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Route, error) {
+	return collect(rows, err, "load routable models", func(row pgx.CollectableRow) (Route, error) {
 		var r Route
 		return r, row.Scan(&r.ModelID, &r.Model, &r.Task, &r.Private, &r.Owner, &r.Autoscaled)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("load routable models: %w", err)
-	}
-	return out, nil
 }
 
 // Converging reports whether any deployment is not yet running as desired.

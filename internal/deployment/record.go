@@ -3,6 +3,7 @@ package deployment
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,22 +46,27 @@ func (a Autoscale) clamp(n int) int {
 	return min(max(n, a.Min), a.Max)
 }
 
-// Desired is one deployment's desired state with its model and version, as
-// the reconciler acts on it.
-type Desired struct {
-	Model             string
-	Task              string
-	Version           int
-	Digest            string
-	SizeBytes         int64
-	Replicas          int
+// Resources are what each replica of a deployment needs.
+type Resources struct {
 	CPUs              float64
 	MemoryBytes       int64 // limit; 0: twice the reservation
 	MemoryReservation int64
 	GPUs              int               // per replica
 	GPUMemory         int64             // per replica
 	Labels            map[string]string // node labels the replicas need
-	Generation        int64
+}
+
+// Desired is one deployment's desired state with its model and version, as
+// the reconciler acts on it.
+type Desired struct {
+	Model     string
+	Task      string
+	Version   int
+	Digest    string
+	SizeBytes int64
+	Replicas  int
+	Resources
+	Generation int64
 }
 
 // TaskState is one replica as observed.
@@ -91,16 +97,11 @@ const (
 
 // Record is a deployment as stored: desired and observed state together.
 type Record struct {
-	ID                 int64
-	Model              string
-	Version            int
-	Replicas           int
-	CPUs               float64
-	MemoryBytes        int64
-	MemoryReservation  int64
-	GPUs               int
-	GPUMemory          int64
-	Labels             map[string]string
+	ID       int64
+	Model    string
+	Version  int
+	Replicas int
+	Resources
 	Generation         int64
 	ObservedGeneration int64
 	Status             string
@@ -116,3 +117,16 @@ type Record struct {
 // Stale reports whether the reconciler has not acted on the latest desired
 // state yet.
 func (r Record) Stale() bool { return r.ObservedGeneration < r.Generation }
+
+// collect reads every row of a query with scan, wrapping a failure of
+// either with what was being read.
+func collect[T any](rows pgx.Rows, err error, what string, scan pgx.RowToFunc[T]) ([]T, error) {
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	out, err := pgx.CollectRows(rows, scan)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return out, nil
+}

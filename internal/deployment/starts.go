@@ -57,17 +57,10 @@ func ColdStarts(ctx context.Context, q Querier, id int64, limit int) ([]ReplicaS
 	rows, err := q.Query(ctx, `SELECT task_id, slot, node, scheduled_at, started_at, fetch_seconds, artifact_bytes,
 			artifact_cached, load_seconds, warmup_seconds, ready_at, running_at
 		FROM replica_starts WHERE deployment_id = $1 ORDER BY scheduled_at DESC LIMIT $2`, id, limit)
-	if err != nil {
-		return nil, fmt.Errorf("query cold starts: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ReplicaStart, error) {
+	return collect(rows, err, "query cold starts", func(row pgx.CollectableRow) (ReplicaStart, error) {
 		var r ReplicaStart
 		err := row.Scan(&r.TaskID, &r.Slot, &r.Node, &r.ScheduledAt, &r.StartedAt, &r.FetchSeconds, &r.ArtifactBytes,
 			&r.ArtifactCached, &r.LoadSeconds, &r.WarmupSeconds, &r.ReadyAt, &r.RunningAt)
 		return r, err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("read cold starts: %w", err)
-	}
-	return out, nil
 }

@@ -47,15 +47,10 @@ type Spec struct {
 	// Replicas is the count to run. With KeepReplicas an existing
 	// deployment keeps its count instead (an autoscaled redeploy that names
 	// none). An autoscaled count is clamped into the bounds.
-	Replicas          int
-	KeepReplicas      bool
-	CPUs              float64
-	MemoryBytes       int64
-	MemoryReservation int64
-	GPUs              int
-	GPUMemory         int64
-	Labels            map[string]string
-	Autoscale         Autoscale
+	Replicas     int
+	KeepReplicas bool
+	Resources
+	Autoscale Autoscale
 }
 
 // Put writes s as the desired state of its model (inserted or replaced) and
