@@ -170,7 +170,11 @@ func (r *Reconciler) update(ctx context.Context, id string, spec swarm.ServiceSp
 		if !strings.Contains(err.Error(), "out of sequence") {
 			break
 		}
-		time.Sleep(time.Duration(50*(attempt+1)) * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("update %s: %w", spec.Name, ctx.Err())
+		case <-time.After(time.Duration(50*(attempt+1)) * time.Millisecond):
+		}
 	}
 	return fmt.Errorf("update %s: %w", spec.Name, err)
 }
