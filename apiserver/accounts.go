@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/nlpswarm/nlpswarm/internal/apikey"
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
 )
 
@@ -360,23 +361,30 @@ func (s *Server) queryNodes(ctx context.Context) ([]Node, error) {
 	for i, n := range nodes {
 		idx[n.ID] = i
 	}
-	grows, err := s.db.Query(ctx, `SELECT g.node_id, g.uuid, g.idx, g.name, g.memory_total, g.memory_used, g.memory_free, g.util_gpu, g.mig_mode,
-			COALESCE(json_agg(json_build_object('model', m.name, 'memory_bytes', a.memory_bytes) ORDER BY m.name)
-				FILTER (WHERE m.name IS NOT NULL), '[]')
-		FROM gpus g
-		LEFT JOIN gpu_assignments a ON a.node_id = g.node_id AND a.gpu_uuid = g.uuid
-		LEFT JOIN deployments d ON d.id = a.deployment_id
-		LEFT JOIN models m ON m.id = d.model_id
-		GROUP BY g.node_id, g.uuid ORDER BY g.node_id, g.idx`)
+	// what the scheduler placed on each GPU comes from the deployment record
+	held, err := deployment.Assignments(ctx, s.db)
+	if err != nil {
+		return nil, err
+	}
+	placed := map[[2]string][]GPUPlacement{}
+	for _, a := range held {
+		k := [2]string{a.Node, a.GPU}
+		placed[k] = append(placed[k], GPUPlacement{Model: a.Model, MemoryBytes: a.Memory})
+	}
+	grows, err := s.db.Query(ctx, `SELECT node_id, uuid, idx, name, memory_total, memory_used, memory_free, util_gpu, mig_mode
+		FROM gpus ORDER BY node_id, idx`)
 	if err != nil {
 		return nil, fmt.Errorf("query gpus: %w", err)
 	}
 	defer grows.Close()
 	for grows.Next() {
 		var node string
-		var g GPU
-		if err := grows.Scan(&node, &g.UUID, &g.Index, &g.Name, &g.MemoryTotal, &g.MemoryUsed, &g.MemoryFree, &g.UtilGPU, &g.MIGMode, &g.Placed); err != nil {
+		g := GPU{Placed: []GPUPlacement{}}
+		if err := grows.Scan(&node, &g.UUID, &g.Index, &g.Name, &g.MemoryTotal, &g.MemoryUsed, &g.MemoryFree, &g.UtilGPU, &g.MIGMode); err != nil {
 			return nil, fmt.Errorf("read gpus: %w", err)
+		}
+		if p := placed[[2]string{node, g.UUID}]; p != nil {
+			g.Placed = p
 		}
 		if i, ok := idx[node]; ok {
 			nodes[i].GPUs = append(nodes[i].GPUs, g)

@@ -5,14 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/nlpswarm/nlpswarm/internal/desired"
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
 	"github.com/nlpswarm/nlpswarm/scheduler/autoscale"
 )
@@ -138,22 +140,22 @@ func (r *DeploymentRequest) Check() error {
 
 // Deployment is desired and observed state together.
 type Deployment struct {
-	Model              string            `json:"model"`
-	Version            int               `json:"version"`
-	Replicas           int               `json:"replicas"`
-	CPUs               float64           `json:"cpus"`
-	MemoryBytes        int64             `json:"memory_bytes"`
-	MemoryReservation  int64             `json:"memory_reservation_bytes"`
-	GPUs               int               `json:"gpus"`
-	GPUMemoryBytes     int64             `json:"gpu_memory_bytes"`
-	PlacementLabels    map[string]string `json:"placement_labels"`
-	Generation         int64             `json:"generation"`
-	ObservedGeneration int64             `json:"observed_generation"`
-	Status             string            `json:"status"`
-	StatusMessage      string            `json:"status_message"`
-	Observed           json.RawMessage   `json:"observed"`
-	UpdatedAt          time.Time         `json:"updated_at"`
-	ObservedAt         *time.Time        `json:"observed_at"`
+	Model              string              `json:"model"`
+	Version            int                 `json:"version"`
+	Replicas           int                 `json:"replicas"`
+	CPUs               float64             `json:"cpus"`
+	MemoryBytes        int64               `json:"memory_bytes"`
+	MemoryReservation  int64               `json:"memory_reservation_bytes"`
+	GPUs               int                 `json:"gpus"`
+	GPUMemoryBytes     int64               `json:"gpu_memory_bytes"`
+	PlacementLabels    map[string]string   `json:"placement_labels"`
+	Generation         int64               `json:"generation"`
+	ObservedGeneration int64               `json:"observed_generation"`
+	Status             string              `json:"status"`
+	StatusMessage      string              `json:"status_message"`
+	Observed           deployment.Observed `json:"observed"`
+	UpdatedAt          time.Time           `json:"updated_at"`
+	ObservedAt         *time.Time          `json:"observed_at"`
 	// Autoscale is null when the deployment is not autoscaled.
 	Autoscale   *Autoscale `json:"autoscale"`
 	ScaledAt    time.Time  `json:"scaled_at"`    // when replicas last changed
@@ -162,85 +164,44 @@ type Deployment struct {
 	ColdStarts []ReplicaStart `json:"cold_starts"`
 }
 
-// ReplicaStart is one replica's cold start as the scheduler recorded it:
-// Swarm's task times and the runtime's own phases (nil until known).
-type ReplicaStart struct {
-	TaskID         string     `json:"task_id"`
-	Slot           int        `json:"slot"`
-	Node           string     `json:"node"`
-	ScheduledAt    time.Time  `json:"scheduled_at"`    // Swarm created the task
-	StartedAt      *time.Time `json:"started_at"`      // the runtime process started
-	FetchSeconds   *float64   `json:"fetch_seconds"`   // artifact download and unpack (or cache hit)
-	ArtifactBytes  *int64     `json:"artifact_bytes"`  // downloaded; 0 on a cache hit
-	ArtifactCached *bool      `json:"artifact_cached"` // served by the node's artifact cache
-	LoadSeconds    *float64   `json:"load_seconds"`
-	WarmupSeconds  *float64   `json:"warmup_seconds"`
-	ReadyAt        *time.Time `json:"ready_at"`   // the runtime answered ready
-	RunningAt      *time.Time `json:"running_at"` // Swarm: healthcheck passed, in DNS
-}
+// ReplicaStart is one replica's cold start as the scheduler recorded it.
+type ReplicaStart = deployment.ReplicaStart
 
 // queryDeployments reads desired and observed state of one model's
 // deployment, or of every deployment when name is "" (without cold starts;
 // loadDeployment adds them). It returns the rows' ids beside them.
 func (s *Server) queryDeployments(ctx context.Context, name string) ([]Deployment, []int64, error) {
-	rows, err := s.db.Query(ctx, `SELECT d.id, m.name, d.version, d.replicas, d.cpus, d.memory_bytes, d.memory_reservation_bytes,
-		d.gpus, d.gpu_memory_bytes, d.placement_labels, d.generation, d.observed_generation, d.status,
-		d.status_message, d.observed, d.updated_at, d.observed_at, d.autoscale_min, d.autoscale_max,
-		d.autoscale_target_inflight, d.autoscale_scale_down_delay_ms, d.autoscale_idle_to_zero_ms, d.scaled_at, d.scale_reason
-		FROM deployments d JOIN models m ON m.id = d.model_id WHERE $1 = '' OR m.name = $1 ORDER BY m.name`, name)
+	rs, err := deployment.List(ctx, s.db, name)
 	if err != nil {
-		return nil, nil, fmt.Errorf("query deployments: %w", err)
+		return nil, nil, err
 	}
-	defer rows.Close()
-	var out []Deployment
-	var ids []int64
-	for rows.Next() {
-		var d Deployment
-		var labels []byte
-		var id int64
-		var b autoscale.Bounds
-		var downMS, idleMS int64
-		if err := rows.Scan(&id, &d.Model, &d.Version, &d.Replicas, &d.CPUs, &d.MemoryBytes, &d.MemoryReservation, &d.GPUs,
-			&d.GPUMemoryBytes, &labels, &d.Generation, &d.ObservedGeneration, &d.Status, &d.StatusMessage,
-			&d.Observed, &d.UpdatedAt, &d.ObservedAt, &b.Min, &b.Max, &b.TargetInflight, &downMS, &idleMS,
-			&d.ScaledAt, &d.ScaleReason); err != nil {
-			return nil, nil, fmt.Errorf("read deployments: %w", err)
-		}
-		_ = json.Unmarshal(labels, &d.PlacementLabels)
-		if b.Max > 0 {
-			b.ScaleDownDelay, b.IdleToZero = time.Duration(downMS)*time.Millisecond, time.Duration(idleMS)*time.Millisecond
-			d.Autoscale = autoscaleOf(b)
-		}
-		out = append(out, d)
-		ids = append(ids, id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("read deployments: %w", err)
+	out := make([]Deployment, len(rs))
+	ids := make([]int64, len(rs))
+	for i, r := range rs {
+		out[i], ids[i] = deploymentOf(r), r.ID
 	}
 	return out, ids, nil
 }
 
+// deploymentOf is the API's view of a stored deployment.
+func deploymentOf(r deployment.Record) Deployment {
+	d := Deployment{Model: r.Model, Version: r.Version, Replicas: r.Replicas, CPUs: r.CPUs, MemoryBytes: r.MemoryBytes,
+		MemoryReservation: r.MemoryReservation, GPUs: r.GPUs, GPUMemoryBytes: r.GPUMemory, PlacementLabels: r.Labels,
+		Generation: r.Generation, ObservedGeneration: r.ObservedGeneration, Status: r.Status, StatusMessage: r.StatusMessage,
+		Observed: r.Observed, UpdatedAt: r.UpdatedAt, ObservedAt: r.ObservedAt, ScaledAt: r.ScaledAt, ScaleReason: r.ScaleReason}
+	if r.Autoscale.Enabled() {
+		d.Autoscale = autoscaleOf(autoscale.Bounds(r.Autoscale))
+	}
+	return d
+}
+
 func (s *Server) loadDeployment(ctx context.Context, name string) (Deployment, error) {
-	ds, ids, err := s.queryDeployments(ctx, name)
+	r, err := deployment.Get(ctx, s.db, name)
 	if err != nil {
 		return Deployment{}, err
 	}
-	if name == "" || len(ds) == 0 {
-		return Deployment{}, fmt.Errorf("deployment of %s: %w", name, modelmgr.ErrNotFound)
-	}
-	d := ds[0]
-	rows, err := s.db.Query(ctx, `SELECT task_id, slot, node, scheduled_at, started_at, fetch_seconds, artifact_bytes,
-			artifact_cached, load_seconds, warmup_seconds, ready_at, running_at
-		FROM replica_starts WHERE deployment_id = $1 ORDER BY scheduled_at DESC LIMIT $2`, ids[0], maxColdStarts)
-	if err != nil {
-		return d, fmt.Errorf("query cold starts: %w", err)
-	}
-	d.ColdStarts, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (ReplicaStart, error) {
-		var r ReplicaStart
-		err := row.Scan(&r.TaskID, &r.Slot, &r.Node, &r.ScheduledAt, &r.StartedAt, &r.FetchSeconds, &r.ArtifactBytes,
-			&r.ArtifactCached, &r.LoadSeconds, &r.WarmupSeconds, &r.ReadyAt, &r.RunningAt)
-		return r, err
-	})
+	d := deploymentOf(r)
+	d.ColdStarts, err = deployment.ColdStarts(ctx, s.db, r.ID, maxColdStarts)
 	return d, err
 }
 
@@ -301,46 +262,16 @@ func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest)
 		if req.Resources.Memory > 0 && int64(req.Resources.Memory) < reservation {
 			reservation = int64(req.Resources.Memory)
 		}
-		labels, _ := json.Marshal(req.Placement.Labels)
-		if req.Placement.Labels == nil {
-			labels = []byte("{}")
-		}
-		replicas := *req.Replicas
-		var b autoscale.Bounds
+		spec := deployment.Spec{ModelID: modelID, Model: name, Version: req.Version, Replicas: *req.Replicas,
+			Resources: deployment.Resources{CPUs: req.Resources.CPUs, MemoryBytes: int64(req.Resources.Memory), MemoryReservation: reservation,
+				GPUs: req.Resources.GPUs, GPUMemory: int64(req.Resources.GPUMemory), Labels: req.Placement.Labels}}
 		if req.Autoscale != nil {
-			b = req.Autoscale.Bounds()
+			spec.Autoscale = deployment.Autoscale(req.Autoscale.Bounds())
 			// a redeploy that names no count keeps the autoscaler's
-			var cur int
-			err := tx.QueryRow(ctx, `SELECT replicas FROM deployments WHERE model_id = $1 FOR UPDATE`, modelID).Scan(&cur)
-			if err == nil && !replicasGiven {
-				replicas = cur
-			} else if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return err
-			}
-			replicas = b.Clamp(replicas)
+			spec.KeepReplicas = !replicasGiven
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO deployments (model_id, version, replicas, cpus, memory_bytes, memory_reservation_bytes,
-				gpus, gpu_memory_bytes, placement_labels, status, status_message, autoscale_min, autoscale_max,
-				autoscale_target_inflight, autoscale_scale_down_delay_ms, autoscale_idle_to_zero_ms, scale_reason)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,'pending','waiting for the scheduler',$10,$11,$12,$13,$14,'deploy')
-			ON CONFLICT (model_id) DO UPDATE SET version = EXCLUDED.version, replicas = EXCLUDED.replicas,
-				cpus = EXCLUDED.cpus, memory_bytes = EXCLUDED.memory_bytes,
-				memory_reservation_bytes = EXCLUDED.memory_reservation_bytes, gpus = EXCLUDED.gpus,
-				gpu_memory_bytes = EXCLUDED.gpu_memory_bytes, placement_labels = EXCLUDED.placement_labels,
-				autoscale_min = EXCLUDED.autoscale_min, autoscale_max = EXCLUDED.autoscale_max,
-				autoscale_target_inflight = EXCLUDED.autoscale_target_inflight,
-				autoscale_scale_down_delay_ms = EXCLUDED.autoscale_scale_down_delay_ms,
-				autoscale_idle_to_zero_ms = EXCLUDED.autoscale_idle_to_zero_ms,
-				scaled_at = CASE WHEN deployments.replicas <> EXCLUDED.replicas THEN now() ELSE deployments.scaled_at END,
-				scale_reason = CASE WHEN deployments.replicas <> EXCLUDED.replicas THEN 'deploy' ELSE deployments.scale_reason END,
-				generation = deployments.generation + 1, updated_at = now()`,
-			modelID, req.Version, replicas, req.Resources.CPUs, int64(req.Resources.Memory), reservation,
-			req.Resources.GPUs, int64(req.Resources.GPUMemory), labels, b.Min, b.Max, b.TargetInflight,
-			b.ScaleDownDelay.Milliseconds(), b.IdleToZero.Milliseconds())
-		if err != nil {
-			return err
-		}
-		return desired.Notify(ctx, tx, name)
+		_, err := deployment.Put(ctx, tx, spec)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("deploy %s: %w", name, err)
@@ -349,7 +280,7 @@ func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest)
 }
 
 // ScaleRequest sets the replica count; on an autoscaled deployment it sets
-// the autoscaler's floor (min) instead (desired.ManualScale).
+// the autoscaler's floor (min) instead (deployment.ManualScale).
 type ScaleRequest struct {
 	Replicas *int `json:"replicas"`
 }
@@ -377,7 +308,7 @@ func (s *Server) setReplicas(ctx context.Context, name string, replicas int) err
 		return badRequest(fmt.Sprintf("replicas must be 0..%d", MaxReplicas))
 	}
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		_, err := desired.ManualScale(ctx, tx, name, replicas)
+		_, err := deployment.ManualScale(ctx, tx, name, replicas)
 		return err
 	})
 	if err != nil {
@@ -387,16 +318,7 @@ func (s *Server) setReplicas(ctx context.Context, name string, replicas int) err
 }
 
 func (s *Server) undeploy(ctx context.Context, name string) error {
-	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM deployments d USING models m WHERE m.id = d.model_id AND m.name = $1`, name)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("deployment of %s: %w", name, modelmgr.ErrNotFound)
-		}
-		return desired.Notify(ctx, tx, name)
-	})
+	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error { return deployment.Delete(ctx, tx, name) })
 }
 
 func (s *Server) deleteDeployment(c *gin.Context) {
@@ -405,4 +327,44 @@ func (s *Server) deleteDeployment(c *gin.Context) {
 		return
 	}
 	c.Status(http.StatusNoContent)
+}
+
+// maxPlanBytes bounds the scheduler's dry-run answer the apiserver relays.
+const maxPlanBytes = 8 << 20
+
+// planTimeout bounds the relay of a dry run.
+const planTimeout = 15 * time.Second
+
+// getPlan relays the scheduler's dry run (GET <scheduler>/plan): what a
+// reconcile pass would do now. The apiserver never talks to Docker itself.
+func (s *Server) getPlan(c *gin.Context) {
+	if s.cfg.SchedulerURL == "" {
+		abort(c, http.StatusServiceUnavailable, "unavailable", "no scheduler URL is configured (--scheduler.url)")
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), planTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(s.cfg.SchedulerURL, "/")+"/plan", nil)
+	if err != nil {
+		abort(c, http.StatusServiceUnavailable, "unavailable", "the scheduler URL is invalid")
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.log.Warn("dry run: scheduler unreachable", "err", err)
+		abort(c, http.StatusServiceUnavailable, "unavailable", "the scheduler is unreachable; retry shortly")
+		return
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPlanBytes+1))
+	switch {
+	case err != nil:
+		abort(c, http.StatusBadGateway, "bad_gateway", "the scheduler's answer was cut off")
+	case resp.StatusCode != http.StatusOK:
+		abort(c, http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("the scheduler could not compute the plan (HTTP %d); retry shortly", resp.StatusCode))
+	case len(body) > maxPlanBytes || !json.Valid(body):
+		abort(c, http.StatusBadGateway, "bad_gateway", "the scheduler's answer is not a plan")
+	default:
+		c.Data(http.StatusOK, "application/json", body)
+	}
 }

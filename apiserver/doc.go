@@ -1,8 +1,10 @@
 // Package apiserver owns the backoffice HTTP API under /api/v1 (gin): admin
 // authentication, models and their versions (through modelmgr), desired
-// deployments (it writes desired state and NOTIFYs the scheduler; it never
-// talks to Docker), accounts, plans, API keys, usage and node inventory, and
-// the internal artifact endpoint runtimes download from.
+// deployments (it writes desired state and reads observed state through
+// internal/deployment, whose NOTIFY wakes the scheduler; it never talks to
+// Docker and imports no scheduler code: GET /api/v1/plan relays a
+// scheduler's dry run over HTTP), accounts, plans, API keys, usage and node
+// inventory, and the internal artifact endpoint runtimes download from.
 //
 // It also serves the backoffice web pages under /ui (web.go, web_pages.go,
 // web_chart.go; templates and static files embedded from web/): a login

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/apikey"
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
 )
 
@@ -28,6 +29,9 @@ type Config struct {
 	UploadIdle     time.Duration // an upload without progress for this long is cut off
 	UploadTimeout  time.Duration // the longest an upload (with its validation) may take
 	Web            WebConfig
+	// SchedulerURL is where a scheduler serves its dry run
+	// (GET /api/v1/plan relays it); "" answers 503.
+	SchedulerURL string
 }
 
 // Server is the backoffice API.
@@ -69,6 +73,7 @@ func New(cfg Config, db *pgxpool.Pool, store modelmgr.BlobStore, validator model
 	v1.GET("/models/:name/versions", s.listVersions)
 	v1.POST("/models/:name/versions", s.uploadVersion)
 	v1.GET("/models/:name/deployment", s.getDeployment)
+	v1.GET("/plan", s.getPlan)
 	v1.PUT("/models/:name/deployment", s.putDeployment)
 	v1.DELETE("/models/:name/deployment", s.deleteDeployment)
 	v1.POST("/models/:name/scale", s.scale)
@@ -179,11 +184,11 @@ func classify(err error) (status int, code, msg string, details []string, ok boo
 		return re.status, re.code, re.message, nil, true
 	case errors.As(err, &ve):
 		return http.StatusUnprocessableEntity, "invalid_archive", "the archive was refused", ve.Reasons, true
-	case errors.Is(err, modelmgr.ErrNotFound):
+	case errors.Is(err, modelmgr.ErrNotFound), errors.Is(err, deployment.ErrNotFound):
 		return http.StatusNotFound, "not_found", err.Error(), nil, true
 	case errors.Is(err, modelmgr.ErrExists):
 		return http.StatusConflict, "conflict", err.Error(), nil, true
-	case errors.Is(err, modelmgr.ErrInvalid):
+	case errors.Is(err, modelmgr.ErrInvalid), errors.Is(err, deployment.ErrInvalid):
 		return http.StatusBadRequest, "invalid_request", err.Error(), nil, true
 	case errors.Is(err, modelmgr.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, "too_large", err.Error(), nil, true

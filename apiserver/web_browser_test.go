@@ -21,6 +21,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 	"github.com/moby/moby/client"
 
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/dockertest"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/models"
@@ -156,9 +157,9 @@ func standInSchedulerWithoutSwarm(t *testing.T, e *env) {
 			}
 			rows.Close()
 			for _, d := range deps {
-				obs := scheduler.Observed{Running: d.replicas, Desired: d.replicas, Tasks: []scheduler.TaskState{}}
+				obs := deployment.Observed{Running: d.replicas, Desired: d.replicas, Tasks: []deployment.TaskState{}}
 				for i := 1; i <= d.replicas; i++ {
-					obs.Tasks = append(obs.Tasks, scheduler.TaskState{Slot: i, Node: "stand-in-node", State: "running"})
+					obs.Tasks = append(obs.Tasks, deployment.TaskState{Slot: i, Node: "stand-in-node", State: "running"})
 				}
 				raw, _ := json.Marshal(obs)
 				e.db.Pool.Exec(ctx, `UPDATE deployments SET status = 'running', status_message = $2, observed = $3,

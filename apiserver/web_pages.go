@@ -15,8 +15,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
-	"github.com/nlpswarm/nlpswarm/scheduler"
 )
 
 var templateFuncs = template.FuncMap{
@@ -176,7 +176,7 @@ func (s *Server) logout(c *gin.Context) {
 // depView is a deployment with the scheduler's observation decoded.
 type depView struct {
 	Deployment
-	Obs scheduler.Observed
+	Obs deployment.Observed
 	// Stale: the scheduler has not acted on the latest desired state yet.
 	Stale bool
 }
@@ -185,7 +185,7 @@ func depViews(ds []Deployment) map[string]*depView {
 	out := make(map[string]*depView, len(ds))
 	for _, d := range ds {
 		v := &depView{Deployment: d, Stale: d.ObservedGeneration < d.Generation}
-		_ = json.Unmarshal(d.Observed, &v.Obs)
+		v.Obs = d.Observed
 		out[d.Model] = v
 	}
 	return out
@@ -512,7 +512,7 @@ func (s *Server) undeployForm(c *gin.Context) {
 
 type replicaView struct {
 	Model string
-	scheduler.TaskState
+	deployment.TaskState
 }
 
 type gpuView struct {

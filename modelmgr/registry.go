@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 )
 
 // NameRE is the rule for model names (also DNS-safe for nlp-<name> services).
@@ -109,7 +111,7 @@ func (r *Registry) Create(ctx context.Context, m NewModel) (Model, error) {
 
 const modelCols = `m.id, m.name, m.task, m.description, m.visibility, m.owner_account_id, m.created_at,
 	(SELECT count(*) FROM model_versions v WHERE v.model_id = m.id),
-	EXISTS (SELECT 1 FROM deployments d WHERE d.model_id = m.id)`
+	` + deployment.DeployedSQL
 
 func scanModel(row pgx.Row) (Model, error) {
 	var m Model

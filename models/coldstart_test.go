@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nlpswarm/nlpswarm/models/coldstart"
+	"github.com/nlpswarm/nlpswarm/internal/coldstart"
 )
 
 func TestColdStartEndpoint(t *testing.T) {

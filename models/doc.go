@@ -3,7 +3,7 @@
 // the output shapes of the transformers pipelines, batches concurrent
 // requests, and serves /predict and the Open Inference Protocol v2. It can
 // fetch its artifact by digest from the model manager into a cache that
-// replicas on one node share, and records its cold start (models/coldstart).
+// replicas on one node share, and records its cold start (internal/coldstart).
 // It knows nothing of
 // Postgres, Swarm, API keys or the gateway.
 package models

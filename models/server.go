@@ -15,7 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
-	"github.com/nlpswarm/nlpswarm/models/coldstart"
+	"github.com/nlpswarm/nlpswarm/internal/coldstart"
 )
 
 // Limits bound what one request may ask.

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/nlpswarm/nlpswarm/internal/desired"
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/loadreport"
 	"github.com/nlpswarm/nlpswarm/scheduler/autoscale"
 )
@@ -20,7 +20,7 @@ import (
 // Autoscaler turns the gateways' load figures into replica counts for the
 // autoscaled deployments: every Interval it reads the figures (Redis), feeds
 // the pure rule (scheduler/autoscale) and writes a changed count through
-// desired.Scale, the scale API's own path, guarded by the count it read. The
+// deployment.Scale, the scale API's own path, guarded by the count it read. The
 // reconciler, woken by the NOTIFY, does the rest. A wake-up from a gateway
 // holding requests for a model at zero is acted on at once. Only the leading
 // scheduler runs it. Without figures (Redis down) it changes nothing.
@@ -42,13 +42,6 @@ type ScaleEvent struct {
 	Model    string
 	From, To int
 	Reason   string
-}
-
-type autoscaled struct {
-	model      string
-	replicas   int
-	bounds     autoscale.Bounds
-	sinceScale time.Duration
 }
 
 func (a *Autoscaler) interval() time.Duration {
@@ -106,23 +99,8 @@ func (a *Autoscaler) listenWake(ctx context.Context) {
 }
 
 // load reads the autoscaled deployments (one when model is not "").
-func (a *Autoscaler) load(ctx context.Context, model string) ([]autoscaled, error) {
-	rows, err := a.DB.Query(ctx, `SELECT m.name, d.replicas, d.autoscale_min, d.autoscale_max, d.autoscale_target_inflight,
-			d.autoscale_scale_down_delay_ms, d.autoscale_idle_to_zero_ms, EXTRACT(EPOCH FROM now() - d.scaled_at)::float8
-		FROM deployments d JOIN models m ON m.id = d.model_id
-		WHERE d.autoscale_max > 0 AND ($1 = '' OR m.name = $1) ORDER BY m.name`, model)
-	if err != nil {
-		return nil, fmt.Errorf("load autoscaled deployments: %w", err)
-	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (autoscaled, error) {
-		var d autoscaled
-		var down, idle int64
-		var since float64
-		err := row.Scan(&d.model, &d.replicas, &d.bounds.Min, &d.bounds.Max, &d.bounds.TargetInflight, &down, &idle, &since)
-		d.bounds.ScaleDownDelay, d.bounds.IdleToZero = time.Duration(down)*time.Millisecond, time.Duration(idle)*time.Millisecond
-		d.sinceScale = time.Duration(since * float64(time.Second))
-		return d, err
-	})
+func (a *Autoscaler) load(ctx context.Context, model string) ([]deployment.Autoscaled, error) {
+	return deployment.ListAutoscaled(ctx, a.DB, model)
 }
 
 // Tick reads the figures, records one sample per autoscaled model and
@@ -144,8 +122,8 @@ func (a *Autoscaler) Tick(ctx context.Context) ([]ScaleEvent, error) {
 	var errs []error
 	live := map[string]bool{}
 	for _, d := range deps {
-		live[d.model] = true
-		tot := totals[d.model]
+		live[d.Model] = true
+		tot := totals[d.Model]
 		in := a.record(d, tot, now)
 		ev, err := a.decide(ctx, d, in)
 		if err != nil {
@@ -166,7 +144,7 @@ func (a *Autoscaler) Tick(ctx context.Context) ([]ScaleEvent, error) {
 func (a *Autoscaler) Wake(ctx context.Context, w loadreport.Wakeup) (*ScaleEvent, error) {
 	model := w.Model
 	deps, err := a.load(ctx, model)
-	if err != nil || len(deps) == 0 || deps[0].replicas != 0 {
+	if err != nil || len(deps) == 0 || deps[0].Replicas != 0 {
 		return nil, err
 	}
 	d := deps[0]
@@ -175,8 +153,8 @@ func (a *Autoscaler) Wake(ctx context.Context, w loadreport.Wakeup) (*ScaleEvent
 	a.init()
 	a.lastRequest[model] = now
 	samples := append(append([]autoscale.Sample(nil), a.samples[model]...), autoscale.Sample{At: now, Inflight: float64(w.Held)})
-	in := autoscale.Input{Now: now, Current: 0, Bounds: d.bounds, Samples: samples,
-		SinceScale: d.sinceScale, LastRequest: now, Wake: true}
+	in := autoscale.Input{Now: now, Current: 0, Bounds: autoscale.Bounds(d.Autoscale), Samples: samples,
+		SinceScale: d.SinceScale, LastRequest: now, Wake: true}
 	a.mu.Unlock()
 	return a.decide(ctx, d, in)
 }
@@ -188,18 +166,18 @@ func (a *Autoscaler) init() {
 }
 
 // record adds this tick's sample of d and returns the rule's input.
-func (a *Autoscaler) record(d autoscaled, tot loadreport.Total, now time.Time) autoscale.Input {
+func (a *Autoscaler) record(d deployment.Autoscaled, tot loadreport.Total, now time.Time) autoscale.Input {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.init()
-	b := d.bounds.WithDefaults()
+	b := autoscale.Bounds(d.Autoscale).WithDefaults()
 	keep := b.ScaleDownDelay + 2*a.interval()
-	s := append(a.samples[d.model], autoscale.Sample{At: now, Inflight: tot.Inflight, Rate: tot.Rate})
+	s := append(a.samples[d.Model], autoscale.Sample{At: now, Inflight: tot.Inflight, Rate: tot.Rate})
 	for len(s) > 0 && now.Sub(s[0].At) > keep {
 		s = s[1:]
 	}
-	a.samples[d.model] = s
-	last, seen := a.lastRequest[d.model]
+	a.samples[d.Model] = s
+	last, seen := a.lastRequest[d.Model]
 	if tot.LastRequest.After(last) {
 		last = tot.LastRequest
 	}
@@ -208,9 +186,9 @@ func (a *Autoscaler) record(d autoscaled, tot loadreport.Total, now time.Time) a
 		// lead): give the model its whole idle_to_zero before zero
 		last = now
 	}
-	a.lastRequest[d.model] = last
-	return autoscale.Input{Now: now, Current: d.replicas, Bounds: d.bounds, Samples: append([]autoscale.Sample(nil), s...),
-		SinceScale: d.sinceScale, LastRequest: last, Wake: tot.Held > 0}
+	a.lastRequest[d.Model] = last
+	return autoscale.Input{Now: now, Current: d.Replicas, Bounds: autoscale.Bounds(d.Autoscale), Samples: append([]autoscale.Sample(nil), s...),
+		SinceScale: d.SinceScale, LastRequest: last, Wake: tot.Held > 0}
 }
 
 func (a *Autoscaler) forget(live map[string]bool) {
@@ -225,31 +203,31 @@ func (a *Autoscaler) forget(live map[string]bool) {
 }
 
 // decide applies the rule to in and writes a changed count.
-func (a *Autoscaler) decide(ctx context.Context, d autoscaled, in autoscale.Input) (*ScaleEvent, error) {
+func (a *Autoscaler) decide(ctx context.Context, d deployment.Autoscaled, in autoscale.Input) (*ScaleEvent, error) {
 	dec := autoscale.Decide(in)
-	if !dec.Changed(d.replicas) {
+	if !dec.Changed(d.Replicas) {
 		return nil, nil
 	}
-	from := d.replicas
+	from := d.Replicas
 	var changed bool
 	err := pgx.BeginFunc(ctx, a.DB, func(tx pgx.Tx) error {
 		var err error
-		changed, err = desired.Scale(ctx, tx, d.model, desired.Change{Replicas: dec.Replicas, Reason: "autoscaler: " + dec.Reason, IfReplicas: &from})
+		changed, err = deployment.Scale(ctx, tx, d.Model, deployment.Change{Replicas: dec.Replicas, Reason: "autoscaler: " + dec.Reason, IfReplicas: &from})
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("scale %s: %w", d.model, err)
+		return nil, fmt.Errorf("scale %s: %w", d.Model, err)
 	}
 	if !changed { // someone scaled meanwhile: the next tick sees it
 		return nil, nil
 	}
-	a.Log.Info("autoscaled", "model", d.model, "from", from, "to", dec.Replicas, "reason", dec.Reason)
+	a.Log.Info("autoscaled", "model", d.Model, "from", from, "to", dec.Replicas, "reason", dec.Reason)
 	if a.Metrics != nil {
 		dir := "up"
 		if dec.Replicas < from {
 			dir = "down"
 		}
-		a.Metrics.scaled.WithLabelValues(d.model, dir).Inc()
+		a.Metrics.scaled.WithLabelValues(d.Model, dir).Inc()
 	}
-	return &ScaleEvent{Model: d.model, From: from, To: dec.Replicas, Reason: dec.Reason}, nil
+	return &ScaleEvent{Model: d.Model, From: from, To: dec.Replicas, Reason: dec.Reason}, nil
 }

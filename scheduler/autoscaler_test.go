@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/nlpswarm/nlpswarm/internal/desired"
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/loadreport"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/internal/rdb/rdbtest"
@@ -19,7 +19,7 @@ import (
 
 // The autoscaler against the real Postgres and Redis (no Docker: the
 // reconciler's part is TestReconcileAgainstSwarm): gateway figures in, the
-// rule's counts out through desired.Scale; 20 wake-ups for a model at zero
+// rule's counts out through deployment.Scale; 20 wake-ups for a model at zero
 // make one change; a manual scale's floor holds; no figures, no change.
 func TestAutoscalerTicksAndWakes(t *testing.T) {
 	db := pgtest.New(t, true)
@@ -157,7 +157,7 @@ func TestAutoscalerTicksAndWakes(t *testing.T) {
 	}
 
 	// a manual scale sets the floor: idle load keeps 2
-	if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { _, err := desired.ManualScale(ctx, tx, "sentiment", 2); return err }); err != nil {
+	if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { _, err := deployment.ManualScale(ctx, tx, "sentiment", 2); return err }); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Pool.Exec(ctx, `UPDATE deployments SET scaled_at = now() - interval '1 hour'`); err != nil {

@@ -11,7 +11,8 @@ import (
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 
-	"github.com/nlpswarm/nlpswarm/models/coldstart"
+	"github.com/nlpswarm/nlpswarm/internal/coldstart"
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 )
 
 // Each replica's cold start, as `nlpswarm status MODEL` shows it, comes from
@@ -40,7 +41,7 @@ type startTracker struct {
 // recordStarts stores the cold start of the running tasks of d not recorded
 // yet (a few attempts each: a stand-in without the log line, or a log driver
 // without reads, records Swarm's times only).
-func (r *Reconciler) recordStarts(ctx context.Context, d Desired, tasks []swarm.Task, nodes map[string]string) {
+func (r *Reconciler) recordStarts(ctx context.Context, d deployment.Desired, tasks []swarm.Task, nodes map[string]string) {
 	r.starts.mu.Lock()
 	if r.starts.seen == nil {
 		r.starts.seen = map[string]*startSeen{}
@@ -117,29 +118,12 @@ func (r *Reconciler) readColdStart(ctx context.Context, taskID string) (coldstar
 }
 
 func (r *Reconciler) storeStart(ctx context.Context, model string, t swarm.Task, node string, rep coldstart.Report, found bool) error {
-	var started, ready *time.Time
-	var fetch, load, warm *float64
-	var bytes *int64
-	var cached *bool
-	if found {
-		started, ready = &rep.Started, &rep.Ready
-		fetch, load, warm = &rep.FetchSeconds, &rep.LoadSeconds, &rep.WarmupSeconds
-		bytes, cached = &rep.ArtifactBytes, &rep.Cached
-	}
 	running := t.Status.Timestamp
-	_, err := r.DB.Exec(ctx, `INSERT INTO replica_starts (task_id, deployment_id, slot, node, scheduled_at, started_at, fetch_seconds,
-			artifact_bytes, artifact_cached, load_seconds, warmup_seconds, ready_at, running_at)
-		SELECT $1, d.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM deployments d JOIN models m ON m.id = d.model_id WHERE m.name = $2
-		ON CONFLICT (task_id) DO UPDATE SET started_at = EXCLUDED.started_at, fetch_seconds = EXCLUDED.fetch_seconds,
-			artifact_bytes = EXCLUDED.artifact_bytes, artifact_cached = EXCLUDED.artifact_cached, load_seconds = EXCLUDED.load_seconds,
-			warmup_seconds = EXCLUDED.warmup_seconds, ready_at = EXCLUDED.ready_at, running_at = EXCLUDED.running_at`,
-		t.ID, model, t.Slot, node, t.CreatedAt, started, fetch, bytes, cached, load, warm, ready, running)
-	if err != nil {
-		return err
+	s := deployment.ReplicaStart{TaskID: t.ID, Slot: t.Slot, Node: node, ScheduledAt: t.CreatedAt, RunningAt: &running}
+	if found {
+		s.StartedAt, s.ReadyAt = &rep.Started, &rep.Ready
+		s.FetchSeconds, s.LoadSeconds, s.WarmupSeconds = &rep.FetchSeconds, &rep.LoadSeconds, &rep.WarmupSeconds
+		s.ArtifactBytes, s.ArtifactCached = &rep.ArtifactBytes, &rep.Cached
 	}
-	// keep the 50 most recent starts of the deployment
-	_, err = r.DB.Exec(ctx, `DELETE FROM replica_starts WHERE task_id IN (
-		SELECT s.task_id FROM replica_starts s JOIN deployments d ON d.id = s.deployment_id JOIN models m ON m.id = d.model_id
-		WHERE m.name = $1 ORDER BY s.scheduled_at DESC OFFSET 50)`, model)
-	return err
+	return deployment.RecordStart(ctx, r.DB, model, s)
 }

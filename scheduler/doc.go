@@ -1,10 +1,34 @@
-// Package scheduler owns turning desired deployments (Postgres) into Swarm
-// services: the pure service-spec builder, the reconciler (the only part of
+// Package scheduler owns turning desired deployments into Swarm services:
+// the pure service-spec builder (spec.go), the reconciler (the only part of
 // nlpswarm that writes to Docker), leader election, node inventory sync,
 // observed status and each replica's cold-start record, and the autoscaler,
 // which turns the gateways' load figures (Redis) into replica counts written
-// through internal/desired like a manual scale. Placement decisions live in
-// scheduler/placement (pure), the autoscaling rule in scheduler/autoscale
-// (pure) and the GPU inventory in scheduler/agent. It never serves customer
+// through internal/deployment like a manual scale. It never serves customer
 // traffic.
+//
+// A reconcile pass is Nomad-like, in three steps:
+//
+//   - inputs: the desired deployments (internal/deployment.LoadDesired), the
+//     managed services (Docker's service list, by the owner label), and the
+//     inventory: nodes, GPUs and the GPU assignments held;
+//   - plan := Diff(desired, services, inventory): a pure function (plan.go,
+//     table-tested without Docker) that decides every GPU to free and to
+//     place (scheduler/placement's best fit, with its reason when nothing
+//     fits), every service to create, update (spec-hash change, replica
+//     change, scale to zero) or remove (managed services no deployment
+//     wants), and what is unchanged;
+//   - apply(plan): the thin effect step, Postgres (GPU assignments,
+//     statuses) then Docker; then observe each placed deployment's tasks and
+//     write its status and cold starts through internal/deployment.
+//
+// Reconciler.Plan is the same Diff with nothing applied: any scheduler
+// replica serves it on GET /plan (PlanHandler), which the apiserver relays to
+// `nlpswarm status --plan`.
+//
+// The deployment record (types, reads, writes, NOTIFY) is
+// internal/deployment's; the runtime's cold-start record is
+// internal/coldstart's; placement decisions live in scheduler/placement
+// (pure), the autoscaling rule in scheduler/autoscale (pure) and the GPU
+// inventory in scheduler/agent. It imports no other role but modelmgr's
+// memory floor.
 package scheduler

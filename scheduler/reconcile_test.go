@@ -13,6 +13,7 @@ import (
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/dockertest"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
@@ -105,7 +106,7 @@ func TestReconcileAgainstSwarm(t *testing.T) {
 			var status string
 			var raw []byte
 			db.Pool.QueryRow(ctx, `SELECT d.status, d.observed FROM deployments d JOIN models m ON m.id = d.model_id WHERE m.name = $1`, model).Scan(&status, &raw)
-			var obs Observed
+			var obs deployment.Observed
 			json.Unmarshal(raw, &obs)
 			if status == "running" && obs.Running == n {
 				t.Logf("%d replica(s) running after %s (tasks %+v)", n, time.Since(start).Round(100*time.Millisecond), obs.Tasks)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/nlpswarm/nlpswarm/internal/pg"
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 )
 
 // leaderLockID is the Postgres advisory lock the leading scheduler holds.
@@ -64,8 +64,8 @@ func (r *Reconciler) Loop(ctx context.Context, leader *Leader, resync time.Durat
 		return err
 	}
 	defer listen.Release()
-	if _, err := listen.Exec(ctx, "LISTEN "+pg.NotifyDeployments); err != nil {
-		return fmt.Errorf("listen: %w", err)
+	if err := deployment.Listen(ctx, listen.Conn()); err != nil {
+		return err
 	}
 	for {
 		if err := leader.Check(ctx); err != nil {
@@ -102,7 +102,6 @@ func (r *Reconciler) Loop(ctx context.Context, leader *Leader, resync time.Durat
 
 // converging reports whether any deployment is not yet running as desired.
 func (r *Reconciler) converging(ctx context.Context) bool {
-	var n int
-	_ = r.DB.QueryRow(ctx, `SELECT count(*) FROM deployments WHERE status <> 'running' OR observed_generation < generation`).Scan(&n)
-	return n > 0
+	c, err := deployment.Converging(ctx, r.DB)
+	return err == nil && c
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/swarm"
 
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
 )
 
@@ -37,21 +38,10 @@ const (
 // ServiceName is the Swarm service of a model.
 func ServiceName(model string) string { return "nlp-" + model }
 
-// Desired is one deployment as the scheduler acts on it.
+// Desired is one deployment as the service-spec builder takes it: the
+// stored desired state and, for a GPU deployment, where placement pinned it.
 type Desired struct {
-	Model             string
-	Task              string
-	Version           int
-	Digest            string
-	SizeBytes         int64
-	Replicas          int
-	CPUs              float64
-	MemoryBytes       int64 // limit; 0: twice the reservation
-	MemoryReservation int64
-	GPUs              int
-	GPUMemory         int64
-	Labels            map[string]string
-	Generation        int64
+	deployment.Desired
 	// Pin is set by GPU placement: the node and GPUs the replicas run on.
 	Pin *Pin
 }

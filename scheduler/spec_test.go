@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -18,10 +20,10 @@ func TestBuildSpecGolden(t *testing.T) {
 		name string
 		d    Desired
 	}{
-		{"cpu", Desired{Model: "sentiment", Task: "text-classification", Version: 3, Digest: "sha256:feed", Replicas: 2, CPUs: 1,
-			MemoryReservation: 300 << 20, Labels: map[string]string{"zone": "eu", "disk": "ssd"}}},
-		{"gpu", Desired{Model: "big", Task: "feature-extraction", Version: 1, Digest: "sha256:beef", Replicas: 1, MemoryBytes: 8 << 30,
-			MemoryReservation: 4 << 30, GPUs: 1, GPUMemory: 16 << 30, Pin: &Pin{NodeID: "node-7", GPUUUIDs: []string{"GPU-6dbd0f63-4ff1-3c08-35c4-b39b76c99a0c"}}}},
+		{"cpu", Desired{Desired: deployment.Desired{Model: "sentiment", Task: "text-classification", Version: 3, Digest: "sha256:feed", Replicas: 2,
+			Resources: deployment.Resources{CPUs: 1, MemoryReservation: 300 << 20, Labels: map[string]string{"zone": "eu", "disk": "ssd"}}}}},
+		{"gpu", Desired{Desired: deployment.Desired{Model: "big", Task: "feature-extraction", Version: 1, Digest: "sha256:beef", Replicas: 1,
+			Resources: deployment.Resources{MemoryBytes: 8 << 30, MemoryReservation: 4 << 30, GPUs: 1, GPUMemory: 16 << 30}}, Pin: &Pin{NodeID: "node-7", GPUUUIDs: []string{"GPU-6dbd0f63-4ff1-3c08-35c4-b39b76c99a0c"}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

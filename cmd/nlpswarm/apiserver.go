@@ -37,6 +37,9 @@ type apiserverConfig struct {
 		Idle         time.Duration `description:"an upload that sends nothing for this long is cut off (the server's readtimeout does not apply to uploads)"`
 		Timeout      time.Duration `description:"the longest an upload, validation included, may take"`
 	} `description:"model uploads"`
+	Scheduler struct {
+		URL string `description:"a scheduler's HTTP address; GET /api/v1/plan (nlpswarm status --plan) relays its dry run"`
+	} `description:"the scheduler"`
 }
 
 func init() {
@@ -46,6 +49,7 @@ func init() {
 func runAPIServer(ctx context.Context, args []string) error {
 	cfg := &apiserverConfig{Options: httpserver.Defaults(":8081"), LogLevel: "info", DB: pg.DefaultConfig(), Migrate: true}
 	cfg.Store.Dir = "/var/lib/nlpswarm/store"
+	cfg.Scheduler.URL = "http://scheduler:8082"
 	cfg.Admin.TokenFile = "/run/secrets/admin_token"
 	cfg.Internal.TokenFile = "/run/secrets/internal_token"
 	cfg.Upload.MaxBytes = 10 << 30
@@ -89,7 +93,8 @@ func runAPIServer(ctx context.Context, args []string) error {
 	api := apiserver.New(apiserver.Config{
 		AdminToken: adminToken, InternalToken: internalToken, MaxUploadBytes: cfg.Upload.MaxBytes,
 		UploadIdle: cfg.Upload.Idle, UploadTimeout: cfg.Upload.Timeout,
-		Web: apiserver.WebConfig{SecureCookie: cfg.Web.SecureCookie, SessionTTL: cfg.Web.SessionTTL, RandomSessionKey: cfg.Web.RandomSessionKey},
+		Web:          apiserver.WebConfig{SecureCookie: cfg.Web.SecureCookie, SessionTTL: cfg.Web.SessionTTL, RandomSessionKey: cfg.Web.RandomSessionKey},
+		SchedulerURL: cfg.Scheduler.URL,
 	}, pool, store, uploadValidator(cfg.Upload.SmokeTimeout), log)
 	return serve(ctx, log, cfg.Options, api.Handler(), health, reg)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"net/http"
@@ -14,13 +13,15 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/apiserver"
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
+	"github.com/nlpswarm/nlpswarm/scheduler"
 	"github.com/nlpswarm/nlpswarm/scheduler/autoscale"
 )
 
 func init() {
 	register(command{Name: "deploy", Summary: "deploy MODEL [--version N] [--replicas R] [--memory 1G] [--cpus C] [--gpus G --gpu-memory 8G] [--label k=v] [--min 0 --max 4 [--target-inflight 4] [--scale-down-delay 30s] [--idle-to-zero 5m]] [--wait]", Run: runDeploy})
 	register(command{Name: "scale", Summary: "scale MODEL REPLICAS [--wait] (autoscaled: sets the floor, min)", Run: runScale})
-	register(command{Name: "status", Summary: "status [MODEL]: desired and running replicas, per task node and state; for one model, its last scale and its replicas' cold starts", Run: runStatus})
+	register(command{Name: "status", Summary: "status [MODEL] [--plan]: desired and running replicas, per task node and state; for one model, its last scale and its replicas' cold starts; --plan: what the reconciler would do now (dry run)", Run: runStatus})
 	register(command{Name: "undeploy", Summary: "undeploy MODEL: remove the model's service", Run: runUndeploy})
 	register(command{Name: "nodes", Summary: "nodes: swarm nodes with their GPUs", Run: runNodes})
 	register(command{Name: "accounts", Summary: "accounts ls | create NAME [--plan P]", Run: runAccounts})
@@ -139,23 +140,7 @@ func runUndeploy(ctx context.Context, args []string) error {
 	})
 }
 
-// observedState is what the scheduler writes into deployments.observed.
-type observedState struct {
-	Running int `json:"running"`
-	Desired int `json:"desired"`
-	Tasks   []struct {
-		Slot  int    `json:"slot"`
-		Node  string `json:"node"`
-		State string `json:"state"`
-		Error string `json:"error"`
-	} `json:"tasks"`
-}
-
-func observed(d apiserver.Deployment) observedState {
-	var o observedState
-	_ = json.Unmarshal(d.Observed, &o)
-	return o
-}
+func observed(d apiserver.Deployment) deployment.Observed { return d.Observed }
 
 // finish prints the deployment, or with wait polls until the scheduler has
 // acted on this generation and every replica runs, showing progress.
@@ -270,7 +255,24 @@ func showScaleAndColdStarts(d apiserver.Deployment) {
 }
 
 func runStatus(ctx context.Context, args []string) error {
-	return verb(ctx, "status", args, nil, func(ctx context.Context, c *apiClient, pos []string) error {
+	var plan bool
+	return verb(ctx, "status", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&plan, "plan", false, "dry run: what the scheduler's reconciler would do now, without doing it")
+	}, func(ctx context.Context, c *apiClient, pos []string) error {
+		if len(pos) > 1 {
+			return usageErr("usage: nlpswarm status [MODEL] [--plan]")
+		}
+		if plan {
+			var p scheduler.Plan
+			if err := c.do(ctx, http.MethodGet, "/api/v1/plan", nil, &p); err != nil {
+				return err
+			}
+			model := ""
+			if len(pos) == 1 {
+				model = pos[0]
+			}
+			return showPlan(c, p, model)
+		}
 		var names []string
 		if len(pos) == 1 {
 			names = pos
@@ -297,6 +299,66 @@ func runStatus(ctx context.Context, args []string) error {
 		}
 		return showDeployments(c, ds)
 	})
+}
+
+// planRows lays a dry run out as ACTION, MODEL, DETAIL rows (only model's
+// when model is not ""), changes first.
+func planRows(p scheduler.Plan, model string) [][]string {
+	rows := [][]string{}
+	add := func(action, m, detail string) {
+		if model == "" || m == model {
+			rows = append(rows, []string{action, m, detail})
+		}
+	}
+	for _, m := range p.GPUFrees {
+		add("free-gpu", m, "give its GPU memory back")
+	}
+	for _, a := range p.GPUAssigns {
+		mem := int64(0)
+		for _, x := range a.Assignments {
+			mem += x.Memory
+		}
+		add("place-gpu", a.Model, fmt.Sprintf("node %s, GPU %s, %s", a.Node, strings.Join(a.GPUs, ","), humanBytes(mem)))
+	}
+	for _, u := range p.Unplaceable {
+		add("unplaceable", u.Model, u.Reason)
+	}
+	for _, c := range p.Creates {
+		add("create", c.Model, c.Service+": "+c.Why)
+	}
+	for _, c := range p.Updates {
+		add("update", c.Model, c.Service+": "+c.Why)
+	}
+	for _, r := range p.Removes {
+		add("remove", strings.TrimPrefix(r.Service, "nlp-"), r.Service+": "+r.Why)
+	}
+	for _, m := range p.Unchanged {
+		add("keep", m, "as desired")
+	}
+	return rows
+}
+
+// showPlan prints a dry run.
+func showPlan(c *apiClient, p scheduler.Plan, model string) error {
+	if c.opts.json {
+		return printJSON(p)
+	}
+	rows := planRows(p, model)
+	changes := 0
+	for _, r := range rows {
+		if r[0] != "keep" {
+			changes++
+		}
+	}
+	if changes == 0 {
+		fmt.Printf("nothing to do: %d service(s) as desired\n", len(rows))
+	} else {
+		fmt.Printf("the reconciler would make %d change(s):\n", changes)
+	}
+	if len(rows) > 0 {
+		table([]string{"ACTION", "MODEL", "DETAIL"}, rows)
+	}
+	return nil
 }
 
 func runNodes(ctx context.Context, args []string) error {

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/internal/coldstart"
 	"github.com/nlpswarm/nlpswarm/internal/config"
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 	"github.com/nlpswarm/nlpswarm/internal/secret"
 	"github.com/nlpswarm/nlpswarm/models"
-	"github.com/nlpswarm/nlpswarm/models/coldstart"
 )
 
 type runtimeConfig struct {

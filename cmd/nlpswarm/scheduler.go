@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -87,7 +88,10 @@ func runScheduler(ctx context.Context, args []string) error {
 	as := &scheduler.Autoscaler{DB: pool, Redis: rc, Prefix: cfg.RedisPrefix, Interval: cfg.Autoscale.Interval, Log: log, Metrics: metrics}
 	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})
 	errc := make(chan error, 1)
-	go func() { errc <- serve(ctx, log, cfg.Options, nil, health, reg) }()
+	// any replica answers the dry run (`nlpswarm status --plan`, through the apiserver)
+	app := http.NewServeMux()
+	app.Handle(scheduler.PlanPath, rec.PlanHandler())
+	go func() { errc <- serve(ctx, log, cfg.Options, app, health, reg) }()
 	log.Info("waiting for leadership")
 	leader, err := scheduler.AcquireLeadership(ctx, pool, 2*time.Second)
 	if err != nil {

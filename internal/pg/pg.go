@@ -19,8 +19,12 @@ import (
 	"github.com/nlpswarm/nlpswarm/migrations"
 )
 
-// NotifyDeployments is the LISTEN/NOTIFY channel the apiserver signals on
-// when desired deployment state changes.
+// NotifyDeployments names the deployments' LISTEN/NOTIFY channel for the
+// gateway until it uses deployment.Listen.
+//
+// Deprecated: the channel belongs to the deployment record
+// (internal/deployment.Channel, Notify, Listen); a test there keeps the two
+// equal until this goes.
 const NotifyDeployments = "nlpswarm_deployments"
 
 // Config is the Postgres part of a role's configuration.

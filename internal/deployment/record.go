@@ -1,0 +1,132 @@
+package deployment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Errors of the record; callers test them with errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrInvalid  = errors.New("invalid")
+)
+
+// Querier is the part of a pgx pool or transaction the functions use.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Autoscale are a deployment's autoscaling bounds as stored; Max 0 means not
+// autoscaled. Its fields match scheduler/autoscale.Bounds one for one, so
+// either converts to the other (autoscale.Bounds(a)); the rule and its
+// validation live there.
+type Autoscale struct {
+	Min            int
+	Max            int
+	TargetInflight float64
+	ScaleDownDelay time.Duration
+	IdleToZero     time.Duration
+}
+
+// Enabled reports whether the autoscaler sets the replica count.
+func (a Autoscale) Enabled() bool { return a.Max > 0 }
+
+// clamp bounds n to [Min, Max] when autoscaled.
+func (a Autoscale) clamp(n int) int {
+	if !a.Enabled() {
+		return n
+	}
+	return min(max(n, a.Min), a.Max)
+}
+
+// Resources are what each replica of a deployment needs.
+type Resources struct {
+	CPUs              float64
+	MemoryBytes       int64 // limit; 0: twice the reservation
+	MemoryReservation int64
+	GPUs              int               // per replica
+	GPUMemory         int64             // per replica
+	Labels            map[string]string // node labels the replicas need
+}
+
+// Desired is one deployment's desired state with its model and version, as
+// the reconciler acts on it.
+type Desired struct {
+	Model     string
+	Task      string
+	Version   int
+	Digest    string
+	SizeBytes int64
+	Replicas  int
+	Resources
+	Generation int64
+}
+
+// TaskState is one replica as observed.
+type TaskState struct {
+	Slot  int    `json:"slot"`
+	Node  string `json:"node"`
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+}
+
+// Observed is what the reconciler saw of a deployment's replicas
+// (deployments.observed).
+type Observed struct {
+	Running int         `json:"running"`
+	Desired int         `json:"desired"`
+	Tasks   []TaskState `json:"tasks"`
+}
+
+// Status values the reconciler writes.
+const (
+	StatusPending     = "pending"
+	StatusDeploying   = "deploying"
+	StatusRunning     = "running"
+	StatusFailed      = "failed"
+	StatusUnplaceable = "unplaceable"
+	StatusUnknown     = "unknown"
+)
+
+// Record is a deployment as stored: desired and observed state together.
+type Record struct {
+	ID       int64
+	Model    string
+	Version  int
+	Replicas int
+	Resources
+	Generation         int64
+	ObservedGeneration int64
+	Status             string
+	StatusMessage      string
+	Observed           Observed
+	UpdatedAt          time.Time
+	ObservedAt         *time.Time
+	Autoscale          Autoscale
+	ScaledAt           time.Time // when replicas last changed
+	ScaleReason        string    // why: deploy, manual scale or the autoscaler's rule
+}
+
+// Stale reports whether the reconciler has not acted on the latest desired
+// state yet.
+func (r Record) Stale() bool { return r.ObservedGeneration < r.Generation }
+
+// collect reads every row of a query with scan, wrapping a failure of
+// either with what was being read.
+func collect[T any](rows pgx.Rows, err error, what string, scan pgx.RowToFunc[T]) ([]T, error) {
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	out, err := pgx.CollectRows(rows, scan)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,152 @@
+package scheduler
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
+	"github.com/nlpswarm/nlpswarm/scheduler/placement"
+)
+
+// Every reconcile decision, without Docker or Postgres: Diff's plan for a
+// desired state, the services Swarm has and the inventory.
+func TestDiff(t *testing.T) {
+	cfg := SpecConfig{Image: "sha256:img1", Network: "net", ArtifactBaseURL: "http://apiserver:8081"}
+	cpu := deployment.Desired{Model: "cpu", Task: "text-classification", Version: 1, Digest: "sha256:aa", Replicas: 2, Generation: 4}
+	gpu := deployment.Desired{Model: "gpu", Task: "feature-extraction", Version: 1, Digest: "sha256:bb", Replicas: 1,
+		Resources: deployment.Resources{GPUs: 1, GPUMemory: 8 << 30}, Generation: 7}
+	with := func(d deployment.Desired, f func(*deployment.Desired)) deployment.Desired { f(&d); return d }
+	// svc is the service Swarm would have after d was applied with cfg and pin
+	svc := func(d deployment.Desired, pin *Pin, c SpecConfig) Service {
+		spec := BuildSpec(Desired{Desired: d, Pin: pin}, c)
+		return Service{ID: "id-" + d.Model, Name: ServiceName(d.Model), SpecHash: spec.Annotations.Labels[LabelSpecHash], Replicas: uint64(d.Replicas)}
+	}
+	hash := func(d deployment.Desired, pin *Pin, c SpecConfig) string { return svc(d, pin, c).SpecHash }
+	node := func(gpus ...placement.GPU) placement.Snapshot {
+		return placement.Snapshot{Nodes: []placement.Node{{ID: "n1", Hostname: "ml-1", Available: true, GPUs: gpus}}}
+	}
+	free80 := placement.GPU{UUID: "GPU-a", Total: 80 << 30, Free: 80 << 30}
+	pinA := &Pin{NodeID: "n1", GPUUUIDs: []string{"GPU-a"}}
+	heldA := func(mem int64) placement.Snapshot {
+		s := node(free80)
+		s.Assigned = []placement.Assignment{{Owner: "gpu", Node: "n1", GPU: "GPU-a", Memory: mem}}
+		return s
+	}
+	assignA := []GPUAssign{{Model: "gpu", Node: "n1", GPUs: []string{"GPU-a"},
+		Assignments: []deployment.GPUAssignment{{Model: "gpu", Node: "n1", GPU: "GPU-a", Memory: 8 << 30}}}}
+	noRoom := func() string {
+		_, err := placement.NewState(node()).Place(placement.BestFit{}, placement.Request{Owner: "gpu", Replicas: 1, GPUs: 1, GPUMemory: 8 << 30})
+		if err == nil {
+			t.Fatal("placement on a node without GPUs succeeded")
+		}
+		return err.Error()
+	}()
+
+	// want is the plan's decisions by kind, each as "model: detail"
+	type want struct {
+		creates, updates, removes, unchanged, unplaceable, frees []string
+		assigns                                                  []GPUAssign
+	}
+	tests := []struct {
+		name     string
+		desired  []deployment.Desired
+		services []Service
+		inv      placement.Snapshot
+		cfg      SpecConfig
+		want     want
+	}{
+		{name: "create a new deployment", desired: []deployment.Desired{cpu},
+			want: want{creates: []string{"cpu: new: version 1, 2 replica(s)"}}},
+		{name: "nothing when equal", desired: []deployment.Desired{cpu}, services: []Service{svc(cpu, nil, cfg)},
+			want: want{unchanged: []string{"cpu"}}},
+		{name: "replicas alone: a scale, not a rolling update", desired: []deployment.Desired{with(cpu, func(d *deployment.Desired) { d.Replicas = 5 })},
+			services: []Service{svc(cpu, nil, cfg)}, want: want{updates: []string{"cpu: replicas 2 → 5"}}},
+		{name: "a new version changes the spec hash", desired: []deployment.Desired{with(cpu, func(d *deployment.Desired) { d.Version, d.Digest = 2, "sha256:cc" })},
+			services: []Service{svc(cpu, nil, cfg)},
+			want: want{updates: []string{"cpu: spec changed (" + hash(cpu, nil, cfg) + " → " +
+				hash(with(cpu, func(d *deployment.Desired) { d.Version, d.Digest = 2, "sha256:cc" }), nil, cfg) + "): rolling update"}}},
+		{name: "a new runtime image changes the spec", desired: []deployment.Desired{cpu}, services: []Service{svc(cpu, nil, cfg)},
+			cfg: SpecConfig{Image: "sha256:img2", Network: "net", ArtifactBaseURL: "http://apiserver:8081"},
+			want: want{updates: []string{"cpu: spec changed (" + hash(cpu, nil, cfg) + " → " +
+				hash(cpu, nil, SpecConfig{Image: "sha256:img2", Network: "net", ArtifactBaseURL: "http://apiserver:8081"}) + "): rolling update"}}},
+		{name: "resources and placement labels change the spec, with the count",
+			desired:  []deployment.Desired{with(cpu, func(d *deployment.Desired) { d.CPUs, d.Labels, d.Replicas = 2, map[string]string{"zone": "eu"}, 3 })},
+			services: []Service{svc(cpu, nil, cfg)},
+			want: want{updates: []string{"cpu: spec changed (" + hash(cpu, nil, cfg) + " → " +
+				hash(with(cpu, func(d *deployment.Desired) { d.CPUs, d.Labels = 2, map[string]string{"zone": "eu"} }), nil, cfg) + ") and replicas 2 → 3"}}},
+		{name: "scale to zero", desired: []deployment.Desired{with(cpu, func(d *deployment.Desired) { d.Replicas = 0 })},
+			services: []Service{svc(cpu, nil, cfg)}, want: want{updates: []string{"cpu: scale to zero (from 2)"}}},
+		{name: "remove managed services no deployment wants", services: []Service{svc(cpu, nil, cfg), {ID: "id-old", Name: "nlp-old", SpecHash: "x", Replicas: 1}},
+			want: want{removes: []string{"nlp-cpu: no deployment wants it", "nlp-old: no deployment wants it"}}},
+		{name: "a GPU deployment is placed by best fit and pinned", desired: []deployment.Desired{gpu}, inv: node(free80),
+			want: want{creates: []string{"gpu: new: version 1, 1 replica(s)"}, assigns: assignA}},
+		{name: "unplaceable with placement's reason; its service is left alone", desired: []deployment.Desired{gpu, cpu},
+			services: []Service{svc(gpu, pinA, cfg), svc(cpu, nil, cfg)}, inv: node(),
+			want: want{unplaceable: []string{"gpu: " + noRoom}, unchanged: []string{"cpu"}}},
+		{name: "a held assignment that still fits is kept", desired: []deployment.Desired{gpu}, services: []Service{svc(gpu, pinA, cfg)},
+			inv: heldA(8 << 30), want: want{unchanged: []string{"gpu"}}},
+		{name: "a changed GPU request is placed anew", desired: []deployment.Desired{gpu}, services: []Service{svc(gpu, pinA, cfg)},
+			inv: heldA(4 << 30), want: want{assigns: assignA, unchanged: []string{"gpu"}}},
+		{name: "a GPU deployment at zero frees its GPU and loses its pin",
+			desired:  []deployment.Desired{with(gpu, func(d *deployment.Desired) { d.Replicas = 0 })},
+			services: []Service{svc(gpu, pinA, cfg)}, inv: heldA(8 << 30),
+			want: want{frees: []string{"gpu"}, updates: []string{"gpu: spec changed (" + hash(gpu, pinA, cfg) + " → " +
+				hash(with(gpu, func(d *deployment.Desired) { d.Replicas = 0 }), nil, cfg) + ") and replicas 1 → 0"}}},
+		{name: "back from zero places again", desired: []deployment.Desired{gpu},
+			services: []Service{svc(with(gpu, func(d *deployment.Desired) { d.Replicas = 0 }), nil, cfg)}, inv: node(free80),
+			want: want{assigns: assignA, updates: []string{"gpu: spec changed (" + hash(gpu, nil, cfg) + " → " + hash(gpu, pinA, cfg) + ") and replicas 0 → 1"}}},
+		{name: "an undeployed GPU model frees its GPU and its service goes", services: []Service{svc(gpu, pinA, cfg)}, inv: heldA(8 << 30),
+			want: want{frees: []string{"gpu"}, removes: []string{"nlp-gpu: no deployment wants it"}}},
+		{name: "a GPU model moved to CPU frees its GPU", desired: []deployment.Desired{with(gpu, func(d *deployment.Desired) { d.GPUs, d.GPUMemory = 0, 0 })},
+			services: []Service{svc(gpu, pinA, cfg)}, inv: heldA(8 << 30),
+			want: want{frees: []string{"gpu"}, updates: []string{"gpu: spec changed (" + hash(gpu, pinA, cfg) + " → " +
+				hash(with(gpu, func(d *deployment.Desired) { d.GPUs, d.GPUMemory = 0, 0 }), nil, cfg) + "): rolling update"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.cfg
+			if c.Image == "" {
+				c = cfg
+			}
+			p := Diff(tt.desired, tt.services, tt.inv, c)
+			got := want{assigns: p.GPUAssigns, frees: p.GPUFrees, unchanged: p.Unchanged}
+			for _, ch := range p.Creates {
+				got.creates = append(got.creates, ch.Model+": "+ch.Why)
+			}
+			for _, ch := range p.Updates {
+				got.updates = append(got.updates, ch.Model+": "+ch.Why)
+			}
+			for _, r := range p.Removes {
+				got.removes = append(got.removes, r.Service+": "+r.Why)
+			}
+			for _, u := range p.Unplaceable {
+				got.unplaceable = append(got.unplaceable, u.Model+": "+u.Reason)
+			}
+			w := tt.want
+			for _, s := range []*[]string{&w.creates, &w.updates, &w.removes, &w.unchanged, &w.unplaceable, &w.frees,
+				&got.creates, &got.updates, &got.removes, &got.unchanged, &got.unplaceable, &got.frees} {
+				if len(*s) == 0 {
+					*s = nil
+				}
+			}
+			if len(w.assigns) == 0 {
+				w.assigns = nil
+			}
+			if len(got.assigns) == 0 {
+				got.assigns = nil
+			}
+			if !reflect.DeepEqual(got, w) {
+				t.Fatalf("plan\n got  %+v\n want %+v", got, w)
+			}
+			// the plan's specs are what BuildSpec makes, pinned where placed
+			for _, ch := range append(p.Creates, p.Updates...) {
+				if ch.Spec.Annotations.Labels[LabelSpecHash] != ch.SpecHash || ch.Spec.Annotations.Name != ch.Service {
+					t.Errorf("%s: spec %s / hash %s", ch.Model, ch.Spec.Annotations.Name, ch.SpecHash)
+				}
+			}
+			if p.Empty() != (len(w.creates)+len(w.updates)+len(w.removes)+len(w.unplaceable)+len(w.frees)+len(w.assigns) == 0) {
+				t.Errorf("Empty() = %v", p.Empty())
+			}
+		})
+	}
+}
