@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/modelmgr/archive"
 	"github.com/nlpswarm/nlpswarm/modelmgr/onnxcheck"
 )
@@ -290,8 +291,9 @@ func hasTokenLabels(labels []string) bool {
 // runtime benchmarks; reservations default to archive size × ratio.
 const DefaultMemoryRatio = 4
 
-// MinMemory is the floor of a default reservation.
-const MinMemory = 256 << 20
+// MinMemory is the floor of a default reservation: the deployment record's
+// floor, which the scheduler also applies to every replica.
+const MinMemory = deployment.MinMemory
 
 // DefaultMemory is the default memory reservation for a model of size bytes.
 func DefaultMemory(size int64) int64 {

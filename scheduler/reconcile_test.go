@@ -16,7 +16,6 @@ import (
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/dockertest"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
-	"github.com/nlpswarm/nlpswarm/modelmgr"
 )
 
 func TestLeaderElection(t *testing.T) {
@@ -84,7 +83,7 @@ func TestReconcileAgainstSwarm(t *testing.T) {
 	if c := spec.TaskTemplate.Placement.Constraints; len(c) != 1 || c[0] != "node.labels.type==machine-learning" {
 		t.Errorf("constraints %v", c)
 	}
-	if r := spec.TaskTemplate.Resources; r.Limits.MemoryBytes != 268435456 || r.Reservations.MemoryBytes != modelmgr.MinMemory {
+	if r := spec.TaskTemplate.Resources; r.Limits.MemoryBytes != 268435456 || r.Reservations.MemoryBytes != deployment.MinMemory {
 		t.Errorf("memory limit %d reservation %d", r.Limits.MemoryBytes, r.Reservations.MemoryBytes)
 	}
 	if spec.Labels[LabelManaged] != "true" || spec.Labels[LabelModel] != model || spec.Labels[LabelVersion] != "1" {

@@ -15,7 +15,6 @@ import (
 	"github.com/moby/moby/api/types/swarm"
 
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
-	"github.com/nlpswarm/nlpswarm/modelmgr"
 )
 
 // Labels the platform puts on what it owns.
@@ -88,7 +87,7 @@ func (c SpecConfig) owner() string {
 // BuildSpec is the pure function from a deployment to its service spec.
 func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 	name := ServiceName(d.Model)
-	reservation := max(d.MemoryReservation, modelmgr.MinMemory)
+	reservation := max(d.MemoryReservation, deployment.MinMemory)
 	limit := d.MemoryBytes
 	if limit <= 0 {
 		limit = 2 * reservation

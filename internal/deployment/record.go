@@ -46,6 +46,11 @@ func (a Autoscale) clamp(n int) int {
 	return min(max(n, a.Min), a.Max)
 }
 
+// MinMemory is the floor of every replica's memory reservation: the
+// model manager's default estimate never goes below it, and the scheduler
+// raises a smaller reservation to it.
+const MinMemory = 256 << 20
+
 // Resources are what each replica of a deployment needs.
 type Resources struct {
 	CPUs              float64

@@ -66,6 +66,7 @@ func TestLayering(t *testing.T) {
 	forbid(within("internal"), isRole, "contracts and plumbing never import a role")
 	forbid(is("apiserver"), is("scheduler"), "the backoffice reads observed state from internal/deployment")
 	forbid(within("scheduler"), within("models"), "the runtime's contracts live in internal/")
+	forbid(within("scheduler"), is("modelmgr"), "the replica memory floor is the record's (deployment.MinMemory)")
 	forbid(within("gateway"), is("scheduler"), "the gateway reads the record, not the reconciler")
 	forbid(is("internal/pg"), is("internal/deployment"), "plumbing sits below the record")
 }
