@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	units "github.com/docker/go-units"
 	"io"
-	"strconv"
 	"strings"
 )
 
@@ -56,29 +56,12 @@ func (b *Bytes) UnmarshalJSON(p []byte) error {
 	return nil
 }
 
-// ParseBytes parses "1G", "512M", "1.5GiB", "2048" (binary units).
+// ParseBytes parses "1G", "512M", "1.5GiB", "2048" (binary units) with
+// go-units, the engine's own parser; sizes above 1 PiB are refused.
 func ParseBytes(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
-	mult := int64(1)
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || !(f >= 0) || f*float64(mult) > 1<<50 { // !(f >= 0) refuses NaN too
+	n, err := units.RAMInBytes(strings.TrimSpace(s))
+	if err != nil || n < 0 || n > 1<<50 {
 		return 0, fmt.Errorf("bad size %q (want e.g. 512M, 1G)", s)
 	}
-	return int64(f * float64(mult)), nil
+	return n, nil
 }

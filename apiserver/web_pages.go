@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	units "github.com/docker/go-units"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -58,18 +59,8 @@ var templateFuncs = template.FuncMap{
 	},
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
-}
+// humanBytes writes a size in binary units (go-units, as docker does).
+func humanBytes(n int64) string { return units.BytesSize(float64(n)) }
 
 // flash is the message a redirect after a successful form asks for; only
 // fixed texts, never anything taken from the request.

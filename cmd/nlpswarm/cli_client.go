@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	units "github.com/docker/go-units"
 	"io"
 	"net/http"
 	"os"
@@ -183,18 +184,8 @@ func table(header []string, rows [][]string) {
 	tw.Flush()
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// humanBytes writes a size in binary units (go-units, as docker does).
+func humanBytes(n int64) string { return units.BytesSize(float64(n)) }
 
 // verb runs a CLI verb: flags, client, timeout.
 func verb(parent context.Context, name string, args []string, setup func(fs *flag.FlagSet), run func(ctx context.Context, c *apiClient, pos []string) error) error {
