@@ -5,13 +5,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 STACK=${STACK:-nlp}
 log() { printf '[down] %s\n' "$*" >&2; }
-docker stack rm "$STACK" >/dev/null 2>&1 || true
+docker rm -f "nlpswarm-backoffice-$STACK" >/dev/null 2>&1 || true
+# the model services first: they hold the stack's nlpswarm-runtimes network
 models=$(docker service ls -q --filter label=nlpswarm.managed=true --filter label=nlpswarm.owner=nlpswarm)
 [ -z "$models" ] || docker service rm $models >/dev/null
+for i in $(seq 1 60); do
+  [ -z "$(docker ps -q --filter label=nlpswarm.model)" ] && break
+  sleep 1
+done
+docker stack rm "$STACK" >/dev/null 2>&1 || true
 log "waiting for containers to stop"
 for i in $(seq 1 60); do
   [ -z "$(docker ps -q --filter label=com.docker.stack.namespace=$STACK)" ] && break
   sleep 1
+done
+# a network still busy while stack rm ran outlives it: remove it now
+for net in nlpswarm-control nlpswarm-runtimes nlpswarm-admin; do
+  for i in $(seq 1 30); do
+    [ "$(docker network inspect -f '{{index .Labels "com.docker.stack.namespace"}}' "$net" 2>/dev/null)" = "$STACK" ] || break
+    docker network rm "$net" >/dev/null 2>&1 && break
+    sleep 1
+  done
 done
 if [ "${VOLUMES:-0}" = 1 ]; then
   # a volume is busy until Swarm has removed the stopped containers using it
@@ -26,4 +40,4 @@ if [ "${VOLUMES:-0}" = 1 ]; then
   done
   log "volumes removed"
 fi
-log "stack $STACK removed (network and secrets kept; docker network rm nlpswarm to drop the network)"
+log "stack $STACK removed (secrets kept)"
