@@ -67,7 +67,13 @@ type composeService struct {
 
 func load(t *testing.T) composeFile {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "docker-compose.yml"))
+	return loadFile(t, filepath.Join("..", "docker-compose.yml"))
+}
+
+// loadFile reads a compose file (an overlay too) with its defaults applied.
+func loadFile(t *testing.T, path string) composeFile {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +81,7 @@ func load(t *testing.T) composeFile {
 	b = regexp.MustCompile(`\$\{[A-Z_]+:-([^}]*)\}`).ReplaceAll(b, []byte("$1"))
 	var c composeFile
 	if err := yaml.Unmarshal(b, &c); err != nil {
-		t.Fatalf("docker-compose.yml: %v", err)
+		t.Fatalf("%s: %v", path, err)
 	}
 	return c
 }
