@@ -453,7 +453,7 @@ func checkSurfaces(t *testing.T, sh func(time.Duration, []string, string, ...str
 	t.Logf("redis: NOAUTH without the password, %s keys written with it, CONFIG refused", strings.TrimSpace(n))
 
 	roles := sh(time.Minute, nil, "docker", "exec", container("nlp_postgres"), "psql", "-X", "-At", "-h", "/run/postgresql", "-U", "nlpswarm", "-d", "nlpswarm",
-		"-c", "SELECT string_agg(DISTINCT usename, ',' ORDER BY usename) FROM pg_stat_activity WHERE datname = 'nlpswarm'")
+		"-c", "SELECT string_agg(DISTINCT usename, ',' ORDER BY usename) FROM pg_stat_activity WHERE datname = 'nlpswarm' AND pid <> pg_backend_pid()")
 	if strings.TrimSpace(roles) != "nlpswarm_agent,nlpswarm_apiserver,nlpswarm_gateway,nlpswarm_scheduler" {
 		t.Fatalf("postgres sessions log in as %q, want one role per service and no superuser", strings.TrimSpace(roles))
 	}
