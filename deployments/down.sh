@@ -6,14 +6,24 @@ cd "$(dirname "$0")/.."
 STACK=${STACK:-nlp}
 log() { printf '[down] %s\n' "$*" >&2; }
 docker rm -f "nlpswarm-backoffice-$STACK" >/dev/null 2>&1 || true
-# the model services first: they hold the stack's nlpswarm-runtimes network
-models=$(docker service ls -q --filter label=nlpswarm.managed=true --filter label=nlpswarm.owner=nlpswarm)
-[ -z "$models" ] || docker service rm $models >/dev/null
+# the model services before the stack: they hold its nlpswarm-runtimes
+# network; and the scheduler before them, or it would make them again
+rm_models() {
+  models=$(docker service ls -q --filter label=nlpswarm.managed=true --filter label=nlpswarm.owner=nlpswarm)
+  [ -z "$models" ] || docker service rm $models >/dev/null
+}
+docker service rm "${STACK}_scheduler" >/dev/null 2>&1 || true
+for i in $(seq 1 60); do
+  [ -z "$(docker ps -q --filter label=com.docker.swarm.service.name=${STACK}_scheduler)" ] && break
+  sleep 1
+done
+rm_models
 for i in $(seq 1 60); do
   [ -z "$(docker ps -q --filter label=nlpswarm.model)" ] && break
   sleep 1
 done
 docker stack rm "$STACK" >/dev/null 2>&1 || true
+rm_models
 log "waiting for containers to stop"
 for i in $(seq 1 60); do
   [ -z "$(docker ps -q --filter label=com.docker.stack.namespace=$STACK)" ] && break
