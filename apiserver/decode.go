@@ -77,9 +77,7 @@ func ParseBytes(s string) (int64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(t, 64)
-	// written so that NaN fails too (every comparison with NaN is false);
-	// only decimal digits and one point: no "Inf", hex floats or exponents
-	if err != nil || !(f >= 0 && f*float64(mult) <= 1<<50) || strings.Trim(t, "0123456789.") != "" {
+	if err != nil || f < 0 || f*float64(mult) > 1<<50 {
 		return 0, fmt.Errorf("bad size %q (want e.g. 512M, 1G)", s)
 	}
 	return int64(f * float64(mult)), nil
