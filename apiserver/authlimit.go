@@ -14,8 +14,11 @@ import (
 // authFailures slows down guessing of the admin and internal tokens: each
 // client address may fail authFailureBurst times, then one more time every
 // authFailureEvery; beyond that its token checks are refused with 429 and
-// Retry-After before the token is even compared, so a guesser learns
-// nothing until the address's budget refills. Successful checks cost
+// Retry-After. The right token always passes, throttled address or not:
+// the throttle must not let a stranger behind the same NAT or proxy lock
+// the admin out (issue 17); a guesser gains nothing from that, since a
+// wrong token is refused either way and the tokens are 256-bit random
+// values (make up), out of reach of online guessing. Successful checks cost
 // nothing. The address is the connection's (the stack publishes the
 // backoffice in host mode, so it is the client's), never a forwarded-for
 // header, which the client writes itself.

@@ -10,11 +10,12 @@ import (
 	"time"
 )
 
-// After authFailureBurst wrong tokens from one address, its token checks are
-// refused with 429 and Retry-After (the right token too, so that a guesser
-// learns nothing), on the JSON API and the login page alike; other
-// addresses are not affected, and the address gets a new try once its
-// budget refills.
+// After authFailureBurst wrong tokens from one address, its wrong tokens
+// are refused with 429 and Retry-After, on the JSON API, the internal
+// endpoints and the login page alike; the right token still passes from
+// that address (issue 17 finding 8: one bad token every 6 s from a stranger
+// behind the admin's NAT locked the admin out), other addresses are not
+// affected, and the address gets a new try once its budget refills.
 func TestTokenGuessingIsSlowed(t *testing.T) {
 	e := newEnv(t)
 	clock := time.Now()
@@ -33,26 +34,32 @@ func TestTokenGuessingIsSlowed(t *testing.T) {
 			t.Fatalf("wrong token %d: %d", i+1, w.Code)
 		}
 	}
-	w := api("192.0.2.1", adminTok)
+	w := api("192.0.2.1", "guess")
 	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "too_many_attempts") {
 		t.Fatalf("after %d wrong tokens: %d %q %s", authFailureBurst, w.Code, w.Header().Get("Retry-After"), w.Body)
 	}
-	if w := api("192.0.2.2", adminTok); w.Code != http.StatusOK {
+	if w := api("192.0.2.1", adminTok); w.Code != http.StatusOK {
+		t.Fatalf("the admin behind the guessing address is locked out: %d %s", w.Code, w.Body)
+	}
+	if w := api("192.0.2.2", "guess"); w.Code != http.StatusUnauthorized {
 		t.Fatalf("another address: %d %s", w.Code, w.Body)
 	}
 	// the internal endpoints share the budget of the address
-	req := httptest.NewRequest(http.MethodHead, "/internal/blobs/sha256:00", nil)
-	req.RemoteAddr = "192.0.2.1:40001"
-	req.Header.Set("Authorization", "Bearer "+internalTok)
-	rec := httptest.NewRecorder()
-	e.srv.Handler().ServeHTTP(rec, req)
-	if rec.Code != http.StatusTooManyRequests {
-		t.Fatalf("internal endpoint from a guessing address: %d", rec.Code)
+	internal := func(tok string) int {
+		req := httptest.NewRequest(http.MethodHead, "/internal/blobs/sha256:00", nil)
+		req.RemoteAddr = "192.0.2.1:40001"
+		req.Header.Set("Authorization", "Bearer "+tok)
+		rec := httptest.NewRecorder()
+		e.srv.InternalHandler().ServeHTTP(rec, req)
+		return rec.Code
+	}
+	if code := internal("guess"); code != http.StatusTooManyRequests {
+		t.Fatalf("internal endpoint, wrong token from a guessing address: %d", code)
+	}
+	if code := internal(internalTok); code == http.StatusTooManyRequests || code == http.StatusUnauthorized {
+		t.Fatalf("internal endpoint, right token from a guessing address: %d", code)
 	}
 	clock = clock.Add(authFailureEvery)
-	if w := api("192.0.2.1", adminTok); w.Code != http.StatusOK {
-		t.Fatalf("after %s: %d %s", authFailureEvery, w.Code, w.Body)
-	}
 	if w := api("192.0.2.1", "guess"); w.Code != http.StatusUnauthorized {
 		t.Fatalf("one more guess after the refill: %d", w.Code)
 	}
@@ -69,13 +76,12 @@ func TestTokenGuessingIsSlowed(t *testing.T) {
 			t.Fatalf("wrong login %d: %d", i+1, r.status)
 		}
 	}
-	r = wc.post("/ui/login", url.Values{"token": {adminTok}, "csrf": {csrf}})
+	r = wc.post("/ui/login", url.Values{"token": {"guess"}, "csrf": {csrf}})
 	if r.status != http.StatusTooManyRequests || !strings.Contains(r.body, "Too many wrong tokens") || r.header.Get("Retry-After") == "" {
 		t.Fatalf("login after %d wrong tokens: %d %s", authFailureBurst, r.status, r.body)
 	}
-	clock = clock.Add(authFailureEvery)
 	if r := wc.post("/ui/login", url.Values{"token": {adminTok}, "csrf": {csrf}}); r.status != http.StatusSeeOther {
-		t.Fatalf("login after the refill: %d", r.status)
+		t.Fatalf("the admin's login from the throttled address: %d", r.status)
 	}
 }
 
@@ -89,7 +95,6 @@ func TestAuthFailuresBounded(t *testing.T) {
 		t.Fatalf("%d addresses kept, at most %d", n, authFailureAddrs)
 	}
 }
-
 
 // reset forgets every address (tests that try many wrong tokens on purpose).
 func (a *authFailures) reset() {

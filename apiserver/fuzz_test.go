@@ -41,3 +41,16 @@ func TestParseBytes(t *testing.T) {
 		}
 	}
 }
+
+// issue 17 finding 8: the deploy form's numbers refuse NaN and infinities,
+// which strconv.ParseFloat accepts and range checks let through.
+func TestParseFiniteRefusesNaN(t *testing.T) {
+	for _, bad := range []string{"NaN", "nan", "Inf", "-Inf", "+inf", "1e400", "x"} {
+		if f, err := parseFinite(bad); err == nil {
+			t.Errorf("%q accepted as %v", bad, f)
+		}
+	}
+	if f, err := parseFinite("0.5"); err != nil || f != 0.5 {
+		t.Errorf("0.5: %v %v", f, err)
+	}
+}

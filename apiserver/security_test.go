@@ -152,7 +152,7 @@ func TestHostileTextInEveryField(t *testing.T) {
 			t.Errorf("usage from=%q accepted", short(s))
 		}
 		// the blob route with the internal token
-		req, _ := http.NewRequest("GET", e.http.URL+"/internal/blobs/"+p, nil)
+		req, _ := http.NewRequest("GET", e.ihttp.URL+"/internal/blobs/"+p, nil)
 		req.Header.Set("Authorization", "Bearer "+internalTok)
 		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode < 400 || resp.StatusCode >= 500 {
 			t.Errorf("blob %q: %v %v", short(s), resp.StatusCode, err)

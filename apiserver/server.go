@@ -42,7 +42,8 @@ type Server struct {
 	store     modelmgr.BlobStore
 	validator modelmgr.Validator
 	log       *slog.Logger
-	engine    *gin.Engine
+	engine    *gin.Engine // the backoffice: /api/v1 and /ui, the published port
+	internal  *gin.Engine // /internal: runtimes' artifact downloads, the overlay only
 	web       *web
 	authFails *authFailures // failed admin/internal token checks per address
 }
@@ -53,16 +54,27 @@ func New(cfg Config, db *pgxpool.Pool, store modelmgr.BlobStore, validator model
 		cfg.MaxUploadBytes = 10 << 30
 	}
 	gin.SetMode(gin.ReleaseMode)
-	s := &Server{cfg: cfg, db: db, reg: &modelmgr.Registry{DB: db}, store: store, validator: validator, log: log, web: newWeb(cfg), authFails: newAuthFailures()}
+	s := &Server{cfg: cfg, db: db, reg: &modelmgr.Registry{DB: db}, store: store, validator: validator, log: log, web: newWeb(cfg, db), authFails: newAuthFailures()}
 	e := gin.New()
 	e.Use(gin.Recovery())
 	e.HandleMethodNotAllowed = true
 	e.NoRoute(s.refuse(http.StatusNotFound, "not_found", "no such route", "There is no such page."))
 	e.NoMethod(s.refuse(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed", "This page does not take that method."))
 
-	internal := e.Group("/internal", s.internalAuth)
+	// the internal endpoints are a separate handler that the apiserver
+	// serves on its ops listener (--opslisten), which the stack does not
+	// publish: the backoffice port answers /internal/* with 404
+	ie := gin.New()
+	ie.Use(gin.Recovery())
+	ie.HandleMethodNotAllowed = true
+	ie.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, "not_found", "no such route") })
+	ie.NoMethod(func(c *gin.Context) {
+		abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
+	})
+	internal := ie.Group("/internal", s.internalAuth)
 	internal.GET("/blobs/:digest", s.getBlob)
 	internal.HEAD("/blobs/:digest", s.getBlob)
+	s.internal = ie
 
 	v1 := e.Group("/api/v1", s.adminAuth)
 	v1.GET("/openapi.json", s.openapi)
@@ -91,8 +103,13 @@ func New(cfg Config, db *pgxpool.Pool, store modelmgr.BlobStore, validator model
 	return s
 }
 
-// Handler is the HTTP handler of the API.
+// Handler is the HTTP handler of the backoffice (API and pages), for the
+// published port.
 func (s *Server) Handler() http.Handler { return s.engine }
+
+// InternalHandler serves /internal/blobs to runtimes; serve it only on an
+// address that is reachable from the overlay, never on the published port.
+func (s *Server) InternalHandler() http.Handler { return s.internal }
 
 // Routes lists method and path of every route (for the OpenAPI check).
 func (s *Server) Routes() gin.RoutesInfo { return s.engine.Routes() }
@@ -133,11 +150,13 @@ func (s *Server) adminAuth(c *gin.Context) {
 	case tok == "":
 		c.Header("WWW-Authenticate", `Bearer realm="nlpswarm"`)
 		abort(c, http.StatusUnauthorized, "unauthenticated", "missing bearer token")
-	case s.refuseIfGuessing(c, false):
 	case tokenEqual(tok, s.cfg.AdminToken):
+		// before the throttle: strangers sharing the admin's address (a
+		// NAT, a proxy) must not lock the admin out by guessing
 		c.Next()
 	case strings.HasPrefix(tok, apikey.Scheme) || tokenEqual(tok, s.cfg.InternalToken):
 		abort(c, http.StatusForbidden, "forbidden", "this key may not use the backoffice API")
+	case s.refuseIfGuessing(c, false):
 	default:
 		s.authFails.failed(c.RemoteIP())
 		abort(c, http.StatusUnauthorized, "unauthenticated", "invalid token")
@@ -149,11 +168,11 @@ func (s *Server) internalAuth(c *gin.Context) {
 	switch {
 	case tok == "":
 		abort(c, http.StatusUnauthorized, "unauthenticated", "missing internal token")
-	case s.refuseIfGuessing(c, false):
 	case tokenEqual(tok, s.cfg.InternalToken):
 		c.Next()
 	case tokenEqual(tok, s.cfg.AdminToken) || strings.HasPrefix(tok, apikey.Scheme):
 		abort(c, http.StatusForbidden, "forbidden", "internal endpoints take the internal token")
+	case s.refuseIfGuessing(c, false):
 	default:
 		s.authFails.failed(c.RemoteIP())
 		abort(c, http.StatusUnauthorized, "unauthenticated", "invalid token")

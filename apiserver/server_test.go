@@ -48,6 +48,7 @@ type env struct {
 	dir   string
 	srv   *Server
 	http  *httptest.Server
+	ihttp *httptest.Server // the internal handler (the ops listener)
 	smoke modelmgr.SmokeFunc
 }
 
@@ -69,6 +70,11 @@ func (e *env) start() {
 	}
 	e.http = httptest.NewServer(e.srv.Handler())
 	e.t.Cleanup(e.http.Close)
+	if e.ihttp != nil {
+		e.ihttp.Close()
+	}
+	e.ihttp = httptest.NewServer(e.srv.InternalHandler())
+	e.t.Cleanup(e.ihttp.Close)
 }
 
 func (e *env) do(method, path, token string, body any) (int, map[string]any) {
@@ -243,7 +249,7 @@ func TestModelVersionLifecycle(t *testing.T) {
 	}
 
 	// Range download by a runtime
-	req, _ := http.NewRequest("GET", e.http.URL+"/internal/blobs/"+v1["digest"].(string), nil)
+	req, _ := http.NewRequest("GET", e.ihttp.URL+"/internal/blobs/"+v1["digest"].(string), nil)
 	req.Header.Set("Authorization", "Bearer "+internalTok)
 	req.Header.Set("Range", "bytes=0-9")
 	resp, err := http.DefaultClient.Do(req)

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // The backoffice web pages: server-rendered html/template pages under /ui,
@@ -58,18 +60,19 @@ const (
 	ctxSession      = "nlpswarm.session"
 )
 
-// web holds the session key and the logged-out sessions.
+// web holds the session key; logged-out sessions are rows of
+// web_session_revocations (db), so that a logout holds on every replica and
+// across restarts (issue 17).
 type web struct {
-	key     []byte
-	ttl     time.Duration
-	secure  bool
-	mu      sync.Mutex
-	revoked map[string]time.Time // session id → its expiry
-	now     func() time.Time
+	key    []byte
+	ttl    time.Duration
+	secure bool
+	db     *pgxpool.Pool
+	now    func() time.Time
 }
 
-func newWeb(cfg Config) *web {
-	w := &web{ttl: cfg.Web.SessionTTL, secure: cfg.Web.SecureCookie, revoked: map[string]time.Time{}, now: time.Now}
+func newWeb(cfg Config, db *pgxpool.Pool) *web {
+	w := &web{ttl: cfg.Web.SessionTTL, secure: cfg.Web.SecureCookie, now: time.Now}
 	if w.ttl <= 0 {
 		w.ttl = 12 * time.Hour
 	}
@@ -81,6 +84,7 @@ func newWeb(cfg Config) *web {
 		m.Write([]byte("nlpswarm web session key v1"))
 		w.key = m.Sum(nil)
 	}
+	w.db = db
 	return w
 }
 
@@ -115,7 +119,7 @@ func (w *web) encode(s *session) string {
 	return payload + "." + w.mac("session", payload)
 }
 
-// decode checks the cookie's signature, expiry and logout.
+// decode checks the cookie's signature and expiry (logout: revoked).
 func (w *web) decode(v string) (*session, bool) {
 	i := strings.LastIndexByte(v, '.')
 	if i < 0 {
@@ -133,30 +137,43 @@ func (w *web) decode(v string) (*session, bool) {
 	if err != nil || !w.now().Before(time.Unix(exp, 0)) {
 		return nil, false
 	}
-	w.mu.Lock()
-	_, gone := w.revoked[f[1]]
-	w.mu.Unlock()
-	if gone {
-		return nil, false
-	}
 	return &session{ID: f[1], Auth: f[2] == "1", Expires: time.Unix(exp, 0)}, true
 }
 
-// revoke ends a session in this process (logout). Other replicas honour the
-// cookie until it expires; the browser has dropped it anyway.
-func (w *web) revoke(s *session) {
+// revoked reports whether s was logged out (on any replica, before any
+// restart).
+func (w *web) revoked(ctx context.Context, s *session) (bool, error) {
+	var gone bool
+	err := w.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM web_session_revocations WHERE session_id = $1)`, s.ID).Scan(&gone)
+	if err != nil {
+		return false, fmt.Errorf("read session revocations: %w", err)
+	}
+	return gone, nil
+}
+
+// revoke ends a session everywhere (logout): every replica refuses its
+// cookie from now on, restarts included. Revocations of sessions that have
+// expired anyway are dropped on the way.
+func (w *web) revoke(ctx context.Context, s *session) error {
 	if s == nil {
-		return
+		return nil
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	now := w.now()
-	for id, exp := range w.revoked {
-		if now.After(exp) {
-			delete(w.revoked, id)
-		}
+	tx, err := w.db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("revoke session: %w", err)
 	}
-	w.revoked[s.ID] = s.Expires
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `DELETE FROM web_session_revocations WHERE expires_at < $1`, w.now()); err != nil {
+		return fmt.Errorf("revoke session: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO web_session_revocations (session_id, expires_at) VALUES ($1, $2)
+		ON CONFLICT (session_id) DO NOTHING`, s.ID, s.Expires); err != nil {
+		return fmt.Errorf("revoke session: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("revoke session: %w", err)
+	}
+	return nil
 }
 
 func (w *web) csrfToken(s *session) string { return w.mac("csrf", s.ID) }
@@ -206,7 +223,14 @@ func (s *Server) webPrepare(c *gin.Context) {
 	h.Set("Cache-Control", "no-store")
 	if ck, err := c.Request.Cookie(sessionCookie); err == nil {
 		if sess, ok := s.web.decode(ck.Value); ok {
-			c.Set(ctxSession, sess)
+			// a session that cannot be checked is no session (fail closed)
+			gone, err := s.web.revoked(c.Request.Context(), sess)
+			if err != nil {
+				s.log.Warn("web session not checked", "err", err)
+			}
+			if err == nil && !gone {
+				c.Set(ctxSession, sess)
+			}
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	units "github.com/docker/go-units"
 	"html/template"
+	"math"
 	"net/http"
 	"net/url"
 	"sort"
@@ -138,10 +139,12 @@ func (s *Server) loginPage(c *gin.Context) {
 
 func (s *Server) login(c *gin.Context) {
 	next := localNext(c.PostForm("next"))
-	if s.refuseIfGuessing(c, true) {
-		return
-	}
 	if !tokenEqual(c.PostForm("token"), s.cfg.AdminToken) {
+		// only wrong tokens meet the throttle: the right one always logs in,
+		// whoever else guesses from the same address
+		if s.refuseIfGuessing(c, true) {
+			return
+		}
 		s.authFails.failed(c.RemoteIP())
 		s.log.Warn("web login refused", "remote", c.RemoteIP())
 		s.render(c, http.StatusUnauthorized, "login.html", &view{Title: "Log in", Data: next,
@@ -149,7 +152,11 @@ func (s *Server) login(c *gin.Context) {
 		return
 	}
 	// a fresh session id: a session fixed before login is worth nothing after
-	s.web.revoke(sessionOf(c))
+	if err := s.web.revoke(c.Request.Context(), sessionOf(c)); err != nil {
+		status, ve := s.pageError(c, err)
+		s.render(c, status, "login.html", &view{Title: "Log in", Data: next, Error: ve})
+		return
+	}
 	sess := s.web.newSession(true)
 	s.web.setCookie(c, sess)
 	s.log.Info("web login", "remote", c.RemoteIP())
@@ -157,7 +164,12 @@ func (s *Server) login(c *gin.Context) {
 }
 
 func (s *Server) logout(c *gin.Context) {
-	s.web.revoke(sessionOf(c))
+	if err := s.web.revoke(c.Request.Context(), sessionOf(c)); err != nil {
+		// the cookie would still open the pages elsewhere: say so, keep it
+		status, ve := s.pageError(c, err)
+		s.render(c, status, "error.html", &view{Title: "Log out", Error: ve})
+		return
+	}
 	s.web.clearCookie(c)
 	seeOther(c, "/ui/login", url.Values{"done": {"loggedout"}})
 }
@@ -371,7 +383,7 @@ func parseDeployForm(c *gin.Context) (DeploymentRequest, *deployValues, error) {
 		req.Resources.Memory = Bytes(b)
 	}
 	if v := strings.TrimSpace(f.CPUs); v != "" {
-		if req.Resources.CPUs, err = strconv.ParseFloat(v, 64); err != nil {
+		if req.Resources.CPUs, err = parseFinite(v); err != nil {
 			return req, f, badRequest("CPUs must be a number like 0.5")
 		}
 	}
@@ -404,6 +416,17 @@ func parseDeployForm(c *gin.Context) (DeploymentRequest, *deployValues, error) {
 	return req, f, nil
 }
 
+// parseFinite reads a form's number; NaN and the infinities, which
+// strconv.ParseFloat accepts and every range check lets through (NaN
+// compares false with everything), are refused.
+func parseFinite(v string) (float64, error) {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("not a finite number: %q", v)
+	}
+	return f, nil
+}
+
 // parseAutoscaleForm reads the optional autoscaling fields; empty fields
 // take the autoscaler's defaults.
 func parseAutoscaleForm(f *deployValues, req *DeploymentRequest) error {
@@ -421,7 +444,7 @@ func parseAutoscaleForm(f *deployValues, req *DeploymentRequest) error {
 		}
 	}
 	if v := strings.TrimSpace(f.AutoTarget); v != "" {
-		if a.TargetInflight, err = strconv.ParseFloat(v, 64); err != nil {
+		if a.TargetInflight, err = parseFinite(v); err != nil {
 			return badRequest("autoscaling: the target must be a number of requests in flight")
 		}
 	}

@@ -224,6 +224,13 @@ func TestWebLogin(t *testing.T) {
 	if r := replay.get("/ui/models"); r.status != http.StatusSeeOther {
 		t.Fatalf("session alive after logout: %d", r.status)
 	}
+	// issue 17 finding 8: the logout holds after a restart and on another
+	// replica (a new Server on the same database)
+	e.start()
+	replay.base = e.http.URL
+	if r := replay.get("/ui/models"); r.status != http.StatusSeeOther {
+		t.Fatalf("logged-out session alive after a restart: %d", r.status)
+	}
 }
 
 func TestWebSecureCookie(t *testing.T) {

@@ -146,7 +146,11 @@ func newFleet(t *testing.T) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: api.Handler()}
+	// the backoffice and, as on the stack's ops listener, /internal/blobs
+	mux := http.NewServeMux()
+	mux.Handle("/", api.Handler())
+	mux.Handle("/internal/", api.InternalHandler())
+	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	f.api = "http://" + ln.Addr().String()

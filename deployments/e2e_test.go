@@ -290,6 +290,8 @@ func TestEndToEnd(t *testing.T) {
 		}
 		time.Sleep(3 * time.Second)
 	}
+	checkSurfaces(t, sh)
+
 	// one of two replicas killed while clients loop (issue 6)
 	t.Log(cli("scale", "sentiment", "2", "--wait", "--timeout", "5m"))
 	if ok, failed := underLoad("kill 1 of 2 replicas", killOne(2)); float64(failed) > 0.001*float64(ok+failed) {
@@ -380,4 +382,100 @@ func loadReference(t *testing.T, fixtures string) reference {
 		t.Fatalf("reference outputs: %v", err)
 	}
 	return ref
+}
+
+// checkSurfaces is issue 17's stack side, on the running stack: the
+// backoffice and Prometheus answer on loopback only, the published
+// backoffice port does not serve /internal/blobs, Redis refuses commands
+// without the password (the gateway's writes go through with it), every
+// service logs into Postgres as its own role, and a runtime cannot even
+// resolve Postgres or Redis.
+func checkSurfaces(t *testing.T, sh func(time.Duration, []string, string, ...string) string) {
+	t.Helper()
+	// a non-loopback address of this machine: before, host-mode ports
+	// answered there too
+	var other string
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if ip, ok := a.(*net.IPNet); ok && ip.IP.To4() != nil && !ip.IP.IsLoopback() {
+			other = ip.IP.String()
+			break
+		}
+	}
+	if other == "" {
+		t.Fatal("no non-loopback address to probe")
+	}
+	for _, port := range []string{"8081", "9090"} {
+		if c, err := net.DialTimeout("tcp", net.JoinHostPort(other, port), time.Second); err == nil {
+			c.Close()
+			t.Fatalf("port %s answers on %s: admin surfaces must stay on loopback", port, other)
+		}
+	}
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort(other, "8080"), time.Second); err != nil {
+		t.Fatalf("the gateway is not published on %s: %v", other, err)
+	} else {
+		c.Close()
+	}
+	if resp, err := http.Get("http://127.0.0.1:8081/internal/blobs/sha256:" + strings.Repeat("0", 64)); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("/internal/blobs on the backoffice port: %v %v, want 404", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	t.Logf("ports 8081 and 9090 closed on %s, the gateway open; /internal/blobs not on the backoffice port", other)
+
+	container := func(service string) string {
+		ids := strings.Fields(sh(time.Minute, nil, "docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name="+service))
+		if len(ids) == 0 {
+			t.Fatalf("no container of %s", service)
+		}
+		return ids[0]
+	}
+	redis := container("nlp_redis")
+	out, _ := exec.Command("docker", "exec", redis, "redis-cli", "SET", "forged", "1").CombinedOutput()
+	if !strings.Contains(string(out), "NOAUTH") {
+		t.Fatalf("redis without a password: %s", out)
+	}
+	// the gateway wrote its rate-limit and key-cache entries through the password
+	n := sh(time.Minute, nil, "docker", "exec", "-e", "REDISCLI_AUTH_FILE=/run/secrets/redis_password", redis, "sh", "-c",
+		`REDISCLI_AUTH=$(cat $REDISCLI_AUTH_FILE) redis-cli DBSIZE`)
+	if strings.TrimSpace(n) == "0" || strings.TrimSpace(n) == "" {
+		t.Fatalf("redis holds no key after traffic (%q): do the gateway's writes get through?", n)
+	}
+	out, _ = exec.Command("docker", "exec", redis, "sh", "-c", `REDISCLI_AUTH=$(cat /run/secrets/redis_password) redis-cli CONFIG SET dir /tmp`).CombinedOutput()
+	if !strings.Contains(string(out), "NOPERM") {
+		t.Fatalf("CONFIG SET with the clients' password: %s", out)
+	}
+	// INFO and CONFIG GET are @dangerous too: read the server's own config
+	mm := sh(time.Minute, nil, "docker", "exec", redis, "sh", "-c", `cat /tmp/redis.*/redis.conf`)
+	if !strings.Contains(mm, "maxmemory 192mb") || !strings.Contains(mm, "maxmemory-policy volatile-lru") {
+		t.Fatalf("redis memory settings:\n%s", mm)
+	}
+	t.Logf("redis: NOAUTH without the password, %s keys written with it, CONFIG refused", strings.TrimSpace(n))
+
+	roles := sh(time.Minute, nil, "docker", "exec", container("nlp_postgres"), "psql", "-X", "-At", "-h", "/run/postgresql", "-U", "nlpswarm", "-d", "nlpswarm",
+		"-c", "SELECT string_agg(DISTINCT usename, ',' ORDER BY usename) FROM pg_stat_activity WHERE datname = 'nlpswarm' AND pid <> pg_backend_pid()")
+	if strings.TrimSpace(roles) != "nlpswarm_agent,nlpswarm_apiserver,nlpswarm_gateway,nlpswarm_scheduler" {
+		t.Fatalf("postgres sessions log in as %q, want one role per service and no superuser", strings.TrimSpace(roles))
+	}
+	t.Logf("postgres sessions: %s", strings.TrimSpace(roles))
+
+	// a runtime's networks: the runtimes' overlay only, which holds no
+	// Postgres or Redis
+	runtime := container("nlp-sentiment")
+	for _, target := range []string{"http://postgres:5432/", "http://redis:6379/", "http://nlp_postgres:5432/"} {
+		out, _ := exec.Command("docker", "exec", runtime, "/usr/local/bin/nlpswarm", "healthcheck", target).CombinedOutput()
+		if !strings.Contains(string(out), "no such host") && !strings.Contains(string(out), "server misbehaving") {
+			t.Fatalf("a runtime reaches %s: %s", target, out)
+		}
+	}
+	for _, nw := range []string{"nlpswarm-control", "nlpswarm-runtimes"} {
+		if got := sh(time.Minute, nil, "docker", "network", "inspect", "-f", `{{.Attachable}}`, nw); strings.TrimSpace(got) != "false" {
+			t.Fatalf("network %s: attachable %q", nw, got)
+		}
+	}
+	out, _ = exec.Command("docker", "run", "--rm", "--network", "nlpswarm-control", "--entrypoint", "/usr/local/bin/nlpswarm", "nlpswarm:dev", "--help").CombinedOutput()
+	if !strings.Contains(string(out), "not manually attachable") {
+		t.Fatalf("docker run on nlpswarm-control: %s", out)
+	}
+	t.Logf("a runtime resolves neither Postgres nor Redis; docker run cannot join the control network")
 }

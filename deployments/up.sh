@@ -5,7 +5,14 @@
 # On another engine (DOCKER_HOST), e.g. the multi-node lab of internal/swarmlab:
 #   NLPSWARM_IMAGE, NLPSWARM_IMAGE_ID  an image already loaded on every node (no build)
 #   STACK_OVERLAYS                     extra compose files (-c) after docker-compose.yml
-#   PUBLIC_HOST                        the address printed in the URLs (127.0.0.1)
+#   PUBLIC_HOST                        the address printed in the gateway's URL (127.0.0.1)
+#   BACKOFFICE_ADDR                    the address the backoffice forwarder listens on
+#                                      (127.0.0.1; e.g. a VPN or management address)
+#   PROMETHEUS_ADDR                    the same for Prometheus (127.0.0.1)
+# The backoffice and Prometheus are not published by the stack (issue 17):
+# a forwarder container (nlpswarm forward) on the nlpswarm-admin network
+# publishes them on BACKOFFICE_ADDR / PROMETHEUS_ADDR only. An overlay that
+# publishes the backoffice itself (deployments/lab.yml) gets no forwarder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STACK=${STACK:-nlp}
@@ -44,11 +51,14 @@ if [ "$nodes" -eq 1 ]; then
   log "labelled this node type=machine-learning, database=true"
 fi
 
-docker network inspect nlpswarm >/dev/null 2>&1 ||
-  docker network create --driver overlay --attachable --label nlpswarm.managed=true nlpswarm >/dev/null
+# the networks are the stack's own (docker-compose.yml: encrypted, not
+# attachable but for the forwarder's)
 
 mkdir -p "$STATE" && chmod 700 "$STATE"
-for s in db_password admin_token internal_token; do
+# db_password: the Postgres superuser (migrations); db_password_<role>: one
+# login role per service; redis_password: Redis's default user
+for s in db_password admin_token internal_token db_password_apiserver db_password_scheduler \
+  db_password_gateway db_password_agent redis_password; do
   if docker secret inspect "nlpswarm_$s" >/dev/null 2>&1 && [ ! -s "$STATE/$s" ]; then
     # the value is lost (a fresh clone); secrets cannot be read back, so rotate
     # it if nothing uses it yet
@@ -90,11 +100,37 @@ while :; do
   sleep 3
 done
 
+# the backoffice's and Prometheus's door: loopback (or the chosen address)
+# of this node only, never every interface as a Swarm host-mode port would
+BACKOFFICE_ADDR=${BACKOFFICE_ADDR:-127.0.0.1}
+PROMETHEUS_ADDR=${PROMETHEUS_ADDR:-127.0.0.1}
+FORWARDER=nlpswarm-backoffice-$STACK
+docker rm -f "$FORWARDER" >/dev/null 2>&1 || true
+backoffice_host=$PUBLIC_HOST prometheus_host=$PUBLIC_HOST
+if grep -qs 'published: 8081' ${STACK_OVERLAYS:-/dev/null}; then
+  log "an overlay publishes the backoffice: no forwarder"
+else
+  docker run -d --name "$FORWARDER" --restart unless-stopped --network nlpswarm-admin \
+    --label nlpswarm.managed=true --label nlpswarm.stack="$STACK" \
+    --read-only --cap-drop ALL --security-opt no-new-privileges --user 65534:65534 \
+    --memory 64m --pids-limit 64 --log-opt max-size=10m --log-opt max-file=3 \
+    -p "$BACKOFFICE_ADDR:8081:8081" -p "$PROMETHEUS_ADDR:9090:9090" \
+    "$NLPSWARM_IMAGE" forward --routes=":8081=${STACK}_apiserver:8081,:9090=${STACK}_prometheus:9090" >/dev/null
+  backoffice_host=$BACKOFFICE_ADDR prometheus_host=$PROMETHEUS_ADDR
+  for i in $(seq 1 60); do
+    if (exec 3<>"/dev/tcp/$BACKOFFICE_ADDR/8081" && printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && grep -q '200 OK' <&3) 2>/dev/null; then break; fi
+    [ "$i" = 60 ] && { log "the backoffice forwarder does not answer on $BACKOFFICE_ADDR:8081"; docker logs "$FORWARDER" >&2; exit 1; }
+    sleep 1
+  done
+fi
+
 cat <<MSG
 nlpswarm is up (stack "$STACK").
-  backoffice:  http://$PUBLIC_HOST:8081   (admin token: $STATE/admin_token)
+  backoffice:  http://$backoffice_host:8081   (admin token: $STATE/admin_token)
   gateway:     http://$PUBLIC_HOST:8080
-  prometheus:  http://$PUBLIC_HOST:9090
-Try: export NLPSWARM_SERVER=http://$PUBLIC_HOST:8081 NLPSWARM_TOKEN=\$(cat $STATE/admin_token)
+  prometheus:  http://$prometheus_host:9090
+The backoffice and Prometheus listen on $backoffice_host only; from another machine:
+     ssh -L 8081:127.0.0.1:8081 -L 9090:127.0.0.1:9090 <this host>
+Try: export NLPSWARM_SERVER=http://$backoffice_host:8081 NLPSWARM_TOKEN=\$(cat $STATE/admin_token)
      bin/nlpswarm models ls
 MSG

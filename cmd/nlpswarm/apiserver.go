@@ -2,7 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nlpswarm/nlpswarm/apiserver"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
@@ -30,8 +35,9 @@ type apiserverConfig struct {
 		SessionTTL       time.Duration `description:"how long a web login lasts"`
 		RandomSessionKey bool          `description:"sign web sessions with a key made at start (a restart logs everyone out) instead of one derived from the admin token"`
 	} `description:"backoffice web pages (/ui)"`
-	Migrate bool `description:"apply schema migrations at start (under an advisory lock)"`
-	Upload  struct {
+	Migrate   bool      `description:"apply schema migrations at start (under an advisory lock)"`
+	MigrateDB pg.Config `description:"Postgres as the schema's owner, used for --migrate only and closed after it, so that the API serves with --db, a role that cannot change the schema (empty url: --db)"`
+	Upload    struct {
 		MaxBytes     int64         `description:"largest accepted model archive, in bytes"`
 		SmokeTimeout time.Duration `description:"time limit of the smoke inference run on every upload"`
 		Idle         time.Duration `description:"an upload that sends nothing for this long is cut off (the server's readtimeout does not apply to uploads)"`
@@ -48,6 +54,7 @@ func init() {
 
 func runAPIServer(ctx context.Context, args []string) error {
 	cfg := &apiserverConfig{Options: httpserver.Defaults(":8081"), LogLevel: "info", DB: pg.DefaultConfig(), Migrate: true}
+	cfg.MigrateDB = pg.Config{MaxConns: 2, ConnTimeout: cfg.DB.ConnTimeout}
 	cfg.Store.Dir = "/var/lib/nlpswarm/store"
 	cfg.Scheduler.URL = "http://scheduler:8082"
 	cfg.Admin.TokenFile = "/run/secrets/admin_token"
@@ -82,11 +89,9 @@ func runAPIServer(ctx context.Context, args []string) error {
 	}
 	defer pool.Close()
 	if cfg.Migrate {
-		lines, err := pg.Migrate(ctx, pool, "up", log)
-		if err != nil {
+		if err := migrateAtStart(ctx, cfg.MigrateDB, pool, log); err != nil {
 			return err
 		}
-		log.Info("schema", "migrations", lines)
 	}
 	reg := httpserver.NewRegistry()
 	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})
@@ -96,5 +101,32 @@ func runAPIServer(ctx context.Context, args []string) error {
 		Web:          apiserver.WebConfig{SecureCookie: cfg.Web.SecureCookie, SessionTTL: cfg.Web.SessionTTL, RandomSessionKey: cfg.Web.RandomSessionKey},
 		SchedulerURL: cfg.Scheduler.URL,
 	}, pool, store, uploadValidator(cfg.Upload.SmokeTimeout), log)
-	return serve(ctx, log, cfg.Options, api.Handler(), health, reg)
+	// /internal/blobs only on the ops listener (the overlay); the published
+	// port serves the backoffice alone
+	var internal http.Handler
+	if cfg.OpsListen != "" {
+		internal = api.InternalHandler()
+	} else {
+		log.Warn("no --opslisten: /internal/blobs is not served, runtimes cannot download artifacts")
+	}
+	return httpserver.RunWithOps(ctx, cfg.Options, api.Handler(), internal, health, reg, log)
+}
+
+// migrateAtStart applies the schema, as the owner role of mc when it has a
+// URL (on a pool of its own, closed at once), else on the service's pool.
+func migrateAtStart(ctx context.Context, mc pg.Config, pool *pgxpool.Pool, log *slog.Logger) error {
+	if mc.URL != "" {
+		mp, err := pg.Connect(ctx, mc)
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		defer mp.Close()
+		pool = mp
+	}
+	lines, err := pg.Migrate(ctx, pool, "up", log)
+	if err != nil {
+		return err
+	}
+	log.Info("schema", "migrations", lines)
+	return nil
 }

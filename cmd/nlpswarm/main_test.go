@@ -2,13 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
+	"github.com/nlpswarm/nlpswarm/migrations"
 )
 
 var binPath string
@@ -108,17 +112,67 @@ func TestBadConfiguration(t *testing.T) {
 
 func TestMigrateCommand(t *testing.T) {
 	db := pgtest.New(t, false)
-	for _, step := range []struct{ verb, want string }{
-		{"up", "applied 00002_autoscale.sql"},
-		{"status", "applied 20"},
-		{"down", "rolled back 00002_autoscale.sql"}, // one migration per down
-		{"down", "rolled back 00001_init.sql"},
-		{"up", "applied 00001_init.sql"},
-		{"up", "schema is up to date"},
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil || len(files) < 2 {
+		t.Fatalf("migrations: %v %v", files, err)
+	}
+	sort.Strings(files)
+	latest := files[len(files)-1]
+	for _, step := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"up"}, "applied 00002_autoscale.sql"},
+		{[]string{"status"}, "applied 20"},
+		{[]string{"down", "--yes"}, "rolled back " + latest}, // one migration per down
+		{[]string{"up"}, "applied " + latest},
+		{[]string{"up"}, "schema is up to date"},
 	} {
-		out, stderr, code := runBin(t, nil, "migrate", step.verb, "--db.url="+db.URL)
+		out, stderr, code := runBin(t, nil, append([]string{"migrate"}, append(step.args, "--db.url="+db.URL)...)...)
 		if code != 0 || !strings.Contains(out, step.want) {
-			t.Fatalf("migrate %s: exit %d, stdout %q, stderr %q; want %q", step.verb, code, out, stderr, step.want)
+			t.Fatalf("migrate %v: exit %d, stdout %q, stderr %q; want %q", step.args, code, out, stderr, step.want)
 		}
+	}
+}
+
+// issue 17 finding 8: migrate down asks first; with no answer (a script)
+// or anything but "yes" it changes nothing.
+func TestMigrateDownAsks(t *testing.T) {
+	db := pgtest.New(t, true)
+	applied := func() int {
+		var n int
+		if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM goose_db_version WHERE is_applied AND version_id > 0`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := applied()
+	run := func(stdin string) (string, int) {
+		cmd := exec.Command(binPath, "migrate", "down", "--db.url="+db.URL)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	for _, answer := range []string{"", "no\n", "y\n", "YES please\n"} {
+		out, code := run(answer)
+		if code == 0 || !strings.Contains(out, "Type yes") || !strings.Contains(out, "not confirmed") {
+			t.Fatalf("answer %q: exit %d\n%s", answer, code, out)
+		}
+		if n := applied(); n != before {
+			t.Fatalf("answer %q rolled back: %d migrations applied, was %d", answer, n, before)
+		}
+	}
+	if out, code := run("yes\n"); code != 0 || !strings.Contains(out, "rolled back") {
+		t.Fatalf("answer yes: exit %d\n%s", code, out)
+	}
+	if n := applied(); n != before-1 {
+		t.Fatalf("after yes: %d migrations applied, want %d", n, before-1)
 	}
 }

@@ -410,7 +410,7 @@ func (s *stack) versions(t *testing.T, model string) []version {
 
 // checkBlob downloads a blob the way runtimes do and checks its hash.
 func (s *stack) checkBlob(digest, token string) error {
-	req, _ := http.NewRequest("GET", s.api+"/internal/blobs/"+digest, nil)
+	req, _ := http.NewRequest("GET", s.apiOps+"/internal/blobs/"+digest, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
 	if err != nil {

@@ -37,6 +37,7 @@ type stack struct {
 	gateway  string // http://10.231.0.11:8080
 	gwOps    string // the gateway's metrics, http://10.231.0.11:9100 (deployments/lab.yml)
 	api      string // http://10.231.0.11:8081
+	apiOps   string // the apiserver's /internal/blobs, http://10.231.0.11:9101 (deployments/lab.yml)
 	key      string // an inference key with a generous plan
 	keyID    int64
 	account  int64
@@ -82,6 +83,7 @@ func startStack(t *testing.T) *stack {
 	s := &stack{t: t, lab: lab, root: root, fixtures: fixtures, state: filepath.Join(t.TempDir(), "state")}
 	m := lab.Manager()
 	s.gateway, s.api, s.gwOps = "http://"+m.Addr+":8080", "http://"+m.Addr+":8081", "http://"+m.Addr+":9100"
+	s.apiOps = "http://" + m.Addr + ":9101"
 	must(t, m.Label(ctx, "type=database", "database=true"))
 	for i := 2; i <= len(lab.Nodes); i++ {
 		must(t, lab.Node(i).Label(ctx, "type=machine-learning"))

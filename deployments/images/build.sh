@@ -4,7 +4,7 @@
 # made by debootstrap with postgresql-15, redis-server and prometheus, then
 # three small images on it. On a cluster with a registry, skip this and set
 # POSTGRES_IMAGE / REDIS_IMAGE / PROMETHEUS_IMAGE to the official images.
-# Idempotent: images already present are kept (FORCE=1 rebuilds).
+# Idempotent: the debootstrap base is kept (FORCE=1 rebuilds it).
 set -euo pipefail
 cd "$(dirname "$0")"
 BASE=nlpswarm-deps-base:bookworm
@@ -29,11 +29,10 @@ if [ "${FORCE:-0}" = 1 ] || ! have "$BASE"; then
   tar -C "$root" -c . | docker import -c 'ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' - "$BASE" >/dev/null
 fi
 
+# always built: Docker's cache makes it a second when nothing changed, and
+# an image kept from an older checkout would run an older entrypoint
 for img in postgres redis prometheus; do
   tag="nlpswarm-$img:local"
-  if [ "${FORCE:-0}" = 1 ] || ! have "$tag"; then
-    log "building $tag"
-    docker build -q -t "$tag" "$img" >/dev/null
-  fi
+  docker build -q -t "$tag" "$img" >/dev/null
 done
 log "images ready: nlpswarm-postgres:local nlpswarm-redis:local nlpswarm-prometheus:local"

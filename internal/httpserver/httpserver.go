@@ -84,11 +84,26 @@ func (h *Health) Ready(ctx context.Context) error {
 	defer cancel()
 	for _, c := range h.checks {
 		if err := c.Fn(ctx); err != nil {
-			return fmt.Errorf("%s: %w", c.Name, err)
+			return &CheckError{Name: c.Name, Err: err}
 		}
 	}
 	return nil
 }
+
+// CheckError is a failed readiness check. Its text names the dependency
+// and the cause; /readyz shows only the name (Public).
+type CheckError struct {
+	Name string
+	Err  error
+}
+
+func (e *CheckError) Error() string { return e.Name + ": " + e.Err.Error() }
+func (e *CheckError) Unwrap() error { return e.Err }
+
+// Public is what /readyz may show anyone who reaches the port: the
+// dependency's name, never its error, which can carry addresses, user
+// names and driver messages.
+func (e *CheckError) Public() string { return e.Name + " unreachable" }
 
 func (h *Health) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
@@ -98,8 +113,15 @@ func (h *Health) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 func (h *Health) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	if err := h.Ready(r.Context()); err != nil {
+		reason := err.Error()
+		var ce *CheckError
+		if errors.As(err, &ce) {
+			// the cause goes to the log only: /readyz is served on public ports
+			slog.Default().Warn("not ready", "check", ce.Name, "err", ce.Err)
+			reason = ce.Public()
+		}
 		w.WriteHeader(http.StatusServiceUnavailable)
-		_ = json.NewEncoder(w).Encode(map[string]string{"status": "not ready", "reason": err.Error()})
+		_ = json.NewEncoder(w).Encode(map[string]string{"status": "not ready", "reason": reason})
 		return
 	}
 	_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
@@ -218,6 +240,17 @@ func (s *Server) Serve(ctx context.Context) error {
 // that address instead of the main one: a public port then shows customers
 // no metrics (model names, traffic), while Prometheus scrapes the other.
 func Run(ctx context.Context, opts Options, app http.Handler, health *Health, reg *prometheus.Registry, log *slog.Logger) error {
+	return RunWithOps(ctx, opts, app, nil, health, reg, log)
+}
+
+// RunWithOps is Run with opsApp served on the ops address besides /metrics,
+// /healthz and /readyz: endpoints for the overlay only (the apiserver's
+// artifact downloads), which the published address must not answer. opsApp
+// needs opts.OpsListen.
+func RunWithOps(ctx context.Context, opts Options, app, opsApp http.Handler, health *Health, reg *prometheus.Registry, log *slog.Logger) error {
+	if opsApp != nil && opts.OpsListen == "" {
+		return errors.New("internal endpoints need an ops address (--opslisten), apart from the published one")
+	}
 	if opts.OpsListen == "" {
 		srv, err := Listen(opts, Handler(app, health, reg), health, log)
 		if err != nil {
@@ -231,7 +264,7 @@ func Run(ctx context.Context, opts Options, app http.Handler, health *Health, re
 	}
 	opsOpts := opts
 	opsOpts.Listen = opts.OpsListen
-	ops, err := Listen(opsOpts, Handler(nil, health, reg), health, log)
+	ops, err := Listen(opsOpts, Handler(opsApp, health, reg), health, log)
 	if err != nil {
 		main.ln.Close()
 		return fmt.Errorf("ops listener: %w", err)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +91,32 @@ func TestReadiness(t *testing.T) {
 	h2.SetNotReady("")
 	if err := h2.Ready(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// issue 17 finding 8: /readyz, served on the public ports, names the
+// failing dependency and never prints its error (a driver's message names
+// hosts, ports, users and databases).
+func TestReadyzHidesCheckErrors(t *testing.T) {
+	cause := errors.New(`failed to connect to user=nlpswarm_gateway database=nlpswarm: 10.0.1.7:5432 (postgres): password authentication failed`)
+	h := NewHealth(Check{Name: "postgres", Fn: func(context.Context) error { return cause }})
+	rec := httptest.NewRecorder()
+	Handler(nil, h, nil).ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d", rec.Code)
+	}
+	body := rec.Body.String()
+	for _, leak := range []string{"nlpswarm_gateway", "10.0.1.7", "5432", "password", "database="} {
+		if strings.Contains(body, leak) {
+			t.Errorf("/readyz shows %q: %s", leak, body)
+		}
+	}
+	if !strings.Contains(body, `"postgres unreachable"`) {
+		t.Errorf("/readyz does not name the dependency: %s", body)
+	}
+	// the cause stays available to the process (logs)
+	if err := h.Ready(context.Background()); !errors.Is(err, cause) {
+		t.Errorf("Ready: %v does not wrap the cause", err)
 	}
 }
 

@@ -23,4 +23,33 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     as_pg pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
   fi
 fi
+# One login role per service (issue 17 finding 7): nlpswarm_<role> for every
+# secret /run/secrets/db_password_<role>, its password set at every start
+# (a rotated secret takes effect on the next start); the grants come with
+# the schema (migrations/00018_service_roles.sql). No superuser, no DDL.
+roles=
+for f in /run/secrets/db_password_*; do
+  [ -e "$f" ] || continue
+  r=${f##*/db_password_}
+  case $r in *[!a-z]*|"") echo "entrypoint: skipping $f (role names are a-z)" >&2; continue;; esac
+  roles="$roles $r"
+done
+if [ -n "$roles" ]; then
+  as_pg pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -k /run/postgresql" -w start >/dev/null
+  for r in $roles; do
+    # the password travels in the environment of psql (\getenv), never in
+    # its command line
+    NLPSWARM_ROLE_PASSWORD=$(cat "/run/secrets/db_password_$r")
+    export NLPSWARM_ROLE_PASSWORD
+    as_pg psql -X -q -v ON_ERROR_STOP=1 \
+      -h /run/postgresql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -v role="nlpswarm_$r" <<'SQL' >/dev/null
+\getenv pw NLPSWARM_ROLE_PASSWORD
+SELECT format('CREATE ROLE %I', :'role') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
+ALTER ROLE :"role" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'pw';
+SQL
+  done
+  unset NLPSWARM_ROLE_PASSWORD
+  as_pg pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+  echo "entrypoint: login roles set:$roles" >&2
+fi
 exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" -c listen_addresses='*' -k /run/postgresql

@@ -1,0 +1,79 @@
+package pg_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
+)
+
+// issue 17 finding 7: every service has its own database role with only
+// the grants its code uses; the internet-facing gateway above all cannot
+// write keys, accounts or deployments, and no service role can change the
+// schema.
+func TestServiceRolesLeastPrivilege(t *testing.T) {
+	db := pgtest.New(t, true)
+	ctx := context.Background()
+	try := func(role, stmt string) error {
+		tx, err := db.Pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+role); err != nil {
+			t.Fatalf("set role %s: %v", role, err)
+		}
+		_, err = tx.Exec(ctx, stmt)
+		return err
+	}
+	denied := func(err error) bool {
+		var pe *pgconn.PgError
+		return errors.As(err, &pe) && pe.Code == "42501" // insufficient_privilege
+	}
+	for _, c := range []struct {
+		role, stmt string
+		allowed    bool
+	}{
+		{"nlpswarm_gateway", `SELECT k.id FROM api_keys k JOIN accounts a ON a.id = k.account_id LEFT JOIN plans p ON p.id = a.plan_id`, true},
+		{"nlpswarm_gateway", `SELECT d.replicas FROM deployments d JOIN models m ON m.id = d.model_id`, true},
+		{"nlpswarm_gateway", `INSERT INTO usage (api_key_id, model_id, day) SELECT 1, 1, now()::date WHERE false`, true},
+		{"nlpswarm_gateway", `INSERT INTO api_keys (account_id, name, prefix, hash) SELECT 1, 'x', 'x', 'x' WHERE false`, false},
+		{"nlpswarm_gateway", `UPDATE accounts SET plan_id = NULL WHERE false`, false},
+		{"nlpswarm_gateway", `UPDATE deployments SET replicas = 0 WHERE false`, false},
+		{"nlpswarm_gateway", `DELETE FROM usage WHERE false`, false},
+		{"nlpswarm_gateway", `SELECT * FROM model_versions`, false},
+		{"nlpswarm_gateway", `CREATE TABLE mine (x int)`, false},
+		{"nlpswarm_scheduler", `UPDATE deployments SET status = status WHERE false`, true},
+		{"nlpswarm_scheduler", `DELETE FROM gpu_assignments WHERE false`, true},
+		{"nlpswarm_scheduler", `SELECT * FROM api_keys`, false},
+		{"nlpswarm_scheduler", `DELETE FROM deployments WHERE false`, false},
+		{"nlpswarm_agent", `INSERT INTO nodes (id) SELECT 'n' WHERE false`, true},
+		{"nlpswarm_agent", `DELETE FROM gpus WHERE false`, true},
+		{"nlpswarm_agent", `SELECT * FROM api_keys`, false},
+		{"nlpswarm_agent", `UPDATE deployments SET replicas = 0 WHERE false`, false},
+		{"nlpswarm_apiserver", `DELETE FROM api_keys WHERE false`, true},
+		{"nlpswarm_apiserver", `INSERT INTO web_session_revocations (session_id, expires_at) SELECT repeat('a', 32), now() WHERE false`, true},
+		{"nlpswarm_apiserver", `DROP TABLE usage`, false},
+		{"nlpswarm_apiserver", `ALTER TABLE api_keys ADD COLUMN x int`, false},
+	} {
+		err := try(c.role, c.stmt)
+		if c.allowed && err != nil {
+			t.Errorf("%s: %s: %v", c.role, c.stmt, err)
+		}
+		if !c.allowed && !denied(err) {
+			t.Errorf("%s may: %s (%v)", c.role, c.stmt, err)
+		}
+	}
+	// the roles do not log in until the stack's postgres image gives them
+	// a password (a test cluster shares the roles, never their passwords)
+	var login bool
+	if err := db.Pool.QueryRow(ctx, `SELECT bool_or(rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls) FROM pg_roles WHERE rolname LIKE 'nlpswarm\_%'`).Scan(&login); err != nil {
+		t.Fatal(err)
+	}
+	if login {
+		t.Errorf("a service role has superuser, createrole, createdb or bypassrls")
+	}
+}
