@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/internal/loadreport"
+	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
 
 // The gateway's part of autoscaling (issue 10):
@@ -258,7 +259,7 @@ func (g *Gateway) readyReplicas(model string) []string {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a+"/v2/health/ready", nil)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a+runtimeapi.PathReady, nil)
 			resp, err := g.client.Do(req)
 			if err != nil {
 				return

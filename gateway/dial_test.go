@@ -106,7 +106,7 @@ func blackhole(t *testing.T) string {
 func TestDialTimeoutIsRetried(t *testing.T) {
 	e := newEnv(t, false)
 	key, _ := e.key(e.account("acme", ""), "inference")
-	good := newFakeRuntime(t, "text-classification")
+	good := newRuntime(t, "text-classification")
 	e.model("sentiment", "text-classification", 0, good)
 	e.static["sentiment"] = []string{blackhole(t), good.addr()}
 	e.start(Options{EjectAfter: 100})

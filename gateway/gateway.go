@@ -34,6 +34,7 @@ import (
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/pg"
+	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
 
 // Options tune the gateway. Zero values take the defaults of DefaultOptions.
@@ -597,7 +598,7 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request, model, taskN
 	}
 	up := appendRuntimeRequest(*upBuf, texts, params)
 	*upBuf = up
-	res, aerr := g.forward(r, m.Name, "/predict", up, st)
+	res, aerr := g.forward(r, m.Name, runtimeapi.PathPredict, up, st)
 	if aerr != nil {
 		g.writeErr(w, st, aerr)
 		g.usage.Record(k.ID, m.ID, len(texts), true)
@@ -636,7 +637,7 @@ func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request, model strin
 	if !ok {
 		return
 	}
-	res, aerr := g.forward(r, m.Name, "/v2/models/"+m.Name+"/infer", body, st)
+	res, aerr := g.forward(r, m.Name, runtimeapi.InferPath(m.Name), body, st)
 	if aerr != nil {
 		g.writeErr(w, st, aerr)
 		g.usage.Record(k.ID, m.ID, 0, true)
@@ -695,7 +696,7 @@ type upstreamResult struct {
 const maxUpstreamBody = 64 << 20
 
 // forward sends body to a replica of model, retrying once on another replica
-// after a connection error or a 503, within the model's deadline. The request
+// after a connection error, a 503 (not ready) or a 429 (busy), within the model's deadline. The request
 // context (client disconnect) cancels the upstream call. An autoscaled model
 // with no replica holds the request until one is ready (holdForReplica).
 func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *reqState) (*upstreamResult, *gwError) {
@@ -734,14 +735,16 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 			g.m.retries.WithLabelValues(model).Inc()
 		}
 		res, err := g.try(ctx, deadline, u, model, path, body, rid, st)
-		busy := err == nil && res.status == http.StatusTooManyRequests // runtime queue full: try another
-		if err == nil && res.status != http.StatusServiceUnavailable && !busy {
-			if res.status == http.StatusBadGateway || res.status == http.StatusGatewayTimeout {
-				g.failure(model, u, "status")
-			} else {
+		outcome := runtimeapi.Answered
+		if err == nil {
+			switch outcome = runtimeapi.Judge(res.status); outcome {
+			case runtimeapi.Answered:
 				u.markSuccess()
+				return res, nil
+			case runtimeapi.Faulty:
+				g.failure(model, u, "status")
+				return res, nil
 			}
-			return res, nil
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -756,12 +759,14 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 			g.triggerDiscovery()
 			g.log.Warn("upstream failed", "request_id", rid, "model", model, "upstream", u.Addr, "err", err)
 			last = &gwError{http.StatusBadGateway, "upstream_error", fmt.Sprintf("model %q: replica unreachable", model), 0}
-		case busy:
+		case outcome == runtimeapi.Busy:
+			// a healthy replica with a full queue: another may take it, and
+			// it never counts toward ejection
 			g.m.upErrors.WithLabelValues(model, "busy").Inc()
-			last = &gwError{http.StatusServiceUnavailable, "no_replica", fmt.Sprintf("model %q is busy; retry shortly", model), 1}
-		default: // 503: replica not ready
+			last = &gwError{http.StatusServiceUnavailable, runtimeapi.CodeOverloaded, fmt.Sprintf("model %q is busy; retry shortly", model), runtimeapi.RetryAfterSeconds}
+		default: // runtimeapi.NotReady
 			g.failure(model, u, "unavailable")
-			last = &gwError{http.StatusServiceUnavailable, "no_replica", fmt.Sprintf("model %q has no ready replica; retry shortly", model), 1}
+			last = &gwError{http.StatusServiceUnavailable, "no_replica", fmt.Sprintf("model %q has no ready replica; retry shortly", model), runtimeapi.RetryAfterSeconds}
 		}
 		tried = u
 	}
@@ -817,7 +822,7 @@ func (g *Gateway) probe(model string, u *Upstream) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+u.Addr+"/v2/health/ready", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+u.Addr+runtimeapi.PathReady, nil)
 		resp, err := g.client.Do(req)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))

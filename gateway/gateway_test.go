@@ -22,9 +22,9 @@ func TestTasks(t *testing.T) {
 	e := newEnv(t, false)
 	acc := e.account("acme", "standard")
 	key, _ := e.key(acc, "inference")
-	e.model("sentiment", "text-classification", 0, newFakeRuntime(t, "text-classification"))
-	e.model("ner", "token-classification", 0, newFakeRuntime(t, "token-classification"))
-	e.model("embed", "feature-extraction", 0, newFakeRuntime(t, "feature-extraction"))
+	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
+	e.model("ner", "token-classification", 0, newRuntime(t, "token-classification"))
+	e.model("embed", "feature-extraction", 0, newRuntime(t, "feature-extraction"))
 	e.model("asleep", "text-classification", 0) // deployed, no replica found
 	e.exec(`INSERT INTO models(name, task) VALUES ('undeployed', 'text-classification')`)
 	e.start(Options{})
@@ -81,11 +81,11 @@ func TestTasks(t *testing.T) {
 func TestInferPassThroughAndRequestID(t *testing.T) {
 	e := newEnv(t, false)
 	key, _ := e.key(e.account("acme", ""), "inference")
-	rt := newFakeRuntime(t, "text-classification")
+	rt := newRuntime(t, "text-classification")
 	e.model("sentiment", "text-classification", 0, rt)
 	e.start(Options{})
 	a := e.post(key, "/v2/models/sentiment/infer", `{"inputs":[{"name":"text","datatype":"BYTES","shape":[1],"data":["hi"]}]}`)
-	if a.status != 200 || a.body["model_name"] != "sentiment" || !strings.Contains(a.raw, `"data":["hi"]`) {
+	if a.status != 200 || a.body["model_name"] != "sentiment" || !strings.Contains(a.raw, `"outputs":[{`) || !strings.Contains(a.raw, `POSITIVE`) {
 		t.Fatalf("infer: %d %s", a.status, a.raw)
 	}
 	req := `{"text":"x"}`
@@ -102,8 +102,8 @@ func TestAuth(t *testing.T) {
 	acmeKey, acmeKeyID := e.key(acme, "inference")
 	otherKey, _ := e.key(other, "inference")
 	adminKey, _ := e.key(acme, "admin")
-	e.model("public", "text-classification", 0, newFakeRuntime(t, "text-classification"))
-	e.model("secret", "text-classification", acme, newFakeRuntime(t, "text-classification"))
+	e.model("public", "text-classification", 0, newRuntime(t, "text-classification"))
+	e.model("secret", "text-classification", acme, newRuntime(t, "text-classification"))
 	e.start(Options{})
 
 	if a := e.post("", "/v1/public/sentiment", `{"text":"x"}`); a.status != 401 || a.header.Get("WWW-Authenticate") == "" {
@@ -150,7 +150,7 @@ func TestAuth(t *testing.T) {
 func TestBearerScheme(t *testing.T) {
 	e := newEnv(t, false)
 	key, _ := e.key(e.account("acme", ""), "inference")
-	e.model("public", "text-classification", 0, newFakeRuntime(t, "text-classification"))
+	e.model("public", "text-classification", 0, newRuntime(t, "text-classification"))
 	e.start(Options{})
 	a := e.post("", "/v1/public/sentiment", `{"text":"x"}`)
 	if a.status != 401 {
@@ -169,7 +169,7 @@ func TestBearerScheme(t *testing.T) {
 func TestCatalogueRefresh(t *testing.T) {
 	e := newEnv(t, false)
 	key, _ := e.key(e.account("acme", ""), "inference")
-	rt := newFakeRuntime(t, "text-classification")
+	rt := newRuntime(t, "text-classification")
 	id := e.model("sentiment", "text-classification", 0, rt)
 	e.start(Options{CatalogRefresh: 200 * time.Millisecond})
 	if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
@@ -210,7 +210,7 @@ func TestLogsCarryRequestIDNotKeys(t *testing.T) {
 	e.log = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	key, _ := e.key(e.account("acme", ""), "inference")
 	bad := "nlp_zzzzzzzz_" + strings.Repeat("q", 32)
-	e.model("sentiment", "text-classification", 0, newFakeRuntime(t, "text-classification"))
+	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
 	e.model("down", "text-classification", 0)
 	e.static["down"] = []string{deadAddr(t)}
 	e.start(Options{})
@@ -259,7 +259,7 @@ func TestLogsCarryRequestIDNotKeys(t *testing.T) {
 func TestCatalogueFollowsNotify(t *testing.T) {
 	e := newEnv(t, false)
 	key, _ := e.key(e.account("acme", ""), "inference")
-	rt := newFakeRuntime(t, "text-classification")
+	rt := newRuntime(t, "text-classification")
 	e.model("sentiment", "text-classification", 0, rt)
 	e.start(Options{CatalogRefresh: time.Hour})
 	if a := e.post(key, "/v1/late/sentiment", `{"text":"x"}`); a.status != 404 {
@@ -303,7 +303,7 @@ func TestKnownKeysSurvivePostgresOutage(t *testing.T) {
 	e := newEnv(t, false)
 	key, _ := e.key(e.account("acme", ""), "inference")
 	other, _ := e.key(e.account("other", ""), "inference")
-	e.model("sentiment", "text-classification", 0, newFakeRuntime(t, "text-classification"))
+	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
 	e.start(Options{KeyCacheTTL: 100 * time.Millisecond})
 	if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
 		t.Fatal(a.status)
@@ -352,7 +352,7 @@ func TestFastRoutesMatchMux(t *testing.T) {
 	e := newEnv(t, false)
 	acc := e.account("acme", "standard")
 	key, _ := e.key(acc, "inference")
-	e.model("sentiment", "text-classification", 0, newFakeRuntime(t, "text-classification"))
+	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
 	g := e.start(Options{})
 	for _, path := range []string{
 		"/v1/sentiment/sentiment", "/v1/sentiment/translate", "/v1/nope/sentiment", "/v1/sentiment/sentiment/",
