@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Discoverer finds the replica addresses (host:port) of a model.
@@ -83,4 +85,46 @@ func ParseStatic(s string) (StaticDiscovery, error) {
 // Lookup implements Discoverer.
 func (s StaticDiscovery) Lookup(_ context.Context, model string) ([]string, error) {
 	return s[model], nil
+}
+
+// replicaSnapshot is what one discovery pass found, as plain data: the
+// models deployed (Live) and the replica addresses of each model looked up
+// successfully (Addrs; a model missing there keeps its replicas).
+type replicaSnapshot struct {
+	Live  map[string]bool
+	Addrs map[string][]string
+}
+
+// discoveryProvider looks replicas up through a Discoverer; it only reports
+// what it found, and the fleet applies it.
+type discoveryProvider struct {
+	disc Discoverer
+	log  *slog.Logger
+}
+
+// lookupTimeout bounds one model's lookup.
+const lookupTimeout = 2 * time.Second
+
+// scan looks up every model in names.
+func (p discoveryProvider) scan(ctx context.Context, names []string) replicaSnapshot {
+	snap := replicaSnapshot{Live: make(map[string]bool, len(names)), Addrs: make(map[string][]string, len(names))}
+	for _, n := range names {
+		snap.Live[n] = true
+		addrs, err := p.lookup(ctx, n)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Warn("discovery failed; keeping the previous replicas", "model", n, "err", err)
+			}
+			continue
+		}
+		snap.Addrs[n] = addrs
+	}
+	return snap
+}
+
+// lookup finds model's replicas, within lookupTimeout.
+func (p discoveryProvider) lookup(ctx context.Context, model string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	return p.disc.Lookup(ctx, model)
 }
