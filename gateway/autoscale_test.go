@@ -72,7 +72,7 @@ func TestHoldAtZeroReleasesOnReady(t *testing.T) {
 	key, _ := e.key(e.account("acme", ""), "inference")
 	e.atZero("sentiment")
 	disc := &switchDisc{addrs: map[string][]string{}}
-	e.startWith(Options{}, disc)
+	e.startWith(Config{}, disc)
 	g := e.gw
 
 	start := time.Now()
@@ -113,7 +113,7 @@ func TestHoldBound(t *testing.T) {
 	key, _ := e.key(e.account("acme", ""), "inference")
 	e.atZero("sentiment")
 	disc := &switchDisc{addrs: map[string][]string{}}
-	e.startWith(Options{HoldMax: 5, HoldRetryAfter: 2 * time.Second}, disc)
+	e.startWith(Config{HoldMax: 5, HoldRetryAfter: 2 * time.Second}, disc)
 	answers := e.fire(12, key, "/v1/sentiment/sentiment", `{"text":"great"}`)
 	refused := 0
 	for refused < 7 {
@@ -148,7 +148,7 @@ func TestHoldDeadlineAndNotAutoscaled(t *testing.T) {
 	key, _ := e.key(e.account("acme", ""), "inference")
 	e.atZero("sentiment")
 	e.model("fixed", "text-classification", 0) // replicas 1, none found
-	e.startWith(Options{ModelTimeouts: map[string]time.Duration{"sentiment": 400 * time.Millisecond}}, &switchDisc{addrs: map[string][]string{}})
+	e.startWith(Config{ModelTimeouts: "sentiment=400ms"}, &switchDisc{addrs: map[string][]string{}})
 	start := time.Now()
 	a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`)
 	took := time.Since(start)
@@ -173,7 +173,7 @@ func TestLoadReport(t *testing.T) {
 	rt := newRuntime(t, "text-classification")
 	rt.stub.delay.Store(int64(700 * time.Millisecond))
 	e.model("sentiment", "text-classification", 0, rt)
-	e.start(Options{LoadReport: 300 * time.Millisecond, GatewayID: "gw-test"})
+	e.start(Config{LoadReport: 300 * time.Millisecond, GatewayID: "gw-test"})
 	var done atomic.Int64
 	for i := 0; i < 4; i++ {
 		go func() { e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); done.Add(1) }()

@@ -10,7 +10,7 @@ import (
 )
 
 // TestUpstreamDialerFindsDeadPeers: connections to replicas carry keep-alive
-// probes and TCP_USER_TIMEOUT sized by DeadReplicaTimeout, so a replica whose
+// probes and TCP_USER_TIMEOUT sized by DeadReplicaAfter, so a replica whose
 // node vanished fails the attempt in seconds instead of holding the request
 // for its whole deadline (the worker power cut of deployments/chaos measures
 // the effect: no request waits the 30 s out).
@@ -109,7 +109,7 @@ func TestDialTimeoutIsRetried(t *testing.T) {
 	good := newRuntime(t, "text-classification")
 	e.model("sentiment", "text-classification", 0, good)
 	e.static["sentiment"] = []string{blackhole(t), good.addr()}
-	e.start(Options{EjectAfter: 100})
+	e.start(Config{EjectAfter: 100})
 	var wg sync.WaitGroup
 	codes := make(chan int, 8)
 	for i := 0; i < 8; i++ {

@@ -17,6 +17,33 @@ type Discoverer interface {
 	Lookup(ctx context.Context, model string) ([]string, error)
 }
 
+// DiscoveryConfig chooses how replicas are found (part of Config).
+type DiscoveryConfig struct {
+	Discovery string `description:"replica discovery: dns (A records of tasks.nlp-<model>) or static"`
+	Static    struct {
+		Upstreams string `description:"static replicas: model=host:port|host:port,model2=host:port"`
+	} `description:"static discovery"`
+	UpstreamPort int `description:"runtime port on the replicas found by DNS"`
+}
+
+// Discoverer is the discovery c configures.
+func (c DiscoveryConfig) Discoverer() (Discoverer, error) {
+	switch c.Discovery {
+	case "dns", "":
+		return DNSDiscovery{Port: c.UpstreamPort}, nil
+	case "static":
+		s, err := ParseStatic(c.Static.Upstreams)
+		if err != nil {
+			return nil, err
+		}
+		if len(s) == 0 {
+			return nil, errors.New("--discovery=static needs --static.upstreams=model=host:port|host:port,...")
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("--discovery=%q: want dns or static", c.Discovery)
+}
+
 // Resolver is the part of net.Resolver DNS discovery uses.
 type Resolver interface {
 	LookupHost(ctx context.Context, host string) ([]string, error)

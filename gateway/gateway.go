@@ -23,15 +23,15 @@ import (
 type Deps struct {
 	DB        *pgxpool.Pool
 	Redis     *redis.Client // optional: no rate limits nor quotas without it
-	Discovery Discoverer
-	Policy    Policy // LeastOutstanding when nil
+	Discovery Discoverer    // the one Config's discovery settings give when nil
+	Policy    Policy        // the one Config.Balancer names when nil
 	Log       *slog.Logger
 	Registry  prometheus.Registerer // optional
 }
 
 // Gateway is an http.Handler serving the customer API.
 type Gateway struct {
-	opts    Options
+	opts    settings
 	log     *slog.Logger
 	catalog *Catalog
 	keys    *KeyStore
@@ -56,32 +56,16 @@ type Gateway struct {
 
 // New loads the catalogue once and starts the background loops (catalogue,
 // discovery, usage flush); Close stops them and flushes usage.
-func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
-	d := DefaultOptions()
-	orDefault(&opts.Timeout, d.Timeout)
-	orDefault(&opts.MaxBodyBytes, d.MaxBodyBytes)
-	orDefault(&opts.MaxTexts, d.MaxTexts)
-	orDefault(&opts.CatalogRefresh, d.CatalogRefresh)
-	orDefault(&opts.DiscoveryInterval, d.DiscoveryInterval)
-	if opts.KeyCacheTTL > 2*time.Second {
-		opts.KeyCacheTTL = d.KeyCacheTTL
+func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
+	opts, err := cfg.settle()
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	orDefault(&opts.KeyCacheTTL, d.KeyCacheTTL)
-	orDefault(&opts.UsageFlush, d.UsageFlush)
-	orDefault(&opts.EjectAfter, d.EjectAfter)
-	orDefault(&opts.ProbeInterval, d.ProbeInterval)
-	orDefault(&opts.IdleConnTimeout, d.IdleConnTimeout)
-	orDefault(&opts.DeadReplicaTimeout, d.DeadReplicaTimeout)
-	if opts.GatewayID == "" {
-		opts.GatewayID = defaultGatewayID()
+	if deps.Discovery == nil {
+		if deps.Discovery, err = cfg.Discoverer(); err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
 	}
-	orDefault(&opts.LoadReport, d.LoadReport)
-	orDefault(&opts.HoldMax, d.HoldMax)
-	orDefault(&opts.HoldRetryAfter, d.HoldRetryAfter)
-	orDefault(&opts.HoldPoll, d.HoldPoll)
-	orDefault(&opts.WakeResend, d.WakeResend)
-	orDefault(&opts.WakeCoalesce, d.WakeCoalesce)
-	orDefault(&opts.LimitSync, d.LimitSync)
 	if deps.DB == nil || deps.Discovery == nil {
 		return nil, errors.New("gateway: DB and Discovery are required")
 	}
@@ -89,9 +73,9 @@ func New(ctx context.Context, opts Options, deps Deps) (*Gateway, error) {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
 	if deps.Policy == nil {
-		deps.Policy = LeastOutstanding{}
+		deps.Policy = opts.policy
 	}
-	dial := upstreamDialer(opts.DeadReplicaTimeout).DialContext
+	dial := upstreamDialer(opts.DeadReplicaAfter).DialContext
 	tr := &http.Transport{ // health probes; requests go through each upstream's connPool
 		DialContext:         dial,
 		MaxIdleConns:        4096,

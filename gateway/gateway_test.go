@@ -27,7 +27,7 @@ func TestTasks(t *testing.T) {
 	e.model("embed", "feature-extraction", 0, newRuntime(t, "feature-extraction"))
 	e.model("asleep", "text-classification", 0) // deployed, no replica found
 	e.exec(`INSERT INTO models(name, task) VALUES ('undeployed', 'text-classification')`)
-	e.start(Options{})
+	e.start(Config{})
 
 	tests := []struct {
 		path, body string
@@ -83,7 +83,7 @@ func TestInferPassThroughAndRequestID(t *testing.T) {
 	key, _ := e.key(e.account("acme", ""), "inference")
 	rt := newRuntime(t, "text-classification")
 	e.model("sentiment", "text-classification", 0, rt)
-	e.start(Options{})
+	e.start(Config{})
 	a := e.post(key, "/v2/models/sentiment/infer", `{"inputs":[{"name":"text","datatype":"BYTES","shape":[1],"data":["hi"]}]}`)
 	if a.status != 200 || a.body["model_name"] != "sentiment" || !strings.Contains(a.raw, `"outputs":[{`) || !strings.Contains(a.raw, `POSITIVE`) {
 		t.Fatalf("infer: %d %s", a.status, a.raw)
@@ -104,7 +104,7 @@ func TestAuth(t *testing.T) {
 	adminKey, _ := e.key(acme, "admin")
 	e.model("public", "text-classification", 0, newRuntime(t, "text-classification"))
 	e.model("secret", "text-classification", acme, newRuntime(t, "text-classification"))
-	e.start(Options{})
+	e.start(Config{})
 
 	if a := e.post("", "/v1/public/sentiment", `{"text":"x"}`); a.status != 401 || a.header.Get("WWW-Authenticate") == "" {
 		t.Fatalf("no key: %d", a.status)
@@ -151,7 +151,7 @@ func TestBearerScheme(t *testing.T) {
 	e := newEnv(t, false)
 	key, _ := e.key(e.account("acme", ""), "inference")
 	e.model("public", "text-classification", 0, newRuntime(t, "text-classification"))
-	e.start(Options{})
+	e.start(Config{})
 	a := e.post("", "/v1/public/sentiment", `{"text":"x"}`)
 	if a.status != 401 {
 		t.Fatal(a.status)
@@ -171,7 +171,7 @@ func TestCatalogueRefresh(t *testing.T) {
 	key, _ := e.key(e.account("acme", ""), "inference")
 	rt := newRuntime(t, "text-classification")
 	id := e.model("sentiment", "text-classification", 0, rt)
-	e.start(Options{CatalogRefresh: 200 * time.Millisecond})
+	e.start(Config{CatalogRefresh: 200 * time.Millisecond})
 	if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
 		t.Fatal(a.status)
 	}
@@ -213,7 +213,7 @@ func TestLogsCarryRequestIDNotKeys(t *testing.T) {
 	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
 	e.model("down", "text-classification", 0)
 	e.static["down"] = []string{deadAddr(t)}
-	e.start(Options{})
+	e.start(Config{})
 	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/sentiment/sentiment", strings.NewReader(`{"text":"x"}`))
 	req.Header.Set("Authorization", "Token "+key)
 	req.Header.Set("X-Request-ID", "rid-from-client-42")
@@ -261,7 +261,7 @@ func TestCatalogueFollowsNotify(t *testing.T) {
 	key, _ := e.key(e.account("acme", ""), "inference")
 	rt := newRuntime(t, "text-classification")
 	e.model("sentiment", "text-classification", 0, rt)
-	e.start(Options{CatalogRefresh: time.Hour})
+	e.start(Config{CatalogRefresh: time.Hour})
 	if a := e.post(key, "/v1/late/sentiment", `{"text":"x"}`); a.status != 404 {
 		t.Fatal(a.status)
 	}
@@ -304,7 +304,7 @@ func TestKnownKeysSurvivePostgresOutage(t *testing.T) {
 	key, _ := e.key(e.account("acme", ""), "inference")
 	other, _ := e.key(e.account("other", ""), "inference")
 	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
-	e.start(Options{KeyCacheTTL: 100 * time.Millisecond})
+	e.start(Config{KeyCacheTTL: 100 * time.Millisecond})
 	if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
 		t.Fatal(a.status)
 	}
@@ -353,7 +353,7 @@ func TestFastRoutesMatchMux(t *testing.T) {
 	acc := e.account("acme", "standard")
 	key, _ := e.key(acc, "inference")
 	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
-	g := e.start(Options{})
+	g := e.start(Config{})
 	for _, path := range []string{
 		"/v1/sentiment/sentiment", "/v1/sentiment/translate", "/v1/nope/sentiment", "/v1/sentiment/sentiment/",
 		"/v1//sentiment", "/v1/sentiment/", "/v1/sentiment", "/v1/./sentiment", "/v1/../v1/sentiment/sentiment",

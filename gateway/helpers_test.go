@@ -219,13 +219,13 @@ func (e *env) model(name, task string, owner int64, rts ...*testRuntime) int64 {
 	return id
 }
 
-func (e *env) start(opts Options) *Gateway {
+func (e *env) start(opts Config) *Gateway {
 	e.t.Helper()
 	return e.startWith(opts, e.static)
 }
 
 // startWith starts the gateway on disc instead of the static discovery.
-func (e *env) startWith(opts Options, disc Discoverer) *Gateway {
+func (e *env) startWith(opts Config, disc Discoverer) *Gateway {
 	e.t.Helper()
 	if opts.RedisPrefix == "" {
 		opts.RedisPrefix = e.prefix

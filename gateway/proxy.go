@@ -30,7 +30,7 @@ const maxUpstreamBody = 64 << 20
 // one is ready (holdForReplica).
 func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *reqState) (*upstreamResult, *gwError) {
 	timeout := g.opts.Timeout
-	if t, ok := g.opts.ModelTimeouts[model]; ok && t > 0 {
+	if t, ok := g.opts.modelTimeouts[model]; ok && t > 0 {
 		timeout = t
 	}
 	// ctx ends when the client goes away

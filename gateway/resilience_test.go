@@ -33,7 +33,7 @@ func TestRetryOnConnectionErrorAndEjection(t *testing.T) {
 	dead := deadAddr(t)
 	e.model("sentiment", "text-classification", 0, good)
 	e.static["sentiment"] = []string{dead, good.addr()}
-	e.start(Options{EjectAfter: 3, ProbeInterval: 100 * time.Millisecond})
+	e.start(Config{EjectAfter: 3, ProbeInterval: 100 * time.Millisecond})
 	for i := 0; i < 30; i++ {
 		if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
 			t.Fatalf("request %d: %d %s (one replica is down; the retry should hide it)", i, a.status, a.raw)
@@ -79,7 +79,7 @@ func TestProbeWaitsForReady(t *testing.T) {
 	sick.setReady(false)
 	good := newRuntime(t, "text-classification")
 	e.model("sentiment", "text-classification", 0, sick, good)
-	e.start(Options{EjectAfter: 2, ProbeInterval: 50 * time.Millisecond})
+	e.start(Config{EjectAfter: 2, ProbeInterval: 50 * time.Millisecond})
 	for i := 0; i < 20; i++ {
 		if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
 			t.Fatalf("request %d: %d (503 from one replica must be retried on the other)", i, a.status)
@@ -112,7 +112,7 @@ func TestAllReplicasBusy(t *testing.T) {
 	a1.setReady(false) // both loading or draining: 503 not_ready
 	a2.setReady(false)
 	e.model("sentiment", "text-classification", 0, a1, a2)
-	e.start(Options{EjectAfter: 100})
+	e.start(Config{EjectAfter: 100})
 	a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`)
 	if a.status != 503 || a.header.Get("Retry-After") == "" || a.code() != "no_replica" {
 		t.Fatalf("%d %v %s", a.status, a.header, a.raw)
@@ -148,7 +148,7 @@ func TestTimeoutAndClientDisconnect(t *testing.T) {
 	slow := newRuntime(t, "text-classification")
 	slow.stub.delay.Store(int64(2 * time.Second))
 	e.model("slow", "text-classification", 0, slow)
-	e.start(Options{Timeout: 10 * time.Second, ModelTimeouts: map[string]time.Duration{"slow": 200 * time.Millisecond}})
+	e.start(Config{Timeout: 10 * time.Second, ModelTimeouts: "slow=200ms"})
 	start := time.Now()
 	a := e.post(key, "/v1/slow/sentiment", `{"text":"x"}`)
 	if a.status != 504 || a.code() != "upstream_timeout" || time.Since(start) > time.Second {
@@ -156,7 +156,7 @@ func TestTimeoutAndClientDisconnect(t *testing.T) {
 	}
 
 	// Client disconnect cancels the upstream call.
-	e.gw.opts.ModelTimeouts = nil
+	e.gw.opts.modelTimeouts = nil
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/v1/slow/sentiment", strings.NewReader(`{"text":"x"}`))
@@ -208,7 +208,7 @@ func TestFullRuntimeQueueIsNotEjected(t *testing.T) {
 	free := newRuntime(t, runtimeapi.TextClassification)
 	e.model("sentiment", runtimeapi.TextClassification, 0, full)
 	e.model("pair", runtimeapi.TextClassification, 0, full2, free)
-	e.start(Options{EjectAfter: 2, ProbeInterval: 50 * time.Millisecond})
+	e.start(Config{EjectAfter: 2, ProbeInterval: 50 * time.Millisecond})
 	full.fill(t)
 	full2.fill(t)
 

@@ -40,7 +40,7 @@ func TestHostilePathsAndKeys(t *testing.T) {
 	rt := newRuntime(t, "text-classification")
 	e.model("public", "text-classification", 0, rt)
 	e.model("secret", "text-classification", acme, newRuntime(t, "text-classification"))
-	e.start(Options{})
+	e.start(Config{})
 	count := func(table string) int64 { return e.id(`SELECT count(*) FROM ` + table) }
 	keys0, models0 := count("api_keys"), count("models")
 
@@ -123,7 +123,7 @@ func TestForgedHeaders(t *testing.T) {
 	otherKey, _ := e.key(e.account("other", "standard"), "inference")
 	rt := newRuntime(t, "text-classification")
 	e.model("secret", "text-classification", acme, rt)
-	e.start(Options{})
+	e.start(Config{})
 	addr := listenGateway(t, e.gw, httpserver.Options{})
 
 	send := func(headers string, body string) (int, http.Header, string) {
@@ -198,7 +198,7 @@ func TestSlowClients(t *testing.T) {
 	e := newEnv(t, false)
 	key, _ := e.key(e.account("acme", "standard"), "inference")
 	e.model("public", "text-classification", 0, newRuntime(t, "text-classification"))
-	e.start(Options{})
+	e.start(Config{})
 	opts := httpserver.Options{ReadHeaderTimeout: 500 * time.Millisecond, ReadTimeout: 1500 * time.Millisecond}
 	addr := listenGateway(t, e.gw, opts)
 
