@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestUpstreamDialerFindsDeadPeers: connections to replicas carry keep-alive
@@ -45,7 +47,7 @@ func TestUpstreamDialerFindsDeadPeers(t *testing.T) {
 			"TCP_KEEPIDLE":     {syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE},
 			"TCP_KEEPINTVL":    {syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL},
 			"TCP_KEEPCNT":      {syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT},
-			"TCP_USER_TIMEOUT": {syscall.IPPROTO_TCP, tcpUserTimeout},
+			"TCP_USER_TIMEOUT": {syscall.IPPROTO_TCP, unix.TCP_USER_TIMEOUT},
 		} {
 			v, err := syscall.GetsockoptInt(int(fd), opt[0], opt[1])
 			if err != nil {

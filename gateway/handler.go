@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
+	"github.com/nlpswarm/nlpswarm/internal/apikey"
 	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
 
@@ -134,7 +135,7 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState, na
 		g.fail(w, st, http.StatusBadRequest, "invalid_request", "more than one Authorization header")
 		return nil, nil, false
 	}
-	tok := tokenFrom(r)
+	tok := apikey.FromAuthorization(r.Header.Get("Authorization"))
 	if tok == "" {
 		w.Header().Set("WWW-Authenticate", `Token realm="nlpswarm"`)
 		g.fail(w, st, http.StatusUnauthorized, "unauthorized", "missing API key: send Authorization: Token <key>")

@@ -4,13 +4,11 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/modelmgr"
+	"github.com/nlpswarm/nlpswarm/models"
 )
 
-// uploadValidator wires the safe archive extractor (and, once the runtime
-// lands, its smoke inference) into the model manager's validation.
+// uploadValidator wires the safe archive extractor and the runtime's smoke
+// inference into the model manager's validation.
 func uploadValidator(smokeTimeout time.Duration) modelmgr.Validator {
-	return modelmgr.Validator{Extract: modelmgr.Extract, Smoke: smokeTest, SmokeTimeout: smokeTimeout}
+	return modelmgr.Validator{Extract: modelmgr.Extract, Smoke: models.SmokeTest, SmokeTimeout: smokeTimeout}
 }
-
-// smokeTest is set by the runtime's wiring; nil skips the smoke inference.
-var smokeTest modelmgr.SmokeFunc
