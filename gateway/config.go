@@ -26,6 +26,7 @@ type Config struct {
 	RedisPrefix       string        `description:"prefix of the gateway's Redis keys"`
 	LimitSync         time.Duration `description:"how often the requests admitted against local rate limit buckets are settled with Redis, where every gateway's count meets"`
 	Balancer          string        `description:"replica selection: least-outstanding (power of two choices) or round-robin"`
+	Upstream          string        `description:"HTTP client to the replicas: fast (the gateway's own HTTP/1.1 client, less CPU per request) or nethttp (net/http's Transport)"`
 	DiscoveryConfig
 	// Autoscaling (autoscale.go): load figures for the scheduler, and the
 	// hold of requests for a model at zero.
@@ -48,7 +49,7 @@ func DefaultConfig() Config {
 		CatalogRefresh: 3 * time.Second, DiscoveryInterval: time.Second, KeyCacheTTL: maxKeyCacheTTL,
 		UsageFlush: 10 * time.Second, EjectAfter: 3, ProbeInterval: time.Second,
 		IdleConnTimeout: 60 * time.Second, DeadReplicaAfter: 5 * time.Second, RedisPrefix: "nlpswarm:",
-		Balancer: "least-outstanding", DiscoveryConfig: DiscoveryConfig{Discovery: "dns", UpstreamPort: 8080}, LoadReport: time.Second, HoldMax: 100, HoldRetryAfter: 3 * time.Second,
+		Balancer: "least-outstanding", Upstream: upstreamFast, DiscoveryConfig: DiscoveryConfig{Discovery: "dns", UpstreamPort: 8080}, LoadReport: time.Second, HoldMax: 100, HoldRetryAfter: 3 * time.Second,
 		HoldPoll: 150 * time.Millisecond, WakeResend: 5 * time.Second, WakeCoalesce: 300 * time.Millisecond, LimitSync: DefaultLimitSync,
 	}
 }
@@ -102,6 +103,13 @@ func (c Config) settle() (settings, error) {
 	var err error
 	if s.modelTimeouts, err = parseModelTimeouts(c.ModelTimeouts); err != nil {
 		return s, err
+	}
+	switch c.Upstream {
+	case upstreamFast, upstreamNetHTTP:
+	case "":
+		s.Upstream = upstreamFast
+	default:
+		return s, fmt.Errorf("--upstream=%q: want %s or %s", c.Upstream, upstreamFast, upstreamNetHTTP)
 	}
 	switch c.Balancer {
 	case "least-outstanding", "":

@@ -31,6 +31,9 @@ func TestConfigSettle(t *testing.T) {
 			_, ok := s.policy.(*RoundRobin)
 			return ok
 		}},
+		{"upstream default", func(c *Config) { c.Upstream = "" }, "", func(s settings) bool { return s.Upstream == "fast" }},
+		{"upstream nethttp", func(c *Config) { c.Upstream = "nethttp" }, "", func(s settings) bool { return s.Upstream == "nethttp" }},
+		{"unknown upstream", func(c *Config) { c.Upstream = "curl" }, "--upstream", nil},
 		{"unknown balancer", func(c *Config) { c.Balancer = "random" }, "--balancer", nil},
 	} {
 		cfg := DefaultConfig()

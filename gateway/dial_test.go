@@ -105,8 +105,11 @@ func blackhole(t *testing.T) string {
 // gone) is a failed attempt, retried on another replica, not the request's
 // deadline: found by deployments/chaos, where such requests came back 504
 // "did not answer within 30s" a few seconds after a worker's power cut.
-func TestDialTimeoutIsRetried(t *testing.T) {
+func TestDialTimeoutIsRetried(t *testing.T) { eachUpstream(t, testDialTimeoutIsRetried) }
+
+func testDialTimeoutIsRetried(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	key, _ := e.key(e.account("acme", ""), "inference")
 	good := newRuntime(t, "text-classification")
 	e.model("sentiment", "text-classification", 0, good)

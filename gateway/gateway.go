@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -31,16 +30,16 @@ type Deps struct {
 
 // Gateway is an http.Handler serving the customer API.
 type Gateway struct {
-	opts    settings
-	log     *slog.Logger
-	catalog *Catalog
-	keys    *KeyStore
-	limiter *Limiter
-	usage   *Usage
-	policy  Policy
-	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
-	m       *metrics
-	mux     *http.ServeMux
+	opts     settings
+	log      *slog.Logger
+	catalog  *Catalog
+	keys     *KeyStore
+	limiter  *Limiter
+	usage    *Usage
+	policy   Policy
+	upstream upstreamClient // sends requests to the replicas
+	m        *metrics
+	mux      *http.ServeMux
 
 	discovery discoveryProvider // finds replicas,
 	fleet     *fleet            // which the fleet applies to each model's pool
@@ -86,7 +85,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 	g := &Gateway{
 		opts: opts, log: deps.Log, catalog: newCatalog(deps.DB), keys: newKeyStore(deps.DB, opts.KeyCacheTTL, deps.Redis, opts.RedisPrefix),
 		limiter: newLimiter(deps.Redis, opts.RedisPrefix, opts.LimitSync), usage: newUsage(deps.DB),
-		policy: deps.Policy, dial: dial, m: newMetrics(deps.Registry),
+		policy: deps.Policy, upstream: newUpstreamClient(opts.Upstream, dial, opts.IdleConnTimeout), m: newMetrics(deps.Registry),
 		discovery: discoveryProvider{disc: deps.Discovery, log: deps.Log}, prober: &prober{client: &http.Client{Transport: tr}},
 		rediscov: make(chan struct{}, 1), recatalog: make(chan struct{}, 1), rdb: deps.Redis,
 	}
@@ -125,6 +124,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 	g.cancel()
 	g.done.Wait()
 	g.prober.client.CloseIdleConnections()
+	g.upstream.closeIdle()
 	g.fleet.closeIdle()
 	if err := g.limiter.Settle(ctx); err != nil {
 		g.log.Warn("rate limit settlement at shutdown failed", "err", err)

@@ -18,8 +18,11 @@ import (
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 )
 
-func TestTasks(t *testing.T) {
+func TestTasks(t *testing.T) { eachUpstream(t, testTasks) }
+
+func testTasks(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	acc := e.account("acme", "standard")
 	key, _ := e.key(acc, "inference")
 	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
@@ -79,7 +82,12 @@ func TestTasks(t *testing.T) {
 }
 
 func TestInferPassThroughAndRequestID(t *testing.T) {
+	eachUpstream(t, testInferPassThroughAndRequestID)
+}
+
+func testInferPassThroughAndRequestID(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	key, _ := e.key(e.account("acme", ""), "inference")
 	rt := newRuntime(t, "text-classification")
 	e.model("sentiment", "text-classification", 0, rt)

@@ -160,6 +160,8 @@ type env struct {
 	static StaticDiscovery
 	reg    *prometheus.Registry
 	log    *slog.Logger
+	// upstream names the upstream client when the test's Config does not
+	upstream string
 }
 
 func newEnv(t testing.TB, withRedis bool) *env {
@@ -229,6 +231,9 @@ func (e *env) startWith(opts Config, disc Discoverer) *Gateway {
 	e.t.Helper()
 	if opts.RedisPrefix == "" {
 		opts.RedisPrefix = e.prefix
+	}
+	if opts.Upstream == "" {
+		opts.Upstream = e.upstream
 	}
 	deps := Deps{DB: e.db.Pool, Discovery: disc, Registry: e.reg, Log: e.log}
 	if e.rdb != nil {
@@ -305,4 +310,12 @@ func (f *testRuntime) fill(t testing.TB) {
 		}
 	}
 	t.Fatal("the runtime's queue did not fill")
+}
+
+// eachUpstream runs test once with each upstream client (Config.Upstream):
+// both must behave the same.
+func eachUpstream(t *testing.T, test func(t *testing.T, upstream string)) {
+	for _, kind := range []string{upstreamFast, upstreamNetHTTP} {
+		t.Run(kind, func(t *testing.T) { test(t, kind) })
+	}
 }

@@ -125,17 +125,5 @@ func (g *Gateway) try(a *attempt, u *Upstream) (*upstreamResult, error) {
 		u.inflight.Add(-1)
 		inflight.Dec()
 	}()
-	return g.conns(u).post(a.ctx, a.deadline, a.path, a.rid, a.body)
-}
-
-// conns is u's connection pool, made on first use.
-func (g *Gateway) conns(u *Upstream) *connPool {
-	if p := u.conns.Load(); p != nil {
-		return p
-	}
-	p := &connPool{addr: u.Addr, dial: g.dial, idleTimeout: g.opts.IdleConnTimeout, maxIdle: 512}
-	if !u.conns.CompareAndSwap(nil, p) {
-		return u.conns.Load()
-	}
-	return p
+	return g.upstream.post(a.ctx, a.deadline, u, a.path, a.rid, a.body)
 }

@@ -27,7 +27,12 @@ func deadAddr(t *testing.T) string {
 }
 
 func TestRetryOnConnectionErrorAndEjection(t *testing.T) {
+	eachUpstream(t, testRetryOnConnectionErrorAndEjection)
+}
+
+func testRetryOnConnectionErrorAndEjection(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	key, _ := e.key(e.account("acme", ""), "inference")
 	good := newRuntime(t, "text-classification")
 	dead := deadAddr(t)
@@ -72,8 +77,11 @@ func TestRetryOnConnectionErrorAndEjection(t *testing.T) {
 	}
 }
 
-func TestProbeWaitsForReady(t *testing.T) {
+func TestProbeWaitsForReady(t *testing.T) { eachUpstream(t, testProbeWaitsForReady) }
+
+func testProbeWaitsForReady(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	key, _ := e.key(e.account("acme", ""), "inference")
 	sick := newRuntime(t, "text-classification")
 	sick.setReady(false)
@@ -105,8 +113,11 @@ func TestProbeWaitsForReady(t *testing.T) {
 	}
 }
 
-func TestAllReplicasBusy(t *testing.T) {
+func TestAllReplicasBusy(t *testing.T) { eachUpstream(t, testAllReplicasBusy) }
+
+func testAllReplicasBusy(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	key, _ := e.key(e.account("acme", ""), "inference")
 	a1, a2 := newRuntime(t, "text-classification"), newRuntime(t, "text-classification")
 	a1.setReady(false) // both loading or draining: 503 not_ready
@@ -142,8 +153,11 @@ func TestAllReplicasBusy(t *testing.T) {
 	}
 }
 
-func TestTimeoutAndClientDisconnect(t *testing.T) {
+func TestTimeoutAndClientDisconnect(t *testing.T) { eachUpstream(t, testTimeoutAndClientDisconnect) }
+
+func testTimeoutAndClientDisconnect(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	key, _ := e.key(e.account("acme", ""), "inference")
 	slow := newRuntime(t, "text-classification")
 	slow.stub.delay.Store(int64(2 * time.Second))
@@ -200,7 +214,12 @@ func metricValue(m prometheus.Metric) float64 {
 // as a replica not ready: a saturated, healthy replica was ejected and
 // probed back in a loop.
 func TestFullRuntimeQueueIsNotEjected(t *testing.T) {
+	eachUpstream(t, testFullRuntimeQueueIsNotEjected)
+}
+
+func testFullRuntimeQueueIsNotEjected(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	key, _ := e.key(e.account("acme", ""), "inference")
 	busy := runtimeOpts{queue: 1, maxSize: 1}
 	full := newRuntimeWith(t, runtimeapi.TextClassification, busy)
