@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"time"
@@ -101,20 +100,14 @@ func (n *netHTTPClient) post(ctx context.Context, deadline time.Time, u *Upstrea
 		return nil, fmt.Errorf("replica %s: %w", u.Addr, err)
 	}
 	defer resp.Body.Close()
-	var data []byte
-	if c := resp.ContentLength; c >= 0 && c <= maxUpstreamBody {
-		data = make([]byte, c)
-		_, err = io.ReadFull(resp.Body, data)
-	} else {
-		data, err = io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
-	}
+	ans, err := readResult(resp)
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, cerr
 		}
 		return nil, fmt.Errorf("replica %s: %w", u.Addr, err)
 	}
-	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: data}, nil
+	return ans, nil
 }
 
 func (n *netHTTPClient) closeIdle() { n.c.CloseIdleConnections() }
