@@ -34,7 +34,7 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 		timeout = t
 	}
 	// ctx ends when the client goes away
-	at := attempt{ctx: r.Context(), deadline: time.Now().Add(timeout), model: model, path: path, body: body, rid: r.Header.Get("X-Request-ID"), st: st}
+	at := attempt{ctx: r.Context(), deadline: time.Now().Add(timeout), model: model, path: path, body: body, rid: r.Header.Get("X-Request-ID")}
 	ctx, deadline, rid := at.ctx, at.deadline, at.rid
 	ms := g.fleet.get(model)
 	pool := &ms.pool
@@ -64,7 +64,9 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 		if n > 0 {
 			g.m.retries.WithLabelValues(model).Inc()
 		}
+		t0 := time.Now()
 		res, err := g.try(&at, u)
+		st.upstream += time.Since(t0)
 		outcome := runtimeapi.Answered
 		if err == nil {
 			switch outcome = runtimeapi.Judge(res.status); outcome {
@@ -111,17 +113,16 @@ type attempt struct {
 	path     string // on the runtime
 	body     []byte
 	rid      string // request ID, passed on
-	st       *reqState
+	// (the request's reqState stays out: escape analysis would move it to
+	// the heap with the fields that leak)
 }
 
-// try sends a to u, counting it in flight and timing it.
+// try sends a to u, counting it in flight.
 func (g *Gateway) try(a *attempt, u *Upstream) (*upstreamResult, error) {
 	u.inflight.Add(1)
 	inflight := g.m.forModel(a.model).inflight
 	inflight.Inc()
-	t0 := time.Now()
 	defer func() {
-		a.st.upstream += time.Since(t0)
 		u.inflight.Add(-1)
 		inflight.Dec()
 	}()
