@@ -7,6 +7,7 @@ import (
 	"fmt"
 	units "github.com/docker/go-units"
 	"io"
+	"net/http"
 	"strings"
 )
 
@@ -14,8 +15,8 @@ func decodeJSON(r io.Reader, v any) error {
 	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var mbe interface{ Error() string }
-		if errors.As(err, &mbe) && strings.Contains(err.Error(), "request body too large") {
+		var mbe *http.MaxBytesError // (from the caller's http.MaxBytesReader)
+		if errors.As(err, &mbe) {
 			return errors.New("body larger than 1 MiB")
 		}
 		return fmt.Errorf("body: %v", err)

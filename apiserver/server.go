@@ -131,13 +131,7 @@ func abort(c *gin.Context, status int, code, msg string, details ...string) {
 }
 
 func bearer(r *http.Request) string {
-	h := r.Header.Get("Authorization")
-	for _, p := range []string{"Bearer ", "Token "} {
-		if v, ok := strings.CutPrefix(h, p); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
+	return apikey.FromAuthorization(r.Header.Get("Authorization"))
 }
 
 func tokenEqual(got, want string) bool {

@@ -5,8 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -110,16 +108,6 @@ func (s *KeyStore) toRedis(ctx context.Context, h string, k *Key) {
 	if err := s.rdb.Set(ctx, s.redisKey(h), b, s.ttl).Err(); err != nil {
 		s.redisDown.trip(err)
 	}
-}
-
-// tokenFrom extracts the key from "Authorization: Token <key>" or "Bearer <key>".
-func tokenFrom(r *http.Request) string {
-	h := r.Header.Get("Authorization")
-	scheme, tok, ok := strings.Cut(h, " ")
-	if !ok || !(strings.EqualFold(scheme, "Token") || strings.EqualFold(scheme, "Bearer")) {
-		return ""
-	}
-	return strings.TrimSpace(tok)
 }
 
 // Lookup returns the live key for raw, or errNoKey.

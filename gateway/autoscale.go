@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"os"
@@ -45,17 +44,10 @@ type modelLoad struct {
 	polling bool
 }
 
-func (g *Gateway) load(model string) *modelLoad {
-	if l, ok := g.loads.Load(model); ok {
-		return l.(*modelLoad)
-	}
-	l, _ := g.loads.LoadOrStore(model, &modelLoad{ready: make(chan struct{})})
-	return l.(*modelLoad)
-}
+func (g *Gateway) load(model string) *modelLoad { return &g.fleet.get(model).load }
 
-// arrive counts a request for model; the returned func ends it.
-func (g *Gateway) arrive(model string) (*modelLoad, func()) {
-	l := g.load(model)
+// arrive counts a request in l; the returned func ends it.
+func arrive(l *modelLoad) (*modelLoad, func()) {
 	l.inflight.Add(1)
 	l.arrivals.Add(1)
 	l.last.Store(time.Now().UnixMilli())
@@ -82,18 +74,16 @@ func (g *Gateway) loopLoad(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-st.C:
-			g.loads.Range(func(_, v any) bool {
-				l := v.(*modelLoad)
-				l.sum += float64(l.inflight.Load())
-				l.samples++
-				return true
+			g.fleet.each(func(_ string, s *modelState) {
+				s.load.sum += float64(s.load.inflight.Load())
+				s.load.samples++
 			})
 		case now := <-rt.C:
 			period := now.Sub(lastReport).Seconds()
 			lastReport = now
 			figures := map[string]loadreport.Figures{}
-			g.loads.Range(func(k, v any) bool {
-				l := v.(*modelLoad)
+			g.fleet.each(func(model string, s *modelState) {
+				l := &s.load
 				f := loadreport.Figures{Held: int(l.held.Load()), Requests: l.arrivals.Swap(0), Period: period, LastRequest: l.last.Load()}
 				if l.samples > 0 {
 					f.Inflight = l.sum / float64(l.samples)
@@ -101,8 +91,7 @@ func (g *Gateway) loopLoad(ctx context.Context) {
 				// a burst shorter than a sample still counts as in flight
 				f.Inflight = max(f.Inflight, float64(l.inflight.Load()))
 				l.sum, l.samples = 0, 0
-				figures[k.(string)] = f
-				return true
+				figures[model] = f
 			})
 			if g.rdb == nil {
 				continue
@@ -228,9 +217,7 @@ func (g *Gateway) pollReplicas(model string, l *modelLoad) {
 		}
 		l.mu.Unlock()
 		if ready := g.readyReplicas(model); len(ready) > 0 {
-			pool := g.pool(model)
-			if len(pool.Upstreams()) == 0 {
-				pool.Set(ready)
+			if g.fleet.admitReady(model, ready) {
 				g.log.Info("replica ready for held requests", "model", model, "replicas", ready, "held", l.held.Load())
 			}
 			l.wokeAt.Store(0)
@@ -248,32 +235,9 @@ func (g *Gateway) pollReplicas(model string, l *modelLoad) {
 func (g *Gateway) readyReplicas(model string) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	addrs, err := g.disc.Lookup(ctx, model)
+	addrs, err := g.discovery.lookup(ctx, model)
 	if err != nil || len(addrs) == 0 {
 		return nil
 	}
-	ok := make([]bool, len(addrs))
-	var wg sync.WaitGroup
-	for i, a := range addrs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a+"/v2/health/ready", nil)
-			resp, err := g.client.Do(req)
-			if err != nil {
-				return
-			}
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			ok[i] = resp.StatusCode == http.StatusOK
-		}()
-	}
-	wg.Wait()
-	var out []string
-	for i, a := range addrs {
-		if ok[i] {
-			out = append(out, a)
-		}
-	}
-	return out
+	return g.prober.readyOf(ctx, addrs)
 }

@@ -72,7 +72,7 @@ func TestHoldAtZeroReleasesOnReady(t *testing.T) {
 	key, _ := e.key(e.account("acme", ""), "inference")
 	e.atZero("sentiment")
 	disc := &switchDisc{addrs: map[string][]string{}}
-	e.startWith(Options{}, disc)
+	e.startWith(Config{}, disc)
 	g := e.gw
 
 	start := time.Now()
@@ -82,15 +82,15 @@ func TestHoldAtZeroReleasesOnReady(t *testing.T) {
 	if n := e.wakes(); n != 1 {
 		t.Fatalf("%d wake-ups in Redis for 100 held requests, want exactly 1", n)
 	}
-	rt := newFakeRuntime(t, "text-classification")
-	rt.ready.Store(false) // started, still loading
+	rt := newRuntime(t, "text-classification")
+	rt.setReady(false) // started, still loading
 	disc.set("sentiment", rt.addr())
 	time.Sleep(3 * g.opts.HoldPoll)
 	if n := g.load("sentiment").held.Load(); n != 100 || rt.hits.Load() != 0 {
 		t.Fatalf("a replica that is not ready released requests: held %d, hits %d", n, rt.hits.Load())
 	}
 	readyAt := time.Now()
-	rt.ready.Store(true)
+	rt.setReady(true)
 	for i := 0; i < 100; i++ {
 		if a := <-answers; a.status != 200 {
 			t.Fatalf("held request answered %d %s", a.status, a.raw)
@@ -113,7 +113,7 @@ func TestHoldBound(t *testing.T) {
 	key, _ := e.key(e.account("acme", ""), "inference")
 	e.atZero("sentiment")
 	disc := &switchDisc{addrs: map[string][]string{}}
-	e.startWith(Options{HoldMax: 5, HoldRetryAfter: 2 * time.Second}, disc)
+	e.startWith(Config{HoldMax: 5, HoldRetryAfter: 2 * time.Second}, disc)
 	answers := e.fire(12, key, "/v1/sentiment/sentiment", `{"text":"great"}`)
 	refused := 0
 	for refused < 7 {
@@ -130,7 +130,7 @@ func TestHoldBound(t *testing.T) {
 	if n := e.gw.load("sentiment").held.Load(); n != 5 {
 		t.Fatalf("held %d, want 5", n)
 	}
-	disc.set("sentiment", newFakeRuntime(t, "text-classification").addr())
+	disc.set("sentiment", newRuntime(t, "text-classification").addr())
 	for i := 0; i < 5; i++ {
 		if a := <-answers; a.status != 200 {
 			t.Fatalf("held request: %d %s", a.status, a.raw)
@@ -148,7 +148,7 @@ func TestHoldDeadlineAndNotAutoscaled(t *testing.T) {
 	key, _ := e.key(e.account("acme", ""), "inference")
 	e.atZero("sentiment")
 	e.model("fixed", "text-classification", 0) // replicas 1, none found
-	e.startWith(Options{ModelTimeouts: map[string]time.Duration{"sentiment": 400 * time.Millisecond}}, &switchDisc{addrs: map[string][]string{}})
+	e.startWith(Config{ModelTimeouts: "sentiment=400ms"}, &switchDisc{addrs: map[string][]string{}})
 	start := time.Now()
 	a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`)
 	took := time.Since(start)
@@ -170,10 +170,10 @@ func TestHoldDeadlineAndNotAutoscaled(t *testing.T) {
 func TestLoadReport(t *testing.T) {
 	e := newEnv(t, true)
 	key, _ := e.key(e.account("acme", ""), "inference")
-	rt := newFakeRuntime(t, "text-classification")
-	rt.delay.Store(int64(700 * time.Millisecond))
+	rt := newRuntime(t, "text-classification")
+	rt.stub.delay.Store(int64(700 * time.Millisecond))
 	e.model("sentiment", "text-classification", 0, rt)
-	e.start(Options{LoadReport: 300 * time.Millisecond, GatewayID: "gw-test"})
+	e.start(Config{LoadReport: 300 * time.Millisecond, GatewayID: "gw-test"})
 	var done atomic.Int64
 	for i := 0; i < 4; i++ {
 		go func() { e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); done.Add(1) }()

@@ -452,7 +452,7 @@ func TestBenchGatewayProcess(t *testing.T) {
 		defer rc.Close()
 		deps.Redis = rc
 	}
-	g, err := New(ctx, Options{UsageFlush: time.Hour, RedisPrefix: os.Getenv("NLPSWARM_BENCH_PREFIX")}, deps)
+	g, err := New(ctx, Config{UsageFlush: time.Hour, RedisPrefix: os.Getenv("NLPSWARM_BENCH_PREFIX")}, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,10 +3,9 @@ package gateway
 import (
 	"syscall"
 	"time"
-)
 
-// tcpUserTimeout is TCP_USER_TIMEOUT (linux/tcp.h), absent from syscall.
-const tcpUserTimeout = 0x12
+	"golang.org/x/sys/unix"
+)
 
 // userTimeout sets TCP_USER_TIMEOUT: written data unacknowledged for d
 // aborts the connection.
@@ -14,7 +13,7 @@ func userTimeout(d time.Duration) func(network, address string, c syscall.RawCon
 	return func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpUserTimeout, int(d.Milliseconds()))
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(d.Milliseconds()))
 		})
 		if err != nil {
 			return err

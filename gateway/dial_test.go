@@ -7,10 +7,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestUpstreamDialerFindsDeadPeers: connections to replicas carry keep-alive
-// probes and TCP_USER_TIMEOUT sized by DeadReplicaTimeout, so a replica whose
+// probes and TCP_USER_TIMEOUT sized by DeadReplicaAfter, so a replica whose
 // node vanished fails the attempt in seconds instead of holding the request
 // for its whole deadline (the worker power cut of deployments/chaos measures
 // the effect: no request waits the 30 s out).
@@ -45,7 +47,7 @@ func TestUpstreamDialerFindsDeadPeers(t *testing.T) {
 			"TCP_KEEPIDLE":     {syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE},
 			"TCP_KEEPINTVL":    {syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL},
 			"TCP_KEEPCNT":      {syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT},
-			"TCP_USER_TIMEOUT": {syscall.IPPROTO_TCP, tcpUserTimeout},
+			"TCP_USER_TIMEOUT": {syscall.IPPROTO_TCP, unix.TCP_USER_TIMEOUT},
 		} {
 			v, err := syscall.GetsockoptInt(int(fd), opt[0], opt[1])
 			if err != nil {
@@ -103,13 +105,16 @@ func blackhole(t *testing.T) string {
 // gone) is a failed attempt, retried on another replica, not the request's
 // deadline: found by deployments/chaos, where such requests came back 504
 // "did not answer within 30s" a few seconds after a worker's power cut.
-func TestDialTimeoutIsRetried(t *testing.T) {
+func TestDialTimeoutIsRetried(t *testing.T) { eachUpstream(t, testDialTimeoutIsRetried) }
+
+func testDialTimeoutIsRetried(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	key, _ := e.key(e.account("acme", ""), "inference")
-	good := newFakeRuntime(t, "text-classification")
+	good := newRuntime(t, "text-classification")
 	e.model("sentiment", "text-classification", 0, good)
 	e.static["sentiment"] = []string{blackhole(t), good.addr()}
-	e.start(Options{EjectAfter: 100})
+	e.start(Config{EjectAfter: 100})
 	var wg sync.WaitGroup
 	codes := make(chan int, 8)
 	for i := 0; i < 8; i++ {

@@ -4,15 +4,44 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Discoverer finds the replica addresses (host:port) of a model.
 type Discoverer interface {
 	Lookup(ctx context.Context, model string) ([]string, error)
+}
+
+// DiscoveryConfig chooses how replicas are found (part of Config).
+type DiscoveryConfig struct {
+	Discovery string `description:"replica discovery: dns (A records of tasks.nlp-<model>) or static"`
+	Static    struct {
+		Upstreams string `description:"static replicas: model=host:port|host:port,model2=host:port"`
+	} `description:"static discovery"`
+	UpstreamPort int `description:"runtime port on the replicas found by DNS"`
+}
+
+// Discoverer is the discovery c configures.
+func (c DiscoveryConfig) Discoverer() (Discoverer, error) {
+	switch c.Discovery {
+	case "dns", "":
+		return DNSDiscovery{Port: c.UpstreamPort}, nil
+	case "static":
+		s, err := ParseStatic(c.Static.Upstreams)
+		if err != nil {
+			return nil, err
+		}
+		if len(s) == 0 {
+			return nil, errors.New("--discovery=static needs --static.upstreams=model=host:port|host:port,...")
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("--discovery=%q: want dns or static", c.Discovery)
 }
 
 // Resolver is the part of net.Resolver DNS discovery uses.
@@ -83,4 +112,46 @@ func ParseStatic(s string) (StaticDiscovery, error) {
 // Lookup implements Discoverer.
 func (s StaticDiscovery) Lookup(_ context.Context, model string) ([]string, error) {
 	return s[model], nil
+}
+
+// replicaSnapshot is what one discovery pass found, as plain data: the
+// models deployed (Live) and the replica addresses of each model looked up
+// successfully (Addrs; a model missing there keeps its replicas).
+type replicaSnapshot struct {
+	Live  map[string]bool
+	Addrs map[string][]string
+}
+
+// discoveryProvider looks replicas up through a Discoverer; it only reports
+// what it found, and the fleet applies it.
+type discoveryProvider struct {
+	disc Discoverer
+	log  *slog.Logger
+}
+
+// lookupTimeout bounds one model's lookup.
+const lookupTimeout = 2 * time.Second
+
+// scan looks up every model in names.
+func (p discoveryProvider) scan(ctx context.Context, names []string) replicaSnapshot {
+	snap := replicaSnapshot{Live: make(map[string]bool, len(names)), Addrs: make(map[string][]string, len(names))}
+	for _, n := range names {
+		snap.Live[n] = true
+		addrs, err := p.lookup(ctx, n)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Warn("discovery failed; keeping the previous replicas", "model", n, "err", err)
+			}
+			continue
+		}
+		snap.Addrs[n] = addrs
+	}
+	return snap
+}
+
+// lookup finds model's replicas, within lookupTimeout.
+func (p discoveryProvider) lookup(ctx context.Context, model string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	return p.disc.Lookup(ctx, model)
 }

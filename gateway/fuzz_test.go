@@ -3,6 +3,8 @@ package gateway
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
 
 func FuzzDecodeRequest(f *testing.F) {
@@ -34,7 +36,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			t.Fatal("invalid parameters passed on")
 		}
 		// What is accepted re-encodes into a valid runtime request.
-		b, err := json.Marshal(runtimeRequest{Texts: texts, Parameters: params})
+		b, err := json.Marshal(runtimeapi.PredictRequest{Texts: texts, Parameters: params})
 		if err != nil || !json.Valid(b) {
 			t.Fatalf("runtime request: %v", err)
 		}

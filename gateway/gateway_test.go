@@ -18,16 +18,19 @@ import (
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 )
 
-func TestTasks(t *testing.T) {
+func TestTasks(t *testing.T) { eachUpstream(t, testTasks) }
+
+func testTasks(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	acc := e.account("acme", "standard")
 	key, _ := e.key(acc, "inference")
-	e.model("sentiment", "text-classification", 0, newFakeRuntime(t, "text-classification"))
-	e.model("ner", "token-classification", 0, newFakeRuntime(t, "token-classification"))
-	e.model("embed", "feature-extraction", 0, newFakeRuntime(t, "feature-extraction"))
+	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
+	e.model("ner", "token-classification", 0, newRuntime(t, "token-classification"))
+	e.model("embed", "feature-extraction", 0, newRuntime(t, "feature-extraction"))
 	e.model("asleep", "text-classification", 0) // deployed, no replica found
 	e.exec(`INSERT INTO models(name, task) VALUES ('undeployed', 'text-classification')`)
-	e.start(Options{})
+	e.start(Config{})
 
 	tests := []struct {
 		path, body string
@@ -79,13 +82,18 @@ func TestTasks(t *testing.T) {
 }
 
 func TestInferPassThroughAndRequestID(t *testing.T) {
+	eachUpstream(t, testInferPassThroughAndRequestID)
+}
+
+func testInferPassThroughAndRequestID(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	key, _ := e.key(e.account("acme", ""), "inference")
-	rt := newFakeRuntime(t, "text-classification")
+	rt := newRuntime(t, "text-classification")
 	e.model("sentiment", "text-classification", 0, rt)
-	e.start(Options{})
+	e.start(Config{})
 	a := e.post(key, "/v2/models/sentiment/infer", `{"inputs":[{"name":"text","datatype":"BYTES","shape":[1],"data":["hi"]}]}`)
-	if a.status != 200 || a.body["model_name"] != "sentiment" || !strings.Contains(a.raw, `"data":["hi"]`) {
+	if a.status != 200 || a.body["model_name"] != "sentiment" || !strings.Contains(a.raw, `"outputs":[{`) || !strings.Contains(a.raw, `POSITIVE`) {
 		t.Fatalf("infer: %d %s", a.status, a.raw)
 	}
 	req := `{"text":"x"}`
@@ -102,9 +110,9 @@ func TestAuth(t *testing.T) {
 	acmeKey, acmeKeyID := e.key(acme, "inference")
 	otherKey, _ := e.key(other, "inference")
 	adminKey, _ := e.key(acme, "admin")
-	e.model("public", "text-classification", 0, newFakeRuntime(t, "text-classification"))
-	e.model("secret", "text-classification", acme, newFakeRuntime(t, "text-classification"))
-	e.start(Options{})
+	e.model("public", "text-classification", 0, newRuntime(t, "text-classification"))
+	e.model("secret", "text-classification", acme, newRuntime(t, "text-classification"))
+	e.start(Config{})
 
 	if a := e.post("", "/v1/public/sentiment", `{"text":"x"}`); a.status != 401 || a.header.Get("WWW-Authenticate") == "" {
 		t.Fatalf("no key: %d", a.status)
@@ -150,8 +158,8 @@ func TestAuth(t *testing.T) {
 func TestBearerScheme(t *testing.T) {
 	e := newEnv(t, false)
 	key, _ := e.key(e.account("acme", ""), "inference")
-	e.model("public", "text-classification", 0, newFakeRuntime(t, "text-classification"))
-	e.start(Options{})
+	e.model("public", "text-classification", 0, newRuntime(t, "text-classification"))
+	e.start(Config{})
 	a := e.post("", "/v1/public/sentiment", `{"text":"x"}`)
 	if a.status != 401 {
 		t.Fatal(a.status)
@@ -169,9 +177,9 @@ func TestBearerScheme(t *testing.T) {
 func TestCatalogueRefresh(t *testing.T) {
 	e := newEnv(t, false)
 	key, _ := e.key(e.account("acme", ""), "inference")
-	rt := newFakeRuntime(t, "text-classification")
+	rt := newRuntime(t, "text-classification")
 	id := e.model("sentiment", "text-classification", 0, rt)
-	e.start(Options{CatalogRefresh: 200 * time.Millisecond})
+	e.start(Config{CatalogRefresh: 200 * time.Millisecond})
 	if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
 		t.Fatal(a.status)
 	}
@@ -210,10 +218,10 @@ func TestLogsCarryRequestIDNotKeys(t *testing.T) {
 	e.log = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	key, _ := e.key(e.account("acme", ""), "inference")
 	bad := "nlp_zzzzzzzz_" + strings.Repeat("q", 32)
-	e.model("sentiment", "text-classification", 0, newFakeRuntime(t, "text-classification"))
+	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
 	e.model("down", "text-classification", 0)
 	e.static["down"] = []string{deadAddr(t)}
-	e.start(Options{})
+	e.start(Config{})
 	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/sentiment/sentiment", strings.NewReader(`{"text":"x"}`))
 	req.Header.Set("Authorization", "Token "+key)
 	req.Header.Set("X-Request-ID", "rid-from-client-42")
@@ -259,9 +267,9 @@ func TestLogsCarryRequestIDNotKeys(t *testing.T) {
 func TestCatalogueFollowsNotify(t *testing.T) {
 	e := newEnv(t, false)
 	key, _ := e.key(e.account("acme", ""), "inference")
-	rt := newFakeRuntime(t, "text-classification")
+	rt := newRuntime(t, "text-classification")
 	e.model("sentiment", "text-classification", 0, rt)
-	e.start(Options{CatalogRefresh: time.Hour})
+	e.start(Config{CatalogRefresh: time.Hour})
 	if a := e.post(key, "/v1/late/sentiment", `{"text":"x"}`); a.status != 404 {
 		t.Fatal(a.status)
 	}
@@ -303,8 +311,8 @@ func TestKnownKeysSurvivePostgresOutage(t *testing.T) {
 	e := newEnv(t, false)
 	key, _ := e.key(e.account("acme", ""), "inference")
 	other, _ := e.key(e.account("other", ""), "inference")
-	e.model("sentiment", "text-classification", 0, newFakeRuntime(t, "text-classification"))
-	e.start(Options{KeyCacheTTL: 100 * time.Millisecond})
+	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
+	e.start(Config{KeyCacheTTL: 100 * time.Millisecond})
 	if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
 		t.Fatal(a.status)
 	}
@@ -352,8 +360,8 @@ func TestFastRoutesMatchMux(t *testing.T) {
 	e := newEnv(t, false)
 	acc := e.account("acme", "standard")
 	key, _ := e.key(acc, "inference")
-	e.model("sentiment", "text-classification", 0, newFakeRuntime(t, "text-classification"))
-	g := e.start(Options{})
+	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
+	g := e.start(Config{})
 	for _, path := range []string{
 		"/v1/sentiment/sentiment", "/v1/sentiment/translate", "/v1/nope/sentiment", "/v1/sentiment/sentiment/",
 		"/v1//sentiment", "/v1/sentiment/", "/v1/sentiment", "/v1/./sentiment", "/v1/../v1/sentiment/sentiment",

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,87 +17,137 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/apikey"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/internal/rdb/rdbtest"
+	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
+	"github.com/nlpswarm/nlpswarm/models"
 )
 
-// fakeRuntime stands in for the model runtime (models/): it answers
-// /predict with canned outputs in the runtime's shape for its task.
-type fakeRuntime struct {
+// testRuntime is the real model runtime (models.Server and its batcher)
+// serving a stub predictor instead of a loaded model: canned outputs in the
+// shape of its task, so that the gateway is tested against the runtime's own
+// wire format and statuses. A forced status stands in only for answers the
+// runtime gives in cases a test cannot provoke (a 500).
+type testRuntime struct {
 	*httptest.Server
-	task     string
-	hits     atomic.Int64
-	status   atomic.Int32 // forced status for /predict when non-zero
-	ready    atomic.Bool
-	delay    atomic.Int64 // nanoseconds
-	lastRID  atomic.Value
-	lastBody atomic.Value
+	rt      *models.Server
+	stub    *stubPredictor
+	hits    atomic.Int64 // /predict and infer requests
+	status  atomic.Int32 // forced status for /predict when non-zero
+	lastRID atomic.Value
 }
 
-func newFakeRuntime(t testing.TB, task string) *fakeRuntime {
-	f := &fakeRuntime{task: task}
-	f.ready.Store(true)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v2/health/ready", func(w http.ResponseWriter, r *http.Request) {
-		if !f.ready.Load() {
-			w.WriteHeader(503)
-			return
+// stubPredictor answers like a model of its task. delay makes each call
+// slow; hold, when set, blocks each call until it is closed (a busy model);
+// fail makes each call fail (the runtime's 422).
+type stubPredictor struct {
+	task    string
+	delay   atomic.Int64 // nanoseconds
+	hold    atomic.Pointer[chan struct{}]
+	started chan struct{} // gets a value as each call starts (dropped when full)
+	fail    atomic.Bool
+}
+
+func (p *stubPredictor) Predict(_ context.Context, texts []string, _ models.Params) ([]any, error) {
+	select {
+	case p.started <- struct{}{}:
+	default:
+	}
+	if h := p.hold.Load(); h != nil {
+		<-*h
+	}
+	if d := p.delay.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
+	if p.fail.Load() {
+		return nil, errors.New("stub failure")
+	}
+	outs := make([]any, len(texts))
+	for i, text := range texts {
+		switch p.task {
+		case runtimeapi.TextClassification:
+			outs[i] = []runtimeapi.Label{{Label: "POSITIVE", Score: 0.9}, {Label: "NEGATIVE", Score: 0.1}}
+		case runtimeapi.TokenClassification:
+			end := strings.IndexByte(text, ' ')
+			if end < 0 {
+				end = len(text)
+			}
+			outs[i] = []runtimeapi.Entity{{EntityGroup: "PER", Score: 0.99, Word: strings.ToLower(text[:end]), Start: 0, End: end}}
+		case runtimeapi.FeatureExtraction:
+			outs[i] = runtimeapi.Embedding{Embedding: []float32{0.1, 0.2, float32(len(text))}}
 		}
-		w.WriteHeader(200)
-	})
-	mux.HandleFunc("POST /v2/models/{name}/infer", func(w http.ResponseWriter, r *http.Request) {
-		f.hits.Add(1)
-		b, _ := io.ReadAll(r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte(`{"model_name":"` + r.PathValue("name") + `","echo":` + string(b) + `}`))
-	})
-	mux.HandleFunc("POST /predict", func(w http.ResponseWriter, r *http.Request) {
-		f.hits.Add(1)
-		f.lastRID.Store(r.Header.Get("X-Request-ID"))
-		if d := f.delay.Load(); d > 0 {
-			select {
-			case <-time.After(time.Duration(d)):
-			case <-r.Context().Done():
+	}
+	return outs, nil
+}
+
+// runtimeOpts tunes newRuntime: the batcher's queue and batch size.
+type runtimeOpts struct {
+	name           string // model name served on /v2 (default "sentiment")
+	queue, maxSize int
+}
+
+func newRuntime(t testing.TB, task string) *testRuntime {
+	return newRuntimeWith(t, task, runtimeOpts{})
+}
+
+func newRuntimeWith(t testing.TB, task string, o runtimeOpts) *testRuntime {
+	if o.name == "" {
+		o.name = "sentiment"
+	}
+	bc := models.DefaultBatchConfig()
+	if o.queue > 0 {
+		bc.Queue = o.queue
+	}
+	if o.maxSize > 0 {
+		bc.MaxSize = o.maxSize
+	}
+	stub := &stubPredictor{task: task, started: make(chan struct{}, 64)}
+	m := models.NewMetrics(nil)
+	b := models.NewBatcher(stub, bc, m)
+	ctx, cancel := context.WithCancel(context.Background())
+	go b.Run(ctx)
+	srv := models.NewServer(o.name, task, "sha256:test", b, models.DefaultLimits(), m, slog.New(slog.DiscardHandler))
+	srv.SetReady(true)
+	f := &testRuntime{rt: srv, stub: stub}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			f.hits.Add(1)
+			f.lastRID.Store(r.Header.Get("X-Request-ID"))
+			if s := f.status.Load(); s != 0 && r.URL.Path == runtimeapi.PathPredict {
+				apierror.Write(w, int(s), "forced", "forced by the test")
 				return
 			}
 		}
-		if s := f.status.Load(); s != 0 {
-			w.WriteHeader(int(s))
-			w.Write([]byte(`{"error":{"code":"x","message":"forced"}}`))
-			return
-		}
-		var req runtimeRequest
-		b, _ := io.ReadAll(r.Body)
-		f.lastBody.Store(string(b))
-		if err := json.Unmarshal(b, &req); err != nil {
-			w.WriteHeader(400)
-			return
-		}
-		outs := make([]any, len(req.Texts))
-		for i, text := range req.Texts {
-			switch f.task {
-			case "text-classification":
-				outs[i] = []map[string]any{{"label": "POSITIVE", "score": 0.9}, {"label": "NEGATIVE", "score": 0.1}}
-			case "token-classification":
-				end := strings.IndexByte(text, ' ')
-				if end < 0 {
-					end = len(text)
-				}
-				outs[i] = []map[string]any{{"entity_group": "PER", "score": 0.99, "word": strings.ToLower(text[:end]), "start": 0, "end": end}}
-			case "feature-extraction":
-				outs[i] = map[string]any{"embedding": []float64{0.1, 0.2, float64(len(text))}}
-			}
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"model": "m", "task": f.task, "outputs": outs})
+		srv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		f.release()
+		f.Close()
+		cancel()
 	})
-	f.Server = httptest.NewServer(mux)
-	t.Cleanup(f.Close)
 	return f
 }
 
-func (f *fakeRuntime) addr() string { return strings.TrimPrefix(f.URL, "http://") }
+func (f *testRuntime) addr() string { return strings.TrimPrefix(f.URL, "http://") }
+
+// setReady switches the runtime's readiness (not ready: 503 on /predict and
+// /v2/health/ready, as while loading or draining).
+func (f *testRuntime) setReady(v bool) { f.rt.SetReady(v) }
+
+// block makes the model hang on each call until release.
+func (f *testRuntime) block() {
+	ch := make(chan struct{})
+	f.stub.hold.Store(&ch)
+}
+
+// release lets blocked calls finish.
+func (f *testRuntime) release() {
+	if h := f.stub.hold.Swap(nil); h != nil {
+		close(*h)
+	}
+}
 
 // env is a gateway on a fresh database, with accounts, keys and models.
 type env struct {
@@ -109,6 +160,8 @@ type env struct {
 	static StaticDiscovery
 	reg    *prometheus.Registry
 	log    *slog.Logger
+	// upstream names the upstream client when the test's Config does not
+	upstream string
 }
 
 func newEnv(t testing.TB, withRedis bool) *env {
@@ -153,8 +206,8 @@ func (e *env) key(account int64, kind string) (string, int64) {
 	return key, id
 }
 
-// model creates a deployed model served by the given fake runtimes.
-func (e *env) model(name, task string, owner int64, rts ...*fakeRuntime) int64 {
+// model creates a deployed model served by the given runtimes.
+func (e *env) model(name, task string, owner int64, rts ...*testRuntime) int64 {
 	var id int64
 	if owner != 0 {
 		id = e.id(`INSERT INTO models(name, task, visibility, owner_account_id) VALUES ($1,$2,'private',$3) RETURNING id`, name, task, owner)
@@ -168,16 +221,19 @@ func (e *env) model(name, task string, owner int64, rts ...*fakeRuntime) int64 {
 	return id
 }
 
-func (e *env) start(opts Options) *Gateway {
+func (e *env) start(opts Config) *Gateway {
 	e.t.Helper()
 	return e.startWith(opts, e.static)
 }
 
 // startWith starts the gateway on disc instead of the static discovery.
-func (e *env) startWith(opts Options, disc Discoverer) *Gateway {
+func (e *env) startWith(opts Config, disc Discoverer) *Gateway {
 	e.t.Helper()
 	if opts.RedisPrefix == "" {
 		opts.RedisPrefix = e.prefix
+	}
+	if opts.Upstream == "" {
+		opts.Upstream = e.upstream
 	}
 	deps := Deps{DB: e.db.Pool, Discovery: disc, Registry: e.reg, Log: e.log}
 	if e.rdb != nil {
@@ -230,4 +286,36 @@ func (a answer) code() string {
 
 func newReq(url string, body io.Reader) (*http.Request, error) {
 	return http.NewRequest("POST", url, body)
+}
+
+// fill makes rt busy: its model hangs on a call (block) and its queue is
+// full, so that it answers 429 overloaded. The requests that fill it are
+// sent directly, not through the gateway.
+func (f *testRuntime) fill(t testing.TB) {
+	t.Helper()
+	f.block()
+	c := &http.Client{Timeout: 300 * time.Millisecond}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		// one that times out has taken its place: in the model or the queue
+		resp, err := c.Post(f.URL+runtimeapi.PathPredict, "application/json", strings.NewReader(`{"texts":["x"]}`))
+		if err != nil {
+			continue
+		}
+		var ae apierror.Body
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&ae)
+		resp.Body.Close()
+		if ae.Error.Code == runtimeapi.CodeOverloaded { // (by its code: its status is what the test checks)
+			return
+		}
+	}
+	t.Fatal("the runtime's queue did not fill")
+}
+
+// eachUpstream runs test once with each upstream client (Config.Upstream):
+// both must behave the same.
+func eachUpstream(t *testing.T, test func(t *testing.T, upstream string)) {
+	for _, kind := range []string{upstreamFast, upstreamNetHTTP} {
+		t.Run(kind, func(t *testing.T) { test(t, kind) })
+	}
 }

@@ -18,8 +18,8 @@ func TestRateLimit(t *testing.T) {
 	plan := e.id(`INSERT INTO plans(name, requests_per_second, burst, monthly_quota) VALUES ('tiny', 1, 3, 0) RETURNING id`)
 	e.exec(`UPDATE accounts SET plan_id = $1 WHERE id = $2`, plan, acc)
 	key, _ := e.key(acc, "inference")
-	e.model("sentiment", "text-classification", 0, newFakeRuntime(t, "text-classification"))
-	e.start(Options{})
+	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
+	e.start(Config{})
 	var got []int
 	var last answer
 	for i := 0; i < 5; i++ {
@@ -49,8 +49,8 @@ func TestMonthlyQuota(t *testing.T) {
 	e.exec(`UPDATE accounts SET plan_id = $1 WHERE id = $2`, plan, acc)
 	key, _ := e.key(acc, "inference")
 	unlimited, _ := e.key(e.account("big", "standard"), "inference") // monthly_quota 0
-	e.model("sentiment", "text-classification", 0, newFakeRuntime(t, "text-classification"))
-	e.start(Options{})
+	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
+	e.start(Config{})
 	for i := 0; i < 3; i++ {
 		if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
 			t.Fatalf("request %d: %d", i, a.status)
@@ -72,8 +72,8 @@ func TestRedisDownFailsOpen(t *testing.T) {
 	e.rdb = redis.NewClient(&redis.Options{Addr: deadAddr(t), DialTimeout: 100 * time.Millisecond, MaxRetries: -1})
 	defer e.rdb.Close()
 	key, _ := e.key(e.account("acme", "free"), "inference")
-	e.model("sentiment", "text-classification", 0, newFakeRuntime(t, "text-classification"))
-	e.start(Options{})
+	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
+	e.start(Config{})
 	for i := 0; i < 3; i++ {
 		if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
 			t.Fatalf("redis down: %d %s (want fail-open)", a.status, a.raw)
@@ -88,9 +88,9 @@ func TestUsageFlush(t *testing.T) {
 	e := newEnv(t, false)
 	acc := e.account("acme", "")
 	key, keyID := e.key(acc, "inference")
-	rt := newFakeRuntime(t, "text-classification")
+	rt := newRuntime(t, "text-classification")
 	modelID := e.model("sentiment", "text-classification", 0, rt)
-	g := e.start(Options{UsageFlush: time.Hour})
+	g := e.start(Config{UsageFlush: time.Hour})
 	e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`)
 	e.post(key, "/v1/sentiment/sentiment", `{"texts":["a","b","c"]}`)
 	e.post(key, "/v1/sentiment/sentiment", `{"texts":[]}`) // counted as an error

@@ -9,14 +9,16 @@ import (
 	"unicode/utf8"
 
 	gojson "github.com/goccy/go-json"
+
+	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
 
 // Tasks of the customer API and the runtime task each maps to.
 var taskRoutes = map[string]string{
-	"sentiment":      "text-classification",
-	"classification": "text-classification",
-	"entities":       "token-classification",
-	"embeddings":     "feature-extraction",
+	"sentiment":      runtimeapi.TextClassification,
+	"classification": runtimeapi.TextClassification,
+	"entities":       runtimeapi.TokenClassification,
+	"embeddings":     runtimeapi.FeatureExtraction,
 }
 
 type customerRequest struct {
@@ -105,26 +107,8 @@ func jsonErr(err error) string {
 	return err.Error()
 }
 
-// upstream wire types
-
-type runtimeRequest struct {
-	Texts      []string        `json:"texts"`
-	Parameters json.RawMessage `json:"parameters,omitempty"`
-}
-
-type scoredLabel struct {
-	Label string  `json:"label"`
-	Score float64 `json:"score"`
-}
-
-type runtimeEntity struct {
-	EntityGroup string  `json:"entity_group"`
-	Entity      string  `json:"entity"`
-	Score       float64 `json:"score"`
-	Word        string  `json:"word"`
-	Start       int     `json:"start"`
-	End         int     `json:"end"`
-}
+// The runtime's side of the wire (/predict's request, the outputs) is
+// runtimeapi's; what follows is the customer's side.
 
 type entity struct {
 	Text  string  `json:"text"`
@@ -135,7 +119,7 @@ type entity struct {
 }
 
 type labelsAnswer struct {
-	ScoredLabels []scoredLabel `json:"scored_labels"`
+	ScoredLabels []runtimeapi.Label `json:"scored_labels"`
 }
 type entitiesAnswer struct {
 	Entities []entity `json:"entities"`
@@ -153,9 +137,9 @@ type embeddingsAnswer struct {
 func translateAll(task string, body []byte, texts []string) ([]any, error) {
 	out := make([]any, 0, len(texts))
 	switch task {
-	case "text-classification":
+	case runtimeapi.TextClassification:
 		var rr struct {
-			Outputs [][]scoredLabel `json:"outputs"`
+			Outputs [][]runtimeapi.Label `json:"outputs"`
 		}
 		if outs, ok := decodeLabelsSimple(body); ok { // the usual answer, fast (taskjson.go)
 			rr.Outputs = outs
@@ -167,13 +151,13 @@ func translateAll(task string, body []byte, texts []string) ([]any, error) {
 		}
 		for _, ls := range rr.Outputs {
 			if ls == nil {
-				ls = []scoredLabel{}
+				ls = []runtimeapi.Label{}
 			}
 			out = append(out, labelsAnswer{ScoredLabels: ls})
 		}
-	case "token-classification":
+	case runtimeapi.TokenClassification:
 		var rr struct {
-			Outputs [][]runtimeEntity `json:"outputs"`
+			Outputs [][]runtimeapi.Entity `json:"outputs"`
 		}
 		if err := gojson.Unmarshal(body, &rr); err != nil {
 			return nil, err
@@ -198,11 +182,9 @@ func translateAll(task string, body []byte, texts []string) ([]any, error) {
 			}
 			out = append(out, ans)
 		}
-	case "feature-extraction":
+	case runtimeapi.FeatureExtraction:
 		var rr struct {
-			Outputs []struct {
-				Embedding []float64 `json:"embedding"`
-			} `json:"outputs"`
+			Outputs []runtimeapi.EmbeddingOf[float64] `json:"outputs"` // float64: the runtime's digits kept as written
 		}
 		if err := gojson.Unmarshal(body, &rr); err != nil {
 			return nil, err

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
 
 // deadAddr is a loopback address nothing listens on.
@@ -25,13 +27,18 @@ func deadAddr(t *testing.T) string {
 }
 
 func TestRetryOnConnectionErrorAndEjection(t *testing.T) {
+	eachUpstream(t, testRetryOnConnectionErrorAndEjection)
+}
+
+func testRetryOnConnectionErrorAndEjection(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	key, _ := e.key(e.account("acme", ""), "inference")
-	good := newFakeRuntime(t, "text-classification")
+	good := newRuntime(t, "text-classification")
 	dead := deadAddr(t)
 	e.model("sentiment", "text-classification", 0, good)
 	e.static["sentiment"] = []string{dead, good.addr()}
-	e.start(Options{EjectAfter: 3, ProbeInterval: 100 * time.Millisecond})
+	e.start(Config{EjectAfter: 3, ProbeInterval: 100 * time.Millisecond})
 	for i := 0; i < 30; i++ {
 		if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
 			t.Fatalf("request %d: %d %s (one replica is down; the retry should hide it)", i, a.status, a.raw)
@@ -70,15 +77,17 @@ func TestRetryOnConnectionErrorAndEjection(t *testing.T) {
 	}
 }
 
-func TestProbeWaitsForReady(t *testing.T) {
+func TestProbeWaitsForReady(t *testing.T) { eachUpstream(t, testProbeWaitsForReady) }
+
+func testProbeWaitsForReady(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	key, _ := e.key(e.account("acme", ""), "inference")
-	sick := newFakeRuntime(t, "text-classification")
-	sick.status.Store(503)
-	sick.ready.Store(false)
-	good := newFakeRuntime(t, "text-classification")
+	sick := newRuntime(t, "text-classification")
+	sick.setReady(false)
+	good := newRuntime(t, "text-classification")
 	e.model("sentiment", "text-classification", 0, sick, good)
-	e.start(Options{EjectAfter: 2, ProbeInterval: 50 * time.Millisecond})
+	e.start(Config{EjectAfter: 2, ProbeInterval: 50 * time.Millisecond})
 	for i := 0; i < 20; i++ {
 		if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
 			t.Fatalf("request %d: %d (503 from one replica must be retried on the other)", i, a.status)
@@ -97,22 +106,24 @@ func TestProbeWaitsForReady(t *testing.T) {
 	if su.Available() {
 		t.Fatal("returned to the pool while /v2/health/ready says 503")
 	}
-	sick.status.Store(0)
-	sick.ready.Store(true)
+	sick.setReady(true)
 	time.Sleep(300 * time.Millisecond)
 	if !su.Available() {
 		t.Fatal("not returned once ready")
 	}
 }
 
-func TestAllReplicasBusy(t *testing.T) {
+func TestAllReplicasBusy(t *testing.T) { eachUpstream(t, testAllReplicasBusy) }
+
+func testAllReplicasBusy(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	key, _ := e.key(e.account("acme", ""), "inference")
-	a1, a2 := newFakeRuntime(t, "text-classification"), newFakeRuntime(t, "text-classification")
-	a1.status.Store(503)
-	a2.status.Store(503)
+	a1, a2 := newRuntime(t, "text-classification"), newRuntime(t, "text-classification")
+	a1.setReady(false) // both loading or draining: 503 not_ready
+	a2.setReady(false)
 	e.model("sentiment", "text-classification", 0, a1, a2)
-	e.start(Options{EjectAfter: 100})
+	e.start(Config{EjectAfter: 100})
 	a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`)
 	if a.status != 503 || a.header.Get("Retry-After") == "" || a.code() != "no_replica" {
 		t.Fatalf("%d %v %s", a.status, a.header, a.raw)
@@ -120,15 +131,11 @@ func TestAllReplicasBusy(t *testing.T) {
 	if h := a1.hits.Load() + a2.hits.Load(); h != 2 {
 		t.Fatalf("%d attempts, want 2 (one retry)", h)
 	}
-	// 429 from a runtime (its queue is full): tried on the other replica, not counted against its health.
-	a1.status.Store(429)
-	a2.status.Store(429)
-	before0 := a1.hits.Load() + a2.hits.Load()
-	a = e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`)
-	if a.status != 503 || a1.hits.Load()+a2.hits.Load() != before0+2 {
-		t.Fatalf("429: status %d, attempts %d", a.status, a1.hits.Load()+a2.hits.Load()-before0)
-	}
-	// A 500 is the runtime's answer about the input, not a dead replica: no retry.
+	// (a full queue, 429, is TestFullRuntimeQueueIsNotEjected's)
+	a1.setReady(true)
+	a2.setReady(true)
+	// A 500 is an answer about the input, not a dead replica: no retry. (The
+	// runtime gives 500 for no input it is known to: forced.)
 	a1.status.Store(500)
 	a2.status.Store(500)
 	before := a1.hits.Load() + a2.hits.Load()
@@ -136,21 +143,26 @@ func TestAllReplicasBusy(t *testing.T) {
 	if a.status != 502 || a1.hits.Load()+a2.hits.Load() != before+1 {
 		t.Fatalf("500: status %d, attempts %d", a.status, a1.hits.Load()+a2.hits.Load()-before)
 	}
-	// A 4xx from the runtime keeps its status.
-	a1.status.Store(422)
-	a2.status.Store(422)
+	// A 4xx from the runtime (the model failed on this input) keeps its status.
+	a1.status.Store(0)
+	a2.status.Store(0)
+	a1.stub.fail.Store(true)
+	a2.stub.fail.Store(true)
 	if a = e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 422 {
 		t.Fatalf("422 relayed as %d", a.status)
 	}
 }
 
-func TestTimeoutAndClientDisconnect(t *testing.T) {
+func TestTimeoutAndClientDisconnect(t *testing.T) { eachUpstream(t, testTimeoutAndClientDisconnect) }
+
+func testTimeoutAndClientDisconnect(t *testing.T, upstream string) {
 	e := newEnv(t, false)
+	e.upstream = upstream
 	key, _ := e.key(e.account("acme", ""), "inference")
-	slow := newFakeRuntime(t, "text-classification")
-	slow.delay.Store(int64(2 * time.Second))
+	slow := newRuntime(t, "text-classification")
+	slow.stub.delay.Store(int64(2 * time.Second))
 	e.model("slow", "text-classification", 0, slow)
-	e.start(Options{Timeout: 10 * time.Second, ModelTimeouts: map[string]time.Duration{"slow": 200 * time.Millisecond}})
+	e.start(Config{Timeout: 10 * time.Second, ModelTimeouts: "slow=200ms"})
 	start := time.Now()
 	a := e.post(key, "/v1/slow/sentiment", `{"text":"x"}`)
 	if a.status != 504 || a.code() != "upstream_timeout" || time.Since(start) > time.Second {
@@ -158,7 +170,7 @@ func TestTimeoutAndClientDisconnect(t *testing.T) {
 	}
 
 	// Client disconnect cancels the upstream call.
-	e.gw.opts.ModelTimeouts = nil
+	e.gw.opts.modelTimeouts = nil
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/v1/slow/sentiment", strings.NewReader(`{"text":"x"}`))
@@ -192,4 +204,63 @@ func metricValue(m prometheus.Metric) float64 {
 		return d.Counter.GetValue()
 	}
 	return d.Gauge.GetValue()
+}
+
+// TestFullRuntimeQueueIsNotEjected: a healthy runtime whose queue is full
+// answers 429 overloaded (runtimeapi); the gateway tries another replica,
+// answers the customer 503 overloaded with Retry-After when none has room,
+// and never counts it toward ejection. Before the wire contract the runtime
+// answered 503 for a full queue and the gateway, expecting 429, counted it
+// as a replica not ready: a saturated, healthy replica was ejected and
+// probed back in a loop.
+func TestFullRuntimeQueueIsNotEjected(t *testing.T) {
+	eachUpstream(t, testFullRuntimeQueueIsNotEjected)
+}
+
+func testFullRuntimeQueueIsNotEjected(t *testing.T, upstream string) {
+	e := newEnv(t, false)
+	e.upstream = upstream
+	key, _ := e.key(e.account("acme", ""), "inference")
+	busy := runtimeOpts{queue: 1, maxSize: 1}
+	full := newRuntimeWith(t, runtimeapi.TextClassification, busy)
+	full2 := newRuntimeWith(t, runtimeapi.TextClassification, busy)
+	free := newRuntime(t, runtimeapi.TextClassification)
+	e.model("sentiment", runtimeapi.TextClassification, 0, full)
+	e.model("pair", runtimeapi.TextClassification, 0, full2, free)
+	e.start(Config{EjectAfter: 2, ProbeInterval: 50 * time.Millisecond})
+	full.fill(t)
+	full2.fill(t)
+
+	for i := 0; i < 6; i++ {
+		a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`)
+		if a.status != 503 || a.code() != runtimeapi.CodeOverloaded || a.header.Get("Retry-After") == "" {
+			t.Fatalf("request %d to a model whose one replica is full: %d %v %s", i, a.status, a.header, a.raw)
+		}
+	}
+	for i := 0; i < 10; i++ {
+		if a := e.post(key, "/v1/pair/sentiment", `{"text":"x"}`); a.status != 200 {
+			t.Fatalf("request %d with one replica full and one free: %d %s (want the retry on the free one)", i, a.status, a.raw)
+		}
+	}
+	for _, model := range []string{"sentiment", "pair"} {
+		if n := metricValue(e.gw.m.ejections.WithLabelValues(model)); n != 0 {
+			t.Errorf("%s: %v ejections of a healthy replica with a full queue", model, n)
+		}
+		for _, u := range e.gw.pool(model).Upstreams() {
+			if !u.Available() {
+				t.Errorf("%s: replica %s ejected for a full queue", model, u.Addr)
+			}
+		}
+	}
+	if n := metricValue(e.gw.m.upErrors.WithLabelValues("sentiment", "busy")); n < 6 {
+		t.Errorf("busy answers counted %v, want at least 6", n)
+	}
+	full.release()
+	deadline := time.Now().Add(3 * time.Second)
+	for e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`).status != 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica does not serve once its queue drained")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -37,10 +37,10 @@ func TestHostilePathsAndKeys(t *testing.T) {
 	e := newEnv(t, false)
 	acme := e.account("acme", "standard")
 	key, _ := e.key(acme, "inference")
-	rt := newFakeRuntime(t, "text-classification")
+	rt := newRuntime(t, "text-classification")
 	e.model("public", "text-classification", 0, rt)
-	e.model("secret", "text-classification", acme, newFakeRuntime(t, "text-classification"))
-	e.start(Options{})
+	e.model("secret", "text-classification", acme, newRuntime(t, "text-classification"))
+	e.start(Config{})
 	count := func(table string) int64 { return e.id(`SELECT count(*) FROM ` + table) }
 	keys0, models0 := count("api_keys"), count("models")
 
@@ -121,9 +121,9 @@ func TestForgedHeaders(t *testing.T) {
 	acme := e.account("acme", "standard")
 	acmeKey, _ := e.key(acme, "inference")
 	otherKey, _ := e.key(e.account("other", "standard"), "inference")
-	rt := newFakeRuntime(t, "text-classification")
+	rt := newRuntime(t, "text-classification")
 	e.model("secret", "text-classification", acme, rt)
-	e.start(Options{})
+	e.start(Config{})
 	addr := listenGateway(t, e.gw, httpserver.Options{})
 
 	send := func(headers string, body string) (int, http.Header, string) {
@@ -197,8 +197,8 @@ func TestForgedHeaders(t *testing.T) {
 func TestSlowClients(t *testing.T) {
 	e := newEnv(t, false)
 	key, _ := e.key(e.account("acme", "standard"), "inference")
-	e.model("public", "text-classification", 0, newFakeRuntime(t, "text-classification"))
-	e.start(Options{})
+	e.model("public", "text-classification", 0, newRuntime(t, "text-classification"))
+	e.start(Config{})
 	opts := httpserver.Options{ReadHeaderTimeout: 500 * time.Millisecond, ReadTimeout: 1500 * time.Millisecond}
 	addr := listenGateway(t, e.gw, opts)
 

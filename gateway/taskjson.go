@@ -6,6 +6,8 @@ import (
 	"unicode/utf8"
 
 	gojson "github.com/goccy/go-json"
+
+	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
 
 // The task API's JSON on the hot path. Each request decodes the customer's
@@ -139,7 +141,7 @@ func (p *jsonScan) plainString() (string, bool) {
 // general encoder, which also compacts them).
 func appendRuntimeRequest(dst []byte, texts []string, params []byte) []byte {
 	if len(params) > 0 {
-		b, _ := gojson.Marshal(runtimeRequest{Texts: texts, Parameters: params})
+		b, _ := gojson.Marshal(runtimeapi.PredictRequest{Texts: texts, Parameters: params})
 		return append(dst, b...)
 	}
 	dst = append(dst, `{"texts":[`...)
@@ -322,7 +324,7 @@ func appendJSONString(dst []byte, s string) []byte {
 // JSON numbers. ok=false leaves it to the general decoder (translateAll);
 // FuzzDecodeLabelsSimple checks that where it answers, encoding/json
 // answers the same.
-func decodeLabelsSimple(body []byte) (outputs [][]scoredLabel, ok bool) {
+func decodeLabelsSimple(body []byte) (outputs [][]runtimeapi.Label, ok bool) {
 	p := jsonScan{b: body}
 	p.space()
 	if !p.byte('{') {
@@ -372,11 +374,11 @@ func decodeLabelsSimple(body []byte) (outputs [][]scoredLabel, ok bool) {
 }
 
 // labelLists reads [[{"label": "...", "score": n}, ...], ...].
-func (p *jsonScan) labelLists() ([][]scoredLabel, bool) {
+func (p *jsonScan) labelLists() ([][]runtimeapi.Label, bool) {
 	if !p.byte('[') {
 		return nil, false
 	}
-	out := [][]scoredLabel{}
+	out := [][]runtimeapi.Label{}
 	p.space()
 	if p.byte(']') {
 		return out, true
@@ -386,7 +388,7 @@ func (p *jsonScan) labelLists() ([][]scoredLabel, bool) {
 		if !p.byte('[') {
 			return nil, false
 		}
-		list := []scoredLabel{}
+		list := []runtimeapi.Label{}
 		p.space()
 		if !p.byte(']') {
 			for {
@@ -417,7 +419,7 @@ func (p *jsonScan) labelLists() ([][]scoredLabel, bool) {
 }
 
 // scoredLabel reads {"label": "...", "score": n}, its two keys once each.
-func (p *jsonScan) scoredLabel() (l scoredLabel, ok bool) {
+func (p *jsonScan) scoredLabel() (l runtimeapi.Label, ok bool) {
 	if !p.byte('{') {
 		return l, false
 	}

@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"testing"
+
+	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
 
 // The hand-written appenders write byte for byte what encoding/json's
@@ -15,16 +17,16 @@ func TestAppendersMatchEncodingJSON(t *testing.T) {
 		"\x00\x01\x1f\x7f", "é ü 日本 🙂", "\u2028\u2029", "bad \xff\xfe utf8 \xe2\x82", "\xed\xa0\x80"}
 	floats := []float64{0, math.Copysign(0, -1), 1, -1, 0.9998071789741516, 1.9282e-4, 1e-6, 9.99e-7, 1e-7, 5e-324,
 		1e20, 1e21, 123456789012345678, math.MaxFloat64, -math.SmallestNonzeroFloat64, 0.1, 1.5e-10, -3.25e22}
-	var labels []scoredLabel
+	var labels []runtimeapi.Label
 	for i, s := range odd {
-		labels = append(labels, scoredLabel{Label: s, Score: floats[i%len(floats)]})
+		labels = append(labels, runtimeapi.Label{Label: s, Score: floats[i%len(floats)]})
 	}
 	var ents []entity
 	for i, s := range odd {
 		ents = append(ents, entity{Text: s, Type: odd[(i+3)%len(odd)], Start: i - 1, End: 1 << (i * 3), Score: floats[(i+5)%len(floats)]})
 	}
 	answers := []any{
-		labelsAnswer{ScoredLabels: labels}, labelsAnswer{ScoredLabels: []scoredLabel{}}, labelsAnswer{}, entitiesAnswer{},
+		labelsAnswer{ScoredLabels: labels}, labelsAnswer{ScoredLabels: []runtimeapi.Label{}}, labelsAnswer{}, entitiesAnswer{},
 		entitiesAnswer{Entities: ents}, entitiesAnswer{Entities: []entity{}},
 		embeddingsAnswer{Embeddings: [][]float64{floats}}, embeddingsAnswer{Embeddings: [][]float64{{}}},
 		embeddingsAnswer{Embeddings: [][]float64{nil, floats[:2]}}, embeddingsAnswer{},
@@ -51,7 +53,7 @@ func TestAppendersMatchEncodingJSON(t *testing.T) {
 		texts  []string
 		params json.RawMessage
 	}{{odd, nil}, {[]string{"a"}, json.RawMessage(`{ "top_k" : 2 }`)}} {
-		want, _ := json.Marshal(runtimeRequest{Texts: c.texts, Parameters: c.params})
+		want, _ := json.Marshal(runtimeapi.PredictRequest{Texts: c.texts, Parameters: c.params})
 		if got := appendRuntimeRequest(nil, c.texts, c.params); !bytes.Equal(got, want) {
 			t.Errorf("runtime request:\n got %s\nwant %s", got, want)
 		}
@@ -174,10 +176,10 @@ func FuzzDecodeLabelsSimple(f *testing.F) {
 	})
 }
 
-func checkLabelsAgainstEncodingJSON(t *testing.T, body []byte, outs [][]scoredLabel) {
+func checkLabelsAgainstEncodingJSON(t *testing.T, body []byte, outs [][]runtimeapi.Label) {
 	t.Helper()
 	var rr struct {
-		Outputs [][]scoredLabel `json:"outputs"`
+		Outputs [][]runtimeapi.Label `json:"outputs"`
 	}
 	if err := json.Unmarshal(body, &rr); err != nil {
 		t.Fatalf("%q: decodeLabelsSimple took it, encoding/json: %v", body, err)

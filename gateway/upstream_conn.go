@@ -200,18 +200,11 @@ func readAnswer(br *bufio.Reader) (ans *upstreamResult, keep bool, err error) {
 		return nil, false, err
 	}
 	defer resp.Body.Close()
-	var data []byte
-	if n := resp.ContentLength; n >= 0 && n <= maxUpstreamBody {
-		data = make([]byte, n)
-		_, err = io.ReadFull(resp.Body, data)
-	} else {
-		data, err = io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
-	}
+	ans, err = readResult(resp)
 	if err != nil {
 		return nil, false, err
 	}
-	keep = !resp.Close && resp.ContentLength >= 0
-	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: data}, keep, nil
+	return ans, !resp.Close && resp.ContentLength >= 0, nil
 }
 
 // answerHead is what parseHead read of an answer's head.
@@ -301,4 +294,21 @@ func (p *connPool) ioErr(ctx context.Context, deadline time.Time, err error, not
 
 func isConnReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// readResult reads an answer's body, at most maxUpstreamBody bytes: into
+// one buffer of the announced length when there is one.
+func readResult(resp *http.Response) (*upstreamResult, error) {
+	var data []byte
+	var err error
+	if n := resp.ContentLength; n >= 0 && n <= maxUpstreamBody {
+		data = make([]byte, n)
+		_, err = io.ReadFull(resp.Body, data)
+	} else {
+		data, err = io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: data}, nil
 }

@@ -13,14 +13,15 @@ type Predictor interface {
 	Predict(ctx context.Context, texts []string, p Params) ([]any, error)
 }
 
-// ErrQueueFull is returned when the bounded queue has no room (→ 503).
+// ErrQueueFull is returned when the bounded queue has no room (→ 429
+// overloaded, runtimeapi).
 var ErrQueueFull = errors.New("queue full")
 
 // BatchConfig tunes dynamic batching.
 type BatchConfig struct {
 	MaxSize  int           `description:"most texts gathered into one pipeline call (1 turns batching off)"`
 	MaxDelay time.Duration `description:"longest wait for more requests before a pipeline call"`
-	Queue    int           `description:"requests waiting at most; beyond it 503 with Retry-After"`
+	Queue    int           `description:"requests waiting at most; beyond it 429 overloaded with Retry-After"`
 }
 
 // DefaultBatchConfig: 32 texts or 5 ms.

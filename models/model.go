@@ -17,38 +17,24 @@ import (
 	"github.com/knights-analytics/hugot"
 	"github.com/knights-analytics/hugot/pipelines"
 
+	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 	"github.com/nlpswarm/nlpswarm/modelmgr/archive"
 )
 
-// Tasks served, named as the transformers pipelines.
+// Tasks served, named as the transformers pipelines (runtimeapi holds the
+// wire contract: these names, the outputs' types, /predict's body).
 const (
-	TextClassification  = "text-classification"
-	TokenClassification = "token-classification"
-	FeatureExtraction   = "feature-extraction"
+	TextClassification  = runtimeapi.TextClassification
+	TokenClassification = runtimeapi.TokenClassification
+	FeatureExtraction   = runtimeapi.FeatureExtraction
 )
 
-// Label is one class with its probability.
-type Label struct {
-	Label string  `json:"label"`
-	Score float64 `json:"score"`
-}
-
-// Entity is a token-classification item, as transformers gives it:
-// entity_group for aggregated strategies, entity and index for "none".
-type Entity struct {
-	EntityGroup string  `json:"entity_group,omitempty"`
-	Entity      string  `json:"entity,omitempty"`
-	Score       float64 `json:"score"`
-	Index       *int    `json:"index,omitempty"`
-	Word        string  `json:"word"`
-	Start       int     `json:"start"`
-	End         int     `json:"end"`
-}
-
-// Embedding is a feature-extraction output.
-type Embedding struct {
-	Embedding []float32 `json:"embedding"`
-}
+// The outputs of the tasks, as the wire contract defines them.
+type (
+	Label     = runtimeapi.Label
+	Entity    = runtimeapi.Entity
+	Embedding = runtimeapi.Embedding
+)
 
 // Model is one loaded model. Predict is not safe for concurrent use: the
 // batcher calls it from one goroutine.

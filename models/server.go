@@ -16,6 +16,7 @@ import (
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/coldstart"
+	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
 
 // Limits bound what one request may ask.
@@ -47,9 +48,9 @@ type Server struct {
 func NewServer(name, task, digest string, b *Batcher, lim Limits, m *Metrics, log *slog.Logger) *Server {
 	s := &Server{name: name, task: task, digest: digest, batcher: b, limits: lim, metrics: m, log: log}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /predict", s.predict)
+	mux.HandleFunc("POST "+runtimeapi.PathPredict, s.predict)
 	mux.HandleFunc("GET /v2/health/live", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	mux.HandleFunc("GET /v2/health/ready", s.readyHandler)
+	mux.HandleFunc("GET "+runtimeapi.PathReady, s.readyHandler)
 	mux.HandleFunc("GET /v2", s.serverMetadata)
 	mux.HandleFunc("GET /v2/models/{name}", s.modelMetadata)
 	mux.HandleFunc("GET /v2/models/{name}/ready", s.modelReady)
@@ -127,18 +128,11 @@ func (s *Server) modelMetadata(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// PredictRequest is the body of POST /predict.
-type PredictRequest struct {
-	Texts      []string        `json:"texts"`
-	Parameters json.RawMessage `json:"parameters"`
-}
+// PredictRequest is the body of POST /predict (the wire contract).
+type PredictRequest = runtimeapi.PredictRequest
 
 // PredictResponse is its answer.
-type PredictResponse struct {
-	Model   string `json:"model"`
-	Task    string `json:"task"`
-	Outputs []any  `json:"outputs"`
-}
+type PredictResponse = runtimeapi.PredictResponse
 
 type httpError struct {
 	status  int
@@ -210,7 +204,7 @@ func checkTexts(in []string, lim Limits) ([]string, *httpError) {
 
 func (s *Server) run(ctx context.Context, texts []string, p Params) ([]any, *httpError) {
 	if !s.ready.Load() {
-		return nil, &httpError{http.StatusServiceUnavailable, "not_ready", "model is not ready"}
+		return nil, &httpError{runtimeapi.StatusNotReady, runtimeapi.CodeNotReady, "model is not ready"}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.limits.RequestTimeout)
 	defer cancel()
@@ -219,7 +213,9 @@ func (s *Server) run(ctx context.Context, texts []string, p Params) ([]any, *htt
 	case err == nil:
 		return out, nil
 	case errors.Is(err, ErrQueueFull):
-		return nil, &httpError{http.StatusServiceUnavailable, "overloaded", "the model's queue is full; retry shortly"}
+		// healthy but full: 429, which callers never count against the
+		// replica (runtimeapi), where a 503 would get it ejected
+		return nil, &httpError{runtimeapi.StatusOverloaded, runtimeapi.CodeOverloaded, "the model's queue is full; retry shortly"}
 	case errors.Is(err, context.DeadlineExceeded):
 		return nil, &httpError{http.StatusGatewayTimeout, "timeout", "inference did not finish in time"}
 	case errors.Is(err, context.Canceled):
@@ -231,8 +227,8 @@ func (s *Server) run(ctx context.Context, texts []string, p Params) ([]any, *htt
 }
 
 func (s *Server) fail(w http.ResponseWriter, e *httpError, start time.Time) {
-	if e.status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "1")
+	if e.status == runtimeapi.StatusNotReady || e.status == runtimeapi.StatusOverloaded {
+		w.Header().Set("Retry-After", strconv.Itoa(runtimeapi.RetryAfterSeconds))
 	}
 	s.observe(e.status, start)
 	if e.status == 499 {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/modelmgr"
+	"github.com/nlpswarm/nlpswarm/models"
 )
 
 // uploadValidator wires the safe archive extractor and the runtime's smoke
@@ -20,9 +21,6 @@ func uploadValidator(smokeTimeout time.Duration) modelmgr.Validator {
 	lim := modelmgr.DefaultChildLimits
 	// the wall limit covers extraction and checks as well as the smoke inference
 	lim.Wall = max(lim.Wall, smokeTimeout+5*time.Minute)
-	return modelmgr.Validator{Extract: modelmgr.Extract, Smoke: smokeTest, SmokeTimeout: smokeTimeout,
+	return modelmgr.Validator{Extract: modelmgr.Extract, Smoke: models.SmokeTest, SmokeTimeout: smokeTimeout,
 		Isolation: &modelmgr.Isolation{Command: []string{exe, "validate-artifact"}, Limits: lim}}
 }
-
-// smokeTest is set by the runtime's wiring; nil skips the smoke inference.
-var smokeTest modelmgr.SmokeFunc

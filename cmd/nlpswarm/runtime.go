@@ -28,7 +28,6 @@ type runtimeConfig struct {
 
 func init() {
 	register(command{Name: "runtime", Summary: "serve one model: /predict and Open Inference Protocol v2", Role: true, Run: runRuntime})
-	smokeTest = models.SmokeTest
 }
 
 func runRuntime(ctx context.Context, args []string) error {

@@ -7,13 +7,11 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/nlpswarm/nlpswarm/internal/config"
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 	"github.com/nlpswarm/nlpswarm/internal/pg"
 	"github.com/nlpswarm/nlpswarm/internal/rdb"
-	"github.com/nlpswarm/nlpswarm/internal/secret"
 	"github.com/nlpswarm/nlpswarm/scheduler"
 )
 
@@ -74,13 +72,11 @@ func runScheduler(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rpw, err := secret.Optional("redis password", cfg.Redis.PasswordFile, "")
+	// Redis may be down: reconciling goes on, autoscaling waits for it
+	rc, err := rdb.New(cfg.Redis)
 	if err != nil {
 		return err
 	}
-	// Redis may be down: reconciling goes on, autoscaling waits for it
-	rc := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: rpw, DB: cfg.Redis.DB, DialTimeout: cfg.Redis.DialTimeout,
-		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, PoolTimeout: 3 * time.Second, MaxRetries: 1})
 	defer rc.Close()
 	reg := httpserver.NewRegistry()
 	metrics := scheduler.NewMetrics(reg)

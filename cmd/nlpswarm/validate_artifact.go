@@ -6,6 +6,7 @@ import (
 
 	"github.com/nlpswarm/nlpswarm/internal/config"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
+	"github.com/nlpswarm/nlpswarm/models"
 )
 
 func init() {
@@ -21,5 +22,5 @@ func runValidateArtifact(ctx context.Context, args []string) error {
 	if len(args) > 0 {
 		return &config.Error{Msg: "validate-artifact takes no arguments; the apiserver sends the request on stdin"}
 	}
-	return modelmgr.ServeChild(ctx, os.Stdin, os.Stdout, modelmgr.Validator{Extract: modelmgr.Extract, Smoke: smokeTest})
+	return modelmgr.ServeChild(ctx, os.Stdin, os.Stdout, modelmgr.Validator{Extract: modelmgr.Extract, Smoke: models.SmokeTest})
 }

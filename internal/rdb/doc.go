@@ -1,3 +1,4 @@
 // Package rdb owns the Redis client setup (go-redis v9): address, password
-// from a file, connect-time check. It holds no keys of any domain.
+// from a file, timeouts, connect-time check. Every role's Redis client comes
+// from New or Connect. It holds no keys of any domain.
 package rdb

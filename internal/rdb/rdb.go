@@ -16,24 +16,35 @@ type Config struct {
 	PasswordFile string        `description:"file holding the Redis password (optional)"`
 	DB           int           `description:"Redis database number"`
 	DialTimeout  time.Duration `description:"dial timeout"`
+	Timeout      time.Duration `description:"read and write timeout of one command (waiting for a pooled connection: 1s more)"`
+	MaxRetries   int           `description:"retries of a failed command (-1: none)"`
 }
 
 // DefaultConfig matches .ci/run and the stack.
 func DefaultConfig() Config {
-	return Config{Addr: "127.0.0.1:6379", DialTimeout: 2 * time.Second}
+	return Config{Addr: "127.0.0.1:6379", DialTimeout: 2 * time.Second, Timeout: 2 * time.Second, MaxRetries: 1}
 }
 
-// Connect builds a client and checks that Redis answers within ctx.
-func Connect(ctx context.Context, c Config) (*redis.Client, error) {
+// New builds a client from c, reading the password from its file; it does
+// not contact Redis, so a role that runs on without Redis can start while it
+// is down (the client connects when first used).
+func New(c Config) (*redis.Client, error) {
 	pw, err := secret.Optional("redis password", c.PasswordFile, "")
 	if err != nil {
 		return nil, err
 	}
-	cl := redis.NewClient(&redis.Options{
-		Addr: c.Addr, Password: pw, DB: c.DB,
-		DialTimeout: c.DialTimeout, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second,
-		PoolTimeout: 3 * time.Second,
-	})
+	return redis.NewClient(&redis.Options{
+		Addr: c.Addr, Password: pw, DB: c.DB, DialTimeout: c.DialTimeout,
+		ReadTimeout: c.Timeout, WriteTimeout: c.Timeout, MaxRetries: c.MaxRetries,
+	}), nil
+}
+
+// Connect is New and a check that Redis answers within ctx.
+func Connect(ctx context.Context, c Config) (*redis.Client, error) {
+	cl, err := New(c)
+	if err != nil {
+		return nil, err
+	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := cl.Ping(pctx).Err(); err != nil {

@@ -1,0 +1,147 @@
+package gateway
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Config tunes the gateway. It is the gateway role's configuration as
+// loaded from flags, environment and config file (internal/config: each
+// field's flag is its lowercased name, its description the --help text), so
+// that every setting is defined once. Zero values take DefaultConfig's.
+type Config struct {
+	Timeout           time.Duration `description:"deadline of a customer request, upstream retry included"`
+	ModelTimeouts     string        `description:"per-model deadlines: model=30s,model2=2m"`
+	MaxBodyBytes      int64         `description:"largest request body (413 beyond)"`
+	MaxTexts          int           `description:"most texts in one request"`
+	EjectAfter        int           `description:"consecutive failures that eject a replica until /v2/health/ready answers 200"`
+	ProbeInterval     time.Duration `description:"how often an ejected replica is probed"`
+	DiscoveryInterval time.Duration `description:"how often replicas are looked up (and at once after a connection error)"`
+	CatalogRefresh    time.Duration `description:"how often the deployed models are reloaded from Postgres"`
+	KeyCacheTTL       time.Duration `description:"how long an API key lookup is cached (at most 2s: a revoked key stops within 5s)"`
+	UsageFlush        time.Duration `description:"how often usage counters are written to Postgres"`
+	IdleConnTimeout   time.Duration `description:"keep-alive idle timeout of upstream connections (keep well under Swarm's 900s IPVS drop)"`
+	DeadReplicaAfter  time.Duration `description:"a replica silent this long (its node gone: no reset, no answer to TCP keep-alive) fails the attempt, which is retried on another replica"`
+	RedisPrefix       string        `description:"prefix of the gateway's Redis keys"`
+	LimitSync         time.Duration `description:"how often the requests admitted against local rate limit buckets are settled with Redis, where every gateway's count meets"`
+	Balancer          string        `description:"replica selection: least-outstanding (power of two choices) or round-robin"`
+	Upstream          string        `description:"HTTP client to the replicas: fast (the gateway's own HTTP/1.1 client, less CPU per request) or nethttp (net/http's Transport)"`
+	DiscoveryConfig
+	// Autoscaling (autoscale.go): load figures for the scheduler, and the
+	// hold of requests for a model at zero.
+	GatewayID      string        `description:"names this gateway's load figures in Redis (default: hostname and a random suffix)"`
+	LoadReport     time.Duration `description:"how often per-model in-flight and request figures go to Redis for the autoscaler (they expire after 3 periods)"`
+	HoldMax        int           `description:"requests held per model while a model at zero starts a replica; beyond, 503 with Retry-After"`
+	HoldRetryAfter time.Duration `description:"Retry-After of a request refused by a full hold or held past its deadline"`
+	HoldPoll       time.Duration `description:"how often a held model's replicas are looked up and probed for readiness"`
+	WakeResend     time.Duration `description:"a held model's wake-up is sent again after this long without a replica"`
+	WakeCoalesce   time.Duration `description:"how long the wake-up of a model at zero waits at most for the rest of a burst (it goes once no request joined for 50 ms), so that it asks for enough replicas at once"`
+}
+
+// maxKeyCacheTTL keeps revocation within 5 s.
+const maxKeyCacheTTL = 2 * time.Second
+
+// DefaultConfig is what the gateway role starts from.
+func DefaultConfig() Config {
+	return Config{
+		Timeout: 30 * time.Second, MaxBodyBytes: 1 << 20, MaxTexts: 64,
+		CatalogRefresh: 3 * time.Second, DiscoveryInterval: time.Second, KeyCacheTTL: maxKeyCacheTTL,
+		UsageFlush: 10 * time.Second, EjectAfter: 3, ProbeInterval: time.Second,
+		IdleConnTimeout: 60 * time.Second, DeadReplicaAfter: 5 * time.Second, RedisPrefix: "nlpswarm:",
+		Balancer: "least-outstanding", Upstream: upstreamFast, DiscoveryConfig: DiscoveryConfig{Discovery: "dns", UpstreamPort: 8080}, LoadReport: time.Second, HoldMax: 100, HoldRetryAfter: 3 * time.Second,
+		HoldPoll: 150 * time.Millisecond, WakeResend: 5 * time.Second, WakeCoalesce: 300 * time.Millisecond, LimitSync: DefaultLimitSync,
+	}
+}
+
+// settings is a checked Config with its defaults filled and its strings
+// parsed: what the gateway runs on.
+type settings struct {
+	Config
+	modelTimeouts map[string]time.Duration
+	policy        Policy
+}
+
+// Check reports the first setting that is refused, naming its flag.
+func (c Config) Check() error {
+	if _, err := c.settle(); err != nil {
+		return err
+	}
+	_, err := c.Discoverer()
+	return err
+}
+
+// settle fills the defaults of zero (or negative) settings and parses and
+// checks the rest.
+func (c Config) settle() (settings, error) {
+	d := DefaultConfig()
+	orDefault(&c.Timeout, d.Timeout)
+	orDefault(&c.MaxBodyBytes, d.MaxBodyBytes)
+	orDefault(&c.MaxTexts, d.MaxTexts)
+	orDefault(&c.CatalogRefresh, d.CatalogRefresh)
+	orDefault(&c.DiscoveryInterval, d.DiscoveryInterval)
+	orDefault(&c.KeyCacheTTL, d.KeyCacheTTL)
+	orDefault(&c.UsageFlush, d.UsageFlush)
+	orDefault(&c.EjectAfter, d.EjectAfter)
+	orDefault(&c.ProbeInterval, d.ProbeInterval)
+	orDefault(&c.IdleConnTimeout, d.IdleConnTimeout)
+	orDefault(&c.DeadReplicaAfter, d.DeadReplicaAfter)
+	orDefault(&c.LoadReport, d.LoadReport)
+	orDefault(&c.HoldMax, d.HoldMax)
+	orDefault(&c.HoldRetryAfter, d.HoldRetryAfter)
+	orDefault(&c.HoldPoll, d.HoldPoll)
+	orDefault(&c.WakeResend, d.WakeResend)
+	orDefault(&c.WakeCoalesce, d.WakeCoalesce)
+	orDefault(&c.LimitSync, d.LimitSync)
+	if c.GatewayID == "" {
+		c.GatewayID = defaultGatewayID()
+	}
+	s := settings{Config: c}
+	if c.KeyCacheTTL > maxKeyCacheTTL {
+		return s, fmt.Errorf("--keycachettl=%s: at most %s, so that a revoked key stops within 5s", c.KeyCacheTTL, maxKeyCacheTTL)
+	}
+	var err error
+	if s.modelTimeouts, err = parseModelTimeouts(c.ModelTimeouts); err != nil {
+		return s, err
+	}
+	switch c.Upstream {
+	case upstreamFast, upstreamNetHTTP:
+	case "":
+		s.Upstream = upstreamFast
+	default:
+		return s, fmt.Errorf("--upstream=%q: want %s or %s", c.Upstream, upstreamFast, upstreamNetHTTP)
+	}
+	switch c.Balancer {
+	case "least-outstanding", "":
+		s.policy = LeastOutstanding{}
+	case "round-robin":
+		s.policy = &RoundRobin{}
+	default:
+		return s, fmt.Errorf("--balancer=%q: want least-outstanding or round-robin", c.Balancer)
+	}
+	return s, nil
+}
+
+// parseModelTimeouts reads "model=30s,model2=2m".
+func parseModelTimeouts(s string) (map[string]time.Duration, error) {
+	out := map[string]time.Duration{}
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		name, val, ok := strings.Cut(part, "=")
+		d, err := time.ParseDuration(strings.TrimSpace(val))
+		if name = strings.TrimSpace(name); !ok || name == "" || err != nil || d <= 0 {
+			return nil, fmt.Errorf("--modeltimeouts: %q: want model=duration", part)
+		}
+		out[name] = d
+	}
+	return out, nil
+}
+
+// orDefault replaces a zero or negative setting with its default.
+func orDefault[T int | int64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}

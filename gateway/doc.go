@@ -1,0 +1,41 @@
+// Package gateway is the customer API: API keys, rate limits and quotas,
+// replica discovery, load balancing, retries, timeouts, metrics and usage
+// metering in front of the model runtimes. For autoscaling it publishes each
+// model's load to Redis and holds requests for a model at zero while a
+// replica starts (autoscale.go).
+//
+// Its parts, one file (or two) each:
+//
+//   - config.go: Config, the gateway role's whole configuration (cmd embeds
+//     it as it is: each field is a flag), checked and defaulted once.
+//   - gateway.go: wiring (New, Close) and the background loops (catalogue,
+//     LISTEN for deployment changes, discovery, usage flush).
+//   - handler.go: the customer routes (task API and v2 pass-through),
+//     admission (key, model, limits) and the error answers.
+//   - request.go, taskjson.go: the customer's JSON and its translation from
+//     and to the runtime's (the wire contract is internal/runtimeapi).
+//   - proxy.go: forward, the retry on another replica and what each runtime
+//     answer counts for (runtimeapi.Judge: a full queue, 429, never counts
+//     toward ejection; 503 not ready does).
+//   - upstream.go, upstream_conn.go: the HTTP client to the replicas behind
+//     one interface: the gateway's own HTTP/1.1 client (fast, default) or
+//     net/http's Transport (Config.Upstream).
+//   - fleet.go: per-model state (replica pool, autoscaling figures); the
+//     fleet is the one writer of every pool.
+//   - discovery.go: finding replicas (DNS, static) as plain data, a snapshot
+//     of addresses per model that the fleet applies.
+//   - prober.go: the one readiness check of replicas, for ejected replicas
+//     and for the first replica of a model at zero.
+//   - balancer.go: Upstream, Pool and the selection policies.
+//   - auth.go, limit.go, usage.go, catalog.go, metrics.go: keys, rate
+//     limits and quotas, usage metering, the model catalogue, metrics.
+//
+// It does not touch Swarm or the deployments table's writers; it reads the
+// catalogue from Postgres and talks to runtimes only through runtimeapi's
+// contract.
+//
+// Redis failures fail open: rate limits and quotas are skipped for the
+// request, nlpswarm_gateway_ratelimit_failopen_total counts it and a warning
+// is logged (at most once every 10 s), so that Redis going down does not take
+// the customer API down with it.
+package gateway

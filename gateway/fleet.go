@@ -1,0 +1,96 @@
+package gateway
+
+import (
+	"log/slog"
+	"sync"
+)
+
+// modelState is the gateway's state of one deployed model: its replica pool
+// and its autoscaling figures (autoscale.go).
+type modelState struct {
+	pool Pool
+	load modelLoad
+}
+
+// fleet holds every model's state. It is the one writer of the replica
+// pools: discovery's findings (apply) and the first ready replica of a model
+// at zero (admitReady) both go through it; the request path only reads them.
+type fleet struct {
+	models sync.Map // model name -> *modelState
+	log    *slog.Logger
+	m      *metrics
+}
+
+func newFleet(log *slog.Logger, m *metrics) *fleet { return &fleet{log: log, m: m} }
+
+// get returns model's state, made on first use.
+func (f *fleet) get(model string) *modelState {
+	if s, ok := f.models.Load(model); ok {
+		return s.(*modelState)
+	}
+	s, _ := f.models.LoadOrStore(model, &modelState{load: modelLoad{ready: make(chan struct{})}})
+	return s.(*modelState)
+}
+
+// each calls fn for every model known.
+func (f *fleet) each(fn func(model string, s *modelState)) {
+	f.models.Range(func(k, v any) bool {
+		fn(k.(string), v.(*modelState))
+		return true
+	})
+}
+
+// apply sets the replicas that discovery found (found) and forgets the
+// models no longer deployed.
+func (f *fleet) apply(found replicaSnapshot) {
+	for model, addrs := range found.Addrs {
+		if f.get(model).pool.Set(addrs) {
+			f.log.Info("replicas changed", "model", model, "replicas", addrs)
+		}
+		f.m.replicas.WithLabelValues(model).Set(float64(len(addrs)))
+	}
+	f.models.Range(func(k, _ any) bool {
+		if model := k.(string); !found.Live[model] {
+			f.models.Delete(model)
+			f.m.replicas.DeleteLabelValues(model)
+		}
+		return true
+	})
+}
+
+// admitReady puts the ready replicas of a model at zero into its pool while
+// it is still empty (discovery may have filled it meanwhile); it reports
+// whether it did.
+func (f *fleet) admitReady(model string, ready []string) bool {
+	p := &f.get(model).pool
+	if len(p.Upstreams()) > 0 {
+		return false
+	}
+	p.Set(ready)
+	return true
+}
+
+// contains reports whether u is still one of model's replicas.
+func (f *fleet) contains(model string, u *Upstream) bool {
+	s, ok := f.models.Load(model)
+	if !ok {
+		return false
+	}
+	for _, x := range s.(*modelState).pool.Upstreams() {
+		if x == u {
+			return true
+		}
+	}
+	return false
+}
+
+// closeIdle drops the idle upstream connections of every replica.
+func (f *fleet) closeIdle() {
+	f.each(func(_ string, s *modelState) {
+		for _, u := range s.pool.Upstreams() {
+			if c := u.conns.Load(); c != nil {
+				c.closeIdle()
+			}
+		}
+	})
+}

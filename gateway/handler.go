@@ -1,0 +1,337 @@
+package gateway
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nlpswarm/nlpswarm/internal/apierror"
+	"github.com/nlpswarm/nlpswarm/internal/apikey"
+	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
+)
+
+// ServeHTTP implements http.Handler.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rid := r.Header.Get("X-Request-ID")
+	if !validRequestID(rid) {
+		rid = newRequestID()
+		r.Header["X-Request-Id"] = []string{rid}
+	}
+	// (hot path headers are set by their canonical key: Header.Set would
+	// canonicalize, and allocate for "ID", on every request)
+	w.Header()["X-Request-Id"] = []string{rid}
+	if r.Method == http.MethodPost { // the two customer routes, without a ServeMux match
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/v1/"); ok {
+			if model, task, ok := strings.Cut(rest, "/"); ok && plainSegment(model) && plainSegment(task) {
+				g.serveTask(w, r, model, task)
+				return
+			}
+		} else if rest, ok := strings.CutPrefix(r.URL.Path, "/v2/models/"); ok {
+			if model, ok := strings.CutSuffix(rest, "/infer"); ok && plainSegment(model) {
+				g.serveInfer(w, r, model)
+				return
+			}
+		}
+	}
+	g.mux.ServeHTTP(w, r) // everything else, with its cleaning, 404s and 405s
+}
+
+// plainSegment: one non-empty path segment that a ServeMux would match as
+// it is (no "/", not "." or "..").
+func plainSegment(s string) bool {
+	return s != "" && s != "." && s != ".." && !strings.Contains(s, "/")
+}
+
+var jsonContentType = []string{"application/json"}
+
+func validRequestID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// Request IDs are this process's random 64-bit prefix and a counter: as
+// unique as 16 random bytes across gateways and restarts for any practical
+// count, without a call to the system's random source on every request.
+var (
+	ridPrefix = func() string {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		return hex.EncodeToString(b[:])
+	}()
+	ridCounter atomic.Uint64
+)
+
+func newRequestID() string {
+	var b [32]byte
+	buf := append(b[:0], ridPrefix...)
+	n := ridCounter.Add(1)
+	for i := 60; i >= 0; i -= 4 { // fixed width: 16 hex digits
+		buf = append(buf, hexDigits[(n>>uint(i))&0xf])
+	}
+	return string(buf)
+}
+
+// reqState carries one request through the handlers.
+type reqState struct {
+	r        *http.Request
+	key      string // key prefix (never the key)
+	start    time.Time
+	model    string // for metrics: the routed model or "-"
+	status   int
+	upstream time.Duration
+}
+
+func (g *Gateway) finish(st *reqState) {
+	d := time.Since(st.start)
+	ms := g.m.forModel(st.model)
+	if st.status == http.StatusOK {
+		ms.ok.Inc()
+	} else {
+		g.m.requests.WithLabelValues(st.model, strconv.Itoa(st.status)).Inc()
+	}
+	ms.latency.Observe(d.Seconds())
+	if st.upstream > 0 {
+		ms.added.Observe((d - st.upstream).Seconds())
+	}
+	level := slog.LevelDebug
+	if st.status >= 500 {
+		level = slog.LevelWarn
+	}
+	if g.log.Enabled(st.r.Context(), level) {
+		g.log.Log(st.r.Context(), level, "request", "request_id", st.r.Header.Get("X-Request-ID"),
+			"method", st.r.Method, "path", st.r.URL.Path, "model", st.model, "key", st.key,
+			"status", st.status, "duration_ms", float64(d.Microseconds())/1000, "upstream_ms", float64(st.upstream.Microseconds())/1000)
+	}
+}
+
+func (g *Gateway) fail(w http.ResponseWriter, st *reqState, status int, code, msg string) {
+	st.status = status
+	apierror.Write(w, status, code, msg)
+}
+
+// admit authenticates the caller, resolves the model and applies the plan.
+// It writes the error answer itself and returns ok=false.
+func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState, name string) (*Key, *Model, bool) {
+	if len(r.Header.Values("Authorization")) > 1 {
+		// which one would a proxy in front have checked? Neither is taken.
+		g.fail(w, st, http.StatusBadRequest, "invalid_request", "more than one Authorization header")
+		return nil, nil, false
+	}
+	tok := apikey.FromAuthorization(r.Header.Get("Authorization"))
+	if tok == "" {
+		w.Header().Set("WWW-Authenticate", `Token realm="nlpswarm"`)
+		g.fail(w, st, http.StatusUnauthorized, "unauthorized", "missing API key: send Authorization: Token <key>")
+		return nil, nil, false
+	}
+	k, err := g.keys.Lookup(r.Context(), tok)
+	if err != nil {
+		if errors.Is(err, errNoKey) {
+			w.Header().Set("WWW-Authenticate", `Token realm="nlpswarm"`)
+			g.fail(w, st, http.StatusUnauthorized, "unauthorized", "invalid or revoked API key")
+			return nil, nil, false
+		}
+		g.log.Error("key lookup failed", "request_id", r.Header.Get("X-Request-ID"), "err", err)
+		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "cannot check the API key now; retry")
+		return nil, nil, false
+	}
+	st.key = k.Prefix
+	if k.Kind != "inference" && k.Kind != "admin" {
+		g.fail(w, st, http.StatusForbidden, "forbidden", "this key may not call the inference API")
+		return nil, nil, false
+	}
+	m, ok := g.catalog.Get(name)
+	if !ok || (m.Private && m.Owner != k.AccountID) {
+		g.fail(w, st, http.StatusNotFound, "model_not_found", fmt.Sprintf("no deployed model %q", name))
+		return nil, nil, false
+	}
+	st.model = m.Name
+	v := g.limiter.Allow(r.Context(), k)
+	if v.FailOpen {
+		g.m.failOpen.Inc()
+		if now := time.Now().UnixNano(); now-g.lastWarn.Load() > int64(10*time.Second) {
+			g.lastWarn.Store(now)
+			g.log.Warn("redis unavailable: rate limits and quotas not applied (fail-open)", "err", v.Err)
+		}
+	}
+	if v.Limit != "" {
+		h := w.Header()
+		h["X-Ratelimit-Limit"] = []string{v.Limit}
+		h["X-Ratelimit-Remaining"] = []string{strconv.Itoa(max(v.Remaining, 0))}
+		h["X-Ratelimit-Reset"] = []string{strconv.Itoa(int(math.Ceil(v.Reset.Seconds())))}
+	}
+	if !v.Allowed {
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(v.RetryAfter.Seconds())))))
+		msg := "rate limit exceeded"
+		if v.Reason == "quota_exceeded" {
+			msg = "monthly quota exhausted"
+		}
+		g.fail(w, st, http.StatusTooManyRequests, v.Reason, msg)
+		return nil, nil, false
+	}
+	return k, m, true
+}
+
+// readBody reads the body into buf's storage when its length is known (a
+// pooled buffer, not ReadAll's growing ones); the body is valid until buf
+// goes back to the pool.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState, buf *[]byte) ([]byte, bool) {
+	var body []byte
+	var err error
+	if n := r.ContentLength; n > 0 && n <= g.opts.MaxBodyBytes {
+		if int64(cap(*buf)) < n {
+			*buf = make([]byte, n)
+		}
+		*buf = (*buf)[:n]
+		body = *buf
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
+	}
+	if err != nil {
+		var mbe *http.MaxBytesError
+		var ne net.Error
+		if errors.As(err, &mbe) {
+			g.fail(w, st, http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("body over %d bytes", g.opts.MaxBodyBytes))
+		} else if errors.As(err, &ne) && ne.Timeout() {
+			// a body trickled slower than the server's read timeout (slowloris)
+			w.Header().Set("Connection", "close")
+			g.fail(w, st, http.StatusRequestTimeout, "request_timeout", "the body did not arrive within the server's read timeout")
+		} else {
+			g.fail(w, st, http.StatusBadRequest, "invalid_request", "cannot read the body")
+		}
+		return nil, false
+	}
+	return body, true
+}
+
+func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request, model, taskName string) {
+	st := &reqState{r: r, start: time.Now(), model: "-"}
+	defer g.finish(st)
+	task, ok := taskRoutes[taskName]
+	if !ok {
+		g.fail(w, st, http.StatusNotFound, "not_found", fmt.Sprintf("no task %q: want sentiment, classification, entities or embeddings", taskName))
+		return
+	}
+	k, m, ok := g.admit(w, r, st, model)
+	if !ok {
+		return
+	}
+	if m.Task != task {
+		g.fail(w, st, http.StatusBadRequest, "task_not_supported", fmt.Sprintf("model %q does %s, not %s", m.Name, m.Task, taskName))
+		return
+	}
+	bodyBuf, upBuf := getBuf(), getBuf()
+	defer putBuf(bodyBuf)
+	defer putBuf(upBuf)
+	body, ok := g.readBody(w, r, st, bodyBuf)
+	if !ok {
+		return
+	}
+	texts, single, params, err := DecodeRequest(body, g.opts.MaxTexts) // (texts are copies: the body's buffer is reused below)
+	if err != nil {
+		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
+		g.usage.Record(k.ID, m.ID, 0, true)
+		return
+	}
+	up := appendRuntimeRequest(*upBuf, texts, params)
+	*upBuf = up
+	res, aerr := g.forward(r, m.Name, runtimeapi.PathPredict, up, st)
+	if aerr != nil {
+		g.writeErr(w, st, aerr)
+		g.usage.Record(k.ID, m.ID, len(texts), true)
+		return
+	}
+	if res.status != http.StatusOK {
+		g.relayUpstreamError(w, st, res)
+		g.usage.Record(k.ID, m.ID, len(texts), true)
+		return
+	}
+	answers, err := translateAll(m.Task, res.body, texts)
+	if err != nil {
+		g.m.upErrors.WithLabelValues(m.Name, "bad_response").Inc()
+		g.log.Warn("malformed runtime answer", "request_id", r.Header.Get("X-Request-ID"), "model", m.Name, "err", err)
+		g.fail(w, st, http.StatusBadGateway, "upstream_error", "the model runtime gave a malformed answer")
+		g.usage.Record(k.ID, m.ID, len(texts), true)
+		return
+	}
+	*bodyBuf = appendAnswers((*bodyBuf)[:0], answers, single) // the body is no longer needed
+	st.status = http.StatusOK
+	w.Header()["Content-Type"] = jsonContentType
+	_, _ = w.Write(*bodyBuf)
+	g.usage.Record(k.ID, m.ID, len(texts), false)
+}
+
+func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request, model string) {
+	st := &reqState{r: r, start: time.Now(), model: "-"}
+	defer g.finish(st)
+	k, m, ok := g.admit(w, r, st, model)
+	if !ok {
+		return
+	}
+	bodyBuf := getBuf()
+	defer putBuf(bodyBuf)
+	body, ok := g.readBody(w, r, st, bodyBuf)
+	if !ok {
+		return
+	}
+	res, aerr := g.forward(r, m.Name, runtimeapi.InferPath(m.Name), body, st)
+	if aerr != nil {
+		g.writeErr(w, st, aerr)
+		g.usage.Record(k.ID, m.ID, 0, true)
+		return
+	}
+	st.status = res.status
+	if res.contentType != "" {
+		w.Header().Set("Content-Type", res.contentType)
+	}
+	w.WriteHeader(res.status)
+	_, _ = w.Write(res.body)
+	g.usage.Record(k.ID, m.ID, 0, res.status >= 400)
+}
+
+// relayUpstreamError answers for a runtime's non-200: its 4xx (bad input for
+// the model) keep their status; 5xx become 502.
+func (g *Gateway) relayUpstreamError(w http.ResponseWriter, st *reqState, res *upstreamResult) {
+	msg := strings.TrimSpace(string(res.body))
+	var ae apierror.Body
+	if json.Unmarshal(res.body, &ae) == nil && ae.Error.Message != "" {
+		msg = ae.Error.Message
+	}
+	if len(msg) > 500 {
+		msg = msg[:500]
+	}
+	if res.status >= 400 && res.status < 500 {
+		g.fail(w, st, res.status, "model_rejected_input", msg)
+		return
+	}
+	g.fail(w, st, http.StatusBadGateway, "upstream_error", fmt.Sprintf("model runtime answered %d: %s", res.status, msg))
+}
+
+func (g *Gateway) writeErr(w http.ResponseWriter, st *reqState, e *gwError) {
+	if e.status == 499 { // client went away: nobody to answer
+		st.status = 499
+		return
+	}
+	if e.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
+	}
+	g.fail(w, st, e.status, e.code, e.msg)
+}

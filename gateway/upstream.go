@@ -1,0 +1,113 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// upstreamClient sends the gateway's requests to the replicas. Two
+// implementations, chosen by Config.Upstream: fastClient, the gateway's own
+// HTTP/1.1 client (upstream_conn.go: less CPU per request, see
+// BENCHMARKS.md), and netHTTPClient, net/http's Transport, the reference
+// that the same tests run against.
+type upstreamClient interface {
+	// post sends body to the replica u, to be answered by deadline (none
+	// when zero); ctx ending (the client gone) interrupts it. An error
+	// means no answer came: a connection failure, or ctx's or the
+	// deadline's end.
+	post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID string, body []byte) (*upstreamResult, error)
+	// closeIdle drops the kept-alive connections not in use.
+	closeIdle()
+}
+
+// Upstream clients by their Config.Upstream name.
+const (
+	upstreamFast    = "fast"
+	upstreamNetHTTP = "nethttp"
+)
+
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func newUpstreamClient(kind string, dial dialFunc, idleTimeout time.Duration) upstreamClient {
+	if kind == upstreamNetHTTP {
+		return &netHTTPClient{c: &http.Client{Transport: &http.Transport{
+			DialContext:         dial,
+			MaxIdleConns:        4096,
+			MaxIdleConnsPerHost: 512,
+			IdleConnTimeout:     idleTimeout,
+			DisableCompression:  true,
+		}}}
+	}
+	return &fastClient{dial: dial, idleTimeout: idleTimeout}
+}
+
+// fastClient keeps a connPool per replica, in its Upstream (which closes it
+// when the replica leaves the pool).
+type fastClient struct {
+	dial        dialFunc
+	idleTimeout time.Duration
+}
+
+func (f *fastClient) post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID string, body []byte) (*upstreamResult, error) {
+	return f.conns(u).post(ctx, deadline, path, requestID, body)
+}
+
+// conns is u's connection pool, made on first use.
+func (f *fastClient) conns(u *Upstream) *connPool {
+	if p := u.conns.Load(); p != nil {
+		return p
+	}
+	p := &connPool{addr: u.Addr, dial: f.dial, idleTimeout: f.idleTimeout, maxIdle: 512}
+	if !u.conns.CompareAndSwap(nil, p) {
+		return u.conns.Load()
+	}
+	return p
+}
+
+// closeIdle is the fleet's to do (fleet.closeIdle): the pools live in the
+// replicas' Upstreams.
+func (f *fastClient) closeIdle() {}
+
+// netHTTPClient sends requests through net/http's Transport.
+type netHTTPClient struct {
+	c *http.Client
+}
+
+func (n *netHTTPClient) post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID string, body []byte) (*upstreamResult, error) {
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+u.Addr+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("replica %s: %w", u.Addr, err)
+	}
+	req.Header["Content-Type"] = jsonContentType
+	req.Header["X-Request-Id"] = []string{requestID}
+	// inference is idempotent: the Transport may send the request again
+	// when a kept-alive connection turns out closed (a nil value is not sent)
+	req.Header["Idempotency-Key"] = nil
+	resp, err := n.c.Do(req)
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, cerr
+		}
+		return nil, fmt.Errorf("replica %s: %w", u.Addr, err)
+	}
+	defer resp.Body.Close()
+	ans, err := readResult(resp)
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, cerr
+		}
+		return nil, fmt.Errorf("replica %s: %w", u.Addr, err)
+	}
+	return ans, nil
+}
+
+func (n *netHTTPClient) closeIdle() { n.c.CloseIdleConnections() }
