@@ -23,7 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/nlpswarm/nlpswarm/internal/pg"
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
 )
@@ -275,7 +275,7 @@ func TestModelVersionLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	conn.Exec(context.Background(), "LISTEN "+pg.NotifyDeployments)
+	conn.Exec(context.Background(), "LISTEN "+deployment.Channel)
 	code, dep := e.do("PUT", "/api/v1/models/sentiment/deployment", adminTok, map[string]any{"replicas": 2, "resources": map[string]any{"memory": "512M", "cpus": 0.5}})
 	if code != 200 || dep["version"].(float64) != 2 || dep["replicas"].(float64) != 2 || dep["memory_bytes"].(float64) != 512<<20 {
 		t.Fatalf("deploy: %d %v", code, dep)

@@ -20,7 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/net/html"
 
-	"github.com/nlpswarm/nlpswarm/internal/pg"
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
 )
@@ -662,7 +662,7 @@ func TestWebDeployScaleUndeploy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(), "LISTEN "+pg.NotifyDeployments); err != nil {
+	if _, err := conn.Exec(context.Background(), "LISTEN "+deployment.Channel); err != nil {
 		t.Fatal(err)
 	}
 	notified := func(what string) {

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 )
 
 // Model is a deployed model as the gateway routes it.
@@ -49,26 +51,16 @@ func (c *Catalog) Names() []string {
 	return out
 }
 
-// Refresh reloads the catalogue; on error the previous one stays.
+// Refresh reloads the catalogue from the deployment record; on error the
+// previous one stays.
 func (c *Catalog) Refresh(ctx context.Context) error {
-	rows, err := c.db.Query(ctx, `
-		SELECT m.id, m.name, m.task, m.visibility = 'private', COALESCE(m.owner_account_id, 0), d.autoscale_max > 0
-		FROM models m JOIN deployments d ON d.model_id = m.id
-		WHERE d.replicas > 0 OR d.autoscale_max > 0`)
+	routes, err := deployment.Routable(ctx, c.db)
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	next := map[string]*Model{}
-	for rows.Next() {
-		m := &Model{}
-		if err := rows.Scan(&m.ID, &m.Name, &m.Task, &m.Private, &m.Owner, &m.Autoscaled); err != nil {
-			return err
-		}
-		next[m.Name] = m
-	}
-	if err := rows.Err(); err != nil {
-		return err
+	next := make(map[string]*Model, len(routes))
+	for _, r := range routes {
+		next[r.Model] = &Model{ID: r.ModelID, Name: r.Model, Task: r.Task, Private: r.Private, Owner: r.Owner, Autoscaled: r.Autoscaled}
 	}
 	c.models.Store(&next)
 	return nil

@@ -15,7 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
-	"github.com/nlpswarm/nlpswarm/internal/pg"
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 )
 
 // Deps are what the gateway talks to.
@@ -180,7 +180,7 @@ func (g *Gateway) listenDeployments(ctx context.Context, db *pgxpool.Pool) {
 				return err
 			}
 			defer conn.Release()
-			if _, err := conn.Exec(ctx, "LISTEN "+pg.NotifyDeployments); err != nil {
+			if err := deployment.Listen(ctx, conn.Conn()); err != nil {
 				return err
 			}
 			defer func() { // leave the pooled connection clean

@@ -14,7 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/nlpswarm/nlpswarm/internal/pg"
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 )
 
@@ -275,7 +275,7 @@ func TestCatalogueFollowsNotify(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond) // let the listener start
 	id := e.model("late", "text-classification", 0, rt)
-	e.exec(`SELECT pg_notify($1, 'late')`, pg.NotifyDeployments)
+	e.exec(`SELECT pg_notify($1, 'late')`, deployment.Channel)
 	deadline := time.Now().Add(2 * time.Second)
 	for e.post(key, "/v1/late/sentiment", `{"text":"x"}`).status != 200 {
 		if time.Now().After(deadline) {

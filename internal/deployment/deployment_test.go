@@ -9,17 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
-	"github.com/nlpswarm/nlpswarm/internal/pg"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 )
-
-// The gateway still LISTENs on pg.NotifyDeployments until it moves to
-// deployment.Listen; both must name one channel.
-func TestChannelMatchesPG(t *testing.T) {
-	if deployment.Channel != pg.NotifyDeployments {
-		t.Fatalf("deployment.Channel %q, pg.NotifyDeployments %q", deployment.Channel, pg.NotifyDeployments)
-	}
-}
 
 type fixture struct {
 	t      *testing.T

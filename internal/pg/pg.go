@@ -19,14 +19,6 @@ import (
 	"github.com/nlpswarm/nlpswarm/migrations"
 )
 
-// NotifyDeployments names the deployments' LISTEN/NOTIFY channel for the
-// gateway until it uses deployment.Listen.
-//
-// Deprecated: the channel belongs to the deployment record
-// (internal/deployment.Channel, Notify, Listen); a test there keeps the two
-// equal until this goes.
-const NotifyDeployments = "nlpswarm_deployments"
-
 // Config is the Postgres part of a role's configuration.
 type Config struct {
 	URL          string        `description:"Postgres URL (postgres://user@host:5432/db?sslmode=disable); the password is better given by passwordfile"`
