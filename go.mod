@@ -111,3 +111,5 @@ require (
 	golang.org/x/text v0.43.0 // indirect
 	k8s.io/klog/v2 v2.130.1 // indirect
 )
+
+replace github.com/daulet/tokenizers => ./models/ort/notokenizers
