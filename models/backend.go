@@ -20,7 +20,7 @@ const (
 type EngineConfig struct {
 	Backend     string `description:"inference engine: auto, ort or go (auto: ort when this binary has it and the library loads)"`
 	Threads     int    `description:"threads of one inference (0: the CPUs this process may use)"`
-	LibraryPath string `description:"libonnxruntime.so to load (empty: the usual places)"`
+	LibraryDir  string `description:"folder holding the libonnxruntime.so to load (empty: NLPSWARM_ORT_DIR, then /usr/lib)"`
 }
 
 // DefaultEngineConfig picks the engine by itself.

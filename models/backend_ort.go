@@ -19,24 +19,17 @@ const HaveORT = true
 
 func init() { ortBackend = ortEngine{} }
 
-// ortLibraries are where Debian puts libonnxruntime (the nlpswarm-ort image
-// is a Debian closure); NLPSWARM_ORT_LIB or EngineConfig.LibraryPath win.
-var ortLibraries = []string{
-	"/usr/lib/x86_64-linux-gnu/libonnxruntime.so.1.23",
-	"/usr/lib/aarch64-linux-gnu/libonnxruntime.so.1.23",
-	"/usr/lib/x86_64-linux-gnu/libonnxruntime.so",
-	"/usr/lib/aarch64-linux-gnu/libonnxruntime.so",
-}
-
-// ORTLibrary is the libonnxruntime the ORT backend loads for cfg, or "" if
-// none is found.
-func ORTLibrary(cfg EngineConfig) string {
-	for _, p := range append([]string{cfg.LibraryPath, os.Getenv("NLPSWARM_ORT_LIB")}, ortLibraries...) {
-		if p == "" {
+// ORTLibraryDir is the folder whose libonnxruntime.so the ORT backend loads
+// for cfg (hugot wants that file name in a folder), or "" if none has it.
+// EngineConfig.LibraryDir, then NLPSWARM_ORT_DIR, then /usr/lib, where the
+// nlpswarm-ort image links Debian's libonnxruntime.so.1.23.
+func ORTLibraryDir(cfg EngineConfig) string {
+	for _, d := range []string{cfg.LibraryDir, os.Getenv("NLPSWARM_ORT_DIR"), "/usr/lib"} {
+		if d == "" {
 			continue
 		}
-		if _, err := os.Stat(p); err == nil {
-			return p
+		if _, err := os.Stat(filepath.Join(d, "libonnxruntime.so")); err == nil {
+			return d
 		}
 	}
 	return ""
@@ -51,9 +44,9 @@ func (ortEngine) Name() string { return BackendORT }
 // cores), one inter-op thread (the batcher already serialises calls), no
 // spinning (idle replicas must not burn their CPU share).
 func (ortEngine) newSession(cfg EngineConfig) (*hugot.Session, error) {
-	lib := ORTLibrary(cfg)
+	lib := ORTLibraryDir(cfg)
 	if lib == "" {
-		return nil, fmt.Errorf("backend ort: %w: libonnxruntime not found (set NLPSWARM_ORT_LIB)", ErrBackendUnavailable)
+		return nil, fmt.Errorf("backend ort: %w: no libonnxruntime.so in /usr/lib (set NLPSWARM_ORT_DIR)", ErrBackendUnavailable)
 	}
 	s, err := hugot.NewORTSession(
 		options.WithOnnxLibraryPath(lib),

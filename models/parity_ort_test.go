@@ -12,11 +12,11 @@ import (
 func requireORT(t testing.TB) EngineConfig {
 	t.Helper()
 	eng := EngineConfig{Backend: BackendORT}
-	if ORTLibrary(eng) == "" {
+	if ORTLibraryDir(eng) == "" {
 		if os.Getenv("NLPSWARM_ORT_REQUIRED") == "1" {
-			t.Fatal("NLPSWARM_ORT_REQUIRED=1 but no libonnxruntime found (NLPSWARM_ORT_LIB)")
+			t.Fatal("NLPSWARM_ORT_REQUIRED=1 but no libonnxruntime.so found (NLPSWARM_ORT_DIR)")
 		}
-		t.Skip("libonnxruntime not found: set NLPSWARM_ORT_LIB, or run make test-ort")
+		t.Skip("libonnxruntime not found: set NLPSWARM_ORT_DIR, or run make test-ort")
 	}
 	return eng
 }
