@@ -18,9 +18,9 @@ const (
 
 // EngineConfig chooses and tunes the inference engine of a runtime.
 type EngineConfig struct {
-	Backend     string `description:"inference engine: auto, ort or go (auto: ort when this binary has it and the library loads)"`
-	Threads     int    `description:"threads of one inference (0: the CPUs this process may use)"`
-	LibraryDir  string `description:"folder holding the libonnxruntime.so to load (empty: NLPSWARM_ORT_DIR, then /usr/lib)"`
+	Backend    string `description:"inference engine: auto, ort or go (auto: ort when this binary has it and the library loads)"`
+	Threads    int    `description:"threads of one inference (0: the CPUs this process may use)"`
+	LibraryDir string `description:"folder holding the libonnxruntime.so to load (empty: NLPSWARM_ORT_DIR, then /usr/lib)"`
 }
 
 // DefaultEngineConfig picks the engine by itself.
