@@ -7,6 +7,7 @@ import (
 
 	"github.com/knights-analytics/hugot"
 	"github.com/knights-analytics/hugot/backends"
+	"github.com/knights-analytics/hugot/options"
 )
 
 // Backend names accepted by EngineConfig.Backend.
@@ -30,7 +31,7 @@ func DefaultEngineConfig() EngineConfig { return EngineConfig{Backend: BackendAu
 // run in, and fixes up a pipeline's model once created.
 type Backend interface {
 	Name() string
-	newSession(cfg EngineConfig) (*hugot.Session, error)
+	newSession(cfg EngineConfig, dir string) (*hugot.Session, error)
 	prepare(m *backends.Model, dir string) error
 }
 
@@ -42,13 +43,22 @@ type goBackend struct{}
 
 func (goBackend) Name() string { return BackendGo }
 
-func (goBackend) newSession(EngineConfig) (*hugot.Session, error) {
-	return hugot.NewGoSession()
+// newSession pads shapes to power-of-two buckets (shapes.go), which bounds
+// the graphs the Go backend compiles and keeps.
+func (goBackend) newSession(_ EngineConfig, dir string) (*hugot.Session, error) {
+	maxPos, err := maxPositions(dir)
+	if err != nil {
+		return nil, err
+	}
+	return hugot.NewGoSession(
+		options.WithGoMLXBatchBuckets(batchBuckets(maxBatchDefault)),
+		options.WithGoMLXSequenceBuckets(sequenceBuckets(maxPos)),
+	)
 }
 
 func (goBackend) prepare(*backends.Model, string) error { return nil }
 
-// ortAvailable is set by the ORT build (backend_ort.go).
+// ortBackend is set by the ORT build (backend_ort.go).
 var ortBackend Backend
 
 // chooseBackend resolves cfg.Backend to an engine, as a pure decision: want

@@ -43,7 +43,7 @@ func (ortEngine) Name() string { return BackendORT }
 // default oversubscribes a small container: one thread beat it 2× on two
 // cores), one inter-op thread (the batcher already serialises calls), no
 // spinning (idle replicas must not burn their CPU share).
-func (ortEngine) newSession(cfg EngineConfig) (*hugot.Session, error) {
+func (ortEngine) newSession(cfg EngineConfig, _ string) (*hugot.Session, error) {
 	lib := ORTLibraryDir(cfg)
 	if lib == "" {
 		return nil, fmt.Errorf("backend ort: %w: no libonnxruntime.so in /usr/lib (set NLPSWARM_ORT_DIR)", ErrBackendUnavailable)

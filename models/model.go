@@ -101,7 +101,7 @@ func load(dir, name, task, backend string, eng EngineConfig) (*Model, error) {
 			m.Close()
 		}
 	}()
-	if m.session, err = engine.newSession(eng); err != nil {
+	if m.session, err = engine.newSession(eng, tmp); err != nil {
 		return nil, fmt.Errorf("load %s: %w", dir, err)
 	}
 	switch task {
@@ -260,9 +260,8 @@ func Clean(s string) string {
 	}, s)
 }
 
-// Predict runs the pipeline on texts (already cleaned) with params (already
-// checked); it returns one output per text.
-func (m *Model) Predict(_ context.Context, texts []string, p Params) ([]any, error) {
+// predictBatch runs the pipeline once on at most maxBatchDefault texts.
+func (m *Model) predictBatch(texts []string, p Params) ([]any, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]any, len(texts))
