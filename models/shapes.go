@@ -70,9 +70,13 @@ func chunks(n, size int) [][2]int {
 
 // Predict runs the pipeline on texts (already cleaned) with params (already
 // checked); it returns one output per text. Inputs larger than the largest
-// batch bucket run as several calls, and a canceled ctx stops between them.
+// batch bucket run as several calls, and a canceled ctx stops between them;
+// texts are cut by characters first (truncate.go).
 func (m *Model) Predict(ctx context.Context, texts []string, p Params) ([]any, error) {
 	out := make([]any, 0, len(texts))
+	if pm := m.pipelineModel(); pm != nil {
+		texts = truncateTexts(texts, pm.MaxPositionEmbeddings)
+	}
 	for _, c := range chunks(len(texts), maxBatchDefault) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
