@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"time"
 
 	"github.com/knights-analytics/hugot"
 	"github.com/knights-analytics/hugot/backends"
@@ -19,13 +20,16 @@ const (
 
 // EngineConfig chooses and tunes the inference engine of a runtime.
 type EngineConfig struct {
-	Backend    string `description:"inference engine: auto, ort or go (auto: ort when this binary has it and the library loads)"`
-	Threads    int    `description:"threads of one inference (0: the CPUs this process may use)"`
-	LibraryDir string `description:"folder holding the libonnxruntime.so to load (empty: NLPSWARM_ORT_DIR, then /usr/lib)"`
+	Backend     string        `description:"inference engine: auto, ort or go (auto: ort when this binary has it and the library loads)"`
+	Threads     int           `description:"threads of one inference (0: the CPUs this process may use)"`
+	LibraryDir  string        `description:"folder holding the libonnxruntime.so to load (empty: NLPSWARM_ORT_DIR, then /usr/lib)"`
+	WarmTimeout time.Duration `description:"longest time spent compiling input shapes before ready (go backend; cheapest first)"`
 }
 
 // DefaultEngineConfig picks the engine by itself.
-func DefaultEngineConfig() EngineConfig { return EngineConfig{Backend: BackendAuto} }
+func DefaultEngineConfig() EngineConfig {
+	return EngineConfig{Backend: BackendAuto, WarmTimeout: 30 * time.Second}
+}
 
 // Backend is one inference engine: it opens the hugot session the pipelines
 // run in, and fixes up a pipeline's model once created.

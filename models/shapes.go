@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 )
 
 // The Go backend compiles one graph per input shape (batch, sequence) and
@@ -88,4 +90,51 @@ func (m *Model) Predict(ctx context.Context, texts []string, p Params) ([]any, e
 		out = append(out, o...)
 	}
 	return out, nil
+}
+
+// warmShapes lists every (batch, sequence) bucket pair, cheapest first, so
+// a time-bounded warm-up compiles the shapes most requests use.
+func warmShapes(batches, sequences []int) [][2]int {
+	var out [][2]int
+	for _, b := range batches {
+		for _, s := range sequences {
+			out = append(out, [2]int{b, s})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i][0]*out[i][1] < out[j][0]*out[j][1] })
+	return out
+}
+
+// Warm compiles the Go backend's bucket shapes before the runtime says it
+// is ready, cheapest first, until ctx ends (the caller bounds it: a large
+// model's biggest shapes take minutes on this backend); it returns how
+// many shapes it ran. ORT compiles nothing per shape: it runs one.
+func (m *Model) Warm(ctx context.Context) (int, error) {
+	pm := m.pipelineModel()
+	if pm == nil {
+		return 0, nil
+	}
+	shapes := warmShapes(batchBuckets(maxBatchDefault), sequenceBuckets(pm.MaxPositionEmbeddings))
+	if m.Backend != BackendGo {
+		shapes = shapes[:1]
+	}
+	var p Params
+	if err := p.Check(m.Task); err != nil {
+		return 0, err
+	}
+	for i, sh := range shapes {
+		if ctx.Err() != nil {
+			return i, nil
+		}
+		// a word per position, less [CLS] and [SEP]
+		text := strings.TrimSpace(strings.Repeat("a ", max(1, sh[1]-2)))
+		texts := make([]string, sh[0])
+		for k := range texts {
+			texts[k] = text
+		}
+		if _, err := m.predictBatch(texts, p); err != nil {
+			return i, fmt.Errorf("warm %d×%d: %w", sh[0], sh[1], err)
+		}
+	}
+	return len(shapes), nil
 }

@@ -1,6 +1,7 @@
 package models
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -31,6 +32,29 @@ func TestBuckets(t *testing.T) {
 		if got := chunks(c.n, c.size); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("chunks(%d, %d) = %v, want %v", c.n, c.size, got, c.want)
 		}
+	}
+}
+
+func TestWarmShapes(t *testing.T) {
+	got := warmShapes([]int{1, 2, 4}, []int{16, 32})
+	want := [][2]int{{1, 16}, {1, 32}, {2, 16}, {2, 32}, {4, 16}, {4, 32}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("warmShapes = %v, want %v", got, want)
+	}
+}
+
+// Warm runs every bucket of the sentiment fixture when given the time, and
+// stops at once when ctx has ended.
+func TestWarm(t *testing.T) {
+	m := sentiment(t)
+	n, err := m.Warm(context.Background())
+	if err != nil || n != len(batchBuckets(maxBatchDefault))*len(sequenceBuckets(m.pipelineModel().MaxPositionEmbeddings)) {
+		t.Fatalf("warmed %d shapes: %v", n, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if n, err := m.Warm(ctx); n != 0 || err != nil {
+		t.Errorf("canceled warm ran %d shapes: %v", n, err)
 	}
 }
 

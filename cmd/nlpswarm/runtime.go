@@ -89,6 +89,15 @@ func runRuntime(ctx context.Context, args []string) error {
 	srv.SetBackend(m.Backend)
 	// warm up: the first pipeline call compiles and allocates
 	t = time.Now()
+	// compile the input-shape buckets before ready (bounded: big models on
+	// the go backend take minutes for their largest shapes)
+	wctx, cancelWarm := context.WithTimeout(ctx, cfg.Engine.WarmTimeout)
+	shapes, err := m.Warm(wctx)
+	cancelWarm()
+	if err != nil {
+		return err
+	}
+	log.Info("shapes warmed", "shapes", shapes)
 	if _, err := batcher.Submit(ctx, []string{"warm up"}, warmParams(cfg.Task)); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
