@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestTruncateChars(t *testing.T) {
@@ -82,4 +83,25 @@ func BenchmarkQueryOfDeath(b *testing.B) {
 		b.ReportMetric(float64(l.Microseconds())/1000, "16KB-ms")
 		b.ReportMetric(float64(l)/float64(s), "ratio")
 	}
+}
+
+// FuzzTruncateChars: the cut is a prefix of at most n runes, and valid
+// UTF-8 stays valid.
+func FuzzTruncateChars(f *testing.F) {
+	f.Add("héllo wörld", 3)
+	f.Add("日本語", 1)
+	f.Add("\xff\xfeabc", 2)
+	f.Fuzz(func(t *testing.T, s string, n int) {
+		n %= 1 << 12
+		got := truncateChars(s, n)
+		if !strings.HasPrefix(s, got) {
+			t.Fatalf("%q is not a prefix of %q", got, s)
+		}
+		if n > 0 && utf8.RuneCountInString(got) > n {
+			t.Fatalf("%q has more than %d runes", got, n)
+		}
+		if utf8.ValidString(s) && !utf8.ValidString(got) {
+			t.Fatalf("cut %q of valid %q is invalid", got, s)
+		}
+	})
 }
