@@ -36,10 +36,10 @@
 //     into the loaded model before any text is encoded, so both engines
 //     tokenize identically (the parity tests hold both to transformers).
 //   - hugot's ORT session is one per process (ORT's environment is global):
-//     a runtime serves one model, so that is no limit there. In the ORT test
-//     binary the package's shared sentiment model (auto → ort) holds it, so
-//     ORT tests run by name (`make test-ort` runs ^TestParityORT$); a second
-//     ORT load in one process fails, and auto then falls back to go.
+//     a runtime serves one model, so that is no limit there. A second ORT
+//     load in one process fails, and auto then falls back to go; so
+//     TestParityORT runs in a child process of its own, and the whole
+//     package's tests pass in the ORT image too.
 //   - Intra-op threads come from the CPUs the deployment gives the process
 //     (GOMAXPROCS follows the cgroup limit), one inter-op thread, no
 //     spinning: ORT's default oversubscribed two cores and lost 2×.
