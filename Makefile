@@ -69,3 +69,27 @@ lint:
 
 clean:
 	rm -rf bin
+
+# ONNX Runtime engine (issue 14): the nlpswarm-ort image is the cgo build
+# (tag ORT) on the ldd closure of it and Debian sid's libonnxruntime1.23,
+# no shell; the sid root is cached in /var/cache/nlpswarm/ort-sid.
+ORT_IMAGE ?= nlpswarm-ort:dev
+.PHONY: ort-image test-ort minilm bench-ort
+ort-image:
+	ORT_IMAGE=$(ORT_IMAGE) ./deployments/images/ort/build.sh
+
+# ORT parity with transformers, run inside the image (about a minute warm).
+test-ort:
+	ORT_IMAGE=$(ORT_IMAGE) ./deployments/images/ort/test.sh
+
+# The MiniLM-sized random-weight encoder for the engine benchmarks.
+minilm: bin/minilm/model.onnx
+bin/minilm/model.onnx: models/testdata/gen/minilm.py
+	@/usr/bin/python3 -c 'import onnx, numpy' 2>/dev/null || apt-get install -y -qq --no-install-recommends python3-onnx python3-numpy >/dev/null
+	/usr/bin/python3 models/testdata/gen/minilm.py bin/minilm ../shared/fixtures/nlp/embeddings
+
+# go vs ort side by side in one run, inside the ORT image (figures in models/BENCHMARKS.md).
+bench-ort: minilm
+	ORT_IMAGE=$(ORT_IMAGE) ORT_TEST_RUN='^$$' ORT_TEST_ARGS='-test.bench=^BenchmarkEngines$$ -test.benchtime=1x' \
+	  NLPSWARM_MINILM_DIR=$(CURDIR)/bin/minilm ./deployments/images/ort/test.sh
+FUZZ_TARGETS += ./models:FuzzTruncateChars

@@ -3,6 +3,7 @@ package models
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -148,7 +149,9 @@ func (b *Batcher) run(batch []*job) {
 			texts = append(texts, j.texts...)
 		}
 		b.metrics.batchSize.Observe(float64(len(texts)))
-		out, err := b.call(jobs[0].params, texts)
+		ctx, stop := whileWaited(jobs)
+		out, err := b.call(ctx, jobs[0].params, texts)
+		stop()
 		if err == nil && len(out) == len(texts) {
 			off := 0
 			for _, j := range jobs {
@@ -162,20 +165,43 @@ func (b *Batcher) run(batch []*job) {
 				j.done <- result{err: err}
 				break
 			}
-			o, err := b.call(j.params, j.texts)
+			o, err := b.call(j.ctx, j.params, j.texts)
 			j.done <- result{out: o, err: err}
 		}
 	}
 }
 
 // call runs the predictor and turns a panic into an error.
-func (b *Batcher) call(p Params, texts []string) (out []any, err error) {
+func (b *Batcher) call(ctx context.Context, p Params, texts []string) (out []any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = errors.New("inference failed")
 		}
 	}()
-	return b.p.Predict(context.Background(), texts, p)
+	return b.p.Predict(ctx, texts, p)
+}
+
+// whileWaited is a context that ends once every job's client has gone
+// (its request context ended), so a long pipeline call stops between
+// chunks (Model.Predict) when nobody waits for it; stop releases it.
+func whileWaited(jobs []*job) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var left atomic.Int64
+	left.Store(int64(len(jobs)))
+	stops := make([]func() bool, 0, len(jobs))
+	for _, j := range jobs {
+		stops = append(stops, context.AfterFunc(j.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		}))
+	}
+	return ctx, func() {
+		for _, s := range stops {
+			s()
+		}
+		cancel()
+	}
 }
 
 // Metrics of the runtime.

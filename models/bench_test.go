@@ -111,7 +111,7 @@ func TestRSSChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("run by BenchmarkRSS")
 	}
-	m, err := Load(dir, "rss", task)
+	m, err := LoadWith(dir, "rss", task, EngineConfig{Backend: os.Getenv("NLPSWARM_RSS_BACKEND")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,31 +128,46 @@ func TestRSSChild(t *testing.T) {
 	}
 }
 
-// BenchmarkRSS: resident memory of a process that loaded each fixture, and
-// its ratio to model.onnx's size (the model manager's memory default).
+// BenchmarkRSS: resident memory of a process that loaded each fixture (and
+// the MiniLM-sized model when NLPSWARM_MINILM_DIR names it) on each engine
+// this binary has, and its ratio to model.onnx's size (the model manager's
+// memory default).
 func BenchmarkRSS(b *testing.B) {
-	for _, fx := range []struct{ name, task string }{{"sentiment", TextClassification}, {"ner", TokenClassification}, {"embeddings", FeatureExtraction}} {
-		dir := fixture(b, fx.name)
-		b.Run(fx.name, func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				cmd := exec.Command(os.Args[0], "-test.run=^TestRSSChild$", "-test.v")
-				abs, _ := filepath.Abs(dir)
-				cmd.Env = append(os.Environ(), "NLPSWARM_RSS_DIR="+abs, "NLPSWARM_RSS_TASK="+fx.task)
-				out, err := cmd.CombinedOutput()
-				if err != nil {
-					b.Fatalf("%v\n%s", err, out)
+	fixtures := []struct {
+		name, task string
+		dir        func(testing.TB) string
+	}{{"sentiment", TextClassification, nil}, {"ner", TokenClassification, nil}, {"embeddings", FeatureExtraction, nil}, {"minilm", FeatureExtraction, minilm}}
+	for _, fx := range fixtures {
+		for _, eng := range engines() {
+			b.Run(fx.name+"/"+eng.Backend, func(b *testing.B) {
+				dir := fixture
+				if fx.dir != nil {
+					dir = func(t testing.TB, _ string) string { return fx.dir(t) }
 				}
-				var hwm int64
-				for _, l := range strings.Split(string(out), "\n") {
-					if strings.HasPrefix(l, "VmHWM:") {
-						hwm, _ = strconv.ParseInt(strings.Fields(l)[1], 10, 64)
-					}
-				}
-				st, _ := os.Stat(filepath.Join(dir, "model.onnx"))
-				b.ReportMetric(float64(hwm)/1024, "peak-RSS-MiB")
-				b.ReportMetric(float64(st.Size())/1024, "onnx-KiB")
-				b.ReportMetric(float64(hwm*1024)/float64(st.Size()), "RSS/onnx")
+				rssChild(b, dir(b, fx.name), fx.task, eng.Backend)
+			})
+		}
+	}
+}
+
+func rssChild(b *testing.B, dir, task, backend string) {
+	for i := 0; i < b.N; i++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRSSChild$", "-test.v")
+		abs, _ := filepath.Abs(dir)
+		cmd.Env = append(os.Environ(), "NLPSWARM_RSS_DIR="+abs, "NLPSWARM_RSS_TASK="+task, "NLPSWARM_RSS_BACKEND="+backend)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			b.Fatalf("%v\n%s", err, out)
+		}
+		var hwm int64
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "VmHWM:") {
+				hwm, _ = strconv.ParseInt(strings.Fields(l)[1], 10, 64)
 			}
-		})
+		}
+		st, _ := os.Stat(filepath.Join(dir, "model.onnx"))
+		b.ReportMetric(float64(hwm)/1024, "peak-RSS-MiB")
+		b.ReportMetric(float64(st.Size())/1024, "onnx-KiB")
+		b.ReportMetric(float64(hwm*1024)/float64(st.Size()), "RSS/onnx")
 	}
 }

@@ -1,10 +1,51 @@
 // Package models is the runtime inside every model service: it loads one
-// Hugging Face model exported to ONNX (hugot's pure-Go backend), answers with
-// the output shapes of the transformers pipelines, batches concurrent
-// requests, and serves /predict and the Open Inference Protocol v2 (the wire
-// format and the meaning of its statuses are internal/runtimeapi's). It can
-// fetch its artifact by digest from the model manager into a cache that
-// replicas on one node share, and records its cold start (internal/coldstart).
-// It knows nothing of
-// Postgres, Swarm, API keys or the gateway.
+// Hugging Face model exported to ONNX, answers with the output shapes of the
+// transformers pipelines, batches concurrent requests, and serves /predict
+// and the Open Inference Protocol v2 (the wire format and the meaning of its
+// statuses are internal/runtimeapi's). It can fetch its artifact by digest
+// from the model manager into a cache that replicas on one node share, and
+// records its cold start (internal/coldstart). It knows nothing of Postgres,
+// Swarm, API keys or the gateway.
+//
+// # Engines
+//
+// The pipelines are hugot's; the engine under them is a Backend
+// (backend.go), chosen per process by EngineConfig (auto, ort or go):
+//
+//   - go: hugot's pure-Go backend (GoMLX). No C library: the static
+//     control-plane binary and `CGO_ENABLED=0` builds have only this one.
+//   - ort: ONNX Runtime through hugot's ORT backend, compiled only with the
+//     build tag ORT (backend_ort.go). onnxruntime_go dlopens the library at
+//     run time; cgo is for its header. auto picks ort when the binary has it
+//     and the library loads, else go.
+//
+// Choices for ort, and why:
+//
+//   - ORT 1.23 from Debian sid (libonnxruntime1.23), not trixie's 1.21:
+//     hugot v0.6.1 needs onnxruntime_go ≥ v1.25 (v1.13, the newest served
+//     version that asks for C API ≤ 21, lacks what hugot calls), and v1.25
+//     asks for C API 23, which 1.21 refuses ("Error setting ORT API base:
+//     2"). Pinning trixie would mean forking onnxruntime_go; mixing trixie
+//     with sid's package does not resolve (it needs sid's glibc 2.43). So
+//     the image is a sid closure, pinned to the upstream version
+//     (ORT_VERSION=1.23.2+dfsg-*) and cached; move to trixie-backports or
+//     forky once they carry 1.23.
+//   - hugot's ORT tag compiles its Rust-tokenizer path, and libtokenizers
+//     cannot be built here. go.mod replaces github.com/daulet/tokenizers with
+//     models/ort/notokenizers, a stand-in whose load succeeds and whose every
+//     encode panics; Backend.prepare then swaps hugot's pure-Go tokenizer
+//     into the loaded model before any text is encoded, so both engines
+//     tokenize identically (the parity tests hold both to transformers).
+//   - hugot's ORT session is one per process (ORT's environment is global):
+//     a runtime serves one model, so that is no limit there. A second ORT
+//     load in one process fails, and auto then falls back to go; so
+//     TestParityORT runs in a child process of its own, and the whole
+//     package's tests pass in the ORT image too.
+//   - Intra-op threads come from the CPUs the deployment gives the process
+//     (GOMAXPROCS follows the cgroup limit), one inter-op thread, no
+//     spinning: ORT's default oversubscribed two cores and lost 2×.
+//
+// The nlpswarm-ort image (deployments/images/ort, `make ort-image`) holds
+// the cgo binary and the ldd closure of it and libonnxruntime on an empty
+// root; `make test-ort` runs the ORT parity test inside it.
 package models

@@ -41,6 +41,7 @@ type (
 type Model struct {
 	Name, Task string
 	Labels     []string
+	Backend    string // the engine that runs it: go or ort
 	multiLabel bool
 	tmpDir     string
 	session    *hugot.Session
@@ -50,13 +51,33 @@ type Model struct {
 	mu         sync.Mutex
 }
 
-// Load loads the model in dir (config.json, tokenizer.json, model.onnx) for task.
+// Load loads the model in dir (config.json, tokenizer.json, model.onnx) for
+// task on the engine DefaultEngineConfig picks.
 func Load(dir, name, task string) (*Model, error) {
+	return LoadWith(dir, name, task, DefaultEngineConfig())
+}
+
+// LoadWith loads the model in dir for task on the engine eng names; auto
+// falls back to go when the ORT library does not load.
+func LoadWith(dir, name, task string, eng EngineConfig) (*Model, error) {
+	want, err := chooseBackend(eng.Backend, HaveORT)
+	if err != nil {
+		return nil, err
+	}
+	m, err := load(dir, name, task, want, eng)
+	if err != nil && want == BackendORT && (eng.Backend == "" || eng.Backend == BackendAuto) && errors.Is(err, ErrBackendUnavailable) {
+		return load(dir, name, task, BackendGo, eng)
+	}
+	return m, err
+}
+
+func load(dir, name, task, backend string, eng EngineConfig) (*Model, error) {
 	dir = archive.ModelRoot(dir)
 	if err := checkArtifact(dir); err != nil {
 		return nil, err
 	}
-	m := &Model{Name: name, Task: task}
+	m := &Model{Name: name, Task: task, Backend: backend}
+	engine := backendByName(backend)
 	tmp, labels, problem, err := sanitizedCopy(dir)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", dir, err)
@@ -69,7 +90,7 @@ func Load(dir, name, task string) (*Model, error) {
 			m.Close()
 		}
 	}()
-	if m.session, err = hugot.NewGoSession(); err != nil {
+	if m.session, err = engine.newSession(eng, tmp); err != nil {
 		return nil, fmt.Errorf("load %s: %w", dir, err)
 	}
 	switch task {
@@ -90,6 +111,9 @@ func Load(dir, name, task string) (*Model, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load %s for %s: %w", dir, task, err)
+	}
+	if err := engine.prepare(m.pipelineModel(), tmp); err != nil {
+		return nil, fmt.Errorf("load %s on %s: %w", dir, backend, err)
 	}
 	ok = true
 	return m, nil
@@ -225,9 +249,8 @@ func Clean(s string) string {
 	}, s)
 }
 
-// Predict runs the pipeline on texts (already cleaned) with params (already
-// checked); it returns one output per text.
-func (m *Model) Predict(_ context.Context, texts []string, p Params) ([]any, error) {
+// predictBatch runs the pipeline once on at most maxBatchDefault texts.
+func (m *Model) predictBatch(texts []string, p Params) ([]any, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]any, len(texts))

@@ -58,6 +58,11 @@ const tol = 1e-4
 // The reference is Hugging Face: labels, groups, words and offsets exactly,
 // scores and vectors within 1e-4. Inputs run as one batch, as the batcher does.
 func TestParity(t *testing.T) {
+	testParity(t, EngineConfig{Backend: BackendGo})
+}
+
+// testParity checks every fixture on the engine eng.
+func testParity(t *testing.T, eng EngineConfig) {
 	ref := loadReference(t)
 	ctx := context.Background()
 	maxDiff := map[string]float64{}
@@ -69,7 +74,7 @@ func TestParity(t *testing.T) {
 		}
 	}
 
-	m, err := Load(fixture(t, "sentiment"), "sentiment", TextClassification)
+	m, err := LoadWith(fixture(t, "sentiment"), "sentiment", TextClassification, eng)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +100,7 @@ func TestParity(t *testing.T) {
 	}
 	m.Close()
 
-	m, err = Load(fixture(t, "ner"), "ner", TokenClassification)
+	m, err = LoadWith(fixture(t, "ner"), "ner", TokenClassification, eng)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +137,7 @@ func TestParity(t *testing.T) {
 	}
 	m.Close()
 
-	m, err = Load(fixture(t, "embeddings"), "embeddings", FeatureExtraction)
+	m, err = LoadWith(fixture(t, "embeddings"), "embeddings", FeatureExtraction, eng)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,5 +168,8 @@ func TestParity(t *testing.T) {
 		}
 	}
 	m.Close()
-	t.Logf("max abs diff vs transformers: %v", maxDiff)
+	if m.Backend != eng.Backend {
+		t.Errorf("ran on %s, asked for %s", m.Backend, eng.Backend)
+	}
+	t.Logf("%s: max abs diff vs transformers: %v", eng.Backend, maxDiff)
 }

@@ -41,6 +41,7 @@ type Server struct {
 	log                *slog.Logger
 	ready              atomic.Bool
 	coldStart          atomic.Pointer[coldstart.Report]
+	backend            atomic.Value // string: the engine, for OIP metadata
 	mux                *http.ServeMux
 }
 
@@ -124,7 +125,7 @@ func (s *Server) modelMetadata(w http.ResponseWriter, r *http.Request) {
 		"name": s.name, "versions": []string{s.digest}, "platform": "onnx_hugot",
 		"inputs":     []any{map[string]any{"name": "text", "datatype": "BYTES", "shape": []int{-1}}},
 		"outputs":    []any{out},
-		"parameters": map[string]any{"task": s.task},
+		"parameters": map[string]any{"task": s.task, "backend": s.Backend()},
 	})
 }
 

@@ -14,16 +14,17 @@ import (
 
 type runtimeConfig struct {
 	httpserver.Options
-	LogLevel          string             `description:"log level: debug, info, warn, error"`
-	Name              string             `description:"model name (as served under /v2/models/NAME)"`
-	Task              string             `description:"text-classification, token-classification or feature-extraction"`
-	ModelDir          string             `description:"folder of a Hugging Face ONNX export (instead of artifact-url)"`
-	ArtifactURL       string             `description:"URL of the model archive at the model manager"`
-	Digest            string             `description:"sha256:<hex> the archive must have"`
-	InternalTokenFile string             `description:"file holding the token for the artifact URL"`
-	CacheDir          string             `description:"where archives are unpacked, by digest"`
-	Batch             models.BatchConfig `description:"dynamic batching"`
-	Limits            models.Limits      `description:"request limits"`
+	LogLevel          string              `description:"log level: debug, info, warn, error"`
+	Name              string              `description:"model name (as served under /v2/models/NAME)"`
+	Task              string              `description:"text-classification, token-classification or feature-extraction"`
+	ModelDir          string              `description:"folder of a Hugging Face ONNX export (instead of artifact-url)"`
+	ArtifactURL       string              `description:"URL of the model archive at the model manager"`
+	Digest            string              `description:"sha256:<hex> the archive must have"`
+	InternalTokenFile string              `description:"file holding the token for the artifact URL"`
+	CacheDir          string              `description:"where archives are unpacked, by digest"`
+	Batch             models.BatchConfig  `description:"dynamic batching"`
+	Engine            models.EngineConfig `description:"inference engine"`
+	Limits            models.Limits       `description:"request limits"`
 }
 
 func init() {
@@ -32,7 +33,7 @@ func init() {
 
 func runRuntime(ctx context.Context, args []string) error {
 	cfg := &runtimeConfig{Options: httpserver.Defaults(":8080"), LogLevel: "info", CacheDir: "/tmp/nlpswarm-models",
-		Batch: models.DefaultBatchConfig(), Limits: models.DefaultLimits()}
+		Batch: models.DefaultBatchConfig(), Limits: models.DefaultLimits(), Engine: models.DefaultEngineConfig()}
 	if err := loadConfig("runtime", cfg, args); err != nil {
 		return err
 	}
@@ -72,19 +73,30 @@ func runRuntime(ctx context.Context, args []string) error {
 		dir = res.Dir
 	}
 	t := time.Now()
-	m, err := models.Load(dir, cfg.Name, cfg.Task)
+	m, err := models.LoadWith(dir, cfg.Name, cfg.Task, cfg.Engine)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	log.Info("model loaded", "backend", m.Backend)
 	cs.LoadSeconds = time.Since(t).Seconds()
 	batcher := models.NewBatcher(m, cfg.Batch, metrics)
 	bctx, stopBatcher := context.WithCancel(context.Background())
 	defer stopBatcher()
 	go batcher.Run(bctx)
 	srv := models.NewServer(cfg.Name, cfg.Task, cfg.Digest, batcher, cfg.Limits, metrics, log)
+	srv.SetBackend(m.Backend)
 	// warm up: the first pipeline call compiles and allocates
 	t = time.Now()
+	// compile the input-shape buckets before ready (bounded: big models on
+	// the go backend take minutes for their largest shapes)
+	wctx, cancelWarm := context.WithTimeout(ctx, cfg.Engine.WarmTimeout)
+	shapes, err := m.Warm(wctx)
+	cancelWarm()
+	if err != nil {
+		return err
+	}
+	log.Info("shapes warmed", "shapes", shapes)
 	if _, err := batcher.Submit(ctx, []string{"warm up"}, warmParams(cfg.Task)); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

@@ -1,0 +1,74 @@
+package models
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// rssMiB reads this process's resident set from /proc/self/statm after a GC.
+func rssMiB(t *testing.T) float64 {
+	t.Helper()
+	runtime.GC()
+	debug.FreeOSMemory()
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Skipf("no /proc/self/statm: %v", err)
+	}
+	pages, err := strconv.ParseInt(strings.Fields(string(b))[1], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return float64(pages*int64(os.Getpagesize())) / (1 << 20)
+}
+
+// Distinct input shapes no longer grow the Go backend's compiled graphs:
+// after every bucket is warmed, 500 distinct (batch, length) shapes leave
+// RSS within 10 %.
+func TestShapeCacheBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("500 inferences")
+	}
+	m, err := LoadWith(fixture(t, "sentiment"), "sentiment", TextClassification, EngineConfig{Backend: BackendGo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	var p Params
+	_ = p.Check(TextClassification)
+	texts := func(batch, words int) []string {
+		out := make([]string, batch)
+		for i := range out {
+			out[i] = strings.TrimSpace(strings.Repeat("a ", words))
+		}
+		return out
+	}
+	// warm every bucket: largest batch of each bucket at each length bucket
+	for _, b := range batchBuckets(maxBatchDefault) {
+		for _, s := range sequenceBuckets(m.pipelineModel().MaxPositionEmbeddings) {
+			if _, err := m.Predict(ctx, texts(b, s-2), p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	before := rssMiB(t)
+	n := 0
+	for batch := 1; batch <= maxBatchDefault && n < 500; batch++ {
+		for words := 1; words <= 62 && n < 500; words += 4 {
+			if _, err := m.Predict(ctx, texts(batch, words+batch%4), p); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+	}
+	after := rssMiB(t)
+	t.Logf("%d shapes: RSS %.1f → %.1f MiB", n, before, after)
+	if after > before*1.10 {
+		t.Errorf("RSS grew %.1f → %.1f MiB (more than 10 %%) over %d shapes", before, after, n)
+	}
+}
