@@ -60,8 +60,11 @@ var templateFuncs = template.FuncMap{
 	},
 }
 
-// humanBytes writes a size in binary units (go-units, as docker does).
-func humanBytes(n int64) string { return units.BytesSize(float64(n)) }
+// humanBytes writes a size in binary units with one decimal ("2.0 GiB"),
+// through go-units.
+func humanBytes(n int64) string {
+	return units.CustomSize("%.1f %s", float64(n), 1024, []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"})
+}
 
 // flash is the message a redirect after a successful form asks for; only
 // fixed texts, never anything taken from the request.

@@ -184,8 +184,11 @@ func table(header []string, rows [][]string) {
 	tw.Flush()
 }
 
-// humanBytes writes a size in binary units (go-units, as docker does).
-func humanBytes(n int64) string { return units.BytesSize(float64(n)) }
+// humanBytes writes a size in binary units with one decimal ("2.0 GiB"),
+// through go-units.
+func humanBytes(n int64) string {
+	return units.CustomSize("%.1f %s", float64(n), 1024, []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"})
+}
 
 // verb runs a CLI verb: flags, client, timeout.
 func verb(parent context.Context, name string, args []string, setup func(fs *flag.FlagSet), run func(ctx context.Context, c *apiClient, pos []string) error) error {
