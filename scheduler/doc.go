@@ -6,6 +6,14 @@
 // through internal/deployment like a manual scale. It never serves customer
 // traffic.
 //
+// Every model service runs with least privilege (BuildSpec, whatever the
+// deployment asks): a read-only root filesystem whose only writable paths are
+// the node's artifact-cache volume and a 64 MiB tmpfs at /tmp (mode 1777);
+// all capabilities dropped; user nobody (65534:65534, the image's USER, whose
+// cache folder Docker copies into the volume it creates); at most 512 pids; a
+// CPU limit of 2 CPUs when the deployment sets none (and then no CPU
+// reservation); json-file logs rotated at 10 MB, 3 files.
+//
 // A reconcile pass is Nomad-like, in three steps:
 //
 //   - inputs: the desired deployments (internal/deployment.LoadDesired), the

@@ -34,6 +34,32 @@ const (
 	DefaultArtifactVolume = "nlpswarm-artifacts"
 )
 
+// Least privilege for every model service (scheduler/doc.go, issue 17 item
+// 7): a model service runs code and data a model owner uploaded, so it gets
+// no more than serving needs.
+const (
+	// RuntimeUser is the uid:gid model services run as: nobody, the image's
+	// own USER, which owns the image's /var/lib/nlpswarm/cache, so Docker
+	// copies that ownership into the artifact volume when it first creates
+	// it and the runtime can write there without an init step.
+	RuntimeUser = "65534:65534"
+	// TmpDir is the only writable path besides the artifact cache: a tmpfs
+	// (the root filesystem is read-only) for the runtime's temporary model
+	// folders (models.sanitizedCopy).
+	TmpDir       = "/tmp"
+	TmpSizeBytes = 64 << 20
+	TmpMode      = 0o1777 // the raw mode bits Docker passes as mode=1777, like --mount tmpfs-mode=1777
+	// DefaultNanoCPUs is the CPU limit of a deployment that sets none: 2 CPUs.
+	DefaultNanoCPUs = 2e9
+	// PidsLimit caps the processes and threads of one task (a fork bomb or a
+	// thread leak stays inside it).
+	PidsLimit = 512
+	// Log rotation: at most LogMaxFiles json-file logs of LogMaxSize per task.
+	LogDriver   = "json-file"
+	LogMaxSize  = "10m"
+	LogMaxFiles = "3"
+)
+
 // ServiceName is the Swarm service of a model.
 func ServiceName(model string) string { return "nlp-" + model }
 
@@ -132,6 +158,12 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 			File: &swarm.SecretReferenceFileTarget{Name: "internal_token", UID: "65534", GID: "65534", Mode: 0o400},
 		})
 	}
+	// A deployment without a CPU figure reserves none (reservations are
+	// bookkeeping) but is still capped at DefaultNanoCPUs.
+	limitCPUs, reserveCPUs := int64(d.CPUs*1e9), int64(d.CPUs*1e9/4)
+	if limitCPUs <= 0 {
+		limitCPUs, reserveCPUs = DefaultNanoCPUs, 0
+	}
 	replicas := uint64(d.Replicas)
 	grace := 30 * time.Second
 	labels := map[string]string{
@@ -163,15 +195,22 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 				},
 				StopGracePeriod: &grace,
 				Secrets:         secrets,
+				User:            RuntimeUser,
+				ReadOnly:        true,
+				CapabilityDrop:  []string{"ALL"},
 				Mounts: []mount.Mount{{
 					Type: mount.TypeVolume, Source: c.artifactVolume(), Target: ArtifactCacheDir,
 					VolumeOptions: &mount.VolumeOptions{Labels: map[string]string{LabelManaged: "true"}},
+				}, {
+					Type: mount.TypeTmpfs, Target: TmpDir,
+					TmpfsOptions: &mount.TmpfsOptions{SizeBytes: TmpSizeBytes, Mode: TmpMode},
 				}},
 			},
 			Resources: &swarm.ResourceRequirements{
-				Limits:       &swarm.Limit{NanoCPUs: int64(d.CPUs * 1e9), MemoryBytes: limit},
-				Reservations: &swarm.Resources{NanoCPUs: int64(d.CPUs * 1e9 / 4), MemoryBytes: reservation},
+				Limits:       &swarm.Limit{NanoCPUs: limitCPUs, MemoryBytes: limit, Pids: PidsLimit},
+				Reservations: &swarm.Resources{NanoCPUs: reserveCPUs, MemoryBytes: reservation},
 			},
+			LogDriver:     &swarm.Driver{Name: LogDriver, Options: map[string]string{"max-size": LogMaxSize, "max-file": LogMaxFiles}},
 			RestartPolicy: &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionAny, Delay: durationPtr(2 * time.Second), Window: durationPtr(time.Minute)},
 			Placement: &swarm.Placement{
 				Constraints: constraints,
@@ -186,10 +225,6 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 		},
 		RollbackConfig: &swarm.UpdateConfig{Parallelism: 1, Order: swarm.UpdateOrderStartFirst, FailureAction: swarm.UpdateFailureActionPause, Monitor: 15 * time.Second},
 		EndpointSpec:   &swarm.EndpointSpec{Mode: swarm.ResolutionModeDNSRR},
-	}
-	if d.CPUs == 0 {
-		spec.TaskTemplate.Resources.Limits.NanoCPUs = 0
-		spec.TaskTemplate.Resources.Reservations.NanoCPUs = 0
 	}
 	spec.Annotations.Labels[LabelSpecHash] = SpecHash(spec)
 	return spec

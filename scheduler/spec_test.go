@@ -3,9 +3,14 @@ package scheduler
 import (
 	"encoding/json"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+
+	"github.com/moby/moby/api/types/mount"
 
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 )
@@ -52,6 +57,75 @@ func TestBuildSpecGolden(t *testing.T) {
 			d2.Version++
 			if BuildSpec(d2, cfg).Labels[LabelSpecHash] == spec.Labels[LabelSpecHash] {
 				t.Fatal("a new version kept the spec hash")
+			}
+		})
+	}
+}
+
+// Issue 17 item 7: every model service runs with least privilege whatever
+// the deployment asks for: a read-only root with a bounded tmpfs at /tmp,
+// no capabilities, nobody as its user, a pids limit, a CPU limit (the
+// default when the deployment sets none) and rotated logs.
+func TestBuildSpecLeastPrivilege(t *testing.T) {
+	cfg := SpecConfig{Image: "sha256:" + strings.Repeat("c", 64), Network: "nlpswarm", ArtifactBaseURL: "http://apiserver:8081"}
+	base := deployment.Desired{Model: "m", Task: "text-classification", Version: 1, Digest: "sha256:feed", Replicas: 1}
+	tests := []struct {
+		name                  string
+		cpus                  float64
+		pin                   *Pin
+		wantLimit, wantReserv int64
+	}{
+		{"no CPU figure gets the default limit", 0, nil, 2e9, 0},
+		{"negative CPUs count as none", -1, nil, 2e9, 0},
+		{"the deployment's CPUs win", 4, nil, 4e9, 1e9},
+		{"a fraction", 0.5, nil, 5e8, 125e6},
+		{"GPU pinned", 0, &Pin{NodeID: "n1", GPUUUIDs: []string{"GPU-1"}}, 2e9, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Desired{Desired: base, Pin: tt.pin}
+			d.CPUs = tt.cpus
+			s := BuildSpec(d, cfg)
+			c := s.TaskTemplate.ContainerSpec
+			if !c.ReadOnly {
+				t.Error("root filesystem is writable")
+			}
+			if !slices.Equal(c.CapabilityDrop, []string{"ALL"}) || len(c.CapabilityAdd) != 0 {
+				t.Errorf("capabilities: drop %v add %v", c.CapabilityDrop, c.CapabilityAdd)
+			}
+			if c.User != "65534:65534" || c.Privileges != nil {
+				t.Errorf("user %q privileges %+v", c.User, c.Privileges)
+			}
+			var tmp, cache *mount.Mount
+			for i, m := range c.Mounts {
+				switch m.Target {
+				case "/tmp":
+					tmp = &c.Mounts[i]
+				case ArtifactCacheDir:
+					cache = &c.Mounts[i]
+				default:
+					t.Errorf("unexpected mount %+v", m)
+				}
+			}
+			if tmp == nil || tmp.Type != mount.TypeTmpfs || tmp.TmpfsOptions == nil ||
+				tmp.TmpfsOptions.SizeBytes != 64<<20 || tmp.TmpfsOptions.Mode != 0o1777 {
+				t.Errorf("/tmp mount %+v", tmp)
+			} else if tmp.TmpfsOptions.Mode&os.ModeSticky != 0 {
+				t.Error("tmpfs mode uses Go's ModeSticky, which Docker would print as mode=4000777")
+			}
+			if cache == nil || cache.Type != mount.TypeVolume || cache.ReadOnly {
+				t.Errorf("artifact cache must stay a writable volume: %+v", cache)
+			}
+			r := s.TaskTemplate.Resources
+			if r.Limits.Pids != 512 {
+				t.Errorf("pids limit %d", r.Limits.Pids)
+			}
+			if r.Limits.NanoCPUs != tt.wantLimit || r.Reservations.NanoCPUs != tt.wantReserv {
+				t.Errorf("CPU limit %d reservation %d, want %d %d", r.Limits.NanoCPUs, r.Reservations.NanoCPUs, tt.wantLimit, tt.wantReserv)
+			}
+			ld := s.TaskTemplate.LogDriver
+			if ld == nil || ld.Name != "json-file" || !maps.Equal(ld.Options, map[string]string{"max-size": "10m", "max-file": "3"}) {
+				t.Errorf("log driver %+v", ld)
 			}
 		})
 	}
