@@ -16,7 +16,6 @@ import (
 
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
-	"github.com/nlpswarm/nlpswarm/scheduler/autoscale"
 )
 
 // DeploymentRequest is the desired state of a model's deployment.
@@ -37,8 +36,8 @@ type DeploymentRequest struct {
 	Autoscale *Autoscale `json:"autoscale"`
 }
 
-// Autoscale are a deployment's autoscaling bounds (scheduler/autoscale has
-// the rule that uses them).
+// Autoscale are a deployment's autoscaling bounds as the API writes them
+// (the record, internal/deployment, owns their defaults and validation).
 type Autoscale struct {
 	Min            int      `json:"min"`
 	Max            int      `json:"max"`
@@ -47,13 +46,13 @@ type Autoscale struct {
 	IdleToZero     Duration `json:"idle_to_zero"`
 }
 
-// Bounds converts a to the rule's bounds.
-func (a Autoscale) Bounds() autoscale.Bounds {
-	return autoscale.Bounds{Min: a.Min, Max: a.Max, TargetInflight: a.TargetInflight,
+// Bounds converts a to the record's bounds.
+func (a Autoscale) Bounds() deployment.Autoscale {
+	return deployment.Autoscale{Min: a.Min, Max: a.Max, TargetInflight: a.TargetInflight,
 		ScaleDownDelay: time.Duration(a.ScaleDownDelay), IdleToZero: time.Duration(a.IdleToZero)}
 }
 
-func autoscaleOf(b autoscale.Bounds) *Autoscale {
+func autoscaleOf(b deployment.Autoscale) *Autoscale {
 	return &Autoscale{Min: b.Min, Max: b.Max, TargetInflight: b.TargetInflight,
 		ScaleDownDelay: Duration(b.ScaleDownDelay), IdleToZero: Duration(b.IdleToZero)}
 }
@@ -190,7 +189,7 @@ func deploymentOf(r deployment.Record) Deployment {
 		Generation: r.Generation, ObservedGeneration: r.ObservedGeneration, Status: r.Status, StatusMessage: r.StatusMessage,
 		Observed: r.Observed, UpdatedAt: r.UpdatedAt, ObservedAt: r.ObservedAt, ScaledAt: r.ScaledAt, ScaleReason: r.ScaleReason}
 	if r.Autoscale.Enabled() {
-		d.Autoscale = autoscaleOf(autoscale.Bounds(r.Autoscale))
+		d.Autoscale = autoscaleOf(r.Autoscale)
 	}
 	return d
 }

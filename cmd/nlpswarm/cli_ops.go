@@ -15,7 +15,6 @@ import (
 	"github.com/nlpswarm/nlpswarm/apiserver"
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/scheduler"
-	"github.com/nlpswarm/nlpswarm/scheduler/autoscale"
 )
 
 func init() {
@@ -47,7 +46,7 @@ func runDeploy(ctx context.Context, args []string) error {
 	var cpus float64
 	var wait bool
 	labels := labelFlags{}
-	var as autoscale.Bounds
+	var as deployment.Autoscale
 	var flags *flag.FlagSet
 	return verb(ctx, "deploy", args, func(fs *flag.FlagSet) {
 		flags = fs
@@ -61,9 +60,9 @@ func runDeploy(ctx context.Context, args []string) error {
 		fs.BoolVar(&wait, "wait", false, "wait until the replicas run")
 		fs.IntVar(&as.Max, "max", 0, "autoscale up to this many replicas (turns autoscaling on)")
 		fs.IntVar(&as.Min, "min", 0, "autoscale: the floor; 0 lets the model scale to zero")
-		fs.Float64Var(&as.TargetInflight, "target-inflight", autoscale.DefaultTargetInflight, "autoscale: requests in flight per replica to aim at")
-		fs.DurationVar(&as.ScaleDownDelay, "scale-down-delay", autoscale.DefaultScaleDownDelay, "autoscale: how long lower load must last before replicas go down")
-		fs.DurationVar(&as.IdleToZero, "idle-to-zero", autoscale.DefaultIdleToZero, "autoscale with --min 0: no request for this long → 0 replicas")
+		fs.Float64Var(&as.TargetInflight, "target-inflight", deployment.DefaultTargetInflight, "autoscale: requests in flight per replica to aim at")
+		fs.DurationVar(&as.ScaleDownDelay, "scale-down-delay", deployment.DefaultScaleDownDelay, "autoscale: how long lower load must last before replicas go down")
+		fs.DurationVar(&as.IdleToZero, "idle-to-zero", deployment.DefaultIdleToZero, "autoscale with --min 0: no request for this long → 0 replicas")
 	}, func(ctx context.Context, c *apiClient, pos []string) error {
 		if len(pos) != 1 {
 			return usageErr("usage: nlpswarm deploy MODEL [--version N] [--replicas R] [--memory 1G] [--min 0 --max 4]")

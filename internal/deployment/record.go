@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,16 +24,56 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
+// Defaults of the autoscaling bounds a deployment leaves out.
+const (
+	DefaultTargetInflight = 4
+	DefaultScaleDownDelay = 30 * time.Second
+	DefaultIdleToZero     = 5 * time.Minute
+	// MaxAutoscaleReplicas bounds Max, as the deployment API bounds replicas.
+	MaxAutoscaleReplicas = 100
+)
+
 // Autoscale are a deployment's autoscaling bounds as stored; Max 0 means not
-// autoscaled. Its fields match scheduler/autoscale.Bounds one for one, so
-// either converts to the other (autoscale.Bounds(a)); the rule and its
-// validation live there.
+// autoscaled. The record owns their defaults and validation, so the API and
+// the CLI refuse the same things; scheduler/autoscale's rule reads them
+// (autoscale.Bounds is this type).
 type Autoscale struct {
-	Min            int
-	Max            int
-	TargetInflight float64
-	ScaleDownDelay time.Duration
-	IdleToZero     time.Duration
+	Min            int           // floor; 0 allows scale to zero
+	Max            int           // ceiling, ≥ 1 when autoscaled
+	TargetInflight float64       // requests in flight per replica the rule aims at
+	ScaleDownDelay time.Duration // how long a lower recommendation must hold before replicas go down
+	IdleToZero     time.Duration // with Min 0: no request for this long → 0 replicas
+}
+
+// WithDefaults fills the zero fields that have a default.
+func (a Autoscale) WithDefaults() Autoscale {
+	if a.TargetInflight == 0 {
+		a.TargetInflight = DefaultTargetInflight
+	}
+	if a.ScaleDownDelay == 0 {
+		a.ScaleDownDelay = DefaultScaleDownDelay
+	}
+	if a.IdleToZero == 0 {
+		a.IdleToZero = DefaultIdleToZero
+	}
+	return a
+}
+
+// Validate says what is wrong with a (after WithDefaults).
+func (a Autoscale) Validate() error {
+	switch {
+	case a.Max < 1 || a.Max > MaxAutoscaleReplicas:
+		return fmt.Errorf("autoscale.max must be 1..%d", MaxAutoscaleReplicas)
+	case a.Min < 0 || a.Min > a.Max:
+		return errors.New("autoscale.min must be 0..max")
+	case !(a.TargetInflight > 0) || a.TargetInflight > 10000 || math.IsInf(a.TargetInflight, 0):
+		return errors.New("autoscale.target_inflight must be above 0 (and at most 10000)")
+	case a.ScaleDownDelay < time.Second || a.ScaleDownDelay > 24*time.Hour:
+		return errors.New("autoscale.scale_down_delay must be 1s..24h")
+	case a.IdleToZero < time.Second || a.IdleToZero > 30*24*time.Hour:
+		return errors.New("autoscale.idle_to_zero must be 1s..720h")
+	}
+	return nil
 }
 
 // Enabled reports whether the autoscaler sets the replica count.

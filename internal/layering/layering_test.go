@@ -64,7 +64,7 @@ func TestLayering(t *testing.T) {
 	within := func(root string) func(string) bool { return func(p string) bool { return under(p, root) } }
 
 	forbid(within("internal"), isRole, "contracts and plumbing never import a role")
-	forbid(is("apiserver"), is("scheduler"), "the backoffice reads observed state from internal/deployment")
+	forbid(is("apiserver"), within("scheduler"), "the backoffice reads observed state and autoscale bounds from internal/deployment")
 	forbid(within("scheduler"), within("models"), "the runtime's contracts live in internal/")
 	forbid(within("scheduler"), is("modelmgr"), "the replica memory floor is the record's (deployment.MinMemory)")
 	forbid(within("gateway"), is("scheduler"), "the gateway reads the record, not the reconciler")

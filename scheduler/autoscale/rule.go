@@ -1,63 +1,17 @@
 package autoscale
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 )
 
-// Defaults of the bounds a deployment leaves out.
-const (
-	DefaultTargetInflight = 4
-	DefaultScaleDownDelay = 30 * time.Second
-	DefaultIdleToZero     = 5 * time.Minute
-	// MaxReplicas bounds max, as the deployment API bounds replicas.
-	MaxReplicas = 100
-)
-
-// Bounds are a deployment's autoscaling settings.
-type Bounds struct {
-	Min            int           // floor; 0 allows scale to zero
-	Max            int           // ceiling, ≥ 1
-	TargetInflight float64       // requests in flight per replica the rule aims at
-	ScaleDownDelay time.Duration // how long a lower recommendation must hold before replicas go down
-	IdleToZero     time.Duration // with Min 0: no request for this long → 0 replicas
-}
-
-// WithDefaults fills the zero fields that have a default.
-func (b Bounds) WithDefaults() Bounds {
-	if b.TargetInflight == 0 {
-		b.TargetInflight = DefaultTargetInflight
-	}
-	if b.ScaleDownDelay == 0 {
-		b.ScaleDownDelay = DefaultScaleDownDelay
-	}
-	if b.IdleToZero == 0 {
-		b.IdleToZero = DefaultIdleToZero
-	}
-	return b
-}
-
-// Validate says what is wrong with b (after WithDefaults).
-func (b Bounds) Validate() error {
-	switch {
-	case b.Max < 1 || b.Max > MaxReplicas:
-		return fmt.Errorf("autoscale.max must be 1..%d", MaxReplicas)
-	case b.Min < 0 || b.Min > b.Max:
-		return errors.New("autoscale.min must be 0..max")
-	case !(b.TargetInflight > 0) || b.TargetInflight > 10000 || math.IsInf(b.TargetInflight, 0):
-		return errors.New("autoscale.target_inflight must be above 0 (and at most 10000)")
-	case b.ScaleDownDelay < time.Second || b.ScaleDownDelay > 24*time.Hour:
-		return errors.New("autoscale.scale_down_delay must be 1s..24h")
-	case b.IdleToZero < time.Second || b.IdleToZero > 30*24*time.Hour:
-		return errors.New("autoscale.idle_to_zero must be 1s..720h")
-	}
-	return nil
-}
-
-// Clamp bounds n to [Min, Max].
-func (b Bounds) Clamp(n int) int { return min(max(n, b.Min), b.Max) }
+// Bounds are a deployment's autoscaling settings: the record's own type,
+// with its defaults and validation (internal/deployment), so that the API,
+// the CLI and this rule read one definition.
+type Bounds = deployment.Autoscale
 
 // Sample is one second of a model's load, summed over every gateway.
 type Sample struct {
