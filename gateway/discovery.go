@@ -37,7 +37,7 @@ func (c DiscoveryConfig) Discoverer() (Discoverer, error) {
 			return nil, err
 		}
 		if len(s) == 0 {
-			return nil, errors.New("--discovery=static needs --static.upstreams=model=host:port|host:port,...")
+			return nil, errors.New("--discovery=static needs --static.upstreams (model=host:port|host:port, comma-separated)")
 		}
 		return s, nil
 	}

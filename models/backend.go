@@ -3,7 +3,6 @@ package models
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"time"
 
 	"github.com/knights-analytics/hugot"
@@ -90,15 +89,6 @@ func backendByName(name string) Backend {
 		return ortBackend
 	}
 	return goBackend{}
-}
-
-// threads is the intra-op thread count: cfg.Threads, or the CPUs this
-// process may use (GOMAXPROCS follows the container's CPU limit).
-func (cfg EngineConfig) threads() int {
-	if cfg.Threads > 0 {
-		return cfg.Threads
-	}
-	return max(1, runtime.GOMAXPROCS(0))
 }
 
 // pipelineModel is hugot's model behind m's pipeline.

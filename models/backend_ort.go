@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"github.com/knights-analytics/hugot"
 	"github.com/knights-analytics/hugot/backends"
@@ -80,4 +81,13 @@ func (ortEngine) prepare(m *backends.Model, dir string) error {
 	m.Tokenizer.GoTokenizer = &backends.GoTokenizer{Tokenizer: tk}
 	m.Tokenizer.RustTokenizer = nil
 	return nil
+}
+
+// threads is the intra-op thread count: cfg.Threads, or the CPUs this
+// process may use (GOMAXPROCS follows the container's CPU limit).
+func (cfg EngineConfig) threads() int {
+	if cfg.Threads > 0 {
+		return cfg.Threads
+	}
+	return max(1, runtime.GOMAXPROCS(0))
 }
