@@ -4,5 +4,6 @@
 // and the role pairs that must stay apart (the apiserver reaches Swarm only
 // through the deployment record, never by importing the scheduler; the
 // scheduler reads the runtime's cold-start record from internal/coldstart,
-// not from models).
+// not from models). It also checks that every fuzz target of the module is
+// in the Makefile's FUZZ_TARGETS, so CI runs each one.
 package layering
