@@ -61,6 +61,7 @@ type keyLimit struct {
 	month    string // the quota figures below are for this UTC month (YYYYMM)
 	used     int64  // the quota's count in Redis at the last settlement; -1: not read yet
 	qPending int64  // counted against the quota since the last settlement
+	qFlight  int64  // counted, and in a settlement not yet answered
 	lastSeen time.Time
 }
 
@@ -148,7 +149,7 @@ func (l *Limiter) Allow(ctx context.Context, k *Key) Verdict {
 	if k.Quota > 0 {
 		utc := now.UTC()
 		if month := utc.Format("200601"); st.month != month {
-			st.month, st.used, st.qPending = month, -1, 0
+			st.month, st.used, st.qPending, st.qFlight = month, -1, 0, 0
 		}
 		if st.used < 0 && !l.redisDown.active() {
 			used, err := l.rdb.Get(ctx, l.quotaKey(k.ID, st.month)).Int64()
@@ -160,7 +161,7 @@ func (l *Limiter) Allow(ctx context.Context, k *Key) Verdict {
 				v.FailOpen, v.Err = true, err
 			}
 		}
-		if st.used >= 0 && st.used+st.qPending >= k.Quota {
+		if st.used >= 0 && st.used+st.qFlight+st.qPending >= k.Quota {
 			next := time.Date(utc.Year(), utc.Month()+1, 1, 0, 0, 0, 0, time.UTC)
 			v.Allowed, v.Reason, v.RetryAfter = false, "quota_exceeded", next.Sub(utc)
 			return v
@@ -240,6 +241,9 @@ func (l *Limiter) Settle(ctx context.Context) error {
 		st.mu.Lock()
 		if st.pending > 0 || st.qPending > 0 {
 			work = append(work, &settlement{id: id, st: st, rps: st.rps, burst: st.burst, n: st.pending, month: st.month, qn: st.qPending})
+			// still counted while Redis answers: a request admitted meanwhile
+			// sees them, or the quota could be passed by a settlement's worth
+			st.qFlight += st.qPending
 			st.pending, st.qPending = 0, 0
 		} else if now.Sub(st.lastSeen) > forgetAfter {
 			delete(l.keys, id)
@@ -271,6 +275,9 @@ func (l *Limiter) Settle(ctx context.Context) error {
 			if t := int(w.st.local.TokensAt(now)); t > 0 {
 				w.st.local.AllowN(now, t)
 			}
+		}
+		if w.st.month == w.month {
+			w.st.qFlight -= w.qn
 		}
 		switch {
 		case w.qn == 0:

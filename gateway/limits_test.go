@@ -176,3 +176,57 @@ func TestRateLimitSharedAcrossGateways(t *testing.T) {
 		t.Fatalf("each gateway admitted its own full plan (%v): Redis did not share the budget", admitted)
 	}
 }
+
+// holdPipelines is a go-redis hook that holds every pipeline until released,
+// so a test can act while a settlement waits for Redis.
+type holdPipelines struct{ entered, release chan struct{} }
+
+func (h holdPipelines) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h holdPipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h holdPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		select {
+		case h.entered <- struct{}{}:
+		default:
+		}
+		<-h.release
+		return next(ctx, cmds)
+	}
+}
+
+// A request admitted while a settlement waits for Redis still sees the
+// quota counted in it. Before, those counts left the pending tally when the
+// pipeline was sent and came back only with Redis's answer, so a key could
+// pass its quota by a settlement's worth (seen as a flake of TestMonthlyQuota
+// on a loaded machine).
+func TestQuotaHoldsDuringSettlement(t *testing.T) {
+	rdb, prefix := rdbtest.New(t)
+	l := newLimiter(rdb, prefix, time.Hour)
+	k := &Key{ID: 7, RPS: 1000, Burst: 1000, Quota: 3}
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		if v := l.Allow(ctx, k); !v.Allowed {
+			t.Fatalf("request %d refused: %+v", i, v)
+		}
+	}
+	hold := holdPipelines{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	rdb.AddHook(hold)
+	done := make(chan error, 1)
+	go func() { done <- l.Settle(ctx) }()
+	select {
+	case <-hold.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the settlement never reached Redis")
+	}
+	v := l.Allow(ctx, k)
+	close(hold.release)
+	if err := <-done; err != nil {
+		t.Fatalf("settle: %v", err)
+	}
+	if v.Allowed || v.Reason != "quota_exceeded" {
+		t.Fatalf("4th request during the settlement: %+v, want quota_exceeded", v)
+	}
+	if v := l.Allow(ctx, k); v.Allowed || v.Reason != "quota_exceeded" {
+		t.Fatalf("4th request after the settlement: %+v, want quota_exceeded", v)
+	}
+}
