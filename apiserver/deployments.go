@@ -174,6 +174,19 @@ type Deployment struct {
 	ColdStarts []ReplicaStart `json:"cold_starts"`
 }
 
+// EngineText is the engine d's replicas run, for people: marked
+// "(default)" when d leaves the choice to the platform, "default" alone until
+// the scheduler has resolved it (the CLI's status and the pages).
+func (d Deployment) EngineText() string {
+	switch {
+	case d.EffectiveBackend == "":
+		return "default"
+	case d.Backend == "":
+		return d.EffectiveBackend + " (default)"
+	}
+	return d.EffectiveBackend
+}
+
 // ReplicaStart is one replica's cold start as the scheduler recorded it.
 type ReplicaStart = deployment.ReplicaStart
 

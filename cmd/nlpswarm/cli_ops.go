@@ -188,7 +188,7 @@ func showDeployments(c *apiClient, ds []apiserver.Deployment) error {
 		if as == "" {
 			as = "-"
 		}
-		rows = append(rows, []string{d.Model, strconv.Itoa(d.Version), fmt.Sprintf("%d/%d", o.Running, d.Replicas), backendText(d), as,
+		rows = append(rows, []string{d.Model, strconv.Itoa(d.Version), fmt.Sprintf("%d/%d", o.Running, d.Replicas), d.EngineText(), as,
 			humanBytes(d.MemoryReservation), d.Status, d.StatusMessage})
 		for _, t := range o.Tasks {
 			rows = append(rows, []string{"  #" + strconv.Itoa(t.Slot), "", "", "", "", t.Node, t.State, t.Error})
@@ -199,19 +199,6 @@ func showDeployments(c *apiClient, ds []apiserver.Deployment) error {
 		showScaleAndColdStarts(ds[0])
 	}
 	return nil
-}
-
-// backendText is the engine d's replicas run, marked "(default)" when d
-// leaves the choice to the platform; "default" alone until the scheduler has
-// resolved it.
-func backendText(d apiserver.Deployment) string {
-	switch {
-	case d.EffectiveBackend == "":
-		return "default"
-	case d.Backend == "":
-		return d.EffectiveBackend + " (default)"
-	}
-	return d.EffectiveBackend
 }
 
 // autoscaleText is "min..max @target" (with prefix), or "" when d is not autoscaled.
