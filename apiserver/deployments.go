@@ -34,6 +34,10 @@ type DeploymentRequest struct {
 	// Autoscale, when present, lets the scheduler's autoscaler set the
 	// replicas within [min, max]; replicas is then the starting count.
 	Autoscale *Autoscale `json:"autoscale"`
+	// Backend is the inference engine: "go", "ort", or "" (absent) for the
+	// platform's default, which the scheduler resolves (ort when it has an
+	// ORT runtime image, else go).
+	Backend string `json:"backend"`
 }
 
 // Autoscale are a deployment's autoscaling bounds as the API writes them
@@ -112,6 +116,8 @@ func (r *DeploymentRequest) Check() error {
 		return errors.New("resources.memory must be at least 32M")
 	case len(r.Placement.Labels) > 16:
 		return errors.New("at most 16 placement labels")
+	case deployment.ValidateBackend(r.Backend) != nil:
+		return fmt.Errorf("backend must be \"go\", \"ort\" or absent (the platform's default), got %q", r.Backend)
 	}
 	for k, v := range r.Placement.Labels {
 		if !labelRE.MatchString(k) || len(v) > 128 || !labelValueRE.MatchString(v) {
@@ -159,8 +165,26 @@ type Deployment struct {
 	Autoscale   *Autoscale `json:"autoscale"`
 	ScaledAt    time.Time  `json:"scaled_at"`    // when replicas last changed
 	ScaleReason string     `json:"scale_reason"` // why: deploy, manual scale or the autoscaler's rule
+	// Backend is the engine asked for ("" = the platform's default);
+	// EffectiveBackend the one the replicas run, as the scheduler resolved
+	// it ("" until it has).
+	Backend          string `json:"backend"`
+	EffectiveBackend string `json:"effective_backend"`
 	// ColdStarts are the most recent replicas' start phases, newest first.
 	ColdStarts []ReplicaStart `json:"cold_starts"`
+}
+
+// EngineText is the engine d's replicas run, for people: marked
+// "(default)" when d leaves the choice to the platform, "default" alone until
+// the scheduler has resolved it (the CLI's status and the pages).
+func (d Deployment) EngineText() string {
+	switch {
+	case d.EffectiveBackend == "":
+		return "default"
+	case d.Backend == "":
+		return d.EffectiveBackend + " (default)"
+	}
+	return d.EffectiveBackend
 }
 
 // ReplicaStart is one replica's cold start as the scheduler recorded it.
@@ -187,7 +211,8 @@ func deploymentOf(r deployment.Record) Deployment {
 	d := Deployment{Model: r.Model, Version: r.Version, Replicas: r.Replicas, CPUs: r.CPUs, MemoryBytes: r.MemoryBytes,
 		MemoryReservation: r.MemoryReservation, GPUs: r.GPUs, GPUMemoryBytes: r.GPUMemory, PlacementLabels: r.Labels,
 		Generation: r.Generation, ObservedGeneration: r.ObservedGeneration, Status: r.Status, StatusMessage: r.StatusMessage,
-		Observed: r.Observed, UpdatedAt: r.UpdatedAt, ObservedAt: r.ObservedAt, ScaledAt: r.ScaledAt, ScaleReason: r.ScaleReason}
+		Observed: r.Observed, UpdatedAt: r.UpdatedAt, ObservedAt: r.ObservedAt, ScaledAt: r.ScaledAt, ScaleReason: r.ScaleReason,
+		Backend: r.Backend, EffectiveBackend: r.EffectiveBackend()}
 	if r.Autoscale.Enabled() {
 		d.Autoscale = autoscaleOf(r.Autoscale)
 	}
@@ -263,7 +288,8 @@ func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest)
 		}
 		spec := deployment.Spec{ModelID: modelID, Model: name, Version: req.Version, Replicas: *req.Replicas,
 			Resources: deployment.Resources{CPUs: req.Resources.CPUs, MemoryBytes: int64(req.Resources.Memory), MemoryReservation: reservation,
-				GPUs: req.Resources.GPUs, GPUMemory: int64(req.Resources.GPUMemory), Labels: req.Placement.Labels}}
+				GPUs: req.Resources.GPUs, GPUMemory: int64(req.Resources.GPUMemory), Labels: req.Placement.Labels},
+			Backend: req.Backend}
 		if req.Autoscale != nil {
 			spec.Autoscale = deployment.Autoscale(req.Autoscale.Bounds())
 			// a redeploy that names no count keeps the autoscaler's

@@ -246,6 +246,7 @@ type deployValues struct {
 	Version                               int
 	Replicas                              string
 	Memory, CPUs, GPUs, GPUMemory, Labels string
+	Backend                               string // "", "go" or "ort"
 	// autoscaling: off when AutoMax is empty
 	AutoMin, AutoMax, AutoTarget, AutoDown, AutoIdle string
 	VersionChoices                                   []int
@@ -288,7 +289,7 @@ func (s *Server) modelView(c *gin.Context, name string, form *deployValues) (*vi
 }
 
 func deployValuesOf(d Deployment) *deployValues {
-	f := &deployValues{Version: d.Version, Replicas: strconv.Itoa(d.Replicas)}
+	f := &deployValues{Version: d.Version, Replicas: strconv.Itoa(d.Replicas), Backend: d.Backend}
 	if d.MemoryBytes > 0 {
 		f.Memory = sizeInput(d.MemoryBytes)
 	}
@@ -357,7 +358,7 @@ func (s *Server) uploadForm(c *gin.Context) {
 // parseDeployForm reads the deploy form into the JSON API's request.
 func parseDeployForm(c *gin.Context) (DeploymentRequest, *deployValues, error) {
 	f := &deployValues{Replicas: c.PostForm("replicas"), Memory: c.PostForm("memory"), CPUs: c.PostForm("cpus"),
-		GPUs: c.PostForm("gpus"), GPUMemory: c.PostForm("gpu_memory"), Labels: c.PostForm("labels"),
+		GPUs: c.PostForm("gpus"), GPUMemory: c.PostForm("gpu_memory"), Labels: c.PostForm("labels"), Backend: c.PostForm("backend"),
 		AutoMin: c.PostForm("autoscale_min"), AutoMax: c.PostForm("autoscale_max"), AutoTarget: c.PostForm("autoscale_target_inflight"),
 		AutoDown: c.PostForm("autoscale_scale_down_delay"), AutoIdle: c.PostForm("autoscale_idle_to_zero")}
 	var req DeploymentRequest
@@ -368,6 +369,7 @@ func parseDeployForm(c *gin.Context) (DeploymentRequest, *deployValues, error) {
 		}
 	}
 	req.Version = f.Version
+	req.Backend = f.Backend // checked with the rest of the request
 	if v := strings.TrimSpace(f.Replicas); v != "" || strings.TrimSpace(f.AutoMax) == "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -528,7 +530,8 @@ func (s *Server) undeployForm(c *gin.Context) {
 // --- nodes
 
 type replicaView struct {
-	Model string
+	Model  string
+	Engine string // the deployment's engine (Deployment.EngineText)
 	deployment.TaskState
 }
 
@@ -564,7 +567,7 @@ func (s *Server) nodesPage(c *gin.Context) {
 		for _, d := range ds {
 			for _, t := range deps[d.Model].Obs.Tasks {
 				if t.Node == n.Hostname || t.Node == n.ID {
-					nv.Replicas = append(nv.Replicas, replicaView{Model: d.Model, TaskState: t})
+					nv.Replicas = append(nv.Replicas, replicaView{Model: d.Model, Engine: d.EngineText(), TaskState: t})
 				}
 			}
 		}

@@ -4,6 +4,12 @@
 # and wait until every service is healthy. Prints the URLs at the end.
 # On another engine (DOCKER_HOST), e.g. the multi-node lab of internal/swarmlab:
 #   NLPSWARM_IMAGE, NLPSWARM_IMAGE_ID  an image already loaded on every node (no build)
+#   ORT=1                              also build the ONNX Runtime runtime image (make
+#                                      ort-image: the first build takes minutes, then
+#                                      cached) and make ort the default engine of model
+#                                      services; off by default to keep make up fast
+#   NLPSWARM_ORT_IMAGE_ID              an ORT runtime image already loaded on every node
+#                                      (no build); the default engine is then ort too
 #   STACK_OVERLAYS                     extra compose files (-c) after docker-compose.yml
 #   PUBLIC_HOST                        the address printed in the gateway's URL (127.0.0.1)
 #   BACKOFFICE_ADDR                    the address the backoffice forwarder listens on
@@ -33,6 +39,19 @@ else
   NLPSWARM_IMAGE_ID=$(docker image inspect -f '{{.Id}}' nlpswarm:dev)
 fi
 export NLPSWARM_IMAGE NLPSWARM_IMAGE_ID
+
+# the ONNX Runtime engine's image (issue 14): opt-in; the scheduler gets its ID
+# (docker-compose.yml's --ortimage), empty without it (every model on pure Go)
+if [ -n "${NLPSWARM_ORT_IMAGE_ID:-}" ]; then
+  log "using the ORT runtime image $NLPSWARM_ORT_IMAGE_ID, no build"
+elif [ "${ORT:-0}" = 1 ]; then
+  log "building the ONNX Runtime runtime image (make ort-image; the first build takes minutes)"
+  make -s ort-image ORT_IMAGE=nlpswarm-ort:dev >/dev/null
+  NLPSWARM_ORT_IMAGE_ID=$(docker image inspect -f '{{.Id}}' nlpswarm-ort:dev)
+else
+  NLPSWARM_ORT_IMAGE_ID=
+fi
+export NLPSWARM_ORT_IMAGE_ID
 
 if [ -z "${POSTGRES_IMAGE:-}${REDIS_IMAGE:-}${PROMETHEUS_IMAGE:-}" ]; then
   ./deployments/images/build.sh
@@ -124,8 +143,11 @@ else
   done
 fi
 
+engine="pure Go (make up ORT=1 adds ONNX Runtime)"
+[ -n "$NLPSWARM_ORT_IMAGE_ID" ] && engine="ONNX Runtime (nlpswarm-ort); deploy --backend go for pure Go"
 cat <<MSG
 nlpswarm is up (stack "$STACK").
+  engine:      model services default to $engine
   backoffice:  http://$backoffice_host:8081   (admin token: $STATE/admin_token)
   gateway:     http://$PUBLIC_HOST:8080
   prometheus:  http://$prometheus_host:9090

@@ -14,6 +14,17 @@
 // CPU limit of 2 CPUs when the deployment sets none (and then no CPU
 // reservation); json-file logs rotated at 10 MB, 3 files.
 //
+// Each deployment runs one inference engine (issue 14): the one it asks for
+// (internal/deployment's backend: go or ort), else ort when the scheduler
+// has an ORT runtime image (--ortimage, nlpswarm-ort), else go.
+// SpecConfig.Engine decides it (pure); the engine picks the service's image
+// (the control-plane image for go, the ORT image for ort) and the runtime's
+// --engine.backend, is labelled nlpswarm.backend, and is part of the spec
+// hash, so a change of engine is a rolling update. A deployment asking for
+// ort with no ORT image is unplaceable with that reason (its service, if
+// any, left as it is); the effective engine is written into its observed
+// state, which `nlpswarm status` and the pages show.
+//
 // A reconcile pass is Nomad-like, in three steps:
 //
 //   - inputs: the desired deployments (internal/deployment.LoadDesired), the

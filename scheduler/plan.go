@@ -17,11 +17,13 @@ type Service struct {
 	Name     string `json:"name"`
 	SpecHash string `json:"spec_hash"`
 	Replicas uint64 `json:"replicas"`
+	Backend  string `json:"backend,omitempty"` // the engine it runs, from its label
 }
 
 // serviceOf reads what Diff compares from a listed service.
 func serviceOf(s swarm.Service) Service {
-	return Service{ID: s.ID, Name: s.Spec.Annotations.Name, SpecHash: s.Spec.Annotations.Labels[LabelSpecHash], Replicas: replicas(s.Spec)}
+	return Service{ID: s.ID, Name: s.Spec.Annotations.Name, SpecHash: s.Spec.Annotations.Labels[LabelSpecHash], Replicas: replicas(s.Spec),
+		Backend: s.Spec.Annotations.Labels[LabelBackend]}
 }
 
 // Plan is what one reconcile pass does, decided before anything is done:
@@ -34,7 +36,8 @@ type Plan struct {
 	// request, one back from zero).
 	GPUAssigns []GPUAssign `json:"gpu_assigns"`
 	// Unplaceable deployments are left as they are (their service, if any,
-	// untouched), with placement's reason.
+	// untouched), with placement's reason, or the engine's (ort asked for
+	// with no ORT image).
 	Unplaceable []Unplaceable `json:"unplaceable"`
 	Creates     []Change      `json:"creates"`
 	Updates     []Change      `json:"updates"`
@@ -69,6 +72,10 @@ type Change struct {
 	FromReplicas int    `json:"from_replicas"` // updates
 	SpecHash     string `json:"spec_hash"`
 	FromSpecHash string `json:"from_spec_hash,omitempty"` // updates
+	// Backend is the engine the replicas will run (the deployment's, or the
+	// platform's default resolved); FromBackend the one they run (updates).
+	Backend     string `json:"backend"`
+	FromBackend string `json:"from_backend,omitempty"`
 	// SpecChanged: image, env, resources, placement or version differ (a
 	// rolling update); otherwise only the replica count changes.
 	SpecChanged bool               `json:"spec_changed"`
@@ -108,6 +115,7 @@ func (p Plan) unplaceable(model string) bool {
 func Diff(desired []deployment.Desired, services []Service, inv placement.Snapshot, c SpecConfig) Plan {
 	p := Plan{GPUFrees: []string{}, GPUAssigns: []GPUAssign{}, Unplaceable: []Unplaceable{}, Creates: []Change{},
 		Updates: []Change{}, Removes: []Removal{}, Unchanged: []string{}}
+	p.refuseEngines(desired, c)
 	pins := p.placeGPUs(desired, inv)
 	existing := map[string]Service{}
 	for _, s := range services {
@@ -122,14 +130,14 @@ func Diff(desired []deployment.Desired, services []Service, inv placement.Snapsh
 		}
 		spec := BuildSpec(Desired{Desired: d, Pin: pins[d.Model]}, c)
 		ch := Change{Model: d.Model, Service: name, Version: d.Version, Replicas: d.Replicas,
-			SpecHash: spec.Annotations.Labels[LabelSpecHash], Spec: spec, Desired: d}
+			SpecHash: spec.Annotations.Labels[LabelSpecHash], Backend: spec.Annotations.Labels[LabelBackend], Spec: spec, Desired: d}
 		svc, ok := existing[name]
 		if !ok {
-			ch.Why = fmt.Sprintf("new: version %d, %d replica(s)", d.Version, d.Replicas)
+			ch.Why = fmt.Sprintf("new: version %d, %d replica(s) on %s", d.Version, d.Replicas, ch.Backend)
 			p.Creates = append(p.Creates, ch)
 			continue
 		}
-		ch.ServiceID, ch.FromReplicas, ch.FromSpecHash = svc.ID, int(svc.Replicas), svc.SpecHash
+		ch.ServiceID, ch.FromReplicas, ch.FromSpecHash, ch.FromBackend = svc.ID, int(svc.Replicas), svc.SpecHash, svc.Backend
 		ch.SpecChanged = svc.SpecHash != ch.SpecHash
 		if !ch.SpecChanged && svc.Replicas == uint64(d.Replicas) {
 			p.Unchanged = append(p.Unchanged, d.Model)
@@ -139,6 +147,8 @@ func Diff(desired []deployment.Desired, services []Service, inv placement.Snapsh
 		switch {
 		case ch.SpecChanged && svc.Replicas != uint64(d.Replicas):
 			ch.Why = fmt.Sprintf("spec changed (%s → %s) and replicas %d → %d", svc.SpecHash, ch.SpecHash, svc.Replicas, d.Replicas)
+		case ch.SpecChanged && svc.Backend != "" && svc.Backend != ch.Backend:
+			ch.Why = fmt.Sprintf("backend %s → %s (spec %s → %s): rolling update", svc.Backend, ch.Backend, svc.SpecHash, ch.SpecHash)
 		case ch.SpecChanged:
 			ch.Why = fmt.Sprintf("spec changed (%s → %s): rolling update", svc.SpecHash, ch.SpecHash)
 		case ch.ScaleToZero:
@@ -155,6 +165,17 @@ func Diff(desired []deployment.Desired, services []Service, inv placement.Snapsh
 	}
 	sort.Slice(p.Removes, func(i, j int) bool { return p.Removes[i].Service < p.Removes[j].Service })
 	return p
+}
+
+// refuseEngines marks unplaceable the deployments whose engine cannot be had
+// (ort with no ORT image): like one placement refuses, a refused one keeps
+// its service, if any, and the GPUs it holds as they are.
+func (p *Plan) refuseEngines(desired []deployment.Desired, c SpecConfig) {
+	for _, d := range desired {
+		if _, err := c.Engine(d.Backend); err != nil {
+			p.Unplaceable = append(p.Unplaceable, Unplaceable{Model: d.Model, Reason: err.Error(), Generation: d.Generation})
+		}
+	}
 }
 
 // placeGPUs decides the GPU side of p: it frees the assignments no running
@@ -181,7 +202,7 @@ func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot) m
 	sort.Strings(p.GPUFrees)
 	pins := map[string]*Pin{}
 	for _, d := range desired {
-		if !keep[d.Model] {
+		if !keep[d.Model] || p.unplaceable(d.Model) {
 			continue
 		}
 		need := int64(d.Replicas) * d.GPUMemory

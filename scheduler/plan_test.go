@@ -12,6 +12,15 @@ import (
 // desired state, the services Swarm has and the inventory.
 func TestDiff(t *testing.T) {
 	cfg := SpecConfig{Image: "sha256:img1", Network: "net", ArtifactBaseURL: "http://apiserver:8081"}
+	ortCfg := cfg
+	ortCfg.ORTImage = "sha256:ort1"
+	noORT := func() string {
+		_, err := cfg.Engine(deployment.BackendORT)
+		if err == nil {
+			t.Fatal("ort without an ORT image was accepted")
+		}
+		return err.Error()
+	}()
 	cpu := deployment.Desired{Model: "cpu", Task: "text-classification", Version: 1, Digest: "sha256:aa", Replicas: 2, Generation: 4}
 	gpu := deployment.Desired{Model: "gpu", Task: "feature-extraction", Version: 1, Digest: "sha256:bb", Replicas: 1,
 		Resources: deployment.Resources{GPUs: 1, GPUMemory: 8 << 30}, Generation: 7}
@@ -19,7 +28,8 @@ func TestDiff(t *testing.T) {
 	// svc is the service Swarm would have after d was applied with cfg and pin
 	svc := func(d deployment.Desired, pin *Pin, c SpecConfig) Service {
 		spec := BuildSpec(Desired{Desired: d, Pin: pin}, c)
-		return Service{ID: "id-" + d.Model, Name: ServiceName(d.Model), SpecHash: spec.Annotations.Labels[LabelSpecHash], Replicas: uint64(d.Replicas)}
+		return Service{ID: "id-" + d.Model, Name: ServiceName(d.Model), SpecHash: spec.Annotations.Labels[LabelSpecHash],
+			Replicas: uint64(d.Replicas), Backend: spec.Annotations.Labels[LabelBackend]}
 	}
 	hash := func(d deployment.Desired, pin *Pin, c SpecConfig) string { return svc(d, pin, c).SpecHash }
 	node := func(gpus ...placement.GPU) placement.Snapshot {
@@ -56,7 +66,26 @@ func TestDiff(t *testing.T) {
 		want     want
 	}{
 		{name: "create a new deployment", desired: []deployment.Desired{cpu},
-			want: want{creates: []string{"cpu: new: version 1, 2 replica(s)"}}},
+			want: want{creates: []string{"cpu: new: version 1, 2 replica(s) on go"}}},
+		// issue 14: the engine per deployment
+		{name: "the default engine is ort when an ORT image is configured", desired: []deployment.Desired{cpu}, cfg: ortCfg,
+			want: want{creates: []string{"cpu: new: version 1, 2 replica(s) on ort"}}},
+		{name: "go asked for stays go beside an ORT image", desired: []deployment.Desired{with(cpu, func(d *deployment.Desired) { d.Backend = "go" })}, cfg: ortCfg,
+			want: want{creates: []string{"cpu: new: version 1, 2 replica(s) on go"}}},
+		{name: "ort asked for without an ORT image is unplaceable; its service is left alone",
+			desired:  []deployment.Desired{with(cpu, func(d *deployment.Desired) { d.Backend = "ort" })},
+			services: []Service{svc(cpu, nil, cfg)},
+			want:     want{unplaceable: []string{"cpu: " + noORT}}},
+		{name: "an unknown engine (a row older than this scheduler) is unplaceable",
+			desired: []deployment.Desired{with(cpu, func(d *deployment.Desired) { d.Backend = "tpu" })}, cfg: ortCfg,
+			want: want{unplaceable: []string{`cpu: unknown backend "tpu" (go or ort)`}}},
+		{name: "an ORT image turns default deployments to ort: a rolling update", desired: []deployment.Desired{cpu},
+			services: []Service{svc(cpu, nil, cfg)}, cfg: ortCfg,
+			want: want{updates: []string{"cpu: backend go → ort (spec " + hash(cpu, nil, cfg) + " → " + hash(cpu, nil, ortCfg) + "): rolling update"}}},
+		{name: "a GPU deployment refused its engine keeps its GPU and is not placed",
+			desired:  []deployment.Desired{with(gpu, func(d *deployment.Desired) { d.Backend = "ort" })},
+			services: []Service{svc(gpu, pinA, cfg)}, inv: heldA(8 << 30),
+			want: want{unplaceable: []string{"gpu: " + noORT}}},
 		{name: "nothing when equal", desired: []deployment.Desired{cpu}, services: []Service{svc(cpu, nil, cfg)},
 			want: want{unchanged: []string{"cpu"}}},
 		{name: "replicas alone: a scale, not a rolling update", desired: []deployment.Desired{with(cpu, func(d *deployment.Desired) { d.Replicas = 5 })},
@@ -79,7 +108,7 @@ func TestDiff(t *testing.T) {
 		{name: "remove managed services no deployment wants", services: []Service{svc(cpu, nil, cfg), {ID: "id-old", Name: "nlp-old", SpecHash: "x", Replicas: 1}},
 			want: want{removes: []string{"nlp-cpu: no deployment wants it", "nlp-old: no deployment wants it"}}},
 		{name: "a GPU deployment is placed by best fit and pinned", desired: []deployment.Desired{gpu}, inv: node(free80),
-			want: want{creates: []string{"gpu: new: version 1, 1 replica(s)"}, assigns: assignA}},
+			want: want{creates: []string{"gpu: new: version 1, 1 replica(s) on go"}, assigns: assignA}},
 		{name: "unplaceable with placement's reason; its service is left alone", desired: []deployment.Desired{gpu, cpu},
 			services: []Service{svc(gpu, pinA, cfg), svc(cpu, nil, cfg)}, inv: node(),
 			want: want{unplaceable: []string{"gpu: " + noRoom}, unchanged: []string{"cpu"}}},
@@ -138,10 +167,15 @@ func TestDiff(t *testing.T) {
 			if !reflect.DeepEqual(got, w) {
 				t.Fatalf("plan\n got  %+v\n want %+v", got, w)
 			}
-			// the plan's specs are what BuildSpec makes, pinned where placed
+			// the plan's specs are what BuildSpec makes, pinned where placed,
+			// on the image of their engine
 			for _, ch := range append(p.Creates, p.Updates...) {
 				if ch.Spec.Annotations.Labels[LabelSpecHash] != ch.SpecHash || ch.Spec.Annotations.Name != ch.Service {
 					t.Errorf("%s: spec %s / hash %s", ch.Model, ch.Spec.Annotations.Name, ch.SpecHash)
+				}
+				eng, err := c.Engine(ch.Desired.Backend)
+				if err != nil || ch.Backend != eng.Backend || ch.Spec.TaskTemplate.ContainerSpec.Image != eng.Image {
+					t.Errorf("%s: backend %s on %s, want %+v (%v)", ch.Model, ch.Backend, ch.Spec.TaskTemplate.ContainerSpec.Image, eng, err)
 				}
 			}
 			if p.Empty() != (len(w.creates)+len(w.updates)+len(w.removes)+len(w.unplaceable)+len(w.frees)+len(w.assigns) == 0) {

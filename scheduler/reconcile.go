@@ -188,7 +188,10 @@ func (r *Reconciler) observe(ctx context.Context, d deployment.Desired) {
 		return
 	}
 	nodes := r.nodeNames(ctx)
-	obs := deployment.Observed{Desired: d.Replicas, Tasks: []deployment.TaskState{}}
+	// the engine is resolved here as in the spec (Diff refused the
+	// deployments whose engine cannot be had, so none is observed)
+	eng, _ := r.Spec.Engine(d.Backend)
+	obs := deployment.Observed{Desired: d.Replicas, Tasks: []deployment.TaskState{}, Backend: eng.Backend}
 	lastErr := ""
 	for _, t := range tl.Items {
 		if t.DesiredState != swarm.TaskStateRunning && t.DesiredState != swarm.TaskStateReady {

@@ -86,7 +86,7 @@ func TestReconcileAgainstSwarm(t *testing.T) {
 	if r := spec.TaskTemplate.Resources; r.Limits.MemoryBytes != 268435456 || r.Reservations.MemoryBytes != deployment.MinMemory {
 		t.Errorf("memory limit %d reservation %d", r.Limits.MemoryBytes, r.Reservations.MemoryBytes)
 	}
-	if spec.Labels[LabelManaged] != "true" || spec.Labels[LabelModel] != model || spec.Labels[LabelVersion] != "1" {
+	if spec.Labels[LabelManaged] != "true" || spec.Labels[LabelModel] != model || spec.Labels[LabelVersion] != "1" || spec.Labels[LabelBackend] != "go" {
 		t.Errorf("labels %v", spec.Labels)
 	}
 	if _, ok := spec.Labels["com.docker.stack.namespace"]; ok {
@@ -108,6 +108,9 @@ func TestReconcileAgainstSwarm(t *testing.T) {
 			var obs deployment.Observed
 			json.Unmarshal(raw, &obs)
 			if status == "running" && obs.Running == n {
+				if obs.Backend != "go" {
+					t.Fatalf("observed engine %q, want go (the default without an ORT image)", obs.Backend)
+				}
 				t.Logf("%d replica(s) running after %s (tasks %+v)", n, time.Since(start).Round(100*time.Millisecond), obs.Tasks)
 				return
 			}
@@ -121,6 +124,20 @@ func TestReconcileAgainstSwarm(t *testing.T) {
 	for _, n := range []int{3, 1} {
 		exec1(`UPDATE deployments d SET replicas = $2, generation = generation + 1 FROM models m WHERE m.id = d.model_id AND m.name = $1`, model, n)
 		waitRunning(n)
+	}
+	// issue 14: ort asked for with no ORT image is unplaceable, with the
+	// reason, and the service is left as it runs
+	before, _ := cl.ServiceInspect(ctx, svcName, client.ServiceInspectOptions{})
+	exec1(`UPDATE deployments d SET backend = 'ort', generation = generation + 1 FROM models m WHERE m.id = d.model_id AND m.name = $1`, model)
+	if res, err := rec.Pass(ctx); err != nil || res.Created+res.Updated+res.Removed+res.Unchanged != 0 {
+		t.Fatalf("ort without an ORT image: %+v %v", res, err)
+	}
+	var status, msg string
+	db.Pool.QueryRow(ctx, `SELECT status, status_message FROM deployments`).Scan(&status, &msg)
+	after, err := cl.ServiceInspect(ctx, svcName, client.ServiceInspectOptions{})
+	if status != deployment.StatusUnplaceable || !strings.Contains(msg, "no ONNX Runtime image") || err != nil ||
+		after.Service.Version.Index != before.Service.Version.Index {
+		t.Fatalf("ort without an ORT image: status %s %q; service touched or gone (%v)", status, msg, err)
 	}
 	exec1(`DELETE FROM deployments`)
 	if res, err := rec.Pass(ctx); err != nil || res.Removed != 1 {

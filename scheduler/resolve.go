@@ -8,8 +8,9 @@ import (
 	"github.com/moby/moby/client"
 )
 
-// ResolveSpecConfig turns names into IDs: the image tag into its image ID (so
-// that no node tries to pull) and the internal token secret into its ID.
+// ResolveSpecConfig turns names into IDs: the image tags (the runtime's and
+// the ORT runtime's, if any) into image IDs (so that no node tries to pull)
+// and the internal token secret into its ID.
 func ResolveSpecConfig(ctx context.Context, docker *client.Client, c SpecConfig) (SpecConfig, error) {
 	if !strings.HasPrefix(c.Image, "sha256:") {
 		img, err := docker.ImageInspect(ctx, c.Image)
@@ -17,6 +18,13 @@ func ResolveSpecConfig(ctx context.Context, docker *client.Client, c SpecConfig)
 			return c, fmt.Errorf("runtime image %s: %w", c.Image, err)
 		}
 		c.Image = img.ID
+	}
+	if c.ORTImage != "" && !strings.HasPrefix(c.ORTImage, "sha256:") {
+		img, err := docker.ImageInspect(ctx, c.ORTImage)
+		if err != nil {
+			return c, fmt.Errorf("ORT runtime image %s (build it with make ort-image, or leave --ortimage empty): %w", c.ORTImage, err)
+		}
+		c.ORTImage = img.ID
 	}
 	if c.TokenSecretName != "" {
 		list, err := docker.SecretList(ctx, client.SecretListOptions{Filters: client.Filters{}.Add("name", c.TokenSecretName)})

@@ -25,6 +25,7 @@ const (
 	LabelVersion     = "nlpswarm.version"
 	LabelTask        = "nlpswarm.task"
 	LabelSpecHash    = "nlpswarm.spec-hash"
+	LabelBackend     = "nlpswarm.backend"
 	LabelMetricsPort = "nlpswarm.metrics.port"
 	RuntimePort      = 8080
 	// ArtifactCacheDir is where model services unpack artifacts by digest:
@@ -83,7 +84,8 @@ type SpecConfig struct {
 	// orphans) only services with its owner label, so two platforms or test
 	// runs on one swarm leave each other alone. Default "nlpswarm".
 	Owner               string
-	Image               string // image ID (sha256:…) so no node pulls
+	Image               string // image ID (sha256:…) so no node pulls: the go engine's runtime
+	ORTImage            string // the ONNX Runtime runtime (nlpswarm-ort) by ID; "": none (Engine)
 	Network             string
 	ArtifactBaseURL     string // e.g. http://apiserver:8081
 	TokenSecretID       string // the internal token secret, if any
@@ -94,6 +96,35 @@ type SpecConfig struct {
 	ArtifactVolume string
 	// Args replaces the runtime's arguments (tests run a stand-in server).
 	Args []string
+}
+
+// Engine is the inference engine a deployment's replicas run and the image
+// that has it.
+type Engine struct {
+	Backend string // deployment.BackendGo or deployment.BackendORT
+	Image   string
+}
+
+// Engine resolves the backend a deployment asks for: its own, else ort when
+// an ORT image is configured, else go. Asking for ort with no ORT image (or
+// for an engine this scheduler does not know) is an error, which Diff
+// reports as unplaceable.
+func (c SpecConfig) Engine(asked string) (Engine, error) {
+	switch asked {
+	case deployment.BackendDefault:
+		if c.ORTImage != "" {
+			return Engine{Backend: deployment.BackendORT, Image: c.ORTImage}, nil
+		}
+		return Engine{Backend: deployment.BackendGo, Image: c.Image}, nil
+	case deployment.BackendGo:
+		return Engine{Backend: deployment.BackendGo, Image: c.Image}, nil
+	case deployment.BackendORT:
+		if c.ORTImage == "" {
+			return Engine{}, fmt.Errorf("backend ort asked for, but the scheduler has no ONNX Runtime image (start it with --ortimage, e.g. make up ORT=1), or redeploy with --backend go")
+		}
+		return Engine{Backend: deployment.BackendORT, Image: c.ORTImage}, nil
+	}
+	return Engine{}, fmt.Errorf("unknown backend %q (go or ort)", asked)
 }
 
 func (c SpecConfig) artifactVolume() string {
@@ -110,8 +141,12 @@ func (c SpecConfig) owner() string {
 	return c.Owner
 }
 
-// BuildSpec is the pure function from a deployment to its service spec.
+// BuildSpec is the pure function from a deployment to its service spec. The
+// engine (c.Engine) picks the image and the runtime's --engine.backend;
+// Diff refuses a deployment whose engine cannot be had before building its
+// spec (built anyway, the spec has no image and Swarm refuses it).
 func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
+	eng, _ := c.Engine(d.Backend)
 	name := ServiceName(d.Model)
 	reservation := max(d.MemoryReservation, deployment.MinMemory)
 	limit := d.MemoryBytes
@@ -127,6 +162,7 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 			"--digest=" + d.Digest,
 			"--listen=:" + strconv.Itoa(RuntimePort),
 			"--cachedir=" + ArtifactCacheDir,
+			"--engine.backend=" + eng.Backend,
 		}
 		if c.TokenSecretName != "" {
 			args = append(args, "--internaltokenfile=/run/secrets/internal_token")
@@ -168,13 +204,13 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 	grace := 30 * time.Second
 	labels := map[string]string{
 		LabelManaged: "true", LabelOwner: c.owner(), LabelModel: d.Model, LabelVersion: strconv.Itoa(d.Version), LabelTask: d.Task,
-		LabelMetricsPort: strconv.Itoa(RuntimePort),
+		LabelMetricsPort: strconv.Itoa(RuntimePort), LabelBackend: eng.Backend,
 	}
 	spec := swarm.ServiceSpec{
 		Annotations: swarm.Annotations{Name: name, Labels: labels},
 		TaskTemplate: swarm.TaskSpec{
 			ContainerSpec: &swarm.ContainerSpec{
-				Image:  c.Image,
+				Image:  eng.Image,
 				Args:   args,
 				Env:    env,
 				Labels: map[string]string{LabelManaged: "true", LabelModel: d.Model},

@@ -62,6 +62,54 @@ func TestBuildSpecGolden(t *testing.T) {
 	}
 }
 
+// Issue 14: the engine picks the image and the runtime's --engine.backend,
+// and a change of engine changes the spec hash (a rolling update).
+func TestBuildSpecEngine(t *testing.T) {
+	goImg, ortImg := "sha256:"+strings.Repeat("a", 64), "sha256:"+strings.Repeat("b", 64)
+	withORT := SpecConfig{Image: goImg, ORTImage: ortImg, Network: "n", ArtifactBaseURL: "http://a"}
+	goOnly := SpecConfig{Image: goImg, Network: "n", ArtifactBaseURL: "http://a"}
+	tests := []struct {
+		name, asked string
+		cfg         SpecConfig
+		backend     string
+		image       string
+		err         string
+	}{
+		{"default with an ORT image: ort", "", withORT, "ort", ortImg, ""},
+		{"default without: go", "", goOnly, "go", goImg, ""},
+		{"go asked, ORT image present: go on the go image", "go", withORT, "go", goImg, ""},
+		{"ort asked: the ORT image", "ort", withORT, "ort", ortImg, ""},
+		{"ort asked without an ORT image: refused", "ort", goOnly, "", "", "no ONNX Runtime image"},
+		{"an unknown engine: refused", "auto", withORT, "", "", "unknown backend"},
+	}
+	hashes := map[string]string{}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eng, err := tt.cfg.Engine(tt.asked)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("Engine(%q) = %+v, %v; want an error with %q", tt.asked, eng, err, tt.err)
+				}
+				return
+			}
+			if err != nil || eng.Backend != tt.backend || eng.Image != tt.image {
+				t.Fatalf("Engine(%q) = %+v, %v", tt.asked, eng, err)
+			}
+			d := Desired{Desired: deployment.Desired{Model: "m", Task: "text-classification", Version: 1, Digest: "sha256:feed", Replicas: 1, Backend: tt.asked}}
+			spec := BuildSpec(d, tt.cfg)
+			cs := spec.TaskTemplate.ContainerSpec
+			if cs.Image != tt.image || !slices.Contains(cs.Args, "--engine.backend="+tt.backend) || spec.Labels[LabelBackend] != tt.backend {
+				t.Fatalf("spec: image %s, args %v, label %q", cs.Image, cs.Args, spec.Labels[LabelBackend])
+			}
+			hashes[tt.backend+" "+tt.image] = spec.Labels[LabelSpecHash]
+		})
+	}
+	// go on the go image, ort on the ORT image: two different specs
+	if len(hashes) != 2 || hashes["go "+goImg] == hashes["ort "+ortImg] {
+		t.Fatalf("spec hashes by engine: %v", hashes)
+	}
+}
+
 // Issue 17 item 7: every model service runs with least privilege whatever
 // the deployment asks for: a read-only root with a bounded tmpfs at /tmp,
 // no capabilities, nobody as its user, a pids limit, a CPU limit (the

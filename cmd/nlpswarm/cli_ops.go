@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -18,7 +19,7 @@ import (
 )
 
 func init() {
-	register(command{Name: "deploy", Summary: "deploy MODEL [--version N] [--replicas R] [--memory 1G] [--cpus C] [--gpus G --gpu-memory 8G] [--label k=v] [--min 0 --max 4 [--target-inflight 4] [--scale-down-delay 30s] [--idle-to-zero 5m]] [--wait]", Run: runDeploy})
+	register(command{Name: "deploy", Summary: "deploy MODEL [--version N] [--replicas R] [--backend ort|go] [--memory 1G] [--cpus C] [--gpus G --gpu-memory 8G] [--label k=v] [--min 0 --max 4 [--target-inflight 4] [--scale-down-delay 30s] [--idle-to-zero 5m]] [--wait]", Run: runDeploy})
 	register(command{Name: "scale", Summary: "scale MODEL REPLICAS [--wait] (autoscaled: sets the floor, min)", Run: runScale})
 	register(command{Name: "status", Summary: "status [MODEL] [--plan]: desired and running replicas, per task node and state; for one model, its last scale and its replicas' cold starts; --plan: what the reconciler would do now (dry run)", Run: runStatus})
 	register(command{Name: "undeploy", Summary: "undeploy MODEL: remove the model's service", Run: runUndeploy})
@@ -42,7 +43,7 @@ func (l labelFlags) Set(v string) error {
 
 func runDeploy(ctx context.Context, args []string) error {
 	var version, replicas, gpus int
-	var memory, gpuMem string
+	var memory, gpuMem, backend string
 	var cpus float64
 	var wait bool
 	labels := labelFlags{}
@@ -57,6 +58,7 @@ func runDeploy(ctx context.Context, args []string) error {
 		fs.IntVar(&gpus, "gpus", 0, "GPUs per replica")
 		fs.StringVar(&gpuMem, "gpu-memory", "", "GPU memory per replica, e.g. 8G")
 		fs.Var(labels, "label", "placement label key=value (node.labels), repeatable")
+		fs.StringVar(&backend, "backend", "", "inference engine: ort (ONNX Runtime) or go (pure Go); default: the platform's (ort when the scheduler has an ORT image, else go)")
 		fs.BoolVar(&wait, "wait", false, "wait until the replicas run")
 		fs.IntVar(&as.Max, "max", 0, "autoscale up to this many replicas (turns autoscaling on)")
 		fs.IntVar(&as.Min, "min", 0, "autoscale: the floor; 0 lets the model scale to zero")
@@ -65,7 +67,10 @@ func runDeploy(ctx context.Context, args []string) error {
 		fs.DurationVar(&as.IdleToZero, "idle-to-zero", deployment.DefaultIdleToZero, "autoscale with --min 0: no request for this long → 0 replicas")
 	}, func(ctx context.Context, c *apiClient, pos []string) error {
 		if len(pos) != 1 {
-			return usageErr("usage: nlpswarm deploy MODEL [--version N] [--replicas R] [--memory 1G] [--min 0 --max 4]")
+			return usageErr("usage: nlpswarm deploy MODEL [--version N] [--replicas R] [--backend ort|go] [--memory 1G] [--min 0 --max 4]")
+		}
+		if deployment.ValidateBackend(backend) != nil {
+			return usageErr("--backend must be ort or go (or left out for the platform's default), got %q", backend)
 		}
 		set := map[string]bool{}
 		flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -78,7 +83,8 @@ func runDeploy(ctx context.Context, args []string) error {
 				res[k] = v
 			}
 		}
-		body := map[string]any{"version": version, "replicas": replicas, "resources": res, "placement": map[string]any{"labels": map[string]string(labels)}}
+		body := map[string]any{"version": version, "replicas": replicas, "resources": res, "placement": map[string]any{"labels": map[string]string(labels)},
+			"backend": backend}
 		switch {
 		case as.Max > 0:
 			if err := as.Validate(); err != nil {
@@ -96,7 +102,8 @@ func runDeploy(ctx context.Context, args []string) error {
 		if err := c.do(ctx, http.MethodPut, "/api/v1/models/"+pos[0]+"/deployment", body, &d); err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "deploy: %s version %d, %d replica(s)%s, generation %d\n", d.Model, d.Version, d.Replicas, autoscaleText(d, " autoscaled "), d.Generation)
+		fmt.Fprintf(os.Stderr, "deploy: %s version %d, %d replica(s)%s, generation %d, backend %s\n", d.Model, d.Version, d.Replicas,
+			autoscaleText(d, " autoscaled "), d.Generation, cmp.Or(d.Backend, "the platform's default"))
 		return finish(ctx, c, pos[0], d, wait)
 	})
 }
@@ -181,12 +188,13 @@ func showDeployments(c *apiClient, ds []apiserver.Deployment) error {
 		if as == "" {
 			as = "-"
 		}
-		rows = append(rows, []string{d.Model, strconv.Itoa(d.Version), fmt.Sprintf("%d/%d", o.Running, d.Replicas), as, humanBytes(d.MemoryReservation), d.Status, d.StatusMessage})
+		rows = append(rows, []string{d.Model, strconv.Itoa(d.Version), fmt.Sprintf("%d/%d", o.Running, d.Replicas), d.EngineText(), as,
+			humanBytes(d.MemoryReservation), d.Status, d.StatusMessage})
 		for _, t := range o.Tasks {
-			rows = append(rows, []string{"  #" + strconv.Itoa(t.Slot), "", "", "", t.Node, t.State, t.Error})
+			rows = append(rows, []string{"  #" + strconv.Itoa(t.Slot), "", "", "", "", t.Node, t.State, t.Error})
 		}
 	}
-	table([]string{"MODEL", "VERSION", "RUNNING", "AUTOSCALE", "MEMORY", "STATUS", "MESSAGE"}, rows)
+	table([]string{"MODEL", "VERSION", "RUNNING", "BACKEND", "AUTOSCALE", "MEMORY", "STATUS", "MESSAGE"}, rows)
 	if len(ds) == 1 {
 		showScaleAndColdStarts(ds[0])
 	}
@@ -300,15 +308,17 @@ func runStatus(ctx context.Context, args []string) error {
 	})
 }
 
-// planRows lays a dry run out as ACTION, MODEL, DETAIL rows (only model's
-// when model is not ""), changes first.
+// planRows lays a dry run out as ACTION, MODEL, BACKEND, DETAIL rows (only
+// model's when model is not ""), changes first; BACKEND is the engine a
+// create or update runs ("go → ort" when an update changes it).
 func planRows(p scheduler.Plan, model string) [][]string {
 	rows := [][]string{}
-	add := func(action, m, detail string) {
+	addOn := func(action, m, backend, detail string) {
 		if model == "" || m == model {
-			rows = append(rows, []string{action, m, detail})
+			rows = append(rows, []string{action, m, backend, detail})
 		}
 	}
+	add := func(action, m, detail string) { addOn(action, m, "", detail) }
 	for _, m := range p.GPUFrees {
 		add("free-gpu", m, "give its GPU memory back")
 	}
@@ -323,10 +333,14 @@ func planRows(p scheduler.Plan, model string) [][]string {
 		add("unplaceable", u.Model, u.Reason)
 	}
 	for _, c := range p.Creates {
-		add("create", c.Model, c.Service+": "+c.Why)
+		addOn("create", c.Model, c.Backend, c.Service+": "+c.Why)
 	}
 	for _, c := range p.Updates {
-		add("update", c.Model, c.Service+": "+c.Why)
+		backend := c.Backend
+		if c.FromBackend != "" && c.FromBackend != c.Backend {
+			backend = c.FromBackend + " → " + c.Backend
+		}
+		addOn("update", c.Model, backend, c.Service+": "+c.Why)
 	}
 	for _, r := range p.Removes {
 		add("remove", strings.TrimPrefix(r.Service, "nlp-"), r.Service+": "+r.Why)
@@ -355,7 +369,7 @@ func showPlan(c *apiClient, p scheduler.Plan, model string) error {
 		fmt.Printf("the reconciler would make %d change(s):\n", changes)
 	}
 	if len(rows) > 0 {
-		table([]string{"ACTION", "MODEL", "DETAIL"}, rows)
+		table([]string{"ACTION", "MODEL", "BACKEND", "DETAIL"}, rows)
 	}
 	return nil
 }

@@ -23,10 +23,12 @@ func TestCLIStatusPlan(t *testing.T) {
 	cl := dockertest.Swarm(t)
 	db := pgtest.New(t, true)
 	for _, q := range []string{
-		`INSERT INTO models (name, task) VALUES ('fresh', 'text-classification'), ('big', 'feature-extraction')`,
+		`INSERT INTO models (name, task) VALUES ('fresh', 'text-classification'), ('big', 'feature-extraction'), ('onort', 'text-classification')`,
 		`INSERT INTO model_versions (model_id, version, digest, size_bytes, task) SELECT id, 1, 'sha256:aa', 10, task FROM models`,
 		`INSERT INTO deployments (model_id, version, replicas) SELECT id, 1, 2 FROM models WHERE name = 'fresh'`,
 		`INSERT INTO deployments (model_id, version, replicas, gpus, gpu_memory_bytes) SELECT id, 1, 1, 1, 8589934592 FROM models WHERE name = 'big'`,
+		// issue 14: ort asked for, and this scheduler has no ORT image
+		`INSERT INTO deployments (model_id, version, replicas, backend) SELECT id, 1, 1, 'ort' FROM models WHERE name = 'onort'`,
 	} {
 		if _, err := db.Pool.Exec(ctx, q); err != nil {
 			t.Fatal(err)
@@ -41,8 +43,10 @@ func TestCLIStatusPlan(t *testing.T) {
 	env := []string{"NLPSWARM_SERVER=" + url, "NLPSWARM_TOKEN=" + token}
 
 	runSteps(t, env, []cliStep{
-		{args: []string{"status", "--plan"}, want: "the reconciler would make 2 change(s)"},
-		{args: []string{"status", "--plan"}, want: "nlp-fresh: new: version 1, 2 replica(s)"},
+		{args: []string{"status", "--plan"}, want: "the reconciler would make 3 change(s)"},
+		{args: []string{"status", "--plan"}, want: "nlp-fresh: new: version 1, 2 replica(s) on go"},
+		{args: []string{"status", "--plan"}, want: "BACKEND"},
+		{args: []string{"status", "--plan", "onort"}, want: "no ONNX Runtime image"},
 		{args: []string{"status", "--plan"}, want: "no node with 1 GPU(s) of 8 GiB free GPU memory"},
 		{args: []string{"status", "--plan", "big"}, want: "unplaceable"},
 		{args: []string{"status", "--plan", "a", "b"}, code: codeUsage, want: "usage"},
@@ -53,7 +57,7 @@ func TestCLIStatusPlan(t *testing.T) {
 	}
 	stdout, _, code = runBin(t, env, "status", "--plan", "--json")
 	var p scheduler.Plan
-	if err := json.Unmarshal([]byte(stdout), &p); code != 0 || err != nil || len(p.Creates) != 1 || len(p.Unplaceable) != 1 {
+	if err := json.Unmarshal([]byte(stdout), &p); code != 0 || err != nil || len(p.Creates) != 1 || len(p.Unplaceable) != 2 || p.Creates[0].Backend != "go" {
 		t.Fatalf("status --plan --json: exit %d %v\n%s", code, err, stdout)
 	}
 

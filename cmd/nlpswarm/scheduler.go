@@ -20,7 +20,8 @@ type schedulerConfig struct {
 	LogLevel            string    `description:"log level: debug, info, warn, error"`
 	DB                  pg.Config `description:"Postgres"`
 	Owner               string    `description:"name of this platform instance: only services with this owner label are managed (and removed as orphans)"`
-	Image               string    `description:"runtime image of model services (a tag is resolved to its image ID so no node pulls)"`
+	Image               string    `description:"runtime image of model services on the go engine (a tag is resolved to its image ID so no node pulls)"`
+	ORTImage            string    `description:"ONNX Runtime runtime image (make ort-image; resolved like image): model services on the ort engine, the default when set; '' for none (ort deployments are then unplaceable)"`
 	Network             string    `description:"overlay network model services join"`
 	ArtifactBaseURL     string    `description:"base URL runtimes download artifacts from (the apiserver)"`
 	InternalTokenSecret string    `description:"Docker secret holding the internal token, mounted into model services ('' for none)"`
@@ -66,7 +67,7 @@ func runScheduler(ctx context.Context, args []string) error {
 	}
 	defer docker.Close()
 	spec, err := scheduler.ResolveSpecConfig(ctx, docker, scheduler.SpecConfig{
-		Owner: cfg.Owner, Image: cfg.Image, Network: cfg.Network, ArtifactBaseURL: cfg.ArtifactBaseURL,
+		Owner: cfg.Owner, Image: cfg.Image, ORTImage: cfg.ORTImage, Network: cfg.Network, ArtifactBaseURL: cfg.ArtifactBaseURL,
 		TokenSecretName: cfg.InternalTokenSecret, PlacementConstraint: cfg.Placement.Constraint, ArtifactVolume: cfg.ArtifactVolume,
 	})
 	if err != nil {
@@ -97,7 +98,7 @@ func runScheduler(ctx context.Context, args []string) error {
 		return err
 	}
 	defer leader.Release()
-	log.Info("leading", "image", spec.Image, "network", spec.Network)
+	log.Info("leading", "image", spec.Image, "ort_image", spec.ORTImage, "network", spec.Network)
 	actx, stopAutoscaler := context.WithCancel(ctx)
 	go as.Run(actx)
 	err = rec.Loop(ctx, leader, cfg.Resync)

@@ -270,3 +270,56 @@ func TestStatusRoutesGPUsAndDelete(t *testing.T) {
 		t.Fatalf("get after delete: %v", err)
 	}
 }
+
+// Issue 14: a deployment asks for an inference engine or leaves it to the
+// platform; the record keeps what was asked, LoadDesired hands it to the
+// reconciler, and the reconciler's resolution (observed) is the effective one.
+func TestBackend(t *testing.T) {
+	f := newFixture(t)
+	ctx := f.ctx
+	id := f.modelID("b")
+	put := func(backend string) error {
+		_, err := deployment.Put(ctx, f.db.Pool, deployment.Spec{ModelID: id, Model: "b", Version: 1, Replicas: 1, Backend: backend})
+		return err
+	}
+	if err := put(""); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.get("b"); r.Backend != "" || r.EffectiveBackend() != "" {
+		t.Fatalf("default: backend %q effective %q", r.Backend, r.EffectiveBackend())
+	}
+	if err := put("ort"); err != nil {
+		t.Fatal(err)
+	}
+	r := f.get("b")
+	if r.Backend != "ort" || r.EffectiveBackend() != "ort" {
+		t.Fatalf("ort: backend %q effective %q", r.Backend, r.EffectiveBackend())
+	}
+	ds, err := deployment.LoadDesired(ctx, f.db.Pool)
+	if err != nil || len(ds) != 1 || ds[0].Backend != "ort" {
+		t.Fatalf("LoadDesired: %+v %v", ds, err)
+	}
+	for _, bad := range []string{"ORT", "auto", "tensorrt", " go"} {
+		if err := put(bad); !errors.Is(err, deployment.ErrInvalid) {
+			t.Fatalf("backend %q: %v, want ErrInvalid", bad, err)
+		}
+	}
+	if r := f.get("b"); r.Backend != "ort" || r.Generation != 2 {
+		t.Fatalf("a refused backend changed the record: %+v", r)
+	}
+	// the database refuses what the API would (a second line of defence)
+	if _, err := f.db.Pool.Exec(ctx, `UPDATE deployments SET backend = 'cuda'`); err == nil {
+		t.Fatal("the backend column took an unknown engine")
+	}
+	// back to the default: the reconciler's resolution is the effective one
+	if err := put(""); err != nil {
+		t.Fatal(err)
+	}
+	r = f.get("b")
+	if err := deployment.WriteStatus(ctx, f.db.Pool, "b", r.Generation, deployment.StatusRunning, "", &deployment.Observed{Backend: "go"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.get("b"); r.Backend != "" || r.EffectiveBackend() != "go" {
+		t.Fatalf("resolved default: backend %q effective %q", r.Backend, r.EffectiveBackend())
+	}
+}

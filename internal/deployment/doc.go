@@ -14,6 +14,10 @@
 // count changed (scaled_at, scale_reason), and NOTIFY in the caller's
 // transaction, so the reconciler acts on the commit.
 //
+// A deployment names its inference engine (backend: go, ort, or "" for the
+// platform's default); the reconciler resolves it and writes the engine the
+// replicas run into observed (Record.EffectiveBackend).
+//
 // It is a contract package: it decides nothing (placement is
 // scheduler/placement, the autoscaling rule scheduler/autoscale, the
 // reconcile plan scheduler.Diff), never talks to Docker, and imports no role

@@ -19,8 +19,8 @@ func List(ctx context.Context, q Querier, model string) ([]Record, error) {
 	rows, err := q.Query(ctx, `SELECT d.id, m.name, d.version, d.replicas, d.cpus, d.memory_bytes, d.memory_reservation_bytes,
 		d.gpus, d.gpu_memory_bytes, d.placement_labels, d.generation, d.observed_generation, d.status,
 		d.status_message, d.observed, d.updated_at, d.observed_at, d.autoscale_min, d.autoscale_max,
-		d.autoscale_target_inflight, d.autoscale_scale_down_delay_ms, d.autoscale_idle_to_zero_ms, d.scaled_at, d.scale_reason
-		FROM deployments d JOIN models m ON m.id = d.model_id WHERE $1 = '' OR m.name = $1 ORDER BY m.name`, model)
+		d.autoscale_target_inflight, d.autoscale_scale_down_delay_ms, d.autoscale_idle_to_zero_ms, d.scaled_at, d.scale_reason,
+		d.backend FROM deployments d JOIN models m ON m.id = d.model_id WHERE $1 = '' OR m.name = $1 ORDER BY m.name`, model)
 	return collect(rows, err, "query deployments", func(row pgx.CollectableRow) (Record, error) {
 		var r Record
 		var labels, observed []byte
@@ -29,7 +29,7 @@ func List(ctx context.Context, q Querier, model string) ([]Record, error) {
 		if err := row.Scan(&r.ID, &r.Model, &r.Version, &r.Replicas, &r.CPUs, &r.MemoryBytes, &r.MemoryReservation, &r.GPUs,
 			&r.GPUMemory, &labels, &r.Generation, &r.ObservedGeneration, &r.Status, &r.StatusMessage,
 			&observed, &r.UpdatedAt, &r.ObservedAt, &a.Min, &a.Max, &a.TargetInflight, &downMS, &idleMS,
-			&r.ScaledAt, &r.ScaleReason); err != nil {
+			&r.ScaledAt, &r.ScaleReason, &r.Backend); err != nil {
 			return r, err
 		}
 		_ = json.Unmarshal(labels, &r.Labels)
@@ -61,13 +61,13 @@ func Get(ctx context.Context, q Querier, model string) (Record, error) {
 // name: the reconciler's input.
 func LoadDesired(ctx context.Context, q Querier) ([]Desired, error) {
 	rows, err := q.Query(ctx, `SELECT m.name, m.task, d.version, v.digest, v.size_bytes, d.replicas, d.cpus,
-			d.memory_bytes, d.memory_reservation_bytes, d.gpus, d.gpu_memory_bytes, d.placement_labels, d.generation
+			d.memory_bytes, d.memory_reservation_bytes, d.gpus, d.gpu_memory_bytes, d.placement_labels, d.backend, d.generation
 		FROM deployments d JOIN models m ON m.id = d.model_id
 		JOIN model_versions v ON v.model_id = d.model_id AND v.version = d.version ORDER BY m.name`)
 	return collect(rows, err, "load deployments", func(row pgx.CollectableRow) (Desired, error) {
 		var d Desired
 		err := row.Scan(&d.Model, &d.Task, &d.Version, &d.Digest, &d.SizeBytes, &d.Replicas, &d.CPUs,
-			&d.MemoryBytes, &d.MemoryReservation, &d.GPUs, &d.GPUMemory, &d.Labels, &d.Generation)
+			&d.MemoryBytes, &d.MemoryReservation, &d.GPUs, &d.GPUMemory, &d.Labels, &d.Backend, &d.Generation)
 		return d, err
 	})
 }

@@ -92,6 +92,25 @@ func (a Autoscale) clamp(n int) int {
 // raises a smaller reservation to it.
 const MinMemory = 256 << 20
 
+// Inference engines a deployment may ask for (the runtime's
+// --engine.backend); BackendDefault leaves the choice to the scheduler,
+// which resolves it (ORT when it has an ORT runtime image, else go) and
+// records the result in Observed.Backend.
+const (
+	BackendDefault = ""
+	BackendGo      = "go"
+	BackendORT     = "ort"
+)
+
+// ValidateBackend says whether b is a backend a deployment may ask for.
+func ValidateBackend(b string) error {
+	switch b {
+	case BackendDefault, BackendGo, BackendORT:
+		return nil
+	}
+	return fmt.Errorf("%w: backend must be \"go\", \"ort\" or empty (the platform's default), got %q", ErrInvalid, b)
+}
+
 // Resources are what each replica of a deployment needs.
 type Resources struct {
 	CPUs              float64
@@ -112,6 +131,7 @@ type Desired struct {
 	SizeBytes int64
 	Replicas  int
 	Resources
+	Backend    string // as asked for; BackendDefault: the scheduler's choice
 	Generation int64
 }
 
@@ -129,6 +149,9 @@ type Observed struct {
 	Running int         `json:"running"`
 	Desired int         `json:"desired"`
 	Tasks   []TaskState `json:"tasks"`
+	// Backend is the engine the reconciler runs the replicas on: the
+	// deployment's own, or the platform's default it resolved.
+	Backend string `json:"backend,omitempty"`
 }
 
 // Status values the reconciler writes.
@@ -148,6 +171,7 @@ type Record struct {
 	Version  int
 	Replicas int
 	Resources
+	Backend            string // as asked for; BackendDefault: the platform's default
 	Generation         int64
 	ObservedGeneration int64
 	Status             string
@@ -158,6 +182,16 @@ type Record struct {
 	Autoscale          Autoscale
 	ScaledAt           time.Time // when replicas last changed
 	ScaleReason        string    // why: deploy, manual scale or the autoscaler's rule
+}
+
+// EffectiveBackend is the engine the replicas run on: the one the
+// reconciler resolved, else the one asked for; "" while the platform's
+// default has not been resolved yet.
+func (r Record) EffectiveBackend() string {
+	if r.Observed.Backend != "" {
+		return r.Observed.Backend
+	}
+	return r.Backend
 }
 
 // Stale reports whether the reconciler has not acted on the latest desired
