@@ -242,12 +242,12 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState,
 	// the whole body within BodyTimeout (a connection that is not a net.Conn,
 	// as in httptest's recorder, keeps the server's read timeout)
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(g.opts.BodyTimeout))
-	body, err := readAllInto((*buf)[:0], http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
+	body, err := readAllInto((*buf)[:0], r.Body, g.opts.MaxBodyBytes)
 	*buf = body
 	if err != nil {
-		var mbe *http.MaxBytesError
 		var ne net.Error
-		if errors.As(err, &mbe) {
+		if errors.Is(err, errBodyTooLarge) {
+			w.Header().Set("Connection", "close") // the rest of the body is not read
 			g.fail(w, st, http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("body over %d bytes", g.opts.MaxBodyBytes))
 		} else if errors.As(err, &ne) && ne.Timeout() {
 			// a body trickled slower than the body deadline (slowloris)
@@ -261,15 +261,21 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState,
 	return body, true
 }
 
+var errBodyTooLarge = errors.New("body over the limit")
+
 // readAllInto is io.ReadAll into b's storage: it grows b (by append's
-// doubling) only as bytes arrive.
-func readAllInto(b []byte, r io.Reader) ([]byte, error) {
+// doubling) only as bytes arrive, and stops with errBodyTooLarge past limit
+// bytes.
+func readAllInto(b []byte, r io.Reader, limit int64) ([]byte, error) {
 	for {
 		if len(b) == cap(b) {
-			b = slices.Grow(b, max(512, cap(b)))
+			b = slices.Grow(b, int(min(max(512, int64(cap(b))), limit+1-int64(len(b)))))
 		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
+		if int64(len(b)) > limit {
+			return b, errBodyTooLarge
+		}
 		if err != nil {
 			if err == io.EOF {
 				err = nil
