@@ -17,8 +17,8 @@ func TestFuzzTargetsInMakefile(t *testing.T) {
 	}
 	var listed string
 	for _, line := range strings.Split(string(mk), "\n") {
-		if strings.HasPrefix(line, "FUZZ_TARGETS ") {
-			listed = " " + line + " "
+		if strings.HasPrefix(line, "FUZZ_TARGETS ") { // "?=" and the "+=" lines after it
+			listed += " " + line + " "
 		}
 	}
 	files, _ := filepath.Glob("*_test.go")
