@@ -94,3 +94,4 @@ bench-ort: minilm
 	ORT_IMAGE=$(ORT_IMAGE) ORT_TEST_RUN='^$$' ORT_TEST_ARGS='-test.bench=^BenchmarkEngines$$ -test.benchtime=1x' \
 	  NLPSWARM_MINILM_DIR=$(CURDIR)/bin/minilm ./deployments/images/ort/test.sh
 FUZZ_TARGETS += ./models:FuzzTruncateChars
+FUZZ_TARGETS += ./gateway:FuzzInferTexts

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,9 +26,24 @@ type Key struct {
 	RPS       float64 // 0: no rate limit (account without plan)
 	Burst     int
 	Quota     int64 // monthly requests; 0 = unlimited
+
+	// inflight counts the key's requests in progress; one counter per key
+	// ID, shared by every refresh of the key (nil: not counted)
+	inflight *atomic.Int32
 }
 
 var errNoKey = errors.New("no such key")
+
+// errThrottled: the key is not cached and its sender has spent its 401s.
+var errThrottled = errors.New("too many unauthorized requests from this address")
+
+// Bounds of the key caches: the positive cache (valid keys) and the negative
+// one (unknown or revoked hashes) are separate, so that a flood of unknown
+// keys fills only the negative cache and never evicts a valid key.
+const (
+	maxCachedKeys   = 100_000
+	maxNegativeKeys = 50_000
+)
 
 // KeyStore resolves keys by hash: a short local cache, then a short cache in
 // Redis shared by the gateway replicas (so that N gateways ask Postgres once
@@ -41,9 +57,11 @@ type KeyStore struct {
 	prefix    string
 	redisDown cooldown
 
-	mu     sync.Mutex
-	cache  map[string]keyEntry // by string(hash)
-	flight singleflight.Group
+	mu       sync.Mutex
+	cache    map[string]keyEntry  // valid keys by string(hash)
+	negative map[string]time.Time // unknown or revoked hashes: until when
+	inflight map[int64]*atomic.Int32
+	flight   singleflight.Group
 }
 
 type keyEntry struct {
@@ -60,7 +78,8 @@ const staleIfError = 5 * time.Minute
 const keyQueryTimeout = 2 * time.Second
 
 func newKeyStore(db *pgxpool.Pool, ttl time.Duration, rdb *redis.Client, prefix string) *KeyStore {
-	return &KeyStore{db: db, ttl: ttl, rdb: rdb, prefix: prefix, cache: map[string]keyEntry{}}
+	return &KeyStore{db: db, ttl: ttl, rdb: rdb, prefix: prefix, cache: map[string]keyEntry{},
+		negative: map[string]time.Time{}, inflight: map[int64]*atomic.Int32{}}
 }
 
 // cachedKey is a KeyStore answer as Redis holds it (Key nil: no such key).
@@ -112,6 +131,13 @@ func (s *KeyStore) toRedis(ctx context.Context, h string, k *Key) {
 
 // Lookup returns the live key for raw, or errNoKey.
 func (s *KeyStore) Lookup(ctx context.Context, raw string) (*Key, error) {
+	return s.LookupFrom(ctx, raw, nil, "")
+}
+
+// LookupFrom is Lookup for a request from addr: when the key is not in the
+// positive cache and addr has spent its 401s (gate), it answers
+// errThrottled without asking Redis or Postgres.
+func (s *KeyStore) LookupFrom(ctx context.Context, raw string, gate *addrThrottle, addr string) (*Key, error) {
 	if _, ok := apikey.Prefix(raw); !ok {
 		return nil, errNoKey
 	}
@@ -119,12 +145,20 @@ func (s *KeyStore) Lookup(ctx context.Context, raw string) (*Key, error) {
 	now := time.Now()
 	s.mu.Lock()
 	e, ok := s.cache[h]
+	var neg bool
+	if !ok || !now.Before(e.expires) {
+		until, found := s.negative[h]
+		neg = found && now.Before(until)
+	}
 	s.mu.Unlock()
 	if ok && now.Before(e.expires) {
-		if e.key == nil {
-			return nil, errNoKey
-		}
 		return e.key, nil
+	}
+	if neg {
+		return nil, errNoKey
+	}
+	if gate != nil && gate.blocked(addr, now) {
+		return nil, errThrottled
 	}
 	// one lookup per key at a time: a burst of requests with a key just out
 	// of the cache (or a cold gateway) asks Redis and Postgres once, and its
@@ -179,12 +213,28 @@ func (s *KeyStore) fetch(ctx context.Context, h string, e keyEntry, ok bool, now
 	return k, nil
 }
 
-// remember caches an answer (nil: no such key) locally.
+// remember caches an answer locally: a key in the positive cache with its
+// in-flight counter, nil (no such key) in the negative cache.
 func (s *KeyStore) remember(h string, k *Key, now time.Time) {
 	s.mu.Lock()
-	if len(s.cache) > 100_000 {
-		clear(s.cache)
+	defer s.mu.Unlock()
+	if k == nil {
+		if len(s.negative) >= maxNegativeKeys {
+			clear(s.negative)
+		}
+		s.negative[h] = now.Add(s.ttl)
+		return
 	}
+	delete(s.negative, h)
+	if len(s.cache) >= maxCachedKeys {
+		clear(s.cache)
+		clear(s.inflight) // counters in use live on in their requests' keys
+	}
+	c := s.inflight[k.ID]
+	if c == nil {
+		c = new(atomic.Int32)
+		s.inflight[k.ID] = c
+	}
+	k.inflight = c
 	s.cache[h] = keyEntry{key: k, expires: now.Add(s.ttl)}
-	s.mu.Unlock()
 }

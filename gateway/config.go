@@ -14,7 +14,12 @@ type Config struct {
 	Timeout           time.Duration `description:"deadline of a customer request, upstream retry included"`
 	ModelTimeouts     string        `description:"per-model deadlines: model=30s,model2=2m"`
 	MaxBodyBytes      int64         `description:"largest request body (413 beyond)"`
-	MaxTexts          int           `description:"most texts in one request"`
+	MaxTexts          int           `description:"most texts in one request (the task API's texts and the v2 infer route's BYTES input alike)"`
+	BodyTimeout       time.Duration `description:"deadline to read a whole request body once the handler starts reading it (408 beyond); keep it under the server's --readtimeout"`
+	MaxInflightPerKey int           `description:"requests one API key may have in progress at once (429 too_many_inflight with Retry-After beyond); at least --holdmax, so that a burst held for a model at zero fits"`
+	MaxInflightBytes  int64         `description:"request body bytes all requests in progress may hold together (503 overloaded with Retry-After beyond); default a quarter of the Go memory limit, or 256 MiB without one"`
+	UnauthorizedRate  float64       `description:"401 answers per second one remote address earns back (token bucket); with --unauthorizedburst spent, its uncached keys get 429 too_many_unauthorized without a lookup"`
+	UnauthorizedBurst int           `description:"401 answers one remote address may get in a burst before --unauthorizedrate applies"`
 	EjectAfter        int           `description:"consecutive failures that eject a replica until /v2/health/ready answers 200"`
 	ProbeInterval     time.Duration `description:"how often an ejected replica is probed"`
 	DiscoveryInterval time.Duration `description:"how often replicas are looked up (and at once after a connection error)"`
@@ -46,6 +51,7 @@ const maxKeyCacheTTL = 2 * time.Second
 func DefaultConfig() Config {
 	return Config{
 		Timeout: 30 * time.Second, MaxBodyBytes: 1 << 20, MaxTexts: 64,
+		BodyTimeout: 10 * time.Second, MaxInflightPerKey: 128, UnauthorizedRate: 10, UnauthorizedBurst: 100,
 		CatalogRefresh: 3 * time.Second, DiscoveryInterval: time.Second, KeyCacheTTL: maxKeyCacheTTL,
 		UsageFlush: 10 * time.Second, EjectAfter: 3, ProbeInterval: time.Second,
 		IdleConnTimeout: 60 * time.Second, DeadReplicaAfter: 5 * time.Second, RedisPrefix: "nlpswarm:",
@@ -78,6 +84,11 @@ func (c Config) settle() (settings, error) {
 	orDefault(&c.Timeout, d.Timeout)
 	orDefault(&c.MaxBodyBytes, d.MaxBodyBytes)
 	orDefault(&c.MaxTexts, d.MaxTexts)
+	orDefault(&c.BodyTimeout, d.BodyTimeout)
+	orDefault(&c.MaxInflightPerKey, d.MaxInflightPerKey)
+	orDefault(&c.MaxInflightBytes, defaultInflightBytes())
+	orDefault(&c.UnauthorizedRate, d.UnauthorizedRate)
+	orDefault(&c.UnauthorizedBurst, d.UnauthorizedBurst)
 	orDefault(&c.CatalogRefresh, d.CatalogRefresh)
 	orDefault(&c.DiscoveryInterval, d.DiscoveryInterval)
 	orDefault(&c.KeyCacheTTL, d.KeyCacheTTL)
@@ -97,6 +108,9 @@ func (c Config) settle() (settings, error) {
 		c.GatewayID = defaultGatewayID()
 	}
 	s := settings{Config: c}
+	if c.MaxInflightBytes < c.MaxBodyBytes {
+		return s, fmt.Errorf("--maxinflightbytes=%d: at least --maxbodybytes (%d), or no large body is ever admitted", c.MaxInflightBytes, c.MaxBodyBytes)
+	}
 	if c.KeyCacheTTL > maxKeyCacheTTL {
 		return s, fmt.Errorf("--keycachettl=%s: at most %s, so that a revoked key stops within 5s", c.KeyCacheTTL, maxKeyCacheTTL)
 	}
@@ -140,7 +154,7 @@ func parseModelTimeouts(s string) (map[string]time.Duration, error) {
 }
 
 // orDefault replaces a zero or negative setting with its default.
-func orDefault[T int | int64 | time.Duration](v *T, def T) {
+func orDefault[T int | int64 | float64 | time.Duration](v *T, def T) {
 	if *v <= 0 {
 		*v = def
 	}

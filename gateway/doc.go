@@ -29,6 +29,19 @@
 //   - balancer.go: Upstream, Pool and the selection policies.
 //   - auth.go, limit.go, usage.go, catalog.go, metrics.go: keys, rate
 //     limits and quotas, usage metering, the model catalogue, metrics.
+//     The key cache is two: valid keys, and unknown or revoked hashes
+//     (bounded, short-lived), so that a flood of unknown keys never evicts
+//     a valid one.
+//   - shed.go: what keeps one customer from exhausting the gateway: an
+//     in-flight cap per key (429 too_many_inflight), a cap on the body bytes
+//     all requests in progress hold (503 overloaded), both atomics off any
+//     lock; a token bucket of 401s per remote address (429
+//     too_many_unauthorized, no key lookup) that a cached valid key never
+//     meets; the v2 infer route's text count (its limit and metering are the
+//     task API's). Bodies grow as bytes arrive, never from the declared
+//     Content-Length, within a body deadline (408).
+//   - memlimit.go: the Go memory limit the gateway role sets from the
+//     container's cgroup limit.
 //
 // It does not touch Swarm or the deployments table's writers; it reads the
 // catalogue from Postgres and talks to runtimes only through runtimeapi's

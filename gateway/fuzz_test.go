@@ -42,3 +42,23 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzInferTexts: the v2 infer route's text count never panics, is never
+// negative, and an accepted count is within the limit.
+func FuzzInferTexts(f *testing.F) {
+	for _, s := range []string{
+		`{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","data":["a","b"]}]}`,
+		`{"inputs":[{"name":"text","shape":[2,1],"datatype":"BYTES","data":[["a"],["b"]]}]}`,
+		`{"inputs":[{"name":"text","shape":[-1],"data":[]}]}`,
+		`{"inputs":[{"name":"text","shape":[4294967296,4294967296]}]}`,
+		`{"inputs":[{"name":"other","shape":[100]}]}`, `{"inputs":[]}`, `[]`, ``, `{"inputs":[{"name":"text","shape":[]}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		n, err := checkInferTexts(body, 64)
+		if err == nil && (n < 1 || n > 64) {
+			t.Fatalf("accepted %d texts", n)
+		}
+	})
+}

@@ -51,6 +51,9 @@ type Gateway struct {
 	done      sync.WaitGroup
 	closed    atomic.Bool
 	lastWarn  atomic.Int64
+
+	bodies inflightBytes // body bytes held by requests in progress (shed.go)
+	unauth *addrThrottle // 401s per remote address
 }
 
 // New loads the catalogue once and starts the background loops (catalogue,
@@ -89,6 +92,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 		discovery: discoveryProvider{disc: deps.Discovery, log: deps.Log}, prober: &prober{client: &http.Client{Transport: tr}},
 		rediscov: make(chan struct{}, 1), recatalog: make(chan struct{}, 1), rdb: deps.Redis,
 	}
+	g.bodies.max = opts.MaxInflightBytes
+	g.unauth = newAddrThrottle(opts.UnauthorizedRate, opts.UnauthorizedBurst, 50_000)
 	g.fleet = newFleet(g.log, g.m)
 	g.mux = http.NewServeMux()
 	// (ServeHTTP takes the usual forms of these two routes without the mux)

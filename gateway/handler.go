@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -141,11 +142,19 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState, na
 		g.fail(w, st, http.StatusUnauthorized, "unauthorized", "missing API key: send Authorization: Token <key>")
 		return nil, nil, false
 	}
-	k, err := g.keys.Lookup(r.Context(), tok)
+	addr := remoteHost(r.RemoteAddr)
+	k, err := g.keys.LookupFrom(r.Context(), tok, g.unauth, addr)
 	if err != nil {
 		if errors.Is(err, errNoKey) {
+			g.unauth.charge(addr, time.Now())
 			w.Header().Set("WWW-Authenticate", `Token realm="nlpswarm"`)
 			g.fail(w, st, http.StatusUnauthorized, "unauthorized", "invalid or revoked API key")
+			return nil, nil, false
+		}
+		if errors.Is(err, errThrottled) {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(1/g.opts.UnauthorizedRate)))))
+			g.m.shed.WithLabelValues("too_many_unauthorized").Inc()
+			g.fail(w, st, http.StatusTooManyRequests, "too_many_unauthorized", "too many requests with invalid API keys from this address; retry later")
 			return nil, nil, false
 		}
 		g.log.Error("key lookup failed", "request_id", r.Header.Get("X-Request-ID"), "err", err)
@@ -189,37 +198,91 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState, na
 	return k, m, true
 }
 
-// readBody reads the body into buf's storage when its length is known (a
-// pooled buffer, not ReadAll's growing ones); the body is valid until buf
-// goes back to the pool.
-func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState, buf *[]byte) ([]byte, bool) {
-	var body []byte
-	var err error
-	if n := r.ContentLength; n > 0 && n <= g.opts.MaxBodyBytes {
-		if int64(cap(*buf)) < n {
-			*buf = make([]byte, n)
-		}
-		*buf = (*buf)[:n]
-		body = *buf
-		_, err = io.ReadFull(r.Body, body)
-	} else {
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
+// admitBody holds the request's place against the per-key in-flight cap and
+// reserves its body bytes against the gateway-wide cap; it writes the
+// refusal itself. The caller releases with g.releaseBody(k, n) once the
+// request is done.
+func (g *Gateway) admitBody(w http.ResponseWriter, r *http.Request, st *reqState, k *Key) (int64, bool) {
+	if !acquireKey(k, int32(g.opts.MaxInflightPerKey)) {
+		g.m.shed.WithLabelValues("too_many_inflight").Inc()
+		w.Header()["Retry-After"] = retryAfterOne
+		g.fail(w, st, http.StatusTooManyRequests, "too_many_inflight",
+			fmt.Sprintf("this API key already has %d requests in progress", g.opts.MaxInflightPerKey))
+		return 0, false
 	}
+	n := r.ContentLength
+	if n < 0 || n > g.opts.MaxBodyBytes {
+		n = g.opts.MaxBodyBytes // unknown length: the most it may read (over the cap: refused below without reading)
+	}
+	if !g.bodies.reserve(n) {
+		releaseKey(k)
+		g.m.shed.WithLabelValues("overloaded").Inc()
+		w.Header()["Retry-After"] = retryAfterOne
+		g.fail(w, st, http.StatusServiceUnavailable, "overloaded", "the gateway holds too many request bodies; retry")
+		return 0, false
+	}
+	return n, true
+}
+
+func (g *Gateway) releaseBody(k *Key, n int64) {
+	g.bodies.release(n)
+	releaseKey(k)
+}
+
+var retryAfterOne = []string{"1"}
+
+// readBody reads the body into buf, growing it as bytes arrive (never from
+// the declared Content-Length), up to the body cap and within the body
+// deadline; the body is valid until buf goes back to the pool.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState, buf *[]byte) ([]byte, bool) {
+	if r.ContentLength > g.opts.MaxBodyBytes {
+		g.fail(w, st, http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("body over %d bytes", g.opts.MaxBodyBytes))
+		return nil, false
+	}
+	// the whole body within BodyTimeout (a connection that is not a net.Conn,
+	// as in httptest's recorder, keeps the server's read timeout)
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(g.opts.BodyTimeout))
+	body, err := readAllInto((*buf)[:0], r.Body, g.opts.MaxBodyBytes)
+	*buf = body
 	if err != nil {
-		var mbe *http.MaxBytesError
 		var ne net.Error
-		if errors.As(err, &mbe) {
+		if errors.Is(err, errBodyTooLarge) {
+			w.Header().Set("Connection", "close") // the rest of the body is not read
 			g.fail(w, st, http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("body over %d bytes", g.opts.MaxBodyBytes))
 		} else if errors.As(err, &ne) && ne.Timeout() {
-			// a body trickled slower than the server's read timeout (slowloris)
+			// a body trickled slower than the body deadline (slowloris)
 			w.Header().Set("Connection", "close")
-			g.fail(w, st, http.StatusRequestTimeout, "request_timeout", "the body did not arrive within the server's read timeout")
+			g.fail(w, st, http.StatusRequestTimeout, "request_timeout", fmt.Sprintf("the body did not arrive within %s", g.opts.BodyTimeout))
 		} else {
 			g.fail(w, st, http.StatusBadRequest, "invalid_request", "cannot read the body")
 		}
 		return nil, false
 	}
 	return body, true
+}
+
+var errBodyTooLarge = errors.New("body over the limit")
+
+// readAllInto is io.ReadAll into b's storage: it grows b (by append's
+// doubling) only as bytes arrive, and stops with errBodyTooLarge past limit
+// bytes.
+func readAllInto(b []byte, r io.Reader, limit int64) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, int(min(max(512, int64(cap(b))), limit+1-int64(len(b)))))
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if int64(len(b)) > limit {
+			return b, errBodyTooLarge
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+	}
 }
 
 func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request, model, taskName string) {
@@ -238,6 +301,11 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request, model, taskN
 		g.fail(w, st, http.StatusBadRequest, "task_not_supported", fmt.Sprintf("model %q does %s, not %s", m.Name, m.Task, taskName))
 		return
 	}
+	held, ok := g.admitBody(w, r, st, k)
+	if !ok {
+		return
+	}
+	defer g.releaseBody(k, held)
 	bodyBuf, upBuf := getBuf(), getBuf()
 	defer putBuf(bodyBuf)
 	defer putBuf(upBuf)
@@ -286,16 +354,27 @@ func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request, model strin
 	if !ok {
 		return
 	}
+	held, ok := g.admitBody(w, r, st, k)
+	if !ok {
+		return
+	}
+	defer g.releaseBody(k, held)
 	bodyBuf := getBuf()
 	defer putBuf(bodyBuf)
 	body, ok := g.readBody(w, r, st, bodyBuf)
 	if !ok {
 		return
 	}
+	texts, err := checkInferTexts(body, g.opts.MaxTexts)
+	if err != nil {
+		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
+		g.usage.Record(k.ID, m.ID, 0, true)
+		return
+	}
 	res, aerr := g.forward(r, m.Name, runtimeapi.InferPath(m.Name), body, st)
 	if aerr != nil {
 		g.writeErr(w, st, aerr)
-		g.usage.Record(k.ID, m.ID, 0, true)
+		g.usage.Record(k.ID, m.ID, texts, true)
 		return
 	}
 	st.status = res.status
@@ -304,7 +383,7 @@ func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request, model strin
 	}
 	w.WriteHeader(res.status)
 	_, _ = w.Write(res.body)
-	g.usage.Record(k.ID, m.ID, 0, res.status >= 400)
+	g.usage.Record(k.ID, m.ID, texts, res.status >= 400)
 }
 
 // relayUpstreamError answers for a runtime's non-200: its 4xx (bad input for

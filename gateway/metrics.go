@@ -16,6 +16,7 @@ type metrics struct {
 	ejections  *prometheus.CounterVec   // model
 	replicas   *prometheus.GaugeVec     // model
 	failOpen   prometheus.Counter
+	shed       *prometheus.CounterVec // requests refused to protect the gateway, by code
 	usageFlush *prometheus.CounterVec // result
 	// autoscaling (autoscale.go)
 	held         *prometheus.GaugeVec     // model
@@ -71,6 +72,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Replicas discovered by model."}, []string{"model"}),
 		failOpen: prometheus.NewCounter(prometheus.CounterOpts{Name: "nlpswarm_gateway_ratelimit_failopen_total",
 			Help: "Requests let through without rate limit or quota because Redis failed."}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_shed_total",
+			Help: "Requests refused to protect the gateway: too_many_inflight (per key), overloaded (body bytes), too_many_unauthorized (401s per address)."}, []string{"code"}),
 		usageFlush: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_usage_flushes_total",
 			Help: "Usage flushes to Postgres by result."}, []string{"result"}),
 		held: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nlpswarm_gateway_held_requests",
@@ -87,7 +90,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Load figures published to Redis for the autoscaler, by result."}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.added, m.upErrors, m.retries, m.inflight, m.ejections, m.replicas, m.failOpen, m.usageFlush,
+		reg.MustRegister(m.requests, m.latency, m.added, m.upErrors, m.retries, m.inflight, m.ejections, m.replicas, m.failOpen, m.shed, m.usageFlush,
 			m.held, m.holdSeconds, m.holdRefused, m.holdTimeouts, m.wakeups, m.loadReports)
 	}
 	return m

@@ -10,10 +10,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/internal/apikey"
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 )
 
@@ -198,8 +201,8 @@ func TestSlowClients(t *testing.T) {
 	e := newEnv(t, false)
 	key, _ := e.key(e.account("acme", "standard"), "inference")
 	e.model("public", "text-classification", 0, newRuntime(t, "text-classification"))
-	e.start(Config{})
 	opts := httpserver.Options{ReadHeaderTimeout: 500 * time.Millisecond, ReadTimeout: 1500 * time.Millisecond}
+	e.start(Config{BodyTimeout: opts.ReadTimeout}) // (the gateway role clamps its body deadline to the read timeout)
 	addr := listenGateway(t, e.gw, opts)
 
 	// trickle writes the request a byte every interval until the server
@@ -296,4 +299,204 @@ func listenGateway(t *testing.T, g http.Handler, opts httpserver.Options) string
 	go func() { srv.Serve(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return srv.Addr()
+}
+
+// stalled opens a connection that declares a body of declared bytes for
+// path, sends sent of them and stalls; it is closed when the test ends.
+func stalled(t *testing.T, addr, key, path string, declared, sent int) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Token %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		path, key, declared, strings.Repeat(" ", sent))
+	return c
+}
+
+// answerOf reads the answer on c, or fails when none comes within d.
+func answerOf(t *testing.T, c net.Conn, d time.Duration) (int, http.Header, string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(d))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, nil, "(no answer: " + err.Error() + ")"
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// TestDeclaredLengthNotPreallocated: a hundred requests that each declare
+// the largest body and send none of it cost the gateway their few bytes,
+// not the 100 MiB they declared.
+func TestDeclaredLengthNotPreallocated(t *testing.T) {
+	e := newEnv(t, false)
+	key, _ := e.key(e.account("acme", "standard"), "inference")
+	e.model("public", "text-classification", 0, newRuntime(t, "text-classification"))
+	g := e.start(Config{MaxInflightBytes: 1 << 30})
+	addr := listenGateway(t, g, httpserver.Options{})
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	for i := 0; i < 100; i++ {
+		stalled(t, addr, key, "/v1/public/sentiment", 1<<20, 1)
+	}
+	waitFor(t, "100 bodies being read", 10*time.Second, func() bool { return g.bodies.n.Load() == 100<<20 })
+	grew := int64(heap()) - int64(before)
+	t.Logf("heap grew %d KiB for 100 stalled requests declaring 1 MiB each", grew>>10)
+	if grew > 20<<20 {
+		t.Errorf("heap grew %d MiB: the declared Content-Length was allocated before the bytes arrived", grew>>20)
+	}
+}
+
+// TestBodyDeadline: a body trickled in is cut off at the gateway's body
+// deadline (408), long before the server's read timeout.
+func TestBodyDeadline(t *testing.T) {
+	e := newEnv(t, false)
+	key, _ := e.key(e.account("acme", "standard"), "inference")
+	e.model("public", "text-classification", 0, newRuntime(t, "text-classification"))
+	g := e.start(Config{BodyTimeout: time.Second})
+	addr := listenGateway(t, g, httpserver.Options{ReadTimeout: 30 * time.Second})
+	start := time.Now()
+	c := stalled(t, addr, key, "/v1/public/sentiment", 100, 10)
+	code, _, body := answerOf(t, c, 5*time.Second)
+	if code != 408 || !strings.Contains(body, `"code":"request_timeout"`) || time.Since(start) > 3*time.Second {
+		t.Fatalf("stalled body: %d %q after %s, want 408 request_timeout after about 1s", code, body, time.Since(start))
+	}
+}
+
+// TestInflightCaps: stalled requests from one key fill its in-flight cap
+// (429 too_many_inflight beyond) and the gateway's body-byte cap (503
+// overloaded beyond), the byte count never passes its cap, and another
+// key is still served.
+func TestInflightCaps(t *testing.T) {
+	e := newEnv(t, false)
+	a, _ := e.key(e.account("acme", "free"), "inference")
+	c2, _ := e.key(e.account("corp", "free"), "inference")
+	b, _ := e.key(e.account("other", "standard"), "inference")
+	e.model("public", "text-classification", 0, newRuntime(t, "text-classification"))
+	const capBytes = 3<<20 + 512<<10
+	g := e.start(Config{MaxInflightPerKey: 4, MaxInflightBytes: capBytes})
+	addr := listenGateway(t, g, httpserver.Options{})
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n := g.bodies.n.Load(); n > peak.Load() {
+				peak.Store(n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	defer close(stop)
+
+	// key a: four stalled 512 KiB bodies are being read; the fifth is refused
+	for i := 0; i < 4; i++ {
+		stalled(t, addr, a, "/v1/public/sentiment", 512<<10, 1)
+	}
+	waitFor(t, "4 bodies of key a", 5*time.Second, func() bool { return g.bodies.n.Load() == 2<<20 })
+	code, h, body := answerOf(t, stalled(t, addr, a, "/v1/public/sentiment", 512<<10, 1), 3*time.Second)
+	if code != 429 || !strings.Contains(body, `"too_many_inflight"`) || h.Get("Retry-After") == "" {
+		t.Errorf("fifth request of one key: %d %v %s, want 429 too_many_inflight with Retry-After", code, h, body)
+	}
+	// key c2: one 1 MiB body fits under the byte cap, the second does not
+	stalled(t, addr, c2, "/v2/models/public/infer", 1<<20, 1)
+	waitFor(t, "the 1 MiB body of key c2", 5*time.Second, func() bool { return g.bodies.n.Load() == 3<<20 })
+	code, h, body = answerOf(t, stalled(t, addr, c2, "/v1/public/sentiment", 1<<20, 1), 3*time.Second)
+	if code != 503 || !strings.Contains(body, `"overloaded"`) || h.Get("Retry-After") == "" {
+		t.Errorf("body past the byte cap: %d %v %s, want 503 overloaded with Retry-After", code, h, body)
+	}
+	// another key with a small body is served meanwhile
+	if ans := e.post(b, "/v1/public/sentiment", `{"text":"hi"}`); ans.status != 200 {
+		t.Errorf("another key beside the stalled ones: %d %s", ans.status, ans.raw)
+	}
+	if p := peak.Load(); p > capBytes {
+		t.Errorf("in-flight body bytes peaked at %d, over the cap %d", p, capBytes)
+	}
+}
+
+// TestInferTextLimitAndMetering: the v2 infer route keeps the task API's
+// text limit and meters its texts.
+func TestInferTextLimitAndMetering(t *testing.T) {
+	e := newEnv(t, false)
+	key, keyID := e.key(e.account("acme", "standard"), "inference")
+	modelID := e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
+	g := e.start(Config{})
+	infer := func(n int) answer {
+		texts, _ := json.Marshal(strings.Split(strings.Repeat("x,", n-1)+"x", ","))
+		return e.post(key, "/v2/models/sentiment/infer", fmt.Sprintf(`{"inputs":[{"name":"text","shape":[%d],"datatype":"BYTES","data":%s}]}`, n, texts))
+	}
+	if a := infer(65); a.status != 400 || a.code() != "invalid_request" {
+		t.Errorf("65 texts through v2 infer: %d %s, want 400 invalid_request", a.status, a.raw)
+	}
+	if a := infer(3); a.status != 200 {
+		t.Fatalf("3 texts through v2 infer: %d %s", a.status, a.raw)
+	}
+	if err := g.FlushUsage(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var texts int64
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT coalesce(sum(texts),0) FROM usage WHERE api_key_id=$1 AND model_id=$2`, keyID, modelID).Scan(&texts); err != nil {
+		t.Fatal(err)
+	}
+	if texts != 3 {
+		t.Errorf("v2 infer metered %d texts, want 3", texts)
+	}
+}
+
+// TestUnknownKeyFlood: a flood of unknown keys from one address is
+// throttled (429 too_many_unauthorized after its burst of 401s, without a
+// lookup), the same unknown key is answered from the negative cache, and a
+// valid key, cached, is served throughout, from that same address too.
+func TestUnknownKeyFlood(t *testing.T) {
+	e := newEnv(t, false)
+	key, _ := e.key(e.account("acme", "standard"), "inference")
+	e.model("public", "text-classification", 0, newRuntime(t, "text-classification"))
+	g := e.start(Config{UnauthorizedBurst: 10, UnauthorizedRate: 0.1})
+	if a := e.post(key, "/v1/public/sentiment", `{"text":"x"}`); a.status != 200 {
+		t.Fatalf("valid key: %d %s", a.status, a.raw)
+	}
+	var n401, n429 int
+	for i := 0; i < 40; i++ {
+		unknown, _, _, err := apikey.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := e.post(unknown, "/v1/public/sentiment", `{"text":"x"}`)
+		switch {
+		case a.status == 401:
+			n401++
+		case a.status == 429 && a.code() == "too_many_unauthorized" && a.header.Get("Retry-After") != "":
+			n429++
+		default:
+			t.Fatalf("unknown key %d: %d %s", i, a.status, a.raw)
+		}
+		if v := e.post(key, "/v1/public/sentiment", `{"text":"x"}`); v.status != 200 {
+			t.Fatalf("valid key during the flood: %d %s", v.status, v.raw)
+		}
+	}
+	if n401 > 11 || n429 < 29 {
+		t.Errorf("flood of 40 unknown keys: %d answered 401, %d throttled; want at most the burst (10) looked up", n401, n429)
+	}
+	// the negative cache is its own: filling it evicts no valid key
+	for i := 0; i < maxNegativeKeys+10; i++ {
+		g.keys.remember(fmt.Sprintf("unknown%d", i), nil, time.Now())
+	}
+	g.keys.mu.Lock()
+	valid := len(g.keys.cache)
+	g.keys.mu.Unlock()
+	if valid != 1 {
+		t.Errorf("after a negative-cache flood the positive cache holds %d keys, want the 1 valid key", valid)
+	}
 }

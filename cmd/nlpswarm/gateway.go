@@ -22,6 +22,10 @@ type gatewayConfig struct {
 	DB        pg.Config  `description:"Postgres (API keys, models, deployments, usage)"`
 	Redis     rdb.Config `description:"Redis (rate limits and quotas; when it is down requests pass without limits: fail-open)"`
 	GCPercent int        `description:"Go GC target percent, as GOGC (ignored when GOGC is set): the heap is small, so 400 trades a few MB for about 10 % less CPU per request"`
+	// the Go runtime's soft memory limit, so that GOGC=400 cannot carry the
+	// heap past the container's limit (the OOM of issue 17 finding 5)
+	MemoryLimit        int64 `description:"Go memory limit in bytes, as GOMEMLIMIT (ignored when GOMEMLIMIT is set); 0: --memorylimitpercent of the container's cgroup memory limit (none without one)"`
+	MemoryLimitPercent int   `description:"share of the container's cgroup memory limit (memory.max, or v1's memory.limit_in_bytes) given to the Go runtime as its memory limit"`
 }
 
 func init() {
@@ -35,7 +39,7 @@ func defaultGatewayConfig() *gatewayConfig {
 	r.Timeout = 500 * time.Millisecond
 	return &gatewayConfig{
 		Options: httpserver.Defaults(":8080"), Config: gateway.DefaultConfig(), LogLevel: "info",
-		DB: pg.DefaultConfig(), Redis: r, GCPercent: 400,
+		DB: pg.DefaultConfig(), Redis: r, GCPercent: 400, MemoryLimitPercent: 80,
 	}
 }
 
@@ -53,6 +57,22 @@ func runGateway(ctx context.Context, args []string) error {
 	}
 	if os.Getenv("GOGC") == "" && cfg.GCPercent > 0 {
 		debug.SetGCPercent(cfg.GCPercent)
+	}
+	// before gateway.New: its in-flight body-byte cap defaults to a share of it
+	if os.Getenv("GOMEMLIMIT") == "" {
+		lim, ok, err := gateway.MemoryLimit(cfg.MemoryLimit, cfg.MemoryLimitPercent, gateway.CgroupV2MemoryMax, gateway.CgroupV1MemoryMax)
+		switch {
+		case err != nil:
+			log.Warn("no Go memory limit set", "err", err)
+		case ok:
+			debug.SetMemoryLimit(lim)
+			log.Info("go memory limit", "bytes", lim)
+		}
+	}
+	// the body deadline never outlasts the server's read timeout (setting it
+	// replaces the server's deadline)
+	if cfg.ReadTimeout > 0 && (cfg.Config.BodyTimeout <= 0 || cfg.Config.BodyTimeout > cfg.ReadTimeout) {
+		cfg.Config.BodyTimeout = cfg.ReadTimeout
 	}
 	// Redis may be down at start: the gateway serves anyway (fail-open) and
 	// the client reconnects by itself.
