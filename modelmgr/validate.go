@@ -288,8 +288,13 @@ func hasTokenLabels(labels []string) bool {
 }
 
 // DefaultMemoryRatio is container RSS over model.onnx size, measured by the
-// runtime benchmarks; reservations default to archive size × ratio.
-const DefaultMemoryRatio = 4
+// runtime benchmarks; reservations default to archive size × ratio. Measured
+// on 2026-12-01 (models/BENCHMARKS.md, "Memory per engine"): a MiniLM-sized
+// encoder (85.6 MiB) peaked at 386 MiB on the Go engine and 436 MiB on ONNX
+// Runtime after one short inference, 4.5–5.1× the file; 6 leaves room for
+// longer batches' activations. Small models sit on MinMemory (the engines'
+// floors are 22 and 50 MiB).
+const DefaultMemoryRatio = 6
 
 // MinMemory is the floor of a default reservation: the deployment record's
 // floor, which the scheduler also applies to every replica.
