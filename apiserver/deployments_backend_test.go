@@ -15,14 +15,7 @@ import (
 func TestDeploymentBackend(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	for _, q := range []string{
-		`INSERT INTO models (name, task) VALUES ('sentiment', 'text-classification')`,
-		`INSERT INTO model_versions (model_id, version, digest, size_bytes, task) SELECT id, 1, 'sha256:` + strings.Repeat("a", 64) + `', 1000, 'text-classification' FROM models`,
-	} {
-		if _, err := e.db.Pool.Exec(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.seedSentimentV1()
 	put := func(body map[string]any) (int, map[string]any) {
 		return e.do("PUT", "/api/v1/models/sentiment/deployment", adminTok, body)
 	}

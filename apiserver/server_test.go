@@ -153,6 +153,25 @@ func (e *env) count(q string, args ...any) int {
 	return n
 }
 
+// seed runs each statement against the test database, failing the test on
+// the first error.
+func (e *env) seed(stmts ...string) {
+	e.t.Helper()
+	for _, q := range stmts {
+		if _, err := e.db.Pool.Exec(context.Background(), q); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// seedSentimentV1 stores a text-classification model "sentiment" with a
+// version 1 row (no blob: enough to deploy through the API).
+func (e *env) seedSentimentV1() {
+	e.t.Helper()
+	e.seed(`INSERT INTO models (name, task) VALUES ('sentiment', 'text-classification')`,
+		`INSERT INTO model_versions (model_id, version, digest, size_bytes, task) SELECT id, 1, 'sha256:`+strings.Repeat("a", 64)+`', 1000, 'text-classification' FROM models WHERE name = 'sentiment'`)
+}
+
 // leftovers lists files in the store's blob and temp folders.
 func (e *env) leftovers() (blobs, tmp []string) {
 	b, _ := os.ReadDir(filepath.Join(e.dir, "blobs", "sha256"))

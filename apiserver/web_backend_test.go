@@ -16,15 +16,10 @@ import (
 func TestWebBackend(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	for _, q := range []string{
-		`INSERT INTO models (name, task) VALUES ('sentiment', 'text-classification')`,
-		`INSERT INTO model_versions (model_id, version, digest, size_bytes, task) SELECT id, 1, 'sha256:` + strings.Repeat("a", 64) + `', 1000, 'text-classification' FROM models`,
+	e.seedSentimentV1()
+	e.seed(
 		`INSERT INTO nodes (id, hostname, availability, state) VALUES ('n1', 'ml-1', 'active', 'ready')`,
-	} {
-		if _, err := e.db.Pool.Exec(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
+	)
 	w, token := e.login()
 	deploy := func(backend string) webResp {
 		return w.post("/ui/models/sentiment/deploy", url.Values{"csrf": {token}, "version": {"0"}, "replicas": {"1"}, "backend": {backend}})
