@@ -57,6 +57,12 @@ func (b *Bytes) UnmarshalJSON(p []byte) error {
 	return nil
 }
 
+// FormatBytes writes a size in binary units with one decimal ("2.0 GiB"),
+// the form the pages and the CLI show; ParseBytes reads it back.
+func FormatBytes(n int64) string {
+	return units.CustomSize("%.1f %s", float64(n), 1024, []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"})
+}
+
 // ParseBytes parses "1G", "512M", "1.5GiB", "2048" (binary units) with
 // go-units, the engine's own parser; sizes above 1 PiB are refused.
 func ParseBytes(s string) (int64, error) {

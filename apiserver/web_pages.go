@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	units "github.com/docker/go-units"
 	"html/template"
 	"math"
 	"net/http"
@@ -23,7 +22,7 @@ import (
 
 var templateFuncs = template.FuncMap{
 	"static": staticURL,
-	"bytes":  humanBytes,
+	"bytes":  FormatBytes,
 	"when": func(t any) string {
 		switch v := t.(type) {
 		case time.Time:
@@ -58,12 +57,6 @@ var templateFuncs = template.FuncMap{
 		}
 		return strings.Join(keys, ", ")
 	},
-}
-
-// humanBytes writes a size in binary units with one decimal ("2.0 GiB"),
-// through go-units.
-func humanBytes(n int64) string {
-	return units.CustomSize("%.1f %s", float64(n), 1024, []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"})
 }
 
 // flash is the message a redirect after a successful form asks for; only

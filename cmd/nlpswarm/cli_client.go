@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	units "github.com/docker/go-units"
 	"io"
 	"net/http"
 	"os"
@@ -182,12 +181,6 @@ func table(header []string, rows [][]string) {
 		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	tw.Flush()
-}
-
-// humanBytes writes a size in binary units with one decimal ("2.0 GiB"),
-// through go-units.
-func humanBytes(n int64) string {
-	return units.CustomSize("%.1f %s", float64(n), 1024, []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"})
 }
 
 // verb runs a CLI verb: flags, client, timeout.

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/nlpswarm/nlpswarm/apiserver"
 )
 
 func init() {
@@ -112,7 +114,7 @@ func runModels(ctx context.Context, args []string) error {
 			}
 			rows := [][]string{}
 			for _, v := range out.Versions {
-				rows = append(rows, []string{strconv.Itoa(v.Version), v.Digest[:min(len(v.Digest), 19)], humanBytes(v.Size), v.Status, v.CreatedAt.UTC().Format(time.RFC3339)})
+				rows = append(rows, []string{strconv.Itoa(v.Version), v.Digest[:min(len(v.Digest), 19)], apiserver.FormatBytes(v.Size), v.Status, v.CreatedAt.UTC().Format(time.RFC3339)})
 			}
 			table([]string{"VERSION", "DIGEST", "SIZE", "STATUS", "UPLOADED"}, rows)
 			return nil

@@ -189,7 +189,7 @@ func showDeployments(c *apiClient, ds []apiserver.Deployment) error {
 			as = "-"
 		}
 		rows = append(rows, []string{d.Model, strconv.Itoa(d.Version), fmt.Sprintf("%d/%d", o.Running, d.Replicas), d.EngineText(), as,
-			humanBytes(d.MemoryReservation), d.Status, d.StatusMessage})
+			apiserver.FormatBytes(d.MemoryReservation), d.Status, d.StatusMessage})
 		for _, t := range o.Tasks {
 			rows = append(rows, []string{"  #" + strconv.Itoa(t.Slot), "", "", "", "", t.Node, t.State, t.Error})
 		}
@@ -242,7 +242,7 @@ func showScaleAndColdStarts(d apiserver.Deployment) {
 		if cs.ArtifactCached != nil && *cs.ArtifactCached {
 			fetch += " (cached)"
 		} else if cs.ArtifactBytes != nil {
-			fetch += " (" + humanBytes(*cs.ArtifactBytes) + ")"
+			fetch += " (" + apiserver.FormatBytes(*cs.ArtifactBytes) + ")"
 		}
 		ready := "-"
 		if cs.StartedAt != nil && cs.ReadyAt != nil && cs.FetchSeconds != nil && cs.LoadSeconds != nil && cs.WarmupSeconds != nil {
@@ -327,7 +327,7 @@ func planRows(p scheduler.Plan, model string) [][]string {
 		for _, x := range a.Assignments {
 			mem += x.Memory
 		}
-		add("place-gpu", a.Model, fmt.Sprintf("node %s, GPU %s, %s", a.Node, strings.Join(a.GPUs, ","), humanBytes(mem)))
+		add("place-gpu", a.Model, fmt.Sprintf("node %s, GPU %s, %s", a.Node, strings.Join(a.GPUs, ","), apiserver.FormatBytes(mem)))
 	}
 	for _, u := range p.Unplaceable {
 		add("unplaceable", u.Model, u.Reason)
@@ -392,9 +392,9 @@ func runNodes(ctx context.Context, args []string) error {
 				labels = append(labels, k+"="+v)
 			}
 			sort.Strings(labels)
-			rows = append(rows, []string{n.Hostname, n.ID[:min(12, len(n.ID))], n.Role, n.Availability, n.State, humanBytes(n.MemoryBytes), strconv.Itoa(len(n.GPUs)), strings.Join(labels, ",")})
+			rows = append(rows, []string{n.Hostname, n.ID[:min(12, len(n.ID))], n.Role, n.Availability, n.State, apiserver.FormatBytes(n.MemoryBytes), strconv.Itoa(len(n.GPUs)), strings.Join(labels, ",")})
 			for _, g := range n.GPUs {
-				rows = append(rows, []string{"  gpu" + strconv.Itoa(g.Index), g.UUID, g.Name, "", "", humanBytes(g.MemoryFree) + " free", "of " + humanBytes(g.MemoryTotal), ""})
+				rows = append(rows, []string{"  gpu" + strconv.Itoa(g.Index), g.UUID, g.Name, "", "", apiserver.FormatBytes(g.MemoryFree) + " free", "of " + apiserver.FormatBytes(g.MemoryTotal), ""})
 			}
 		}
 		table([]string{"HOSTNAME", "ID", "ROLE", "AVAILABILITY", "STATE", "MEMORY", "GPUS", "LABELS"}, rows)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/term"
+
+	"github.com/nlpswarm/nlpswarm/apiserver"
 )
 
 // modelFiles are the files push packs from a model folder.
@@ -82,7 +84,7 @@ func pushModel(ctx context.Context, c *apiClient, name, dir string) error {
 	if c.opts.json {
 		return printJSON(v)
 	}
-	fmt.Printf("pushed %s version %d: %s, %s in %.1fs\n", name, v.Version, v.Digest, humanBytes(v.Size), time.Since(start).Seconds())
+	fmt.Printf("pushed %s version %d: %s, %s in %.1fs\n", name, v.Version, v.Digest, apiserver.FormatBytes(v.Size), time.Since(start).Seconds())
 	return nil
 }
 
@@ -137,7 +139,7 @@ func progress(done <-chan struct{}, sent *atomic.Int64, total int64, start time.
 			eta = "validating"
 		}
 		pct := 100 * float64(n) / float64(max(total, 1))
-		return fmt.Sprintf("%5.1f%% %s / %s  %s/s  eta %s", pct, humanBytes(n), humanBytes(total), humanBytes(int64(rate)), eta)
+		return fmt.Sprintf("%5.1f%% %s / %s  %s/s  eta %s", pct, apiserver.FormatBytes(n), apiserver.FormatBytes(total), apiserver.FormatBytes(int64(rate)), eta)
 	}
 	for {
 		select {
