@@ -64,6 +64,11 @@ func LoadWith(dir, name, task string, eng EngineConfig) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	// the folder is checked once, whichever engine then loads it
+	dir = archive.ModelRoot(dir)
+	if err := checkArtifact(dir); err != nil {
+		return nil, err
+	}
 	m, err := load(dir, name, task, want, eng)
 	if err != nil && want == BackendORT && (eng.Backend == "" || eng.Backend == BackendAuto) && errors.Is(err, ErrBackendUnavailable) {
 		return load(dir, name, task, BackendGo, eng)
@@ -71,11 +76,8 @@ func LoadWith(dir, name, task string, eng EngineConfig) (*Model, error) {
 	return m, err
 }
 
+// load loads the checked model root dir on backend.
 func load(dir, name, task, backend string, eng EngineConfig) (*Model, error) {
-	dir = archive.ModelRoot(dir)
-	if err := checkArtifact(dir); err != nil {
-		return nil, err
-	}
 	m := &Model{Name: name, Task: task, Backend: backend}
 	engine := backendByName(backend)
 	tmp, labels, problem, err := sanitizedCopy(dir)
