@@ -247,7 +247,23 @@ func TestEndToEnd(t *testing.T) {
 				t.Errorf("want %d sentiment containers, got %v", want, ids)
 				return
 			}
-			sh(time.Minute, nil, "docker", "kill", ids[0])
+			// a container that a scale-down is still stopping is listed too
+			// and may have exited by the time it is killed: take the next
+			killed := false
+			for _, id := range ids {
+				out, err := exec.Command("docker", "kill", id).CombinedOutput()
+				if err == nil {
+					killed = true
+					break
+				}
+				if !strings.Contains(string(out), "is not running") {
+					t.Fatalf("docker kill %s: %v\n%s", id, err, out)
+				}
+			}
+			if !killed {
+				t.Errorf("no running sentiment container to kill among %v", ids)
+				return
+			}
 			time.Sleep(10 * time.Second)
 		}
 	}
