@@ -30,11 +30,7 @@ test-unit:
 	$(GO) test -count=1 -short ./...
 
 fuzz:
-	@set -e; for t in $(FUZZ_TARGETS); do \
-	  pkg=$${t%%:*}; name=$${t##*:}; \
-	  echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
-	  $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg; \
-	done
+	GO=$(GO) ./.ci/fuzz $(FUZZTIME) $(FUZZ_TARGETS)
 
 image: build
 	./deployments/image/stage.sh bin/image
