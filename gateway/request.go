@@ -10,22 +10,15 @@ import (
 
 	gojson "github.com/goccy/go-json"
 
+	"github.com/nlpswarm/nlpswarm/internal/customerapi"
 	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
 
-// Tasks of the customer API and the runtime task each maps to.
-var taskRoutes = map[string]string{
-	"sentiment":      runtimeapi.TextClassification,
-	"classification": runtimeapi.TextClassification,
-	"entities":       runtimeapi.TokenClassification,
-	"embeddings":     runtimeapi.FeatureExtraction,
-}
+// The customer's side of the wire (tasks, request, answers) is
+// customerapi's: the client package reads the same types.
+var taskRoutes = customerapi.RuntimeTask
 
-type customerRequest struct {
-	Text       *string         `json:"text"`
-	Texts      []string        `json:"texts"`
-	Parameters json.RawMessage `json:"parameters"`
-}
+type customerRequest = customerapi.Request
 
 // DecodeRequest parses a customer body: {"text": "..."} or {"texts": [...]},
 // optionally with "parameters" (an object passed to the runtime). single says
@@ -108,25 +101,14 @@ func jsonErr(err error) string {
 }
 
 // The runtime's side of the wire (/predict's request, the outputs) is
-// runtimeapi's; what follows is the customer's side.
+// runtimeapi's, the customer's customerapi's.
 
-type entity struct {
-	Text  string  `json:"text"`
-	Type  string  `json:"type"`
-	Start int     `json:"start"`
-	End   int     `json:"end"`
-	Score float64 `json:"score"`
-}
-
-type labelsAnswer struct {
-	ScoredLabels []runtimeapi.Label `json:"scored_labels"`
-}
-type entitiesAnswer struct {
-	Entities []entity `json:"entities"`
-}
-type embeddingsAnswer struct {
-	Embeddings [][]float64 `json:"embeddings"`
-}
+type (
+	entity           = customerapi.Entity
+	labelsAnswer     = customerapi.LabelsAnswer
+	entitiesAnswer   = customerapi.EntitiesAnswer
+	embeddingsAnswer = customerapi.EmbeddingsAnswer
+)
 
 // translateAll decodes a runtime answer to /predict and turns its outputs
 // into the customer's shape, one per text. The outputs are decoded straight
