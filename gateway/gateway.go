@@ -96,13 +96,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 	g.unauth = newAddrThrottle(opts.UnauthorizedRate, opts.UnauthorizedBurst, 50_000)
 	g.fleet = newFleet(g.log, g.m)
 	g.mux = http.NewServeMux()
-	// (ServeHTTP takes the usual forms of these two routes without the mux)
-	g.mux.HandleFunc("POST /v1/{model}/{task}", func(w http.ResponseWriter, r *http.Request) {
-		g.serveTask(w, r, r.PathValue("model"), r.PathValue("task"))
-	})
-	g.mux.HandleFunc("POST /v2/models/{model}/infer", func(w http.ResponseWriter, r *http.Request) {
-		g.serveInfer(w, r, r.PathValue("model"))
-	})
+	for _, rt := range routes { // (handler.go)
+		g.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) { rt.serve(g, w, r) })
+	}
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, http.StatusNotFound, "not_found", "no such route: "+r.Method+" "+r.URL.Path)
 	})

@@ -48,6 +48,28 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.mux.ServeHTTP(w, r) // everything else, with its cleaning, 404s and 405s
 }
 
+// route is one route of the customer API.
+type route struct {
+	pattern string // a ServeMux pattern
+	serve   func(g *Gateway, w http.ResponseWriter, r *http.Request)
+}
+
+// routes is the gateway's routing table: New registers exactly these on
+// its mux (ServeHTTP takes the usual forms of the two POST routes before
+// the mux, to the same handlers), and the reference's tests check that
+// openapi.yaml documents each one.
+var routes = []route{
+	{"POST /v1/{model}/{task}", func(g *Gateway, w http.ResponseWriter, r *http.Request) {
+		g.serveTask(w, r, r.PathValue("model"), r.PathValue("task"))
+	}},
+	{"POST /v2/models/{model}/infer", func(g *Gateway, w http.ResponseWriter, r *http.Request) {
+		g.serveInfer(w, r, r.PathValue("model"))
+	}},
+	{"GET /openapi.yaml", (*Gateway).serveOpenAPIYAML},
+	{"GET /openapi.json", (*Gateway).serveOpenAPIJSON},
+	{"GET /docs", (*Gateway).serveReference},
+}
+
 // plainSegment: one non-empty path segment that a ServeMux would match as
 // it is (no "/", not "." or "..").
 func plainSegment(s string) bool {
