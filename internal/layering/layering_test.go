@@ -69,4 +69,7 @@ func TestLayering(t *testing.T) {
 	forbid(within("scheduler"), is("modelmgr"), "the replica memory floor is the record's (deployment.MinMemory)")
 	forbid(within("gateway"), is("scheduler"), "the gateway reads the record, not the reconciler")
 	forbid(is("internal/pg"), is("internal/deployment"), "plumbing sits below the record")
+	forbid(within("client"), func(p string) bool {
+		return p != "internal/customerapi" && p != "internal/runtimeapi" && p != "internal/apierror"
+	}, "a customer's program that imports the client pulls in the API's contract and nothing else")
 }
