@@ -10,8 +10,19 @@
 //     it as it is: each field is a flag), checked and defaulted once.
 //   - gateway.go: wiring (New, Close) and the background loops (catalogue,
 //     LISTEN for deployment changes, discovery, usage flush).
-//   - handler.go: the customer routes (task API and v2 pass-through),
-//     admission (key, model, limits) and the error answers.
+//   - handler.go: the routing table (routes: every customer route, which
+//     New registers and nothing else may), the customer routes (task API
+//     and v2 pass-through), admission (key, model, limits) and the error
+//     answers.
+//   - reference.go, openapi.yaml: the customer API reference, one embedded
+//     OpenAPI 3 document (routes, bodies, every error code with its
+//     meaning in x-error-codes) served as GET /openapi.yaml, /openapi.json
+//     and an HTML page at GET /docs. Its tests fail when a route of the
+//     table, or an error code the gateway (or a runtime, relayed on v2) can
+//     send, is missing from it, and check real answers against its schemas.
+//     The wire types themselves are internal/customerapi's, which the Go
+//     client (client/) shares; gatewaytest/ starts a real gateway for the
+//     clients' tests.
 //   - request.go, taskjson.go: the customer's JSON and its translation from
 //     and to the runtime's (the wire contract is internal/runtimeapi).
 //   - proxy.go: forward, the retry on another replica and what each runtime

@@ -301,21 +301,28 @@ func (ref *reference) page() pageData {
 	}
 	for _, name := range sortedKeys(d.Components.Schemas) {
 		s := d.Components.Schemas[name]
-		ps := pageSchema{Name: name, Description: s.Description}
-		for _, f := range sortedKeys(s.Properties) {
-			p := s.Properties[f]
-			typ := schemaType(p)
-			if slices.Contains(s.Required, f) {
-				typ += ", required"
-			}
-			ps.Fields = append(ps.Fields, pageField{Name: f, Type: typ, Description: p.Description})
-		}
+		ps := pageSchema{Name: name, Description: s.Description, Fields: fields("", s)}
 		if len(ps.Fields) == 0 {
 			ps.Fields = append(ps.Fields, pageField{Name: "", Type: schemaType(s)})
 		}
 		pd.Schemas = append(pd.Schemas, ps)
 	}
 	return pd
+}
+
+// fields lists s's properties, those of nested objects as parent.field.
+func fields(parent string, s docSchema) []pageField {
+	var out []pageField
+	for _, f := range sortedKeys(s.Properties) {
+		p := s.Properties[f]
+		typ := schemaType(p)
+		if slices.Contains(s.Required, f) {
+			typ += ", required"
+		}
+		out = append(out, pageField{Name: parent + f, Type: typ, Description: p.Description})
+		out = append(out, fields(parent+f+".", p)...)
+	}
+	return out
 }
 
 var pageTemplate = template.Must(template.New("reference").Funcs(template.FuncMap{
@@ -335,6 +342,7 @@ body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding
 code,pre{font:13px ui-monospace,monospace;background:#f4f4f4;padding:.1rem .3rem;border-radius:3px}
 pre{padding:.5rem;overflow-x:auto;white-space:pre-wrap}
 table{border-collapse:collapse;width:100%;margin:.5rem 0}
+.schema td:first-child{width:14rem}.schema td:nth-child(2){width:16rem}
 th,td{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}
 .route{border:1px solid #ddd;border-radius:6px;padding:.5rem 1rem;margin:1rem 0}
 .method{font-weight:bold;color:#fff;background:#1565c0;padding:.1rem .4rem;border-radius:3px;font-size:13px}
@@ -368,7 +376,7 @@ nav a{margin-right:1rem}
 {{end}}</table>
 <h2 id="schemas">Schemas</h2>
 {{range .Schemas}}<h4 id="schema-{{.Name}}">{{.Name}}</h4>{{if .Description}}<p>{{.Description}}</p>{{end}}
-<table>{{range .Fields}}<tr><td>{{if .Name}}<code>{{.Name}}</code>{{end}}</td><td>{{.Type}}</td><td>{{.Description}}</td></tr>{{end}}</table>
+<table class="schema">{{range .Fields}}<tr><td>{{if .Name}}<code>{{.Name}}</code>{{end}}</td><td>{{.Type}}</td><td>{{.Description}}</td></tr>{{end}}</table>
 {{end}}
 </body></html>
 `))
