@@ -402,6 +402,8 @@ func (s *Server) webRoutes(e *gin.Engine) {
 	p.GET("/models", s.modelsPage)
 	p.POST("/models", s.webCSRF, s.createModelForm)
 	p.GET("/models/:name", s.modelPage)
+	p.GET("/models/:name/monitor", s.modelMonitorPage)
+	p.GET("/cluster", s.clusterPage)
 	p.POST("/models/:name/versions", s.uploadForm) // checks CSRF in the stream
 	p.POST("/models/:name/deploy", s.webCSRF, s.deployForm)
 	p.GET("/deployments", s.deploymentsPage)
