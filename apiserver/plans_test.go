@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nlpswarm/nlpswarm/internal/limitkeys"
@@ -138,4 +140,38 @@ func redisNowhere(t *testing.T) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// TestQuotaMetric: the apiserver exports each key's quota use from the
+// gateways' counts, which the stack's quota alert reads.
+func TestQuotaMetric(t *testing.T) {
+	e := newEnv(t)
+	rc, prefix := rdbtest.New(t)
+	e.cfg.Redis, e.cfg.RedisPrefix = rc, prefix
+	e.start()
+	_, acc := e.do("POST", "/api/v1/accounts", adminTok, map[string]any{"name": "acme"}) // free: 10000 a month
+	id := int(acc["id"].(float64))
+	_, used := e.do("POST", fmt.Sprintf("/api/v1/accounts/%d/keys", id), adminTok, map[string]any{"name": "used"})
+	e.do("POST", fmt.Sprintf("/api/v1/accounts/%d/keys", id), adminTok, map[string]any{"name": "idle"})
+	rc.IncrBy(context.Background(), limitkeys.QuotaKey(prefix, int64(used["id"].(float64)), limitkeys.Month(time.Now())), 9500)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(e.srv.QuotaCollector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			got = append(got, fmt.Sprintf("%s %s %s %s %g", mf.GetName(), l["account"], l["key_prefix"], l["plan"], m.GetGauge().GetValue()))
+		}
+	}
+	want := fmt.Sprintf("nlpswarm_apikey_quota_used_ratio acme %s free 0.95", used["prefix"])
+	if strings.Join(got, "\n") != want {
+		t.Errorf("gathered %q, want only %q (the idle key has no series)", got, want)
+	}
 }

@@ -122,6 +122,9 @@ func runAPIServer(ctx context.Context, args []string) error {
 		acfg.Redis = rc
 	}
 	api := apiserver.New(acfg, pool, store, uploadValidator(cfg.Upload.SmokeTimeout), log)
+	if rc != nil { // each key's quota use, for the stack's "quota near its end" alert
+		reg.MustRegister(api.QuotaCollector())
+	}
 	// /internal/blobs only on the ops listener (the overlay); the published
 	// port serves the backoffice alone
 	var internal http.Handler

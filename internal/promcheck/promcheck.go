@@ -10,7 +10,9 @@ import (
 
 var (
 	declared = regexp.MustCompile(`(Counter|Gauge|Histogram|Summary)Opts\{Name:\s*"(nlpswarm_[a-z0-9_]+)"`)
-	named    = regexp.MustCompile(`\bnlpswarm_[a-z0-9_]+`)
+	// a collector's own series (prometheus.NewDesc): gauges or counters
+	described = regexp.MustCompile(`NewDesc\(\s*"(nlpswarm_[a-z0-9_]+)"`)
+	named     = regexp.MustCompile(`\bnlpswarm_[a-z0-9_]+`)
 )
 
 // Exported walks the Go files under root (tests left out) and returns every
@@ -38,6 +40,9 @@ func Exported(root string) (map[string]bool, error) {
 					out[m[2]+suffix] = true
 				}
 			}
+		}
+		for _, m := range described.FindAllStringSubmatch(string(b), -1) {
+			out[m[1]] = true
 		}
 		return nil
 	})

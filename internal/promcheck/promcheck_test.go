@@ -10,7 +10,7 @@ func TestExportedAndUnknown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"nlpswarm_gateway_requests_total", "nlpswarm_gateway_request_duration_seconds_bucket", "nlpswarm_agent_gpu_memory_free_bytes"} {
+	for _, want := range []string{"nlpswarm_gateway_requests_total", "nlpswarm_gateway_request_duration_seconds_bucket", "nlpswarm_agent_gpu_memory_free_bytes", "nlpswarm_apikey_quota_used_ratio"} {
 		if !got[want] {
 			t.Errorf("%s not found among the exported metrics", want)
 		}
