@@ -415,6 +415,10 @@ func (s *Server) webRoutes(e *gin.Engine) {
 	p.GET("/accounts/:id", s.accountPage)
 	p.POST("/accounts/:id/keys", s.webCSRF, s.createKeyForm)
 	p.POST("/accounts/:id/keys/:kid/revoke", s.webCSRF, s.revokeKeyForm)
+	p.POST("/accounts/:id/plan", s.webCSRF, s.setPlanForm)
+	p.POST("/keys/revoke", s.webCSRF, s.revokePrefixForm)
+	p.POST("/plans", s.webCSRF, s.createPlanForm)
+	p.POST("/plans/:name", s.webCSRF, s.updatePlanForm)
 	p.GET("/usage", s.usagePage)
 }
 
