@@ -36,17 +36,21 @@ func TestCLIPlansAccountsKeys(t *testing.T) {
 		t.Fatalf("keys ls: %d %s", code, stdout)
 	}
 	m := regexp.MustCompile(`(?m)^1\s+(\S+)\s+ci`).FindStringSubmatch(stdout)
-	if m == nil {
-		t.Fatalf("no prefix of key 1 in:\n%s", stdout)
+	m2 := regexp.MustCompile(`(?m)^2\s+(\S+)\s+other`).FindStringSubmatch(stdout)
+	if m == nil || m2 == nil {
+		t.Fatalf("no prefix of key 1 or 2 in:\n%s", stdout)
 	}
+	other := m2[1]
 	runSteps(t, env, []cliStep{
 		{[]string{"keys", "revoke", m[1]}, 0, "revoked key 1 (prefix " + m[1] + ") of account 1"},
 		{[]string{"keys", "revoke", "zzzzzzzz"}, 3, "no key with prefix"},
+		// a whole key works too, and its secret is not what names it in the answer
+		{[]string{"keys", "revoke", "nlp_" + other + "_" + strings.Repeat("a", 32)}, 0, "revoked key 2 (prefix " + other + ")"},
 		{[]string{"keys", "revoke", "1", "2", "3"}, 2, "usage"},
 	})
 	stdout, _, _ = runBin(t, env, "keys", "ls", "1")
-	if !regexp.MustCompile(`(?m)^1\s.*revoked`).MatchString(stdout) || !regexp.MustCompile(`(?m)^2\s.*active`).MatchString(stdout) {
-		t.Errorf("after revoking key 1 by prefix:\n%s", stdout)
+	if !regexp.MustCompile(`(?m)^1\s.*revoked`).MatchString(stdout) || !regexp.MustCompile(`(?m)^2\s.*revoked`).MatchString(stdout) {
+		t.Errorf("after revoking keys 1 and 2 by prefix:\n%s", stdout)
 	}
 	if !strings.Contains(stdout, "PREFIX") {
 		t.Errorf("keys ls: %s", stdout)

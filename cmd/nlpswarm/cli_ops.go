@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/apiserver"
+	"github.com/nlpswarm/nlpswarm/internal/apikey"
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/scheduler"
 )
@@ -529,8 +530,12 @@ func runKeys(ctx context.Context, args []string) error {
 		return verb(ctx, "keys revoke", args[1:], nil, func(ctx context.Context, c *apiClient, pos []string) error {
 			switch len(pos) {
 			case 1: // the prefix, as keys ls and the customer's key show it
+				prefix := pos[0]
+				if p, ok := apikey.Prefix(prefix); ok { // a whole key: only its prefix is sent
+					prefix = p
+				}
 				var k apiserver.Key
-				if err := c.do(ctx, http.MethodDelete, "/api/v1/keys/"+url.PathEscape(pos[0]), nil, &k); err != nil {
+				if err := c.do(ctx, http.MethodDelete, "/api/v1/keys/"+url.PathEscape(prefix), nil, &k); err != nil {
 					return err
 				}
 				fmt.Printf("revoked key %d (prefix %s) of account %d\n", k.ID, k.Prefix, k.AccountID)
