@@ -1,10 +1,15 @@
 package apiserver
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -211,5 +216,34 @@ func TestMonitorPageWithoutPrometheus(t *testing.T) {
 	w, _ = e.login()
 	if r := w.get("/ui/cluster"); r.status != 200 || !strings.Contains(r.body, "Prometheus is not configured") {
 		t.Errorf("no Prometheus configured: %d", r.status)
+	}
+}
+
+// TestMonitorQueriesOnRealPrometheus runs every query of the pages on the
+// Prometheus at NLPSWARM_TEST_PROMETHEUS_URL (skipped without one): the
+// real parser accepts each, and the alerts endpoint answers.
+func TestMonitorQueriesOnRealPrometheus(t *testing.T) {
+	addr := os.Getenv("NLPSWARM_TEST_PROMETHEUS_URL")
+	if addr == "" {
+		t.Skip("NLPSWARM_TEST_PROMETHEUS_URL not set")
+	}
+	s := &Server{cfg: Config{PrometheusURL: addr}, log: slog.New(slog.DiscardHandler)}
+	for _, specs := range [][]chartSpec{modelQueries("sentiment"), clusterQueries()} {
+		if d := s.fetchMonitor(context.Background(), specs, time.Now(), nil); d.Problem != "" {
+			t.Errorf("%s: %s", specs[0].Lines[0].Query, d.Problem)
+		}
+		for _, sp := range specs {
+			for _, l := range sp.Lines {
+				resp, err := http.Get(addr + "/api/v1/query?query=" + url.QueryEscape(l.Query))
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Errorf("%s %s: %d %s", sp.ID, l.Query, resp.StatusCode, b)
+				}
+			}
+		}
 	}
 }
