@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
@@ -28,10 +29,15 @@ type PlanPatch struct {
 	MonthlyQuota      *int64   `json:"monthly_quota"`
 }
 
+var planName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
 // validPlan is the one check of a plan's figures, for create and update.
 func validPlan(p Plan) error {
-	if p.Name == "" || len(p.Name) > 64 || p.RequestsPerSecond <= 0 || p.RequestsPerSecond > 1e6 || p.Burst <= 0 || p.Burst > 1e6 || p.MonthlyQuota < 0 {
-		return badRequest("plan needs a name (≤64), 0 < requests_per_second ≤ 1000000, 0 < burst ≤ 1000000, monthly_quota ≥ 0 (0 = unlimited)")
+	if !planName.MatchString(p.Name) {
+		return badRequest("a plan's name is 1 to 64 letters, digits, '.', '_' or '-' (it goes in URLs)")
+	}
+	if p.RequestsPerSecond <= 0 || p.RequestsPerSecond > 1e6 || p.Burst <= 0 || p.Burst > 1e6 || p.MonthlyQuota < 0 {
+		return badRequest("a plan needs 0 < requests_per_second ≤ 1000000, 0 < burst ≤ 1000000, monthly_quota ≥ 0 (0 = unlimited)")
 	}
 	return nil
 }

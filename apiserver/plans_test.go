@@ -25,6 +25,11 @@ func TestPlansCreateUpdate(t *testing.T) {
 	if code, body := e.do("POST", "/api/v1/plans", adminTok, map[string]any{"name": "pro", "requests_per_second": 1, "burst": 1}); code != 409 {
 		t.Errorf("create again: %d %v, want 409", code, body)
 	}
+	for _, name := range []string{"", "a/b", "../x", "pro plan", strings.Repeat("p", 65)} {
+		if code, body := e.do("POST", "/api/v1/plans", adminTok, map[string]any{"name": name, "requests_per_second": 1, "burst": 1}); code != 400 {
+			t.Errorf("create plan named %q: %d %v, want 400", name, code, body)
+		}
+	}
 	// a partial update keeps what it does not name
 	code, p = e.do("PATCH", "/api/v1/plans/pro", adminTok, map[string]any{"requests_per_second": 2.5})
 	if code != 200 || p["requests_per_second"] != 2.5 || p["burst"] != 40.0 || p["monthly_quota"] != 100000.0 {
