@@ -3,16 +3,12 @@ package apiserver
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
 	cdplog "github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -43,70 +39,9 @@ func TestBrowserPlansAndMonitoring(t *testing.T) {
 	e.db.Pool.QueryRow(context.Background(), `SELECT id, prefix FROM api_keys`).Scan(&kid, &kprefix)
 	shots := artifacts(t)
 
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 900))...)
-	defer cancelAlloc()
-	ctx, cancelCtx := chromedp.NewContext(alloc)
-	defer cancelCtx()
-	var mu sync.Mutex
-	var complaints []string
-	if err := chromedp.Listen(ctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch ev := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			complaints = append(complaints, "exception: "+ev.ExceptionDetails.Text)
-		case *cdplog.EventEntryAdded:
-			if ev.Entry.Level == cdplog.EntryLevelError || ev.Entry.Level == cdplog.EntryLevelWarning {
-				complaints = append(complaints, fmt.Sprintf("console %s: %s (%s)", ev.Entry.Level, ev.Entry.Text, ev.Entry.URL))
-			}
-		}
-	}); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	b := newBrowser(t, chromium, shots, "ops-")
+	ctx, step, text, shot, waitFor := b.ctx, b.step, b.text, b.shot, b.waitFor
 	base := e.http.URL
-	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := chromedp.Do(sctx, actions...); err != nil {
-			html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("main")))
-			t.Fatalf("%s: %v\npage: %s", what, err, html)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
-	shot := func(name string) {
-		t.Helper()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(shots, "ops-"+name+".png"), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor := func(what, js string, timeout time.Duration) {
-		t.Helper()
-		deadline := time.Now().Add(timeout)
-		for {
-			ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool]("(() => { try { return !!("+js+"); } catch (e) { return false; } })()"))
-			if err == nil && ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("main")))
-				t.Fatalf("waiting for %s: %v\npage: %s", what, err, html)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
 	step("enable the log domain", cdpCall(cdplog.Enable, cdp.Empty{}))
 	step("log in", chromedp.Navigate(base+"/ui/accounts"), chromedp.WaitVisible(chromedp.ID("token")),
 		chromedp.SendKeys(chromedp.ID("token"), adminTok), chromedp.KeyEvent(kb.Enter), chromedp.WaitVisible(chromedp.ID("plans-h")))
@@ -166,9 +101,5 @@ func TestBrowserPlansAndMonitoring(t *testing.T) {
 	step("the cluster page without Prometheus", chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("prometheus-problem")))
 	shot("06-cluster-prometheus-down")
 
-	mu.Lock()
-	defer mu.Unlock()
-	if len(complaints) > 0 {
-		t.Fatalf("the browser complained:\n%s", strings.Join(complaints, "\n"))
-	}
+	b.quiet()
 }
