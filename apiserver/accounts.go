@@ -51,16 +51,7 @@ func (s *Server) createPlan(c *gin.Context) {
 	if !decode(c, &p) {
 		return
 	}
-	if p.Name == "" || len(p.Name) > 64 || p.RequestsPerSecond <= 0 || p.Burst <= 0 || p.MonthlyQuota < 0 {
-		abort(c, http.StatusBadRequest, "invalid_request", "plan needs a name (≤64), requests_per_second > 0, burst > 0, monthly_quota ≥ 0 (0 = unlimited)")
-		return
-	}
-	err := s.db.QueryRow(c.Request.Context(), `INSERT INTO plans (name, requests_per_second, burst, monthly_quota) VALUES ($1,$2,$3,$4) RETURNING id`,
-		p.Name, p.RequestsPerSecond, p.Burst, p.MonthlyQuota).Scan(&p.ID)
-	if isUnique(err) {
-		abort(c, http.StatusConflict, "conflict", "plan "+p.Name+" exists")
-		return
-	}
+	p, err := s.insertPlan(c.Request.Context(), p)
 	if err != nil {
 		s.fail(c, err)
 		return

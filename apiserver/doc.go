@@ -6,12 +6,22 @@
 // scheduler's dry run over HTTP), accounts, plans, API keys, usage and node
 // inventory, and the internal artifact endpoint runtimes download from.
 //
+// It reads, never writes, two things other roles keep: the gateways' rate
+// limit and quota counts in Redis, through internal/limitkeys' key names
+// (an account's detail, and the nlpswarm_apikey_quota_used_ratio gauge the
+// stack's quota alert reads), and Prometheus's HTTP query API for the
+// monitoring pages (monitor.go builds the queries, monitor_chart.go lays out
+// the SVG line charts, both pure; fetchMonitor is the effect, bounded in
+// time and bytes).
+//
 // It also serves the backoffice web pages under /ui (web.go, web_pages.go,
 // web_chart.go; templates and static files embedded from web/): a login
 // with the admin token that yields a signed session cookie, CSRF tokens on
 // every form, and pages for models, versions and uploads, deployments,
-// nodes and GPUs, accounts, keys and usage. Handlers of both the API and the
+// nodes and GPUs, accounts, plans, keys and usage, and the monitoring pages
+// of a model and of the cluster. Handlers of both the API and the
 // pages call the same functions (receiveVersion, deploy, setReplicas,
-// undeploy, insertAccount, insertKey, revoke, query*), so the two cannot
+// undeploy, insertAccount, insertKey, revoke, insertPlan, updatePlan,
+// setAccountPlan, revokePrefix, accountDetail, query*), so the two cannot
 // drift apart.
 package apiserver

@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/apikey"
@@ -32,6 +33,14 @@ type Config struct {
 	// SchedulerURL is where a scheduler serves its dry run
 	// (GET /api/v1/plan relays it); "" answers 503.
 	SchedulerURL string
+	// Redis is where the gateways count rate limits and quotas (under
+	// RedisPrefix, internal/limitkeys' names); the account pages read it.
+	// nil: the pages say the live figures are not configured.
+	Redis       redis.Cmdable
+	RedisPrefix string
+	// PrometheusURL is the Prometheus whose query API the monitoring pages
+	// draw from ("" : the pages say it is not configured).
+	PrometheusURL string
 }
 
 // Server is the backoffice API.
@@ -91,11 +100,15 @@ func New(cfg Config, db *pgxpool.Pool, store modelmgr.BlobStore, validator model
 	v1.POST("/models/:name/scale", s.scale)
 	v1.GET("/plans", s.listPlans)
 	v1.POST("/plans", s.createPlan)
+	v1.PATCH("/plans/:name", s.patchPlan)
 	v1.GET("/accounts", s.listAccounts)
 	v1.POST("/accounts", s.createAccount)
+	v1.GET("/accounts/:id", s.getAccount)
+	v1.PATCH("/accounts/:id", s.patchAccount)
 	v1.GET("/accounts/:id/keys", s.listKeys)
 	v1.POST("/accounts/:id/keys", s.createKey)
 	v1.DELETE("/accounts/:id/keys/:kid", s.revokeKey)
+	v1.DELETE("/keys/:prefix", s.revokeKeyByPrefix)
 	v1.GET("/usage", s.usage)
 	v1.GET("/nodes", s.nodes)
 	s.webRoutes(e)

@@ -50,6 +50,7 @@ type env struct {
 	http  *httptest.Server
 	ihttp *httptest.Server // the internal handler (the ops listener)
 	smoke modelmgr.SmokeFunc
+	cfg   Config // Redis, RedisPrefix, PrometheusURL for the tests that need them
 }
 
 func newEnv(t *testing.T) *env {
@@ -64,7 +65,9 @@ func (e *env) start() {
 		e.t.Fatal(err)
 	}
 	v := modelmgr.Validator{Extract: modelmgr.Extract, Smoke: e.smoke}
-	e.srv = New(Config{AdminToken: adminTok, InternalToken: internalTok, MaxUploadBytes: 8 << 20}, e.db.Pool, store, v, slog.New(slog.DiscardHandler))
+	cfg := e.cfg
+	cfg.AdminToken, cfg.InternalToken, cfg.MaxUploadBytes = adminTok, internalTok, 8<<20
+	e.srv = New(cfg, e.db.Pool, store, v, slog.New(slog.DiscardHandler))
 	if e.http != nil {
 		e.http.Close()
 	}
@@ -191,7 +194,7 @@ func TestAuthOnEveryRoute(t *testing.T) {
 		if r.Path == "/" || isWebPath(r.Path) {
 			continue // the web pages log in with a session cookie: TestWebAuthOnEveryRoute
 		}
-		path := strings.NewReplacer(":name", "x", ":id", "1", ":kid", "1", ":digest", "sha256:"+strings.Repeat("a", 64)).Replace(r.Path)
+		path := strings.NewReplacer(":name", "x", ":id", "1", ":kid", "1", ":prefix", "abcdefgh", ":digest", "sha256:"+strings.Repeat("a", 64)).Replace(r.Path)
 		e.srv.authFails.reset() // one wrong token per route here, not guessing (TestTokenGuessingIsSlowed)
 		wrongKind := "nlp_abcdefgh_" + strings.Repeat("a", 32)
 		if strings.HasPrefix(r.Path, "/internal") {
@@ -226,7 +229,7 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 			continue // HTML pages for people, not part of the JSON API the document describes
 		}
 		p := r.Path
-		for _, seg := range []string{"name", "id", "kid", "digest"} {
+		for _, seg := range []string{"name", "id", "kid", "prefix", "digest"} {
 			p = strings.ReplaceAll(p, ":"+seg, "{"+seg+"}")
 		}
 		ops, ok := doc.Paths[p]

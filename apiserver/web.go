@@ -402,6 +402,8 @@ func (s *Server) webRoutes(e *gin.Engine) {
 	p.GET("/models", s.modelsPage)
 	p.POST("/models", s.webCSRF, s.createModelForm)
 	p.GET("/models/:name", s.modelPage)
+	p.GET("/models/:name/monitor", s.modelMonitorPage)
+	p.GET("/cluster", s.clusterPage)
 	p.POST("/models/:name/versions", s.uploadForm) // checks CSRF in the stream
 	p.POST("/models/:name/deploy", s.webCSRF, s.deployForm)
 	p.GET("/deployments", s.deploymentsPage)
@@ -413,6 +415,10 @@ func (s *Server) webRoutes(e *gin.Engine) {
 	p.GET("/accounts/:id", s.accountPage)
 	p.POST("/accounts/:id/keys", s.webCSRF, s.createKeyForm)
 	p.POST("/accounts/:id/keys/:kid/revoke", s.webCSRF, s.revokeKeyForm)
+	p.POST("/accounts/:id/plan", s.webCSRF, s.setPlanForm)
+	p.POST("/keys/revoke", s.webCSRF, s.revokePrefixForm)
+	p.POST("/plans", s.webCSRF, s.createPlanForm)
+	p.POST("/plans/:name", s.webCSRF, s.updatePlanForm)
 	p.GET("/usage", s.usagePage)
 }
 

@@ -94,6 +94,100 @@ func cdpCall[P, R any](c cdp.Command[P, R], p P) chromedp.Action[chromedp.Void] 
 	}
 }
 
+// browser is headless Chromium driven by chromedp for one test: every
+// script error and console or CSP complaint is kept, and quiet fails the
+// test on any.
+type browser struct {
+	t          *testing.T
+	ctx        context.Context
+	shots      string // where shot writes, with prefix before each name
+	prefix     string
+	mu         sync.Mutex
+	complaints []string
+}
+
+func newBrowser(t *testing.T, chromium, shots, prefix string) *browser {
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.WindowSize(1280, 900))...)
+	ctx, cancelCtx := chromedp.NewContext(alloc)
+	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
+	b := &browser{t: t, ctx: ctx, shots: shots, prefix: prefix}
+	if err := chromedp.Listen(ctx, func(ev any) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		switch ev := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			b.complaints = append(b.complaints, "exception: "+ev.ExceptionDetails.Text)
+		case *cdplog.EventEntryAdded:
+			if ev.Entry.Level == cdplog.EntryLevelError || ev.Entry.Level == cdplog.EntryLevelWarning {
+				b.complaints = append(b.complaints, fmt.Sprintf("console %s: %s (%s)", ev.Entry.Level, ev.Entry.Text, ev.Entry.URL))
+			}
+		}
+	}); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return b
+}
+
+// step runs actions within a minute, failing with the page's main part.
+func (b *browser) step(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	sctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(sctx, actions...); err != nil {
+		html, _ := chromedp.Run(b.ctx, chromedp.OuterHTML(chromedp.CSS("main")))
+		b.t.Fatalf("%s: %v\npage: %s", what, err, html)
+	}
+}
+
+func (b *browser) text(sel string) string {
+	b.t.Helper()
+	s, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		b.t.Fatalf("text of %s: %v", sel, err)
+	}
+	return s
+}
+
+func (b *browser) shot(name string) {
+	b.t.Helper()
+	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(b.shots, b.prefix+name+".png"), png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// waitFor evaluates js until it is true; navigations on the way (a form
+// answered with a redirect, a live refresh) are fine.
+func (b *browser) waitFor(what, js string, timeout time.Duration) {
+	b.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool]("(() => { try { return !!("+js+"); } catch (e) { return false; } })()"))
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			html, _ := chromedp.Run(b.ctx, chromedp.OuterHTML(chromedp.CSS("main")))
+			b.t.Fatalf("waiting for %s: %v\npage: %s", what, err, html)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// quiet fails the test if the browser complained.
+func (b *browser) quiet() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.complaints) > 0 {
+		b.t.Fatalf("the browser complained:\n%s", strings.Join(b.complaints, "\n"))
+	}
+}
+
 // runScheduler runs the real reconciler in-process against the swarm until
 // the test ends, then removes what it made.
 func runScheduler(t *testing.T, cl *client.Client, e *env, model string) {
@@ -200,75 +294,9 @@ func TestBrowserBackoffice(t *testing.T) {
 	}
 	shots := artifacts(t)
 
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.WindowSize(1280, 900))...)
-	defer cancelAlloc()
-	ctx, cancelCtx := chromedp.NewContext(alloc)
-	defer cancelCtx()
-
-	// every script error and console or CSP complaint fails the test
-	var mu sync.Mutex
-	var complaints []string
-	if err := chromedp.Listen(ctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch ev := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			complaints = append(complaints, "exception: "+ev.ExceptionDetails.Text)
-		case *cdplog.EventEntryAdded:
-			if ev.Entry.Level == cdplog.EntryLevelError || ev.Entry.Level == cdplog.EntryLevelWarning {
-				complaints = append(complaints, fmt.Sprintf("console %s: %s (%s)", ev.Entry.Level, ev.Entry.Text, ev.Entry.URL))
-			}
-		}
-	}); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	b := newBrowser(t, chromium, shots, "")
+	ctx, step, text, shot, waitFor := b.ctx, b.step, b.text, b.shot, b.waitFor
 	base := e.http.URL
-	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		if err := chromedp.Do(sctx, actions...); err != nil {
-			html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("main")))
-			t.Fatalf("%s: %v\npage: %s", what, err, html)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
-	shot := func(name string) {
-		t.Helper()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(shots, name+".png"), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// waitFor evaluates js until it is true; navigations on the way (a form
-	// answered with a redirect, a live refresh) are fine.
-	waitFor := func(what, js string, timeout time.Duration) {
-		t.Helper()
-		deadline := time.Now().Add(timeout)
-		for {
-			ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool]("(() => { try { return !!("+js+"); } catch (e) { return false; } })()"))
-			if err == nil && ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("main")))
-				t.Fatalf("waiting for %s: %v\npage: %s", what, err, html)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
 	step("enable the log domain", cdpCall(cdplog.Enable, cdp.Empty{}), cdpCall(network.Enable, network.EnableParams{}))
 
 	// 1. log in with the keyboard only: skip link, then the token field, Enter
@@ -409,11 +437,7 @@ func TestBrowserBackoffice(t *testing.T) {
 	}
 	shot("11-undeployed")
 
-	mu.Lock()
-	defer mu.Unlock()
-	if len(complaints) > 0 {
-		t.Fatalf("the browser complained:\n%s", strings.Join(complaints, "\n"))
-	}
+	b.quiet()
 	t.Logf("screenshots in %s", shots)
 }
 

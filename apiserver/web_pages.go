@@ -44,7 +44,13 @@ var templateFuncs = template.FuncMap{
 		}
 		return digest
 	},
-	"add":  func(a, b int) int { return a + b },
+	"add": func(a, b int) int { return a + b },
+	"percent": func(part, whole int64) string {
+		if whole <= 0 {
+			return "—"
+		}
+		return strconv.FormatFloat(float64(part)*100/float64(whole), 'f', 1, 64) + " %"
+	},
 	"join": strings.Join,
 	"kv": func(m map[string]string) string {
 		keys := make([]string, 0, len(m))
@@ -78,6 +84,10 @@ func flash(c *gin.Context) string {
 		return "Undeployed; the scheduler removes the service."
 	case "revoked":
 		return "Key revoked. Requests with it are refused from now on."
+	case "plan":
+		return "Plan changed; the gateways apply it within seconds."
+	case "planupdated":
+		return "Plan updated; the gateways apply it within seconds."
 	case "loggedout":
 		return "You are logged out."
 	}
@@ -626,14 +636,11 @@ func (s *Server) accountView(c *gin.Context, newKey *Key) (*view, error) {
 	if err != nil {
 		return nil, err
 	}
-	accs, err := s.queryAccounts(ctx, id)
+	d, err := s.accountDetail(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if len(accs) == 0 {
-		return nil, fmt.Errorf("account %d: %w", id, modelmgr.ErrNotFound)
-	}
-	keys, err := s.queryKeys(ctx, id)
+	plans, err := s.queryPlans(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -641,10 +648,13 @@ func (s *Server) accountView(c *gin.Context, newKey *Key) (*view, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &view{Title: "Account " + accs[0].Name, Nav: "accounts", Data: map[string]any{
-		"Account": accs[0], "Keys": keys, "NewKey": newKey, "Charts": charts, "From": from, "To": to,
+	return &view{Title: "Account " + d.Name, Nav: "accounts", Refresh: accountRefresh, Data: map[string]any{
+		"Account": d.Account, "Detail": d, "Keys": d.Keys, "Plans": plans, "NewKey": newKey, "Charts": charts, "From": from, "To": to,
 	}}, nil
 }
+
+// accountRefresh is how often an account page redraws its live limits.
+const accountRefresh = 5
 
 func (s *Server) accountPage(c *gin.Context) {
 	v, err := s.accountView(c, nil)
@@ -685,6 +695,73 @@ func (s *Server) revokeKeyForm(c *gin.Context) {
 		return
 	}
 	seeOther(c, "/ui/accounts/"+strconv.FormatInt(id, 10), url.Values{"done": {"revoked"}})
+}
+
+// setPlanForm moves an account to another plan.
+func (s *Server) setPlanForm(c *gin.Context) {
+	id, err := pathID(c, "id")
+	if err == nil {
+		_, err = s.setAccountPlan(c.Request.Context(), id, c.PostForm("plan"))
+	}
+	if err != nil {
+		s.formFailed(c, "account.html", err, func() (*view, error) { return s.accountView(c, nil) })
+		return
+	}
+	seeOther(c, "/ui/accounts/"+strconv.FormatInt(id, 10), url.Values{"done": {"plan"}})
+}
+
+// revokePrefixForm revokes a key by its prefix, whichever account holds it.
+func (s *Server) revokePrefixForm(c *gin.Context) {
+	k, err := s.revokePrefix(c.Request.Context(), strings.TrimSpace(c.PostForm("prefix")))
+	if err != nil {
+		s.formFailed(c, "accounts.html", err, func() (*view, error) { return s.accountsView(c) })
+		return
+	}
+	seeOther(c, "/ui/accounts/"+strconv.FormatInt(k.AccountID, 10), url.Values{"done": {"revoked"}})
+}
+
+// planFromForm reads a plan's figures from a form; name is taken as given.
+func planFromForm(c *gin.Context, name string) (Plan, error) {
+	p := Plan{Name: name}
+	var err error
+	if p.RequestsPerSecond, err = strconv.ParseFloat(strings.TrimSpace(c.PostForm("requests_per_second")), 64); err != nil || math.IsNaN(p.RequestsPerSecond) {
+		return p, badRequest("requests per second must be a number, e.g. 2 or 0.5")
+	}
+	if p.Burst, err = strconv.Atoi(strings.TrimSpace(c.PostForm("burst"))); err != nil {
+		return p, badRequest("burst must be a whole number")
+	}
+	q := strings.TrimSpace(c.PostForm("monthly_quota"))
+	if q == "" {
+		q = "0"
+	}
+	if p.MonthlyQuota, err = strconv.ParseInt(q, 10, 64); err != nil {
+		return p, badRequest("the monthly quota must be a whole number (0: unlimited)")
+	}
+	return p, validPlan(p)
+}
+
+func (s *Server) createPlanForm(c *gin.Context) {
+	p, err := planFromForm(c, strings.TrimSpace(c.PostForm("name")))
+	if err == nil {
+		_, err = s.insertPlan(c.Request.Context(), p)
+	}
+	if err != nil {
+		s.formFailed(c, "accounts.html", err, func() (*view, error) { return s.accountsView(c) })
+		return
+	}
+	seeOther(c, "/ui/accounts", url.Values{"done": {"created"}})
+}
+
+func (s *Server) updatePlanForm(c *gin.Context) {
+	p, err := planFromForm(c, c.Param("name"))
+	if err == nil {
+		_, err = s.updatePlan(c.Request.Context(), p.Name, PlanPatch{RequestsPerSecond: &p.RequestsPerSecond, Burst: &p.Burst, MonthlyQuota: &p.MonthlyQuota})
+	}
+	if err != nil {
+		s.formFailed(c, "accounts.html", err, func() (*view, error) { return s.accountsView(c) })
+		return
+	}
+	seeOther(c, "/ui/accounts", url.Values{"done": {"planupdated"}})
 }
 
 // --- usage

@@ -1,5 +1,6 @@
 // Package deployments holds what ships the platform: the image build files,
-// the local third-party images, stack overlays, the Prometheus config and
-// dashboards, and the scripts behind make up/down. Its Go tests check the
-// stack file; it holds no runtime code.
+// the local third-party images, stack overlays, the Prometheus config with
+// its alert rules (prometheus/alerts.yml) and dashboards, and the scripts
+// behind make up/down. Its Go tests check the stack file and the alert
+// rules; it holds no runtime code.
 package deployments

@@ -98,8 +98,9 @@ func TestNetworksSegmented(t *testing.T) {
 	}
 }
 
-// Finding 4 (the stack's side): Redis takes a password, which the gateway
-// and the scheduler present, and has a memory cap with a policy.
+// Finding 4 (the stack's side): Redis takes a password, which the gateway,
+// the scheduler and the apiserver (account pages) present, and has a memory
+// cap with a policy.
 func TestRedisRequiresAPassword(t *testing.T) {
 	c := load(t)
 	r := c.Services["redis"]
@@ -109,7 +110,7 @@ func TestRedisRequiresAPassword(t *testing.T) {
 	if r.Environment["REDIS_MAXMEMORY"] == "" || r.Environment["REDIS_MAXMEMORY_POLICY"] == "" {
 		t.Errorf("redis: no maxmemory and policy: %v", r.Environment)
 	}
-	for _, name := range []string{"gateway", "scheduler"} {
+	for _, name := range []string{"gateway", "scheduler", "apiserver"} {
 		s := c.Services[name]
 		if flag(s.Command, "redis.passwordfile") != "/run/secrets/redis_password" || !contains(s.Secrets, "redis_password") {
 			t.Errorf("%s does not present the Redis password: %v", name, s.Command)

@@ -12,6 +12,8 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
+
+	"github.com/nlpswarm/nlpswarm/internal/limitkeys"
 )
 
 // Limiter applies the plan of a key: a rate limit and a monthly request
@@ -148,7 +150,7 @@ func (l *Limiter) Allow(ctx context.Context, k *Key) Verdict {
 	}
 	if k.Quota > 0 {
 		utc := now.UTC()
-		if month := utc.Format("200601"); st.month != month {
+		if month := limitkeys.Month(utc); st.month != month {
 			st.month, st.used, st.qPending, st.qFlight = month, -1, 0, 0
 		}
 		if st.used < 0 && !l.redisDown.active() {
@@ -190,11 +192,12 @@ func (st *keyLimit) full(now time.Time) time.Duration {
 	return time.Duration(missing / st.rps * float64(time.Second))
 }
 
+// the key names are internal/limitkeys', which the backoffice reads too
 func (l *Limiter) quotaKey(id int64, month string) string {
-	return fmt.Sprintf("%squota:%d:%s", l.prefix, id, month)
+	return limitkeys.QuotaKey(l.prefix, id, month)
 }
 
-func (l *Limiter) rateKey(id int64) string { return l.prefix + "rl:" + strconv.FormatInt(id, 10) }
+func (l *Limiter) rateKey(id int64) string { return limitkeys.RateKey(l.prefix, id) }
 
 // Run settles with Redis every sync interval until ctx ends.
 func (l *Limiter) Run(ctx context.Context) {

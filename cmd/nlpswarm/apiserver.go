@@ -8,12 +8,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nlpswarm/nlpswarm/apiserver"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
 
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 	"github.com/nlpswarm/nlpswarm/internal/pg"
+	"github.com/nlpswarm/nlpswarm/internal/rdb"
 	"github.com/nlpswarm/nlpswarm/internal/secret"
 )
 
@@ -46,6 +48,11 @@ type apiserverConfig struct {
 	Scheduler struct {
 		URL string `description:"a scheduler's HTTP address; GET /api/v1/plan (nlpswarm status --plan) relays its dry run"`
 	} `description:"the scheduler"`
+	Redis       rdb.Config `description:"Redis, where the gateways count rate limits and quotas (the account pages show them; empty addr: not shown)"`
+	RedisPrefix string     `description:"the gateways' Redis key prefix"`
+	Prometheus  struct {
+		URL string `description:"Prometheus's address; the monitoring pages draw from its query API (empty: not shown)"`
+	} `description:"Prometheus"`
 }
 
 func init() {
@@ -64,6 +71,8 @@ func runAPIServer(ctx context.Context, args []string) error {
 	cfg.Upload.Idle = apiserver.DefaultUploadIdle
 	cfg.Upload.Timeout = apiserver.DefaultUploadTimeout
 	cfg.Web.SessionTTL = 12 * time.Hour
+	cfg.Redis, cfg.RedisPrefix = rdb.DefaultConfig(), "nlpswarm:"
+	cfg.Redis.Addr = ""
 	if err := loadConfig("apiserver", cfg, args); err != nil {
 		return err
 	}
@@ -93,14 +102,29 @@ func runAPIServer(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	var rc *redis.Client
+	if cfg.Redis.Addr != "" {
+		// not Connect: the pages say so when Redis is down, the API serves on
+		if rc, err = rdb.New(cfg.Redis); err != nil {
+			return err
+		}
+		defer rc.Close()
+	}
 	reg := httpserver.NewRegistry()
 	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})
-	api := apiserver.New(apiserver.Config{
+	acfg := apiserver.Config{
 		AdminToken: adminToken, InternalToken: internalToken, MaxUploadBytes: cfg.Upload.MaxBytes,
 		UploadIdle: cfg.Upload.Idle, UploadTimeout: cfg.Upload.Timeout,
 		Web:          apiserver.WebConfig{SecureCookie: cfg.Web.SecureCookie, SessionTTL: cfg.Web.SessionTTL, RandomSessionKey: cfg.Web.RandomSessionKey},
-		SchedulerURL: cfg.Scheduler.URL,
-	}, pool, store, uploadValidator(cfg.Upload.SmokeTimeout), log)
+		SchedulerURL: cfg.Scheduler.URL, RedisPrefix: cfg.RedisPrefix, PrometheusURL: cfg.Prometheus.URL,
+	}
+	if rc != nil { // never a typed nil in the interface
+		acfg.Redis = rc
+	}
+	api := apiserver.New(acfg, pool, store, uploadValidator(cfg.Upload.SmokeTimeout), log)
+	if rc != nil { // each key's quota use, for the stack's "quota near its end" alert
+		reg.MustRegister(api.QuotaCollector())
+	}
 	// /internal/blobs only on the ops listener (the overlay); the published
 	// port serves the backoffice alone
 	var internal http.Handler

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/apiserver"
+	"github.com/nlpswarm/nlpswarm/internal/apikey"
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/scheduler"
 )
@@ -24,8 +25,8 @@ func init() {
 	register(command{Name: "status", Summary: "status [MODEL] [--plan]: desired and running replicas, per task node and state; for one model, its last scale and its replicas' cold starts; --plan: what the reconciler would do now (dry run)", Run: runStatus})
 	register(command{Name: "undeploy", Summary: "undeploy MODEL: remove the model's service", Run: runUndeploy})
 	register(command{Name: "nodes", Summary: "nodes: swarm nodes with their GPUs", Run: runNodes})
-	register(command{Name: "accounts", Summary: "accounts ls | create NAME [--plan P]", Run: runAccounts})
-	register(command{Name: "keys", Summary: "keys create ACCOUNT_ID [--name N] | ls ACCOUNT_ID | revoke ACCOUNT_ID KEY_ID", Run: runKeys})
+	register(command{Name: "accounts", Summary: "accounts ls | create NAME [--plan P] | show ID (plan, quota use, rate) | update ID --plan P", Run: runAccounts})
+	register(command{Name: "keys", Summary: "keys create ACCOUNT_ID [--name N] | ls ACCOUNT_ID | revoke ACCOUNT_ID KEY_ID | revoke PREFIX", Run: runKeys})
 	register(command{Name: "usage", Summary: "usage [--account A] [--model M] [--from DAY] [--to DAY]", Run: runUsage})
 }
 
@@ -404,7 +405,7 @@ func runNodes(ctx context.Context, args []string) error {
 
 func runAccounts(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usageErr("usage: nlpswarm accounts ls | create NAME [--plan P]")
+		return usageErr("usage: nlpswarm accounts ls | create NAME [--plan P] | show ID | update ID --plan P")
 	}
 	switch args[0] {
 	case "ls":
@@ -443,13 +444,42 @@ func runAccounts(ctx context.Context, args []string) error {
 			fmt.Printf("created account %d %s (plan %s)\n", a.ID, a.Name, a.Plan)
 			return nil
 		})
+	case "show":
+		return verb(ctx, "accounts show", args[1:], nil, func(ctx context.Context, c *apiClient, pos []string) error {
+			if len(pos) != 1 {
+				return usageErr("usage: nlpswarm accounts show ID")
+			}
+			var d apiserver.AccountDetail
+			if err := c.do(ctx, http.MethodGet, "/api/v1/accounts/"+url.PathEscape(pos[0]), nil, &d); err != nil {
+				return err
+			}
+			return showAccount(c, d)
+		})
+	case "update":
+		var plan string
+		return verb(ctx, "accounts update", args[1:], func(fs *flag.FlagSet) {
+			fs.StringVar(&plan, "plan", "", "the plan to move the account to")
+		}, func(ctx context.Context, c *apiClient, pos []string) error {
+			if len(pos) != 1 || plan == "" {
+				return usageErr("usage: nlpswarm accounts update ID --plan P")
+			}
+			var a apiserver.Account
+			if err := c.do(ctx, http.MethodPatch, "/api/v1/accounts/"+url.PathEscape(pos[0]), map[string]any{"plan": plan}, &a); err != nil {
+				return err
+			}
+			if c.opts.json {
+				return printJSON(a)
+			}
+			fmt.Printf("account %d %s is on plan %s; the gateways apply it within seconds\n", a.ID, a.Name, a.Plan)
+			return nil
+		})
 	}
-	return usageErr("unknown accounts sub-command %q (ls, create)", args[0])
+	return usageErr("unknown accounts sub-command %q (ls, create, show, update)", args[0])
 }
 
 func runKeys(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usageErr("usage: nlpswarm keys create ACCOUNT_ID [--name N] | ls ACCOUNT_ID | revoke ACCOUNT_ID KEY_ID")
+		return usageErr("usage: nlpswarm keys create ACCOUNT_ID [--name N] | ls ACCOUNT_ID | revoke ACCOUNT_ID KEY_ID | revoke PREFIX")
 	}
 	switch args[0] {
 	case "create":
@@ -498,14 +528,26 @@ func runKeys(ctx context.Context, args []string) error {
 		})
 	case "revoke":
 		return verb(ctx, "keys revoke", args[1:], nil, func(ctx context.Context, c *apiClient, pos []string) error {
-			if len(pos) != 2 {
-				return usageErr("usage: nlpswarm keys revoke ACCOUNT_ID KEY_ID")
+			switch len(pos) {
+			case 1: // the prefix, as keys ls and the customer's key show it
+				prefix := pos[0]
+				if p, ok := apikey.Prefix(prefix); ok { // a whole key: only its prefix is sent
+					prefix = p
+				}
+				var k apiserver.Key
+				if err := c.do(ctx, http.MethodDelete, "/api/v1/keys/"+url.PathEscape(prefix), nil, &k); err != nil {
+					return err
+				}
+				fmt.Printf("revoked key %d (prefix %s) of account %d\n", k.ID, k.Prefix, k.AccountID)
+				return nil
+			case 2:
+				if err := c.do(ctx, http.MethodDelete, "/api/v1/accounts/"+pos[0]+"/keys/"+pos[1], nil, nil); err != nil {
+					return err
+				}
+				fmt.Printf("revoked key %s\n", pos[1])
+				return nil
 			}
-			if err := c.do(ctx, http.MethodDelete, "/api/v1/accounts/"+pos[0]+"/keys/"+pos[1], nil, nil); err != nil {
-				return err
-			}
-			fmt.Printf("revoked key %s\n", pos[1])
-			return nil
+			return usageErr("usage: nlpswarm keys revoke ACCOUNT_ID KEY_ID | keys revoke PREFIX")
 		})
 	}
 	return usageErr("unknown keys sub-command %q (create, ls, revoke)", args[0])
