@@ -93,6 +93,15 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 		rediscov: make(chan struct{}, 1), recatalog: make(chan struct{}, 1), rdb: deps.Redis,
 	}
 	g.bodies.max = opts.MaxInflightBytes
+	g.usage.log = g.log
+	g.usage.rejected = func(n int) { g.m.usageRisk.WithLabelValues("rejected").Add(float64(n)) }
+	g.usage.queued = func(n int) { g.m.usageQueue.Set(float64(n)) }
+	if opts.UsageSpool != "" {
+		unspooled := g.m.usageRisk.WithLabelValues("unspooled")
+		if err := g.usage.openSpool(opts.UsageSpool, opts.UsageSpoolBytes, unspooled.Inc); err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+	}
 	g.unauth = newAddrThrottle(opts.UnauthorizedRate, opts.UnauthorizedBurst, 50_000)
 	g.fleet = newFleet(g.log, g.m)
 	g.mux = http.NewServeMux()
@@ -107,6 +116,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 		apierror.Write(w, http.StatusNotFound, "not_found", "no such route: "+r.Method+" "+r.URL.Path)
 	})
 	if err := g.catalog.Refresh(ctx); err != nil {
+		g.usage.closeSpool()
 		return nil, fmt.Errorf("gateway: load model catalogue: %w", err)
 	}
 	g.discoverAll(ctx)
@@ -121,7 +131,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 	return g, nil
 }
 
-// Close stops the loops and flushes usage to Postgres.
+// Close stops the loops and flushes usage to Postgres; with a spool, what
+// the flush could not write within ctx stays there for the next gateway.
 func (g *Gateway) Close(ctx context.Context) error {
 	if !g.closed.CompareAndSwap(false, true) {
 		return nil
@@ -134,6 +145,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 	if err := g.limiter.Settle(ctx); err != nil {
 		g.log.Warn("rate limit settlement at shutdown failed", "err", err)
 	}
+	defer g.usage.closeSpool()
 	return g.FlushUsage(ctx)
 }
 
@@ -214,18 +226,31 @@ func (g *Gateway) listenDeployments(ctx context.Context, db *pgxpool.Pool) {
 	}
 }
 
+// usageBatchRetention is how long written batch ids are remembered: a
+// spooled batch replayed later than that would count twice.
+const usageBatchRetention = 30 * 24 * time.Hour
+
+// loopUsage flushes usage every UsageFlush, the first time at once (what a
+// previous gateway left in the spool), and forgets old batch ids hourly.
 func (g *Gateway) loopUsage(ctx context.Context) {
 	defer g.done.Done()
 	t := time.NewTicker(g.opts.UsageFlush)
 	defer t.Stop()
+	var pruned time.Time
 	for {
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if g.FlushUsage(fctx) == nil && time.Since(pruned) > time.Hour {
+			if err := pruneUsageBatches(fctx, g.usage.db, usageBatchRetention); err != nil && ctx.Err() == nil {
+				g.log.Warn("forgetting old usage batch ids failed", "err", err)
+			} else {
+				pruned = time.Now()
+			}
+		}
+		cancel()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_ = g.FlushUsage(fctx)
-			cancel()
 		}
 	}
 }
