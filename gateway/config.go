@@ -24,6 +24,7 @@ type Config struct {
 	ProbeInterval     time.Duration `description:"how often an ejected replica is probed"`
 	DiscoveryInterval time.Duration `description:"how often replicas are looked up (and at once after a connection error)"`
 	CatalogRefresh    time.Duration `description:"how often the deployed models are reloaded from Postgres"`
+	CatalogSnapshot   string        `description:"file (on a volume) keeping the last model catalogue loaded from Postgres; a gateway that cannot reach Postgres at start serves from it until Postgres answers; empty: none (such a gateway answers 503 until then)"`
 	KeyCacheTTL       time.Duration `description:"how long an API key lookup is cached (at most 2s: a revoked key stops within 5s)"`
 	UsageFlush        time.Duration `description:"how often usage counters are written to Postgres"`
 	UsageSpool        string        `description:"folder (on a volume) where every request is journaled before it is answered and usage not yet in Postgres is kept, replayed by the next gateway on it; empty: usage is kept in memory only (a killed gateway loses up to --usageflush of it)"`

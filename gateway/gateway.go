@@ -115,10 +115,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, http.StatusNotFound, "not_found", "no such route: "+r.Method+" "+r.URL.Path)
 	})
-	if err := g.catalog.Refresh(ctx); err != nil {
-		g.usage.closeSpool()
-		return nil, fmt.Errorf("gateway: load model catalogue: %w", err)
-	}
+	g.catalog.snapshot = opts.CatalogSnapshot
+	g.loadCatalog(ctx)
 	g.discoverAll(ctx)
 	lctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
@@ -172,18 +170,60 @@ func (g *Gateway) loopCatalog(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-ct.C:
-			if err := g.catalog.Refresh(ctx); err != nil && ctx.Err() == nil {
-				g.log.Warn("model catalogue refresh failed; keeping the previous one", "err", err)
-			}
+			g.refreshCatalog(ctx)
 		case <-g.recatalog:
-			if err := g.catalog.Refresh(ctx); err != nil && ctx.Err() == nil {
-				g.log.Warn("model catalogue refresh failed; keeping the previous one", "err", err)
-			}
+			g.refreshCatalog(ctx)
 		case <-dt.C:
 		case <-g.rediscov:
 		}
 		g.discoverAll(ctx)
 	}
+}
+
+// catalogTimeout bounds one catalogue load: a Postgres that does not
+// answer must not stall the loop that also runs discovery.
+const catalogTimeout = 5 * time.Second
+
+// loadCatalog loads the catalogue at start: from Postgres, else from the
+// snapshot, else none yet (the gateway answers 503 until Postgres answers;
+// it starts anyway, so that a database outage never keeps it from serving
+// the keys it can).
+func (g *Gateway) loadCatalog(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, catalogTimeout)
+	err := g.catalog.Refresh(cctx)
+	cancel()
+	if err == nil || g.catalog.Loaded() {
+		if err != nil {
+			g.log.Warn("model catalogue snapshot not written", "err", err)
+		}
+		return
+	}
+	n, serr := g.catalog.loadSnapshot()
+	if serr != nil {
+		g.log.Warn("postgres unreachable at start and no catalogue snapshot: every model answers 503 until postgres does", "err", err, "snapshot_err", serr)
+		return
+	}
+	g.log.Warn("postgres unreachable at start: serving the catalogue snapshot until it answers", "err", err, "models", n)
+}
+
+// refreshCatalog reloads the catalogue, keeping the previous one on error.
+func (g *Gateway) refreshCatalog(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, catalogTimeout)
+	defer cancel()
+	if err := g.catalog.Refresh(cctx); err != nil && ctx.Err() == nil {
+		g.log.Warn("model catalogue refresh failed; keeping the previous one", "err", err)
+	}
+}
+
+// Ready is the gateway's readiness: it has a model catalogue (from Postgres
+// or its snapshot). Postgres itself is no part of it: with a catalogue the
+// gateway serves the keys it knows through a database outage, and a
+// healthcheck that failed on Postgres would have Swarm kill every gateway.
+func (g *Gateway) Ready(context.Context) error {
+	if !g.catalog.Loaded() {
+		return errors.New("no model catalogue yet (postgres unreachable since start, no snapshot)")
+	}
+	return nil
 }
 
 // listenDeployments reloads the catalogue as soon as the apiserver signals a

@@ -167,6 +167,11 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState, na
 		return nil, nil, false
 	}
 	m, ok := g.catalog.Get(name)
+	if !ok && !g.catalog.Loaded() {
+		w.Header()["Retry-After"] = retryAfterOne
+		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "the model catalogue is not loaded yet; retry")
+		return nil, nil, false
+	}
 	if !ok || (m.Private && m.Owner != k.AccountID) {
 		g.fail(w, st, http.StatusNotFound, "model_not_found", fmt.Sprintf("no deployed model %q", name))
 		return nil, nil, false

@@ -92,7 +92,9 @@ func runGateway(ctx context.Context, args []string) error {
 	}
 	defer rc.Close()
 
-	pool, err := pg.Connect(ctx, cfg.DB)
+	// Postgres may be down at start: the gateway serves from its catalogue
+	// snapshot and cached keys meanwhile (gateway.New)
+	pool, err := pg.Open(ctx, cfg.DB)
 	if err != nil {
 		return err
 	}
@@ -109,7 +111,10 @@ func runGateway(ctx context.Context, args []string) error {
 		return err
 	}
 	log.Info("gateway ready", "discovery", cfg.Discovery, "balancer", cfg.Balancer)
-	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})
+	// readiness is what the gateway itself needs (a catalogue), never
+	// Postgres: Swarm's healthcheck would kill every gateway in a database
+	// outage (issue 18 item 1)
+	health := httpserver.NewHealth(httpserver.Check{Name: "catalogue", Fn: gw.Ready})
 	serr := serve(ctx, log, cfg.Options, gw, health, reg)
 	fctx, fcancel := context.WithTimeout(context.Background(), gatewayFinalFlush)
 	defer fcancel()

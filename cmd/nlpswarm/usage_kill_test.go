@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -145,6 +147,11 @@ func TestUsageSurvivesGatewaySIGKILL(t *testing.T) {
 	args := []string{"--db.url=" + db.URL, "--redis.addr=" + rdbtest.Addr(), "--redisprefix=" + redisPrefix,
 		"--discovery=static", "--static.upstreams=sentiment=" + rt, "--usagespool=" + filepath.Join(dir, "spool"),
 		"--usageflush=700ms", "--draindelay=0s"}
+	// the negative control, by hand: USAGE_KILL_NO_SPOOL=1 runs the same
+	// without the spool, and the test fails (usage lost)
+	if os.Getenv("USAGE_KILL_NO_SPOOL") != "" {
+		args = slices.DeleteFunc(args, func(a string) bool { return strings.HasPrefix(a, "--usagespool=") })
+	}
 
 	// the load: 8 clients until stop
 	var answered, cut atomic.Int64 // 200s read whole; requests sent but not answered
