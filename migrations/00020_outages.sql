@@ -1,4 +1,6 @@
 -- +goose Up
+-- Outages without loss (issue 18).
+--
 -- Billing rows outlive what they count (issue 18 item 2): deleting a model
 -- (or an API key, or an account) no longer erases its usage. The foreign
 -- keys that cascaded are dropped, and the names a report needs are kept in
@@ -28,7 +30,20 @@ CREATE INDEX usage_batches_applied_at ON usage_batches (applied_at);
 GRANT SELECT, INSERT, DELETE ON usage_batches TO nlpswarm_gateway;
 GRANT SELECT ON usage_batches TO nlpswarm_apiserver;
 
+-- The scheduler's leadership is a lease with an expiry on Postgres's clock
+-- (issue 18 item 3), no longer a session advisory lock: after a power cut of
+-- the leader's node the lock lived until Postgres's TCP noticed (about 2 h),
+-- while a lease nobody renews runs out within its TTL.
+CREATE TABLE scheduler_lease (
+    name       text PRIMARY KEY,
+    holder     text NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+GRANT SELECT, INSERT, UPDATE, DELETE ON scheduler_lease TO nlpswarm_scheduler;
+GRANT SELECT ON scheduler_lease TO nlpswarm_apiserver;
+
 -- +goose Down
+DROP TABLE scheduler_lease;
 DROP TABLE usage_batches;
 DELETE FROM usage u WHERE NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.id = u.api_key_id)
     OR NOT EXISTS (SELECT 1 FROM models m WHERE m.id = u.model_id);
