@@ -22,7 +22,9 @@ type apiserverConfig struct {
 	LogLevel string    `description:"log level: debug, info, warn, error"`
 	DB       pg.Config `description:"Postgres"`
 	Store    struct {
-		Dir string `description:"blob store directory (content-addressed archives)"`
+		Dir        string        `description:"blob store directory (content-addressed archives)"`
+		GCGrace    time.Duration `description:"a blob no version references is removed once this old (stored, or last uploaded again, this long ago); a database error never removes one"`
+		GCInterval time.Duration `description:"how often unreferenced blobs are looked for"`
 	} `description:"model blob store"`
 	Admin struct {
 		TokenFile string `description:"file holding the admin bearer token (a Docker secret)"`
@@ -56,6 +58,7 @@ func runAPIServer(ctx context.Context, args []string) error {
 	cfg := &apiserverConfig{Options: httpserver.Defaults(":8081"), LogLevel: "info", DB: pg.DefaultConfig(), Migrate: true}
 	cfg.MigrateDB = pg.Config{MaxConns: 2, ConnTimeout: cfg.DB.ConnTimeout}
 	cfg.Store.Dir = "/var/lib/nlpswarm/store"
+	cfg.Store.GCGrace, cfg.Store.GCInterval = 24*time.Hour, 10*time.Minute
 	cfg.Scheduler.URL = "http://scheduler:8082"
 	cfg.Admin.TokenFile = "/run/secrets/admin_token"
 	cfg.Internal.TokenFile = "/run/secrets/internal_token"
@@ -92,6 +95,9 @@ func runAPIServer(ctx context.Context, args []string) error {
 		if err := migrateAtStart(ctx, cfg.MigrateDB, pool, log); err != nil {
 			return err
 		}
+	}
+	if cfg.Store.GCGrace > 0 && cfg.Store.GCInterval > 0 {
+		go modelmgr.RunBlobGC(ctx, store, &modelmgr.Registry{DB: pool}, cfg.Store.GCGrace, cfg.Store.GCInterval, log)
 	}
 	reg := httpserver.NewRegistry()
 	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})
