@@ -99,7 +99,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 	if opts.UsageSpool != "" {
 		unspooled := g.m.usageRisk.WithLabelValues("unspooled")
 		if err := g.usage.openSpool(opts.UsageSpool, opts.UsageSpoolBytes, unspooled.Inc); err != nil {
-			return nil, fmt.Errorf("gateway: %w", err)
+			// serving without it beats a crash loop: usage is then kept in
+			// memory only, as without --usagespool
+			g.log.Error("usage spool unusable; usage kept in memory only (a kill loses up to --usageflush of it)", "err", err)
 		}
 	}
 	g.unauth = newAddrThrottle(opts.UnauthorizedRate, opts.UnauthorizedBurst, 50_000)

@@ -220,8 +220,9 @@ const upsertUsage = `INSERT INTO usage AS u (api_key_id, account_id, model_id, m
 // rejected; a connection failure (or any other error) returns err and
 // writes nothing.
 func writeUsageBatch(ctx context.Context, db *pgxpool.Pool, b *usageBatch) (rejected []rejectedRow, err error) {
-	keys := make([]usageKey, 0, len(b.rows))
-	for k := range b.rows {
+	rows := byUsageRow(b.rows)
+	keys := make([]usageKey, 0, len(rows))
+	for k := range rows {
 		keys = append(keys, k)
 	}
 	// one order for every writer, so that two gateways' batches lock the
@@ -248,7 +249,7 @@ func writeUsageBatch(ctx context.Context, db *pgxpool.Pool, b *usageBatch) (reje
 		if err != nil {
 			return err
 		}
-		if _, err := sp.Exec(ctx, upsertUsage, usageColumns(keys, b.rows)...); err == nil {
+		if _, err := sp.Exec(ctx, upsertUsage, usageColumns(keys, rows)...); err == nil {
 			return sp.Commit(ctx)
 		} else if !isDataError(err) {
 			return fmt.Errorf("upsert usage: %w", err)
@@ -263,7 +264,7 @@ func writeUsageBatch(ctx context.Context, db *pgxpool.Pool, b *usageBatch) (reje
 			if err != nil {
 				return err
 			}
-			_, err = sp.Exec(ctx, upsertUsage, usageColumns([]usageKey{k}, b.rows)...)
+			_, err = sp.Exec(ctx, upsertUsage, usageColumns([]usageKey{k}, rows)...)
 			if err == nil {
 				if err := sp.Commit(ctx); err != nil {
 					return err
@@ -276,7 +277,7 @@ func writeUsageBatch(ctx context.Context, db *pgxpool.Pool, b *usageBatch) (reje
 			if err := sp.Rollback(ctx); err != nil {
 				return err
 			}
-			rejected = append(rejected, rejectedRow{key: k, count: *b.rows[k], err: err})
+			rejected = append(rejected, rejectedRow{key: k, count: *rows[k], err: err})
 		}
 		return nil
 	})
@@ -284,6 +285,42 @@ func writeUsageBatch(ctx context.Context, db *pgxpool.Pool, b *usageBatch) (reje
 		return nil, err
 	}
 	return rejected, nil
+}
+
+// byUsageRow merges the counts that land on one usage row (key, model,
+// day) whatever account or model name they carry, so that one statement
+// never upserts a row twice (which Postgres refuses for the whole batch).
+// The first non-empty account and name are kept.
+func byUsageRow(in map[usageKey]*usageCount) map[usageKey]*usageCount {
+	type row struct {
+		key, model int64
+		day        string
+	}
+	first := make(map[row]usageKey, len(in))
+	out := make(map[usageKey]*usageCount, len(in))
+	for k, c := range in {
+		r := row{k.key, k.model, k.day}
+		f, seen := first[r]
+		if !seen {
+			first[r] = k
+			cc := *c
+			out[k] = &cc
+			continue
+		}
+		merged := f
+		if merged.account == 0 {
+			merged.account = k.account
+		}
+		if merged.modelName == "" {
+			merged.modelName = k.modelName
+		}
+		sum := *out[f]
+		sum.add(*c)
+		delete(out, f)
+		out[merged] = &sum
+		first[r] = merged
+	}
+	return out
 }
 
 // usageColumns are upsertUsage's arguments for keys.

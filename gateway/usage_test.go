@@ -314,3 +314,40 @@ func readLines(t *testing.T, path string) []string {
 	}
 	return out
 }
+
+// Counts that land on one usage row merge before the upsert, whatever
+// account or model name they carry (one statement may not upsert a row
+// twice); other rows stay apart.
+func TestByUsageRow(t *testing.T) {
+	day := "2026-12-01"
+	for _, c := range []struct {
+		name string
+		in   map[usageKey]*usageCount
+		want map[usageKey]usageCount
+	}{
+		{"distinct rows stay", map[usageKey]*usageCount{
+			{key: 1, account: 9, model: 2, modelName: "a", day: day}: {1, 1, 0},
+			{key: 1, account: 9, model: 3, modelName: "b", day: day}: {2, 2, 1},
+		}, map[usageKey]usageCount{
+			{key: 1, account: 9, model: 2, modelName: "a", day: day}: {1, 1, 0},
+			{key: 1, account: 9, model: 3, modelName: "b", day: day}: {2, 2, 1},
+		}},
+		{"one row under two names merges, names filled", map[usageKey]*usageCount{
+			{key: 1, account: 0, model: 2, modelName: "", day: day}:  {1, 1, 0},
+			{key: 1, account: 9, model: 2, modelName: "a", day: day}: {2, 3, 1},
+		}, map[usageKey]usageCount{
+			{key: 1, account: 9, model: 2, modelName: "a", day: day}: {3, 4, 1},
+		}},
+	} {
+		got := byUsageRow(c.in)
+		if len(got) != len(c.want) {
+			t.Errorf("%s: %d rows, want %d: %v", c.name, len(got), len(c.want), got)
+			continue
+		}
+		for k, w := range c.want {
+			if g := got[k]; g == nil || *g != w {
+				t.Errorf("%s: %+v = %v, want %v", c.name, k, g, w)
+			}
+		}
+	}
+}
