@@ -2,104 +2,26 @@ package gateway
 
 import (
 	"context"
-	"io"
-	"net"
 	"net/url"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nlpswarm/nlpswarm/internal/faultproxy"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 )
 
-// cutProxy forwards TCP connections on loopback to target until cut: then
-// it closes every connection it carries and resets new ones (Postgres gone),
-// until restore.
-type cutProxy struct {
-	l      net.Listener
-	target string
-	mu     sync.Mutex
-	down   bool
-	conns  map[net.Conn]struct{}
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{l: l, target: target, conns: map[net.Conn]struct{}{}}
-	t.Cleanup(func() { l.Close(); p.cut() })
-	go p.serve()
-	return p
-}
-
-func (p *cutProxy) serve() {
-	for {
-		c, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		down := p.down
-		p.mu.Unlock()
-		if down {
-			c.Close()
-			continue
-		}
-		go p.pipe(c)
-	}
-}
-
-func (p *cutProxy) pipe(c net.Conn) {
-	up, err := net.Dial("tcp", p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.down {
-		p.mu.Unlock()
-		c.Close()
-		up.Close()
-		return
-	}
-	p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-	p.mu.Unlock()
-	go func() { _, _ = io.Copy(up, c); up.Close() }()
-	_, _ = io.Copy(c, up)
-	c.Close()
-}
-
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
-}
-
-func (p *cutProxy) restore() {
-	p.mu.Lock()
-	p.down = false
-	p.mu.Unlock()
-}
-
 // poolThrough is a pool on dbURL's database through the proxy.
-func poolThrough(t *testing.T, dbURL string, p *cutProxy) *pgxpool.Pool {
+func poolThrough(t *testing.T, dbURL string, p *faultproxy.Proxy) *pgxpool.Pool {
 	t.Helper()
 	u, err := url.Parse(dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.Host = p.l.Addr().String()
+	u.Host = p.Addr()
 	pool, err := pgxpool.New(context.Background(), u.String())
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +42,7 @@ func TestGatewayThroughPostgresOutage(t *testing.T) {
 	known, knownID := e.key(acc, "inference")
 	fresh, _ := e.key(acc, "inference")
 	modelID := e.model("sentiment", "text-classification", 0, rt)
-	proxy := newCutProxy(t, mustHost(t, e.db.URL))
+	proxy := faultproxy.New(t, mustHost(t, e.db.URL))
 	dir := t.TempDir()
 	cfg := Config{KeyCacheTTL: 100 * time.Millisecond, UsageFlush: 200 * time.Millisecond, CatalogRefresh: 100 * time.Millisecond,
 		UsageSpool: filepath.Join(dir, "spool"), CatalogSnapshot: filepath.Join(dir, "catalogue.json")}
@@ -136,7 +58,7 @@ func TestGatewayThroughPostgresOutage(t *testing.T) {
 	ok++
 	time.Sleep(300 * time.Millisecond) // a catalogue refresh through the proxy writes the snapshot
 
-	proxy.cut()
+	proxy.Cut()
 	start := time.Now()
 	for time.Since(start) < 2*time.Second {
 		a := ge.post(known, "/v1/sentiment/sentiment", `{"text":"x"}`)
@@ -167,7 +89,7 @@ func TestGatewayThroughPostgresOutage(t *testing.T) {
 		t.Errorf("a key the new gateway never saw, during the outage: %d %s, want 503", a.status, a.raw)
 	}
 
-	proxy.restore()
+	proxy.Restore()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		a := e2.post(known, "/v1/sentiment/sentiment", `{"text":"x"}`)

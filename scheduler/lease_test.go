@@ -2,76 +2,15 @@ package scheduler
 
 import (
 	"context"
-	"net"
 	"net/url"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/nlpswarm/nlpswarm/internal/faultproxy"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 )
-
-// silentProxy forwards TCP on loopback to target until frozen: then it
-// stops forwarding in both directions without closing anything, as a link
-// whose far end lost power (no FIN, no RST, nothing).
-type silentProxy struct {
-	l      net.Listener
-	target string
-	frozen atomic.Bool
-}
-
-func newSilentProxy(t *testing.T, target string) *silentProxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &silentProxy{l: l, target: target}
-	var conns []net.Conn
-	t.Cleanup(func() {
-		l.Close()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			conns = append(conns, c, up)
-			go p.copy(up, c)
-			go p.copy(c, up)
-		}
-	}()
-	return p
-}
-
-// copy forwards src to dst; once frozen, what it reads goes nowhere.
-func (p *silentProxy) copy(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if err != nil {
-			dst.Close()
-			return
-		}
-		if p.frozen.Load() {
-			continue
-		}
-		if _, err := dst.Write(buf[:n]); err != nil {
-			return
-		}
-	}
-}
 
 // issue 18 item 3: the leader's link to Postgres goes silent (its node lost
 // power: no FIN, no RST). With the session advisory lock this held
@@ -82,8 +21,8 @@ func TestLeaderLeaseAfterSilentCut(t *testing.T) {
 	db := pgtest.New(t, true)
 	ctx := context.Background()
 	u, _ := url.Parse(db.URL)
-	proxy := newSilentProxy(t, u.Host)
-	u.Host = proxy.l.Addr().String()
+	proxy := faultproxy.New(t, u.Host)
+	u.Host = proxy.Addr()
 	viaProxy, err := pgxpool.New(ctx, u.String())
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +51,7 @@ func TestLeaderLeaseAfterSilentCut(t *testing.T) {
 		t.Fatalf("the leader lost its lease before the cut: %v", err)
 	}
 
-	proxy.frozen.Store(true)
+	proxy.Freeze()
 	cut := time.Now()
 	var aLost time.Duration
 	select {
