@@ -351,3 +351,34 @@ func TestByUsageRow(t *testing.T) {
 		}
 	}
 }
+
+// The cost of metering one request: in memory only, and with the spool's
+// journal write (one write(2) under the lock), from 1 and from all CPUs.
+func BenchmarkUsageRecord(b *testing.B) {
+	k, m := &Key{ID: 1, AccountID: 2}, &Model{ID: 3, Name: "sentiment"}
+	for _, spool := range []bool{false, true} {
+		name := "memory"
+		if spool {
+			name = "spool"
+		}
+		u := newUsage(nil)
+		if spool {
+			if err := u.openSpool(b.TempDir(), 1<<40, func() {}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				u.Record(k, m, 1, false)
+			}
+		})
+		b.Run(name+"-parallel", func(b *testing.B) {
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					u.Record(k, m, 1, false)
+				}
+			})
+		})
+		u.closeSpool()
+	}
+}
