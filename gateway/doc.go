@@ -34,8 +34,8 @@
 //     a valid one.
 //   - usage.go, usagespool.go: usage metering that loses nothing. Each
 //     request is counted before its answer is written and, with
-//     Config.UsageSpool, appended to a journal on a volume (a kill loses
-//     nothing); each flush is a batch with a random id written in one
+//     Config.UsageSpool, copied into a memory-mapped journal on a volume
+//     (a kill loses nothing); each flush is a batch with a random id written in one
 //     transaction with that id (usage_batches), so a batch replayed from the
 //     spool counts once; a row Postgres refuses for its data is skipped
 //     alone and recorded, the rest of the batch is written.

@@ -232,12 +232,8 @@ func TestUsageSpoolBounded(t *testing.T) {
 	for range 100 {
 		u.Record(k, m, 1, false)
 	}
-	fi, err := os.Stat(filepath.Join(u.spool.dir, "current.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Size() > 200+64 || unspooled == 0 || u.agg[usageKey{key: 1, account: 2, model: 3, modelName: "sentiment", day: u.now().UTC().Format("2006-01-02")}].requests != 100 {
-		t.Errorf("journal %d bytes, unspooled %d, agg %v", fi.Size(), unspooled, u.agg)
+	if used := u.spool.journal.n; used > 200+64 || unspooled == 0 || u.agg[usageKey{key: 1, account: 2, model: 3, modelName: "sentiment", day: u.now().UTC().Format("2006-01-02")}].requests != 100 {
+		t.Errorf("journal %d bytes, unspooled %d, agg %v", u.spool.journal.n, unspooled, u.agg)
 	}
 }
 
@@ -248,6 +244,14 @@ func TestReadJournalSkipsTornLines(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "j.log")
 	if err := os.WriteFile(p, []byte(line+"garbage\n"+line+"2026-12-01 1 2 3 -1 0 0 m\n"+line[:10]), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	// a journal left mapped by a killed gateway: its lines, then zeros
+	pz := filepath.Join(t.TempDir(), "z.log")
+	if err := os.WriteFile(pz, append([]byte(line+line), make([]byte, 100<<10)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if rows, bad, err := readJournal(pz); err != nil || bad != 0 || len(rows) != 1 || *rows[k] != (usageCount{2, 8, 0}) {
+		t.Errorf("zero-padded journal: rows %v bad %d err %v", rows, bad, err)
 	}
 	rows, bad, err := readJournal(p)
 	if err != nil {
@@ -380,5 +384,51 @@ func BenchmarkUsageRecord(b *testing.B) {
 			})
 		})
 		u.closeSpool()
+	}
+}
+
+// The journal's mapping grows past its first chunk; a journal read back
+// unclosed (a killed gateway) and closed (a cut) holds every line.
+func TestMappedJournalGrows(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "current.log")
+	j, err := openMappedJournal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := usageKey{key: 1, account: 2, model: 3, modelName: "sentiment", day: "2026-12-01"}
+	line := appendJournalLine(nil, k, usageCount{1, 2, 0})
+	n := 3*journalChunk/len(line) + 7
+	for range n {
+		if err := j.write(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, when := range []string{"mapped", "closed"} {
+		if when == "closed" {
+			if err := j.close(); err != nil {
+				t.Fatal(err)
+			}
+			if fi, _ := os.Stat(p); fi.Size() != int64(n*len(line)) {
+				t.Errorf("closed journal %d bytes, want %d", fi.Size(), n*len(line))
+			}
+		}
+		rows, bad, err := readJournal(p)
+		if err != nil || bad != 0 || rows[k] == nil || *rows[k] != (usageCount{int64(n), int64(2 * n), 0}) {
+			t.Errorf("%s: rows %v bad %d err %v, want %d requests", when, rows, bad, err, n)
+		}
+	}
+	// reopened, it appends after its lines
+	j, err = openMappedJournal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.write(line); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.close(); err != nil {
+		t.Fatal(err)
+	}
+	if rows, _, _ := readJournal(p); rows[k].requests != int64(n+1) {
+		t.Errorf("reopened journal: %d requests, want %d", rows[k].requests, n+1)
 	}
 }

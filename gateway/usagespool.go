@@ -22,9 +22,11 @@ import (
 // that two gateways never share one) and keeps there:
 //
 //   - current.log: the journal of the interval in progress, one line per
-//     request, appended (one write(2), no fsync) before the request is
-//     answered, so that a gateway killed by SIGKILL or the OOM killer has
-//     every answered request in the page cache, hence in the file;
+//     request, copied into a shared memory mapping of the file before the
+//     request is answered (no system call: the page cache is the kernel's,
+//     so a gateway killed by SIGKILL or the OOM killer leaves every answered
+//     request in the file; synced to disk at each cut); the rest of the file
+//     is zeros, where a reader stops;
 //   - batch-<id>.json: an interval's counts, aggregated, written at each
 //     flush (temporary file, fsync, rename) until Postgres has them; its id
 //     makes the write idempotent (usage_batches);
@@ -40,9 +42,9 @@ import (
 // counted in memory only (nlpswarm_gateway_usage_unspooled_total), which a
 // kill would lose.
 type usageSpool struct {
-	dir     string   // the slot
-	lock    *os.File // flock held on dir/lock
-	journal *os.File // current.log; nil when it could not be opened
+	dir     string         // the slot
+	lock    *os.File       // flock held on dir/lock
+	journal *mappedJournal // current.log; nil when it could not be opened
 	buf     []byte
 	bytes   int64 // journal and batch files, roughly
 	max     int64
@@ -94,15 +96,87 @@ func openUsageSpool(dir string, max int64, unspooled func(), warn func(string, e
 func (s *usageSpool) path(name string) string { return filepath.Join(s.dir, name) }
 
 func (s *usageSpool) openJournal() error {
-	f, err := os.OpenFile(s.path("current.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	j, err := openMappedJournal(s.path("current.log"))
 	if err != nil {
 		return err
 	}
-	if fi, err := f.Stat(); err == nil {
-		s.bytes += fi.Size()
-	}
-	s.journal = f
+	s.bytes += int64(j.n)
+	s.journal = j
 	return nil
+}
+
+// mappedJournal is a file written through a shared memory mapping: what is
+// copied into it is in the page cache at once and outlives the process.
+type mappedJournal struct {
+	f    *os.File
+	data []byte // the mapping, the file's size
+	n    int    // bytes written; zeros after
+}
+
+const journalChunk = 1 << 20
+
+func openMappedJournal(path string) (*mappedJournal, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	size := max(journalChunk, int(fi.Size()))
+	j := &mappedJournal{f: f}
+	if err := j.mapSize(size); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if i := bytes.IndexByte(j.data, 0); i >= 0 { // a journal reopened: write after its lines
+		j.n = i
+	} else {
+		j.n = len(j.data)
+	}
+	return j, nil
+}
+
+// mapSize grows the file to size and maps all of it.
+func (j *mappedJournal) mapSize(size int) error {
+	if err := j.f.Truncate(int64(size)); err != nil {
+		return err
+	}
+	if j.data != nil {
+		if err := unix.Munmap(j.data); err != nil {
+			return err
+		}
+		j.data = nil
+	}
+	data, err := unix.Mmap(int(j.f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mmap usage journal: %w", err)
+	}
+	j.data = data
+	return nil
+}
+
+func (j *mappedJournal) write(b []byte) error {
+	if j.n+len(b) > len(j.data) {
+		if err := j.mapSize(max(2*len(j.data), j.n+len(b))); err != nil {
+			return err
+		}
+	}
+	j.n += copy(j.data[j.n:], b)
+	return nil
+}
+
+// close syncs what was written, unmaps and cuts the zeros off the file.
+func (j *mappedJournal) close() error {
+	var errs []error
+	if j.data != nil {
+		errs = append(errs, unix.Msync(j.data, unix.MS_SYNC), unix.Munmap(j.data))
+		j.data = nil
+	}
+	errs = append(errs, j.f.Truncate(int64(j.n)), j.f.Close())
+	return errors.Join(errs...)
 }
 
 // recover turns the journals left by a gateway that stopped without a flush
@@ -193,9 +267,10 @@ func (s *usageSpool) append(k usageKey, c usageCount) {
 		return
 	}
 	s.buf = appendJournalLine(s.buf[:0], k, c)
-	n, err := s.journal.Write(s.buf)
-	s.bytes += int64(n)
-	if err != nil {
+	err := s.journal.write(s.buf)
+	if err == nil {
+		s.bytes += int64(len(s.buf))
+	} else {
 		s.unspooled()
 		s.warn("usage journal write failed; counting in memory only", err)
 	}
@@ -233,8 +308,9 @@ func parseJournalLine(line []byte) (usageKey, usageCount, bool) {
 		usageCount{requests: v[3], texts: v[4], errors: v[5]}, true
 }
 
-// readJournal aggregates a journal; a last line without its newline (a torn
-// write) and malformed lines are skipped (bad counts them).
+// readJournal aggregates a journal up to its zeros (the rest of a mapping
+// never cut); a last line without its newline (a torn write) and malformed
+// lines are skipped (bad counts them).
 func readJournal(path string) (map[usageKey]*usageCount, int, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -246,6 +322,9 @@ func readJournal(path string) (map[usageKey]*usageCount, int, error) {
 	r := bufio.NewReaderSize(f, 64<<10)
 	for {
 		line, err := r.ReadSlice('\n')
+		if len(line) > 0 && line[0] == 0 { // the mapping's zeros: the end
+			return rows, bad, nil
+		}
 		if errors.Is(err, bufio.ErrBufferFull) {
 			bad++
 			for errors.Is(err, bufio.ErrBufferFull) { // skip the rest of an overlong line
@@ -368,7 +447,7 @@ func (s *usageSpool) writeBatch(b *usageBatch) error {
 // written as its batch file, which replaces the journal.
 func (s *usageSpool) cut(b *usageBatch) error {
 	if s.journal != nil {
-		if err := s.journal.Close(); err != nil {
+		if err := s.journal.close(); err != nil {
 			s.warn("usage journal close", err)
 		}
 		s.journal = nil
@@ -434,7 +513,7 @@ func (s *usageSpool) done(b *usageBatch, rejected []rejectedRow) error {
 // close releases the slot (the journal stays for the next gateway).
 func (s *usageSpool) close() {
 	if s.journal != nil {
-		_ = s.journal.Close()
+		_ = s.journal.close()
 		s.journal = nil
 	}
 	if s.lock != nil {
