@@ -139,10 +139,16 @@ func openMappedJournal(path string) (*mappedJournal, error) {
 	return j, nil
 }
 
-// mapSize grows the file to size and maps all of it.
+// mapSize grows the file to size, its blocks allocated, and maps all of it.
+// Allocated, because a store into a hole of a shared mapping on a full disk
+// is a SIGBUS, which would kill the gateway: fallocate says ENOSPC instead.
 func (j *mappedJournal) mapSize(size int) error {
-	if err := j.f.Truncate(int64(size)); err != nil {
-		return err
+	err := unix.Fallocate(int(j.f.Fd()), 0, 0, int64(size))
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		err = j.f.Truncate(int64(size)) // a filesystem without fallocate
+	}
+	if err != nil {
+		return fmt.Errorf("usage journal: %w", err)
 	}
 	if j.data != nil {
 		if err := unix.Munmap(j.data); err != nil {
