@@ -34,10 +34,14 @@ GRANT SELECT ON usage_batches TO nlpswarm_apiserver;
 -- (issue 18 item 3), no longer a session advisory lock: after a power cut of
 -- the leader's node the lock lived until Postgres's TCP noticed (about 2 h),
 -- while a lease nobody renews runs out within its TTL.
+-- backend_pid names the holder's renewal connection: when that backend is
+-- gone (the leader's process died, its connection closed) a standby takes
+-- the lease at once instead of at its expiry.
 CREATE TABLE scheduler_lease (
-    name       text PRIMARY KEY,
-    holder     text NOT NULL,
-    expires_at timestamptz NOT NULL
+    name        text PRIMARY KEY,
+    holder      text NOT NULL,
+    backend_pid integer NOT NULL,
+    expires_at  timestamptz NOT NULL
 );
 GRANT SELECT, INSERT, UPDATE, DELETE ON scheduler_lease TO nlpswarm_scheduler;
 GRANT SELECT ON scheduler_lease TO nlpswarm_apiserver;

@@ -77,3 +77,40 @@ func TestLeaderLeaseAfterSilentCut(t *testing.T) {
 		t.Fatal("no new leader within 30s of the cut")
 	}
 }
+
+// The leader's process dies (its connection closes, no Release): the
+// standby leads at its next try, not at the lease's expiry, since the
+// backend the lease names is gone.
+func TestLeaderLeaseAfterCrash(t *testing.T) {
+	db := pgtest.New(t, true)
+	ctx := context.Background()
+	a, err := AcquireLease(ctx, db.Pool, LeaseConfig{Poll: 200 * time.Millisecond, Holder: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *Leader, 1)
+	bctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		if b, err := AcquireLease(bctx, db.Pool, LeaseConfig{Poll: 200 * time.Millisecond, Holder: "b"}); err == nil {
+			got <- b
+		}
+	}()
+	select {
+	case <-got:
+		t.Fatal("two schedulers lead at once")
+	case <-time.After(time.Second):
+	}
+	// what SIGKILL does: renewals stop, the connection closes, no release
+	a.cancel()
+	<-a.done
+	a.dropConn()
+	crash := time.Now()
+	select {
+	case b := <-got:
+		t.Logf("leader crashed: new leader after %s (TTL %s)", time.Since(crash).Round(10*time.Millisecond), DefaultLeaseTTL)
+		b.Release()
+	case <-time.After(DefaultLeaseTTL / 3):
+		t.Fatalf("no new leader within %s of the crash: waiting for the expiry", DefaultLeaseTTL/3)
+	}
+}

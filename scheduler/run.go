@@ -22,15 +22,20 @@ import (
 const DefaultLeaseTTL = 15 * time.Second
 
 // Leader holds the scheduler's lease, a row of scheduler_lease whose expiry
-// is on Postgres's clock, renewed every TTL/3. Unlike a session advisory
-// lock (held until Postgres's TCP notices a dead client: about 2 h after a
-// power cut), a lease that is not renewed runs out. The leader counts its
-// lease as lost TTL after the start of its last successful renewal, by its
-// own monotonic clock, so it stops acting before anyone else can hold it.
+// is on Postgres's clock, renewed every TTL/3 over a connection of its own
+// whose backend the row names. Another scheduler takes the lease once it
+// expired (a power cut: unlike a session advisory lock, held until
+// Postgres's TCP notices a dead client, about 2 h, a lease nobody renews runs
+// out) or once that backend is gone (the leader's process died: its
+// connection closed, so the standby need not wait for the expiry). The
+// leader counts its lease as lost TTL after the start of its last successful
+// renewal, by its own monotonic clock, never later than Postgres's expiry,
+// so it stops acting before anyone else can hold it.
 type Leader struct {
 	pool   *pgxpool.Pool
 	holder string
 	ttl    time.Duration
+	conn   *pgxpool.Conn // the renewals' connection (the renewal goroutine's)
 
 	mu         sync.Mutex
 	validUntil time.Time // local: last renewal's start + ttl
@@ -54,12 +59,14 @@ func AcquireLeadership(ctx context.Context, pool *pgxpool.Pool, interval time.Du
 	return AcquireLease(ctx, pool, LeaseConfig{Poll: interval})
 }
 
-// takeLease takes the lease for holder when it is free, expired or already
-// its own, and says whether holder has it now.
-const takeLease = `INSERT INTO scheduler_lease AS l (name, holder, expires_at)
-	VALUES ('leader', $1, clock_timestamp() + make_interval(secs => $2))
-	ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+// takeLease takes the lease for holder, naming this connection's backend,
+// when it is free, expired, its holder's backend is gone, or it is already
+// holder's; it returns the holder afterwards (no row: someone else's).
+const takeLease = `INSERT INTO scheduler_lease AS l (name, holder, backend_pid, expires_at)
+	VALUES ('leader', $1, pg_backend_pid(), clock_timestamp() + make_interval(secs => $2))
+	ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid, expires_at = EXCLUDED.expires_at
 	WHERE l.expires_at < clock_timestamp() OR l.holder = EXCLUDED.holder
+		OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend_pid)
 	RETURNING holder`
 
 // AcquireLease waits until this process holds the lease, or ctx ends.
@@ -76,14 +83,16 @@ func AcquireLease(ctx context.Context, pool *pgxpool.Pool, c LeaseConfig) (*Lead
 		_, _ = rand.Read(b)
 		c.Holder = host + "-" + hex.EncodeToString(b)
 	}
+	l := &Leader{pool: pool, holder: c.Holder, ttl: c.TTL, done: make(chan struct{})}
 	for {
 		start := time.Now()
-		ok, err := tryLease(ctx, pool, c.Holder, c.TTL, c.Poll)
+		ok, err := l.try(ctx, c.Poll)
 		if err != nil && ctx.Err() != nil {
+			l.dropConn()
 			return nil, ctx.Err()
 		}
 		if ok {
-			l := &Leader{pool: pool, holder: c.Holder, ttl: c.TTL, validUntil: start.Add(c.TTL), done: make(chan struct{})}
+			l.validUntil = start.Add(c.TTL)
 			l.lost, l.cancel = context.WithCancel(context.Background())
 			go l.renew()
 			return l, nil
@@ -91,25 +100,44 @@ func AcquireLease(ctx context.Context, pool *pgxpool.Pool, c LeaseConfig) (*Lead
 		// a Postgres that does not answer is no reason to stop waiting
 		select {
 		case <-ctx.Done():
+			l.dropConn()
 			return nil, ctx.Err()
 		case <-time.After(c.Poll):
 		}
 	}
 }
 
-// tryLease runs takeLease within timeout.
-func tryLease(ctx context.Context, pool *pgxpool.Pool, holder string, ttl, timeout time.Duration) (bool, error) {
+// try runs takeLease on the leader's connection (acquired when it has
+// none) within timeout.
+func (l *Leader) try(ctx context.Context, timeout time.Duration) (bool, error) {
 	qctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if l.conn == nil {
+		c, err := l.pool.Acquire(qctx)
+		if err != nil {
+			return false, fmt.Errorf("leader election: %w", err)
+		}
+		l.conn = c
+	}
 	var got string
-	err := pool.QueryRow(qctx, takeLease, holder, ttl.Seconds()).Scan(&got)
+	err := l.conn.QueryRow(qctx, takeLease, l.holder, l.ttl.Seconds()).Scan(&got)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
 	if err != nil {
+		l.dropConn() // a broken connection: a fresh one next time
 		return false, fmt.Errorf("leader election: %w", err)
 	}
-	return got == holder, nil
+	return got == l.holder, nil
+}
+
+// dropConn closes the lease's connection (never back to the pool: its
+// backend is named by the lease row).
+func (l *Leader) dropConn() {
+	if l.conn != nil {
+		_ = l.conn.Hijack().Close(context.Background())
+		l.conn = nil
+	}
 }
 
 // renew extends the lease every TTL/3 until it is lost or released.
@@ -125,7 +153,7 @@ func (l *Leader) renew() {
 		case <-t.C:
 		}
 		start := time.Now()
-		ok, err := tryLease(l.lost, l.pool, l.holder, l.ttl, every)
+		ok, err := l.try(l.lost, every)
 		l.mu.Lock()
 		switch {
 		case ok:
@@ -168,6 +196,7 @@ func (l *Leader) Release() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_, _ = l.pool.Exec(ctx, `DELETE FROM scheduler_lease WHERE name = 'leader' AND holder = $1`, l.holder)
+	l.dropConn()
 }
 
 // Loop reconciles on every NOTIFY and every resync interval until ctx ends
