@@ -86,7 +86,7 @@ func (c *Catalog) Refresh(ctx context.Context) error {
 	return c.save(next)
 }
 
-// save writes the snapshot when it changed: temporary file, fsync, rename.
+// save writes the snapshot when it changed (writeFileSynced).
 func (c *Catalog) save(models map[string]*Model) error {
 	if c.snapshot == "" {
 		return nil
@@ -95,23 +95,7 @@ func (c *Catalog) save(models map[string]*Model) error {
 	if err != nil || bytes.Equal(data, c.written) {
 		return err
 	}
-	tmp := c.snapshot + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("catalogue snapshot: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, c.snapshot)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
+	if err := writeFileSynced(c.snapshot, data); err != nil {
 		return fmt.Errorf("catalogue snapshot: %w", err)
 	}
 	c.written = data

@@ -420,8 +420,17 @@ func (s *usageSpool) writeBatch(b *usageBatch) error {
 	if err != nil {
 		return err
 	}
-	final := s.path("batch-" + b.id + ".json")
-	tmp := final + ".tmp"
+	if err := writeFileSynced(s.path("batch-"+b.id+".json"), data); err != nil {
+		return err
+	}
+	s.bytes += int64(len(data))
+	return nil
+}
+
+// writeFileSynced writes data to path whole or not at all: a temporary file
+// beside it, fsync, rename, fsync of the folder (the rename itself).
+func writeFileSynced(path string, data []byte) error {
+	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
@@ -434,14 +443,13 @@ func (s *usageSpool) writeBatch(b *usageBatch) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, final)
+		err = os.Rename(tmp, path)
 	}
 	if err != nil {
 		_ = os.Remove(tmp)
 		return err
 	}
-	s.bytes += int64(len(data))
-	if d, err := os.Open(s.dir); err == nil { // the rename itself
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		_ = d.Sync()
 		d.Close()
 	}

@@ -34,19 +34,7 @@ func TestLeaderLeaseAfterSilentCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Release()
-	got := make(chan *Leader, 1)
-	bctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		if b, err := AcquireLease(bctx, db.Pool, LeaseConfig{Poll: 200 * time.Millisecond, Holder: "b"}); err == nil {
-			got <- b
-		}
-	}()
-	select {
-	case <-got:
-		t.Fatal("two schedulers lead at once")
-	case <-time.After(DefaultLeaseTTL / 2): // a renewal happened meanwhile
-	}
+	got := standby(t, db.Pool, "b", DefaultLeaseTTL/2) // a renewal happens meanwhile
 	if err := a.Check(ctx); err != nil {
 		t.Fatalf("the leader lost its lease before the cut: %v", err)
 	}
@@ -88,19 +76,7 @@ func TestLeaderLeaseAfterCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan *Leader, 1)
-	bctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		if b, err := AcquireLease(bctx, db.Pool, LeaseConfig{Poll: 200 * time.Millisecond, Holder: "b"}); err == nil {
-			got <- b
-		}
-	}()
-	select {
-	case <-got:
-		t.Fatal("two schedulers lead at once")
-	case <-time.After(time.Second):
-	}
+	got := standby(t, db.Pool, "b", time.Second)
 	// what SIGKILL does: renewals stop, the connection closes, no release
 	a.cancel()
 	<-a.done
@@ -113,4 +89,24 @@ func TestLeaderLeaseAfterCrash(t *testing.T) {
 	case <-time.After(DefaultLeaseTTL / 3):
 		t.Fatalf("no new leader within %s of the crash: waiting for the expiry", DefaultLeaseTTL/3)
 	}
+}
+
+// standby is a scheduler waiting for the lease as holder (poll 200 ms); it
+// must not lead within wait, while another holds the lease.
+func standby(t *testing.T, pool *pgxpool.Pool, holder string, wait time.Duration) <-chan *Leader {
+	t.Helper()
+	got := make(chan *Leader, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() {
+		if b, err := AcquireLease(ctx, pool, LeaseConfig{Poll: 200 * time.Millisecond, Holder: holder}); err == nil {
+			got <- b
+		}
+	}()
+	select {
+	case <-got:
+		t.Fatal("two schedulers lead at once")
+	case <-time.After(wait):
+	}
+	return got
 }
