@@ -277,11 +277,18 @@ func (s *Server) usage(c *gin.Context) {
 // queryUsage sums usage per account, model and day between from and to
 // (dates, inclusive); account (name or id) and model filter when not "".
 func (s *Server) queryUsage(ctx context.Context, from, to, account, model string) ([]UsageRow, error) {
-	rows, err := s.db.Query(ctx, `SELECT a.name, m.name, to_char(u.day, 'YYYY-MM-DD'),
-			sum(u.requests)::bigint, sum(u.texts)::bigint, sum(u.errors)::bigint
-		FROM usage u JOIN api_keys k ON k.id = u.api_key_id JOIN accounts a ON a.id = k.account_id JOIN models m ON m.id = u.model_id
-		WHERE u.day BETWEEN $1::date AND $2::date AND ($3 = '' OR a.name = $3 OR a.id::text = $3) AND ($4 = '' OR m.name = $4)
-		GROUP BY a.name, m.name, u.day ORDER BY u.day, a.name, m.name`, from, to, account, model)
+	// usage outlives its key, model and account (migration 00020): the row's
+	// own account id and model name stand in for what was deleted
+	rows, err := s.db.Query(ctx, `WITH r AS (
+			SELECT coalesce(u.account_id, k.account_id) AS account_id, coalesce(nullif(u.model_name, ''), m.name, 'model #' || u.model_id) AS model,
+				u.day, u.requests, u.texts, u.errors
+			FROM usage u LEFT JOIN api_keys k ON k.id = u.api_key_id LEFT JOIN models m ON m.id = u.model_id
+			WHERE u.day BETWEEN $1::date AND $2::date)
+		SELECT coalesce(a.name, 'deleted account #' || coalesce(r.account_id::text, '?')), r.model, to_char(r.day, 'YYYY-MM-DD'),
+			sum(r.requests)::bigint, sum(r.texts)::bigint, sum(r.errors)::bigint
+		FROM r LEFT JOIN accounts a ON a.id = r.account_id
+		WHERE ($3 = '' OR a.name = $3 OR r.account_id::text = $3) AND ($4 = '' OR r.model = $4)
+		GROUP BY 1, 2, r.day ORDER BY r.day, 1, 2`, from, to, account, model)
 	if err != nil {
 		return nil, fmt.Errorf("query usage: %w", err)
 	}

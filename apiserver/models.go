@@ -184,9 +184,10 @@ func (s *Server) receiveVersion(ctx context.Context, name, contentType string, b
 	keep = true
 	v, err := s.reg.AddVersion(context.WithoutCancel(ctx), name, rec.Digest, rec.Size, md)
 	if err != nil {
-		if used, _ := s.reg.DigestInUse(context.WithoutCancel(ctx), rec.Digest); !used {
-			s.store.Delete(rec.Digest)
-		}
+		// the blob stays: another version may reference it (a duplicate
+		// upload), and a database error says nothing about that; the blob
+		// collector removes it once unreferenced past its grace period
+		// (modelmgr.CollectBlobs, issue 18 item 5)
 		return modelmgr.Version{}, err
 	}
 	s.log.Info("version stored", "model", name, "version", v.Version, "digest", v.Digest, "bytes", v.Size, "seconds", time.Since(start).Seconds())

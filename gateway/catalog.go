@@ -1,7 +1,13 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -9,23 +15,32 @@ import (
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 )
 
-// Model is a deployed model as the gateway routes it.
+// Model is a deployed model as the gateway routes it (and as the catalogue
+// snapshot keeps it).
 type Model struct {
-	ID      int64
-	Name    string
-	Task    string // text-classification, token-classification, feature-extraction
-	Private bool
-	Owner   int64 // owner account (0 when none)
+	ID      int64  `json:"id"`
+	Name    string `json:"name"`
+	Task    string `json:"task"` // text-classification, token-classification, feature-extraction
+	Private bool   `json:"private"`
+	Owner   int64  `json:"owner"` // owner account (0 when none)
 	// Autoscaled: the scheduler's autoscaler sets its replicas, possibly to
 	// zero; a request finding none is held while one starts.
-	Autoscaled bool
+	Autoscaled bool `json:"autoscaled"`
 }
 
 // Catalog holds the deployed models (replicas > 0, or autoscaled: a model at
 // zero still answers, from a replica started for it), reloaded from Postgres.
+//
+// With a snapshot file (Config.CatalogSnapshot, on a volume) each catalogue
+// that differs from the last is written there, and a gateway that cannot
+// reach Postgres at start serves from it until Postgres answers (issue 18
+// item 1): a database outage does not keep gateways from starting.
 type Catalog struct {
-	db     *pgxpool.Pool
-	models atomic.Pointer[map[string]*Model]
+	db       *pgxpool.Pool
+	models   atomic.Pointer[map[string]*Model]
+	loaded   atomic.Bool // from Postgres or the snapshot, at least once
+	snapshot string      // "" : none
+	written  []byte      // the snapshot last written (Refresh's goroutine only)
 }
 
 func newCatalog(db *pgxpool.Pool) *Catalog {
@@ -51,8 +66,12 @@ func (c *Catalog) Names() []string {
 	return out
 }
 
+// Loaded says a catalogue was loaded, from Postgres or the snapshot.
+func (c *Catalog) Loaded() bool { return c.loaded.Load() }
+
 // Refresh reloads the catalogue from the deployment record; on error the
-// previous one stays.
+// previous one stays. A new catalogue goes to the snapshot file, if any (a
+// failure to write it is returned, the catalogue is in use anyway).
 func (c *Catalog) Refresh(ctx context.Context) error {
 	routes, err := deployment.Routable(ctx, c.db)
 	if err != nil {
@@ -63,5 +82,58 @@ func (c *Catalog) Refresh(ctx context.Context) error {
 		next[r.Model] = &Model{ID: r.ModelID, Name: r.Model, Task: r.Task, Private: r.Private, Owner: r.Owner, Autoscaled: r.Autoscaled}
 	}
 	c.models.Store(&next)
+	c.loaded.Store(true)
+	return c.save(next)
+}
+
+// save writes the snapshot when it changed (writeFileSynced).
+func (c *Catalog) save(models map[string]*Model) error {
+	if c.snapshot == "" {
+		return nil
+	}
+	data, err := json.Marshal(models) // (map keys come out sorted)
+	if err != nil || bytes.Equal(data, c.written) {
+		return err
+	}
+	if err := writeFileSynced(c.snapshot, data); err != nil {
+		return fmt.Errorf("catalogue snapshot: %w", err)
+	}
+	c.written = data
 	return nil
+}
+
+// maxSnapshot bounds the snapshot read back (a catalogue of 100,000 models
+// is about 15 MB).
+const maxSnapshot = 64 << 20
+
+// loadSnapshot serves the snapshot's catalogue (Postgres unreachable at
+// start); it returns how many models it holds.
+func (c *Catalog) loadSnapshot() (int, error) {
+	if c.snapshot == "" {
+		return 0, fmt.Errorf("no catalogue snapshot configured")
+	}
+	f, err := os.Open(c.snapshot)
+	if err != nil {
+		return 0, fmt.Errorf("catalogue snapshot: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxSnapshot+1))
+	if err != nil || len(data) > maxSnapshot {
+		return 0, fmt.Errorf("catalogue snapshot %s: unreadable or over %d bytes (%v)", filepath.Base(c.snapshot), maxSnapshot, err)
+	}
+	var models map[string]*Model
+	if err := json.Unmarshal(data, &models); err != nil {
+		return 0, fmt.Errorf("catalogue snapshot %s: %w", filepath.Base(c.snapshot), err)
+	}
+	for name, m := range models {
+		if m == nil || m.Name != name || m.ID <= 0 {
+			return 0, fmt.Errorf("catalogue snapshot %s: malformed entry %q", filepath.Base(c.snapshot), name)
+		}
+	}
+	if !c.loaded.CompareAndSwap(false, true) {
+		return 0, nil // Postgres answered meanwhile
+	}
+	c.models.Store(&models)
+	c.written = data
+	return len(models), nil
 }

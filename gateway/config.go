@@ -24,8 +24,11 @@ type Config struct {
 	ProbeInterval     time.Duration `description:"how often an ejected replica is probed"`
 	DiscoveryInterval time.Duration `description:"how often replicas are looked up (and at once after a connection error)"`
 	CatalogRefresh    time.Duration `description:"how often the deployed models are reloaded from Postgres"`
+	CatalogSnapshot   string        `description:"file (on a volume) keeping the last model catalogue loaded from Postgres; a gateway that cannot reach Postgres at start serves from it until Postgres answers; empty: none (such a gateway answers 503 until then)"`
 	KeyCacheTTL       time.Duration `description:"how long an API key lookup is cached (at most 2s: a revoked key stops within 5s)"`
 	UsageFlush        time.Duration `description:"how often usage counters are written to Postgres"`
+	UsageSpool        string        `description:"folder (on a volume) where every request is journaled before it is answered and usage not yet in Postgres is kept, replayed by the next gateway on it; empty: usage is kept in memory only (a killed gateway loses up to --usageflush of it)"`
+	UsageSpoolBytes   int64         `description:"most bytes the usage spool may hold; beyond, requests are counted in memory only (nlpswarm_gateway_usage_at_risk_total{kind=\"unspooled\"})"`
 	IdleConnTimeout   time.Duration `description:"keep-alive idle timeout of upstream connections (keep well under Swarm's 900s IPVS drop)"`
 	DeadReplicaAfter  time.Duration `description:"a replica silent this long (its node gone: no reset, no answer to TCP keep-alive) fails the attempt, which is retried on another replica"`
 	RedisPrefix       string        `description:"prefix of the gateway's Redis keys"`
@@ -53,7 +56,7 @@ func DefaultConfig() Config {
 		Timeout: 30 * time.Second, MaxBodyBytes: 1 << 20, MaxTexts: 64,
 		BodyTimeout: 10 * time.Second, MaxInflightPerKey: 128, UnauthorizedRate: 10, UnauthorizedBurst: 100,
 		CatalogRefresh: 3 * time.Second, DiscoveryInterval: time.Second, KeyCacheTTL: maxKeyCacheTTL,
-		UsageFlush: 10 * time.Second, EjectAfter: 3, ProbeInterval: time.Second,
+		UsageFlush: 10 * time.Second, UsageSpoolBytes: 64 << 20, EjectAfter: 3, ProbeInterval: time.Second,
 		IdleConnTimeout: 60 * time.Second, DeadReplicaAfter: 5 * time.Second, RedisPrefix: "nlpswarm:",
 		Balancer: "least-outstanding", Upstream: upstreamFast, DiscoveryConfig: DiscoveryConfig{Discovery: "dns", UpstreamPort: 8080}, LoadReport: time.Second, HoldMax: 100, HoldRetryAfter: 3 * time.Second,
 		HoldPoll: 150 * time.Millisecond, WakeResend: 5 * time.Second, WakeCoalesce: 300 * time.Millisecond, LimitSync: DefaultLimitSync,
@@ -93,6 +96,7 @@ func (c Config) settle() (settings, error) {
 	orDefault(&c.DiscoveryInterval, d.DiscoveryInterval)
 	orDefault(&c.KeyCacheTTL, d.KeyCacheTTL)
 	orDefault(&c.UsageFlush, d.UsageFlush)
+	orDefault(&c.UsageSpoolBytes, d.UsageSpoolBytes)
 	orDefault(&c.EjectAfter, d.EjectAfter)
 	orDefault(&c.ProbeInterval, d.ProbeInterval)
 	orDefault(&c.IdleConnTimeout, d.IdleConnTimeout)

@@ -43,6 +43,17 @@
 //     The key cache is two: valid keys, and unknown or revoked hashes
 //     (bounded, short-lived), so that a flood of unknown keys never evicts
 //     a valid one.
+//   - usage.go, usagespool.go: usage metering that loses nothing. Each
+//     request is counted before its answer is written and, with
+//     Config.UsageSpool, copied into a memory-mapped journal on a volume
+//     (a kill loses nothing); each flush is a batch with a random id written in one
+//     transaction with that id (usage_batches), so a batch replayed from the
+//     spool counts once; a row Postgres refuses for its data is skipped
+//     alone and recorded, the rest of the batch is written.
+//   - readiness (gateway.go, Ready): a model catalogue, from Postgres or the
+//     snapshot (Config.CatalogSnapshot) a gateway that cannot reach Postgres
+//     at start serves from; Postgres is no part of it, so a database outage
+//     never has Swarm kill the gateways, which serve the keys they know.
 //   - shed.go: what keeps one customer from exhausting the gateway: an
 //     in-flight cap per key (429 too_many_inflight), a cap on the body bytes
 //     all requests in progress hold (503 overloaded), both atomics off any

@@ -93,6 +93,17 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 		rediscov: make(chan struct{}, 1), recatalog: make(chan struct{}, 1), rdb: deps.Redis,
 	}
 	g.bodies.max = opts.MaxInflightBytes
+	g.usage.log = g.log
+	g.usage.rejected = func(n int) { g.m.usageRisk.WithLabelValues("rejected").Add(float64(n)) }
+	g.usage.queued = func(n int) { g.m.usageQueue.Set(float64(n)) }
+	if opts.UsageSpool != "" {
+		unspooled := g.m.usageRisk.WithLabelValues("unspooled")
+		if err := g.usage.openSpool(opts.UsageSpool, opts.UsageSpoolBytes, unspooled.Inc); err != nil {
+			// serving without it beats a crash loop: usage is then kept in
+			// memory only, as without --usagespool
+			g.log.Error("usage spool unusable; usage kept in memory only (a kill loses up to --usageflush of it)", "err", err)
+		}
+	}
 	g.unauth = newAddrThrottle(opts.UnauthorizedRate, opts.UnauthorizedBurst, 50_000)
 	g.fleet = newFleet(g.log, g.m)
 	g.mux = http.NewServeMux()
@@ -102,9 +113,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, http.StatusNotFound, "not_found", "no such route: "+r.Method+" "+r.URL.Path)
 	})
-	if err := g.catalog.Refresh(ctx); err != nil {
-		return nil, fmt.Errorf("gateway: load model catalogue: %w", err)
-	}
+	g.catalog.snapshot = opts.CatalogSnapshot
+	g.loadCatalog(ctx)
 	g.discoverAll(ctx)
 	lctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
@@ -117,7 +127,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 	return g, nil
 }
 
-// Close stops the loops and flushes usage to Postgres.
+// Close stops the loops and flushes usage to Postgres; with a spool, what
+// the flush could not write within ctx stays there for the next gateway.
 func (g *Gateway) Close(ctx context.Context) error {
 	if !g.closed.CompareAndSwap(false, true) {
 		return nil
@@ -130,6 +141,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 	if err := g.limiter.Settle(ctx); err != nil {
 		g.log.Warn("rate limit settlement at shutdown failed", "err", err)
 	}
+	defer g.usage.closeSpool()
 	return g.FlushUsage(ctx)
 }
 
@@ -156,18 +168,60 @@ func (g *Gateway) loopCatalog(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-ct.C:
-			if err := g.catalog.Refresh(ctx); err != nil && ctx.Err() == nil {
-				g.log.Warn("model catalogue refresh failed; keeping the previous one", "err", err)
-			}
+			g.refreshCatalog(ctx)
 		case <-g.recatalog:
-			if err := g.catalog.Refresh(ctx); err != nil && ctx.Err() == nil {
-				g.log.Warn("model catalogue refresh failed; keeping the previous one", "err", err)
-			}
+			g.refreshCatalog(ctx)
 		case <-dt.C:
 		case <-g.rediscov:
 		}
 		g.discoverAll(ctx)
 	}
+}
+
+// catalogTimeout bounds one catalogue load: a Postgres that does not
+// answer must not stall the loop that also runs discovery.
+const catalogTimeout = 5 * time.Second
+
+// loadCatalog loads the catalogue at start: from Postgres, else from the
+// snapshot, else none yet (the gateway answers 503 until Postgres answers;
+// it starts anyway, so that a database outage never keeps it from serving
+// the keys it can).
+func (g *Gateway) loadCatalog(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, catalogTimeout)
+	err := g.catalog.Refresh(cctx)
+	cancel()
+	if err == nil || g.catalog.Loaded() {
+		if err != nil {
+			g.log.Warn("model catalogue snapshot not written", "err", err)
+		}
+		return
+	}
+	n, serr := g.catalog.loadSnapshot()
+	if serr != nil {
+		g.log.Warn("postgres unreachable at start and no catalogue snapshot: every model answers 503 until postgres does", "err", err, "snapshot_err", serr)
+		return
+	}
+	g.log.Warn("postgres unreachable at start: serving the catalogue snapshot until it answers", "err", err, "models", n)
+}
+
+// refreshCatalog reloads the catalogue, keeping the previous one on error.
+func (g *Gateway) refreshCatalog(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, catalogTimeout)
+	defer cancel()
+	if err := g.catalog.Refresh(cctx); err != nil && ctx.Err() == nil {
+		g.log.Warn("model catalogue refresh failed; keeping the previous one", "err", err)
+	}
+}
+
+// Ready is the gateway's readiness: it has a model catalogue (from Postgres
+// or its snapshot). Postgres itself is no part of it: with a catalogue the
+// gateway serves the keys it knows through a database outage, and a
+// healthcheck that failed on Postgres would have Swarm kill every gateway.
+func (g *Gateway) Ready(context.Context) error {
+	if !g.catalog.Loaded() {
+		return errors.New("no model catalogue yet (postgres unreachable since start, no snapshot)")
+	}
+	return nil
 }
 
 // listenDeployments reloads the catalogue as soon as the apiserver signals a
@@ -210,18 +264,31 @@ func (g *Gateway) listenDeployments(ctx context.Context, db *pgxpool.Pool) {
 	}
 }
 
+// usageBatchRetention is how long written batch ids are remembered: a
+// spooled batch replayed later than that would count twice.
+const usageBatchRetention = 30 * 24 * time.Hour
+
+// loopUsage flushes usage every UsageFlush, the first time at once (what a
+// previous gateway left in the spool), and forgets old batch ids hourly.
 func (g *Gateway) loopUsage(ctx context.Context) {
 	defer g.done.Done()
 	t := time.NewTicker(g.opts.UsageFlush)
 	defer t.Stop()
+	var pruned time.Time
 	for {
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if g.FlushUsage(fctx) == nil && time.Since(pruned) > time.Hour {
+			if err := pruneUsageBatches(fctx, g.usage.db, usageBatchRetention); err != nil && ctx.Err() == nil {
+				g.log.Warn("forgetting old usage batch ids failed", "err", err)
+			} else {
+				pruned = time.Now()
+			}
+		}
+		cancel()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_ = g.FlushUsage(fctx)
-			cancel()
 		}
 	}
 }

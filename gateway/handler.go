@@ -189,6 +189,11 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState, na
 		return nil, nil, false
 	}
 	m, ok := g.catalog.Get(name)
+	if !ok && !g.catalog.Loaded() {
+		w.Header()["Retry-After"] = retryAfterOne
+		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "the model catalogue is not loaded yet; retry")
+		return nil, nil, false
+	}
 	if !ok || (m.Private && m.Owner != k.AccountID) {
 		g.fail(w, st, http.StatusNotFound, "model_not_found", fmt.Sprintf("no deployed model %q", name))
 		return nil, nil, false
@@ -337,36 +342,36 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request, model, taskN
 	}
 	texts, single, params, err := DecodeRequest(body, g.opts.MaxTexts) // (texts are copies: the body's buffer is reused below)
 	if err != nil {
+		g.usage.Record(k, m, 0, true) // before the answer: a kill after it loses nothing (usage.go)
 		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
-		g.usage.Record(k.ID, m.ID, 0, true)
 		return
 	}
 	up := appendRuntimeRequest(*upBuf, texts, params)
 	*upBuf = up
 	res, aerr := g.forward(r, m.Name, runtimeapi.PathPredict, up, st)
 	if aerr != nil {
+		g.usage.Record(k, m, len(texts), true)
 		g.writeErr(w, st, aerr)
-		g.usage.Record(k.ID, m.ID, len(texts), true)
 		return
 	}
 	if res.status != http.StatusOK {
+		g.usage.Record(k, m, len(texts), true)
 		g.relayUpstreamError(w, st, res)
-		g.usage.Record(k.ID, m.ID, len(texts), true)
 		return
 	}
 	answers, err := translateAll(m.Task, res.body, texts)
 	if err != nil {
 		g.m.upErrors.WithLabelValues(m.Name, "bad_response").Inc()
 		g.log.Warn("malformed runtime answer", "request_id", r.Header.Get("X-Request-ID"), "model", m.Name, "err", err)
+		g.usage.Record(k, m, len(texts), true)
 		g.fail(w, st, http.StatusBadGateway, "upstream_error", "the model runtime gave a malformed answer")
-		g.usage.Record(k.ID, m.ID, len(texts), true)
 		return
 	}
 	*bodyBuf = appendAnswers((*bodyBuf)[:0], answers, single) // the body is no longer needed
+	g.usage.Record(k, m, len(texts), false)
 	st.status = http.StatusOK
 	w.Header()["Content-Type"] = jsonContentType
 	_, _ = w.Write(*bodyBuf)
-	g.usage.Record(k.ID, m.ID, len(texts), false)
 }
 
 func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request, model string) {
@@ -389,23 +394,23 @@ func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request, model strin
 	}
 	texts, err := checkInferTexts(body, g.opts.MaxTexts)
 	if err != nil {
+		g.usage.Record(k, m, 0, true)
 		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
-		g.usage.Record(k.ID, m.ID, 0, true)
 		return
 	}
 	res, aerr := g.forward(r, m.Name, runtimeapi.InferPath(m.Name), body, st)
 	if aerr != nil {
+		g.usage.Record(k, m, texts, true)
 		g.writeErr(w, st, aerr)
-		g.usage.Record(k.ID, m.ID, texts, true)
 		return
 	}
+	g.usage.Record(k, m, texts, res.status >= 400)
 	st.status = res.status
 	if res.contentType != "" {
 		w.Header().Set("Content-Type", res.contentType)
 	}
 	w.WriteHeader(res.status)
 	_, _ = w.Write(res.body)
-	g.usage.Record(k.ID, m.ID, texts, res.status >= 400)
 }
 
 // relayUpstreamError answers for a runtime's non-200: its 4xx (bad input for

@@ -121,12 +121,12 @@ func TestUsageKeptWhilePostgresDown(t *testing.T) {
 	acc := e.account("acme", "")
 	_, keyID := e.key(acc, "inference")
 	modelID := e.model("sentiment", "text-classification", 0)
-	u.Record(keyID, modelID, 2, false)
+	u.Record(&Key{ID: keyID, AccountID: acc}, &Model{ID: modelID, Name: "sentiment"}, 2, false)
 	e.db.Pool.Close()
 	if err := u.Flush(context.Background()); err == nil {
 		t.Fatal("flush on a closed pool succeeded")
 	}
-	if len(u.agg) != 1 {
+	if len(u.pending) != 1 || len(u.pending[0].rows) != 1 {
 		t.Fatal("counts dropped on a connection failure")
 	}
 	_ = http.StatusOK

@@ -18,6 +18,8 @@ type metrics struct {
 	failOpen   prometheus.Counter
 	shed       *prometheus.CounterVec // requests refused to protect the gateway, by code
 	usageFlush *prometheus.CounterVec // result
+	usageRisk  *prometheus.CounterVec // kind: rejected (rows), unspooled (requests)
+	usageQueue prometheus.Gauge       // batches not yet in Postgres
 	// autoscaling (autoscale.go)
 	held         *prometheus.GaugeVec     // model
 	holdSeconds  *prometheus.HistogramVec // model
@@ -76,6 +78,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Requests refused to protect the gateway: too_many_inflight (per key), overloaded (body bytes), too_many_unauthorized (401s per address)."}, []string{"code"}),
 		usageFlush: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_usage_flushes_total",
 			Help: "Usage flushes to Postgres by result."}, []string{"result"}),
+		usageRisk: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_usage_at_risk_total",
+			Help: "Usage not safely kept: rejected (rows Postgres refused for their data, skipped and logged, in the spool's rejected.log), unspooled (requests counted in memory only: the spool full or unwritable; a kill loses them)."}, []string{"kind"}),
+		usageQueue: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nlpswarm_gateway_usage_pending_batches",
+			Help: "Usage batches not yet written to Postgres (spooled on disk when a spool is set)."}),
 		held: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nlpswarm_gateway_held_requests",
 			Help: "Requests held while a model at zero starts a replica."}, []string{"model"}),
 		holdSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "nlpswarm_gateway_hold_seconds",
@@ -90,7 +96,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Load figures published to Redis for the autoscaler, by result."}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.added, m.upErrors, m.retries, m.inflight, m.ejections, m.replicas, m.failOpen, m.shed, m.usageFlush,
+		reg.MustRegister(m.requests, m.latency, m.added, m.upErrors, m.retries, m.inflight, m.ejections, m.replicas, m.failOpen, m.shed, m.usageFlush, m.usageRisk, m.usageQueue,
 			m.held, m.holdSeconds, m.holdRefused, m.holdTimeouts, m.wakeups, m.loadReports)
 	}
 	return m

@@ -12,7 +12,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // BlobStore keeps archives by content digest ("sha256:<hex>"). The filesystem
@@ -38,7 +40,14 @@ var ErrBadDigest = errors.New("digest must be sha256:<64 lowercase hex>")
 func ValidDigest(d string) bool { return digestRE.MatchString(d) }
 
 // FSStore is a BlobStore on a local directory: blobs/sha256/<hex>.
-type FSStore struct{ dir string }
+type FSStore struct {
+	dir string
+	// mu orders Put against the garbage collector's delete (blobgc.go): a
+	// blob Put finds already there is touched under it, so that the
+	// collector, which re-checks the age under it, never removes a blob a
+	// new version is about to reference.
+	mu sync.Mutex
+}
 
 // NewFSStore creates the store's folders under dir and empties its temp
 // folder: what an interrupted upload or validation left there (a crash, a
@@ -87,7 +96,15 @@ func (s *FSStore) Put(_ context.Context, tmpPath, digest string) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, err := os.Stat(dst); err == nil {
+		// a duplicate upload: the stored blob is young again, out of the
+		// garbage collector's reach until its version row is written
+		now := time.Now()
+		if err := os.Chtimes(dst, now, now); err != nil {
+			return fmt.Errorf("touch blob: %w", err)
+		}
 		return os.Remove(tmpPath)
 	}
 	f, err := os.Open(tmpPath)

@@ -4,7 +4,9 @@
 // and a smoke inference, run in a child process under memory, CPU-time and
 // wall-time limits without the server's environment: Isolation and
 // ServeChild), the content-addressed blob store (its temp folder emptied at
-// start), and the models / model_versions rows. It does not serve HTTP
+// start), and the models / model_versions rows. Blobs are removed only by
+// the garbage collector (blobgc.go): unreferenced, past a grace period, and
+// never on a database error. It does not serve HTTP
 // (apiserver does), does not run models (it calls a smoke test it is given)
 // and never talks to Docker.
 package modelmgr

@@ -6,6 +6,17 @@
 // through internal/deployment like a manual scale. It never serves customer
 // traffic.
 //
+// Leadership (run.go) is a lease, a row of scheduler_lease whose expiry is
+// on Postgres's clock (DefaultLeaseTTL, renewed every third of it), not a
+// session advisory lock, which a power cut of the leader's node left held
+// until Postgres's TCP noticed (about 2 h; issue 18 item 3). The row names
+// the backend of the leader's renewal connection, so a leader whose process
+// died (its connection closed) is replaced at the standby's next try, not
+// at the expiry. The leader counts its lease lost TTL after the start of its
+// last successful renewal, by its own clock, which is never later than
+// Postgres's expiry, so it stops acting before another scheduler can take
+// the lease.
+//
 // Every model service runs with least privilege (BuildSpec, whatever the
 // deployment asks): a read-only root filesystem whose only writable paths are
 // the node's artifact-cache volume and a 64 MiB tmpfs at /tmp (mode 1777);

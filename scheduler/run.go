@@ -2,58 +2,201 @@ package scheduler
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 )
 
-// leaderLockID is the Postgres advisory lock the leading scheduler holds.
-const leaderLockID = 4_242_002
+// DefaultLeaseTTL is how long the scheduler's leadership lasts without a
+// renewal: after a power cut of the leader's node another scheduler leads
+// within it (plus one poll interval).
+const DefaultLeaseTTL = 15 * time.Second
 
-// Leader holds the scheduler's advisory lock on a dedicated connection; the
-// lock is released if the connection (or the process) dies.
+// Leader holds the scheduler's lease, a row of scheduler_lease whose expiry
+// is on Postgres's clock, renewed every TTL/3 over a connection of its own
+// whose backend the row names. Another scheduler takes the lease once it
+// expired (a power cut: unlike a session advisory lock, held until
+// Postgres's TCP notices a dead client, about 2 h, a lease nobody renews runs
+// out) or once that backend is gone (the leader's process died: its
+// connection closed, so the standby need not wait for the expiry). The
+// leader counts its lease as lost TTL after the start of its last successful
+// renewal, by its own monotonic clock, never later than Postgres's expiry,
+// so it stops acting before anyone else can hold it.
 type Leader struct {
-	conn *pgxpool.Conn
+	pool   *pgxpool.Pool
+	holder string
+	ttl    time.Duration
+	conn   *pgxpool.Conn // the renewals' connection (the renewal goroutine's)
+
+	mu         sync.Mutex
+	validUntil time.Time // local: last renewal's start + ttl
+	lostErr    error
+
+	lost   context.Context // done once the lease is lost or released
+	cancel context.CancelFunc
+	done   chan struct{} // the renewal goroutine ended
 }
 
-// AcquireLeadership waits until this process holds the lock, polling every
-// interval, or ctx ends.
+// LeaseConfig tunes a lease.
+type LeaseConfig struct {
+	TTL    time.Duration // default DefaultLeaseTTL
+	Poll   time.Duration // how often a candidate tries; default TTL/5
+	Holder string        // default hostname and a random suffix
+}
+
+// AcquireLeadership waits until this process holds the lease (TTL
+// DefaultLeaseTTL), trying every interval, or ctx ends.
 func AcquireLeadership(ctx context.Context, pool *pgxpool.Pool, interval time.Duration) (*Leader, error) {
+	return AcquireLease(ctx, pool, LeaseConfig{Poll: interval})
+}
+
+// takeLease takes the lease for holder, naming this connection's backend,
+// when it is free, expired, its holder's backend is gone, or it is already
+// holder's; it returns the holder afterwards (no row: someone else's).
+const takeLease = `INSERT INTO scheduler_lease AS l (name, holder, backend_pid, expires_at)
+	VALUES ('leader', $1, pg_backend_pid(), clock_timestamp() + make_interval(secs => $2))
+	ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid, expires_at = EXCLUDED.expires_at
+	WHERE l.expires_at < clock_timestamp() OR l.holder = EXCLUDED.holder
+		OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend_pid)
+	RETURNING holder`
+
+// AcquireLease waits until this process holds the lease, or ctx ends.
+func AcquireLease(ctx context.Context, pool *pgxpool.Pool, c LeaseConfig) (*Leader, error) {
+	if c.TTL <= 0 {
+		c.TTL = DefaultLeaseTTL
+	}
+	if c.Poll <= 0 {
+		c.Poll = c.TTL / 5
+	}
+	if c.Holder == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		c.Holder = host + "-" + hex.EncodeToString(b)
+	}
+	l := &Leader{pool: pool, holder: c.Holder, ttl: c.TTL, done: make(chan struct{})}
 	for {
-		conn, err := pool.Acquire(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("leader election: %w", err)
-		}
-		var ok bool
-		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, leaderLockID).Scan(&ok); err != nil {
-			conn.Release()
-			return nil, fmt.Errorf("leader election: %w", err)
+		start := time.Now()
+		ok, err := l.try(ctx, c.Poll)
+		if err != nil && ctx.Err() != nil {
+			l.dropConn()
+			return nil, ctx.Err()
 		}
 		if ok {
-			return &Leader{conn: conn}, nil
+			l.validUntil = start.Add(c.TTL)
+			l.lost, l.cancel = context.WithCancel(context.Background())
+			go l.renew()
+			return l, nil
 		}
-		conn.Release()
+		// a Postgres that does not answer is no reason to stop waiting
 		select {
 		case <-ctx.Done():
+			l.dropConn()
 			return nil, ctx.Err()
-		case <-time.After(interval):
+		case <-time.After(c.Poll):
 		}
 	}
 }
 
-// Check reports whether the lock's connection is still alive.
-func (l *Leader) Check(ctx context.Context) error {
-	return l.conn.Ping(ctx)
+// try runs takeLease on the leader's connection (acquired when it has
+// none) within timeout.
+func (l *Leader) try(ctx context.Context, timeout time.Duration) (bool, error) {
+	qctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if l.conn == nil {
+		c, err := l.pool.Acquire(qctx)
+		if err != nil {
+			return false, fmt.Errorf("leader election: %w", err)
+		}
+		l.conn = c
+	}
+	var got string
+	err := l.conn.QueryRow(qctx, takeLease, l.holder, l.ttl.Seconds()).Scan(&got)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		l.dropConn() // a broken connection: a fresh one next time
+		return false, fmt.Errorf("leader election: %w", err)
+	}
+	return got == l.holder, nil
 }
 
-// Release gives the lock up.
+// dropConn closes the lease's connection (never back to the pool: its
+// backend is named by the lease row).
+func (l *Leader) dropConn() {
+	if l.conn != nil {
+		_ = l.conn.Hijack().Close(context.Background())
+		l.conn = nil
+	}
+}
+
+// renew extends the lease every TTL/3 until it is lost or released.
+func (l *Leader) renew() {
+	defer close(l.done)
+	every := l.ttl / 3
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.lost.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		ok, err := l.try(l.lost, every)
+		l.mu.Lock()
+		switch {
+		case ok:
+			l.validUntil = start.Add(l.ttl)
+		case err == nil:
+			l.lostErr = errors.New("the lease is held by another scheduler")
+		case !time.Now().Before(l.validUntil):
+			l.lostErr = fmt.Errorf("lease not renewed within %s: %w", l.ttl, err)
+		}
+		lost := l.lostErr != nil
+		l.mu.Unlock()
+		if lost {
+			l.cancel()
+			return
+		}
+	}
+}
+
+// Check reports whether this process still holds the lease.
+func (l *Leader) Check(context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lostErr != nil {
+		return l.lostErr
+	}
+	if !time.Now().Before(l.validUntil) {
+		return fmt.Errorf("lease not renewed within %s", l.ttl)
+	}
+	return nil
+}
+
+// Lost is done once the lease is lost (or released).
+func (l *Leader) Lost() <-chan struct{} { return l.lost.Done() }
+
+// Release gives the lease up at once, so that another scheduler need not
+// wait for it to run out.
 func (l *Leader) Release() {
-	_, _ = l.conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, leaderLockID)
-	l.conn.Release()
+	l.cancel()
+	<-l.done
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, _ = l.pool.Exec(ctx, `DELETE FROM scheduler_lease WHERE name = 'leader' AND holder = $1`, l.holder)
+	l.dropConn()
 }
 
 // Loop reconciles on every NOTIFY and every resync interval until ctx ends
@@ -89,8 +232,16 @@ func (r *Reconciler) Loop(ctx context.Context, leader *Leader, resync time.Durat
 			wait = min(resync, time.Second)
 		}
 		wctx, cancel := context.WithTimeout(ctx, wait)
+		stop := context.AfterFunc(leader.lost, cancel) // a lost lease ends the wait
 		_, werr := listen.Conn().WaitForNotification(wctx)
+		stop()
 		cancel()
+		if leader.lost.Err() != nil && ctx.Err() == nil {
+			if err := leader.Check(ctx); err != nil {
+				return fmt.Errorf("lost leadership: %w", err)
+			}
+			return errors.New("lost leadership: lease released")
+		}
 		if ctx.Err() != nil {
 			return nil
 		}

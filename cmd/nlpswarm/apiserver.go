@@ -24,7 +24,9 @@ type apiserverConfig struct {
 	LogLevel string    `description:"log level: debug, info, warn, error"`
 	DB       pg.Config `description:"Postgres"`
 	Store    struct {
-		Dir string `description:"blob store directory (content-addressed archives)"`
+		Dir        string        `description:"blob store directory (content-addressed archives)"`
+		GCGrace    time.Duration `description:"a blob no version references is removed once this old (stored, or last uploaded again, this long ago); a database error never removes one"`
+		GCInterval time.Duration `description:"how often unreferenced blobs are looked for"`
 	} `description:"model blob store"`
 	Admin struct {
 		TokenFile string `description:"file holding the admin bearer token (a Docker secret)"`
@@ -63,6 +65,7 @@ func runAPIServer(ctx context.Context, args []string) error {
 	cfg := &apiserverConfig{Options: httpserver.Defaults(":8081"), LogLevel: "info", DB: pg.DefaultConfig(), Migrate: true}
 	cfg.MigrateDB = pg.Config{MaxConns: 2, ConnTimeout: cfg.DB.ConnTimeout}
 	cfg.Store.Dir = "/var/lib/nlpswarm/store"
+	cfg.Store.GCGrace, cfg.Store.GCInterval = 24*time.Hour, 10*time.Minute
 	cfg.Scheduler.URL = "http://scheduler:8082"
 	cfg.Admin.TokenFile = "/run/secrets/admin_token"
 	cfg.Internal.TokenFile = "/run/secrets/internal_token"
@@ -109,6 +112,9 @@ func runAPIServer(ctx context.Context, args []string) error {
 			return err
 		}
 		defer rc.Close()
+	}
+	if cfg.Store.GCGrace > 0 && cfg.Store.GCInterval > 0 {
+		go modelmgr.RunBlobGC(ctx, store, &modelmgr.Registry{DB: pool}, cfg.Store.GCGrace, cfg.Store.GCInterval, log)
 	}
 	reg := httpserver.NewRegistry()
 	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})

@@ -28,6 +28,10 @@ type gatewayConfig struct {
 	MemoryLimitPercent int   `description:"share of the container's cgroup memory limit (memory.max, or v1's memory.limit_in_bytes) given to the Go runtime as its memory limit"`
 }
 
+// gatewayFinalFlush bounds the work after the server stopped (see
+// defaultGatewayConfig).
+const gatewayFinalFlush = 5 * time.Second
+
 func init() {
 	register(command{Name: "gateway", Summary: "customer inference API: keys, limits, balancing across model replicas", Role: true, Run: runGateway})
 }
@@ -37,8 +41,14 @@ func defaultGatewayConfig() *gatewayConfig {
 	// before passing without limits (fail-open)
 	r := rdb.DefaultConfig()
 	r.Timeout = 500 * time.Millisecond
+	// the whole shutdown fits in the stack's stop_grace_period (30s): drain
+	// delay (2s), in-flight requests (at most 20s), then the last rate limit
+	// settlement and usage flush (gatewayFinalFlush); what that flush cannot
+	// write stays in the usage spool for the next gateway
+	opts := httpserver.Defaults(":8080")
+	opts.ShutdownTimeout = 20 * time.Second
 	return &gatewayConfig{
-		Options: httpserver.Defaults(":8080"), Config: gateway.DefaultConfig(), LogLevel: "info",
+		Options: opts, Config: gateway.DefaultConfig(), LogLevel: "info",
 		DB: pg.DefaultConfig(), Redis: r, GCPercent: 400, MemoryLimitPercent: 80,
 	}
 }
@@ -82,7 +92,9 @@ func runGateway(ctx context.Context, args []string) error {
 	}
 	defer rc.Close()
 
-	pool, err := pg.Connect(ctx, cfg.DB)
+	// Postgres may be down at start: the gateway serves from its catalogue
+	// snapshot and cached keys meanwhile (gateway.New)
+	pool, err := pg.Open(ctx, cfg.DB)
 	if err != nil {
 		return err
 	}
@@ -99,9 +111,12 @@ func runGateway(ctx context.Context, args []string) error {
 		return err
 	}
 	log.Info("gateway ready", "discovery", cfg.Discovery, "balancer", cfg.Balancer)
-	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})
+	// readiness is what the gateway itself needs (a catalogue), never
+	// Postgres: Swarm's healthcheck would kill every gateway in a database
+	// outage (issue 18 item 1)
+	health := httpserver.NewHealth(httpserver.Check{Name: "catalogue", Fn: gw.Ready})
 	serr := serve(ctx, log, cfg.Options, gw, health, reg)
-	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	fctx, fcancel := context.WithTimeout(context.Background(), gatewayFinalFlush)
 	defer fcancel()
 	if err := gw.Close(fctx); err != nil {
 		log.Error("final usage flush failed", "err", err)

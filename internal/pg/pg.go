@@ -43,27 +43,13 @@ func Redacted(raw string) string {
 
 // Connect opens a pool and waits until Postgres answers or ConnTimeout ends.
 func Connect(ctx context.Context, c Config) (*pgxpool.Pool, error) {
-	pc, err := pgxpool.ParseConfig(c.URL)
+	pool, err := Open(ctx, c)
 	if err != nil {
-		return nil, fmt.Errorf("postgres URL %s: invalid", Redacted(c.URL))
-	}
-	if c.PasswordFile != "" {
-		pw, err := secret.Read("postgres password", c.PasswordFile)
-		if err != nil {
-			return nil, err
-		}
-		pc.ConnConfig.Password = pw
-	}
-	if c.MaxConns > 0 {
-		pc.MaxConns = c.MaxConns
+		return nil, err
 	}
 	timeout := c.ConnTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pc)
-	if err != nil {
-		return nil, fmt.Errorf("postgres %s: %w", Redacted(c.URL), err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -79,6 +65,31 @@ func Connect(ctx context.Context, c Config) (*pgxpool.Pool, error) {
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
+}
+
+// Open opens a pool without waiting for Postgres: its connections are made
+// as queries need them, so a role that can work without Postgres for a while
+// (the gateway, on its caches) starts while Postgres is down.
+func Open(ctx context.Context, c Config) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(c.URL)
+	if err != nil {
+		return nil, fmt.Errorf("postgres URL %s: invalid", Redacted(c.URL))
+	}
+	if c.PasswordFile != "" {
+		pw, err := secret.Read("postgres password", c.PasswordFile)
+		if err != nil {
+			return nil, err
+		}
+		pc.ConnConfig.Password = pw
+	}
+	if c.MaxConns > 0 {
+		pc.MaxConns = c.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("postgres %s: %w", Redacted(c.URL), err)
+	}
+	return pool, nil
 }
 
 func firstLine(err error) string {
