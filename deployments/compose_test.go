@@ -101,7 +101,7 @@ func TestStackServices(t *testing.T) {
 		"redis":      {constraint: "node.labels.type == database", secrets: []string{"redis_password"}},
 		"apiserver":  {constraint: "node.labels.type == database", secrets: []string{"db_password", "db_password_apiserver", "admin_token", "internal_token"}},
 		"scheduler":  {constraint: "node.role == manager", secrets: []string{"db_password_scheduler", "redis_password"}},
-		"gateway":    {secrets: []string{"db_password_gateway", "redis_password"}, hostPort: 8080},
+		"gateway":    {secrets: []string{"db_password_gateway", "redis_password", "gateway_key_secret"}, hostPort: 8080},
 		"agent":      {constraint: "node.labels.type == machine-learning", secrets: []string{"db_password_agent"}, global: true},
 		"prometheus": {constraint: "node.role == manager"},
 	}
