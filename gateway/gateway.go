@@ -94,7 +94,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 	}
 	g := &Gateway{
 		opts: opts, log: deps.Log, catalog: newCatalog(deps.DB), keys: newKeyStore(deps.DB, opts.KeyCacheTTL, deps.Redis, opts.RedisPrefix, deps.KeySecret),
-		limiter: newLimiter(deps.Redis, opts.RedisPrefix, opts.LimitSync), usage: newUsage(deps.DB),
+		limiter: newLimiter(deps.Redis, deps.DB, opts.RedisPrefix, opts.LimitSync), usage: newUsage(deps.DB),
 		policy: deps.Policy, upstream: newUpstreamClient(opts.Upstream, dial, opts.IdleConnTimeout), m: newMetrics(deps.Registry),
 		discovery: discoveryProvider{disc: deps.Discovery, log: deps.Log}, prober: &prober{client: &http.Client{Transport: tr}},
 		rediscov: make(chan struct{}, 1), recatalog: make(chan struct{}, 1), rdb: deps.Redis,
