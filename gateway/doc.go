@@ -31,7 +31,10 @@
 //     limits and quotas, usage metering, the model catalogue, metrics.
 //     The key cache is two: valid keys, and unknown or revoked hashes
 //     (bounded, short-lived), so that a flood of unknown keys never evicts
-//     a valid one.
+//     a valid one. Verdicts shared through Redis are sealed (HMAC-SHA256
+//     under a secret only gateways hold): Redis is not trusted with them.
+//     A quota count Redis lost is seeded again from the month's usage in
+//     Postgres.
 //   - shed.go: what keeps one customer from exhausting the gateway: an
 //     in-flight cap per key (429 too_many_inflight), a cap on the body bytes
 //     all requests in progress hold (503 overloaded), both atomics off any
