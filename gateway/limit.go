@@ -307,7 +307,7 @@ type settlement struct {
 	qFloor   int64 // the count this gateway knew (-1: none)
 	rateRes  *redis_rate.Result
 	quotaCmd *redis.Cmd
-	qDone    bool  // counted in Redis: qVal is the count
+	qDone    bool // counted in Redis: qVal is the count
 	qVal     int64
 }
 
