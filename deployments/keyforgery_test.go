@@ -91,4 +91,11 @@ func TestKeyVerdictForgeryInStack(t *testing.T) {
 		t.Fatalf("the real key under a forged negative verdict: %d %s, want 404 (authenticated)", code, body)
 	}
 	t.Logf("minted key refused (401), forged entry replaced by a sealed verdict; a forged \"no such key\" did not block the real key")
+	// the gateway and the scheduler (its autoscaler waits on wake-ups every
+	// second) ran as their own Redis users without a refused command
+	for _, svc := range []string{"nlp_gateway", "nlp_scheduler"} {
+		if logs := sh(time.Minute, nil, "docker", "service", "logs", svc); strings.Contains(logs, "NOPERM") {
+			t.Fatalf("%s was refused a Redis command:\n%s", svc, logs)
+		}
+	}
 }
