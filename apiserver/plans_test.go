@@ -96,11 +96,12 @@ func TestAccountPlanAndRevokeByPrefix(t *testing.T) {
 
 // TestAccountDetailReadsTheGatewaysCounts writes what a gateway writes for a
 // key (its quota count and its GCRA state, under internal/limitkeys' names)
-// into the real Redis and reads it back through GET /api/v1/accounts/{id}.
+// into the real Redis and reads it back through GET /api/v1/accounts/{id},
+// logged in as the apiserver's own ACL user (roles.acl): reads only.
 func TestAccountDetailReadsTheGatewaysCounts(t *testing.T) {
 	e := newEnv(t)
 	rc, prefix := rdbtest.New(t)
-	e.cfg.Redis, e.cfg.RedisPrefix = rc, prefix
+	e.cfg.Redis, e.cfg.RedisPrefix = rdbtest.Role(t, rc, prefix, "apiserver"), prefix
 	e.start()
 	_, acc := e.do("POST", "/api/v1/accounts", adminTok, map[string]any{"name": "acme"}) // free: 2/s, burst 10, 10000 a month
 	id := int(acc["id"].(float64))

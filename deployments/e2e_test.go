@@ -2,7 +2,6 @@ package deployments
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -37,54 +36,7 @@ func TestEndToEnd(t *testing.T) {
 	if _, err := os.Stat(fixtures); err != nil {
 		t.Skipf("fixtures absent: %v", err)
 	}
-	for _, port := range []string{"8080", "8081", "9090"} {
-		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, 200*time.Millisecond); err == nil {
-			c.Close()
-			t.Skipf("port %s is taken (a stack already up?); make down first", port)
-		}
-	}
-	state := filepath.Join(root, ".state")
-	sh := func(timeout time.Duration, env []string, name string, args ...string) string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, name, args...)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), env...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-		}
-		return string(out)
-	}
-	// start clean: no stack, no volumes left from an earlier run
-	t.Log(sh(5*time.Minute, nil, "make", "-s", "down", "VOLUMES=1"))
-	start := time.Now()
-	t.Log(sh(15*time.Minute, nil, "make", "-s", "up"))
-	t.Logf("make up took %s", time.Since(start).Round(time.Second))
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := exec.Command("docker", "service", "ps", "--no-trunc", "nlp-sentiment").CombinedOutput()
-			t.Logf("nlp-sentiment tasks:\n%s", out)
-			for _, svc := range []string{"nlp_scheduler", "nlp_gateway", "nlp_apiserver", "nlp-sentiment"} {
-				out, _ := exec.Command("docker", "service", "logs", "--tail", "30", svc).CombinedOutput()
-				t.Logf("%s logs:\n%s", svc, out)
-			}
-		}
-		cmd := exec.Command("make", "-s", "down", "VOLUMES=1")
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		t.Logf("make down: %v %s", err, out)
-	})
-	token, err := os.ReadFile(filepath.Join(state, "admin_token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"NLPSWARM_SERVER=http://127.0.0.1:8081", "NLPSWARM_TOKEN=" + strings.TrimSpace(string(token))}
-	cli := func(args ...string) string {
-		t.Helper()
-		return sh(5*time.Minute, env, filepath.Join(root, "bin", "nlpswarm"), args...)
-	}
+	sh, cli, token := upStack(t, root, "nlp_scheduler", "nlp_gateway", "nlp_apiserver", "nlp-sentiment")
 	// a plan generous enough that the load loop below measures failures, not 429s
 	planReq, _ := http.NewRequest("POST", "http://127.0.0.1:8081/api/v1/plans", strings.NewReader(`{"name":"e2e-load","requests_per_second":100000,"burst":100000}`))
 	planReq.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
@@ -453,11 +405,11 @@ func checkSurfaces(t *testing.T, sh func(time.Duration, []string, string, ...str
 	}
 	// the gateway wrote its rate-limit and key-cache entries through the password
 	n := sh(time.Minute, nil, "docker", "exec", "-e", "REDISCLI_AUTH_FILE=/run/secrets/redis_password", redis, "sh", "-c",
-		`REDISCLI_AUTH=$(cat $REDISCLI_AUTH_FILE) redis-cli DBSIZE`)
+		`REDISCLI_AUTH=$(cat $REDISCLI_AUTH_FILE) redis-cli --user ops DBSIZE`)
 	if strings.TrimSpace(n) == "0" || strings.TrimSpace(n) == "" {
 		t.Fatalf("redis holds no key after traffic (%q): do the gateway's writes get through?", n)
 	}
-	out, _ = exec.Command("docker", "exec", redis, "sh", "-c", `REDISCLI_AUTH=$(cat /run/secrets/redis_password) redis-cli CONFIG SET dir /tmp`).CombinedOutput()
+	out, _ = exec.Command("docker", "exec", redis, "sh", "-c", `REDISCLI_AUTH=$(cat /run/secrets/redis_password) redis-cli --user ops CONFIG SET dir /tmp`).CombinedOutput()
 	if !strings.Contains(string(out), "NOPERM") {
 		t.Fatalf("CONFIG SET with the clients' password: %s", out)
 	}

@@ -98,9 +98,10 @@ func TestNetworksSegmented(t *testing.T) {
 	}
 }
 
-// Finding 4 (the stack's side): Redis takes a password, which the gateway,
-// the scheduler and the apiserver (account pages) present, and has a memory
-// cap with a policy.
+// Finding 4 (the stack's side): Redis's default user is off; the gateway,
+// the scheduler and the apiserver (account pages) log in as their own ACL users (roles.acl, tested in
+// TestGatewayRedisRole and TestSchedulerRedisRole); none holds the ops
+// user's password; there is a memory cap with a policy.
 func TestRedisRequiresAPassword(t *testing.T) {
 	c := load(t)
 	r := c.Services["redis"]
@@ -112,15 +113,21 @@ func TestRedisRequiresAPassword(t *testing.T) {
 	}
 	for _, name := range []string{"gateway", "scheduler", "apiserver"} {
 		s := c.Services[name]
-		if flag(s.Command, "redis.passwordfile") != "/run/secrets/redis_password" || !contains(s.Secrets, "redis_password") {
-			t.Errorf("%s does not present the Redis password: %v", name, s.Command)
+		if flag(s.Command, "redis.username") != name || flag(s.Command, "redis.passwordfile") != "/run/secrets/redis_password_"+name ||
+			!contains(s.Secrets, "redis_password_"+name) || !contains(r.Secrets, "redis_password_"+name) {
+			t.Errorf("%s does not log into Redis as its own user: %v", name, s.Command)
+		}
+	}
+	for name, s := range c.Services {
+		if name != "redis" && contains(s.Secrets, "redis_password") {
+			t.Errorf("%s holds the Redis ops user's password", name)
 		}
 	}
 	entry, err := os.ReadFile(filepath.Join("images", "redis", "entrypoint.sh"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"REDIS_PASSWORD_FILE:?", "aclfile", "-@dangerous", "maxmemory $REDIS_MAXMEMORY", "protected-mode yes"} {
+	for _, want := range []string{"REDIS_PASSWORD_FILE:?", "aclfile", "-@dangerous", "maxmemory $REDIS_MAXMEMORY", "protected-mode yes", "user default off", "roles.acl"} {
 		if !strings.Contains(string(entry), want) {
 			t.Errorf("redis entrypoint lacks %q", want)
 		}

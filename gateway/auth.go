@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -50,10 +53,19 @@ const (
 // per key and TTL, not N times), then Postgres. Each cache keeps an answer
 // for at most ttl (2 s), so a revoked key stops working within 2 × ttl plus
 // the query time. Only the key's hash and its plan are cached, never the key.
+//
+// Redis is not trusted with verdicts (issue 17 finding 4): whoever can write
+// it could otherwise mint a key for any account or block a real one. Each
+// verdict there is sealed with HMAC-SHA256 under a secret only the gateways
+// hold (sealVerdict), bound to the key's hash and to its expiry time; an
+// entry that does not open (forged, tampered, moved to another hash, kept
+// past its expiry) is ignored and the key is asked of Postgres. Without a
+// secret the gateway neither reads nor writes verdicts in Redis.
 type KeyStore struct {
 	db        *pgxpool.Pool
 	ttl       time.Duration
-	rdb       *redis.Client // optional
+	rdb       *redis.Client // optional; nil without a MAC secret too
+	mac       []byte        // the verdicts' HMAC key
 	prefix    string
 	redisDown cooldown
 
@@ -77,14 +89,65 @@ const staleIfError = 5 * time.Minute
 // keyQueryTimeout bounds one key lookup in Postgres.
 const keyQueryTimeout = 2 * time.Second
 
-func newKeyStore(db *pgxpool.Pool, ttl time.Duration, rdb *redis.Client, prefix string) *KeyStore {
-	return &KeyStore{db: db, ttl: ttl, rdb: rdb, prefix: prefix, cache: map[string]keyEntry{},
+// MinKeyCacheSecret is the shortest secret that seals key verdicts in Redis.
+const MinKeyCacheSecret = 32
+
+// newKeyStore shares verdicts through rdb only when mac, the secret that
+// seals them, is given.
+func newKeyStore(db *pgxpool.Pool, ttl time.Duration, rdb *redis.Client, prefix string, mac []byte) *KeyStore {
+	if len(mac) == 0 {
+		rdb = nil
+	}
+	return &KeyStore{db: db, ttl: ttl, rdb: rdb, mac: mac, prefix: prefix, cache: map[string]keyEntry{},
 		negative: map[string]time.Time{}, inflight: map[int64]*atomic.Int32{}}
 }
 
-// cachedKey is a KeyStore answer as Redis holds it (Key nil: no such key).
+// cachedKey is a KeyStore answer as Redis holds it (Key nil: no such key),
+// valid until Expires (Unix milliseconds).
 type cachedKey struct {
-	Key *Key `json:"key"`
+	Key     *Key  `json:"key"`
+	Expires int64 `json:"exp"`
+}
+
+// verdictDomain separates these MACs from any other use of the secret.
+const verdictDomain = "nlpswarm key verdict v1\n"
+
+func verdictMAC(secret []byte, h string, payload []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(verdictDomain))
+	m.Write([]byte(hex.EncodeToString([]byte(h))))
+	m.Write([]byte{'\n'})
+	m.Write(payload)
+	return m.Sum(nil)
+}
+
+// sealVerdict is the Redis value of verdict k (nil: no such key) for hash h,
+// valid until expires: hex(HMAC) "." JSON, the MAC over the hash and the JSON.
+func sealVerdict(secret []byte, h string, k *Key, expires time.Time) []byte {
+	payload, _ := json.Marshal(cachedKey{Key: k, Expires: expires.UnixMilli()})
+	mac := verdictMAC(secret, h, payload)
+	out := make([]byte, 0, 2*len(mac)+1+len(payload))
+	out = hex.AppendEncode(out, mac)
+	out = append(out, '.')
+	return append(out, payload...)
+}
+
+// openVerdict checks a Redis value against hash h at now: ok only when its
+// MAC is right and it has not expired.
+func openVerdict(secret []byte, h string, v []byte, now time.Time) (k *Key, ok bool) {
+	macHex, payload, found := bytes.Cut(v, []byte{'.'})
+	if !found || len(secret) == 0 || len(macHex) != 2*sha256.Size {
+		return nil, false
+	}
+	mac := make([]byte, sha256.Size)
+	if _, err := hex.Decode(mac, macHex); err != nil || !hmac.Equal(mac, verdictMAC(secret, h, payload)) {
+		return nil, false
+	}
+	var c cachedKey
+	if json.Unmarshal(payload, &c) != nil || now.UnixMilli() >= c.Expires {
+		return nil, false
+	}
+	return c.Key, true
 }
 
 func (s *KeyStore) redisKey(h string) string {
@@ -109,11 +172,9 @@ func (s *KeyStore) fromRedis(ctx context.Context, h string) (k *Key, ok bool) {
 		}
 		return nil, false
 	}
-	var c cachedKey
-	if json.Unmarshal(b, &c) != nil {
-		return nil, false
-	}
-	return c.Key, true
+	// a forged or stale entry is as good as none: Postgres decides, and
+	// its answer overwrites the entry
+	return openVerdict(s.mac, h, b, time.Now())
 }
 
 // toRedis shares an answer from Postgres with the other gateways.
@@ -121,7 +182,7 @@ func (s *KeyStore) toRedis(ctx context.Context, h string, k *Key) {
 	if !s.useRedis() {
 		return
 	}
-	b, _ := json.Marshal(cachedKey{Key: k})
+	b := sealVerdict(s.mac, h, k, time.Now().Add(s.ttl))
 	ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
 	if err := s.rdb.Set(ctx, s.redisKey(h), b, s.ttl).Err(); err != nil {

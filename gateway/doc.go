@@ -42,7 +42,10 @@
 //     limits and quotas, usage metering, the model catalogue, metrics.
 //     The key cache is two: valid keys, and unknown or revoked hashes
 //     (bounded, short-lived), so that a flood of unknown keys never evicts
-//     a valid one.
+//     a valid one. Verdicts shared through Redis are sealed (HMAC-SHA256
+//     under a secret only gateways hold): Redis is not trusted with them.
+//     A quota count Redis lost is seeded again from the month's usage in
+//     Postgres.
 //   - usage.go, usagespool.go: usage metering that loses nothing. Each
 //     request is counted before its answer is written and, with
 //     Config.UsageSpool, copied into a memory-mapped journal on a volume

@@ -26,6 +26,10 @@ type Deps struct {
 	Policy    Policy        // the one Config.Balancer names when nil
 	Log       *slog.Logger
 	Registry  prometheus.Registerer // optional
+	// KeySecret seals the key verdicts the gateways share in Redis
+	// (HMAC-SHA256, at least MinKeyCacheSecret bytes); without it verdicts
+	// stay out of Redis and each gateway asks Postgres itself
+	KeySecret []byte
 }
 
 // Gateway is an http.Handler serving the customer API.
@@ -74,6 +78,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
+	if n := len(deps.KeySecret); n > 0 && n < MinKeyCacheSecret {
+		return nil, fmt.Errorf("gateway: key cache secret of %d bytes: at least %d", n, MinKeyCacheSecret)
+	}
 	if deps.Policy == nil {
 		deps.Policy = opts.policy
 	}
@@ -86,8 +93,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 		DisableCompression:  true,
 	}
 	g := &Gateway{
-		opts: opts, log: deps.Log, catalog: newCatalog(deps.DB), keys: newKeyStore(deps.DB, opts.KeyCacheTTL, deps.Redis, opts.RedisPrefix),
-		limiter: newLimiter(deps.Redis, opts.RedisPrefix, opts.LimitSync), usage: newUsage(deps.DB),
+		opts: opts, log: deps.Log, catalog: newCatalog(deps.DB), keys: newKeyStore(deps.DB, opts.KeyCacheTTL, deps.Redis, opts.RedisPrefix, deps.KeySecret),
+		limiter: newLimiter(deps.Redis, deps.DB, opts.RedisPrefix, opts.LimitSync), usage: newUsage(deps.DB),
 		policy: deps.Policy, upstream: newUpstreamClient(opts.Upstream, dial, opts.IdleConnTimeout), m: newMetrics(deps.Registry),
 		discovery: discoveryProvider{disc: deps.Discovery, log: deps.Log}, prober: &prober{client: &http.Client{Transport: tr}},
 		rediscov: make(chan struct{}, 1), recatalog: make(chan struct{}, 1), rdb: deps.Redis,

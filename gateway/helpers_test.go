@@ -235,7 +235,7 @@ func (e *env) startWith(opts Config, disc Discoverer) *Gateway {
 	if opts.Upstream == "" {
 		opts.Upstream = e.upstream
 	}
-	deps := Deps{DB: e.db.Pool, Discovery: disc, Registry: e.reg, Log: e.log}
+	deps := Deps{DB: e.db.Pool, Discovery: disc, Registry: e.reg, Log: e.log, KeySecret: testKeySecret}
 	if e.rdb != nil {
 		deps.Redis = e.rdb
 	}

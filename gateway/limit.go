@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
@@ -32,12 +33,20 @@ import (
 // before the settlement stops them. The quota's count is read from Redis
 // once per key and month, then kept up to date by the settlements.
 //
+// The quota's count survives Redis losing it (a restart: Redis keeps no
+// data; a flush; an eviction): a count missing in Redis is seeded from the
+// month's metered requests in Postgres (the usage table), or from what this
+// gateway last knew when that is more, before it is counted on. What it can
+// miss is the requests not yet flushed to Postgres by other gateways
+// (--usageflush, 10 s of traffic) when Redis lost the count.
+//
 // When Redis fails the gateway keeps enforcing the local buckets, lets
 // requests through that only Redis could refuse (fail-open: the verdict says
 // so), skips Redis for a second, and settles what it admitted meanwhile once
 // Redis answers again.
 type Limiter struct {
 	rdb    *redis.Client
+	db     *pgxpool.Pool // optional: the usage a lost quota count is seeded from
 	gcra   *redis_rate.Limiter
 	prefix string
 	now    func() time.Time
@@ -47,6 +56,7 @@ type Limiter struct {
 	keys map[int64]*keyLimit
 
 	redisDown cooldown
+	pgDown    cooldown // the usage query failed: no seeding for a second
 }
 
 // DefaultLimitSync is how often admitted requests are settled with Redis.
@@ -79,14 +89,14 @@ type Verdict struct {
 	Err        error
 }
 
-func newLimiter(rdb *redis.Client, prefix string, syncEvery time.Duration) *Limiter {
+func newLimiter(rdb *redis.Client, db *pgxpool.Pool, prefix string, syncEvery time.Duration) *Limiter {
 	if rdb == nil {
 		return nil
 	}
 	if syncEvery <= 0 {
 		syncEvery = DefaultLimitSync
 	}
-	return &Limiter{rdb: rdb, gcra: redis_rate.NewLimiter(rdb), prefix: prefix, now: time.Now, sync: syncEvery, keys: map[int64]*keyLimit{}}
+	return &Limiter{rdb: rdb, db: db, gcra: redis_rate.NewLimiter(rdb), prefix: prefix, now: time.Now, sync: syncEvery, keys: map[int64]*keyLimit{}}
 }
 
 // planLimit turns a fractional requests-per-second into redis_rate's integer
@@ -153,14 +163,18 @@ func (l *Limiter) Allow(ctx context.Context, k *Key) Verdict {
 		if month := limitkeys.Month(utc); st.month != month {
 			st.month, st.used, st.qPending, st.qFlight = month, -1, 0, 0
 		}
-		if st.used < 0 && !l.redisDown.active() {
+		if st.used < 0 && !l.redisDown.active() && !l.pgDown.active() {
 			used, err := l.rdb.Get(ctx, l.quotaKey(k.ID, st.month)).Int64()
 			switch {
-			case err == nil || errors.Is(err, redis.Nil):
-				st.used = used
-			default:
+			case errors.Is(err, redis.Nil): // lost, or the key's first request this month
+				used, err = l.seedQuota(ctx, k.ID, st.month, 0, 0)
+			case err != nil:
 				l.redisDown.trip(err)
+			}
+			if err != nil {
 				v.FailOpen, v.Err = true, err
+			} else {
+				st.used = used
 			}
 		}
 		if st.used >= 0 && st.used+st.qFlight+st.qPending >= k.Quota {
@@ -197,6 +211,72 @@ func (l *Limiter) quotaKey(id int64, month string) string {
 	return limitkeys.QuotaKey(l.prefix, id, month)
 }
 
+// quotaTTL keeps a month's count a few days past the month.
+const quotaTTL = 35 * 24 * time.Hour
+
+// usageQueryTimeout bounds the query that seeds a lost quota count.
+const usageQueryTimeout = time.Second
+
+// monthUsage is the requests of key id metered in Postgres for month
+// (YYYYMM, UTC); 0 without Postgres.
+func (l *Limiter) monthUsage(ctx context.Context, id int64, month string) (int64, error) {
+	if l.db == nil {
+		return 0, nil
+	}
+	start, err := time.Parse("200601", month)
+	if err != nil {
+		return 0, fmt.Errorf("quota month %q: %w", month, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, usageQueryTimeout)
+	defer cancel()
+	var n int64
+	err = l.db.QueryRow(ctx, `SELECT COALESCE(SUM(requests), 0)::bigint FROM usage
+		WHERE api_key_id = $1 AND day >= $2::date AND day < $3::date`,
+		id, start, start.AddDate(0, 1, 0)).Scan(&n)
+	if err != nil {
+		l.pgDown.trip(err)
+		return 0, fmt.Errorf("seed quota of key %d from usage: %w", id, err)
+	}
+	return n, nil
+}
+
+// seedQuota writes key id's count for month into Redis where it is missing:
+// the month's usage in Postgres or floor (what this gateway knew), whichever
+// is more, plus add (requests being settled). When another gateway seeded it
+// first, add goes on top of that. It returns the count in Redis.
+func (l *Limiter) seedQuota(ctx context.Context, id int64, month string, floor, add int64) (int64, error) {
+	n, err := l.monthUsage(ctx, id, month)
+	if err != nil {
+		return 0, err
+	}
+	n = max(n, floor) + add
+	key := l.quotaKey(id, month)
+	set, err := l.rdb.SetNX(ctx, key, n, quotaTTL).Result()
+	switch {
+	case err != nil:
+	case set:
+		return n, nil
+	case add == 0:
+		n, err = l.rdb.Get(ctx, key).Int64()
+	default:
+		n, err = l.rdb.IncrBy(ctx, key, add).Result()
+	}
+	if err != nil {
+		l.redisDown.trip(err)
+		return 0, fmt.Errorf("seed quota of key %d: %w", id, err)
+	}
+	return n, nil
+}
+
+// quotaIncr adds ARGV[1] to an existing count and renews its TTL (ARGV[2]
+// seconds); a missing count (Redis lost it) is left alone and answers -1,
+// for seedQuota.
+var quotaIncr = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return n`)
+
 func (l *Limiter) rateKey(id int64) string { return limitkeys.RateKey(l.prefix, id) }
 
 // Run settles with Redis every sync interval until ctx ends.
@@ -227,8 +307,11 @@ type settlement struct {
 	n        int
 	month    string
 	qn       int64
+	qFloor   int64 // the count this gateway knew (-1: none)
 	rateRes  *redis_rate.Result
-	quotaCmd *redis.IntCmd
+	quotaCmd *redis.Cmd
+	qDone    bool // counted in Redis: qVal is the count
+	qVal     int64
 }
 
 // Settle tells Redis what this gateway admitted since the last call and
@@ -243,7 +326,7 @@ func (l *Limiter) Settle(ctx context.Context) error {
 	for id, st := range l.keys {
 		st.mu.Lock()
 		if st.pending > 0 || st.qPending > 0 {
-			work = append(work, &settlement{id: id, st: st, rps: st.rps, burst: st.burst, n: st.pending, month: st.month, qn: st.qPending})
+			work = append(work, &settlement{id: id, st: st, rps: st.rps, burst: st.burst, n: st.pending, month: st.month, qn: st.qPending, qFloor: st.used})
 			// still counted while Redis answers: a request admitted meanwhile
 			// sees them, or the quota could be passed by a settlement's worth
 			st.qFlight += st.qPending
@@ -284,12 +367,12 @@ func (l *Limiter) Settle(ctx context.Context) error {
 		}
 		switch {
 		case w.qn == 0:
-		case w.quotaCmd == nil || w.quotaCmd.Err() != nil:
+		case !w.qDone:
 			if w.st.month == w.month {
 				w.st.qPending += w.qn
 			}
 		case w.st.month == w.month:
-			w.st.used = w.quotaCmd.Val()
+			w.st.used = w.qVal
 		}
 		w.st.mu.Unlock()
 	}
@@ -305,15 +388,30 @@ func (l *Limiter) settle(ctx context.Context, work []*settlement) error {
 		}
 	}
 	if len(quotas) > 0 {
-		if _, err := l.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		// each script counts on its own: the answers are read one by one,
+		// so that a count Redis made is never counted again
+		_, _ = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, w := range quotas {
-				key := l.quotaKey(w.id, w.month)
-				w.quotaCmd = p.IncrBy(ctx, key, w.qn)
-				p.Expire(ctx, key, 35*24*time.Hour)
+				w.quotaCmd = quotaIncr.Eval(ctx, p, []string{l.quotaKey(w.id, w.month)}, w.qn, int64(quotaTTL/time.Second))
 			}
 			return nil
-		}); err != nil {
-			return fmt.Errorf("settle quotas: %w", err)
+		})
+		var first error
+		for _, w := range quotas {
+			n, err := w.quotaCmd.Int64()
+			if err == nil && n < 0 { // lost: seed it again, this settlement on top
+				n, err = l.seedQuota(ctx, w.id, w.month, max(w.qFloor, 0), w.qn)
+			}
+			if err != nil {
+				if first == nil {
+					first = fmt.Errorf("settle quota of key %d: %w", w.id, err)
+				}
+				continue
+			}
+			w.qDone, w.qVal = true, n
+		}
+		if first != nil {
+			return first
 		}
 	}
 	// rate limits: the GCRA script per key. The requests of one interval

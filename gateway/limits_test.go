@@ -142,7 +142,7 @@ func TestRateLimitSharedAcrossGateways(t *testing.T) {
 	const rps, burst = 20, 5
 	key := &Key{ID: 42, RPS: rps, Burst: burst}
 	sync := 20 * time.Millisecond
-	a, b := newLimiter(rdb, prefix, sync), newLimiter(rdb, prefix, sync)
+	a, b := newLimiter(rdb, nil, prefix, sync), newLimiter(rdb, nil, prefix, sync)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go a.Run(ctx)
@@ -201,7 +201,7 @@ func (h holdPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 // on a loaded machine).
 func TestQuotaHoldsDuringSettlement(t *testing.T) {
 	rdb, prefix := rdbtest.New(t)
-	l := newLimiter(rdb, prefix, time.Hour)
+	l := newLimiter(rdb, nil, prefix, time.Hour)
 	k := &Key{ID: 7, RPS: 1000, Burst: 1000, Quota: 3}
 	ctx := context.Background()
 	for i := 0; i < 3; i++ {
@@ -228,5 +228,67 @@ func TestQuotaHoldsDuringSettlement(t *testing.T) {
 	}
 	if v := l.Allow(ctx, k); v.Allowed || v.Reason != "quota_exceeded" {
 		t.Fatalf("4th request after the settlement: %+v, want quota_exceeded", v)
+	}
+}
+
+// A monthly quota's count survives Redis losing it (issue 17 finding 4:
+// Redis keeps no data across a restart): a gateway that finds no count
+// seeds it from the month's usage in Postgres, and one whose settlement
+// finds the count gone puts back what it knew. Before, both started the
+// month over at zero.
+func TestQuotaSurvivesRedisLoss(t *testing.T) {
+	e := newEnv(t, true)
+	ctx := context.Background()
+	_, keyID := e.key(e.account("acme", ""), "inference")
+	model := e.model("sentiment", "text-classification", 0)
+	now := time.Now().UTC()
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	// (a day later in the month may be in the future: the query counts the
+	// whole month)
+	// 6 requests metered this month (over two days), 50 last month
+	e.exec(`INSERT INTO usage(api_key_id, model_id, day, requests) VALUES ($1, $2, $3, 4), ($1, $2, $4, 2), ($1, $2, $5, 50)`,
+		keyID, model, month, month.AddDate(0, 0, 14), month.AddDate(0, -1, 0))
+	k := &Key{ID: keyID, RPS: 1000, Burst: 1000, Quota: 10}
+	allowed := func(l *Limiter, n int) int {
+		got := 0
+		for i := 0; i < n; i++ {
+			if v := l.Allow(ctx, k); v.Allowed {
+				got++
+			} else if v.Reason != "quota_exceeded" {
+				t.Fatalf("refused for %+v", v)
+			}
+		}
+		return got
+	}
+	quotaKey := newLimiter(e.rdb, nil, e.prefix, time.Hour).quotaKey(keyID, month.Format("200601"))
+	// Redis empty (restarted): 4 of the 10 are left
+	a := newLimiter(e.rdb, e.db.Pool, e.prefix, time.Hour)
+	if got := allowed(a, 3); got != 3 {
+		t.Fatalf("%d of 3 allowed", got)
+	}
+	if err := a.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := e.rdb.Get(ctx, quotaKey).Int64(); n != 9 {
+		t.Fatalf("count in Redis %d, want 6 from usage + 3", n)
+	}
+	// lost again while this gateway runs: its settlement puts back what it
+	// knew (9; usage in Postgres still says 6) with the new request on top
+	e.rdb.Del(ctx, quotaKey)
+	if got := allowed(a, 1); got != 1 {
+		t.Fatal("10th request refused")
+	}
+	if err := a.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := e.rdb.Get(ctx, quotaKey).Int64(); n != 10 {
+		t.Fatalf("count in Redis after a loss mid-month %d, want 10", n)
+	}
+	// a gateway started now sees the quota spent, as does the first one
+	if got := allowed(newLimiter(e.rdb, e.db.Pool, e.prefix, time.Hour), 2); got != 0 {
+		t.Fatalf("a new gateway allowed %d requests past the quota", got)
+	}
+	if got := allowed(a, 2); got != 0 {
+		t.Fatalf("%d requests allowed past the quota", got)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"runtime/debug"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 	"github.com/nlpswarm/nlpswarm/internal/pg"
 	"github.com/nlpswarm/nlpswarm/internal/rdb"
+	"github.com/nlpswarm/nlpswarm/internal/secret"
 )
 
 // gatewayConfig is the gateway role's configuration: the gateway's own
@@ -18,10 +20,13 @@ import (
 type gatewayConfig struct {
 	httpserver.Options
 	gateway.Config
-	LogLevel  string     `description:"log level: debug, info, warn, error"`
-	DB        pg.Config  `description:"Postgres (API keys, models, deployments, usage)"`
-	Redis     rdb.Config `description:"Redis (rate limits and quotas; when it is down requests pass without limits: fail-open)"`
-	GCPercent int        `description:"Go GC target percent, as GOGC (ignored when GOGC is set): the heap is small, so 400 trades a few MB for about 10 % less CPU per request"`
+	LogLevel string     `description:"log level: debug, info, warn, error"`
+	DB       pg.Config  `description:"Postgres (API keys, models, deployments, usage)"`
+	Redis    rdb.Config `description:"Redis (rate limits and quotas; when it is down requests pass without limits: fail-open)"`
+	// only the gateways hold it: a verdict in Redis without its MAC is
+	// ignored, so whoever can write Redis cannot mint a key
+	KeySecretFile string `description:"file holding the secret (at least 32 bytes) that seals the API key verdicts gateways share in Redis (HMAC-SHA256); without it verdicts are not shared through Redis"`
+	GCPercent     int    `description:"Go GC target percent, as GOGC (ignored when GOGC is set): the heap is small, so 400 trades a few MB for about 10 % less CPU per request"`
 	// the Go runtime's soft memory limit, so that GOGC=400 cannot carry the
 	// heap past the container's limit (the OOM of issue 17 finding 5)
 	MemoryLimit        int64 `description:"Go memory limit in bytes, as GOMEMLIMIT (ignored when GOMEMLIMIT is set); 0: --memorylimitpercent of the container's cgroup memory limit (none without one)"`
@@ -84,6 +89,19 @@ func runGateway(ctx context.Context, args []string) error {
 	if cfg.ReadTimeout > 0 && (cfg.Config.BodyTimeout <= 0 || cfg.Config.BodyTimeout > cfg.ReadTimeout) {
 		cfg.Config.BodyTimeout = cfg.ReadTimeout
 	}
+	var keySecret []byte
+	if cfg.KeySecretFile != "" {
+		v, err := secret.Read("key cache secret", cfg.KeySecretFile)
+		if err != nil {
+			return &config.Error{Msg: err.Error()}
+		}
+		if len(v) < gateway.MinKeyCacheSecret {
+			return &config.Error{Msg: fmt.Sprintf("--keysecretfile: the secret in %s has %d bytes, at least %d", cfg.KeySecretFile, len(v), gateway.MinKeyCacheSecret)}
+		}
+		keySecret = []byte(v)
+	} else {
+		log.Warn("no --keysecretfile: API key verdicts are not shared through Redis; each gateway asks Postgres")
+	}
 	// Redis may be down at start: the gateway serves anyway (fail-open) and
 	// the client reconnects by itself.
 	rc, err := rdb.New(cfg.Redis)
@@ -106,7 +124,7 @@ func runGateway(ctx context.Context, args []string) error {
 	cancel()
 
 	reg := httpserver.NewRegistry()
-	gw, err := gateway.New(ctx, cfg.Config, gateway.Deps{DB: pool, Redis: rc, Log: log, Registry: reg})
+	gw, err := gateway.New(ctx, cfg.Config, gateway.Deps{DB: pool, Redis: rc, Log: log, Registry: reg, KeySecret: keySecret})
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -15,7 +17,7 @@ func TestGatewayFlagsStable(t *testing.T) {
 		t.Fatalf("gateway --help exit %d", code)
 	}
 	for _, flag := range []string{"--balancer", "--catalogrefresh", "--configfile", "--db.conntimeout", "--db.maxconns", "--db.passwordfile", "--db.url", "--deadreplicaafter", "--discovery", "--discoveryinterval", "--draindelay", "--ejectafter", "--gatewayid", "--gcpercent", "--holdmax", "--holdpoll", "--holdretryafter", "--idleconntimeout", "--idletimeout", "--keycachettl", "--limitsync", "--listen", "--loadreport", "--loglevel", "--maxbodybytes", "--maxtexts", "--modeltimeouts", "--opslisten", "--probeinterval", "--readheadertimeout", "--readtimeout", "--redis.addr", "--redis.db", "--redis.dialtimeout", "--redis.passwordfile", "--redisprefix", "--shutdowntimeout", "--static.upstreams", "--timeout", "--upstreamport", "--usageflush", "--wakecoalesce", "--writetimeout",
-		"--wakeresend", "--redis.timeout", "--upstream"} {
+		"--wakeresend", "--redis.timeout", "--upstream", "--keysecretfile"} {
 		if !strings.Contains(out, "  "+flag+" ") {
 			t.Errorf("gateway --help lacks %s:\n%s", flag, out)
 		}
@@ -24,12 +26,18 @@ func TestGatewayFlagsStable(t *testing.T) {
 
 // A refused setting is one line naming its flag, before anything connects.
 func TestGatewayBadSettings(t *testing.T) {
+	short := filepath.Join(t.TempDir(), "keysecret")
+	if err := os.WriteFile(short, []byte("too short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct{ arg, want string }{
 		{"--keycachettl=3s", "--keycachettl"},
 		{"--modeltimeouts=slow", "--modeltimeouts"},
 		{"--balancer=random", "--balancer"},
 		{"--discovery=static", "--static.upstreams"},
 		{"--upstream=curl", "--upstream"},
+		{"--keysecretfile=" + short, "--keysecretfile"},
+		{"--keysecretfile=/nonexistent/keysecret", "/nonexistent/keysecret"},
 	} {
 		_, stderr, code := runBin(t, nil, "gateway", c.arg, "--db.url=postgres://u@127.0.0.1:1/x?sslmode=disable")
 		if code == 0 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, c.want) {

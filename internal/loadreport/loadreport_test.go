@@ -3,6 +3,7 @@ package loadreport_test
 import (
 	"context"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,5 +80,42 @@ func TestWake(t *testing.T) {
 		t.Logf("wake-up delivered in %s", time.Since(sent).Round(time.Microsecond))
 	case <-time.After(3 * time.Second):
 		t.Fatal("the blocked reader never woke")
+	}
+}
+
+// The scheduler's Redis user (deployments/images/redis/roles.acl) reads the
+// figures the gateway user publishes and takes its wake-ups, and nothing
+// else: it cannot write a key verdict or a quota, touch the figures' writes,
+// or run server commands (issue 17 finding 4).
+func TestSchedulerRedisRole(t *testing.T) {
+	admin, prefix := rdbtest.New(t)
+	gw, sched := rdbtest.Role(t, admin, prefix, "gateway"), rdbtest.Role(t, admin, prefix, "scheduler")
+	ctx := context.Background()
+	if err := loadreport.Publish(ctx, gw, prefix, "g1", map[string]loadreport.Figures{"m": {Inflight: 2, Requests: 5, Period: 1}}, time.Minute); err != nil {
+		t.Fatalf("publish as the gateway user: %v", err)
+	}
+	if err := loadreport.Wake(ctx, gw, prefix, loadreport.Wakeup{Model: "m", Held: 1}); err != nil {
+		t.Fatalf("wake as the gateway user: %v", err)
+	}
+	tot, err := loadreport.Read(ctx, sched, prefix, time.Minute)
+	if err != nil || tot["m"].Inflight != 2 {
+		t.Fatalf("read as the scheduler user: %+v %v", tot, err)
+	}
+	if w, err := loadreport.WaitWake(ctx, sched, prefix, time.Second); err != nil || w.Model != "m" {
+		t.Fatalf("wake-up as the scheduler user: %+v %v", w, err)
+	}
+	for name, args := range map[string][]any{
+		"a key verdict":  {"SET", prefix + "apikey:00", "x"},
+		"a quota":        {"SET", prefix + "quota:1:202601", "0"},
+		"a load figure":  {"HSET", prefix + "load:gw:g2", "m", "1"},
+		"a wake-up":      {"LPUSH", prefix + "load:wake", "x"},
+		"FLUSHALL":       {"FLUSHALL"},
+		"CONFIG GET":     {"CONFIG", "GET", "*"},
+		"a script":       {"EVAL", "return 1", "0"},
+		"another prefix": {"HGETALL", "other:load:gw:g1"},
+	} {
+		if err := sched.Do(ctx, args...).Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+			t.Errorf("%s as the scheduler user: %v, want NOPERM", name, err)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 // Config is the Redis part of a role's configuration.
 type Config struct {
 	Addr         string        `description:"Redis address host:port"`
+	Username     string        `description:"Redis ACL user (the stack gives each role its own, deployments/images/redis/roles.acl); empty: the default user"`
 	PasswordFile string        `description:"file holding the Redis password (optional)"`
 	DB           int           `description:"Redis database number"`
 	DialTimeout  time.Duration `description:"dial timeout"`
@@ -34,7 +35,7 @@ func New(c Config) (*redis.Client, error) {
 		return nil, err
 	}
 	return redis.NewClient(&redis.Options{
-		Addr: c.Addr, Password: pw, DB: c.DB, DialTimeout: c.DialTimeout,
+		Addr: c.Addr, Username: c.Username, Password: pw, DB: c.DB, DialTimeout: c.DialTimeout,
 		ReadTimeout: c.Timeout, WriteTimeout: c.Timeout, MaxRetries: c.MaxRetries,
 	}), nil
 }

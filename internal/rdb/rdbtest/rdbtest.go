@@ -4,14 +4,18 @@
 package rdbtest
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nlpswarm/nlpswarm/internal/dockertest"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/internal/rdb"
 )
@@ -46,4 +50,51 @@ func New(t testing.TB) (*redis.Client, string) {
 		cl.Close()
 	})
 	return cl, prefix
+}
+
+// Role returns a client logged in as a new ACL user of the test server with
+// the rules the stack's Redis gives role (deployments/images/redis/roles.acl,
+// its {prefix} replaced by prefix); admin, a client of the default user,
+// makes the user and deletes it when the test ends. A command the role's
+// code sends that its rules do not allow fails with NOPERM.
+func Role(t testing.TB, admin *redis.Client, prefix, role string) *redis.Client {
+	t.Helper()
+	rules := RoleRules(t, role)
+	b := make([]byte, 6)
+	rand.Read(b)
+	user, pw := "test-"+role+"-"+hex.EncodeToString(b), hex.EncodeToString(b)+"pw"
+	ctx := context.Background()
+	args := []any{"ACL", "SETUSER", user, "reset", "on", ">" + pw, "resetchannels"}
+	for _, r := range rules {
+		args = append(args, strings.ReplaceAll(r, "{prefix}", prefix))
+	}
+	if err := admin.Do(ctx, args...).Err(); err != nil {
+		t.Fatalf("ACL SETUSER %s: %v", role, err)
+	}
+	c := rdb.DefaultConfig()
+	cl := redis.NewClient(&redis.Options{Addr: Addr(), Username: user, Password: pw, DialTimeout: c.DialTimeout, ReadTimeout: c.Timeout, WriteTimeout: c.Timeout})
+	t.Cleanup(func() {
+		cl.Close()
+		admin.Do(context.Background(), "ACL", "DELUSER", user)
+	})
+	return cl
+}
+
+// RoleRules is role's line of deployments/images/redis/roles.acl, split.
+func RoleRules(t testing.TB, role string) []string {
+	t.Helper()
+	dir := dockertest.RepoRoot(t)
+	f, err := os.Open(filepath.Join(dir, "deployments", "images", "redis", "roles.acl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fs := strings.Fields(sc.Text()); len(fs) > 1 && fs[0] == role {
+			return fs[1:]
+		}
+	}
+	t.Fatalf("roles.acl has no line for %s", role)
+	return nil
 }
