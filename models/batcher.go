@@ -20,14 +20,15 @@ var ErrQueueFull = errors.New("queue full")
 
 // BatchConfig tunes dynamic batching.
 type BatchConfig struct {
-	MaxSize  int           `description:"most texts gathered into one pipeline call (1 turns batching off)"`
-	MaxDelay time.Duration `description:"longest wait for more requests before a pipeline call"`
-	Queue    int           `description:"requests waiting at most; beyond it 429 overloaded with Retry-After"`
+	MaxSize   int           `description:"most texts gathered into one pipeline call (1 turns batching off)"`
+	MaxTokens int           `description:"most tokens gathered into one pipeline call (0: no limit); a request with more runs alone"`
+	MaxDelay  time.Duration `description:"longest wait for more requests before a pipeline call"`
+	Queue     int           `description:"requests waiting at most; beyond it 429 overloaded with Retry-After"`
 }
 
-// DefaultBatchConfig: 32 texts or 5 ms.
+// DefaultBatchConfig: 32 texts, 4096 tokens (32 texts of 128) or 5 ms.
 func DefaultBatchConfig() BatchConfig {
-	return BatchConfig{MaxSize: 32, MaxDelay: 5 * time.Millisecond, Queue: 256}
+	return BatchConfig{MaxSize: 32, MaxTokens: 4096, MaxDelay: 5 * time.Millisecond, Queue: 256}
 }
 
 type result struct {
@@ -38,6 +39,7 @@ type result struct {
 type job struct {
 	ctx    context.Context
 	texts  []string
+	tokens int // what the model is given for texts (0: not counted)
 	params Params
 	done   chan result
 }
@@ -64,7 +66,13 @@ func NewBatcher(p Predictor, cfg BatchConfig, m *Metrics) *Batcher {
 
 // Submit queues texts and waits for their outputs.
 func (b *Batcher) Submit(ctx context.Context, texts []string, p Params) ([]any, error) {
-	j := &job{ctx: ctx, texts: texts, params: p, done: make(chan result, 1)}
+	return b.SubmitCounted(ctx, texts, 0, p)
+}
+
+// SubmitCounted is Submit for texts the model is given tokens tokens for
+// (Preparer), which the batch's token budget counts.
+func (b *Batcher) SubmitCounted(ctx context.Context, texts []string, tokens int, p Params) ([]any, error) {
+	j := &job{ctx: ctx, texts: texts, tokens: tokens, params: p, done: make(chan result, 1)}
 	select {
 	case b.queue <- j:
 	default:
@@ -79,25 +87,49 @@ func (b *Batcher) Submit(ctx context.Context, texts []string, p Params) ([]any, 
 	}
 }
 
+// Predictor is what the batcher runs: a Model, or a test's stand-in.
+func (b *Batcher) Predictor() Predictor { return b.p }
+
+// fits tells whether a batch of tokens tokens has room for a job of more:
+// the token budget is checked only once the batch holds something, so a job
+// larger than the budget runs alone (Model.Predict splits it into calls).
+func (b *Batcher) fits(tokens, more int) bool {
+	return b.cfg.MaxTokens <= 0 || tokens == 0 || tokens+more <= b.cfg.MaxTokens
+}
+
 // Run processes the queue until ctx ends.
 func (b *Batcher) Run(ctx context.Context) {
 	lastJobs := 0
+	var held *job // received, but over the last batch's token budget
 	for {
-		var first *job
-		select {
-		case <-ctx.Done():
-			return
-		case first = <-b.queue:
+		first := held
+		held = nil
+		if first == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case first = <-b.queue:
+			}
 		}
 		batch := []*job{first}
-		n := len(first.texts)
+		n, tok := len(first.texts), first.tokens
+		// add j, or hold it for the next batch when the tokens do not fit
+		add := func(j *job) bool {
+			if !b.fits(tok, j.tokens) {
+				held = j
+				return false
+			}
+			batch = append(batch, j)
+			n += len(j.texts)
+			tok += j.tokens
+			return true
+		}
 		// take what is already queued without waiting
 	drain:
-		for n < b.cfg.MaxSize {
+		for n < b.cfg.MaxSize && held == nil {
 			select {
 			case j := <-b.queue:
-				batch = append(batch, j)
-				n += len(j.texts)
+				add(j)
 			default:
 				break drain
 			}
@@ -105,14 +137,15 @@ func (b *Batcher) Run(ctx context.Context) {
 		// wait for company only under load (the last batch had company): a
 		// lone request on an idle runtime runs at once, so batching costs
 		// nothing at concurrency 1
-		if b.cfg.MaxSize > 1 && b.cfg.MaxDelay > 0 && (len(batch) > 1 || lastJobs > 1) && n < b.cfg.MaxSize {
+		if b.cfg.MaxSize > 1 && b.cfg.MaxDelay > 0 && (len(batch) > 1 || lastJobs > 1) && n < b.cfg.MaxSize && held == nil {
 			timer := time.NewTimer(b.cfg.MaxDelay)
 		gather:
 			for n < b.cfg.MaxSize {
 				select {
 				case j := <-b.queue:
-					batch = append(batch, j)
-					n += len(j.texts)
+					if !add(j) {
+						break gather
+					}
 				case <-timer.C:
 					break gather
 				}
