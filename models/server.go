@@ -236,7 +236,6 @@ func (s *Server) prepare(texts []string) ([]string, int, *httpError) {
 	return cut, total, nil
 }
 
-
 func (s *Server) run(ctx context.Context, texts []string, p Params) ([]any, *httpError) {
 	if !s.ready.Load() {
 		return nil, &httpError{runtimeapi.StatusNotReady, runtimeapi.CodeNotReady, "model is not ready"}
