@@ -46,10 +46,18 @@ type job struct {
 
 // Batcher gathers concurrent requests into pipeline calls. One goroutine
 // (Run) calls the predictor, so the model is never used concurrently.
+//
+// A request larger than one batch (more than MaxSize texts or MaxTokens
+// tokens) is not run in one go, which would hold the loop for all of it
+// while small requests wait: it is cut into parts of a quarter of the
+// budget (plan), and each batch takes at most one part of it, then fills
+// the rest of its budget from the queue. A small request arriving meanwhile
+// joins the next batch instead of waiting for the whole large one.
 type Batcher struct {
 	p       Predictor
 	cfg     BatchConfig
 	queue   chan *job
+	large   chan []*job // the parts of requests larger than one batch
 	metrics *Metrics
 }
 
@@ -61,30 +69,85 @@ func NewBatcher(p Predictor, cfg BatchConfig, m *Metrics) *Batcher {
 	if cfg.Queue < 1 {
 		cfg.Queue = 1
 	}
-	return &Batcher{p: p, cfg: cfg, queue: make(chan *job, cfg.Queue), metrics: m}
+	return &Batcher{p: p, cfg: cfg, queue: make(chan *job, cfg.Queue), large: make(chan []*job, cfg.Queue), metrics: m}
 }
 
 // Submit queues texts and waits for their outputs.
 func (b *Batcher) Submit(ctx context.Context, texts []string, p Params) ([]any, error) {
-	return b.SubmitCounted(ctx, texts, 0, p)
+	return b.SubmitCounted(ctx, texts, nil, p)
 }
 
-// SubmitCounted is Submit for texts the model is given tokens tokens for
-// (Preparer), which the batch's token budget counts.
-func (b *Batcher) SubmitCounted(ctx context.Context, texts []string, tokens int, p Params) ([]any, error) {
-	j := &job{ctx: ctx, texts: texts, tokens: tokens, params: p, done: make(chan result, 1)}
-	select {
-	case b.queue <- j:
-	default:
-		return nil, ErrQueueFull
+// plan cuts a request of texts with per-text token counts tokens (nil: not
+// counted) into parts: one part ([start, end)) when it fits one batch's
+// budget, else parts of at most a quarter of MaxSize texts and of MaxTokens
+// tokens (a text larger than that is a part alone). A pure decision.
+func plan(tokens []int, n int, cfg BatchConfig) [][2]int {
+	sum := 0
+	for _, t := range tokens {
+		sum += t
 	}
-	b.metrics.queueDepth.Set(float64(len(b.queue)))
-	select {
-	case r := <-j.done:
-		return r.out, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if n <= cfg.MaxSize && (cfg.MaxTokens <= 0 || sum <= cfg.MaxTokens) {
+		return [][2]int{{0, n}}
 	}
+	maxTexts, maxTok := max(1, cfg.MaxSize/4), cfg.MaxTokens/4
+	var out [][2]int
+	start, tok := 0, 0
+	for i := range n {
+		t := 0
+		if tokens != nil {
+			t = tokens[i]
+		}
+		if i > start && (i-start >= maxTexts || (maxTok > 0 && tok+t > maxTok)) {
+			out = append(out, [2]int{start, i})
+			start, tok = i, 0
+		}
+		tok += t
+	}
+	return append(out, [2]int{start, n})
+}
+
+// SubmitCounted is Submit for texts the model is given tokens[i] tokens for
+// (Preparer; nil: not counted), which the batches' token budget counts.
+func (b *Batcher) SubmitCounted(ctx context.Context, texts []string, tokens []int, p Params) ([]any, error) {
+	parts := plan(tokens, len(texts), b.cfg)
+	// the parts stop (run skips them) once this request has its answer
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := make([]*job, len(parts))
+	for i, pt := range parts {
+		j := &job{ctx: ctx, texts: texts[pt[0]:pt[1]], params: p, done: make(chan result, 1)}
+		for _, t := range tokens[pt[0]:min(pt[1], len(tokens))] {
+			j.tokens += t
+		}
+		jobs[i] = j
+	}
+	if len(jobs) == 1 {
+		select {
+		case b.queue <- jobs[0]:
+		default:
+			return nil, ErrQueueFull
+		}
+	} else {
+		select {
+		case b.large <- jobs:
+		default:
+			return nil, ErrQueueFull
+		}
+	}
+	b.metrics.queueDepth.Set(float64(len(b.queue) + len(b.large)))
+	out := make([]any, 0, len(texts))
+	for _, j := range jobs {
+		select {
+		case r := <-j.done:
+			if r.err != nil {
+				return nil, r.err
+			}
+			out = append(out, r.out...)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return out, nil
 }
 
 // Predictor is what the batcher runs: a Model, or a test's stand-in.
@@ -100,22 +163,14 @@ func (b *Batcher) fits(tokens, more int) bool {
 // Run processes the queue until ctx ends.
 func (b *Batcher) Run(ctx context.Context) {
 	lastJobs := 0
-	var held *job // received, but over the last batch's token budget
+	var held *job    // received, but over the last batch's token budget
+	var parts []*job // the parts left of the large request being run
 	for {
-		first := held
-		held = nil
-		if first == nil {
-			select {
-			case <-ctx.Done():
-				return
-			case first = <-b.queue:
-			}
-		}
-		batch := []*job{first}
-		n, tok := len(first.texts), first.tokens
+		var batch []*job
+		n, tok := 0, 0
 		// add j, or hold it for the next batch when the tokens do not fit
 		add := func(j *job) bool {
-			if !b.fits(tok, j.tokens) {
+			if len(batch) > 0 && !b.fits(tok, j.tokens) {
 				held = j
 				return false
 			}
@@ -123,6 +178,30 @@ func (b *Batcher) Run(ctx context.Context) {
 			n += len(j.texts)
 			tok += j.tokens
 			return true
+		}
+		if len(parts) == 0 {
+			select {
+			case parts = <-b.large:
+			default:
+			}
+		}
+		if len(parts) > 0 {
+			add(parts[0])
+			parts = parts[1:]
+		}
+		if h := held; h != nil {
+			held = nil
+			add(h)
+		}
+		if len(batch) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case j := <-b.queue:
+				add(j)
+			case parts = <-b.large:
+				continue
+			}
 		}
 		// take what is already queued without waiting
 	drain:
@@ -152,7 +231,7 @@ func (b *Batcher) Run(ctx context.Context) {
 			}
 			timer.Stop()
 		}
-		b.metrics.queueDepth.Set(float64(len(b.queue)))
+		b.metrics.queueDepth.Set(float64(len(b.queue) + len(b.large)))
 		lastJobs = len(batch)
 		b.run(batch)
 	}

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -177,7 +178,7 @@ func TestBatchTokenBudget(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			texts := []string{fmt.Sprint(n)}
-			if _, err := b.SubmitCounted(ctx, texts, n, Params{}); err != nil {
+			if _, err := b.SubmitCounted(ctx, texts, []int{n}, Params{}); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -193,5 +194,90 @@ func TestBatchTokenBudget(t *testing.T) {
 		if tok > 100 && tok != 150 {
 			t.Errorf("a call of %d tokens (budget 100): %v", tok, f.tokens)
 		}
+	}
+}
+
+func TestPlan(t *testing.T) {
+	cfg := BatchConfig{MaxSize: 32, MaxTokens: 4096}
+	rep := func(n, tok int) []int {
+		out := make([]int, n)
+		for i := range out {
+			out[i] = tok
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name   string
+		tokens []int
+		n      int
+		want   [][2]int
+	}{
+		{"fits", rep(32, 128), 32, [][2]int{{0, 32}}},
+		{"uncounted fits", nil, 32, [][2]int{{0, 32}}},
+		{"uncounted, 20 texts", nil, 20, [][2]int{{0, 20}}},
+		{"too many texts", rep(40, 1), 40, [][2]int{{0, 8}, {8, 16}, {16, 24}, {24, 32}, {32, 40}}},
+		{"uncounted, 33 texts", nil, 33, [][2]int{{0, 8}, {8, 16}, {16, 24}, {24, 32}, {32, 33}}},
+		{"too many tokens", rep(10, 512), 10, [][2]int{{0, 2}, {2, 4}, {4, 6}, {6, 8}, {8, 10}}},
+		{"one text over a quarter", []int{2000, 10, 3000}, 3, [][2]int{{0, 1}, {1, 2}, {2, 3}}},
+		{"64 × 16 KB on 64 positions", rep(64, 64), 64, [][2]int{{0, 8}, {8, 16}, {16, 24}, {24, 32}, {32, 40}, {40, 48}, {48, 56}, {56, 64}}},
+	} {
+		if got := plan(c.tokens, c.n, cfg); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s: plan %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// perText sleeps per text, as a model does.
+type perText struct{ slowFake }
+
+func (f *perText) Predict(_ context.Context, texts []string, _ Params) ([]any, error) {
+	time.Sleep(time.Duration(len(texts)) * time.Millisecond)
+	out := make([]any, len(texts))
+	for i, t := range texts {
+		out[i] = "echo:" + t
+	}
+	return out, nil
+}
+
+// A small request sent while a large one runs is answered before the large
+// one is done, and the large one still gets every output in order.
+func TestLargeRequestInterleaves(t *testing.T) {
+	b := NewBatcher(&perText{}, BatchConfig{MaxSize: 32, MaxTokens: 4096, MaxDelay: time.Millisecond, Queue: 16}, NewMetrics(nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go b.Run(ctx)
+	large := make([]string, 200)
+	counts := make([]int, len(large))
+	for i := range large {
+		large[i], counts[i] = fmt.Sprint(i), 64
+	}
+	var largeDone atomic.Bool
+	errc := make(chan error, 1)
+	go func() {
+		out, err := b.SubmitCounted(ctx, large, counts, Params{})
+		largeDone.Store(true)
+		if err == nil {
+			for i, o := range out {
+				if o != "echo:"+large[i] {
+					err = fmt.Errorf("large output %d is %v", i, o)
+					break
+				}
+			}
+			if len(out) != len(large) {
+				err = fmt.Errorf("large: %d outputs for %d texts", len(out), len(large))
+			}
+		}
+		errc <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	start := time.Now()
+	if _, err := b.SubmitCounted(ctx, []string{"small"}, []int{5}, Params{}); err != nil {
+		t.Fatal(err)
+	}
+	if largeDone.Load() {
+		t.Errorf("the small request waited for the large one (%v)", time.Since(start))
+	}
+	if err := <-errc; err != nil {
+		t.Error(err)
 	}
 }

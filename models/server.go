@@ -215,25 +215,25 @@ func checkTexts(in []string, lim Limits) ([]string, *httpError) {
 // prepare cuts texts to what the model keeps and counts its tokens, in the
 // request's goroutine (prepare.go), and refuses a request over MaxTokens.
 // A predictor that cannot count (a test's stand-in) passes texts as they are.
-func (s *Server) prepare(texts []string) ([]string, int, *httpError) {
+func (s *Server) prepare(texts []string) ([]string, []int, *httpError) {
 	pr, ok := s.batcher.Predictor().(Preparer)
 	if !ok {
-		return texts, 0, nil
+		return texts, nil, nil
 	}
 	cut, counts, err := pr.Prepare(texts)
 	if err != nil {
 		s.log.Warn("tokenizing failed", "err", err)
-		return nil, 0, &httpError{http.StatusUnprocessableEntity, "inference_failed", "the model could not tokenize this input"}
+		return nil, nil, &httpError{http.StatusUnprocessableEntity, "inference_failed", "the model could not tokenize this input"}
 	}
 	total := 0
 	for _, n := range counts {
 		total += n
 	}
 	if s.limits.MaxTokens > 0 && total > s.limits.MaxTokens {
-		return nil, 0, &httpError{http.StatusRequestEntityTooLarge, "too_many_tokens",
+		return nil, nil, &httpError{http.StatusRequestEntityTooLarge, "too_many_tokens",
 			fmt.Sprintf("the texts make %d tokens for the model (each text counted up to the model's positions); at most %d per request", total, s.limits.MaxTokens)}
 	}
-	return cut, total, nil
+	return cut, counts, nil
 }
 
 func (s *Server) run(ctx context.Context, texts []string, p Params) ([]any, *httpError) {
