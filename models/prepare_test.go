@@ -228,7 +228,7 @@ func TestPlan(t *testing.T) {
 }
 
 // perText sleeps per text, as a model does.
-type perText struct{ slowFake }
+type perText struct{}
 
 func (f *perText) Predict(_ context.Context, texts []string, _ Params) ([]any, error) {
 	time.Sleep(time.Duration(len(texts)) * time.Millisecond)
