@@ -61,7 +61,7 @@
 //     keeps, checked to encode the same, so the loop's tokenizer reads a
 //     few hundred characters of a 16 KB text, not 16 per position.
 //   - per batch: MaxSize texts and MaxTokens tokens (BatchConfig); a request
-//     over either runs in parts of a quarter of that budget, one part per
+//     over either runs in parts of an eighth of that budget, one part per
 //     batch beside the queued small requests, which therefore wait one part,
 //     not the whole large request.
 //   - a pipeline call stops between chunks once every client of its batch

@@ -215,11 +215,12 @@ func TestPlan(t *testing.T) {
 		{"fits", rep(32, 128), 32, [][2]int{{0, 32}}},
 		{"uncounted fits", nil, 32, [][2]int{{0, 32}}},
 		{"uncounted, 20 texts", nil, 20, [][2]int{{0, 20}}},
-		{"too many texts", rep(40, 1), 40, [][2]int{{0, 8}, {8, 16}, {16, 24}, {24, 32}, {32, 40}}},
-		{"uncounted, 33 texts", nil, 33, [][2]int{{0, 8}, {8, 16}, {16, 24}, {24, 32}, {32, 33}}},
-		{"too many tokens", rep(10, 512), 10, [][2]int{{0, 2}, {2, 4}, {4, 6}, {6, 8}, {8, 10}}},
-		{"one text over a quarter", []int{2000, 10, 3000}, 3, [][2]int{{0, 1}, {1, 2}, {2, 3}}},
-		{"64 × 16 KB on 64 positions", rep(64, 64), 64, [][2]int{{0, 8}, {8, 16}, {16, 24}, {24, 32}, {32, 40}, {40, 48}, {48, 56}, {56, 64}}},
+		{"too many texts", rep(40, 1), 40, chunks(40, 4)},
+		{"uncounted, 33 texts", nil, 33, [][2]int{{0, 4}, {4, 8}, {8, 12}, {12, 16}, {16, 20}, {20, 24}, {24, 28}, {28, 32}, {32, 33}}},
+		{"too many tokens", rep(20, 256), 20, chunks(20, 2)},
+		{"one text over an eighth", []int{2000, 10, 3000}, 3, [][2]int{{0, 1}, {1, 2}, {2, 3}}},
+		{"small texts after a large one", []int{600, 100, 100, 100, 100, 100, 4000}, 7, [][2]int{{0, 1}, {1, 5}, {5, 6}, {6, 7}}},
+		{"64 × 16 KB on 64 positions", rep(64, 64), 64, chunks(64, 4)},
 	} {
 		if got := plan(c.tokens, c.n, cfg); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%s: plan %v, want %v", c.name, got, c.want)
