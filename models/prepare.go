@@ -31,10 +31,11 @@ import (
 // gives the model exactly what it gave before (TestPrepareKeepsOutputs).
 
 // probeCharsPerToken: a long text is first tokenized on a prefix of this
-// many characters per position, cut back to a space, which holds the model's
-// tokens for ordinary text (about 4–5 characters per wordpiece); only when it
-// does not is the whole character cut tokenized.
-const probeCharsPerToken = 4
+// many characters per position, cut back to a space, then twice, four
+// times… as many, until the prefix holds more tokens than the model keeps
+// (English wordpieces are about 4–5 characters; the sentiment fixture's
+// 400-word vocabulary nearer 2); the whole character cut last.
+const probeCharsPerToken = 2
 
 // tokenCounter tokenizes texts outside the inference loop. Its tokenizer is
 // its own instance (the pipeline's is used by the loop) and is safe for
@@ -67,22 +68,25 @@ func (c *tokenCounter) prepare(text string) (string, int, error) {
 		return text, len(e.Ids), nil
 	}
 	t := truncateChars(text, c.maxPos*charsPerToken)
-	if probe := c.maxPos * probeCharsPerToken; len(t) > probe {
+	// prefixes of 2, 4, 8… characters per position until one holds more
+	// tokens than the model keeps: at most twice the characters needed
+	for perPos := probeCharsPerToken; perPos < charsPerToken; perPos *= 2 {
+		probe := c.maxPos * perPos
+		if len(t) <= probe {
+			break
+		}
 		// whole words only: a word cut in two may encode differently
 		p := truncateChars(t, probe)
-		if i := strings.LastIndexByte(p, ' '); i > 0 {
-			p = p[:i]
-		} else {
-			p = t
+		i := strings.LastIndexByte(p, ' ')
+		if i <= 0 {
+			break
 		}
-		if len(p) < len(t) {
-			e, err := c.tk.EncodeSingle(p, true)
-			if err != nil {
-				return "", 0, fmt.Errorf("tokenize: %w", err)
-			}
-			if len(e.Ids) > c.maxPos {
-				return c.cut(t, e), c.maxPos, nil
-			}
+		e, err := c.tk.EncodeSingle(p[:i], true)
+		if err != nil {
+			return "", 0, fmt.Errorf("tokenize: %w", err)
+		}
+		if len(e.Ids) > c.maxPos {
+			return c.cut(t, e), c.maxPos, nil
 		}
 	}
 	e, err := c.tk.EncodeSingle(t, true)

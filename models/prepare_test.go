@@ -60,8 +60,8 @@ func TestPrepareKeepsOutputs(t *testing.T) {
 				t.Errorf("%s text %d: cut %d of %d bytes, %d tokens (max %d)", c.fixture, i, len(cut[i]), len(txt), counts[i], maxPos)
 			}
 		}
-		if n := len(cut[1]); n > maxPos*probeCharsPerToken {
-			t.Errorf("%s: English text cut to %d bytes, want at most %d", c.fixture, n, maxPos*probeCharsPerToken)
+		if n := len(cut[1]); n > maxPos*4 {
+			t.Errorf("%s: English text cut to %d bytes, want at most %d", c.fixture, n, maxPos*4)
 		}
 		if counts[1] != maxPos {
 			t.Errorf("%s: long text counted %d tokens, want %d", c.fixture, counts[1], maxPos)
