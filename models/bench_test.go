@@ -78,27 +78,47 @@ func loadRun(url string, conc int, d time.Duration) (rps float64, p50 time.Durat
 }
 
 // BenchmarkBatching runs the load generator at concurrency 1, 8 and 32 with
-// batching on (32 texts / 5 ms) and off, side by side in one run.
+// batching on (32 texts / 5 ms) and off, side by side in one run, on the
+// sentiment fixture and, when NLPSWARM_MINILM_DIR names it, the MiniLM-sized
+// encoder (where the model, not HTTP, is what a request costs).
 func BenchmarkBatching(b *testing.B) {
-	m := sentiment(b)
 	d := 3 * time.Second
 	if v := os.Getenv("NLPSWARM_BENCH_SECONDS"); v != "" {
 		if s, err := strconv.Atoi(v); err == nil {
 			d = time.Duration(s) * time.Second
 		}
 	}
-	on := newTestServer(b, m, TextClassification, BatchConfig{MaxSize: 32, MaxDelay: 5 * time.Millisecond, Queue: 512}, DefaultLimits())
-	off := newTestServer(b, m, TextClassification, BatchConfig{MaxSize: 1, Queue: 512}, DefaultLimits())
-	for _, conc := range []int{1, 8, 32} {
-		b.Run(fmt.Sprintf("c=%d", conc), func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				rOff, pOff := loadRun(off.URL+"/predict", conc, d)
-				rOn, pOn := loadRun(on.URL+"/predict", conc, d)
-				b.ReportMetric(rOff, "off-req/s")
-				b.ReportMetric(rOn, "on-req/s")
-				b.ReportMetric(rOn/max(rOff, 1e-9), "speedup")
-				b.ReportMetric(float64(pOff.Microseconds()), "off-p50-µs")
-				b.ReportMetric(float64(pOn.Microseconds()), "on-p50-µs")
+	models := []struct {
+		name string
+		load func(testing.TB) (*Model, string)
+	}{
+		{"sentiment", func(t testing.TB) (*Model, string) { return sentiment(t), TextClassification }},
+		{"minilm", func(t testing.TB) (*Model, string) {
+			m, err := Load(minilm(t), "minilm", FeatureExtraction)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(m.Close)
+			return m, FeatureExtraction
+		}},
+	}
+	for _, mc := range models {
+		b.Run(mc.name, func(b *testing.B) {
+			m, task := mc.load(b)
+			on := newTestServer(b, m, task, BatchConfig{MaxSize: 32, MaxTokens: 4096, MaxDelay: 5 * time.Millisecond, Queue: 512}, DefaultLimits())
+			off := newTestServer(b, m, task, BatchConfig{MaxSize: 1, Queue: 512}, DefaultLimits())
+			for _, conc := range []int{1, 8, 32} {
+				b.Run(fmt.Sprintf("c=%d", conc), func(b *testing.B) {
+					for i := 0; i < b.N; i++ {
+						rOff, pOff := loadRun(off.URL+"/predict", conc, d)
+						rOn, pOn := loadRun(on.URL+"/predict", conc, d)
+						b.ReportMetric(rOff, "off-req/s")
+						b.ReportMetric(rOn, "on-req/s")
+						b.ReportMetric(rOn/max(rOff, 1e-9), "speedup")
+						b.ReportMetric(float64(pOff.Microseconds()), "off-p50-µs")
+						b.ReportMetric(float64(pOn.Microseconds()), "on-p50-µs")
+					}
+				})
 			}
 		})
 	}

@@ -45,6 +45,28 @@
 //     (GOMAXPROCS follows the cgroup limit), one inter-op thread, no
 //     spinning: ORT's default oversubscribed two cores and lost 2×.
 //
+// # Bounded work per request
+//
+// What one request may cost the replica's one inference loop is bounded
+// before it queues (server.go, prepare.go, batcher.go):
+//
+//   - per text: MaxChars characters (413 text_too_long); per request:
+//     MaxTexts texts (413 too_many_texts), MaxTotalChars characters together
+//     (413 request_too_long) and MaxTokens tokens given to the model, each
+//     text counted up to max_position_embeddings (413 too_many_tokens). The
+//     wire contract of these statuses is internal/runtimeapi's (4xx other
+//     than 429/503: the request's own fault, answered as it is).
+//   - the handler tokenizes each text on the request's goroutine
+//     (Model.Prepare) and cuts it right after the last token the model
+//     keeps, checked to encode the same, so the loop's tokenizer reads a
+//     few hundred characters of a 16 KB text, not 16 per position.
+//   - per batch: MaxSize texts and MaxTokens tokens (BatchConfig); a request
+//     over either runs in parts of an eighth of that budget, one part per
+//     batch beside the queued small requests, which therefore wait one part,
+//     not the whole large request.
+//   - a pipeline call stops between chunks once every client of its batch
+//     has gone (whileWaited), and RequestTimeout bounds the wait.
+//
 // The nlpswarm-ort image (deployments/images/ort, `make ort-image`) holds
 // the cgo binary and the ldd closure of it and libonnxruntime on an empty
 // root; `make test-ort` runs the ORT parity test inside it.

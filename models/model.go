@@ -48,6 +48,7 @@ type Model struct {
 	tc         *pipelines.TextClassificationPipeline
 	nc         *pipelines.TokenClassificationPipeline
 	fe         *pipelines.FeatureExtractionPipeline
+	counter    *tokenCounter // tokenizes in the request's goroutine (prepare.go)
 	mu         sync.Mutex
 }
 
@@ -116,6 +117,9 @@ func load(dir, name, task, backend string, eng EngineConfig) (*Model, error) {
 	}
 	if err := engine.prepare(m.pipelineModel(), tmp); err != nil {
 		return nil, fmt.Errorf("load %s on %s: %w", dir, backend, err)
+	}
+	if m.counter, err = newTokenCounter(tmp, m.pipelineModel().MaxPositionEmbeddings); err != nil {
+		return nil, fmt.Errorf("load %s: %w", dir, err)
 	}
 	ok = true
 	return m, nil

@@ -24,12 +24,16 @@ type Limits struct {
 	MaxBodyBytes   int64         `description:"largest request body (413 beyond)"`
 	MaxTexts       int           `description:"most texts in one request"`
 	MaxChars       int           `description:"most characters in one text (longer texts are refused; the model truncates to max_position_embeddings tokens)"`
+	MaxTotalChars  int           `description:"most characters in all of one request's texts together (413 beyond)"`
+	MaxTokens      int           `description:"most tokens the model is given for one request, each text counted after its cut to max_position_embeddings (413 beyond)"`
 	RequestTimeout time.Duration `description:"deadline of one request, queueing included"`
 }
 
-// DefaultLimits are the runtime's defaults.
+// DefaultLimits are the runtime's defaults: 1 Mi characters and 16384
+// tokens (32 texts of BERT's 512) per request.
 func DefaultLimits() Limits {
-	return Limits{MaxBodyBytes: 4 << 20, MaxTexts: 256, MaxChars: 50_000, RequestTimeout: 30 * time.Second}
+	return Limits{MaxBodyBytes: 4 << 20, MaxTexts: 256, MaxChars: 50_000, MaxTotalChars: 1 << 20, MaxTokens: 16384,
+		RequestTimeout: 30 * time.Second}
 }
 
 // Server serves one model over HTTP.
@@ -194,22 +198,55 @@ func checkTexts(in []string, lim Limits) ([]string, *httpError) {
 		return nil, &httpError{http.StatusRequestEntityTooLarge, "too_many_texts", fmt.Sprintf("at most %d texts per request, got %d", lim.MaxTexts, len(in))}
 	}
 	out := make([]string, len(in))
+	total := 0
 	for i, t := range in {
-		if n := utf8.RuneCountInString(t); n > lim.MaxChars {
+		n := utf8.RuneCountInString(t)
+		if n > lim.MaxChars {
 			return nil, &httpError{http.StatusRequestEntityTooLarge, "text_too_long", fmt.Sprintf("text %d has %d characters; at most %d", i, n, lim.MaxChars)}
+		}
+		if total += n; lim.MaxTotalChars > 0 && total > lim.MaxTotalChars {
+			return nil, &httpError{http.StatusRequestEntityTooLarge, "request_too_long", fmt.Sprintf("the texts hold more than %d characters together; at most %d per request", lim.MaxTotalChars, lim.MaxTotalChars)}
 		}
 		out[i] = Clean(t)
 	}
 	return out, nil
 }
 
+// prepare cuts texts to what the model keeps and counts its tokens, in the
+// request's goroutine (prepare.go), and refuses a request over MaxTokens.
+// A predictor that cannot count (a test's stand-in) passes texts as they are.
+func (s *Server) prepare(texts []string) ([]string, []int, *httpError) {
+	pr, ok := s.batcher.Predictor().(Preparer)
+	if !ok {
+		return texts, nil, nil
+	}
+	cut, counts, err := pr.Prepare(texts)
+	if err != nil {
+		s.log.Warn("tokenizing failed", "err", err)
+		return nil, nil, &httpError{http.StatusUnprocessableEntity, "inference_failed", "the model could not tokenize this input"}
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	if s.limits.MaxTokens > 0 && total > s.limits.MaxTokens {
+		return nil, nil, &httpError{http.StatusRequestEntityTooLarge, "too_many_tokens",
+			fmt.Sprintf("the texts make %d tokens for the model (each text counted up to the model's positions); at most %d per request", total, s.limits.MaxTokens)}
+	}
+	return cut, counts, nil
+}
+
 func (s *Server) run(ctx context.Context, texts []string, p Params) ([]any, *httpError) {
 	if !s.ready.Load() {
 		return nil, &httpError{runtimeapi.StatusNotReady, runtimeapi.CodeNotReady, "model is not ready"}
 	}
+	texts, tokens, herr := s.prepare(texts)
+	if herr != nil {
+		return nil, herr
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.limits.RequestTimeout)
 	defer cancel()
-	out, err := s.batcher.Submit(ctx, texts, p)
+	out, err := s.batcher.SubmitCounted(ctx, texts, tokens, p)
 	switch {
 	case err == nil:
 		return out, nil

@@ -17,6 +17,10 @@ extra=()
 if [ -n "${NLPSWARM_MINILM_DIR:-}" ]; then
   extra=(-v "$NLPSWARM_MINILM_DIR:/t/minilm:ro" -e NLPSWARM_MINILM_DIR=/t/minilm)
 fi
+# the benchmarks' knobs (NLPSWARM_BENCH_SECONDS, NLPSWARM_BENCH_ENGINE) go in too
+for v in $(compgen -e | grep '^NLPSWARM_BENCH_' || true); do
+  extra+=(-e "$v")
+done
 # Debian's libonnx prints "Schema error" lines at load (schemas registered
 # twice, harmless): they are filtered out
 # shellcheck disable=SC2086 # ORT_TEST_ARGS is a list of flags
