@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/nlpswarm/nlpswarm/internal/browsertest"
 	"github.com/nlpswarm/nlpswarm/internal/limitkeys"
 	"github.com/nlpswarm/nlpswarm/internal/rdb/rdbtest"
 )
@@ -27,7 +28,7 @@ func TestBrowserPlansAndMonitoring(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test in -short mode")
 	}
-	chromium := chromiumPath(t)
+	browsertest.Chromium(t)
 	e := newEnv(t)
 	rc, prefix := rdbtest.New(t)
 	prom, _ := fakePrometheus(t)
@@ -37,9 +38,7 @@ func TestBrowserPlansAndMonitoring(t *testing.T) {
 	var kid int64
 	var kprefix string
 	e.db.Pool.QueryRow(context.Background(), `SELECT id, prefix FROM api_keys`).Scan(&kid, &kprefix)
-	shots := artifacts(t)
-
-	b := newBrowser(t, chromium, shots, "ops-")
+	b := newBrowser(t, "ops-")
 	ctx, step, text, shot, waitFor := b.ctx, b.step, b.text, b.shot, b.waitFor
 	base := e.http.URL
 	step("enable the log domain", cdpCall(cdplog.Enable, cdp.Empty{}))

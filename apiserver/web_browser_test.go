@@ -3,46 +3,28 @@ package apiserver
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 	"github.com/moby/moby/client"
 
+	"github.com/nlpswarm/nlpswarm/internal/browsertest"
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/dockertest"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/models"
 	"github.com/nlpswarm/nlpswarm/scheduler"
 )
-
-// chromiumPath finds Debian's chromium (NLPSWARM_CHROMIUM overrides). Without
-// it the browser tests skip, except under CI=true, where they fail.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("NLPSWARM_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"} {
-		if p == "" {
-			continue
-		}
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	pgtest.Unavailable(t, "headless chromium", errors.New("no /usr/bin/chromium (apt-get install chromium)"))
-	return ""
-}
 
 // swarmManager returns a client of the local engine when it is a swarm
 // manager, else nil (a failure under CI=true).
@@ -77,15 +59,6 @@ func swarmManager(t *testing.T) *client.Client {
 	return dockertest.Swarm(t)
 }
 
-// artifacts is where screenshots go (git-ignored).
-func artifacts(t *testing.T) string {
-	dir := filepath.Join(dockertest.RepoRoot(t), "testdata-artifacts", "apiserver-web")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // cdpCall sends one DevTools command as an action.
 func cdpCall[P, R any](c cdp.Command[P, R], p P) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
@@ -94,40 +67,20 @@ func cdpCall[P, R any](c cdp.Command[P, R], p P) chromedp.Action[chromedp.Void] 
 	}
 }
 
-// browser is headless Chromium driven by chromedp for one test: every
-// script error and console or CSP complaint is kept, and quiet fails the
-// test on any.
+// browser is internal/browsertest's headless Chromium with this package's
+// steps: a failing step prints the page's main part, screenshots go to
+// testdata-artifacts/apiserver-web/ with prefix before each name, and quiet
+// fails the test on any script error or console or CSP complaint.
 type browser struct {
-	t          *testing.T
-	ctx        context.Context
-	shots      string // where shot writes, with prefix before each name
-	prefix     string
-	mu         sync.Mutex
-	complaints []string
+	*browsertest.Browser
+	t      *testing.T
+	ctx    context.Context
+	prefix string
 }
 
-func newBrowser(t *testing.T, chromium, shots, prefix string) *browser {
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.WindowSize(1280, 900))...)
-	ctx, cancelCtx := chromedp.NewContext(alloc)
-	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
-	b := &browser{t: t, ctx: ctx, shots: shots, prefix: prefix}
-	if err := chromedp.Listen(ctx, func(ev any) {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		switch ev := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			b.complaints = append(b.complaints, "exception: "+ev.ExceptionDetails.Text)
-		case *cdplog.EventEntryAdded:
-			if ev.Entry.Level == cdplog.EntryLevelError || ev.Entry.Level == cdplog.EntryLevelWarning {
-				b.complaints = append(b.complaints, fmt.Sprintf("console %s: %s (%s)", ev.Entry.Level, ev.Entry.Text, ev.Entry.URL))
-			}
-		}
-	}); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return b
+func newBrowser(t *testing.T, prefix string) *browser {
+	bb := browsertest.Start(t, "apiserver-web")
+	return &browser{Browser: bb, t: t, ctx: bb.Ctx, prefix: prefix}
 }
 
 // step runs actions within a minute, failing with the page's main part.
@@ -152,13 +105,7 @@ func (b *browser) text(sel string) string {
 
 func (b *browser) shot(name string) {
 	b.t.Helper()
-	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		b.t.Fatalf("screenshot %s: %v", name, err)
-	}
-	if err := os.WriteFile(filepath.Join(b.shots, b.prefix+name+".png"), png, 0o644); err != nil {
-		b.t.Fatal(err)
-	}
+	b.Shot(b.prefix + name)
 }
 
 // waitFor evaluates js until it is true; navigations on the way (a form
@@ -181,10 +128,8 @@ func (b *browser) waitFor(what, js string, timeout time.Duration) {
 
 // quiet fails the test if the browser complained.
 func (b *browser) quiet() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.complaints) > 0 {
-		b.t.Fatalf("the browser complained:\n%s", strings.Join(b.complaints, "\n"))
+	if c := b.Complaints(); len(c) > 0 {
+		b.t.Fatalf("the browser complained:\n%s", strings.Join(c, "\n"))
 	}
 }
 
@@ -277,7 +222,7 @@ func TestBrowserBackoffice(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test in -short mode")
 	}
-	chromium := chromiumPath(t)
+	browsertest.Chromium(t)
 	fixtures := fixtureFiles(t, "sentiment")
 	e := &env{t: t, db: pgtest.New(t, true), dir: t.TempDir(), smoke: models.SmokeTest}
 	e.start()
@@ -292,9 +237,7 @@ func TestBrowserBackoffice(t *testing.T) {
 	if err := os.WriteFile(archive, tarGz(t, fixtures), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	shots := artifacts(t)
-
-	b := newBrowser(t, chromium, shots, "")
+	b := newBrowser(t, "")
 	ctx, step, text, shot, waitFor := b.ctx, b.step, b.text, b.shot, b.waitFor
 	base := e.http.URL
 	step("enable the log domain", cdpCall(cdplog.Enable, cdp.Empty{}), cdpCall(network.Enable, network.EnableParams{}))
@@ -438,7 +381,7 @@ func TestBrowserBackoffice(t *testing.T) {
 	shot("11-undeployed")
 
 	b.quiet()
-	t.Logf("screenshots in %s", shots)
+	t.Logf("screenshots in %s", b.Shots)
 }
 
 // fakeGPUNode adds a node with a GPU, as a node agent would report it; the
