@@ -59,6 +59,7 @@ type composeService struct {
 				Memory string `yaml:"memory"`
 			} `yaml:"reservations"`
 		} `yaml:"resources"`
+		Replicas      *int `yaml:"replicas"`
 		RestartPolicy *struct {
 			Condition string `yaml:"condition"`
 		} `yaml:"restart_policy"`
@@ -99,7 +100,8 @@ func TestStackServices(t *testing.T) {
 	}{
 		"postgres":   {constraint: "node.labels.type == database", secrets: []string{"db_password", "db_password_apiserver", "db_password_scheduler", "db_password_gateway", "db_password_agent"}},
 		"redis":      {constraint: "node.labels.type == database", secrets: []string{"redis_password", "redis_password_gateway", "redis_password_scheduler", "redis_password_apiserver"}},
-		"apiserver":  {constraint: "node.labels.type == database", secrets: []string{"db_password", "db_password_apiserver", "admin_token", "internal_token", "redis_password_apiserver"}},
+		"migrate":    {constraint: "node.labels.type == database", secrets: []string{"db_password"}},
+		"apiserver":  {constraint: "node.labels.type == database", secrets: []string{"db_password_apiserver", "admin_token", "internal_token", "redis_password_apiserver"}},
 		"scheduler":  {constraint: "node.role == manager", secrets: []string{"db_password_scheduler", "redis_password_scheduler"}},
 		"gateway":    {secrets: []string{"db_password_gateway", "redis_password_gateway", "gateway_key_secret"}, hostPort: 8080},
 		"agent":      {constraint: "node.labels.type == machine-learning", secrets: []string{"db_password_agent"}, global: true},
@@ -155,7 +157,8 @@ func TestStackServices(t *testing.T) {
 			t.Errorf("%s: ports %+v, want %d in host mode", name, s.Ports, w.hostPort)
 		}
 		if strings.HasPrefix(s.Image, "${NLPSWARM_IMAGE") || s.Image == "nlpswarm:dev" {
-			if s.Healthcheck == nil && name != "agent" && name != "scheduler" {
+			// migrate is a one-shot: it serves nothing to check
+			if s.Healthcheck == nil && name != "agent" && name != "scheduler" && name != "migrate" {
 				t.Errorf("%s: no healthcheck", name)
 			}
 			if s.Healthcheck != nil && (s.Healthcheck.Test[0] != "CMD" || s.Healthcheck.Test[1] != "/usr/local/bin/nlpswarm") {

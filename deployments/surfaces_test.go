@@ -135,15 +135,19 @@ func TestRedisRequiresAPassword(t *testing.T) {
 }
 
 // Finding 7: each service logs into Postgres as its own role, and only the
-// database and the apiserver's migrations hold the superuser's password.
+// database and the one-shot migrate service hold the schema owner's
+// password; the apiserver no longer migrates at start.
 func TestPostgresRolePerService(t *testing.T) {
 	c := load(t)
 	for name, s := range c.Services {
+		if contains(s.Secrets, "db_password") && name != "postgres" && name != "migrate" {
+			t.Errorf("%s holds the schema owner's password: only postgres and migrate may", name)
+		}
+		if flag(s.Command, "migratedb.passwordfile") != "" || flag(s.Command, "migratedb.url") != "" {
+			t.Errorf("%s migrates as the owner: only the migrate service does", name)
+		}
 		u := flag(s.Command, "db.url")
-		if u == "" {
-			if contains(s.Secrets, "db_password") && name != "postgres" {
-				t.Errorf("%s holds the superuser's password", name)
-			}
+		if u == "" || name == "migrate" {
 			continue
 		}
 		wantUser := "postgres://nlpswarm_" + name + "@"
@@ -153,12 +157,34 @@ func TestPostgresRolePerService(t *testing.T) {
 		if pf := flag(s.Command, "db.passwordfile"); pf != "/run/secrets/db_password_"+name || !contains(s.Secrets, "db_password_"+name) {
 			t.Errorf("%s: --db.passwordfile %q, secrets %v", name, pf, s.Secrets)
 		}
-		if contains(s.Secrets, "db_password") && flag(s.Command, "migratedb.passwordfile") != "/run/secrets/db_password" {
-			t.Errorf("%s holds the superuser's password without migrating", name)
-		}
 		if !contains(c.Services["postgres"].Secrets, "db_password_"+name) {
 			t.Errorf("postgres does not get db_password_%s: the role would have no password", name)
 		}
+	}
+	// the apiserver's binary migrates at start by default (make run-style
+	// local use); in the stack it must not, it has no owner's password
+	if api := c.Services["apiserver"]; flag(api.Command, "migrate") != "false" {
+		t.Errorf("apiserver: --migrate=%q, want false (the migrate service applies the schema)", flag(api.Command, "migrate"))
+	}
+	for _, name := range []string{"apiserver", "scheduler", "gateway"} {
+		if w := flag(c.Services[name].Command, "schemawait"); w == "0" || w == "0s" {
+			t.Errorf("%s: --schemawait=%s: it would start on any schema", name, w)
+		}
+	}
+	m, ok := c.Services["migrate"]
+	switch {
+	case !ok:
+		t.Error("no migrate service")
+	case len(m.Command) < 2 || m.Command[0] != "migrate" || m.Command[1] != "up":
+		t.Errorf("migrate: command %v, want migrate up ...", m.Command)
+	case !strings.HasPrefix(flag(m.Command, "db.url"), "postgres://nlpswarm@") || flag(m.Command, "db.passwordfile") != "/run/secrets/db_password":
+		t.Errorf("migrate: --db.url %q --db.passwordfile %q, want the schema owner nlpswarm", flag(m.Command, "db.url"), flag(m.Command, "db.passwordfile"))
+	case m.Deploy.RestartPolicy == nil || m.Deploy.RestartPolicy.Condition != "on-failure":
+		t.Errorf("migrate: restart policy %+v, want on-failure (a one-shot: done once it exits 0)", m.Deploy.RestartPolicy)
+	case m.Deploy.Replicas == nil || *m.Deploy.Replicas != 1 || m.Deploy.Mode == "global":
+		t.Errorf("migrate: mode %q replicas %v, want one replica", m.Deploy.Mode, m.Deploy.Replicas)
+	case len(m.Deploy.Labels) > 0 || len(m.Ports) > 0:
+		t.Errorf("migrate: labels %v ports %v: a one-shot has nothing to scrape or publish", m.Deploy.Labels, m.Ports)
 	}
 	entry, err := os.ReadFile(filepath.Join("images", "postgres", "entrypoint.sh"))
 	if err != nil {

@@ -74,9 +74,9 @@ fi
 # attachable but for the forwarder's)
 
 mkdir -p "$STATE" && chmod 700 "$STATE"
-# db_password: the Postgres superuser (migrations); db_password_<role>: one
-# login role per service; redis_password: Redis's ops user (the default
-# user is off); redis_password_<role>: one Redis ACL user per role;
+# db_password: the Postgres superuser (the migrate service's only);
+# db_password_<role>: one login role per service; redis_password: Redis's
+# ops user (the default user is off); redis_password_<role>: one Redis ACL user per role;
 # gateway_key_secret: the gateways' MAC key of API key verdicts in Redis
 for s in db_password admin_token internal_token db_password_apiserver db_password_scheduler \
   db_password_gateway db_password_agent redis_password redis_password_gateway redis_password_scheduler redis_password_apiserver \
@@ -103,11 +103,27 @@ compose=(-c docker-compose.yml)
 for f in ${STACK_OVERLAYS:-}; do compose+=(-c "$f"); done
 docker stack deploy --resolve-image never "${compose[@]}" "$STACK" >/dev/null
 
+# One-shot services (restart_policy on-failure) run and exit 0: their
+# replicas read 0/1 once done, which is their success, not a failure.
+ONESHOT=${ONESHOT:-migrate}
+is_oneshot() { local s; for s in $ONESHOT; do [ "$1" = "${STACK}_$s" ] && return 0; done; return 1; }
+# oneshot_done: a task of the service completed and none is still to run
+oneshot_done() {
+  local tasks
+  tasks=$(docker service ps "$1" --format '{{.DesiredState}} {{.CurrentState}}' 2>/dev/null) || return 1
+  grep -q ' Complete' <<<"$tasks" || return 1
+  ! grep -v ' Complete' <<<"$tasks" | grep -q '^Running'
+}
+
 log "waiting for services (up to ${WAIT}s)"
 deadline=$((SECONDS + WAIT))
 while :; do
   pending=()
   while read -r name replicas; do
+    if is_oneshot "$name"; then
+      oneshot_done "$name" || pending+=("$name (not completed)")
+      continue
+    fi
     cur=${replicas%%/*}; want=${replicas##*/}; want=${want%% *}
     [ "$cur" = "$want" ] && [ "$want" != "0" ] || pending+=("$name $replicas")
   done < <(docker stack services "$STACK" --format '{{.Name}} {{.Replicas}}')

@@ -39,9 +39,10 @@ type apiserverConfig struct {
 		SessionTTL       time.Duration `description:"how long a web login lasts"`
 		RandomSessionKey bool          `description:"sign web sessions with a key made at start (a restart logs everyone out) instead of one derived from the admin token"`
 	} `description:"backoffice web pages (/ui)"`
-	Migrate   bool      `description:"apply schema migrations at start (under an advisory lock)"`
-	MigrateDB pg.Config `description:"Postgres as the schema's owner, used for --migrate only and closed after it, so that the API serves with --db, a role that cannot change the schema (empty url: --db)"`
-	Upload    struct {
+	Migrate    bool          `description:"apply schema migrations at start (under an advisory lock); the stack runs them in its one-shot migrate service instead"`
+	SchemaWait time.Duration `description:"how long to wait at start until Postgres holds at least the schema version this binary carries (applied by nlpswarm migrate up, or --migrate); 0: do not check"`
+	MigrateDB  pg.Config     `description:"Postgres as the schema's owner, used for --migrate only and closed after it, so that the API serves with --db, a role that cannot change the schema (empty url: --db)"`
+	Upload     struct {
 		MaxBytes     int64         `description:"largest accepted model archive, in bytes"`
 		SmokeTimeout time.Duration `description:"time limit of the smoke inference run on every upload"`
 		Idle         time.Duration `description:"an upload that sends nothing for this long is cut off (the server's readtimeout does not apply to uploads)"`
@@ -74,6 +75,7 @@ func runAPIServer(ctx context.Context, args []string) error {
 	cfg.Upload.Idle = apiserver.DefaultUploadIdle
 	cfg.Upload.Timeout = apiserver.DefaultUploadTimeout
 	cfg.Web.SessionTTL = 12 * time.Hour
+	cfg.SchemaWait = schemaWaitDefault
 	cfg.Redis, cfg.RedisPrefix = rdb.DefaultConfig(), "nlpswarm:"
 	cfg.Redis.Addr = ""
 	if err := loadConfig("apiserver", cfg, args); err != nil {
@@ -104,6 +106,9 @@ func runAPIServer(ctx context.Context, args []string) error {
 		if err := migrateAtStart(ctx, cfg.MigrateDB, pool, log); err != nil {
 			return err
 		}
+	}
+	if err := waitSchema(ctx, pool, cfg.SchemaWait, false, log); err != nil {
+		return err
 	}
 	var rc *redis.Client
 	if cfg.Redis.Addr != "" {

@@ -6,12 +6,15 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nlpswarm/nlpswarm/internal/config"
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 	"github.com/nlpswarm/nlpswarm/internal/logging"
+	"github.com/nlpswarm/nlpswarm/internal/pg"
 )
 
 // loadConfig loads cfg for a command; on --help it prints the options and
@@ -38,4 +41,24 @@ func newLogger(role, level string) (*slog.Logger, error) {
 // serve runs app behind the operational endpoints until ctx ends, then drains.
 func serve(ctx context.Context, log *slog.Logger, opts httpserver.Options, app http.Handler, health *httpserver.Health, reg *prometheus.Registry) error {
 	return httpserver.Run(ctx, opts, app, health, reg, log)
+}
+
+// schemaWaitDefault bounds how long a role waits at start for the schema it
+// was built for; past it the role exits and Swarm restarts it.
+const schemaWaitDefault = 2 * time.Minute
+
+// waitSchema holds a role's start until the database carries the schema
+// its binary was built for, so that a rolling upgrade never runs a new role
+// on an old schema. proceedUnknown lets a role that serves without
+// Postgres start when Postgres does not answer.
+func waitSchema(ctx context.Context, pool *pgxpool.Pool, limit time.Duration, proceedUnknown bool, log *slog.Logger) error {
+	if limit <= 0 {
+		return nil
+	}
+	want, err := pg.EmbeddedVersion()
+	if err != nil {
+		return err
+	}
+	_, err = pg.WaitSchema(ctx, pool, pg.SchemaWait{Want: want, Limit: limit, ProceedUnknown: proceedUnknown}, log)
+	return err
 }

@@ -3,4 +3,8 @@
 // Each role or verb lives in its own file and registers itself; this package
 // only wires configuration, logging and signals to the domain packages and
 // holds no domain logic of its own.
+//
+// migrate is a one-shot role: in the stack it applies the schema as its
+// owner and exits. The apiserver, scheduler and gateway wait at start
+// (--schemawait) until the schema is at least their binary's.
 package main

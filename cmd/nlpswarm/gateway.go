@@ -20,9 +20,12 @@ import (
 type gatewayConfig struct {
 	httpserver.Options
 	gateway.Config
-	LogLevel string     `description:"log level: debug, info, warn, error"`
-	DB       pg.Config  `description:"Postgres (API keys, models, deployments, usage)"`
-	Redis    rdb.Config `description:"Redis (rate limits and quotas; when it is down requests pass without limits: fail-open)"`
+	LogLevel string    `description:"log level: debug, info, warn, error"`
+	DB       pg.Config `description:"Postgres (API keys, models, deployments, usage)"`
+	// a Postgres that does not answer does not hold the start: the gateway
+	// serves from its caches meanwhile
+	SchemaWait time.Duration `description:"how long to wait at start until Postgres holds at least the schema version this binary carries (applied by nlpswarm migrate up); a Postgres that does not answer is not waited for; 0: do not check"`
+	Redis      rdb.Config    `description:"Redis (rate limits and quotas; when it is down requests pass without limits: fail-open)"`
 	// only the gateways hold it: a verdict in Redis without its MAC is
 	// ignored, so whoever can write Redis cannot mint a key
 	KeySecretFile string `description:"file holding the secret (at least 32 bytes) that seals the API key verdicts gateways share in Redis (HMAC-SHA256); without it verdicts are not shared through Redis"`
@@ -54,7 +57,7 @@ func defaultGatewayConfig() *gatewayConfig {
 	opts.ShutdownTimeout = 20 * time.Second
 	return &gatewayConfig{
 		Options: opts, Config: gateway.DefaultConfig(), LogLevel: "info",
-		DB: pg.DefaultConfig(), Redis: r, GCPercent: 400, MemoryLimitPercent: 80,
+		DB: pg.DefaultConfig(), SchemaWait: schemaWaitDefault, Redis: r, GCPercent: 400, MemoryLimitPercent: 80,
 	}
 }
 
@@ -117,6 +120,9 @@ func runGateway(ctx context.Context, args []string) error {
 		return err
 	}
 	defer pool.Close()
+	if err := waitSchema(ctx, pool, cfg.SchemaWait, true, log); err != nil {
+		return err
+	}
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	if err := rc.Ping(pctx).Err(); err != nil {
 		log.Warn("redis unreachable at start; serving without rate limits until it answers (fail-open)", "addr", cfg.Redis.Addr, "err", err)

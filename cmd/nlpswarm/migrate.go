@@ -17,6 +17,9 @@ type migrateConfig struct {
 	Yes bool      `description:"migrate down without asking (it drops tables and their data)"`
 }
 
+// In the stack, migrate up runs as a one-shot service (restart on failure
+// only), the only one but Postgres holding the owner's password; the roles
+// wait for the version it applies (waitSchema).
 func init() {
 	register(command{Name: "migrate", Summary: "apply the Postgres schema: migrate up|down|status", Role: true, Run: runMigrate})
 }

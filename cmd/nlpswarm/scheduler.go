@@ -17,14 +17,15 @@ import (
 
 type schedulerConfig struct {
 	httpserver.Options
-	LogLevel            string    `description:"log level: debug, info, warn, error"`
-	DB                  pg.Config `description:"Postgres"`
-	Owner               string    `description:"name of this platform instance: only services with this owner label are managed (and removed as orphans)"`
-	Image               string    `description:"runtime image of model services on the go engine (a tag is resolved to its image ID so no node pulls)"`
-	ORTImage            string    `description:"ONNX Runtime runtime image (make ort-image; resolved like image): model services on the ort engine, the default when set; '' for none (ort deployments are then unplaceable)"`
-	Network             string    `description:"overlay network model services join"`
-	ArtifactBaseURL     string    `description:"base URL runtimes download artifacts from (the apiserver)"`
-	InternalTokenSecret string    `description:"Docker secret holding the internal token, mounted into model services ('' for none)"`
+	LogLevel            string        `description:"log level: debug, info, warn, error"`
+	DB                  pg.Config     `description:"Postgres"`
+	SchemaWait          time.Duration `description:"how long to wait at start until Postgres holds at least the schema version this binary carries (applied by nlpswarm migrate up); 0: do not check"`
+	Owner               string        `description:"name of this platform instance: only services with this owner label are managed (and removed as orphans)"`
+	Image               string        `description:"runtime image of model services on the go engine (a tag is resolved to its image ID so no node pulls)"`
+	ORTImage            string        `description:"ONNX Runtime runtime image (make ort-image; resolved like image): model services on the ort engine, the default when set; '' for none (ort deployments are then unplaceable)"`
+	Network             string        `description:"overlay network model services join"`
+	ArtifactBaseURL     string        `description:"base URL runtimes download artifacts from (the apiserver)"`
+	InternalTokenSecret string        `description:"Docker secret holding the internal token, mounted into model services ('' for none)"`
 	Placement           struct {
 		Constraint string `description:"constraint every model service gets (besides the deployment's labels)"`
 	} `description:"placement of model services"`
@@ -49,6 +50,7 @@ func runScheduler(ctx context.Context, args []string) error {
 	cfg.Autoscale.Interval = time.Second
 	cfg.Placement.Constraint = "node.labels.type==machine-learning"
 	cfg.DrainDelay = 0
+	cfg.SchemaWait = schemaWaitDefault
 	if err := loadConfig("scheduler", cfg, args); err != nil {
 		return err
 	}
@@ -61,6 +63,9 @@ func runScheduler(ctx context.Context, args []string) error {
 		return err
 	}
 	defer pool.Close()
+	if err := waitSchema(ctx, pool, cfg.SchemaWait, false, log); err != nil {
+		return err
+	}
 	docker, err := client.New(client.FromEnv)
 	if err != nil {
 		return &config.Error{Msg: fmt.Sprintf("docker client: %v", err)}

@@ -61,6 +61,12 @@ func TestServiceRolesLeastPrivilege(t *testing.T) {
 		{"nlpswarm_agent", `DELETE FROM gpus WHERE false`, true},
 		{"nlpswarm_agent", `SELECT * FROM api_keys`, false},
 		{"nlpswarm_agent", `UPDATE deployments SET replicas = 0 WHERE false`, false},
+		// each role reads the schema version at start (WaitSchema), none writes it
+		{"nlpswarm_gateway", `SELECT max(version_id) FROM goose_db_version`, true},
+		{"nlpswarm_scheduler", `SELECT max(version_id) FROM goose_db_version`, true},
+		{"nlpswarm_apiserver", `SELECT max(version_id) FROM goose_db_version`, true},
+		{"nlpswarm_agent", `SELECT max(version_id) FROM goose_db_version`, true},
+		{"nlpswarm_apiserver", `DELETE FROM goose_db_version WHERE false`, false},
 		{"nlpswarm_apiserver", `DELETE FROM api_keys WHERE false`, true},
 		{"nlpswarm_apiserver", `INSERT INTO web_session_revocations (session_id, expires_at) SELECT repeat('a', 32), now() WHERE false`, true},
 		{"nlpswarm_apiserver", `DROP TABLE usage`, false},
