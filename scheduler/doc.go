@@ -55,6 +55,14 @@
 // replica serves it on GET /plan (PlanHandler), which the apiserver relays to
 // `nlpswarm status --plan`.
 //
+// Any replica also serves Prometheus's scrape targets on GET /sd (sd.go, in
+// Prometheus's HTTP SD format), so Prometheus needs no Docker socket: SDTargets
+// (pure, over a snapshot of services, tasks and node hostnames) lists every
+// running task of a service labelled nlpswarm.metrics.port, at that port, on
+// the control network or, for model services, the runtimes', labelled
+// service, model, node and slot (the labels the dashboards, alerts and the
+// apiserver's monitor pages query).
+//
 // The deployment record (types, reads, writes, NOTIFY) is
 // internal/deployment's; the runtime's cold-start record is
 // internal/coldstart's; placement decisions live in scheduler/placement

@@ -21,9 +21,7 @@ const PlanTimeout = 10 * time.Second
 // `nlpswarm status --plan`.
 func (r *Reconciler) PlanHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.Method != http.MethodGet {
-			w.Header().Set("Allow", http.MethodGet)
-			apierror.Write(w, http.StatusMethodNotAllowed, "method_not_allowed", "GET only")
+		if !getOnly(w, req) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(req.Context(), PlanTimeout)
@@ -37,4 +35,14 @@ func (r *Reconciler) PlanHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(p)
 	})
+}
+
+// getOnly answers 405 to anything but GET, and says whether req is a GET.
+func getOnly(w http.ResponseWriter, req *http.Request) bool {
+	if req.Method == http.MethodGet {
+		return true
+	}
+	w.Header().Set("Allow", http.MethodGet)
+	apierror.Write(w, http.StatusMethodNotAllowed, "method_not_allowed", "GET only")
+	return false
 }

@@ -93,6 +93,10 @@ func runScheduler(ctx context.Context, args []string) error {
 	// any replica answers the dry run (`nlpswarm status --plan`, through the apiserver)
 	app := http.NewServeMux()
 	app.Handle(scheduler.PlanPath, rec.PlanHandler())
+	// Prometheus's scrape targets (http_sd_configs): it needs no Docker socket
+	app.Handle(scheduler.SDPath, scheduler.SDHandler(func(ctx context.Context) (scheduler.SDSnapshot, error) {
+		return scheduler.ReadSDSnapshot(ctx, docker)
+	}, log))
 	go func() { errc <- serve(ctx, log, cfg.Options, app, health, reg) }()
 	log.Info("waiting for leadership")
 	leader, err := scheduler.AcquireLeadership(ctx, pool, 2*time.Second)
