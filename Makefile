@@ -6,7 +6,7 @@ IMAGE ?= nlpswarm:dev
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # Fuzz targets run briefly by `make test` (package:Target).
-FUZZ_TARGETS ?= ./models:FuzzPredictRequest ./modelmgr/archive:FuzzExtract ./apiserver:FuzzDeploymentRequest ./gateway:FuzzDecodeRequest ./gateway:FuzzDecodeSimple ./gateway:FuzzParseHead ./modelmgr/onnxcheck:FuzzCheck ./modelmgr/archive:FuzzZipDeclaredEntries ./gateway:FuzzDecodeLabelsSimple ./gateway:FuzzAppendJSON
+FUZZ_TARGETS ?= ./models:FuzzPredictRequest ./modelmgr/archive:FuzzExtract ./apiserver:FuzzDeploymentRequest ./gateway:FuzzDecodeRequest ./gateway:FuzzDecodeSimple ./gateway:FuzzParseHead ./modelmgr/onnxcheck:FuzzCheck ./modelmgr/archive:FuzzZipDeclaredEntries ./gateway:FuzzDecodeLabelsSimple ./gateway:FuzzAppendJSON ./internal/artifactcred:FuzzParse
 FUZZTIME ?= 10s
 
 .PHONY: build agent test test-unit fuzz image up down bench lint clean chaos soak

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
 )
 
 // After authFailureBurst wrong tokens from one address, its wrong tokens
@@ -45,8 +47,9 @@ func TestTokenGuessingIsSlowed(t *testing.T) {
 		t.Fatalf("another address: %d %s", w.Code, w.Body)
 	}
 	// the internal endpoints share the budget of the address
+	zeroDigest := "sha256:" + strings.Repeat("0", 64)
 	internal := func(tok string) int {
-		req := httptest.NewRequest(http.MethodHead, "/internal/blobs/sha256:00", nil)
+		req := httptest.NewRequest(http.MethodHead, "/internal/blobs/"+zeroDigest, nil)
 		req.RemoteAddr = "192.0.2.1:40001"
 		req.Header.Set("Authorization", "Bearer "+tok)
 		rec := httptest.NewRecorder()
@@ -56,7 +59,7 @@ func TestTokenGuessingIsSlowed(t *testing.T) {
 	if code := internal("guess"); code != http.StatusTooManyRequests {
 		t.Fatalf("internal endpoint, wrong token from a guessing address: %d", code)
 	}
-	if code := internal(internalTok); code == http.StatusTooManyRequests || code == http.StatusUnauthorized {
+	if code := internal(artifactcred.Mint(artifactcred.Key(internalTok), zeroDigest, time.Now().Add(time.Hour))); code == http.StatusTooManyRequests || code == http.StatusUnauthorized {
 		t.Fatalf("internal endpoint, right token from a guessing address: %d", code)
 	}
 	clock = clock.Add(authFailureEvery)

@@ -4,7 +4,11 @@
 // internal/deployment, whose NOTIFY wakes the scheduler; it never talks to
 // Docker and imports no scheduler code: GET /api/v1/plan relays a
 // scheduler's dry run over HTTP), accounts, plans, API keys, usage and node
-// inventory, and the internal artifact endpoint runtimes download from.
+// inventory, and the internal artifact endpoint runtimes download from
+// (/internal/blobs/{digest}, on the ops listener only), which serves a blob
+// only to an unexpired internal/artifactcred credential for that digest,
+// checked under a key derived from the internal token; the token itself, an
+// admin token or an API key is 403 there.
 //
 // It reads, never writes, two things other roles keep: the gateways' rate
 // limit and quota counts in Redis, through internal/limitkeys' key names

@@ -18,13 +18,17 @@ import (
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/apikey"
+	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
 )
 
 // Config is what the API needs besides its dependencies.
 type Config struct {
-	AdminToken     string
+	AdminToken string
+	// InternalToken is the key material of the runtimes' artifact
+	// credentials (internal/artifactcred.Key): /internal/blobs/{digest}
+	// takes only a credential for that digest, never the token itself.
 	InternalToken  string
 	MaxUploadBytes int64
 	UploadIdle     time.Duration // an upload without progress for this long is cut off
@@ -55,6 +59,10 @@ type Server struct {
 	internal  *gin.Engine // /internal: runtimes' artifact downloads, the overlay only
 	web       *web
 	authFails *authFailures // failed admin/internal token checks per address
+	// artifactKey checks the runtimes' per-digest credentials; now is their
+	// clock (tests move it)
+	artifactKey []byte
+	now         func() time.Time
 }
 
 // New builds the API on db and store; validator checks uploads.
@@ -63,7 +71,8 @@ func New(cfg Config, db *pgxpool.Pool, store modelmgr.BlobStore, validator model
 		cfg.MaxUploadBytes = 10 << 30
 	}
 	gin.SetMode(gin.ReleaseMode)
-	s := &Server{cfg: cfg, db: db, reg: &modelmgr.Registry{DB: db}, store: store, validator: validator, log: log, web: newWeb(cfg, db), authFails: newAuthFailures()}
+	s := &Server{cfg: cfg, db: db, reg: &modelmgr.Registry{DB: db}, store: store, validator: validator, log: log, web: newWeb(cfg, db), authFails: newAuthFailures(),
+		artifactKey: artifactcred.Key(cfg.InternalToken), now: time.Now}
 	e := gin.New()
 	e.Use(gin.Recovery())
 	e.HandleMethodNotAllowed = true
@@ -170,15 +179,34 @@ func (s *Server) adminAuth(c *gin.Context) {
 	}
 }
 
+// internalAuth admits a runtime to /internal/blobs/{digest} only with an
+// unexpired artifact credential for exactly that digest (issue 17 item 1):
+// one tenant's runtime cannot read another's model, and the shared internal
+// token, which runtimes no longer hold, opens nothing here.
 func (s *Server) internalAuth(c *gin.Context) {
 	tok := bearer(c.Request)
+	if tok == "" {
+		abort(c, http.StatusUnauthorized, "unauthenticated", "missing artifact credential")
+		return
+	}
+	if artifactcred.LooksLike(tok) {
+		switch err := artifactcred.Verify(s.artifactKey, tok, c.Param("digest"), s.now()); {
+		case err == nil:
+			c.Next()
+		case errors.Is(err, artifactcred.ErrDigest):
+			abort(c, http.StatusForbidden, "forbidden", "this credential is for another artifact")
+		case errors.Is(err, artifactcred.ErrExpired):
+			abort(c, http.StatusUnauthorized, "credential_expired", "artifact credential expired; the scheduler re-mints it")
+		case s.refuseIfGuessing(c, false):
+		default: // forged or tampered: a guess
+			s.authFails.failed(c.RemoteIP())
+			abort(c, http.StatusUnauthorized, "unauthenticated", "invalid artifact credential")
+		}
+		return
+	}
 	switch {
-	case tok == "":
-		abort(c, http.StatusUnauthorized, "unauthenticated", "missing internal token")
-	case tokenEqual(tok, s.cfg.InternalToken):
-		c.Next()
-	case tokenEqual(tok, s.cfg.AdminToken) || strings.HasPrefix(tok, apikey.Scheme):
-		abort(c, http.StatusForbidden, "forbidden", "internal endpoints take the internal token")
+	case tokenEqual(tok, s.cfg.InternalToken) || tokenEqual(tok, s.cfg.AdminToken) || strings.HasPrefix(tok, apikey.Scheme):
+		abort(c, http.StatusForbidden, "forbidden", "internal endpoints take a per-artifact credential")
 	case s.refuseIfGuessing(c, false):
 	default:
 		s.authFails.failed(c.RemoteIP())

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
@@ -272,7 +273,7 @@ func TestModelVersionLifecycle(t *testing.T) {
 
 	// Range download by a runtime
 	req, _ := http.NewRequest("GET", e.ihttp.URL+"/internal/blobs/"+v1["digest"].(string), nil)
-	req.Header.Set("Authorization", "Bearer "+internalTok)
+	req.Header.Set("Authorization", "Bearer "+artifactcred.Mint(artifactcred.Key(internalTok), v1["digest"].(string), time.Now().Add(time.Hour)))
 	req.Header.Set("Range", "bytes=0-9")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

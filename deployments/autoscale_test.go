@@ -30,6 +30,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/nlpswarm/nlpswarm/apiserver"
+	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
 	"github.com/nlpswarm/nlpswarm/internal/dockertest"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/internal/rdb/rdbtest"
@@ -171,12 +172,6 @@ func newFleet(t *testing.T) *fleet {
 	})
 	volume := dockertest.Name("nlpswarm-as-artifacts")
 	t.Cleanup(func() { dockertest.RemoveVolume(t, cl, volume) })
-	secretName := dockertest.Name("nlpswarm-as-token")
-	sec, err := cl.SecretCreate(ctx, client.SecretCreateOptions{Spec: swarm.SecretSpec{Annotations: swarm.Annotations{Name: secretName}, Data: []byte(internalToken)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.SecretRemove(context.Background(), sec.ID, client.SecretRemoveOptions{}) })
 
 	// the model, a customer and a key with limits far above the test's load
 	f.model = dockertest.Name("as")
@@ -210,7 +205,7 @@ func newFleet(t *testing.T) *fleet {
 	owner := dockertest.Name("as-test")
 	rec := &scheduler.Reconciler{DB: f.db.Pool, Docker: cl, Log: f.schedLog, Metrics: scheduler.NewMetrics(nil), Spec: scheduler.SpecConfig{
 		Owner: owner, Image: image, Network: nw.ID, ArtifactBaseURL: f.api,
-		TokenSecretID: sec.ID, TokenSecretName: secretName, ArtifactVolume: volume,
+		ArtifactKey: artifactcred.Key(internalToken), ArtifactVolume: volume,
 	}}
 	as := &scheduler.Autoscaler{DB: f.db.Pool, Redis: rdb, Prefix: prefix, Log: f.schedLog, Metrics: scheduler.NewMetrics(nil)}
 	leader, err := scheduler.AcquireLeadership(ctx, f.db.Pool, 100*time.Millisecond)

@@ -102,7 +102,7 @@ func TestStackServices(t *testing.T) {
 		"redis":      {constraint: "node.labels.type == database", secrets: []string{"redis_password", "redis_password_gateway", "redis_password_scheduler", "redis_password_apiserver"}},
 		"migrate":    {constraint: "node.labels.type == database", secrets: []string{"db_password"}},
 		"apiserver":  {constraint: "node.labels.type == database", secrets: []string{"db_password_apiserver", "admin_token", "internal_token", "redis_password_apiserver"}},
-		"scheduler":  {constraint: "node.role == manager", secrets: []string{"db_password_scheduler", "redis_password_scheduler"}},
+		"scheduler":  {constraint: "node.role == manager", secrets: []string{"db_password_scheduler", "redis_password_scheduler", "internal_token"}},
 		"gateway":    {secrets: []string{"db_password_gateway", "redis_password_gateway", "gateway_key_secret"}, hostPort: 8080},
 		"agent":      {constraint: "node.labels.type == machine-learning", secrets: []string{"db_password_agent"}, global: true},
 		"prometheus": {constraint: "node.role == manager"},

@@ -3,7 +3,9 @@
 // transformers pipelines, batches concurrent requests, and serves /predict
 // and the Open Inference Protocol v2 (the wire format and the meaning of its
 // statuses are internal/runtimeapi's). It can fetch its artifact by digest
-// from the model manager into a cache that replicas on one node share, and
+// from the model manager (with the per-digest bearer credential the
+// scheduler put in its arguments, internal/artifactcred) into a cache that
+// replicas on one node share, and
 // records its cold start (internal/coldstart). It knows nothing of Postgres,
 // Swarm, API keys or the gateway.
 //

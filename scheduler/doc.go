@@ -23,7 +23,16 @@
 // all capabilities dropped; user nobody (65534:65534, the image's USER, whose
 // cache folder Docker copies into the volume it creates); at most 512 pids; a
 // CPU limit of 2 CPUs when the deployment sets none (and then no CPU
-// reservation); json-file logs rotated at 10 MB, 3 files.
+// reservation); json-file logs rotated at 10 MB, 3 files. It gets no
+// Docker secret: its artifact download is authorized by a credential for its
+// own digest (internal/artifactcred), which BuildSpec mints with
+// SpecConfig.ArtifactKey (derived from the internal token, which only the
+// scheduler and the apiserver hold) into the runtime's --artifactcredential.
+// The expiry is on a weekly grid offset per digest (artifactcred.Expiry), so
+// every reconcile within a week builds the same spec, the credential is
+// always valid for at least one more week, and once a week the spec changes
+// and Swarm rolls the service (start-first, the replicas reuse the artifact
+// in the node's cache). See internal/artifactcred for restarts after expiry.
 //
 // Each deployment runs one inference engine (issue 14): the one it asks for
 // (internal/deployment's backend: go or ort), else ort when the scheduler

@@ -9,8 +9,7 @@ import (
 )
 
 // ResolveSpecConfig turns names into IDs: the image tags (the runtime's and
-// the ORT runtime's, if any) into image IDs (so that no node tries to pull)
-// and the internal token secret into its ID.
+// the ORT runtime's, if any) into image IDs (so that no node tries to pull).
 func ResolveSpecConfig(ctx context.Context, docker *client.Client, c SpecConfig) (SpecConfig, error) {
 	if !strings.HasPrefix(c.Image, "sha256:") {
 		img, err := docker.ImageInspect(ctx, c.Image)
@@ -25,20 +24,6 @@ func ResolveSpecConfig(ctx context.Context, docker *client.Client, c SpecConfig)
 			return c, fmt.Errorf("ORT runtime image %s (build it with make ort-image, or leave --ortimage empty): %w", c.ORTImage, err)
 		}
 		c.ORTImage = img.ID
-	}
-	if c.TokenSecretName != "" {
-		list, err := docker.SecretList(ctx, client.SecretListOptions{Filters: client.Filters{}.Add("name", c.TokenSecretName)})
-		if err != nil {
-			return c, fmt.Errorf("secret %s: %w", c.TokenSecretName, err)
-		}
-		for _, s := range list.Items {
-			if s.Spec.Name == c.TokenSecretName {
-				c.TokenSecretID = s.ID
-			}
-		}
-		if c.TokenSecretID == "" {
-			return c, fmt.Errorf("secret %s does not exist (make up creates it)", c.TokenSecretName)
-		}
 	}
 	return c, nil
 }

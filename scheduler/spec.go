@@ -14,6 +14,7 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/swarm"
 
+	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 )
 
@@ -83,13 +84,20 @@ type SpecConfig struct {
 	// Owner names the platform instance: a reconciler manages (and removes as
 	// orphans) only services with its owner label, so two platforms or test
 	// runs on one swarm leave each other alone. Default "nlpswarm".
-	Owner               string
-	Image               string // image ID (sha256:…) so no node pulls: the go engine's runtime
-	ORTImage            string // the ONNX Runtime runtime (nlpswarm-ort) by ID; "": none (Engine)
-	Network             string
-	ArtifactBaseURL     string // e.g. http://apiserver:8081
-	TokenSecretID       string // the internal token secret, if any
-	TokenSecretName     string
+	Owner           string
+	Image           string // image ID (sha256:…) so no node pulls: the go engine's runtime
+	ORTImage        string // the ONNX Runtime runtime (nlpswarm-ort) by ID; "": none (Engine)
+	Network         string
+	ArtifactBaseURL string // e.g. http://apiserver:8081
+	// ArtifactKey signs each model service's artifact credential
+	// (artifactcred.Key of the internal token): the service gets a
+	// credential for its own digest only, never the token. nil: none, and
+	// the apiserver refuses the download.
+	ArtifactKey []byte
+	// Now is the clock credentials are minted by (time.Now when nil); the
+	// expiry is on a grid (artifactcred.Expiry), so the spec stays the same
+	// between reconciles and changes once an artifactcred.Period.
+	Now                 func() time.Time
 	PlacementConstraint string // e.g. node.labels.type==machine-learning
 	// ArtifactVolume is the node-local volume (local driver) mounted at
 	// ArtifactCacheDir in every model service; DefaultArtifactVolume when "".
@@ -134,6 +142,13 @@ func (c SpecConfig) artifactVolume() string {
 	return c.ArtifactVolume
 }
 
+func (c SpecConfig) now() time.Time {
+	if c.Now == nil {
+		return time.Now()
+	}
+	return c.Now()
+}
+
 func (c SpecConfig) owner() string {
 	if c.Owner == "" {
 		return "nlpswarm"
@@ -164,8 +179,8 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 			"--cachedir=" + ArtifactCacheDir,
 			"--engine.backend=" + eng.Backend,
 		}
-		if c.TokenSecretName != "" {
-			args = append(args, "--internaltokenfile=/run/secrets/internal_token")
+		if cred := artifactcred.Mint(c.ArtifactKey, d.Digest, artifactcred.Expiry(d.Digest, c.now())); cred != "" {
+			args = append(args, "--artifactcredential="+cred)
 		}
 	}
 	constraints := []string{}
@@ -186,13 +201,6 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 		env = append(env, "NVIDIA_VISIBLE_DEVICES="+strings.Join(d.Pin.GPUUUIDs, ","))
 	} else if d.GPUs == 0 {
 		env = append(env, "NVIDIA_VISIBLE_DEVICES=void")
-	}
-	var secrets []*swarm.SecretReference
-	if c.TokenSecretName != "" {
-		secrets = append(secrets, &swarm.SecretReference{
-			SecretID: c.TokenSecretID, SecretName: c.TokenSecretName,
-			File: &swarm.SecretReferenceFileTarget{Name: "internal_token", UID: "65534", GID: "65534", Mode: 0o400},
-		})
 	}
 	// A deployment without a CPU figure reserves none (reservations are
 	// bookkeeping) but is still capped at DefaultNanoCPUs.
@@ -230,7 +238,6 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 					StartPeriod: 60 * time.Second,
 				},
 				StopGracePeriod: &grace,
-				Secrets:         secrets,
 				User:            RuntimeUser,
 				ReadOnly:        true,
 				CapabilityDrop:  []string{"ALL"},

@@ -9,9 +9,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moby/moby/api/types/mount"
 
+	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 )
 
@@ -19,7 +21,8 @@ var update = flag.Bool("update", false, "rewrite golden files")
 
 func TestBuildSpecGolden(t *testing.T) {
 	cfg := SpecConfig{Image: "sha256:" + "ab" + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd", Network: "nlpswarm",
-		ArtifactBaseURL: "http://apiserver:8081/", TokenSecretID: "sec123", TokenSecretName: "nlpswarm_internal_token",
+		ArtifactBaseURL: "http://apiserver:8081/", ArtifactKey: artifactcred.Key("internal-test-token"),
+		Now:                 func() time.Time { return time.Date(2026, 12, 1, 22, 0, 0, 0, time.UTC) },
 		PlacementConstraint: "node.labels.type==machine-learning"}
 	tests := []struct {
 		name string
@@ -176,5 +179,66 @@ func TestBuildSpecLeastPrivilege(t *testing.T) {
 				t.Errorf("log driver %+v", ld)
 			}
 		})
+	}
+}
+
+// Issue 17 item 1: a model service gets a credential for its own digest and
+// no secret; the credential (so the spec hash) is the same on every
+// reconcile within an artifactcred.Period and is re-minted after one.
+func TestBuildSpecArtifactCredential(t *testing.T) {
+	key := artifactcred.Key("internal-test-token")
+	digest := "sha256:" + strings.Repeat("d", 64)
+	start := time.Date(2026, 12, 1, 22, 0, 0, 0, time.UTC)
+	at := func(now time.Time) SpecConfig {
+		return SpecConfig{Image: "sha256:" + strings.Repeat("c", 64), Network: "n", ArtifactBaseURL: "http://apiserver:9100",
+			ArtifactKey: key, Now: func() time.Time { return now }}
+	}
+	d := Desired{Desired: deployment.Desired{Model: "m", Task: "text-classification", Version: 1, Digest: digest, Replicas: 1}}
+	cred := func(s SpecConfig) string {
+		spec := BuildSpec(d, s)
+		if len(spec.TaskTemplate.ContainerSpec.Secrets) != 0 {
+			t.Fatalf("model service gets secrets %v: runtimes must not hold the internal token", spec.TaskTemplate.ContainerSpec.Secrets)
+		}
+		for _, a := range spec.TaskTemplate.ContainerSpec.Args {
+			if strings.Contains(a, "internaltoken") {
+				t.Fatalf("arg %q: runtimes must not read the internal token", a)
+			}
+			if c, ok := strings.CutPrefix(a, "--artifactcredential="); ok {
+				return c
+			}
+		}
+		t.Fatal("no --artifactcredential in the runtime's args")
+		return ""
+	}
+	first := cred(at(start))
+	if err := artifactcred.Verify(key, first, digest, start); err != nil {
+		t.Fatalf("minted credential refused: %v", err)
+	}
+	if err := artifactcred.Verify(key, first, "sha256:"+strings.Repeat("e", 64), start); err == nil {
+		t.Fatal("the credential opens another digest")
+	}
+	hash := BuildSpec(d, at(start)).Labels[LabelSpecHash]
+	rolls := 0
+	for h := 1; h <= 24*14; h++ {
+		now := start.Add(time.Duration(h) * time.Hour)
+		c := cred(at(now))
+		if err := artifactcred.Verify(key, c, digest, now.Add(artifactcred.Period-time.Second)); err != nil {
+			t.Fatalf("at %s the spec's credential is not valid for one more Period: %v", now, err)
+		}
+		if hh := BuildSpec(d, at(now)).Labels[LabelSpecHash]; hh != hash {
+			rolls++
+			hash = hh
+		}
+	}
+	if rolls < 1 || rolls > 2 {
+		t.Fatalf("spec hash changed %d times in two weeks of hourly reconciles, want once a Period", rolls)
+	}
+	// no key: no credential, no secret (a scheduler without the token)
+	noKey := at(start)
+	noKey.ArtifactKey = nil
+	for _, a := range BuildSpec(d, noKey).TaskTemplate.ContainerSpec.Args {
+		if strings.HasPrefix(a, "--artifactcredential") {
+			t.Fatalf("credential %q without a key", a)
+		}
 	}
 }

@@ -8,23 +8,22 @@ import (
 	"github.com/nlpswarm/nlpswarm/internal/coldstart"
 	"github.com/nlpswarm/nlpswarm/internal/config"
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
-	"github.com/nlpswarm/nlpswarm/internal/secret"
 	"github.com/nlpswarm/nlpswarm/models"
 )
 
 type runtimeConfig struct {
 	httpserver.Options
-	LogLevel          string              `description:"log level: debug, info, warn, error"`
-	Name              string              `description:"model name (as served under /v2/models/NAME)"`
-	Task              string              `description:"text-classification, token-classification or feature-extraction"`
-	ModelDir          string              `description:"folder of a Hugging Face ONNX export (instead of artifact-url)"`
-	ArtifactURL       string              `description:"URL of the model archive at the model manager"`
-	Digest            string              `description:"sha256:<hex> the archive must have"`
-	InternalTokenFile string              `description:"file holding the token for the artifact URL"`
-	CacheDir          string              `description:"where archives are unpacked, by digest"`
-	Batch             models.BatchConfig  `description:"dynamic batching"`
-	Engine            models.EngineConfig `description:"inference engine"`
-	Limits            models.Limits       `description:"request limits"`
+	LogLevel           string              `description:"log level: debug, info, warn, error"`
+	Name               string              `description:"model name (as served under /v2/models/NAME)"`
+	Task               string              `description:"text-classification, token-classification or feature-extraction"`
+	ModelDir           string              `description:"folder of a Hugging Face ONNX export (instead of artifact-url)"`
+	ArtifactURL        string              `description:"URL of the model archive at the model manager"`
+	Digest             string              `description:"sha256:<hex> the archive must have"`
+	ArtifactCredential string              `description:"credential for the artifact URL: the scheduler's per-digest, expiring artifactcred token"`
+	CacheDir           string              `description:"where archives are unpacked, by digest"`
+	Batch              models.BatchConfig  `description:"dynamic batching"`
+	Engine             models.EngineConfig `description:"inference engine"`
+	Limits             models.Limits       `description:"request limits"`
 }
 
 func init() {
@@ -58,12 +57,8 @@ func runRuntime(ctx context.Context, args []string) error {
 	cs := coldstart.Report{Model: cfg.Name, Digest: cfg.Digest, Started: coldstart.ProcessStart}
 	dir := cfg.ModelDir
 	if cfg.ArtifactURL != "" {
-		token, err := secret.Optional("internal token", cfg.InternalTokenFile, "")
-		if err != nil {
-			return err
-		}
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-		res, err := models.Fetch(fctx, cfg.ArtifactURL, cfg.Digest, token, cfg.CacheDir)
+		res, err := models.Fetch(fctx, cfg.ArtifactURL, cfg.Digest, cfg.ArtifactCredential, cfg.CacheDir)
 		cancel()
 		if err != nil {
 			return err

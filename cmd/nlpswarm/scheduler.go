@@ -8,25 +8,27 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
 	"github.com/nlpswarm/nlpswarm/internal/config"
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 	"github.com/nlpswarm/nlpswarm/internal/pg"
 	"github.com/nlpswarm/nlpswarm/internal/rdb"
+	"github.com/nlpswarm/nlpswarm/internal/secret"
 	"github.com/nlpswarm/nlpswarm/scheduler"
 )
 
 type schedulerConfig struct {
 	httpserver.Options
-	LogLevel            string        `description:"log level: debug, info, warn, error"`
-	DB                  pg.Config     `description:"Postgres"`
-	SchemaWait          time.Duration `description:"how long to wait at start until Postgres holds at least the schema version this binary carries (applied by nlpswarm migrate up); 0: do not check"`
-	Owner               string        `description:"name of this platform instance: only services with this owner label are managed (and removed as orphans)"`
-	Image               string        `description:"runtime image of model services on the go engine (a tag is resolved to its image ID so no node pulls)"`
-	ORTImage            string        `description:"ONNX Runtime runtime image (make ort-image; resolved like image): model services on the ort engine, the default when set; '' for none (ort deployments are then unplaceable)"`
-	Network             string        `description:"overlay network model services join"`
-	ArtifactBaseURL     string        `description:"base URL runtimes download artifacts from (the apiserver)"`
-	InternalTokenSecret string        `description:"Docker secret holding the internal token, mounted into model services ('' for none)"`
-	Placement           struct {
+	LogLevel          string        `description:"log level: debug, info, warn, error"`
+	DB                pg.Config     `description:"Postgres"`
+	SchemaWait        time.Duration `description:"how long to wait at start until Postgres holds at least the schema version this binary carries (applied by nlpswarm migrate up); 0: do not check"`
+	Owner             string        `description:"name of this platform instance: only services with this owner label are managed (and removed as orphans)"`
+	Image             string        `description:"runtime image of model services on the go engine (a tag is resolved to its image ID so no node pulls)"`
+	ORTImage          string        `description:"ONNX Runtime runtime image (make ort-image; resolved like image): model services on the ort engine, the default when set; '' for none (ort deployments are then unplaceable)"`
+	Network           string        `description:"overlay network model services join"`
+	ArtifactBaseURL   string        `description:"base URL runtimes download artifacts from (the apiserver)"`
+	InternalTokenFile string        `description:"file holding the internal token, the key of the per-digest artifact credentials model services get ('' for none: they cannot download)"`
+	Placement         struct {
 		Constraint string `description:"constraint every model service gets (besides the deployment's labels)"`
 	} `description:"placement of model services"`
 	Resync         time.Duration `description:"full reconcile interval (NOTIFY wakes it sooner)"`
@@ -45,7 +47,7 @@ func init() {
 func runScheduler(ctx context.Context, args []string) error {
 	cfg := &schedulerConfig{Options: httpserver.Defaults(":8082"), LogLevel: "info", DB: pg.DefaultConfig(),
 		Owner: "nlpswarm", Image: "nlpswarm:dev", Network: "nlpswarm", ArtifactBaseURL: "http://apiserver:8081",
-		InternalTokenSecret: "nlpswarm_internal_token", Resync: 10 * time.Second,
+		InternalTokenFile: "/run/secrets/internal_token", Resync: 10 * time.Second,
 		ArtifactVolume: scheduler.DefaultArtifactVolume, Redis: rdb.DefaultConfig(), RedisPrefix: "nlpswarm:"}
 	cfg.Autoscale.Interval = time.Second
 	cfg.Placement.Constraint = "node.labels.type==machine-learning"
@@ -66,6 +68,15 @@ func runScheduler(ctx context.Context, args []string) error {
 	if err := waitSchema(ctx, pool, cfg.SchemaWait, false, log); err != nil {
 		return err
 	}
+	// the token never leaves the scheduler: each model service gets a
+	// credential for its own digest (internal/artifactcred)
+	internalToken, err := secret.Optional("internal token", cfg.InternalTokenFile, "")
+	if err != nil {
+		return err
+	}
+	if internalToken == "" {
+		log.Warn("no --internaltokenfile: model services get no artifact credential and cannot download their models")
+	}
 	docker, err := client.New(client.FromEnv)
 	if err != nil {
 		return &config.Error{Msg: fmt.Sprintf("docker client: %v", err)}
@@ -73,7 +84,7 @@ func runScheduler(ctx context.Context, args []string) error {
 	defer docker.Close()
 	spec, err := scheduler.ResolveSpecConfig(ctx, docker, scheduler.SpecConfig{
 		Owner: cfg.Owner, Image: cfg.Image, ORTImage: cfg.ORTImage, Network: cfg.Network, ArtifactBaseURL: cfg.ArtifactBaseURL,
-		TokenSecretName: cfg.InternalTokenSecret, PlacementConstraint: cfg.Placement.Constraint, ArtifactVolume: cfg.ArtifactVolume,
+		ArtifactKey: artifactcred.Key(internalToken), PlacementConstraint: cfg.Placement.Constraint, ArtifactVolume: cfg.ArtifactVolume,
 	})
 	if err != nil {
 		return err

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
 )
 
 // TestChaos runs the platform on a three-node lab swarm and injects one
@@ -410,8 +412,10 @@ func (s *stack) versions(t *testing.T, model string) []version {
 
 // checkBlob downloads a blob the way runtimes do and checks its hash.
 func (s *stack) checkBlob(digest, token string) error {
+	// a runtime's credential for this digest, minted as the scheduler does
+	cred := artifactcred.Mint(artifactcred.Key(token), digest, time.Now().Add(time.Hour))
 	req, _ := http.NewRequest("GET", s.apiOps+"/internal/blobs/"+digest, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Authorization", "Bearer "+cred)
 	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
 	if err != nil {
 		return err
