@@ -24,7 +24,15 @@ cd "$(dirname "$0")/.."
 STACK=${STACK:-nlp}
 STATE=${STATE:-.state}
 WAIT=${WAIT:-300}
-log() { printf '[up] %s\n' "$*" >&2; }
+# Every line carries the seconds since make up began; each phase's time is
+# summed up at the end (issue 21: where a first make up spends its minutes).
+log() { printf '[up %4ds] %s\n' "$SECONDS" "$*" >&2; }
+PHASE='' PHASE_AT=0 PHASES=()
+# phase NAME: NAME starts now; the one before it ends
+phase() {
+  [ -n "$PHASE" ] && PHASES+=("$PHASE $((SECONDS - PHASE_AT))s")
+  PHASE=$1 PHASE_AT=$SECONDS
+}
 
 docker info >/dev/null 2>&1 || { log "no Docker engine reachable"; exit 1; }
 
@@ -33,6 +41,7 @@ if [ -n "${NLPSWARM_IMAGE_ID:-}" ]; then
   NLPSWARM_IMAGE=${NLPSWARM_IMAGE:-$NLPSWARM_IMAGE_ID}
   log "using the image $NLPSWARM_IMAGE ($NLPSWARM_IMAGE_ID), no build"
 else
+  phase "nlpswarm image"
   log "building the nlpswarm image"
   make -s image IMAGE=nlpswarm:dev >/dev/null
   NLPSWARM_IMAGE=nlpswarm:dev
@@ -45,6 +54,7 @@ export NLPSWARM_IMAGE NLPSWARM_IMAGE_ID
 if [ -n "${NLPSWARM_ORT_IMAGE_ID:-}" ]; then
   log "using the ORT runtime image $NLPSWARM_ORT_IMAGE_ID, no build"
 elif [ "${ORT:-0}" = 1 ]; then
+  phase "ORT image"
   log "building the ONNX Runtime runtime image (make ort-image; the first build takes minutes)"
   make -s ort-image ORT_IMAGE=nlpswarm-ort:dev >/dev/null
   NLPSWARM_ORT_IMAGE_ID=$(docker image inspect -f '{{.Id}}' nlpswarm-ort:dev)
@@ -54,9 +64,12 @@ fi
 export NLPSWARM_ORT_IMAGE_ID
 
 if [ -z "${POSTGRES_IMAGE:-}${REDIS_IMAGE:-}${PROMETHEUS_IMAGE:-}" ]; then
+  phase "base images"
+  log "building the Postgres, Redis and Prometheus images (Debian packages; cached after the first run)"
   ./deployments/images/build.sh
 fi
 
+phase "swarm and secrets"
 if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != "active" ]; then
   log "initialising a one-node swarm"
   docker swarm init >/dev/null 2>&1 || docker swarm init --advertise-addr 127.0.0.1 >/dev/null
@@ -98,6 +111,7 @@ for s in db_password admin_token internal_token db_password_apiserver db_passwor
 done
 chmod 600 "$STATE"/* 2>/dev/null || true
 
+phase "stack deploy and health"
 log "deploying stack $STACK"
 compose=(-c docker-compose.yml)
 for f in ${STACK_OVERLAYS:-}; do compose+=(-c "$f"); done
@@ -134,10 +148,11 @@ while :; do
     docker stack ps "$STACK" --no-trunc --format '{{.Name}} {{.CurrentState}} {{.Error}}' | grep -v Running >&2 || true
     exit 1
   fi
-  printf '[up]   waiting: %s\n' "${pending[*]:-healthchecks}" >&2
+  log "  waiting: ${pending[*]:-healthchecks}"
   sleep 3
 done
 
+phase "forwarder"
 # the backoffice's and Prometheus's door: loopback (or the chosen address)
 # of this node only, never every interface as a Swarm host-mode port would
 BACKOFFICE_ADDR=${BACKOFFICE_ADDR:-127.0.0.1}
@@ -162,6 +177,8 @@ else
   done
 fi
 
+phase ""
+log "took ${SECONDS}s: $(IFS=,; echo "${PHASES[*]}" | sed 's/,/, /g')"
 engine="pure Go (make up ORT=1 adds ONNX Runtime)"
 [ -n "$NLPSWARM_ORT_IMAGE_ID" ] && engine="ONNX Runtime (nlpswarm-ort); deploy --backend go for pure Go"
 cat <<MSG
