@@ -45,7 +45,8 @@ func TestLeaderLeaseAfterSilentCut(t *testing.T) {
 	select {
 	case <-a.Lost():
 		aLost = time.Since(cut)
-	case <-got:
+	case b := <-got:
+		b.Release()
 		t.Fatal("a new leader while the old one still counted its lease valid")
 	case <-time.After(30 * time.Second):
 		t.Fatal("the old leader never noticed")
@@ -97,14 +98,27 @@ func standby(t *testing.T, pool *pgxpool.Pool, holder string, wait time.Duration
 	t.Helper()
 	got := make(chan *Leader, 1)
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
+	done := make(chan struct{})
+	// a lease nobody took from got is released, else its connection keeps
+	// the test's pool from closing
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		select {
+		case b := <-got:
+			b.Release()
+		default:
+		}
+	})
 	go func() {
+		defer close(done)
 		if b, err := AcquireLease(ctx, pool, LeaseConfig{Poll: 200 * time.Millisecond, Holder: holder}); err == nil {
 			got <- b
 		}
 	}()
 	select {
-	case <-got:
+	case b := <-got:
+		b.Release()
 		t.Fatal("two schedulers lead at once")
 	case <-time.After(wait):
 	}

@@ -87,9 +87,11 @@ func AcquireLease(ctx context.Context, pool *pgxpool.Pool, c LeaseConfig) (*Lead
 	for {
 		start := time.Now()
 		ok, err := l.try(ctx, c.Poll)
-		if err != nil && ctx.Err() != nil {
+		if err != nil {
 			l.dropConn()
-			return nil, ctx.Err()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
 		}
 		if ok {
 			l.validUntil = start.Add(c.TTL)
@@ -125,7 +127,8 @@ func (l *Leader) try(ctx context.Context, timeout time.Duration) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		l.dropConn() // a broken connection: a fresh one next time
+		// the caller drops the connection (a fresh one next time), a leader
+		// only after it stopped counting itself the leader
 		return false, fmt.Errorf("leader election: %w", err)
 	}
 	return got == l.holder, nil
@@ -160,13 +163,20 @@ func (l *Leader) renew() {
 			l.validUntil = start.Add(l.ttl)
 		case err == nil:
 			l.lostErr = errors.New("the lease is held by another scheduler")
-		case !time.Now().Before(l.validUntil):
-			l.lostErr = fmt.Errorf("lease not renewed within %s: %w", l.ttl, err)
+		default:
+			// The renewal failed and its connection is about to be closed:
+			// once its backend is gone, a standby may take the lease at
+			// once (takeLease), so this process stops counting itself the
+			// leader first, not at validUntil.
+			l.lostErr = fmt.Errorf("lease renewal failed: %w", err)
 		}
 		lost := l.lostErr != nil
 		l.mu.Unlock()
 		if lost {
 			l.cancel()
+			if err != nil {
+				l.dropConn()
+			}
 			return
 		}
 	}
