@@ -89,9 +89,11 @@ func Parse(s string) (Cred, error) {
 	if err != nil || exp <= 0 || parts[2] != strconv.FormatInt(exp, 10) {
 		return Cred{}, fmt.Errorf("%w: expiry is not a positive unix time", ErrInvalid)
 	}
+	// one spelling per credential, as Mint writes it: lower-case hex only
+	// (hex.DecodeString also takes upper case; found by FuzzParse)
 	m, err := hex.DecodeString(parts[3])
-	if err != nil || len(m) != sha256.Size {
-		return Cred{}, fmt.Errorf("%w: mac is not 64 hex digits", ErrInvalid)
+	if err != nil || len(m) != sha256.Size || hex.EncodeToString(m) != parts[3] {
+		return Cred{}, fmt.Errorf("%w: mac is not 64 lower-case hex digits", ErrInvalid)
 	}
 	return Cred{Digest: parts[1], Expires: time.Unix(exp, 0).UTC(), MAC: m}, nil
 }
