@@ -53,5 +53,5 @@ func runAgent(ctx context.Context, args []string) error {
 	reg := httpserver.NewRegistry()
 	rep := &agent.Reporter{DB: pool, NodeID: cfg.Node.ID, Source: src, Log: log, Metrics: agent.NewMetrics(reg)}
 	go rep.Run(ctx, cfg.Interval)
-	return serve(ctx, log, cfg.Options, nil, httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping}), reg)
+	return serve(ctx, log, cfg.Options, nil, httpserver.NewHealth(postgresCheck(pool)), reg)
 }

@@ -122,7 +122,7 @@ func runAPIServer(ctx context.Context, args []string) error {
 		go modelmgr.RunBlobGC(ctx, store, &modelmgr.Registry{DB: pool}, cfg.Store.GCGrace, cfg.Store.GCInterval, log)
 	}
 	reg := httpserver.NewRegistry()
-	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})
+	health := httpserver.NewHealth(postgresCheck(pool))
 	acfg := apiserver.Config{
 		AdminToken: adminToken, InternalToken: internalToken, MaxUploadBytes: cfg.Upload.MaxBytes,
 		UploadIdle: cfg.Upload.Idle, UploadTimeout: cfg.Upload.Timeout,

@@ -43,6 +43,15 @@ func serve(ctx context.Context, log *slog.Logger, opts httpserver.Options, app h
 	return httpserver.Run(ctx, opts, app, health, reg, log)
 }
 
+// postgresCheck is the readiness check of a role that serves on through a
+// database outage (the apiserver answers 503s, the scheduler waits for its
+// lease): a dead Postgres degrades /readyz without failing it, so that
+// Swarm's healthcheck does not restart every such role during the outage
+// (issue 18).
+func postgresCheck(pool *pgxpool.Pool) httpserver.Check {
+	return httpserver.Check{Name: "postgres", Fn: pool.Ping, Degrades: true}
+}
+
 // schemaWaitDefault bounds how long a role waits at start for the schema it
 // was built for; past it the role exits and Swarm restarts it.
 const schemaWaitDefault = 2 * time.Minute

@@ -99,7 +99,7 @@ func runScheduler(ctx context.Context, args []string) error {
 	metrics := scheduler.NewMetrics(reg)
 	rec := &scheduler.Reconciler{DB: pool, Docker: docker, Spec: spec, Log: log, Metrics: metrics}
 	as := &scheduler.Autoscaler{DB: pool, Redis: rc, Prefix: cfg.RedisPrefix, Interval: cfg.Autoscale.Interval, Log: log, Metrics: metrics}
-	health := httpserver.NewHealth(httpserver.Check{Name: "postgres", Fn: pool.Ping})
+	health := httpserver.NewHealth(postgresCheck(pool))
 	errc := make(chan error, 1)
 	// any replica answers the dry run (`nlpswarm status --plan`, through the apiserver)
 	app := http.NewServeMux()

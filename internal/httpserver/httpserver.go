@@ -46,6 +46,12 @@ func Defaults(listen string) Options {
 type Check struct {
 	Name string
 	Fn   func(ctx context.Context) error
+	// Degrades marks a dependency the process serves on without (some of
+	// its requests fail cleanly meanwhile): its failure turns /readyz's body
+	// to "degraded" but keeps the 200, so that a healthcheck on /readyz does
+	// not have Swarm kill the process for an outage a restart cannot cure
+	// (issue 18: Postgres down for minutes).
+	Degrades bool
 }
 
 // Health answers /healthz and /readyz. Readiness is false while draining or
@@ -74,20 +80,36 @@ func (h *Health) SetNotReady(reason string) {
 
 // Ready reports nil when the process should receive traffic.
 func (h *Health) Ready(ctx context.Context) error {
+	_, err := h.readiness(ctx)
+	return err
+}
+
+// readiness is Ready with the degraded checks listed.
+func (h *Health) readiness(ctx context.Context) ([]*CheckError, error) {
 	if h.draining.Load() {
-		return errors.New("draining")
+		return nil, errors.New("draining")
 	}
 	if r := h.notReady.Load(); r != nil {
-		return errors.New(*r)
+		return nil, errors.New(*r)
 	}
+	return h.check(ctx)
+}
+
+// check runs the checks: the first failure of a hard one is the error; the
+// failures of those that only degrade are listed.
+func (h *Health) check(ctx context.Context) (degraded []*CheckError, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	for _, c := range h.checks {
 		if err := c.Fn(ctx); err != nil {
-			return &CheckError{Name: c.Name, Err: err}
+			ce := &CheckError{Name: c.Name, Err: err}
+			if !c.Degrades {
+				return degraded, ce
+			}
+			degraded = append(degraded, ce)
 		}
 	}
-	return nil
+	return degraded, nil
 }
 
 // CheckError is a failed readiness check. Its text names the dependency
@@ -112,7 +134,8 @@ func (h *Health) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 
 func (h *Health) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	if err := h.Ready(r.Context()); err != nil {
+	degraded, err := h.readiness(r.Context())
+	if err != nil {
 		reason := err.Error()
 		var ce *CheckError
 		if errors.As(err, &ce) {
@@ -122,6 +145,15 @@ func (h *Health) serveReadyz(w http.ResponseWriter, r *http.Request) {
 		}
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_ = json.NewEncoder(w).Encode(map[string]string{"status": "not ready", "reason": reason})
+		return
+	}
+	if len(degraded) > 0 {
+		reasons := make([]string, len(degraded))
+		for i, ce := range degraded {
+			slog.Default().Warn("degraded", "check", ce.Name, "err", ce.Err)
+			reasons[i] = ce.Public()
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": "degraded", "degraded": reasons})
 		return
 	}
 	_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))

@@ -94,6 +94,48 @@ func TestReadiness(t *testing.T) {
 	}
 }
 
+// issue 18: a dependency the process serves on without (Postgres for the
+// apiserver and the scheduler) degrades /readyz but keeps its 200, so that
+// Swarm's healthcheck does not kill the process during a database outage; a
+// hard check still fails it, and draining still wins.
+func TestReadyzDegradedKeeps200(t *testing.T) {
+	pgDown := errors.New("dial tcp 10.0.1.7:5432: connection refused")
+	var pgErr, hardErr error = pgDown, nil
+	h := NewHealth(
+		Check{Name: "postgres", Degrades: true, Fn: func(context.Context) error { return pgErr }},
+		Check{Name: "catalogue", Fn: func(context.Context) error { return hardErr }},
+	)
+	get := func() (int, string) {
+		rec := httptest.NewRecorder()
+		Handler(nil, h, nil).ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	for _, tc := range []struct {
+		name       string
+		pg, hard   error
+		drain      bool
+		code       int
+		body, leak string
+	}{
+		{"all up", nil, nil, false, 200, `"ready"`, ""},
+		{"postgres down", pgDown, nil, false, 200, `{"degraded":["postgres unreachable"],"status":"degraded"}`, "5432"},
+		{"hard check down too", pgDown, errors.New("no catalogue"), false, 503, `"catalogue unreachable"`, ""},
+		{"draining", pgDown, nil, true, 503, `"draining"`, ""},
+	} {
+		pgErr, hardErr = tc.pg, tc.hard
+		if tc.drain {
+			h.SetDraining()
+		}
+		code, body := get()
+		if code != tc.code || !strings.Contains(body, tc.body) {
+			t.Errorf("%s: %d %s, want %d with %s", tc.name, code, body, tc.code, tc.body)
+		}
+		if tc.leak != "" && strings.Contains(body, tc.leak) {
+			t.Errorf("%s: body shows %q: %s", tc.name, tc.leak, body)
+		}
+	}
+}
+
 // issue 17 finding 8: /readyz, served on the public ports, names the
 // failing dependency and never prints its error (a driver's message names
 // hosts, ports, users and databases).
