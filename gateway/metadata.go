@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"time"
-
 )
 
 // maxMetadataBytes bounds a replica's metadata answer (a few hundred bytes).
