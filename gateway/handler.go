@@ -65,6 +65,7 @@ var routes = []route{
 	{"POST /v2/models/{model}/infer", func(g *Gateway, w http.ResponseWriter, r *http.Request) {
 		g.serveInfer(w, r, r.PathValue("model"))
 	}},
+	{"GET /v2/models/{model}", (*Gateway).serveModelMetadata},
 	{"GET /openapi.yaml", (*Gateway).serveOpenAPIYAML},
 	{"GET /openapi.json", (*Gateway).serveOpenAPIJSON},
 	{"GET /docs", (*Gateway).serveReference},

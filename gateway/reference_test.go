@@ -329,6 +329,8 @@ func TestReferenceMatchesAnswers(t *testing.T) {
 		{"POST", "/v1/sentiment/entities", `{"text":"great"}`, key, 400},
 		{"POST", "/v1/sentiment/sentiment", `{"text":""}`, key, 400},
 		{"POST", "/v2/models/sentiment/infer", `{"inputs":[{"name":"text","shape":[1],"datatype":"FP32","data":[1]}]}`, key, 400},
+		{"GET", "/v2/models/sentiment", "", key, 200},
+		{"GET", "/v2/models/nope", "", key, 404},
 		{"GET", "/healthz", "", "", 200},
 		{"GET", "/readyz", "", "", 200},
 		{"GET", "/openapi.yaml", "", "", 200},

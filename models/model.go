@@ -49,6 +49,7 @@ type Model struct {
 	nc         *pipelines.TokenClassificationPipeline
 	fe         *pipelines.FeatureExtractionPipeline
 	counter    *tokenCounter // tokenizes in the request's goroutine (prepare.go)
+	encoded    encodingCache // what counter made, for the loop (encodings.go)
 	mu         sync.Mutex
 }
 
@@ -269,9 +270,17 @@ func (m *Model) predictBatch(texts []string, p Params) ([]any, error) {
 	for i := range idx {
 		idx[i] = i
 	}
+	// the tokens Prepare made, when it made every text's (encodings.go)
+	encs := m.encoded.get(run)
 	switch m.Task {
 	case TextClassification:
-		res, err := m.tc.RunPipeline(run)
+		var res *pipelines.TextClassificationOutput
+		var err error
+		if encs != nil && m.tc.FixedPaddingLength == 0 {
+			res, err = runEncoded(m.tc, m.tc.Runtime, run, encs)
+		} else {
+			res, err = m.tc.RunPipeline(run)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -288,7 +297,13 @@ func (m *Model) predictBatch(texts []string, p Params) ([]any, error) {
 		}
 	case TokenClassification:
 		m.nc.AggregationStrategy = strategies[p.AggregationStrategy]
-		res, err := m.nc.RunPipeline(run)
+		var res *pipelines.TokenClassificationOutput
+		var err error
+		if encs != nil && !m.nc.SplitWords {
+			res, err = runEncoded(m.nc, m.nc.Runtime, run, encs)
+		} else {
+			res, err = m.nc.RunPipeline(run)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -307,7 +322,13 @@ func (m *Model) predictBatch(texts []string, p Params) ([]any, error) {
 			out[idx[j]] = es
 		}
 	case FeatureExtraction:
-		res, err := m.fe.RunPipeline(run)
+		var res *pipelines.FeatureExtractionOutput
+		var err error
+		if encs != nil {
+			res, err = runEncoded(m.fe, m.fe.Runtime, run, encs)
+		} else {
+			res, err = m.fe.RunPipeline(run)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/sugarme/tokenizer"
@@ -15,20 +14,22 @@ import (
 // A request's cost to the model is its tokens, and a text's tokens are only
 // known once it is tokenized. The HTTP handler therefore tokenizes each text
 // itself (Model.Prepare), on the request's own goroutine rather than on the
-// replica's one inference loop, and so learns two things before queueing:
+// replica's one inference loop, and once: it learns how many tokens the
+// model will be given (at most max_position_embeddings per text), which the
+// per-request and per-batch token caps count, and keeps those tokens for
+// the loop (encodings.go), which hands them to the pipeline without
+// tokenizing again. The text is cut right after its last kept token (the
+// text the tokens' offsets point into, and what a text whose tokens were
+// not kept is tokenized from on the loop).
 //
-//   - how many tokens the model will be given (at most max_position_embeddings
-//     per text), which the per-request and per-batch token caps count;
-//   - where the model's tokens end in the text: the text is cut right after
-//     its last kept token, so the pipeline, which tokenizes again inside the
-//     loop, reads a few hundred characters instead of the character cut's
-//     16 per position (truncate.go). A 16 KB text cost the loop 64 positions
-//     × 16 characters of tokenizing before; now about what the model keeps.
-//
-// The cut is checked, not assumed: the cut text must encode to the same
-// first max_position_embeddings tokens (ids, type ids, masks, offsets) as the
-// text did, else the character cut is kept. So any tokenizer, and any text,
-// gives the model exactly what it gave before (TestPrepareKeepsOutputs).
+// A long text is tokenized on a prefix of whole words (probes below), not
+// whole: BERT's pre-tokenizer splits on spaces and punctuation first, so a
+// prefix that ends at a space encodes to the same first tokens as the text;
+// TestPrepareKeepsOutputs checks it on every fixture against the whole
+// text, uncut, straight through the pipeline (English, no spaces, accents,
+// CJK). Before 2026-12-06 the cut was encoded again to check it and the
+// pipeline encoded it a third time: the pure-Go tokenizer was most of a
+// long request on ORT (BENCHMARKS.md, query of death).
 
 // probeCharsPerToken: a long text is first tokenized on a prefix of this
 // many characters per position, cut back to a space, then twice, four
@@ -57,19 +58,21 @@ func newTokenCounter(dir string, maxPos int) (*tokenCounter, error) {
 	return &tokenCounter{tk: tk, maxPos: maxPos}, nil
 }
 
-// prepare cuts text to what the model keeps and counts the tokens it will
-// be given.
-func (c *tokenCounter) prepare(text string) (string, int, error) {
+// prepare cuts text to what the model keeps, counts the tokens it will be
+// given, and returns them (at most maxPos), ready for the pipeline: the text
+// is tokenized once, here, and not again on the loop (encodings.go).
+func (c *tokenCounter) prepare(text string) (string, int, *tokenizer.Encoding, error) {
 	if c.maxPos < 2 { // no limit known: the model is given every token
 		e, err := c.tk.EncodeSingle(text, true)
 		if err != nil {
-			return "", 0, fmt.Errorf("tokenize: %w", err)
+			return "", 0, nil, fmt.Errorf("tokenize: %w", err)
 		}
-		return text, len(e.Ids), nil
+		return text, len(e.Ids), e, nil
 	}
 	t := truncateChars(text, c.maxPos*charsPerToken)
-	// prefixes of 2, 4, 8… characters per position until one holds more
-	// tokens than the model keeps: at most twice the characters needed
+	// prefixes of probeCharsPerToken, twice, four times… characters per
+	// position until one holds more tokens than the model keeps: at most
+	// twice the characters needed
 	for perPos := probeCharsPerToken; perPos < charsPerToken; perPos *= 2 {
 		probe := c.maxPos * perPos
 		if len(t) <= probe {
@@ -83,61 +86,33 @@ func (c *tokenCounter) prepare(text string) (string, int, error) {
 		}
 		e, err := c.tk.EncodeSingle(p[:i], true)
 		if err != nil {
-			return "", 0, fmt.Errorf("tokenize: %w", err)
+			return "", 0, nil, fmt.Errorf("tokenize: %w", err)
 		}
 		if len(e.Ids) > c.maxPos {
-			return c.cut(t, e), c.maxPos, nil
+			return c.cut(t, e), c.maxPos, e, nil
 		}
 	}
 	e, err := c.tk.EncodeSingle(t, true)
 	if err != nil {
-		return "", 0, fmt.Errorf("tokenize: %w", err)
+		return "", 0, nil, fmt.Errorf("tokenize: %w", err)
 	}
 	if len(e.Ids) <= c.maxPos {
-		return t, len(e.Ids), nil
+		return t, len(e.Ids), e, nil
 	}
-	return c.cut(t, e), c.maxPos, nil
+	return c.cut(t, e), c.maxPos, e, nil
 }
 
 // cut shortens t, whose encoding (or a prefix's, of whole words) e has more
-// than maxPos tokens, to end after the last token the model keeps, if the
-// shortened text encodes to the same first maxPos tokens; else t.
+// than maxPos tokens, to end after the last token the model keeps. It is
+// not encoded again: the model is given e's first maxPos tokens, and the
+// cut is the text their offsets point into (what an entity's word is read
+// from).
 func (c *tokenCounter) cut(t string, e *tokenizer.Encoding) string {
 	end := e.Offsets[c.maxPos-1]
 	if len(end) != 2 || end[1] <= 0 {
 		return t
 	}
-	s := truncateChars(t, end[1])
-	if len(s) >= len(t) {
-		return t
-	}
-	got, err := c.tk.EncodeSingle(s, true)
-	if err != nil || !samePrefix(got, e, c.maxPos) {
-		return t
-	}
-	return s
-}
-
-// samePrefix: a and b agree on their first n tokens in everything the
-// pipeline reads.
-func samePrefix(a, b *tokenizer.Encoding, n int) bool {
-	if len(a.Ids) < n || len(b.Ids) < n || len(a.Offsets) < n || len(b.Offsets) < n {
-		return false
-	}
-	if !slices.Equal(a.Ids[:n], b.Ids[:n]) || !slices.Equal(a.Tokens[:n], b.Tokens[:n]) {
-		return false
-	}
-	for _, p := range [][2][]int{{a.TypeIds, b.TypeIds}, {a.AttentionMask, b.AttentionMask}, {a.SpecialTokenMask, b.SpecialTokenMask}} {
-		if len(p[0]) < n || len(p[1]) < n || !slices.Equal(p[0][:n], p[1][:n]) {
-			return false
-		}
-	}
-	for i := range n {
-		if !slices.Equal(a.Offsets[i], b.Offsets[i]) {
-			return false
-		}
-	}
-	return true
+	return truncateChars(t, end[1])
 }
 
 // Preparer is a Predictor that can prepare texts before they queue: cut
@@ -154,11 +129,13 @@ func (m *Model) Prepare(texts []string) ([]string, []int, error) {
 		return nil, nil, fmt.Errorf("prepare: model %s has no tokenizer", m.Name)
 	}
 	out, n := make([]string, len(texts)), make([]int, len(texts))
+	encs := make([]*tokenizer.Encoding, len(texts))
 	for i, t := range texts {
 		var err error
-		if out[i], n[i], err = m.counter.prepare(t); err != nil {
+		if out[i], n[i], encs[i], err = m.counter.prepare(t); err != nil {
 			return nil, nil, fmt.Errorf("text %d: %w", i, err)
 		}
 	}
+	m.encoded.put(out, encs, m.counter.maxPos)
 	return out, n, nil
 }
