@@ -46,31 +46,44 @@ func (s fastServer) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
 func (s fastServer) Shutdown(ctx context.Context) error { return s.srv.ShutdownWithContext(ctx) }
 
 func newFastServer(opts httpserver.Options, cfg Config, h http.Handler, log *slog.Logger) fastServer {
-	maxBody := cfg.MaxBodyBytes
-	if maxBody <= 0 {
-		maxBody = DefaultConfig().MaxBodyBytes
-	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	read := opts.ReadTimeout
+	d := httpserver.Defaults("")
+	read, head := opts.ReadTimeout, opts.ReadHeaderTimeout
 	if read <= 0 {
-		read = httpserver.Defaults("").ReadTimeout
+		read = d.ReadTimeout
+	}
+	if head <= 0 || head > read {
+		head = min(d.ReadHeaderTimeout, read)
+	}
+	// what precedes the handler's own body deadline: the pre-read byte
+	bodyRead := read
+	if cfg.BodyTimeout > 0 && cfg.BodyTimeout < read {
+		bodyRead = cfg.BodyTimeout
 	}
 	srv := &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) { serveFast(ctx, h) },
-		// the whole request (headers and body) within ReadTimeout, from its
-		// first byte; the handler shortens it to the body deadline
-		ReadTimeout:  read,
+		// the head within ReadHeaderTimeout of its first byte, then the
+		// body within ReadTimeout (the handler shortens it to the body
+		// deadline as it starts reading)
+		ReadTimeout: head,
+		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+			return fasthttp.RequestConfig{ReadTimeout: bodyRead}
+		},
 		WriteTimeout: opts.WriteTimeout,
 		IdleTimeout:  opts.IdleTimeout,
 		// as net/http's MaxHeaderBytes (64 KiB): longer heads get 431
 		ReadBufferSize: 64 << 10,
-		// the body as a stream, read by the handler as it arrives (never
-		// preallocated from Content-Length); a declared length over the
-		// cap is refused (413) before any of it is read
+		// The body as a stream that the handler reads as it arrives, with
+		// the gateway's cap (413) and body deadline (408), never
+		// preallocated from Content-Length: fasthttp calls the handler at
+		// once for a body longer than its own limit, so that limit is one
+		// byte (its pre-read; it would otherwise wait for up to 8 KiB of
+		// the body before the handler, and the request would hold no place
+		// against the in-flight caps meanwhile).
 		StreamRequestBody:             true,
-		MaxRequestBodySize:            int(maxBody),
+		MaxRequestBodySize:            1,
 		NoDefaultServerHeader:         true,
 		NoDefaultContentType:          true,
 		DisableHeaderNamesNormalizing: false,
