@@ -167,7 +167,7 @@ func TestBearerScheme(t *testing.T) {
 	req := strings.NewReader(`{"text":"x"}`)
 	r, _ := newReq(e.srv.URL+"/v1/public/sentiment", req)
 	r.Header.Set("Authorization", "Bearer "+key)
-	resp, err := e.srv.Client().Do(r)
+	resp, err := http.DefaultClient.Do(r)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("bearer: %v %v", err, resp)
 	}

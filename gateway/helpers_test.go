@@ -19,6 +19,7 @@ import (
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/apikey"
+	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/internal/rdb/rdbtest"
 	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
@@ -244,12 +245,38 @@ func (e *env) startWith(opts Config, disc Discoverer) *Gateway {
 		e.t.Fatal(err)
 	}
 	e.gw = g
-	e.srv = httptest.NewServer(g)
+	e.srv = serveFrontend(e.t, g, opts)
 	e.t.Cleanup(func() {
 		e.srv.Close()
 		g.Close(context.Background())
 	})
 	return g
+}
+
+// testFrontend is the front end the package's tests run on this time:
+// TestMain runs every test once on each (frontend_test.go).
+var testFrontend = FrontendNetHTTP
+
+// serveFrontend serves h on a loopback listener with testFrontend, as
+// httptest.NewServer does with net/http's server; its Close stops it.
+func serveFrontend(t testing.TB, h http.Handler, cfg Config) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	if testFrontend == FrontendNetHTTP {
+		srv.Start()
+		return srv
+	}
+	fs := newFastServer(httpserver.Options{}, cfg, h, nil)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = fs.Serve(srv.Listener) }()
+	srv.URL = "http://" + srv.Listener.Addr().String()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = fs.Shutdown(ctx)
+		<-done
+	})
+	return srv
 }
 
 type answer struct {

@@ -290,7 +290,15 @@ func listenGateway(t *testing.T, g http.Handler, opts httpserver.Options) string
 	opts.DrainDelay = time.Millisecond
 	opts.ShutdownTimeout = time.Second
 	log := slog.New(slog.DiscardHandler)
-	srv, err := httpserver.Listen(opts, g, httpserver.NewHealth(), log)
+	var engine httpserver.EngineFunc // the front end under test (serveFrontend)
+	if testFrontend == FrontendFast {
+		var cfg Config
+		if gw, ok := g.(*Gateway); ok {
+			cfg = gw.opts.Config
+		}
+		engine = FastEngine(cfg, log)
+	}
+	srv, err := httpserver.ListenEngine(opts, engine, g, httpserver.NewHealth(), log)
 	if err != nil {
 		t.Fatal(err)
 	}

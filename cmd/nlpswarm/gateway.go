@@ -139,7 +139,11 @@ func runGateway(ctx context.Context, args []string) error {
 	// Postgres: Swarm's healthcheck would kill every gateway in a database
 	// outage (issue 18 item 1)
 	health := httpserver.NewHealth(httpserver.Check{Name: "catalogue", Fn: gw.Ready})
-	serr := serve(ctx, log, cfg.Options, gw, health, reg)
+	var engine httpserver.EngineFunc // net/http's server, or the fast front end (--frontend)
+	if cfg.Config.Frontend != gateway.FrontendNetHTTP {
+		engine = gateway.FastEngine(cfg.Config, log)
+	}
+	serr := httpserver.RunEngine(ctx, cfg.Options, engine, gw, nil, health, reg, log)
 	fctx, fcancel := context.WithTimeout(context.Background(), gatewayFinalFlush)
 	defer fcancel()
 	if err := gw.Close(fctx); err != nil {

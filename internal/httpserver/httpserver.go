@@ -192,10 +192,20 @@ func Handler(app http.Handler, h *Health, reg *prometheus.Registry) http.Handler
 	})
 }
 
+// Engine is the HTTP/1.1 server behind a Server: net/http's by default,
+// or another one (the gateway's fast front end) given to ListenEngine.
+type Engine interface {
+	Serve(ln net.Listener) error
+	Shutdown(ctx context.Context) error
+}
+
+// EngineFunc makes a Server's engine from its (defaulted) options and handler.
+type EngineFunc func(opts Options, handler http.Handler) Engine
+
 // Server is one HTTP server with its listener.
 type Server struct {
 	opts   Options
-	srv    *http.Server
+	srv    Engine
 	ln     net.Listener
 	health *Health
 	log    *slog.Logger
@@ -204,6 +214,11 @@ type Server struct {
 // Listen binds the address now, so that callers (and tests with ":0") learn
 // the real address before serving.
 func Listen(opts Options, handler http.Handler, health *Health, log *slog.Logger) (*Server, error) {
+	return ListenEngine(opts, nil, handler, health, log)
+}
+
+// ListenEngine is Listen with another engine than net/http's (nil: net/http's).
+func ListenEngine(opts Options, engine EngineFunc, handler http.Handler, health *Health, log *slog.Logger) (*Server, error) {
 	d := Defaults(opts.Listen)
 	if opts.ReadTimeout == 0 {
 		opts.ReadTimeout = d.ReadTimeout
@@ -223,6 +238,9 @@ func Listen(opts Options, handler http.Handler, health *Health, log *slog.Logger
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", opts.Listen, err)
+	}
+	if engine != nil {
+		return &Server{opts: opts, srv: engine(opts, handler), ln: ln, health: health, log: log}, nil
 	}
 	srv := &http.Server{
 		Handler:           handler,
@@ -280,17 +298,23 @@ func Run(ctx context.Context, opts Options, app http.Handler, health *Health, re
 // artifact downloads), which the published address must not answer. opsApp
 // needs opts.OpsListen.
 func RunWithOps(ctx context.Context, opts Options, app, opsApp http.Handler, health *Health, reg *prometheus.Registry, log *slog.Logger) error {
+	return RunEngine(ctx, opts, nil, app, opsApp, health, reg, log)
+}
+
+// RunEngine is RunWithOps with engine serving the main address (nil:
+// net/http's server); the ops address is always net/http's.
+func RunEngine(ctx context.Context, opts Options, engine EngineFunc, app, opsApp http.Handler, health *Health, reg *prometheus.Registry, log *slog.Logger) error {
 	if opsApp != nil && opts.OpsListen == "" {
 		return errors.New("internal endpoints need an ops address (--opslisten), apart from the published one")
 	}
 	if opts.OpsListen == "" {
-		srv, err := Listen(opts, Handler(app, health, reg), health, log)
+		srv, err := ListenEngine(opts, engine, Handler(app, health, reg), health, log)
 		if err != nil {
 			return err
 		}
 		return srv.Serve(ctx)
 	}
-	main, err := Listen(opts, Handler(app, health, nil), health, log)
+	main, err := ListenEngine(opts, engine, Handler(app, health, nil), health, log)
 	if err != nil {
 		return err
 	}

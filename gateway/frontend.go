@@ -1,0 +1,351 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/nlpswarm/nlpswarm/internal/apierror"
+	"github.com/nlpswarm/nlpswarm/internal/httpserver"
+)
+
+// The customer API's HTTP/1.1 server (Config.Frontend): fasthttp's
+// (FrontendFast, the default: one goroutine per connection, no background
+// read, pooled request and response state, buffered writes) or net/http's.
+// Both serve the same http.Handler; the fast one through fastWriter and a
+// per-request http.Request filled from fasthttp's parsed request, in the
+// connection's own goroutine.
+const (
+	FrontendFast    = "fast"
+	FrontendNetHTTP = "nethttp"
+)
+
+// FastEngine is the fast front end as an httpserver.Engine, with opts's
+// timeouts and the gateway's body cap.
+func FastEngine(cfg Config, log *slog.Logger) httpserver.EngineFunc {
+	return func(opts httpserver.Options, h http.Handler) httpserver.Engine {
+		return newFastServer(opts, cfg, h, log)
+	}
+}
+
+type fastServer struct{ srv *fasthttp.Server }
+
+func (s fastServer) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+
+func (s fastServer) Shutdown(ctx context.Context) error { return s.srv.ShutdownWithContext(ctx) }
+
+func newFastServer(opts httpserver.Options, cfg Config, h http.Handler, log *slog.Logger) fastServer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := httpserver.Defaults("")
+	read, head := opts.ReadTimeout, opts.ReadHeaderTimeout
+	if read <= 0 {
+		read = d.ReadTimeout
+	}
+	if head <= 0 || head > read {
+		head = min(d.ReadHeaderTimeout, read)
+	}
+	// what precedes the handler's own body deadline: the pre-read byte
+	bodyRead := read
+	if cfg.BodyTimeout > 0 && cfg.BodyTimeout < read {
+		bodyRead = cfg.BodyTimeout
+	}
+	srv := &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) { serveFast(ctx, h) },
+		// the head within ReadHeaderTimeout of its first byte, then the
+		// body within ReadTimeout (the handler shortens it to the body
+		// deadline as it starts reading)
+		ReadTimeout: head,
+		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+			return fasthttp.RequestConfig{ReadTimeout: bodyRead}
+		},
+		WriteTimeout: opts.WriteTimeout,
+		IdleTimeout:  opts.IdleTimeout,
+		// as net/http's MaxHeaderBytes (64 KiB): longer heads get 431
+		ReadBufferSize: 64 << 10,
+		// The body as a stream that the handler reads as it arrives, with
+		// the gateway's cap (413) and body deadline (408), never
+		// preallocated from Content-Length: fasthttp calls the handler at
+		// once for a body longer than its own limit, so that limit is one
+		// byte (its pre-read; it would otherwise wait for up to 8 KiB of
+		// the body before the handler, and the request would hold no place
+		// against the in-flight caps meanwhile).
+		StreamRequestBody:             true,
+		MaxRequestBodySize:            1,
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		DisableHeaderNamesNormalizing: false,
+		CloseOnShutdown:               true,
+		ErrorHandler:                  fastError,
+		Logger:                        fastLogger{log},
+		Name:                          "",
+	}
+	return fastServer{srv: srv}
+}
+
+type fastLogger struct{ log *slog.Logger }
+
+func (l fastLogger) Printf(format string, args ...any) {
+	l.log.Debug("fasthttp: " + fmt.Sprintf(format, args...))
+}
+
+// fastError answers what fasthttp refuses before the handler, in the API's
+// error shape and with net/http's statuses for the same refusals.
+func fastError(ctx *fasthttp.RequestCtx, err error) {
+	status, code, msg := http.StatusBadRequest, "invalid_request", "malformed HTTP request"
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.As(err, &small):
+		status, code, msg = http.StatusRequestHeaderFieldsTooLarge, "invalid_request", "request header too large"
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		status, code, msg = http.StatusRequestEntityTooLarge, "payload_too_large", "body too large"
+	case errors.As(err, &ne) && ne.Timeout():
+		status, code, msg = http.StatusRequestTimeout, "request_timeout", "the request did not arrive in time"
+	}
+	writeFastError(ctx, status, code, msg)
+}
+
+func writeFastError(ctx *fasthttp.RequestCtx, status int, code, msg string) {
+	b, _ := json.Marshal(apierror.New(code, msg))
+	ctx.Response.Reset()
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(b, '\n'))
+	ctx.SetConnectionClose()
+}
+
+// fastReq is one request's net/http view, pooled.
+type fastReq struct {
+	req http.Request
+	url url.URL
+	w   fastWriter
+}
+
+var fastReqs = sync.Pool{New: func() any {
+	f := &fastReq{}
+	f.req.Header = make(http.Header, 8)
+	f.w.h = make(http.Header, 8)
+	return f
+}}
+
+// serveFast runs h on one request fasthttp parsed, in the connection's
+// goroutine.
+func serveFast(ctx *fasthttp.RequestCtx, h http.Handler) {
+	f := fastReqs.Get().(*fastReq)
+	defer func() {
+		clear(f.req.Header)
+		clear(f.w.h)
+		hdr, wh := f.req.Header, f.w.h
+		*f = fastReq{}
+		f.req.Header, f.w.h = hdr, wh
+		fastReqs.Put(f)
+	}()
+	r := &f.req
+	// the path as the client sent it, without the query (as net/http's
+	// URL.Path: unescaped); a path that does not parse is refused
+	uri := ctx.Request.Header.RequestURI()
+	if len(uri) == 0 || uri[0] != '/' {
+		writeFastError(ctx, http.StatusBadRequest, "invalid_request", "malformed request target")
+		return
+	}
+	raw, query, _ := bytes.Cut(uri, []byte("?"))
+	if bytes.IndexByte(raw, '%') >= 0 {
+		p, err := url.PathUnescape(string(raw))
+		if err != nil {
+			writeFastError(ctx, http.StatusBadRequest, "invalid_request", "malformed request target")
+			return
+		}
+		f.url.Path, f.url.RawPath = p, string(raw)
+	} else {
+		f.url.Path = string(raw)
+	}
+	if len(query) > 0 {
+		f.url.RawQuery = string(query)
+	}
+	r.URL = &f.url
+	r.Method = string(ctx.Method())
+	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, 1
+	if !ctx.Request.Header.IsHTTP11() {
+		r.Proto, r.ProtoMinor = "HTTP/1.0", 0
+	}
+	r.RequestURI = string(uri)
+	r.Host = string(ctx.Host())
+	r.RemoteAddr = ctx.RemoteAddr().String()
+	for k, v := range ctx.Request.Header.All() {
+		key := string(k)
+		if key == "Host" || key == "Transfer-Encoding" {
+			continue
+		}
+		r.Header[key] = append(r.Header[key], string(v))
+	}
+	r.ContentLength = int64(ctx.Request.Header.ContentLength())
+	switch {
+	case r.ContentLength == -1: // chunked
+		r.TransferEncoding = []string{"chunked"}
+	case r.ContentLength < 0: // none (-2: identity to the end, not for requests)
+		r.ContentLength = 0
+	}
+	if s := ctx.RequestBodyStream(); s != nil {
+		r.Body = io.NopCloser(s)
+	} else {
+		r.Body = http.NoBody
+	}
+	f.w.ctx = ctx
+	c := &fastCtx{Context: ctx, conn: ctx.Conn()}
+	c.timer = time.AfterFunc(clientGoneCheck, c.check)
+	h.ServeHTTP(&f.w, r.WithContext(c))
+	c.stop()
+	f.w.finish()
+}
+
+// clientGoneCheck is how often the fast front end looks whether the client
+// of a request in progress has gone (net/http's server knows at once from
+// its background read, which the fast one does not do): a request whose
+// client left is cancelled within about this long, its upstream call with
+// it (499).
+const clientGoneCheck = 50 * time.Millisecond
+
+// fastCtx is a request's context on the fast front end: cancelled when the
+// client goes away, as net/http's request contexts are. Its first check
+// comes after clientGoneCheck, so the usual request costs one timer.
+type fastCtx struct {
+	context.Context // the fasthttp request (values)
+	conn            net.Conn
+	timer           *time.Timer
+	mu              sync.Mutex
+	done            chan struct{}
+	err             error
+	stopped         bool
+}
+
+func (c *fastCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+func (c *fastCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.err != nil {
+			close(c.done)
+		}
+	}
+	return c.done
+}
+
+func (c *fastCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *fastCtx) check() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped || c.err != nil {
+		return
+	}
+	if peerGone(c.conn) {
+		c.err = context.Canceled
+		if c.done != nil {
+			close(c.done)
+		}
+		return
+	}
+	c.timer.Reset(clientGoneCheck)
+}
+
+func (c *fastCtx) stop() {
+	c.timer.Stop()
+	c.mu.Lock()
+	c.stopped = true
+	c.mu.Unlock()
+}
+
+// fastWriter is an http.ResponseWriter over a fasthttp response: the body
+// is buffered and written when the handler returns, in one write with its
+// header.
+type fastWriter struct {
+	ctx         *fasthttp.RequestCtx
+	h           http.Header
+	status      int
+	wroteHeader bool
+}
+
+func (w *fastWriter) Header() http.Header { return w.h }
+
+func (w *fastWriter) WriteHeader(status int) {
+	if w.wroteHeader {
+		return
+	}
+	w.wroteHeader, w.status = true, status
+	resp := &w.ctx.Response
+	resp.SetStatusCode(status)
+	for k, vs := range w.h {
+		switch k {
+		case "Content-Type":
+			if len(vs) > 0 {
+				resp.Header.SetContentType(vs[0])
+			}
+		case "Connection":
+			if len(vs) > 0 && vs[0] == "close" {
+				w.ctx.SetConnectionClose()
+			}
+		case "Content-Length", "Transfer-Encoding", "Date", "Server":
+		default:
+			for _, v := range vs {
+				resp.Header.Add(k, v)
+			}
+		}
+	}
+}
+
+func (w *fastWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		if _, ok := w.h["Content-Type"]; !ok && len(b) > 0 {
+			w.h["Content-Type"] = []string{http.DetectContentType(b)}
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	if !bodyAllowed(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	return w.ctx.Write(b)
+}
+
+func (w *fastWriter) finish() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+// SetReadDeadline is what http.ResponseController calls: the body deadline.
+func (w *fastWriter) SetReadDeadline(t time.Time) error { return w.ctx.SetReadDeadline(t) }
+
+func bodyAllowed(status int) bool {
+	return !(status >= 100 && status <= 199) && status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// frontendName checks Config.Frontend.
+func frontendName(s string) (string, error) {
+	switch s {
+	case "", FrontendFast:
+		return FrontendFast, nil
+	case FrontendNetHTTP:
+		return s, nil
+	}
+	return "", fmt.Errorf("--frontend=%q: want %s or %s", s, FrontendFast, FrontendNetHTTP)
+}
+
