@@ -23,8 +23,12 @@ type GPU struct {
 type Node struct {
 	ID, Hostname string
 	Available    bool // Swarm availability active and state ready
-	Labels       map[string]string
-	GPUs         []GPU
+	// Drained: Swarm availability drain or pause, an operator's decision
+	// (a node that is only down, say a power cut, is not drained).
+	Drained bool
+	Role    string // manager or worker
+	Labels  map[string]string
+	GPUs    []GPU
 }
 
 // Assignment is GPU memory the platform gave to one replica slot of a
@@ -123,16 +127,34 @@ func NewState(s Snapshot) *State {
 	return st
 }
 
-// PlaceSpread places r on a node outside avoid when one fits (hard
-// anti-affinity while the cluster allows it), else on any node that fits:
-// replicas of one deployment share a node only when no other node can take
-// them. The error is the one without avoid, which explains the whole
-// cluster.
-func (st *State) PlaceSpread(p Policy, r Request, avoid []string) (Plan, error) {
-	if len(avoid) > 0 {
+// PlaceSpread places r away from others (the assignments of the
+// deployment's other replicas): on a node none of them runs on when one fits
+// (hard anti-affinity while the cluster allows it), else on a GPU none of
+// them uses, else anywhere that fits: replicas of one deployment share a
+// node, then a GPU, only when nothing else can take them. The error is the
+// one without avoidance, which explains the whole cluster.
+func (st *State) PlaceSpread(p Policy, r Request, others []Assignment) (Plan, error) {
+	if len(others) > 0 {
 		ra := r
-		ra.Avoid = avoid
+		for _, a := range others {
+			ra.Avoid = append(ra.Avoid, a.Node)
+		}
 		if pl, err := st.Place(p, ra); err == nil {
+			return pl, nil
+		}
+		masked := &State{nodes: st.nodes, free: make([][]int64, len(st.free))}
+		for i, n := range st.nodes {
+			masked.free[i] = append([]int64(nil), st.free[i]...)
+			for j, g := range n.GPUs {
+				for _, a := range others {
+					if a.Node == n.ID && a.GPU == g.UUID {
+						masked.free[i][j] = 0
+					}
+				}
+			}
+		}
+		if pl, err := p.Place(masked, r); err == nil {
+			st.apply(pl)
 			return pl, nil
 		}
 	}

@@ -157,8 +157,10 @@ func TestPlaceSpread(t *testing.T) {
 		{"two 1-GPU nodes take one replica each", []Node{node("a", 80), node("b", 80)}, 2, []string{"a/a-gpu0", "b/b-gpu0"}, ""},
 		{"best fit first, then the other node even if tighter elsewhere", []Node{node("a", 80, 20), node("b", 40)}, 2,
 			[]string{"a/a-gpu1", "b/b-gpu0"}, ""},
-		{"three replicas on two nodes of two GPUs: the third shares a node, on its other GPU", []Node{node("a", 20, 20), node("b", 20, 20)}, 3,
+		{"three replicas on two nodes of two GPUs: the third shares a node, on its other GPU", []Node{node("a", 80, 80), node("b", 80, 80)}, 3,
 			[]string{"a/a-gpu0", "b/b-gpu0", "a/a-gpu1"}, ""},
+		{"one node of two GPUs: a GPU each before sharing one", []Node{node("a", 80, 80)}, 3,
+			[]string{"a/a-gpu0", "a/a-gpu1", "a/a-gpu0"}, ""},
 		{"one node: replicas share it rather than not run", []Node{node("a", 40)}, 2, []string{"a/a-gpu0", "a/a-gpu0"}, ""},
 		{"no room for the third", []Node{node("a", 16), node("b", 16)}, 3, []string{"a/a-gpu0", "b/b-gpu0"},
 			"no node with 1 GPU(s) of 16 GiB free GPU memory; no free GPU memory in the inventory"},
@@ -168,11 +170,12 @@ func TestPlaceSpread(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st := NewState(Snapshot{Nodes: tt.nodes})
-			var got, avoid []string
+			var got []string
+			var others []Assignment
 			var err error
 			for slot := 0; slot < tt.n; slot++ {
 				var p Plan
-				p, err = st.PlaceSpread(BestFit{}, Request{Owner: "m", Slot: slot, Replicas: 1, GPUs: 1, GPUMemory: 16 * gib}, avoid)
+				p, err = st.PlaceSpread(BestFit{}, Request{Owner: "m", Slot: slot, Replicas: 1, GPUs: 1, GPUMemory: 16 * gib}, others)
 				if err != nil {
 					break
 				}
@@ -180,7 +183,7 @@ func TestPlaceSpread(t *testing.T) {
 					t.Fatalf("slot %d assigned as %d", slot, p.Assignments[0].Slot)
 				}
 				got = append(got, p.Node+"/"+strings.Join(p.GPUs, ","))
-				avoid = append(avoid, p.Node)
+				others = append(others, p.Assignments...)
 			}
 			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
 				t.Fatalf("placed %v, want %v", got, tt.want)
