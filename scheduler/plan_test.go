@@ -81,7 +81,7 @@ func TestDiff(t *testing.T) {
 	// want is the plan's decisions by kind, each as "model: detail"
 	type want struct {
 		creates, updates, removes, unchanged, unplaceable, frees, short []string
-		assigns                                                  []GPUAssign
+		assigns                                                         []GPUAssign
 	}
 	tests := []struct {
 		name     string

@@ -163,7 +163,9 @@ func TestReconcileGPUDeploymentToZeroAndBack(t *testing.T) {
 	f := newSwarmFixture(ctx, t, "gpu")
 	cl, db, node, model, exec1 := f.cl, f.db, f.node, f.model, f.exec
 	for slot := range 2 {
-		t.Cleanup(func() { cl.ServiceRemove(context.Background(), GroupServiceName(model, slot), client.ServiceRemoveOptions{}) })
+		t.Cleanup(func() {
+			cl.ServiceRemove(context.Background(), GroupServiceName(model, slot), client.ServiceRemoveOptions{})
+		})
 	}
 	exec1(`INSERT INTO nodes (id, hostname, availability, state) VALUES ($1, 'test-node', 'active', 'ready')`, node)
 	exec1(`INSERT INTO gpus (node_id, uuid, idx, name, memory_total, memory_free) VALUES ($1, 'GPU-fake-test-0', 0, 'FAKE GPU (test row)', 85899345920, 85899345920),
