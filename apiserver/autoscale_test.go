@@ -25,14 +25,19 @@ func TestAutoscaledDeployment(t *testing.T) {
 		{"autoscale": map[string]any{"max": 4, "idle_to_zero": "forever"}},
 		{"autoscale": map[string]any{"max": 4, "scale_down_delay": "1ms"}},
 		{"autoscale": map[string]any{"max": 4, "unknown": 1}},
-		{"autoscale": map[string]any{"max": 4}, "resources": map[string]any{"gpus": 1, "gpu_memory": "8G"}},
 	} {
 		if code, body := put(bad); code != 400 {
 			t.Errorf("%v: %d %v, want 400", bad, code, body)
 		}
 	}
 
-	code, d := put(map[string]any{"replicas": 0, "autoscale": map[string]any{"min": 0, "max": 4, "target_inflight": 2, "scale_down_delay": "10s", "idle_to_zero": 90}})
+	// GPU deployments autoscale (issue 16): deploy --gpus 1 --gpu-memory 8G --min 0 --max 4
+	code, d := put(map[string]any{"autoscale": map[string]any{"min": 0, "max": 4}, "resources": map[string]any{"gpus": 1, "gpu_memory": "8G"}})
+	if as, _ := d["autoscale"].(map[string]any); code != 200 || as == nil || as["max"].(float64) != 4 || d["gpus"].(float64) != 1 {
+		t.Fatalf("deploy an autoscaled GPU model: %d %v", code, d)
+	}
+
+	code, d = put(map[string]any{"replicas": 0, "autoscale": map[string]any{"min": 0, "max": 4, "target_inflight": 2, "scale_down_delay": "10s", "idle_to_zero": 90}})
 	as, _ := d["autoscale"].(map[string]any)
 	if code != 200 || d["replicas"].(float64) != 0 || as == nil || as["max"].(float64) != 4 || as["target_inflight"].(float64) != 2 ||
 		as["scale_down_delay"] != "10s" || as["idle_to_zero"] != "1m30s" || d["scale_reason"] != "deploy" {

@@ -125,12 +125,9 @@ func (r *DeploymentRequest) Check() error {
 		}
 	}
 	if r.Autoscale != nil {
-		if r.Resources.GPUs > 0 {
-			// GPU placement sizes its assignment by the replica count, so
-			// every change would re-place (and may move) the service, and a
-			// GPU request of 0 replicas is refused as unplaceable
-			return errors.New("autoscale is not available for GPU deployments yet")
-		}
+		// GPU deployments autoscale too (issue 16): each GPU replica is
+		// placed on its own, so a scale up places only the new replicas, a
+		// scale down or to zero gives back only the removed ones' GPU memory
 		b := r.Autoscale.Bounds().WithDefaults()
 		if err := b.Validate(); err != nil {
 			return err

@@ -52,13 +52,49 @@
 //     inventory: nodes, GPUs and the GPU assignments held;
 //   - plan := Diff(desired, services, inventory): a pure function (plan.go,
 //     table-tested without Docker) that decides every GPU to free and to
-//     place (scheduler/placement's best fit, with its reason when nothing
-//     fits), every service to create, update (spec-hash change, replica
-//     change, scale to zero) or remove (managed services no deployment
-//     wants), and what is unchanged;
+//     place per replica slot (scheduler/placement's best fit, with its
+//     reason when nothing fits), every service to create, update
+//     (spec-hash change, replica change, scale to zero) or remove (managed
+//     services no deployment wants, GPU replica services beyond the count),
+//     and what is unchanged;
 //   - apply(plan): the thin effect step, Postgres (GPU assignments,
 //     statuses) then Docker; then observe each placed deployment's tasks and
 //     write its status and cold starts through internal/deployment.
+//
+// GPU replicas (issue 16). Swarm gives every task of a service the same
+// spec, so replicas of one service cannot have different
+// NVIDIA_VISIBLE_DEVICES or node pins; Swarm generic resources would let the
+// engine hand out GPUs per task, but break overlay networking on Debian's
+// engine 20.10 (moby#44378) and know nothing of GPU memory. So each replica
+// of a GPU deployment is a service of its own, nlp-<model>-g<slot>
+// (GroupServiceName), one task pinned by node.id and NVIDIA_VISIBLE_DEVICES
+// to what placement gave that slot (a gpu_assignments row per slot and
+// GPU). Every replica service carries the network alias nlp-<model>, so
+// Swarm's DNS answers tasks.nlp-<model> with the tasks of all of them (as
+// for a CPU deployment's one service): the gateway's discovery is
+// unchanged. Diff places slot by slot: a slot keeps what it holds while it
+// still fits on an available node (a running replica never moves for
+// nothing), slots beyond the count are given back (scale down, to zero:
+// their services are removed), and new or lost slots (scale up, wake from
+// zero, a node lost or drained) are placed by best fit away from the other
+// replicas' nodes, then GPUs (placement.PlaceSpread): replicas of one model
+// share a node only when no other node can take them. A re-placed slot is a
+// start-first update of its own service; a version change updates each
+// replica service start-first (the others keep serving). A deployment only
+// part of whose replicas fit runs those, its status saying why the others
+// do not (Plan.Short).
+//
+// CPU deployments keep one service whose tasks Swarm places; Swarm does not
+// rebalance, so a node back from a drain or failure took no replicas and a
+// later drain of the node holding all of them lost most of a run (issue 18
+// item 7). Their spec caps tasks per node (Swarm MaxReplicas, MaxPerNode in
+// spread.go, a pure function) at ceil((replicas+1)/eligible nodes) when at
+// least two nodes are eligible: hard anti-affinity (1) whenever a spare node
+// exists, and always room for the one extra task of a start-first update;
+// no cap on a one-node swarm. Eligible nodes are the not-drained ones that
+// meet the constraints, down ones included, so a power cut does not change
+// every service's spec (a rolling update of the whole cluster at the worst
+// moment); a drain or a new node does, and those services roll start-first.
 //
 // Reconciler.Plan is the same Diff with nothing applied: any scheduler
 // replica serves it on GET /plan (PlanHandler), which the apiserver relays to

@@ -2,8 +2,8 @@ package scheduler
 
 import (
 	"fmt"
-	"slices"
 	"sort"
+	"strings"
 
 	"github.com/moby/moby/api/types/swarm"
 
@@ -15,6 +15,7 @@ import (
 type Service struct {
 	ID       string `json:"id"`
 	Name     string `json:"name"`
+	Model    string `json:"model,omitempty"` // from its label
 	SpecHash string `json:"spec_hash"`
 	Replicas uint64 `json:"replicas"`
 	Backend  string `json:"backend,omitempty"` // the engine it runs, from its label
@@ -22,8 +23,9 @@ type Service struct {
 
 // serviceOf reads what Diff compares from a listed service.
 func serviceOf(s swarm.Service) Service {
-	return Service{ID: s.ID, Name: s.Spec.Annotations.Name, SpecHash: s.Spec.Annotations.Labels[LabelSpecHash], Replicas: replicas(s.Spec),
-		Backend: s.Spec.Annotations.Labels[LabelBackend]}
+	l := s.Spec.Annotations.Labels
+	return Service{ID: s.ID, Name: s.Spec.Annotations.Name, Model: l[LabelModel], SpecHash: l[LabelSpecHash], Replicas: replicas(s.Spec),
+		Backend: l[LabelBackend]}
 }
 
 // Plan is what one reconcile pass does, decided before anything is done:
@@ -32,26 +34,36 @@ type Plan struct {
 	// GPUFrees are models whose GPU assignments are given back: the
 	// deployment is gone, runs no GPU any more, or is at zero replicas.
 	GPUFrees []string `json:"gpu_frees"`
-	// GPUAssigns are new placements of GPU deployments (a new one, a changed
-	// request, one back from zero).
+	// GPUAssigns are GPU deployments whose replica slots changed (a replica
+	// placed anew: a new deployment, a changed request, a scale up, one back
+	// from zero, a replica whose node was lost or drained; or slots given
+	// back by a scale down): each lists every slot it holds after the pass.
 	GPUAssigns []GPUAssign `json:"gpu_assigns"`
 	// Unplaceable deployments are left as they are (their service, if any,
 	// untouched), with placement's reason, or the engine's (ort asked for
 	// with no ORT image).
 	Unplaceable []Unplaceable `json:"unplaceable"`
-	Creates     []Change      `json:"creates"`
-	Updates     []Change      `json:"updates"`
+	// Short are GPU deployments placed in part: the replicas that fit run,
+	// the reason says why the others do not.
+	Short   []Unplaceable `json:"short"`
+	Creates []Change      `json:"creates"`
+	Updates []Change      `json:"updates"`
 	// Removes are managed services no deployment wants (undeployed models,
 	// leftovers of ours).
 	Removes   []Removal `json:"removes"`
 	Unchanged []string  `json:"unchanged"` // models whose service is as desired
+
+	// services names each placed deployment's services (one, or one per GPU
+	// replica slot), which observe reads.
+	services map[string][]string
 }
 
-// GPUAssign is a GPU deployment placed anew.
+// GPUAssign is the GPU side of a deployment after a pass: every replica
+// slot it holds (New where placed by this pass) and their assignments,
+// which replace the deployment's.
 type GPUAssign struct {
 	Model       string                     `json:"model"`
-	Node        string                     `json:"node"`
-	GPUs        []string                   `json:"gpus"`
+	Replicas    []Pin                      `json:"replicas"`
 	Assignments []deployment.GPUAssignment `json:"assignments"`
 }
 
@@ -94,7 +106,18 @@ type Removal struct {
 
 // Empty reports whether the plan changes nothing.
 func (p Plan) Empty() bool {
-	return len(p.GPUFrees)+len(p.GPUAssigns)+len(p.Unplaceable)+len(p.Creates)+len(p.Updates)+len(p.Removes) == 0
+	return len(p.GPUFrees)+len(p.GPUAssigns)+len(p.Unplaceable)+len(p.Short)+len(p.Creates)+len(p.Updates)+len(p.Removes) == 0
+}
+
+// short is why some of model's GPU replicas could not be placed ("": all
+// were).
+func (p Plan) short(model string) string {
+	for _, u := range p.Short {
+		if u.Model == model {
+			return u.Reason
+		}
+	}
+	return ""
 }
 
 // unplaceable reports whether model's deployment cannot be placed.
@@ -113,8 +136,8 @@ func (p Plan) unplaceable(model string) bool {
 // and remove. It touches nothing; services and assignments are matched by
 // model name.
 func Diff(desired []deployment.Desired, services []Service, inv placement.Snapshot, c SpecConfig) Plan {
-	p := Plan{GPUFrees: []string{}, GPUAssigns: []GPUAssign{}, Unplaceable: []Unplaceable{}, Creates: []Change{},
-		Updates: []Change{}, Removes: []Removal{}, Unchanged: []string{}}
+	p := Plan{GPUFrees: []string{}, GPUAssigns: []GPUAssign{}, Unplaceable: []Unplaceable{}, Short: []Unplaceable{}, Creates: []Change{},
+		Updates: []Change{}, Removes: []Removal{}, Unchanged: []string{}, services: map[string][]string{}}
 	p.refuseEngines(desired, c)
 	pins := p.placeGPUs(desired, inv)
 	existing := map[string]Service{}
@@ -122,49 +145,92 @@ func Diff(desired []deployment.Desired, services []Service, inv placement.Snapsh
 		existing[s.Name] = s
 	}
 	want := map[string]bool{}
+	gpuReplicas := map[string]int{}
 	for _, d := range desired {
-		name := ServiceName(d.Model)
-		want[name] = true
 		if p.unplaceable(d.Model) {
+			// left as it is: every service it has
+			for _, s := range services {
+				if s.Name == ServiceName(d.Model) || s.Model == d.Model {
+					want[s.Name] = true
+				}
+			}
 			continue
 		}
-		spec := BuildSpec(Desired{Desired: d, Pin: pins[d.Model]}, c)
-		ch := Change{Model: d.Model, Service: name, Version: d.Version, Replicas: d.Replicas,
-			SpecHash: spec.Annotations.Labels[LabelSpecHash], Backend: spec.Annotations.Labels[LabelBackend], Spec: spec, Desired: d}
-		svc, ok := existing[name]
-		if !ok {
-			ch.Why = fmt.Sprintf("new: version %d, %d replica(s) on %s", d.Version, d.Replicas, ch.Backend)
-			p.Creates = append(p.Creates, ch)
-			continue
+		var specs []Desired
+		if d.GPUs > 0 {
+			gpuReplicas[d.Model] = d.Replicas
+			for i := range pins[d.Model] {
+				specs = append(specs, Desired{Desired: d, Pin: &pins[d.Model][i]})
+			}
+		} else {
+			specs = []Desired{{Desired: d, MaxPerNode: MaxPerNode(d.Replicas, EligibleNodes(d, inv.Nodes, c.PlacementConstraint))}}
 		}
-		ch.ServiceID, ch.FromReplicas, ch.FromSpecHash, ch.FromBackend = svc.ID, int(svc.Replicas), svc.SpecHash, svc.Backend
-		ch.SpecChanged = svc.SpecHash != ch.SpecHash
-		if !ch.SpecChanged && svc.Replicas == uint64(d.Replicas) {
+		changed := false
+		for _, sd := range specs {
+			name := ServiceName(d.Model)
+			if sd.Pin != nil {
+				name = GroupServiceName(d.Model, sd.Pin.Slot)
+			}
+			want[name] = true
+			p.services[d.Model] = append(p.services[d.Model], name)
+			changed = p.diffService(sd, name, existing[name], c) || changed
+		}
+		if !changed {
 			p.Unchanged = append(p.Unchanged, d.Model)
-			continue
 		}
-		ch.ScaleToZero = d.Replicas == 0 && svc.Replicas > 0
-		switch {
-		case ch.SpecChanged && svc.Replicas != uint64(d.Replicas):
-			ch.Why = fmt.Sprintf("spec changed (%s → %s) and replicas %d → %d", svc.SpecHash, ch.SpecHash, svc.Replicas, d.Replicas)
-		case ch.SpecChanged && svc.Backend != "" && svc.Backend != ch.Backend:
-			ch.Why = fmt.Sprintf("backend %s → %s (spec %s → %s): rolling update", svc.Backend, ch.Backend, svc.SpecHash, ch.SpecHash)
-		case ch.SpecChanged:
-			ch.Why = fmt.Sprintf("spec changed (%s → %s): rolling update", svc.SpecHash, ch.SpecHash)
-		case ch.ScaleToZero:
-			ch.Why = fmt.Sprintf("scale to zero (from %d)", svc.Replicas)
-		default:
-			ch.Why = fmt.Sprintf("replicas %d → %d", svc.Replicas, d.Replicas)
-		}
-		p.Updates = append(p.Updates, ch)
 	}
 	for _, s := range services {
-		if !want[s.Name] {
-			p.Removes = append(p.Removes, Removal{Service: s.Name, ServiceID: s.ID, Why: "no deployment wants it"})
+		if want[s.Name] {
+			continue
 		}
+		why := "no deployment wants it"
+		if n, ok := gpuReplicas[s.Model]; ok {
+			why = fmt.Sprintf("replica service not wanted: %s runs %d GPU replica(s)", s.Model, n)
+		}
+		p.Removes = append(p.Removes, Removal{Service: s.Name, ServiceID: s.ID, Why: why})
 	}
 	sort.Slice(p.Removes, func(i, j int) bool { return p.Removes[i].Service < p.Removes[j].Service })
 	return p
+}
+
+// diffService adds the create or update that brings svc (zero: none) to
+// d's spec, and reports whether it did.
+func (p *Plan) diffService(d Desired, name string, svc Service, c SpecConfig) bool {
+	spec := BuildSpec(d, c)
+	reps := int(replicas(spec))
+	ch := Change{Model: d.Model, Service: name, Version: d.Version, Replicas: reps,
+		SpecHash: spec.Annotations.Labels[LabelSpecHash], Backend: spec.Annotations.Labels[LabelBackend], Spec: spec, Desired: d.Desired}
+	where := ""
+	if d.Pin != nil {
+		where = fmt.Sprintf(" pinned to node %s GPU %s", d.Pin.NodeID, strings.Join(d.Pin.GPUUUIDs, ","))
+	}
+	if svc.ID == "" {
+		ch.Why = fmt.Sprintf("new: version %d, %d replica(s) on %s%s", d.Version, reps, ch.Backend, where)
+		p.Creates = append(p.Creates, ch)
+		return true
+	}
+	ch.ServiceID, ch.FromReplicas, ch.FromSpecHash, ch.FromBackend = svc.ID, int(svc.Replicas), svc.SpecHash, svc.Backend
+	ch.SpecChanged = svc.SpecHash != ch.SpecHash
+	if !ch.SpecChanged && svc.Replicas == uint64(reps) {
+		return false
+	}
+	ch.ScaleToZero = reps == 0 && svc.Replicas > 0
+	switch {
+	case ch.SpecChanged && svc.Replicas != uint64(reps):
+		ch.Why = fmt.Sprintf("spec changed (%s → %s) and replicas %d → %d", svc.SpecHash, ch.SpecHash, svc.Replicas, reps)
+	case ch.SpecChanged && svc.Backend != "" && svc.Backend != ch.Backend:
+		ch.Why = fmt.Sprintf("backend %s → %s (spec %s → %s): rolling update", svc.Backend, ch.Backend, svc.SpecHash, ch.SpecHash)
+	case ch.SpecChanged && d.Pin != nil && d.Pin.New:
+		ch.Why = fmt.Sprintf("re-placed%s (spec %s → %s): rolling update", where, svc.SpecHash, ch.SpecHash)
+	case ch.SpecChanged:
+		ch.Why = fmt.Sprintf("spec changed (%s → %s): rolling update", svc.SpecHash, ch.SpecHash)
+	case ch.ScaleToZero:
+		ch.Why = fmt.Sprintf("scale to zero (from %d)", svc.Replicas)
+	default:
+		ch.Why = fmt.Sprintf("replicas %d → %d", svc.Replicas, reps)
+	}
+	p.Updates = append(p.Updates, ch)
+	return true
 }
 
 // refuseEngines marks unplaceable the deployments whose engine cannot be had
@@ -178,56 +244,125 @@ func (p *Plan) refuseEngines(desired []deployment.Desired, c SpecConfig) {
 	}
 }
 
-// placeGPUs decides the GPU side of p: it frees the assignments no running
-// GPU deployment holds, keeps those that still fit their deployment's
-// request, and places the others by best fit (a changed request gives back
-// what it held first). It returns each placed deployment's pin.
-func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot) map[string]*Pin {
+// placeGPUs decides the GPU side of p, one replica slot at a time (each
+// GPU replica is a service of its own: doc.go, "GPU replicas"). It frees
+// the assignments of deployments that run no GPU replica any more (gone, on
+// CPU, at zero). Of a running GPU deployment, a slot keeps what it holds
+// while that still fits the request (as many GPUs, each with the
+// deployment's GPU memory) on an available node; slots beyond the replica
+// count are given back; the others are placed by best fit, avoiding the
+// nodes of the deployment's other replicas while another node can take
+// them, then the GPUs they use (placement.PlaceSpread). A slot whose node is lost or drained keeps
+// what it held when nothing else fits (its replica waits for the node). A
+// deployment none of whose replicas can be placed is unplaceable (its
+// services left as they are); one placed in part is Short. It returns each
+// placed deployment's pins, by slot.
+func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot) map[string][]Pin {
 	keep := map[string]bool{}
 	for _, d := range desired {
 		if d.GPUs > 0 && d.Replicas > 0 {
 			keep[d.Model] = true
 		}
 	}
-	snap := inv
-	held := map[string][]placement.Assignment{}
+	available := map[string]bool{}
+	for _, n := range inv.Nodes {
+		available[n.ID] = n.Available
+	}
+	held := map[string]map[int][]placement.Assignment{}
+	freed := map[string]bool{}
 	for _, a := range inv.Assigned {
-		if keep[a.Owner] {
-			held[a.Owner] = append(held[a.Owner], a)
-		} else if !slices.Contains(p.GPUFrees, a.Owner) {
-			p.GPUFrees = append(p.GPUFrees, a.Owner)
-			snap = placement.WithoutOwner(snap, a.Owner)
+		if !keep[a.Owner] {
+			freed[a.Owner] = true
+			continue
 		}
+		if held[a.Owner] == nil {
+			held[a.Owner] = map[int][]placement.Assignment{}
+		}
+		held[a.Owner][a.Slot] = append(held[a.Owner][a.Slot], a)
+	}
+	for m := range freed {
+		p.GPUFrees = append(p.GPUFrees, m)
 	}
 	sort.Strings(p.GPUFrees)
-	pins := map[string]*Pin{}
+	snap := inv.Without(func(a placement.Assignment) bool { return freed[a.Owner] })
+	pins := map[string][]Pin{}
 	for _, d := range desired {
 		if !keep[d.Model] || p.unplaceable(d.Model) {
 			continue
 		}
-		need := int64(d.Replicas) * d.GPUMemory
-		if a := held[d.Model]; len(a) == d.GPUs && a[0].Memory == need {
-			pin := &Pin{NodeID: a[0].Node}
-			for _, x := range a {
-				pin.GPUUUIDs = append(pin.GPUUUIDs, x.GPU)
+		h := held[d.Model]
+		changed := false
+		for slot := range h {
+			changed = changed || slot >= d.Replicas
+		}
+		snap = snap.Without(func(a placement.Assignment) bool { return a.Owner == d.Model && a.Slot >= d.Replicas })
+		fits := func(as []placement.Assignment) bool {
+			if len(as) != d.GPUs || !available[as[0].Node] {
+				return false
 			}
-			pins[d.Model] = pin
+			for _, a := range as {
+				if a.Memory != d.GPUMemory || a.Node != as[0].Node {
+					return false
+				}
+			}
+			return true
+		}
+		var others []placement.Assignment
+		for slot := 0; slot < d.Replicas; slot++ {
+			if fits(h[slot]) {
+				others = append(others, h[slot]...)
+			}
+		}
+		var out []Pin
+		reason := ""
+		for slot := 0; slot < d.Replicas; slot++ {
+			if fits(h[slot]) {
+				out = append(out, pinOf(slot, h[slot]))
+				continue
+			}
+			trial := snap.Without(func(a placement.Assignment) bool { return a.Owner == d.Model && a.Slot == slot })
+			pl, err := placement.NewState(trial).PlaceSpread(placement.BestFit{},
+				placement.Request{Owner: d.Model, Slot: slot, Replicas: 1, GPUs: d.GPUs, GPUMemory: d.GPUMemory, Labels: d.Labels}, others)
+			if err != nil {
+				if len(h[slot]) > 0 {
+					out = append(out, pinOf(slot, h[slot]))
+					others = append(others, h[slot]...)
+				} else if reason == "" {
+					reason = err.Error()
+				}
+				continue
+			}
+			snap, changed = trial.With(pl), true
+			out = append(out, Pin{Slot: slot, NodeID: pl.Node, GPUUUIDs: pl.GPUs, New: true})
+			others = append(others, pl.Assignments...)
+		}
+		if len(out) == 0 {
+			p.Unplaceable = append(p.Unplaceable, Unplaceable{Model: d.Model, Reason: reason, Generation: d.Generation})
 			continue
 		}
-		snap = placement.WithoutOwner(snap, d.Model)
-		pl, err := placement.NewState(snap).Place(placement.BestFit{},
-			placement.Request{Owner: d.Model, Replicas: d.Replicas, GPUs: d.GPUs, GPUMemory: d.GPUMemory, Labels: d.Labels})
-		if err != nil {
-			p.Unplaceable = append(p.Unplaceable, Unplaceable{Model: d.Model, Reason: err.Error(), Generation: d.Generation})
-			continue
+		if reason != "" {
+			p.Short = append(p.Short, Unplaceable{Model: d.Model, Generation: d.Generation,
+				Reason: fmt.Sprintf("%d of %d replicas placed; the others: %s", len(out), d.Replicas, reason)})
 		}
-		snap = snap.With(pl)
-		pins[d.Model] = &Pin{NodeID: pl.Node, GPUUUIDs: pl.GPUs}
-		ga := GPUAssign{Model: d.Model, Node: pl.Node, GPUs: pl.GPUs}
-		for _, a := range pl.Assignments {
-			ga.Assignments = append(ga.Assignments, deployment.GPUAssignment{Model: d.Model, Node: a.Node, GPU: a.GPU, Memory: a.Memory})
+		pins[d.Model] = out
+		if changed {
+			ga := GPUAssign{Model: d.Model, Replicas: out}
+			for _, pin := range out {
+				for _, g := range pin.GPUUUIDs {
+					ga.Assignments = append(ga.Assignments, deployment.GPUAssignment{Model: d.Model, Slot: pin.Slot, Node: pin.NodeID, GPU: g, Memory: d.GPUMemory})
+				}
+			}
+			p.GPUAssigns = append(p.GPUAssigns, ga)
 		}
-		p.GPUAssigns = append(p.GPUAssigns, ga)
 	}
 	return pins
+}
+
+// pinOf is the pin of a slot's held assignments.
+func pinOf(slot int, as []placement.Assignment) Pin {
+	pin := Pin{Slot: slot, NodeID: as[0].Node}
+	for _, a := range as {
+		pin.GPUUUIDs = append(pin.GPUUUIDs, a.GPU)
+	}
+	return pin
 }

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
@@ -28,8 +29,8 @@ func TestDiff(t *testing.T) {
 	// svc is the service Swarm would have after d was applied with cfg and pin
 	svc := func(d deployment.Desired, pin *Pin, c SpecConfig) Service {
 		spec := BuildSpec(Desired{Desired: d, Pin: pin}, c)
-		return Service{ID: "id-" + d.Model, Name: ServiceName(d.Model), SpecHash: spec.Annotations.Labels[LabelSpecHash],
-			Replicas: uint64(d.Replicas), Backend: spec.Annotations.Labels[LabelBackend]}
+		return Service{ID: "id-" + spec.Annotations.Name, Name: spec.Annotations.Name, Model: d.Model, SpecHash: spec.Annotations.Labels[LabelSpecHash],
+			Replicas: replicas(spec), Backend: spec.Annotations.Labels[LabelBackend]}
 	}
 	hash := func(d deployment.Desired, pin *Pin, c SpecConfig) string { return svc(d, pin, c).SpecHash }
 	node := func(gpus ...placement.GPU) placement.Snapshot {
@@ -42,8 +43,33 @@ func TestDiff(t *testing.T) {
 		s.Assigned = []placement.Assignment{{Owner: "gpu", Node: "n1", GPU: "GPU-a", Memory: mem}}
 		return s
 	}
-	assignA := []GPUAssign{{Model: "gpu", Node: "n1", GPUs: []string{"GPU-a"},
+	assignA := []GPUAssign{{Model: "gpu", Replicas: []Pin{{Slot: 0, NodeID: "n1", GPUUUIDs: []string{"GPU-a"}, New: true}},
 		Assignments: []deployment.GPUAssignment{{Model: "gpu", Node: "n1", GPU: "GPU-a", Memory: 8 << 30}}}}
+	// two nodes of one 80 GiB GPU each; held gives the snapshot gpu's slots
+	// (slot i on the node and GPU given)
+	two := func(downB bool, held ...string) placement.Snapshot {
+		s := placement.Snapshot{Nodes: []placement.Node{
+			{ID: "n1", Hostname: "ml-1", Available: true, GPUs: []placement.GPU{free80}},
+			{ID: "n2", Hostname: "ml-2", Available: !downB, GPUs: []placement.GPU{{UUID: "GPU-b", Total: 80 << 30, Free: 80 << 30}}},
+			{ID: "n3", Hostname: "ml-3", Available: true, GPUs: []placement.GPU{{UUID: "GPU-c", Total: 80 << 30, Free: 80 << 30}}}}}
+		for i, h := range held {
+			node, gpu, _ := strings.Cut(h, "/")
+			s.Assigned = append(s.Assigned, placement.Assignment{Owner: "gpu", Slot: i, Node: node, GPU: gpu, Memory: 8 << 30})
+		}
+		return s
+	}
+	pinOn := func(slot int, node, gpu string) *Pin { return &Pin{Slot: slot, NodeID: node, GPUUUIDs: []string{gpu}} }
+	assign := func(pins ...*Pin) []GPUAssign {
+		a := GPUAssign{Model: "gpu"}
+		for _, p := range pins {
+			a.Replicas = append(a.Replicas, *p)
+			a.Assignments = append(a.Assignments, deployment.GPUAssignment{Model: "gpu", Slot: p.Slot, Node: p.NodeID, GPU: p.GPUUUIDs[0], Memory: 8 << 30})
+		}
+		return []GPUAssign{a}
+	}
+	placed := func(p *Pin) *Pin { q := *p; q.New = true; return &q }
+	gpu2 := with(gpu, func(d *deployment.Desired) { d.Replicas = 2 })
+	gpu3 := with(gpu, func(d *deployment.Desired) { d.Replicas = 3 })
 	noRoom := func() string {
 		_, err := placement.NewState(node()).Place(placement.BestFit{}, placement.Request{Owner: "gpu", Replicas: 1, GPUs: 1, GPUMemory: 8 << 30})
 		if err == nil {
@@ -54,8 +80,8 @@ func TestDiff(t *testing.T) {
 
 	// want is the plan's decisions by kind, each as "model: detail"
 	type want struct {
-		creates, updates, removes, unchanged, unplaceable, frees []string
-		assigns                                                  []GPUAssign
+		creates, updates, removes, unchanged, unplaceable, frees, short []string
+		assigns                                                         []GPUAssign
 	}
 	tests := []struct {
 		name     string
@@ -108,7 +134,7 @@ func TestDiff(t *testing.T) {
 		{name: "remove managed services no deployment wants", services: []Service{svc(cpu, nil, cfg), {ID: "id-old", Name: "nlp-old", SpecHash: "x", Replicas: 1}},
 			want: want{removes: []string{"nlp-cpu: no deployment wants it", "nlp-old: no deployment wants it"}}},
 		{name: "a GPU deployment is placed by best fit and pinned", desired: []deployment.Desired{gpu}, inv: node(free80),
-			want: want{creates: []string{"gpu: new: version 1, 1 replica(s) on go"}, assigns: assignA}},
+			want: want{creates: []string{"gpu: new: version 1, 1 replica(s) on go pinned to node n1 GPU GPU-a"}, assigns: assignA}},
 		{name: "unplaceable with placement's reason; its service is left alone", desired: []deployment.Desired{gpu, cpu},
 			services: []Service{svc(gpu, pinA, cfg), svc(cpu, nil, cfg)}, inv: node(),
 			want: want{unplaceable: []string{"gpu: " + noRoom}, unchanged: []string{"cpu"}}},
@@ -116,20 +142,62 @@ func TestDiff(t *testing.T) {
 			inv: heldA(8 << 30), want: want{unchanged: []string{"gpu"}}},
 		{name: "a changed GPU request is placed anew", desired: []deployment.Desired{gpu}, services: []Service{svc(gpu, pinA, cfg)},
 			inv: heldA(4 << 30), want: want{assigns: assignA, unchanged: []string{"gpu"}}},
-		{name: "a GPU deployment at zero frees its GPU and loses its pin",
+		{name: "a GPU deployment at zero frees its GPU and its replica service goes",
 			desired:  []deployment.Desired{with(gpu, func(d *deployment.Desired) { d.Replicas = 0 })},
 			services: []Service{svc(gpu, pinA, cfg)}, inv: heldA(8 << 30),
-			want: want{frees: []string{"gpu"}, updates: []string{"gpu: spec changed (" + hash(gpu, pinA, cfg) + " → " +
-				hash(with(gpu, func(d *deployment.Desired) { d.Replicas = 0 }), nil, cfg) + ") and replicas 1 → 0"}}},
-		{name: "back from zero places again", desired: []deployment.Desired{gpu},
-			services: []Service{svc(with(gpu, func(d *deployment.Desired) { d.Replicas = 0 }), nil, cfg)}, inv: node(free80),
-			want: want{assigns: assignA, updates: []string{"gpu: spec changed (" + hash(gpu, nil, cfg) + " → " + hash(gpu, pinA, cfg) + ") and replicas 0 → 1"}}},
+			want: want{frees: []string{"gpu"}, unchanged: []string{"gpu"}, removes: []string{"nlp-gpu-g0: replica service not wanted: gpu runs 0 GPU replica(s)"}}},
+		{name: "back from zero places again", desired: []deployment.Desired{gpu}, inv: node(free80),
+			want: want{assigns: assignA, creates: []string{"gpu: new: version 1, 1 replica(s) on go pinned to node n1 GPU GPU-a"}}},
 		{name: "an undeployed GPU model frees its GPU and its service goes", services: []Service{svc(gpu, pinA, cfg)}, inv: heldA(8 << 30),
-			want: want{frees: []string{"gpu"}, removes: []string{"nlp-gpu: no deployment wants it"}}},
-		{name: "a GPU model moved to CPU frees its GPU", desired: []deployment.Desired{with(gpu, func(d *deployment.Desired) { d.GPUs, d.GPUMemory = 0, 0 })},
+			want: want{frees: []string{"gpu"}, removes: []string{"nlp-gpu-g0: no deployment wants it"}}},
+		{name: "a GPU model moved to CPU frees its GPU: its CPU service replaces the replica service",
+			desired:  []deployment.Desired{with(gpu, func(d *deployment.Desired) { d.GPUs, d.GPUMemory = 0, 0 })},
 			services: []Service{svc(gpu, pinA, cfg)}, inv: heldA(8 << 30),
-			want: want{frees: []string{"gpu"}, updates: []string{"gpu: spec changed (" + hash(gpu, pinA, cfg) + " → " +
-				hash(with(gpu, func(d *deployment.Desired) { d.GPUs, d.GPUMemory = 0, 0 }), nil, cfg) + "): rolling update"}}},
+			want: want{frees: []string{"gpu"}, creates: []string{"gpu: new: version 1, 1 replica(s) on go"}, removes: []string{"nlp-gpu-g0: no deployment wants it"}}},
+		// issue 16: each GPU replica its own node and GPU
+		{name: "two replicas of a 1-GPU model take two nodes", desired: []deployment.Desired{gpu2}, inv: two(false),
+			want: want{assigns: assign(placed(pinOn(0, "n1", "GPU-a")), placed(pinOn(1, "n2", "GPU-b"))),
+				creates: []string{"gpu: new: version 1, 1 replica(s) on go pinned to node n1 GPU GPU-a", "gpu: new: version 1, 1 replica(s) on go pinned to node n2 GPU GPU-b"}}},
+		{name: "scale up keeps the running replica and places the new one on another node", desired: []deployment.Desired{gpu2},
+			services: []Service{svc(gpu, pinOn(0, "n2", "GPU-b"), cfg)}, inv: two(false, "n2/GPU-b"),
+			want: want{assigns: assign(pinOn(0, "n2", "GPU-b"), placed(pinOn(1, "n1", "GPU-a"))),
+				creates: []string{"gpu: new: version 1, 1 replica(s) on go pinned to node n1 GPU GPU-a"}}},
+		{name: "scale down gives the last slot's GPU back and removes its service", desired: []deployment.Desired{gpu},
+			services: []Service{svc(gpu, pinOn(0, "n1", "GPU-a"), cfg), svc(gpu, pinOn(1, "n2", "GPU-b"), cfg)}, inv: two(false, "n1/GPU-a", "n2/GPU-b"),
+			want: want{assigns: assign(pinOn(0, "n1", "GPU-a")), unchanged: []string{"gpu"},
+				removes: []string{"nlp-gpu-g1: replica service not wanted: gpu runs 1 GPU replica(s)"}}},
+		{name: "a replica whose node is lost is re-placed on a node without one: a start-first update of its service", desired: []deployment.Desired{gpu2},
+			services: []Service{svc(gpu, pinOn(0, "n1", "GPU-a"), cfg), svc(gpu, pinOn(1, "n2", "GPU-b"), cfg)}, inv: two(true, "n1/GPU-a", "n2/GPU-b"),
+			want: want{assigns: assign(pinOn(0, "n1", "GPU-a"), placed(pinOn(1, "n3", "GPU-c"))),
+				updates: []string{"gpu: re-placed pinned to node n3 GPU GPU-c (spec " + hash(gpu, pinOn(1, "n2", "GPU-b"), cfg) + " → " + hash(gpu, pinOn(1, "n3", "GPU-c"), cfg) + "): rolling update"}}},
+		{name: "a replica whose node is lost keeps its slot when nothing else fits", desired: []deployment.Desired{gpu2},
+			services: []Service{svc(gpu, pinOn(0, "n1", "GPU-a"), cfg), svc(gpu, pinOn(1, "n2", "GPU-b"), cfg)},
+			inv: func() placement.Snapshot {
+				s := two(true, "n1/GPU-a", "n2/GPU-b")
+				s.Nodes = s.Nodes[:2]
+				s.Nodes[0].GPUs[0].Free = 4 << 30 // NVML: used by something else
+				return s
+			}(), want: want{unchanged: []string{"gpu"}}},
+		{name: "placed in part: the replicas that fit run, the others are short", desired: []deployment.Desired{with(gpu3, func(d *deployment.Desired) { d.GPUMemory = 60 << 30 })},
+			inv: func() placement.Snapshot { s := two(false); s.Nodes = s.Nodes[:2]; return s }(),
+			want: want{assigns: func() []GPUAssign {
+				a := assign(placed(pinOn(0, "n1", "GPU-a")), placed(pinOn(1, "n2", "GPU-b")))
+				for i := range a[0].Assignments {
+					a[0].Assignments[i].Memory = 60 << 30
+				}
+				return a
+			}(), short: []string{"gpu: 2 of 3 replicas placed; the others: no node with 1 GPU(s) of 60 GiB free GPU memory; largest free: 20 GiB on ml-1 (2 node(s) without 1 GPU(s) of 60 GiB free)"},
+				creates: []string{"gpu: new: version 1, 1 replica(s) on go pinned to node n1 GPU GPU-a", "gpu: new: version 1, 1 replica(s) on go pinned to node n2 GPU GPU-b"}}},
+		{name: "a service of the one-service-per-model design is replaced by replica services", desired: []deployment.Desired{gpu2},
+			services: []Service{{ID: "id-old", Name: "nlp-gpu", Model: "gpu", SpecHash: "x", Replicas: 2}}, inv: two(false),
+			want: want{assigns: assign(placed(pinOn(0, "n1", "GPU-a")), placed(pinOn(1, "n2", "GPU-b"))),
+				creates: []string{"gpu: new: version 1, 1 replica(s) on go pinned to node n1 GPU GPU-a", "gpu: new: version 1, 1 replica(s) on go pinned to node n2 GPU GPU-b"},
+				removes: []string{"nlp-gpu: replica service not wanted: gpu runs 2 GPU replica(s)"}}},
+		// issue 18 item 7: CPU replicas spread by Swarm's MaxReplicas
+		{name: "CPU replicas get a per-node cap from the eligible nodes: a spread change is a rolling update",
+			desired: []deployment.Desired{cpu}, services: []Service{svc(cpu, nil, cfg)}, inv: two(false),
+			want: want{updates: []string{"cpu: spec changed (" + hash(cpu, nil, cfg) + " → " +
+				BuildSpec(Desired{Desired: cpu, MaxPerNode: 1}, cfg).Annotations.Labels[LabelSpecHash] + "): rolling update"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -139,6 +207,9 @@ func TestDiff(t *testing.T) {
 			}
 			p := Diff(tt.desired, tt.services, tt.inv, c)
 			got := want{assigns: p.GPUAssigns, frees: p.GPUFrees, unchanged: p.Unchanged}
+			for _, u := range p.Short {
+				got.short = append(got.short, u.Model+": "+u.Reason)
+			}
 			for _, ch := range p.Creates {
 				got.creates = append(got.creates, ch.Model+": "+ch.Why)
 			}
@@ -152,8 +223,8 @@ func TestDiff(t *testing.T) {
 				got.unplaceable = append(got.unplaceable, u.Model+": "+u.Reason)
 			}
 			w := tt.want
-			for _, s := range []*[]string{&w.creates, &w.updates, &w.removes, &w.unchanged, &w.unplaceable, &w.frees,
-				&got.creates, &got.updates, &got.removes, &got.unchanged, &got.unplaceable, &got.frees} {
+			for _, s := range []*[]string{&w.creates, &w.updates, &w.removes, &w.unchanged, &w.unplaceable, &w.frees, &w.short,
+				&got.creates, &got.updates, &got.removes, &got.unchanged, &got.unplaceable, &got.frees, &got.short} {
 				if len(*s) == 0 {
 					*s = nil
 				}
@@ -178,7 +249,7 @@ func TestDiff(t *testing.T) {
 					t.Errorf("%s: backend %s on %s, want %+v (%v)", ch.Model, ch.Backend, ch.Spec.TaskTemplate.ContainerSpec.Image, eng, err)
 				}
 			}
-			if p.Empty() != (len(w.creates)+len(w.updates)+len(w.removes)+len(w.unplaceable)+len(w.frees)+len(w.assigns) == 0) {
+			if p.Empty() != (len(w.creates)+len(w.updates)+len(w.removes)+len(w.unplaceable)+len(w.frees)+len(w.assigns)+len(w.short) == 0) {
 				t.Errorf("Empty() = %v", p.Empty())
 			}
 		})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -94,7 +95,7 @@ func (r *Reconciler) Pass(ctx context.Context) (Result, error) {
 	res, err := r.apply(ctx, plan)
 	for _, d := range desired {
 		if !plan.unplaceable(d.Model) {
-			r.observe(ctx, d)
+			r.observe(ctx, d, plan.services[d.Model], plan.short(d.Model))
 		}
 	}
 	return res, err
@@ -179,13 +180,25 @@ func (r *Reconciler) update(ctx context.Context, id string, spec swarm.ServiceSp
 	return fmt.Errorf("update %s: %w", spec.Name, err)
 }
 
-// observe reads d's tasks and records its status.
-func (r *Reconciler) observe(ctx context.Context, d deployment.Desired) {
-	name := ServiceName(d.Model)
-	tl, err := r.Docker.TaskList(ctx, client.TaskListOptions{Filters: client.Filters{}.Add("service", name)})
-	if err != nil {
-		r.writeStatus(ctx, d.Model, d.Generation, deployment.StatusUnknown, "list tasks: "+err.Error(), nil)
-		return
+// observe reads the tasks of d's services (one, or one per GPU replica
+// slot) and records its status; short is why some GPU replicas could not
+// be placed ("" when all were).
+func (r *Reconciler) observe(ctx context.Context, d deployment.Desired, services []string, short string) {
+	var tasks []swarm.Task
+	for _, name := range services {
+		tl, err := r.Docker.TaskList(ctx, client.TaskListOptions{Filters: client.Filters{}.Add("service", name)})
+		if err != nil {
+			r.writeStatus(ctx, d.Model, d.Generation, deployment.StatusUnknown, "list tasks: "+err.Error(), nil)
+			return
+		}
+		for _, t := range tl.Items {
+			if t.Spec.ContainerSpec != nil {
+				if slot, err := strconv.Atoi(t.Spec.ContainerSpec.Labels[LabelSlot]); err == nil {
+					t.Slot = slot // a GPU replica's own service: its one task is the slot
+				}
+			}
+			tasks = append(tasks, t)
+		}
 	}
 	nodes := r.nodeNames(ctx)
 	// the engine is resolved here as in the spec (Diff refused the
@@ -193,7 +206,7 @@ func (r *Reconciler) observe(ctx context.Context, d deployment.Desired) {
 	eng, _ := r.Spec.Engine(d.Backend)
 	obs := deployment.Observed{Desired: d.Replicas, Tasks: []deployment.TaskState{}, Backend: eng.Backend}
 	lastErr := ""
-	for _, t := range tl.Items {
+	for _, t := range tasks {
 		if t.DesiredState != swarm.TaskStateRunning && t.DesiredState != swarm.TaskStateReady {
 			if t.Status.Err != "" && lastErr == "" {
 				lastErr = t.Status.Err
@@ -207,13 +220,15 @@ func (r *Reconciler) observe(ctx context.Context, d deployment.Desired) {
 		if node == "" {
 			node = t.NodeID
 		}
-		obs.Tasks = append(obs.Tasks, deployment.TaskState{Slot: t.Slot, Node: node, State: string(t.Status.State), Error: t.Status.Err})
+		obs.Tasks = append(obs.Tasks, deployment.TaskState{Slot: t.Slot, Node: node, GPUs: taskGPUs(t), State: string(t.Status.State), Error: t.Status.Err})
 	}
-	sort.Slice(obs.Tasks, func(i, j int) bool { return obs.Tasks[i].Slot < obs.Tasks[j].Slot })
+	sort.SliceStable(obs.Tasks, func(i, j int) bool { return obs.Tasks[i].Slot < obs.Tasks[j].Slot })
 	status, msg := deployment.StatusDeploying, fmt.Sprintf("%d of %d replicas running", obs.Running, d.Replicas)
 	switch {
 	case obs.Running == d.Replicas && len(obs.Tasks) == d.Replicas:
 		status = deployment.StatusRunning
+	case short != "":
+		msg += "; " + short
 	case lastErr != "":
 		msg += "; last error: " + lastErr
 	}
@@ -223,7 +238,21 @@ func (r *Reconciler) observe(ctx context.Context, d deployment.Desired) {
 		}
 	}
 	r.writeStatus(ctx, d.Model, d.Generation, status, msg, &obs)
-	r.recordStarts(ctx, d, tl.Items, nodes)
+	r.recordStarts(ctx, d, tasks, nodes)
+}
+
+// taskGPUs is the GPUs a task was given (its NVIDIA_VISIBLE_DEVICES; none
+// for "void", a CPU replica's).
+func taskGPUs(t swarm.Task) []string {
+	if t.Spec.ContainerSpec == nil {
+		return nil
+	}
+	for _, e := range t.Spec.ContainerSpec.Env {
+		if v, ok := strings.CutPrefix(e, "NVIDIA_VISIBLE_DEVICES="); ok && v != "" && v != "void" {
+			return strings.Split(v, ",")
+		}
+	}
+	return nil
 }
 
 func (r *Reconciler) writeStatus(ctx context.Context, model string, generation int64, status, msg string, obs *deployment.Observed) {
@@ -276,8 +305,8 @@ func (r *Reconciler) SyncNodes(ctx context.Context) error {
 // placement snapshot.
 func (r *Reconciler) loadInventory(ctx context.Context) (placement.Snapshot, error) {
 	var snap placement.Snapshot
-	rows, err := r.DB.Query(ctx, `SELECT n.id, n.hostname, n.availability = 'active' AND n.state = 'ready', n.labels,
-			g.uuid, g.memory_total, g.memory_free
+	rows, err := r.DB.Query(ctx, `SELECT n.id, n.hostname, n.availability = 'active' AND n.state = 'ready', n.availability <> 'active',
+			n.role, n.labels, g.uuid, g.memory_total, g.memory_free
 		FROM nodes n LEFT JOIN gpus g ON g.node_id = n.id ORDER BY n.hostname, n.id, g.idx`)
 	if err != nil {
 		return snap, fmt.Errorf("load inventory: %w", err)
@@ -286,18 +315,19 @@ func (r *Reconciler) loadInventory(ctx context.Context) (placement.Snapshot, err
 	idx := map[string]int{}
 	for rows.Next() {
 		var id, host string
-		var avail bool
+		var avail, drained bool
+		var role string
 		var labels map[string]string
 		var uuid *string
 		var total, free *int64
-		if err := rows.Scan(&id, &host, &avail, &labels, &uuid, &total, &free); err != nil {
+		if err := rows.Scan(&id, &host, &avail, &drained, &role, &labels, &uuid, &total, &free); err != nil {
 			return snap, err
 		}
 		i, ok := idx[id]
 		if !ok {
 			i = len(snap.Nodes)
 			idx[id] = i
-			snap.Nodes = append(snap.Nodes, placement.Node{ID: id, Hostname: host, Available: avail, Labels: labels})
+			snap.Nodes = append(snap.Nodes, placement.Node{ID: id, Hostname: host, Available: avail, Drained: drained, Role: role, Labels: labels})
 		}
 		if uuid != nil {
 			snap.Nodes[i].GPUs = append(snap.Nodes[i].GPUs, placement.GPU{UUID: *uuid, Total: *total, Free: *free})
@@ -311,7 +341,7 @@ func (r *Reconciler) loadInventory(ctx context.Context) (placement.Snapshot, err
 		return snap, err
 	}
 	for _, a := range held {
-		snap.Assigned = append(snap.Assigned, placement.Assignment{Owner: a.Model, Node: a.Node, GPU: a.GPU, Memory: a.Memory})
+		snap.Assigned = append(snap.Assigned, placement.Assignment{Owner: a.Model, Slot: a.Slot, Node: a.Node, GPU: a.GPU, Memory: a.Memory})
 	}
 	return snap, nil
 }

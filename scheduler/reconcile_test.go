@@ -148,11 +148,12 @@ func TestReconcileAgainstSwarm(t *testing.T) {
 	}
 }
 
-// A GPU deployment scaled to zero gives back its GPU and its service goes
-// to zero replicas (it used to stay "unplaceable", its service untouched);
-// scaled up again, it is placed anew. The GPU is a row of ours, not a
-// device (CI has none): only the placement and the service spec are
-// checked, not the container.
+// Each replica of a GPU deployment is a service of its own, pinned to its
+// GPU (issue 16): two replicas on a node of two GPUs take one GPU each.
+// Scaled to zero the deployment gives back its GPUs and its replica
+// services go; scaled up again, it is placed anew. The GPUs are rows of
+// ours, not devices (CI has none): only the placement and the service
+// specs are checked, not the containers.
 func TestReconcileGPUDeploymentToZeroAndBack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("swarm test in -short mode")
@@ -160,45 +161,63 @@ func TestReconcileGPUDeploymentToZeroAndBack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	f := newSwarmFixture(ctx, t, "gpu")
-	cl, db, node, model, svcName, exec1 := f.cl, f.db, f.node, f.model, f.svc, f.exec
+	cl, db, node, model, exec1 := f.cl, f.db, f.node, f.model, f.exec
+	for slot := range 2 {
+		t.Cleanup(func() {
+			cl.ServiceRemove(context.Background(), GroupServiceName(model, slot), client.ServiceRemoveOptions{})
+		})
+	}
 	exec1(`INSERT INTO nodes (id, hostname, availability, state) VALUES ($1, 'test-node', 'active', 'ready')`, node)
-	exec1(`INSERT INTO gpus (node_id, uuid, idx, name, memory_total, memory_free) VALUES ($1, 'GPU-fake-test-0', 0, 'FAKE GPU (test row)', 85899345920, 85899345920)`, node)
+	exec1(`INSERT INTO gpus (node_id, uuid, idx, name, memory_total, memory_free) VALUES ($1, 'GPU-fake-test-0', 0, 'FAKE GPU (test row)', 85899345920, 85899345920),
+		($1, 'GPU-fake-test-1', 1, 'FAKE GPU (test row)', 85899345920, 85899345920)`, node)
 	exec1(`INSERT INTO models (name, task) VALUES ($1, 'text-classification')`, model)
 	exec1(`INSERT INTO model_versions (model_id, version, digest, size_bytes, task) SELECT id, 1, 'sha256:`+strings.Repeat("b", 64)+`', 1000, 'text-classification' FROM models WHERE name = $1`, model)
 	exec1(`INSERT INTO deployments (model_id, version, replicas, memory_bytes, memory_reservation_bytes, gpus, gpu_memory_bytes)
-		SELECT id, 1, 1, 268435456, 134217728, 1, 1073741824 FROM models WHERE name = $1`, model)
+		SELECT id, 1, 2, 268435456, 134217728, 1, 1073741824 FROM models WHERE name = $1`, model)
 	rec := &Reconciler{DB: db.Pool, Docker: cl, Log: slog.New(slog.DiscardHandler), Spec: f.spec}
-	check := func(step string, want uint64, pinned bool) {
+	// check passes and wants slot i's service pinned to gpus[i] (none: no service)
+	check := func(step string, gpus ...string) {
 		t.Helper()
 		if _, err := rec.Pass(ctx); err != nil {
 			t.Fatalf("%s: pass: %v", step, err)
 		}
-		insp, err := cl.ServiceInspect(ctx, svcName, client.ServiceInspectOptions{})
-		if err != nil {
-			t.Fatalf("%s: %v", step, err)
-		}
-		spec := insp.Service.Spec
-		if got := replicas(spec); got != want {
-			t.Errorf("%s: service has %d replicas, want %d", step, got, want)
-		}
-		hasPin := slices.Contains(spec.TaskTemplate.Placement.Constraints, "node.id=="+node) &&
-			slices.Contains(spec.TaskTemplate.ContainerSpec.Env, "NVIDIA_VISIBLE_DEVICES=GPU-fake-test-0")
-		if hasPin != pinned {
-			t.Errorf("%s: pinned to the GPU %v, want %v (constraints %v)", step, hasPin, pinned, spec.TaskTemplate.Placement.Constraints)
+		for slot := range 2 {
+			insp, err := cl.ServiceInspect(ctx, GroupServiceName(model, slot), client.ServiceInspectOptions{})
+			if slot >= len(gpus) {
+				if err == nil {
+					t.Errorf("%s: slot %d still has its service", step, slot)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s: slot %d: %v", step, slot, err)
+			}
+			spec := insp.Service.Spec
+			if got := replicas(spec); got != 1 {
+				t.Errorf("%s: slot %d has %d replicas, want 1", step, slot, got)
+			}
+			if !slices.Contains(spec.TaskTemplate.Placement.Constraints, "node.id=="+node) ||
+				!slices.Contains(spec.TaskTemplate.ContainerSpec.Env, "NVIDIA_VISIBLE_DEVICES="+gpus[slot]) {
+				t.Errorf("%s: slot %d not pinned to %s (constraints %v, env %v)", step, slot, gpus[slot],
+					spec.TaskTemplate.Placement.Constraints, spec.TaskTemplate.ContainerSpec.Env)
+			}
+			if a := spec.TaskTemplate.Networks; len(a) != 1 || !slices.Contains(a[0].Aliases, ServiceName(model)) {
+				t.Errorf("%s: slot %d lacks the alias %s the gateway resolves: %+v", step, slot, ServiceName(model), a)
+			}
 		}
 		var status string
 		var held int
-		db.Pool.QueryRow(ctx, `SELECT d.status, (SELECT count(*) FROM gpu_assignments a WHERE a.deployment_id = d.id)
+		db.Pool.QueryRow(ctx, `SELECT d.status, (SELECT count(DISTINCT gpu_uuid) FROM gpu_assignments a WHERE a.deployment_id = d.id)
 			FROM deployments d JOIN models m ON m.id = d.model_id WHERE m.name = $1`, model).Scan(&status, &held)
-		if status == "unplaceable" || (held == 1) != pinned {
-			t.Errorf("%s: status %q, %d GPU assignment(s)", step, status, held)
+		if status == "unplaceable" || held != len(gpus) {
+			t.Errorf("%s: status %q, %d GPU(s) assigned, want %d", step, status, held, len(gpus))
 		}
 	}
-	check("placed", 1, true)
+	check("placed", "GPU-fake-test-0", "GPU-fake-test-1")
 	exec1(`UPDATE deployments SET replicas = 0, generation = generation + 1 WHERE model_id = (SELECT id FROM models WHERE name = $1)`, model)
-	check("scaled to zero", 0, false)
+	check("scaled to zero")
 	exec1(`UPDATE deployments SET replicas = 1, generation = generation + 1 WHERE model_id = (SELECT id FROM models WHERE name = $1)`, model)
-	check("scaled back up", 1, true)
+	check("scaled back up", "GPU-fake-test-0")
 }
 
 // swarmFixture is what a reconcile test against the real swarm needs: the

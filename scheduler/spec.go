@@ -28,7 +28,10 @@ const (
 	LabelSpecHash    = "nlpswarm.spec-hash"
 	LabelBackend     = "nlpswarm.backend"
 	LabelMetricsPort = "nlpswarm.metrics.port"
-	RuntimePort      = 8080
+	// LabelSlot is the replica slot of a GPU replica's own service
+	// (GroupServiceName).
+	LabelSlot   = "nlpswarm.slot"
+	RuntimePort = 8080
 	// ArtifactCacheDir is where model services unpack artifacts by digest:
 	// a node-local named volume, so replicas on one node download once.
 	ArtifactCacheDir = "/var/lib/nlpswarm/cache"
@@ -62,21 +65,38 @@ const (
 	LogMaxFiles = "3"
 )
 
-// ServiceName is the Swarm service of a model.
+// ServiceName is the Swarm service of a model (a CPU deployment's), and the
+// network alias of each of a GPU deployment's replica services, so that
+// tasks.<ServiceName> in Swarm's DNS answers every replica either way.
 func ServiceName(model string) string { return "nlp-" + model }
 
-// Desired is one deployment as the service-spec builder takes it: the
-// stored desired state and, for a GPU deployment, where placement pinned it.
-type Desired struct {
-	deployment.Desired
-	// Pin is set by GPU placement: the node and GPUs the replicas run on.
-	Pin *Pin
+// GroupServiceName is the service of one replica slot of a GPU deployment:
+// each GPU replica is a service of its own, pinned to its node and GPUs
+// (doc.go, "GPU replicas").
+func GroupServiceName(model string, slot int) string {
+	return ServiceName(model) + "-g" + strconv.Itoa(slot)
 }
 
-// Pin fixes a GPU deployment to a node and GPUs.
+// Desired is one deployment as the service-spec builder takes it: the
+// stored desired state and, for one replica of a GPU deployment, where
+// placement pinned it.
+type Desired struct {
+	deployment.Desired
+	// Pin is set by GPU placement: the spec is then that of one replica
+	// slot's own service (GroupServiceName), pinned to the node and GPUs.
+	Pin *Pin
+	// MaxPerNode caps the replicas Swarm runs on one node (MaxPerNode's
+	// spread decision); 0: no cap.
+	MaxPerNode uint64
+}
+
+// Pin fixes one replica slot of a GPU deployment to a node and GPUs.
 type Pin struct {
-	NodeID   string
-	GPUUUIDs []string
+	Slot     int      `json:"slot"`
+	NodeID   string   `json:"node"`
+	GPUUUIDs []string `json:"gpus"`
+	// New: placed by this pass (not held from an earlier one).
+	New bool `json:"new,omitempty"`
 }
 
 // SpecConfig is the cluster-wide part of every model service.
@@ -163,6 +183,13 @@ func (c SpecConfig) owner() string {
 func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 	eng, _ := c.Engine(d.Backend)
 	name := ServiceName(d.Model)
+	network := swarm.NetworkAttachmentConfig{Target: c.Network}
+	replicas := uint64(d.Replicas)
+	if d.Pin != nil {
+		name = GroupServiceName(d.Model, d.Pin.Slot)
+		network.Aliases = []string{ServiceName(d.Model)}
+		replicas = min(replicas, 1)
+	}
 	reservation := max(d.MemoryReservation, deployment.MinMemory)
 	limit := d.MemoryBytes
 	if limit <= 0 {
@@ -208,11 +235,15 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 	if limitCPUs <= 0 {
 		limitCPUs, reserveCPUs = DefaultNanoCPUs, 0
 	}
-	replicas := uint64(d.Replicas)
 	grace := 30 * time.Second
 	labels := map[string]string{
 		LabelManaged: "true", LabelOwner: c.owner(), LabelModel: d.Model, LabelVersion: strconv.Itoa(d.Version), LabelTask: d.Task,
 		LabelMetricsPort: strconv.Itoa(RuntimePort), LabelBackend: eng.Backend,
+	}
+	containerLabels := map[string]string{LabelManaged: "true", LabelModel: d.Model}
+	if d.Pin != nil {
+		labels[LabelSlot] = strconv.Itoa(d.Pin.Slot)
+		containerLabels[LabelSlot] = labels[LabelSlot]
 	}
 	spec := swarm.ServiceSpec{
 		Annotations: swarm.Annotations{Name: name, Labels: labels},
@@ -221,7 +252,7 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 				Image:  eng.Image,
 				Args:   args,
 				Env:    env,
-				Labels: map[string]string{LabelManaged: "true", LabelModel: d.Model},
+				Labels: containerLabels,
 				Healthcheck: &container.HealthConfig{
 					Test: []string{"CMD", "/usr/local/bin/nlpswarm", "healthcheck", fmt.Sprintf("http://127.0.0.1:%d/v2/health/ready", RuntimePort)},
 					// Swarm puts a task in tasks.<service> DNS (where the
@@ -258,8 +289,9 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 			Placement: &swarm.Placement{
 				Constraints: constraints,
 				Preferences: []swarm.PlacementPreference{{Spread: &swarm.SpreadOver{SpreadDescriptor: "node.id"}}},
+				MaxReplicas: d.MaxPerNode,
 			},
-			Networks: []swarm.NetworkAttachmentConfig{{Target: c.Network}},
+			Networks: []swarm.NetworkAttachmentConfig{network},
 		},
 		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
 		UpdateConfig: &swarm.UpdateConfig{

@@ -29,7 +29,7 @@ func TestBuildSpecGolden(t *testing.T) {
 		d    Desired
 	}{
 		{"cpu", Desired{Desired: deployment.Desired{Model: "sentiment", Task: "text-classification", Version: 3, Digest: "sha256:feed", Replicas: 2,
-			Resources: deployment.Resources{CPUs: 1, MemoryReservation: 300 << 20, Labels: map[string]string{"zone": "eu", "disk": "ssd"}}}}},
+			Resources: deployment.Resources{CPUs: 1, MemoryReservation: 300 << 20, Labels: map[string]string{"zone": "eu", "disk": "ssd"}}}, MaxPerNode: 1}},
 		{"gpu", Desired{Desired: deployment.Desired{Model: "big", Task: "feature-extraction", Version: 1, Digest: "sha256:beef", Replicas: 1,
 			Resources: deployment.Resources{MemoryBytes: 8 << 30, MemoryReservation: 4 << 30, GPUs: 1, GPUMemory: 16 << 30}}, Pin: &Pin{NodeID: "node-7", GPUUUIDs: []string{"GPU-6dbd0f63-4ff1-3c08-35c4-b39b76c99a0c"}}}},
 	}

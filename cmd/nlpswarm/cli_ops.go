@@ -192,7 +192,11 @@ func showDeployments(c *apiClient, ds []apiserver.Deployment) error {
 		rows = append(rows, []string{d.Model, strconv.Itoa(d.Version), fmt.Sprintf("%d/%d", o.Running, d.Replicas), d.EngineText(), as,
 			apiserver.FormatBytes(d.MemoryReservation), d.Status, d.StatusMessage})
 		for _, t := range o.Tasks {
-			rows = append(rows, []string{"  #" + strconv.Itoa(t.Slot), "", "", "", "", t.Node, t.State, t.Error})
+			where := t.Node
+			if len(t.GPUs) > 0 {
+				where += " GPU " + strings.Join(t.GPUs, ",")
+			}
+			rows = append(rows, []string{"  #" + strconv.Itoa(t.Slot), "", "", "", "", where, t.State, t.Error})
 		}
 	}
 	table([]string{"MODEL", "VERSION", "RUNNING", "BACKEND", "AUTOSCALE", "MEMORY", "STATUS", "MESSAGE"}, rows)
@@ -324,14 +328,25 @@ func planRows(p scheduler.Plan, model string) [][]string {
 		add("free-gpu", m, "give its GPU memory back")
 	}
 	for _, a := range p.GPUAssigns {
-		mem := int64(0)
-		for _, x := range a.Assignments {
-			mem += x.Memory
+		for _, r := range a.Replicas {
+			action := "keep-gpu"
+			if r.New {
+				action = "place-gpu"
+			}
+			mem := int64(0)
+			for _, x := range a.Assignments {
+				if x.Slot == r.Slot {
+					mem += x.Memory
+				}
+			}
+			add(action, a.Model, fmt.Sprintf("replica %d: node %s, GPU %s, %s", r.Slot, r.NodeID, strings.Join(r.GPUUUIDs, ","), apiserver.FormatBytes(mem)))
 		}
-		add("place-gpu", a.Model, fmt.Sprintf("node %s, GPU %s, %s", a.Node, strings.Join(a.GPUs, ","), apiserver.FormatBytes(mem)))
 	}
 	for _, u := range p.Unplaceable {
 		add("unplaceable", u.Model, u.Reason)
+	}
+	for _, u := range p.Short {
+		add("short", u.Model, u.Reason)
 	}
 	for _, c := range p.Creates {
 		addOn("create", c.Model, c.Backend, c.Service+": "+c.Why)

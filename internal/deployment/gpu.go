@@ -8,8 +8,8 @@ import (
 )
 
 // GPUAssignment is GPU memory the reconciler assigned to one replica slot of
-// a deployment (gpu_assignments). Today every replica of a deployment shares
-// slot 0 (one pin per service).
+// a deployment (gpu_assignments): each GPU replica is placed on its own
+// (scheduler/doc.go, "GPU replicas"), a row per slot and GPU.
 type GPUAssignment struct {
 	Model  string `json:"model"`
 	Slot   int    `json:"slot"`

@@ -137,10 +137,12 @@ type Desired struct {
 
 // TaskState is one replica as observed.
 type TaskState struct {
-	Slot  int    `json:"slot"`
-	Node  string `json:"node"`
-	State string `json:"state"`
-	Error string `json:"error,omitempty"`
+	Slot int    `json:"slot"`
+	Node string `json:"node"`
+	// GPUs are the UUIDs of the GPUs a GPU replica was given.
+	GPUs  []string `json:"gpus,omitempty"`
+	State string   `json:"state"`
+	Error string   `json:"error,omitempty"`
 }
 
 // Observed is what the reconciler saw of a deployment's replicas

@@ -23,13 +23,19 @@ type GPU struct {
 type Node struct {
 	ID, Hostname string
 	Available    bool // Swarm availability active and state ready
-	Labels       map[string]string
-	GPUs         []GPU
+	// Drained: Swarm availability drain or pause, an operator's decision
+	// (a node that is only down, say a power cut, is not drained).
+	Drained bool
+	Role    string // manager or worker
+	Labels  map[string]string
+	GPUs    []GPU
 }
 
-// Assignment is GPU memory the platform gave to one deployment.
+// Assignment is GPU memory the platform gave to one replica slot of a
+// deployment.
 type Assignment struct {
 	Owner  string
+	Slot   int
 	Node   string
 	GPU    string
 	Memory int64
@@ -41,15 +47,20 @@ type Snapshot struct {
 	Assigned []Assignment
 }
 
-// Request asks for GPUs for one deployment. All replicas of a deployment run
-// pinned to one node and share its GPUs, so each GPU needs Replicas ×
-// GPUMemory free.
+// Request asks for GPUs for replicas that share them: each GPU needs
+// Replicas × GPUMemory free. The scheduler places each replica on its own
+// (Replicas 1, its Slot), avoiding the nodes of the deployment's other
+// replicas (PlaceSpread).
 type Request struct {
 	Owner     string
+	Slot      int
 	Replicas  int
 	GPUs      int
 	GPUMemory int64
 	Labels    map[string]string
+	// Avoid lists node IDs refused (the nodes of the owner's other
+	// replicas): PlaceSpread sets it and drops it when nothing else fits.
+	Avoid []string
 }
 
 // Plan is a decision.
@@ -73,15 +84,20 @@ func (s Snapshot) With(p Plan) Snapshot {
 	return Snapshot{Nodes: s.Nodes, Assigned: a}
 }
 
-// WithoutOwner returns a snapshot without owner's assignments.
-func WithoutOwner(s Snapshot, owner string) Snapshot {
+// Without returns a snapshot without the assignments drop says to drop.
+func (s Snapshot) Without(drop func(Assignment) bool) Snapshot {
 	a := make([]Assignment, 0, len(s.Assigned))
 	for _, x := range s.Assigned {
-		if x.Owner != owner {
+		if !drop(x) {
 			a = append(a, x)
 		}
 	}
 	return Snapshot{Nodes: s.Nodes, Assigned: a}
+}
+
+// WithoutOwner returns a snapshot without owner's assignments.
+func WithoutOwner(s Snapshot, owner string) Snapshot {
+	return s.Without(func(a Assignment) bool { return a.Owner == owner })
 }
 
 // State is a snapshot being planned on: the nodes and what is still free on
@@ -109,6 +125,40 @@ func NewState(s Snapshot) *State {
 		}
 	}
 	return st
+}
+
+// PlaceSpread places r away from others (the assignments of the
+// deployment's other replicas): on a node none of them runs on when one fits
+// (hard anti-affinity while the cluster allows it), else on a GPU none of
+// them uses, else anywhere that fits: replicas of one deployment share a
+// node, then a GPU, only when nothing else can take them. The error is the
+// one without avoidance, which explains the whole cluster.
+func (st *State) PlaceSpread(p Policy, r Request, others []Assignment) (Plan, error) {
+	if len(others) > 0 {
+		ra := r
+		for _, a := range others {
+			ra.Avoid = append(ra.Avoid, a.Node)
+		}
+		if pl, err := st.Place(p, ra); err == nil {
+			return pl, nil
+		}
+		masked := &State{nodes: st.nodes, free: make([][]int64, len(st.free))}
+		for i, n := range st.nodes {
+			masked.free[i] = append([]int64(nil), st.free[i]...)
+			for j, g := range n.GPUs {
+				for _, a := range others {
+					if a.Node == n.ID && a.GPU == g.UUID {
+						masked.free[i][j] = 0
+					}
+				}
+			}
+		}
+		if pl, err := p.Place(masked, r); err == nil {
+			st.apply(pl)
+			return pl, nil
+		}
+	}
+	return st.Place(p, r)
 }
 
 // Place asks policy for a plan and applies it.
@@ -177,6 +227,20 @@ func (f labelFilter) Explain(k int) string {
 	return fmt.Sprintf("%d node(s) without labels %v", k, f.labels)
 }
 
+type avoidFilter struct{ nodes []string }
+
+func (f avoidFilter) Check(st *State, i int) bool {
+	for _, id := range f.nodes {
+		if st.nodes[i].ID == id {
+			return false
+		}
+	}
+	return true
+}
+func (f avoidFilter) Explain(k int) string {
+	return fmt.Sprintf("%d node(s) already running a replica", k)
+}
+
 type gpuCountFilter struct{ n int }
 
 func (f gpuCountFilter) Check(st *State, i int) bool { return len(st.nodes[i].GPUs) >= f.n }
@@ -231,7 +295,7 @@ func (st *State) feasible(r Request) ([]int, error) {
 		return nil, fmt.Errorf("a GPU request needs gpus, gpu memory and replicas above zero")
 	}
 	need := int64(r.Replicas) * r.GPUMemory
-	filters := []Filter{availableFilter{}, labelFilter{r.Labels}, gpuCountFilter{r.GPUs}, gpuMemoryFilter{need, r.GPUs}}
+	filters := []Filter{availableFilter{}, labelFilter{r.Labels}, avoidFilter{r.Avoid}, gpuCountFilter{r.GPUs}, gpuMemoryFilter{need, r.GPUs}}
 	refused := make([]int, len(filters))
 	var ok []int
 nodes:
@@ -276,7 +340,7 @@ func (st *State) plan(r Request, i int, gpus []int) Plan {
 	p := Plan{Owner: r.Owner, Node: n.ID}
 	for _, j := range gpus {
 		p.GPUs = append(p.GPUs, n.GPUs[j].UUID)
-		p.Assignments = append(p.Assignments, Assignment{Owner: r.Owner, Node: n.ID, GPU: n.GPUs[j].UUID, Memory: int64(r.Replicas) * r.GPUMemory})
+		p.Assignments = append(p.Assignments, Assignment{Owner: r.Owner, Slot: r.Slot, Node: n.ID, GPU: n.GPUs[j].UUID, Memory: int64(r.Replicas) * r.GPUMemory})
 	}
 	return p
 }

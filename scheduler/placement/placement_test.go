@@ -142,3 +142,55 @@ func BenchmarkSimulation(b *testing.B) {
 		})
 	}
 }
+
+// Replicas placed one by one with PlaceSpread take a node each while nodes
+// with room remain, then share (issue 16: two replicas of a 1-GPU model on
+// two 1-GPU nodes run on both).
+func TestPlaceSpread(t *testing.T) {
+	tests := []struct {
+		name  string
+		nodes []Node
+		n     int
+		want  []string // node/GPU of each replica, in order
+		err   string   // of the first replica that does not fit
+	}{
+		{"two 1-GPU nodes take one replica each", []Node{node("a", 80), node("b", 80)}, 2, []string{"a/a-gpu0", "b/b-gpu0"}, ""},
+		{"best fit first, then the other node even if tighter elsewhere", []Node{node("a", 80, 20), node("b", 40)}, 2,
+			[]string{"a/a-gpu1", "b/b-gpu0"}, ""},
+		{"three replicas on two nodes of two GPUs: the third shares a node, on its other GPU", []Node{node("a", 80, 80), node("b", 80, 80)}, 3,
+			[]string{"a/a-gpu0", "b/b-gpu0", "a/a-gpu1"}, ""},
+		{"one node of two GPUs: a GPU each before sharing one", []Node{node("a", 80, 80)}, 3,
+			[]string{"a/a-gpu0", "a/a-gpu1", "a/a-gpu0"}, ""},
+		{"one node: replicas share it rather than not run", []Node{node("a", 40)}, 2, []string{"a/a-gpu0", "a/a-gpu0"}, ""},
+		{"no room for the third", []Node{node("a", 16), node("b", 16)}, 3, []string{"a/a-gpu0", "b/b-gpu0"},
+			"no node with 1 GPU(s) of 16 GiB free GPU memory; no free GPU memory in the inventory"},
+		{"an unavailable node is not used", []Node{node("a", 80), {ID: "b", Hostname: "b", GPUs: node("b", 80).GPUs}, node("c", 80)}, 2,
+			[]string{"a/a-gpu0", "c/c-gpu0"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := NewState(Snapshot{Nodes: tt.nodes})
+			var got []string
+			var others []Assignment
+			var err error
+			for slot := 0; slot < tt.n; slot++ {
+				var p Plan
+				p, err = st.PlaceSpread(BestFit{}, Request{Owner: "m", Slot: slot, Replicas: 1, GPUs: 1, GPUMemory: 16 * gib}, others)
+				if err != nil {
+					break
+				}
+				if p.Assignments[0].Slot != slot {
+					t.Fatalf("slot %d assigned as %d", slot, p.Assignments[0].Slot)
+				}
+				got = append(got, p.Node+"/"+strings.Join(p.GPUs, ","))
+				others = append(others, p.Assignments...)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("placed %v, want %v", got, tt.want)
+			}
+			if (err == nil) != (tt.err == "") || err != nil && !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("err %v, want %q", err, tt.err)
+			}
+		})
+	}
+}
