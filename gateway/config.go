@@ -32,7 +32,7 @@ type Config struct {
 	IdleConnTimeout   time.Duration `description:"keep-alive idle timeout of upstream connections (keep well under Swarm's 900s IPVS drop)"`
 	DeadReplicaAfter  time.Duration `description:"a replica silent this long (its node gone: no reset, no answer to TCP keep-alive) fails the attempt, which is retried on another replica"`
 	RedisPrefix       string        `description:"prefix of the gateway's Redis keys"`
-	Frontend          string        `description:"HTTP/1.1 server of the customer API: fast (fasthttp: less CPU per request) or nethttp (net/http's server)"`
+	Frontend          string        `description:"HTTP/1.1 server of the customer API: nethttp (net/http's server, the default) or fast (fasthttp; opt-in, issue 22)"`
 	LimitSync         time.Duration `description:"how often the requests admitted against local rate limit buckets are settled with Redis, where every gateway's count meets"`
 	Balancer          string        `description:"replica selection: least-outstanding (power of two choices) or round-robin"`
 	Upstream          string        `description:"HTTP client to the replicas: fast (the gateway's own HTTP/1.1 client, less CPU per request) or nethttp (net/http's Transport)"`
@@ -59,7 +59,7 @@ func DefaultConfig() Config {
 		CatalogRefresh: 3 * time.Second, DiscoveryInterval: time.Second, KeyCacheTTL: maxKeyCacheTTL,
 		UsageFlush: 10 * time.Second, UsageSpoolBytes: 64 << 20, EjectAfter: 3, ProbeInterval: time.Second,
 		IdleConnTimeout: 60 * time.Second, DeadReplicaAfter: 5 * time.Second, RedisPrefix: "nlpswarm:",
-		Balancer: "least-outstanding", Upstream: upstreamFast, Frontend: FrontendFast, DiscoveryConfig: DiscoveryConfig{Discovery: "dns", UpstreamPort: 8080}, LoadReport: time.Second, HoldMax: 100, HoldRetryAfter: 3 * time.Second,
+		Balancer: "least-outstanding", Upstream: upstreamFast, Frontend: FrontendNetHTTP, DiscoveryConfig: DiscoveryConfig{Discovery: "dns", UpstreamPort: 8080}, LoadReport: time.Second, HoldMax: 100, HoldRetryAfter: 3 * time.Second,
 		HoldPoll: 150 * time.Millisecond, WakeResend: 5 * time.Second, WakeCoalesce: 300 * time.Millisecond, LimitSync: DefaultLimitSync,
 	}
 }

@@ -21,7 +21,8 @@ import (
 )
 
 // The customer API's HTTP/1.1 server (Config.Frontend): fasthttp's
-// (FrontendFast, the default: one goroutine per connection, no background
+// (FrontendFast, opt-in until issue 22's pinned-core benchmark shows it
+// pays: one goroutine per connection, no background
 // read, pooled request and response state, buffered writes) or net/http's.
 // Both serve the same http.Handler; the fast one through fastWriter and a
 // per-request http.Request filled from fasthttp's parsed request, in the
@@ -341,11 +342,10 @@ func bodyAllowed(status int) bool {
 // frontendName checks Config.Frontend.
 func frontendName(s string) (string, error) {
 	switch s {
-	case "", FrontendFast:
+	case FrontendFast:
 		return FrontendFast, nil
-	case FrontendNetHTTP:
-		return s, nil
+	case "", FrontendNetHTTP:
+		return FrontendNetHTTP, nil
 	}
 	return "", fmt.Errorf("--frontend=%q: want %s or %s", s, FrontendFast, FrontendNetHTTP)
 }
-
