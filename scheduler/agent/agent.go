@@ -1,7 +1,10 @@
 // Package agent owns the node agent: it reads the node's GPUs through NVML
-// and reports them into the inventory (nodes, gpus) every few seconds.
-// Without NVML (no driver, no library, or a static build without cgo) it
-// reports zero GPUs and keeps running. It never places anything.
+// and reports them into the inventory (nodes, gpus) every few seconds: per
+// GPU its UUID, name, memory total/used/free, utilisation and the compute
+// processes using it (pid, GPU memory), so the nodes page can show memory
+// used by something the platform did not place. Without NVML (no driver, no
+// library, or a static build without cgo) it reports zero GPUs with the
+// reason (nodes.gpu_reason) and keeps running. It never places anything.
 package agent
 
 import (
@@ -28,7 +31,21 @@ type GPU struct {
 	UtilGPU  int    `json:"util_gpu"`
 	UtilMem  int    `json:"util_mem"`
 	MIGMode  int    `json:"mig_mode"`
+	// Processes are the compute processes NVML sees on the GPU (the
+	// platform's replicas and anything else), as pids of the node's PID
+	// namespace with their GPU memory.
+	Processes []Process `json:"processes,omitempty"`
 }
+
+// Process is one process using a GPU.
+type Process struct {
+	PID    uint32 `json:"pid"`
+	Memory int64  `json:"mem_used"` // bytes; 0 where NVML cannot tell (no permission, MIG)
+}
+
+// MaxProcesses bounds the processes stored per GPU (a runaway launcher must
+// not grow the inventory row without bound).
+const MaxProcesses = 64
 
 // Inventory is one reading.
 type Inventory struct {
@@ -85,29 +102,37 @@ func (m *Metrics) set(node string, inv Inventory) {
 	}
 }
 
-// Report reads once and stores the GPUs of this node, removing vanished ones.
+// Report reads once and stores the GPUs of this node, removing vanished
+// ones; without NVML it stores zero GPUs and the reason (nodes.gpu_reason).
 func (r *Reporter) Report(ctx context.Context) (Inventory, error) {
 	inv, err := r.Source.Read()
+	reason := ""
 	if errors.Is(err, ErrNoNVML) {
-		inv, err = Inventory{}, nil
+		inv, err, reason = Inventory{}, nil, err.Error()
 	}
 	if err != nil {
 		return inv, fmt.Errorf("read GPUs: %w", err)
 	}
 	r.Metrics.set(r.NodeID, inv)
 	err = pgx.BeginFunc(ctx, r.DB, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO nodes (id) VALUES ($1) ON CONFLICT (id) DO NOTHING`, r.NodeID); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO nodes (id, gpu_reason) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET gpu_reason = EXCLUDED.gpu_reason`,
+			r.NodeID, reason); err != nil {
 			return err
 		}
 		uuids := []string{}
 		for _, g := range inv.GPUs {
 			uuids = append(uuids, g.UUID)
-			if _, err := tx.Exec(ctx, `INSERT INTO gpus (node_id, uuid, idx, name, memory_total, memory_used, memory_free, util_gpu, util_mem, mig_mode, updated_at)
-				VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,now())
+			procs := g.Processes
+			if procs == nil {
+				procs = []Process{}
+			}
+			procs = procs[:min(len(procs), MaxProcesses)]
+			if _, err := tx.Exec(ctx, `INSERT INTO gpus (node_id, uuid, idx, name, memory_total, memory_used, memory_free, util_gpu, util_mem, mig_mode, processes, updated_at)
+				VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,now())
 				ON CONFLICT (node_id, uuid) DO UPDATE SET idx=EXCLUDED.idx, name=EXCLUDED.name, memory_total=EXCLUDED.memory_total,
 					memory_used=EXCLUDED.memory_used, memory_free=EXCLUDED.memory_free, util_gpu=EXCLUDED.util_gpu,
-					util_mem=EXCLUDED.util_mem, mig_mode=EXCLUDED.mig_mode, updated_at=now()`,
-				r.NodeID, g.UUID, g.Index, g.Name, g.MemTotal, g.MemUsed, g.MemFree, g.UtilGPU, g.UtilMem, g.MIGMode); err != nil {
+					util_mem=EXCLUDED.util_mem, mig_mode=EXCLUDED.mig_mode, processes=EXCLUDED.processes, updated_at=now()`,
+				r.NodeID, g.UUID, g.Index, g.Name, g.MemTotal, g.MemUsed, g.MemFree, g.UtilGPU, g.UtilMem, g.MIGMode, procs); err != nil {
 				return err
 			}
 		}
@@ -132,4 +157,17 @@ func (r *Reporter) Run(ctx context.Context, interval time.Duration) {
 		case <-time.After(interval):
 		}
 	}
+}
+
+// notAvailable is NVML's NVML_VALUE_NOT_AVAILABLE ((unsigned long long)-1):
+// the memory of a process NVML may not read (another container's without
+// permission, a MIG instance's).
+const notAvailable = ^uint64(0)
+
+// processOf is one process of NVML's running compute processes.
+func processOf(pid uint32, used uint64) Process {
+	if used == notAvailable {
+		used = 0
+	}
+	return Process{PID: pid, Memory: int64(min(used, 1<<62))}
 }

@@ -59,6 +59,11 @@ func (n *NVML) Read() (Inventory, error) {
 		if cur, _, ret := d.GetMigMode(); ret == nvml.SUCCESS {
 			g.MIGMode = cur
 		}
+		if ps, ret := d.GetComputeRunningProcesses(); ret == nvml.SUCCESS {
+			for _, p := range ps[:min(len(ps), MaxProcesses)] {
+				g.Processes = append(g.Processes, processOf(p.Pid, p.UsedGpuMemory))
+			}
+		}
 		inv.GPUs = append(inv.GPUs, g)
 	}
 	return inv, nil
