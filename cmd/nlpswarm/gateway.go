@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/gateway"
-	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
 	"github.com/nlpswarm/nlpswarm/internal/config"
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 	"github.com/nlpswarm/nlpswarm/internal/pg"
@@ -107,13 +106,9 @@ func runGateway(ctx context.Context, args []string) error {
 		}
 		keySecret = []byte(v)
 	}
-	callSecret, err := secret.Optional("replica call secret", cfg.CallSecretFile, "")
+	callKey, err := readCallKey(cfg.CallSecretFile)
 	if err != nil {
-		return &config.Error{Msg: err.Error()}
-	}
-	callKey, err := artifactcred.CallKey(callSecret)
-	if err != nil {
-		return &config.Error{Msg: "--callsecretfile: " + err.Error()}
+		return err
 	}
 	// (warnings after every secret is read: a refused one is the only line)
 	if keySecret == nil {

@@ -73,13 +73,9 @@ func runScheduler(ctx context.Context, args []string) error {
 	if internalToken == "" {
 		log.Warn("no --internaltokenfile: model services get no artifact credential and cannot download their models")
 	}
-	callSecret, err := secret.Optional("replica call secret", cfg.CallSecretFile, "")
+	callKey, err := readCallKey(cfg.CallSecretFile)
 	if err != nil {
 		return err
-	}
-	callKey, err := artifactcred.CallKey(callSecret)
-	if err != nil {
-		return &config.Error{Msg: "--callsecretfile: " + err.Error()}
 	}
 	if callKey == nil {
 		log.Warn("no --callsecretfile: model services get no call credential; their /predict answers anyone on their network")
