@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/nlpswarm/nlpswarm/internal/bearer"
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
 )
@@ -371,6 +372,9 @@ func (s *Server) getPlan(c *gin.Context) {
 		abort(c, http.StatusServiceUnavailable, "unavailable", "the scheduler URL is invalid")
 		return
 	}
+	if s.cfg.SchedulerToken != "" {
+		req.Header.Set("Authorization", bearer.Header(s.cfg.SchedulerToken))
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		s.log.Warn("dry run: scheduler unreachable", "err", err)
@@ -382,6 +386,9 @@ func (s *Server) getPlan(c *gin.Context) {
 	switch {
 	case err != nil:
 		abort(c, http.StatusBadGateway, "bad_gateway", "the scheduler's answer was cut off")
+	case resp.StatusCode == http.StatusUnauthorized:
+		s.log.Error("dry run: the scheduler refused the read token (--scheduler.tokenfile)")
+		abort(c, http.StatusBadGateway, "bad_gateway", "the scheduler refused the apiserver's read token (--scheduler.tokenfile)")
 	case resp.StatusCode != http.StatusOK:
 		abort(c, http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("the scheduler could not compute the plan (HTTP %d); retry shortly", resp.StatusCode))
 	case len(body) > maxPlanBytes || !json.Valid(body):

@@ -37,6 +37,9 @@ type Config struct {
 	// SchedulerURL is where a scheduler serves its dry run
 	// (GET /api/v1/plan relays it); "" answers 503.
 	SchedulerURL string
+	// SchedulerToken is the scheduler's read token, sent as bearer token
+	// with that relay ("" : none, for a scheduler that requires none).
+	SchedulerToken string
 	// Redis is where the gateways count rate limits and quotas (under
 	// RedisPrefix, internal/limitkeys' names); the account pages read it.
 	// nil: the pages say the live figures are not configured.
@@ -152,7 +155,7 @@ func abort(c *gin.Context, status int, code, msg string, details ...string) {
 	c.AbortWithStatusJSON(status, apierror.New(code, msg, details...))
 }
 
-func bearer(r *http.Request) string {
+func bearerToken(r *http.Request) string {
 	return apikey.FromAuthorization(r.Header.Get("Authorization"))
 }
 
@@ -161,7 +164,7 @@ func tokenEqual(got, want string) bool {
 }
 
 func (s *Server) adminAuth(c *gin.Context) {
-	tok := bearer(c.Request)
+	tok := bearerToken(c.Request)
 	switch {
 	case tok == "":
 		c.Header("WWW-Authenticate", `Bearer realm="nlpswarm"`)
@@ -184,7 +187,7 @@ func (s *Server) adminAuth(c *gin.Context) {
 // one tenant's runtime cannot read another's model, and the shared internal
 // token, which runtimes no longer hold, opens nothing here.
 func (s *Server) internalAuth(c *gin.Context) {
-	tok := bearer(c.Request)
+	tok := bearerToken(c.Request)
 	if tok == "" {
 		abort(c, http.StatusUnauthorized, "unauthenticated", "missing artifact credential")
 		return

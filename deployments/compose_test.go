@@ -101,11 +101,11 @@ func TestStackServices(t *testing.T) {
 		"postgres":   {constraint: "node.labels.type == database", secrets: []string{"db_password", "db_password_apiserver", "db_password_scheduler", "db_password_gateway", "db_password_agent"}},
 		"redis":      {constraint: "node.labels.type == database", secrets: []string{"redis_password", "redis_password_gateway", "redis_password_scheduler", "redis_password_apiserver"}},
 		"migrate":    {constraint: "node.labels.type == database", secrets: []string{"db_password"}},
-		"apiserver":  {constraint: "node.labels.type == database", secrets: []string{"db_password_apiserver", "admin_token", "internal_token", "redis_password_apiserver"}},
-		"scheduler":  {constraint: "node.role == manager", secrets: []string{"db_password_scheduler", "redis_password_scheduler", "internal_token"}},
-		"gateway":    {secrets: []string{"db_password_gateway", "redis_password_gateway", "gateway_key_secret"}, hostPort: 8080},
+		"apiserver":  {constraint: "node.labels.type == database", secrets: []string{"db_password_apiserver", "admin_token", "internal_token", "redis_password_apiserver", "scheduler_read_token"}},
+		"scheduler":  {constraint: "node.role == manager", secrets: []string{"db_password_scheduler", "redis_password_scheduler", "internal_token", "replica_call_secret", "scheduler_read_token"}},
+		"gateway":    {secrets: []string{"db_password_gateway", "redis_password_gateway", "gateway_key_secret", "replica_call_secret"}, hostPort: 8080},
 		"agent":      {constraint: "node.labels.type == machine-learning", secrets: []string{"db_password_agent"}, global: true},
-		"prometheus": {constraint: "node.role == manager"},
+		"prometheus": {constraint: "node.role == manager", secrets: []string{"scheduler_read_token"}},
 	}
 	for name, w := range want {
 		s, ok := c.Services[name]

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
+	"github.com/nlpswarm/nlpswarm/internal/bearer"
 	"github.com/nlpswarm/nlpswarm/internal/dockertest"
 )
 
@@ -446,4 +448,68 @@ func checkSurfaces(t *testing.T, sh func(time.Duration, []string, string, ...str
 		t.Fatalf("docker run on nlpswarm-control: %s", out)
 	}
 	t.Logf("a runtime resolves neither Postgres nor Redis; docker run cannot join the control network")
+
+	checkCallCredentials(t, sh, container)
+}
+
+// checkCallCredentials is issue 17's runtime and scheduler credentials on
+// the running stack: from containers on the runtimes' overlay (Prometheus,
+// which has bash, and the ner model's runtime), the sentiment replicas answer
+// /predict and metadata only with sentiment's call credential (derived here
+// from make up's replica call secret, as the scheduler and the gateway do),
+// and their health and metrics stay open; from the control network, the
+// scheduler's /sd and /plan refuse a request without the read token
+// (Prometheus's own discovery works: TestEndToEnd's targets).
+func checkCallCredentials(t *testing.T, sh func(time.Duration, []string, string, ...string) string, container func(string) string) {
+	t.Helper()
+	key, err := artifactcred.CallKey(strings.TrimSpace(sh(time.Minute, nil, "cat", filepath.Join(".state", "replica_call_secret"))))
+	if err != nil || key == nil {
+		t.Fatalf("call key from .state/replica_call_secret: %v", err)
+	}
+	prom := container("nlp_prometheus")
+	// one raw HTTP/1.0 exchange through bash's /dev/tcp: its status line
+	status := func(method, path, auth, body string) string {
+		t.Helper()
+		hdr := ""
+		if auth != "" {
+			hdr = "Authorization: " + auth + "\r\n"
+		}
+		req := fmt.Sprintf("%s %s HTTP/1.0\r\nHost: nlp-sentiment\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s", method, path, len(body), hdr, body)
+		out, err := exec.Command("docker", "exec", prom, "bash", "-c", `exec 3<>/dev/tcp/nlp-sentiment/8080 && printf '%s' "$1" >&3 && head -n1 <&3`, "probe", req).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s from the prometheus container: %v %s", method, path, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	predict, infer := `{"texts":["i love this movie"]}`, `{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":["great"]}]}`
+	own := bearer.Header(artifactcred.Call(key, "sentiment"))
+	for _, c := range []struct {
+		what, method, path, auth, body, want string
+	}{
+		{"/predict without a credential", "POST", "/predict", "", predict, " 401 "},
+		{"/predict with ner's credential", "POST", "/predict", bearer.Header(artifactcred.Call(key, "ner")), predict, " 401 "},
+		{"/predict with a made-up credential", "POST", "/predict", bearer.Header("call.v1." + strings.Repeat("0", 64)), predict, " 401 "},
+		{"infer without a credential", "POST", "/v2/models/sentiment/infer", "", infer, " 401 "},
+		{"/predict with sentiment's credential", "POST", "/predict", own, predict, " 200 "},
+		{"readiness without a credential", "GET", "/v2/health/ready", "", "", " 200 "},
+		{"metrics without a credential", "GET", "/metrics", "", "", " 200 "},
+	} {
+		if got := status(c.method, c.path, c.auth, c.body); !strings.Contains(got+" ", c.want) {
+			t.Fatalf("%s, from the runtimes' overlay: %q, want%s", c.what, got, c.want)
+		}
+	}
+	// another tenant's runtime asks for sentiment's metadata
+	out, _ := exec.Command("docker", "exec", container("nlp-ner"), "/usr/local/bin/nlpswarm", "healthcheck", "http://nlp-sentiment:8080/v2/models/sentiment").CombinedOutput()
+	if !strings.Contains(string(out), "401") {
+		t.Fatalf("ner's runtime reads sentiment's metadata: %s", out)
+	}
+	// anyone on control (here the gateway's container) without the read token
+	gw := container("nlp_gateway")
+	for _, path := range []string{"/sd", "/plan"} {
+		out, _ := exec.Command("docker", "exec", gw, "/usr/local/bin/nlpswarm", "healthcheck", "http://scheduler:8082"+path).CombinedOutput()
+		if !strings.Contains(string(out), "401") {
+			t.Fatalf("GET scheduler:8082%s without the read token: %s", path, out)
+		}
+	}
+	t.Logf("runtimes: 401 without their model's call credential, 200 with it, health and metrics open; scheduler /sd and /plan: 401 without the read token")
 }

@@ -90,10 +90,13 @@ mkdir -p "$STATE" && chmod 700 "$STATE"
 # db_password: the Postgres superuser (the migrate service's only);
 # db_password_<role>: one login role per service; redis_password: Redis's
 # ops user (the default user is off); redis_password_<role>: one Redis ACL user per role;
-# gateway_key_secret: the gateways' MAC key of API key verdicts in Redis
+# gateway_key_secret: the gateways' MAC key of API key verdicts in Redis;
+# replica_call_secret: the key of each model's call credential (the
+# scheduler's and the gateways'); scheduler_read_token: the bearer token of
+# the scheduler's /plan and /sd (the apiserver's and Prometheus's)
 for s in db_password admin_token internal_token db_password_apiserver db_password_scheduler \
   db_password_gateway db_password_agent redis_password redis_password_gateway redis_password_scheduler redis_password_apiserver \
-  gateway_key_secret; do
+  gateway_key_secret replica_call_secret scheduler_read_token; do
   if docker secret inspect "nlpswarm_$s" >/dev/null 2>&1 && [ ! -s "$STATE/$s" ]; then
     # the value is lost (a fresh clone); secrets cannot be read back, so rotate
     # it if nothing uses it yet

@@ -30,7 +30,12 @@
 //     toward ejection; 503 not ready does).
 //   - upstream.go, upstream_conn.go: the HTTP client to the replicas behind
 //     one interface: the gateway's own HTTP/1.1 client (fast, default) or
-//     net/http's Transport (Config.Upstream).
+//     net/http's Transport (Config.Upstream). Every request to a model's
+//     replicas (and its metadata request) carries the model's call
+//     credential (Deps.CallKey, internal/artifactcred.Call, derived once per
+//     model in the fleet), which the replicas require; a replica's 401
+//     (runtimeapi.Refused) is the platform's misconfiguration, answered 502
+//     upstream_error, never relayed as the customer's.
 //   - fleet.go: per-model state (replica pool, autoscaling figures); the
 //     fleet is the one writer of every pool.
 //   - discovery.go: finding replicas (DNS, static) as plain data, a snapshot

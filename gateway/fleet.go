@@ -3,32 +3,46 @@ package gateway
 import (
 	"log/slog"
 	"sync"
+
+	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
+	"github.com/nlpswarm/nlpswarm/internal/bearer"
 )
 
-// modelState is the gateway's state of one deployed model: its replica pool
-// and its autoscaling figures (autoscale.go).
+// modelState is the gateway's state of one deployed model: its replica pool,
+// its autoscaling figures (autoscale.go) and the Authorization value its
+// replicas require.
 type modelState struct {
 	pool Pool
 	load modelLoad
+	// callAuth carries the model's call credential (artifactcred.Call),
+	// derived once per model; "" without a call key
+	callAuth string
 }
 
 // fleet holds every model's state. It is the one writer of the replica
 // pools: discovery's findings (apply) and the first ready replica of a model
 // at zero (admitReady) both go through it; the request path only reads them.
 type fleet struct {
-	models sync.Map // model name -> *modelState
-	log    *slog.Logger
-	m      *metrics
+	models  sync.Map // model name -> *modelState
+	log     *slog.Logger
+	m       *metrics
+	callKey []byte // derives each model's callAuth
 }
 
-func newFleet(log *slog.Logger, m *metrics) *fleet { return &fleet{log: log, m: m} }
+func newFleet(log *slog.Logger, m *metrics, callKey []byte) *fleet {
+	return &fleet{log: log, m: m, callKey: callKey}
+}
 
 // get returns model's state, made on first use.
 func (f *fleet) get(model string) *modelState {
 	if s, ok := f.models.Load(model); ok {
 		return s.(*modelState)
 	}
-	s, _ := f.models.LoadOrStore(model, &modelState{load: modelLoad{ready: make(chan struct{})}})
+	ns := &modelState{load: modelLoad{ready: make(chan struct{})}}
+	if cred := artifactcred.Call(f.callKey, model); cred != "" {
+		ns.callAuth = bearer.Header(cred)
+	}
+	s, _ := f.models.LoadOrStore(model, ns)
 	return s.(*modelState)
 }
 

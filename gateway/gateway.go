@@ -30,6 +30,11 @@ type Deps struct {
 	// (HMAC-SHA256, at least MinKeyCacheSecret bytes); without it verdicts
 	// stay out of Redis and each gateway asks Postgres itself
 	KeySecret []byte
+	// CallKey derives the call credential sent to each model's replicas
+	// (artifactcred.CallKey of the replica call secret, which the scheduler
+	// derives their credentials from); nil: none sent, and replicas that
+	// require one answer 401, which the gateway answers 502
+	CallKey []byte
 }
 
 // Gateway is an http.Handler serving the customer API.
@@ -112,7 +117,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 		}
 	}
 	g.unauth = newAddrThrottle(opts.UnauthorizedRate, opts.UnauthorizedBurst, 50_000)
-	g.fleet = newFleet(g.log, g.m)
+	g.fleet = newFleet(g.log, g.m, deps.CallKey)
 	g.mux = http.NewServeMux()
 	for _, rt := range routes { // (handler.go)
 		g.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) { rt.serve(g, w, r) })

@@ -19,6 +19,8 @@ import (
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/apikey"
+	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
+	"github.com/nlpswarm/nlpswarm/internal/bearer"
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/internal/rdb/rdbtest"
@@ -36,6 +38,7 @@ type testRuntime struct {
 	rt      *models.Server
 	stub    *stubPredictor
 	hits    atomic.Int64 // /predict and infer requests
+	model   string       // the model it serves in the gateway (env.model)
 	status  atomic.Int32 // forced status for /predict when non-zero
 	lastRID atomic.Value
 }
@@ -163,11 +166,13 @@ type env struct {
 	log    *slog.Logger
 	// upstream names the upstream client when the test's Config does not
 	upstream string
+	// callKey is the gateway's Deps.CallKey (newEnv: testCallKey)
+	callKey []byte
 }
 
 func newEnv(t testing.TB, withRedis bool) *env {
 	t.Helper()
-	e := &env{t: t, db: pgtest.New(t, true), static: StaticDiscovery{}, reg: prometheus.NewRegistry()}
+	e := &env{t: t, db: pgtest.New(t, true), static: StaticDiscovery{}, reg: prometheus.NewRegistry(), callKey: testCallKey}
 	if withRedis {
 		e.rdb, e.prefix = rdbtest.New(t)
 	}
@@ -207,7 +212,23 @@ func (e *env) key(account int64, kind string) (string, int64) {
 	return key, id
 }
 
-// model creates a deployed model served by the given runtimes.
+// testCallKey is the call key of the package's gateways (Deps.CallKey): as
+// the scheduler gives its replicas, every test runtime requires the call
+// credential of the model it serves (env.model), so every test with real
+// runtimes goes through it, on both upstream clients.
+var testCallKey = func() []byte {
+	k, err := artifactcred.CallKey(strings.Repeat("call-secret-", 4))
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+// callAuth is the Authorization value the runtimes of model require.
+func callAuth(model string) string { return bearer.Header(artifactcred.Call(testCallKey, model)) }
+
+// model creates a deployed model served by the given runtimes, which then
+// require its call credential.
 func (e *env) model(name, task string, owner int64, rts ...*testRuntime) int64 {
 	var id int64
 	if owner != 0 {
@@ -218,6 +239,8 @@ func (e *env) model(name, task string, owner int64, rts ...*testRuntime) int64 {
 	e.exec(`INSERT INTO deployments(model_id, version, replicas) VALUES ($1, 1, $2)`, id, max(len(rts), 1))
 	for _, rt := range rts {
 		e.static[name] = append(e.static[name], rt.addr())
+		rt.model = name
+		rt.rt.SetCallCredential(artifactcred.Call(testCallKey, name))
 	}
 	return id
 }
@@ -236,7 +259,7 @@ func (e *env) startWith(opts Config, disc Discoverer) *Gateway {
 	if opts.Upstream == "" {
 		opts.Upstream = e.upstream
 	}
-	deps := Deps{DB: e.db.Pool, Discovery: disc, Registry: e.reg, Log: e.log, KeySecret: testKeySecret}
+	deps := Deps{DB: e.db.Pool, Discovery: disc, Registry: e.reg, Log: e.log, KeySecret: testKeySecret, CallKey: e.callKey}
 	if e.rdb != nil {
 		deps.Redis = e.rdb
 	}
@@ -325,7 +348,9 @@ func (f *testRuntime) fill(t testing.TB) {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		// one that times out has taken its place: in the model or the queue
-		resp, err := c.Post(f.URL+runtimeapi.PathPredict, "application/json", strings.NewReader(`{"texts":["x"]}`))
+		req, _ := http.NewRequest(http.MethodPost, f.URL+runtimeapi.PathPredict, strings.NewReader(`{"texts":["x"]}`))
+		req.Header.Set("Authorization", callAuth(f.model))
+		resp, err := c.Do(req)
 		if err != nil {
 			continue
 		}

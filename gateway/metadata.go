@@ -40,6 +40,9 @@ func (g *Gateway) serveModelMetadata(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Header["X-Request-Id"] = []string{r.Header.Get("X-Request-ID")}
+	if auth := g.fleet.get(m.Name).callAuth; auth != "" {
+		req.Header["Authorization"] = []string{auth}
+	}
 	t0 := time.Now()
 	resp, err := g.prober.client.Do(req)
 	if err == nil {

@@ -63,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		added: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "nlpswarm_gateway_added_latency_seconds",
 			Help: "Latency the gateway adds on top of the upstream time.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 14)}, []string{"model"}),
 		upErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_upstream_errors_total",
-			Help: "Failed upstream attempts by model and kind (connect, status, timeout)."}, []string{"model", "kind"}),
+			Help: "Failed upstream attempts by model and kind (connect, status, timeout, busy, unavailable, refused: the replica refused the call credential)."}, []string{"model", "kind"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_retries_total",
 			Help: "Requests retried on another replica."}, []string{"model"}),
 		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nlpswarm_gateway_inflight_requests",

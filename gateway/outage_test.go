@@ -49,7 +49,7 @@ func TestGatewayThroughPostgresOutage(t *testing.T) {
 	// the gateways reach Postgres through the proxy; the test's own
 	// queries (e.db) go direct
 	proxied := &pgtest.DB{URL: e.db.URL, Pool: poolThrough(t, e.db.URL, proxy)}
-	ge := &env{t: t, db: proxied, static: e.static, reg: prometheus.NewRegistry()}
+	ge := &env{t: t, db: proxied, static: e.static, reg: prometheus.NewRegistry(), callKey: e.callKey}
 	g := ge.startWith(cfg, e.static)
 	ok := 0
 	if a := ge.post(known, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
@@ -75,7 +75,7 @@ func TestGatewayThroughPostgresOutage(t *testing.T) {
 	}
 
 	// a gateway that starts now, on its own spool, with the snapshot
-	e2 := &env{t: t, db: proxied, static: e.static, reg: prometheus.NewRegistry()}
+	e2 := &env{t: t, db: proxied, static: e.static, reg: prometheus.NewRegistry(), callKey: e.callKey}
 	cfg2 := cfg
 	cfg2.UsageSpool = filepath.Join(dir, "spool2")
 	g2 := e2.startWith(cfg2, e.static)

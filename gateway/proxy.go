@@ -34,9 +34,9 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 		timeout = t
 	}
 	// ctx ends when the client goes away
-	at := attempt{ctx: r.Context(), deadline: time.Now().Add(timeout), model: model, path: path, body: body, rid: r.Header.Get("X-Request-ID")}
-	ctx, deadline, rid := at.ctx, at.deadline, at.rid
 	ms := g.fleet.get(model)
+	at := attempt{ctx: r.Context(), deadline: time.Now().Add(timeout), model: model, path: path, body: body, rid: r.Header.Get("X-Request-ID"), auth: ms.callAuth}
+	ctx, deadline, rid := at.ctx, at.deadline, at.rid
 	pool := &ms.pool
 	load, end := arrive(&ms.load)
 	defer end()
@@ -91,6 +91,13 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *
 			g.triggerDiscovery()
 			g.log.Warn("upstream failed", "request_id", rid, "model", model, "upstream", u.Addr, "err", err)
 			last = &gwError{http.StatusBadGateway, "upstream_error", fmt.Sprintf("model %q: replica unreachable", model), 0}
+		case outcome == runtimeapi.Refused:
+			// the platform's fault, not the customer's: never relayed as a
+			// 401; another replica may hold a credential of this gateway's
+			// secret (a rotation in progress), and this one is healthy
+			g.m.upErrors.WithLabelValues(model, "refused").Inc()
+			g.log.Error("replica refused the gateway's call credential: is --callsecretfile the scheduler's replica call secret?", "request_id", rid, "model", model, "upstream", u.Addr)
+			last = &gwError{http.StatusBadGateway, "upstream_error", fmt.Sprintf("model %q: the replica refused the gateway's call credential", model), 0}
 		case outcome == runtimeapi.Busy:
 			// a healthy replica with a full queue: another may take it, and
 			// it never counts toward ejection
@@ -113,6 +120,7 @@ type attempt struct {
 	path     string // on the runtime
 	body     []byte
 	rid      string // request ID, passed on
+	auth     string // Authorization value: the model's call credential ("" none)
 	// (the request's reqState stays out: escape analysis would move it to
 	// the heap with the fields that leak)
 }
@@ -126,5 +134,5 @@ func (g *Gateway) try(a *attempt, u *Upstream) (*upstreamResult, error) {
 		u.inflight.Add(-1)
 		inflight.Dec()
 	}()
-	return g.upstream.post(a.ctx, a.deadline, u, a.path, a.rid, a.body)
+	return g.upstream.post(a.ctx, a.deadline, u, a.path, a.rid, a.auth, a.body)
 }

@@ -16,10 +16,11 @@ import (
 // that the same tests run against.
 type upstreamClient interface {
 	// post sends body to the replica u, to be answered by deadline (none
-	// when zero); ctx ending (the client gone) interrupts it. An error
-	// means no answer came: a connection failure, or ctx's or the
-	// deadline's end.
-	post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID string, body []byte) (*upstreamResult, error)
+	// when zero), with auth as its Authorization header (the model's call
+	// credential; none when ""); ctx ending (the client gone) interrupts
+	// it. An error means no answer came: a connection failure, or ctx's or
+	// the deadline's end.
+	post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID, auth string, body []byte) (*upstreamResult, error)
 	// closeIdle drops the kept-alive connections not in use.
 	closeIdle()
 }
@@ -52,8 +53,8 @@ type fastClient struct {
 	idleTimeout time.Duration
 }
 
-func (f *fastClient) post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID string, body []byte) (*upstreamResult, error) {
-	return f.conns(u).post(ctx, deadline, path, requestID, body)
+func (f *fastClient) post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID, auth string, body []byte) (*upstreamResult, error) {
+	return f.conns(u).post(ctx, deadline, path, requestID, auth, body)
 }
 
 // conns is u's connection pool, made on first use.
@@ -77,7 +78,7 @@ type netHTTPClient struct {
 	c *http.Client
 }
 
-func (n *netHTTPClient) post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID string, body []byte) (*upstreamResult, error) {
+func (n *netHTTPClient) post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID, auth string, body []byte) (*upstreamResult, error) {
 	if !deadline.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline)
@@ -89,6 +90,9 @@ func (n *netHTTPClient) post(ctx context.Context, deadline time.Time, u *Upstrea
 	}
 	req.Header["Content-Type"] = jsonContentType
 	req.Header["X-Request-Id"] = []string{requestID}
+	if auth != "" {
+		req.Header["Authorization"] = []string{auth}
+	}
 	// inference is idempotent: the Transport may send the request again
 	// when a kept-alive connection turns out closed (a nil value is not sent)
 	req.Header["Idempotency-Key"] = nil

@@ -58,17 +58,17 @@ var errReusedConnDropped = errors.New("kept-alive connection closed by the repli
 // The deadline is the connection's, not a context's: context.WithTimeout
 // costs a timer, a context and two registrations with the parent on every
 // request, a connection deadline one timer update.
-func (p *connPool) post(ctx context.Context, deadline time.Time, path, requestID string, body []byte) (*upstreamResult, error) {
+func (p *connPool) post(ctx context.Context, deadline time.Time, path, requestID, auth string, body []byte) (*upstreamResult, error) {
 	c, reused, err := p.get(ctx, deadline)
 	if err != nil {
 		return nil, err
 	}
-	ans, err := p.roundTrip(ctx, deadline, c, path, requestID, body)
+	ans, err := p.roundTrip(ctx, deadline, c, path, requestID, auth, body)
 	if err != nil && reused && errors.Is(err, errReusedConnDropped) && ctx.Err() == nil {
 		if c, err = p.dialConn(ctx, deadline); err != nil {
 			return nil, err
 		}
-		ans, err = p.roundTrip(ctx, deadline, c, path, requestID, body)
+		ans, err = p.roundTrip(ctx, deadline, c, path, requestID, auth, body)
 	}
 	return ans, err
 }
@@ -141,7 +141,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // roundTrip writes the request on c and reads the answer; c goes back to the
 // pool when the exchange left it clean, and is closed otherwise.
-func (p *connPool) roundTrip(ctx context.Context, deadline time.Time, c *upConn, path, requestID string, body []byte) (ans *upstreamResult, err error) {
+func (p *connPool) roundTrip(ctx context.Context, deadline time.Time, c *upConn, path, requestID, auth string, body []byte) (ans *upstreamResult, err error) {
 	c.c.SetDeadline(deadline) // (zero: none, which also clears a reused connection's last one)
 	// the caller's context ending (the client gone) interrupts blocked I/O;
 	// the connection then is closed
@@ -162,6 +162,10 @@ func (p *connPool) roundTrip(ctx context.Context, deadline time.Time, c *upConn,
 	bw.WriteString(p.addr)
 	bw.WriteString("\r\nContent-Type: application/json\r\nX-Request-ID: ")
 	bw.WriteString(requestID)
+	if auth != "" {
+		bw.WriteString("\r\nAuthorization: ")
+		bw.WriteString(auth)
+	}
 	bw.WriteString("\r\nContent-Length: ")
 	bw.WriteString(strconv.Itoa(len(body)))
 	bw.WriteString("\r\n\r\n")

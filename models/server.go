@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
+	"github.com/nlpswarm/nlpswarm/internal/bearer"
 	"github.com/nlpswarm/nlpswarm/internal/coldstart"
 	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
@@ -46,6 +47,7 @@ type Server struct {
 	ready              atomic.Bool
 	coldStart          atomic.Pointer[coldstart.Report]
 	backend            atomic.Value // string: the engine, for OIP metadata
+	callCredential     atomic.Pointer[string]
 	mux                *http.ServeMux
 }
 
@@ -53,16 +55,38 @@ type Server struct {
 func NewServer(name, task, digest string, b *Batcher, lim Limits, m *Metrics, log *slog.Logger) *Server {
 	s := &Server{name: name, task: task, digest: digest, batcher: b, limits: lim, metrics: m, log: log}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+runtimeapi.PathPredict, s.predict)
+	// inference and metadata need the model's call credential (once one is
+	// set); the health routes stay open: Docker's healthcheck, the
+	// gateway's probes and Prometheus (/metrics, served beside) carry none
+	mux.HandleFunc("POST "+runtimeapi.PathPredict, s.authorized(s.predict))
 	mux.HandleFunc("GET /v2/health/live", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET "+runtimeapi.PathReady, s.readyHandler)
-	mux.HandleFunc("GET /v2", s.serverMetadata)
-	mux.HandleFunc("GET /v2/models/{name}", s.modelMetadata)
+	mux.HandleFunc("GET /v2", s.authorized(s.serverMetadata))
+	mux.HandleFunc("GET /v2/models/{name}", s.authorized(s.modelMetadata))
 	mux.HandleFunc("GET /v2/models/{name}/ready", s.modelReady)
-	mux.HandleFunc("POST /v2/models/{name}/infer", s.infer)
-	mux.HandleFunc("GET /coldstart", s.coldStartHandler)
+	mux.HandleFunc("POST /v2/models/{name}/infer", s.authorized(s.infer))
+	mux.HandleFunc("GET /coldstart", s.authorized(s.coldStartHandler))
 	s.mux = mux
 	return s
+}
+
+// SetCallCredential makes the inference and metadata routes answer only
+// requests that carry cred as their bearer token: the model's call
+// credential (internal/artifactcred.Call), which the gateway sends. Until it
+// is set (or with ""), they answer anyone.
+func (s *Server) SetCallCredential(cred string) { s.callCredential.Store(&cred) }
+
+// authorized serves h only to requests with the call credential, when one
+// is set; others get 401, compared in constant time (internal/bearer).
+func (s *Server) authorized(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if c := s.callCredential.Load(); c != nil && *c != "" && !bearer.Valid(r, *c) {
+			s.observe(http.StatusUnauthorized, time.Now())
+			bearer.Refuse(w, "the call credential of model "+s.name+"'s runtime")
+			return
+		}
+		h(w, r)
+	}
 }
 
 // SetReady switches readiness (false while loading and once draining).

@@ -27,7 +27,10 @@
 // Docker secret: its artifact download is authorized by a credential for its
 // own digest (internal/artifactcred), which BuildSpec mints with
 // SpecConfig.ArtifactKey (derived from the internal token, which only the
-// scheduler and the apiserver hold) into the runtime's --artifactcredential.
+// scheduler and the apiserver hold) into the runtime's --artifactcredential,
+// and its inference routes answer only its model's call credential, which
+// BuildSpec derives with SpecConfig.CallKey (from the replica call secret,
+// which only the scheduler and the gateways hold) into --callcredential.
 // The expiry is on a weekly grid offset per digest (artifactcred.Expiry), so
 // every reconcile within a week builds the same spec, the credential is
 // always valid for at least one more week, and once a week the spec changes
@@ -99,6 +102,10 @@
 // Reconciler.Plan is the same Diff with nothing applied: any scheduler
 // replica serves it on GET /plan (PlanHandler), which the apiserver relays to
 // `nlpswarm status --plan`.
+//
+// /plan and /sd (below) answer only the holders of the read token
+// (ReadOnly: a bearer token, the Docker secret scheduler_read_token, which
+// the apiserver and Prometheus hold), not anyone on the control network.
 //
 // Any replica also serves Prometheus's scrape targets on GET /sd (sd.go, in
 // Prometheus's HTTP SD format), so Prometheus needs no Docker socket: SDTargets

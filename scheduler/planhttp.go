@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
+	"github.com/nlpswarm/nlpswarm/internal/bearer"
 )
 
 // PlanPath is where the scheduler serves its dry run.
@@ -18,9 +19,9 @@ const PlanTimeout = 10 * time.Second
 // PlanHandler serves GET PlanPath: the plan a reconcile pass would carry out
 // now, computed by any scheduler replica (leading or not) from the same
 // inputs as a pass, with nothing done. The apiserver relays it to
-// `nlpswarm status --plan`.
-func (r *Reconciler) PlanHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+// `nlpswarm status --plan`, with the read token (ReadOnly).
+func (r *Reconciler) PlanHandler(readToken string) http.Handler {
+	return ReadOnly(readToken, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if !getOnly(w, req) {
 			return
 		}
@@ -34,7 +35,19 @@ func (r *Reconciler) PlanHandler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(p)
-	})
+	}))
+}
+
+// ReadOnly serves h, one of the scheduler's read endpoints (/plan, /sd:
+// task addresses, service and node names), only to requests that carry
+// readToken as their bearer token (the Docker secret scheduler_read_token,
+// held by the apiserver and Prometheus); others get 401. An empty
+// readToken leaves h open (a scheduler started by hand; it logs so).
+func ReadOnly(readToken string, h http.Handler) http.Handler {
+	if readToken == "" {
+		return h
+	}
+	return bearer.Require(readToken, "the scheduler read token", h)
 }
 
 // getOnly answers 405 to anything but GET, and says whether req is a GET.

@@ -141,11 +141,11 @@ func ReadSDSnapshot(ctx context.Context, d SDDocker) (SDSnapshot, error) {
 }
 
 // SDHandler serves GET SDPath: SDTargets over the snapshot read now, for
-// Prometheus's http_sd_configs. Any scheduler replica answers (leading or
-// not). When the snapshot cannot be read it answers 503, and Prometheus keeps
-// the targets it had.
-func SDHandler(snapshot func(context.Context) (SDSnapshot, error), log *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+// Prometheus's http_sd_configs, which sends the read token (ReadOnly). Any
+// scheduler replica answers (leading or not). When the snapshot cannot be
+// read it answers 503, and Prometheus keeps the targets it had.
+func SDHandler(snapshot func(context.Context) (SDSnapshot, error), readToken string, log *slog.Logger) http.Handler {
+	return ReadOnly(readToken, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if !getOnly(w, req) {
 			return
 		}
@@ -159,5 +159,5 @@ func SDHandler(snapshot func(context.Context) (SDSnapshot, error), log *slog.Log
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(SDTargets(s))
-	})
+	}))
 }

@@ -13,6 +13,9 @@ import (
 	"testing"
 
 	"github.com/moby/moby/api/types/swarm"
+
+	"github.com/nlpswarm/nlpswarm/internal/apierror"
+	"github.com/nlpswarm/nlpswarm/internal/bearer"
 )
 
 func sdService(id, name string, labels map[string]string) swarm.Service {
@@ -102,7 +105,7 @@ func TestSDHandler(t *testing.T) {
 	fail := func(context.Context) (SDSnapshot, error) { return SDSnapshot{}, errors.New("engine down") }
 
 	rec := httptest.NewRecorder()
-	SDHandler(ok, log).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, SDPath, nil))
+	SDHandler(ok, "", log).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, SDPath, nil))
 	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("GET: %d %q", rec.Code, rec.Header().Get("Content-Type"))
 	}
@@ -117,13 +120,63 @@ func TestSDHandler(t *testing.T) {
 	}
 
 	rec = httptest.NewRecorder()
-	SDHandler(fail, log).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, SDPath, nil))
+	SDHandler(fail, "", log).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, SDPath, nil))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("snapshot error: %d, want 503 (Prometheus keeps its targets)", rec.Code)
 	}
 	rec = httptest.NewRecorder()
-	SDHandler(ok, log).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, SDPath, nil))
+	SDHandler(ok, "", log).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, SDPath, nil))
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Errorf("POST: %d", rec.Code)
+	}
+}
+
+// Issue 17: /sd and /plan (task addresses, service and node names) answer
+// only the holders of the scheduler read token (Prometheus, the apiserver),
+// not anyone on the control network.
+func TestReadEndpointsNeedTheToken(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	const token = "read-token-of-the-test"
+	snapshots := 0
+	snap := func(context.Context) (SDSnapshot, error) { snapshots++; return SDSnapshot{}, nil }
+	plan := (&Reconciler{Log: log}).PlanHandler(token) // refused before it reads anything
+	for _, h := range []struct {
+		name string
+		h    http.Handler
+		path string
+	}{{"sd", SDHandler(snap, token, log), SDPath}, {"plan", plan, PlanPath}} {
+		for _, c := range []struct{ name, auth string }{
+			{"no token", ""},
+			{"wrong token", bearer.Header("read-token-of-the-tesT")},
+			{"a prefix of it", bearer.Header(token[:len(token)-1])},
+			{"the token without its scheme", token},
+		} {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodGet, h.path, nil)
+			if c.auth != "" {
+				req.Header.Set("Authorization", c.auth)
+			}
+			h.h.ServeHTTP(rec, req)
+			var e apierror.Body
+			if rec.Code != http.StatusUnauthorized || json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Error.Code != bearer.Code {
+				t.Errorf("%s with %s: %d %s, want 401", h.name, c.name, rec.Code, rec.Body)
+			}
+		}
+	}
+	if snapshots != 0 {
+		t.Fatalf("a refused request read the engine %d times", snapshots)
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, SDPath, nil)
+	req.Header.Set("Authorization", bearer.Header(token))
+	SDHandler(snap, token, log).ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || snapshots != 1 {
+		t.Fatalf("sd with the token: %d %s", rec.Code, rec.Body)
+	}
+	// a scheduler without a token (started by hand) serves them open
+	rec = httptest.NewRecorder()
+	SDHandler(snap, "", log).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, SDPath, nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("sd without a configured token: %d", rec.Code)
 	}
 }

@@ -114,6 +114,12 @@ type SpecConfig struct {
 	// credential for its own digest only, never the token. nil: none, and
 	// the apiserver refuses the download.
 	ArtifactKey []byte
+	// CallKey derives each model service's call credential
+	// (artifactcred.CallKey of the replica call secret): the runtime
+	// requires it on its inference and metadata routes, and the gateways,
+	// which hold the same secret, send it. nil: none, and the runtimes
+	// answer anyone on their network.
+	CallKey []byte
 	// Now is the clock credentials are minted by (time.Now when nil); the
 	// expiry is on a grid (artifactcred.Expiry), so the spec stays the same
 	// between reconciles and changes once an artifactcred.Period.
@@ -208,6 +214,11 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 		}
 		if cred := artifactcred.Mint(c.ArtifactKey, d.Digest, artifactcred.Expiry(d.Digest, c.now())); cred != "" {
 			args = append(args, "--artifactcredential="+cred)
+		}
+		// the model's, so every replica (and each GPU slot's service) of it
+		// has the same one, and no other model's
+		if cred := artifactcred.Call(c.CallKey, d.Model); cred != "" {
+			args = append(args, "--callcredential="+cred)
 		}
 	}
 	constraints := []string{}

@@ -21,7 +21,7 @@ var update = flag.Bool("update", false, "rewrite golden files")
 
 func TestBuildSpecGolden(t *testing.T) {
 	cfg := SpecConfig{Image: "sha256:" + "ab" + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd", Network: "nlpswarm",
-		ArtifactBaseURL: "http://apiserver:8081/", ArtifactKey: artifactcred.Key("internal-test-token"),
+		ArtifactBaseURL: "http://apiserver:8081/", ArtifactKey: artifactcred.Key("internal-test-token"), CallKey: testCallKey(t),
 		Now:                 func() time.Time { return time.Date(2026, 12, 1, 22, 0, 0, 0, time.UTC) },
 		PlacementConstraint: "node.labels.type==machine-learning"}
 	tests := []struct {
@@ -240,5 +240,64 @@ func TestBuildSpecArtifactCredential(t *testing.T) {
 		if strings.HasPrefix(a, "--artifactcredential") {
 			t.Fatalf("credential %q without a key", a)
 		}
+	}
+}
+
+func testCallKey(t *testing.T) []byte {
+	t.Helper()
+	k, err := artifactcred.CallKey("replica-call-secret-of-the-tests-0123456789")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// Issue 17: each model service requires its model's call credential on
+// /predict; BuildSpec derives it from the call key for that model alone
+// (every GPU slot's service of one model the same), and passes no secret.
+func TestBuildSpecCallCredential(t *testing.T) {
+	key := testCallKey(t)
+	cfg := SpecConfig{Image: "sha256:" + strings.Repeat("c", 64), Network: "n", CallKey: key}
+	cred := func(c SpecConfig, d Desired) string {
+		t.Helper()
+		spec := BuildSpec(d, c)
+		if len(spec.TaskTemplate.ContainerSpec.Secrets) != 0 {
+			t.Fatalf("model service gets secrets %v", spec.TaskTemplate.ContainerSpec.Secrets)
+		}
+		got := ""
+		for _, a := range spec.TaskTemplate.ContainerSpec.Args {
+			if strings.Contains(a, "secret") {
+				t.Fatalf("arg %q: runtimes must not get the call secret", a)
+			}
+			if c, ok := strings.CutPrefix(a, "--callcredential="); ok {
+				got = c
+			}
+		}
+		return got
+	}
+	d := func(model string, pin *Pin) Desired {
+		return Desired{Desired: deployment.Desired{Model: model, Task: "text-classification", Version: 1, Digest: "sha256:" + strings.Repeat("d", 64), Replicas: 1}, Pin: pin}
+	}
+	sentiment := cred(cfg, d("sentiment", nil))
+	for _, c := range []struct {
+		name string
+		got  string
+		want string
+	}{
+		{"the model's credential", sentiment, artifactcred.Call(key, "sentiment")},
+		{"a GPU slot's service of the model", cred(cfg, d("sentiment", &Pin{Slot: 2, NodeID: "n1", GPUUUIDs: []string{"GPU-1"}})), sentiment},
+		{"another model", cred(cfg, d("ner", nil)), artifactcred.Call(key, "ner")},
+		{"no call key", cred(SpecConfig{Image: cfg.Image, Network: "n"}, d("sentiment", nil)), ""},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: --callcredential=%q, want %q", c.name, c.got, c.want)
+		}
+	}
+	if sentiment == "" || sentiment == cred(cfg, d("ner", nil)) {
+		t.Fatalf("credentials %q: want one per model", sentiment)
+	}
+	// the same on every reconcile: no roll of its own
+	if a, b := BuildSpec(d("sentiment", nil), cfg).Labels[LabelSpecHash], BuildSpec(d("sentiment", nil), cfg).Labels[LabelSpecHash]; a != b {
+		t.Fatal("the spec hash changed between two builds")
 	}
 }

@@ -49,7 +49,8 @@ type apiserverConfig struct {
 		Timeout      time.Duration `description:"the longest an upload, validation included, may take"`
 	} `description:"model uploads"`
 	Scheduler struct {
-		URL string `description:"a scheduler's HTTP address; GET /api/v1/plan (nlpswarm status --plan) relays its dry run"`
+		URL       string `description:"a scheduler's HTTP address; GET /api/v1/plan (nlpswarm status --plan) relays its dry run"`
+		TokenFile string `description:"file holding the scheduler's read token, sent as bearer token with that relay (a Docker secret; empty: none)"`
 	} `description:"the scheduler"`
 	Redis       rdb.Config `description:"Redis, where the gateways count rate limits and quotas (the account pages show them; empty addr: not shown)"`
 	RedisPrefix string     `description:"the gateways' Redis key prefix"`
@@ -93,6 +94,10 @@ func runAPIServer(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	schedulerToken, err := secret.Optional("scheduler read token", cfg.Scheduler.TokenFile, "")
+	if err != nil {
+		return err
+	}
 	store, err := modelmgr.NewFSStore(cfg.Store.Dir)
 	if err != nil {
 		return err
@@ -127,7 +132,7 @@ func runAPIServer(ctx context.Context, args []string) error {
 		AdminToken: adminToken, InternalToken: internalToken, MaxUploadBytes: cfg.Upload.MaxBytes,
 		UploadIdle: cfg.Upload.Idle, UploadTimeout: cfg.Upload.Timeout,
 		Web:          apiserver.WebConfig{SecureCookie: cfg.Web.SecureCookie, SessionTTL: cfg.Web.SessionTTL, RandomSessionKey: cfg.Web.RandomSessionKey},
-		SchedulerURL: cfg.Scheduler.URL, RedisPrefix: cfg.RedisPrefix, PrometheusURL: cfg.Prometheus.URL,
+		SchedulerURL: cfg.Scheduler.URL, SchedulerToken: schedulerToken, RedisPrefix: cfg.RedisPrefix, PrometheusURL: cfg.Prometheus.URL,
 	}
 	if rc != nil { // never a typed nil in the interface
 		acfg.Redis = rc

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -37,9 +39,15 @@ func TestCLIStatusPlan(t *testing.T) {
 	owner := dockertest.Name("plan") // no service of the swarm is this test's
 	rec := &scheduler.Reconciler{DB: db.Pool, Docker: cl, Log: slog.New(slog.DiscardHandler),
 		Spec: scheduler.SpecConfig{Owner: owner, Image: "sha256:" + strings.Repeat("0", 64), Network: "none"}}
-	sched := httptest.NewServer(rec.PlanHandler())
+	// the scheduler's /plan requires its read token, which the apiserver
+	// reads from its file and sends (issue 17)
+	readToken := filepath.Join(t.TempDir(), "scheduler_read_token")
+	if err := os.WriteFile(readToken, []byte("cli-scheduler-read-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sched := httptest.NewServer(rec.PlanHandler("cli-scheduler-read-token"))
 	defer sched.Close()
-	url, token, _ := startAPIServerPID(t, "--scheduler.url="+sched.URL)
+	url, token, _ := startAPIServerPID(t, "--scheduler.url="+sched.URL, "--scheduler.tokenfile="+readToken)
 	env := []string{"NLPSWARM_SERVER=" + url, "NLPSWARM_TOKEN=" + token}
 
 	runSteps(t, env, []cliStep{

@@ -11,11 +11,28 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
 	"github.com/nlpswarm/nlpswarm/internal/config"
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 	"github.com/nlpswarm/nlpswarm/internal/logging"
 	"github.com/nlpswarm/nlpswarm/internal/pg"
+	"github.com/nlpswarm/nlpswarm/internal/secret"
 )
+
+// readCallKey reads the replica call secret (--callsecretfile of the
+// scheduler and the gateway; "" : none) into the key of the runtimes' call
+// credentials (artifactcred.CallKey); nil without one.
+func readCallKey(path string) ([]byte, error) {
+	v, err := secret.Optional("replica call secret", path, "")
+	if err != nil {
+		return nil, &config.Error{Msg: err.Error()}
+	}
+	k, err := artifactcred.CallKey(v)
+	if err != nil {
+		return nil, &config.Error{Msg: "--callsecretfile: " + err.Error()}
+	}
+	return k, nil
+}
 
 // loadConfig loads cfg for a command; on --help it prints the options and
 // returns errHelpShown.

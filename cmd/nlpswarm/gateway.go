@@ -29,7 +29,10 @@ type gatewayConfig struct {
 	// only the gateways hold it: a verdict in Redis without its MAC is
 	// ignored, so whoever can write Redis cannot mint a key
 	KeySecretFile string `description:"file holding the secret (at least 32 bytes) that seals the API key verdicts gateways share in Redis (HMAC-SHA256); without it verdicts are not shared through Redis"`
-	GCPercent     int    `description:"Go GC target percent, as GOGC (ignored when GOGC is set): the heap is small, so 400 trades a few MB for about 10 % less CPU per request"`
+	// the scheduler holds it too: each model's replicas require the call
+	// credential derived from it for their model
+	CallSecretFile string `description:"file holding the replica call secret (at least 32 bytes), the scheduler's: every request to a model's replicas carries the call credential derived from it for that model (internal/artifactcred); without it none is sent, and replicas that require one are answered 502"`
+	GCPercent      int    `description:"Go GC target percent, as GOGC (ignored when GOGC is set): the heap is small, so 400 trades a few MB for about 10 % less CPU per request"`
 	// the Go runtime's soft memory limit, so that GOGC=400 cannot carry the
 	// heap past the container's limit (the OOM of issue 17 finding 5)
 	MemoryLimit        int64 `description:"Go memory limit in bytes, as GOMEMLIMIT (ignored when GOMEMLIMIT is set); 0: --memorylimitpercent of the container's cgroup memory limit (none without one)"`
@@ -102,8 +105,17 @@ func runGateway(ctx context.Context, args []string) error {
 			return &config.Error{Msg: fmt.Sprintf("--keysecretfile: the secret in %s has %d bytes, at least %d", cfg.KeySecretFile, len(v), gateway.MinKeyCacheSecret)}
 		}
 		keySecret = []byte(v)
-	} else {
+	}
+	callKey, err := readCallKey(cfg.CallSecretFile)
+	if err != nil {
+		return err
+	}
+	// (warnings after every secret is read: a refused one is the only line)
+	if keySecret == nil {
 		log.Warn("no --keysecretfile: API key verdicts are not shared through Redis; each gateway asks Postgres")
+	}
+	if callKey == nil {
+		log.Warn("no --callsecretfile: requests to the replicas carry no call credential (replicas that require one answer 401, the gateway 502)")
 	}
 	// Redis may be down at start: the gateway serves anyway (fail-open) and
 	// the client reconnects by itself.
@@ -130,7 +142,7 @@ func runGateway(ctx context.Context, args []string) error {
 	cancel()
 
 	reg := httpserver.NewRegistry()
-	gw, err := gateway.New(ctx, cfg.Config, gateway.Deps{DB: pool, Redis: rc, Log: log, Registry: reg, KeySecret: keySecret})
+	gw, err := gateway.New(ctx, cfg.Config, gateway.Deps{DB: pool, Redis: rc, Log: log, Registry: reg, KeySecret: keySecret, CallKey: callKey})
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ func TestGatewayFlagsStable(t *testing.T) {
 		t.Fatalf("gateway --help exit %d", code)
 	}
 	for _, flag := range []string{"--balancer", "--catalogrefresh", "--configfile", "--db.conntimeout", "--db.maxconns", "--db.passwordfile", "--db.url", "--deadreplicaafter", "--discovery", "--discoveryinterval", "--draindelay", "--ejectafter", "--gatewayid", "--gcpercent", "--holdmax", "--holdpoll", "--holdretryafter", "--idleconntimeout", "--idletimeout", "--keycachettl", "--limitsync", "--listen", "--loadreport", "--loglevel", "--maxbodybytes", "--maxtexts", "--modeltimeouts", "--opslisten", "--probeinterval", "--readheadertimeout", "--readtimeout", "--redis.addr", "--redis.db", "--redis.dialtimeout", "--redis.passwordfile", "--redisprefix", "--shutdowntimeout", "--static.upstreams", "--timeout", "--upstreamport", "--usageflush", "--wakecoalesce", "--writetimeout",
-		"--wakeresend", "--redis.timeout", "--upstream", "--keysecretfile"} {
+		"--wakeresend", "--redis.timeout", "--upstream", "--keysecretfile", "--callsecretfile"} {
 		if !strings.Contains(out, "  "+flag+" ") {
 			t.Errorf("gateway --help lacks %s:\n%s", flag, out)
 		}
@@ -38,6 +38,8 @@ func TestGatewayBadSettings(t *testing.T) {
 		{"--upstream=curl", "--upstream"},
 		{"--keysecretfile=" + short, "--keysecretfile"},
 		{"--keysecretfile=/nonexistent/keysecret", "/nonexistent/keysecret"},
+		{"--callsecretfile=" + short, "--callsecretfile"},
+		{"--callsecretfile=/nonexistent/callsecret", "/nonexistent/callsecret"},
 	} {
 		_, stderr, code := runBin(t, nil, "gateway", c.arg, "--db.url=postgres://u@127.0.0.1:1/x?sslmode=disable")
 		if code == 0 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, c.want) {

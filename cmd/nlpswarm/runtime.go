@@ -20,6 +20,7 @@ type runtimeConfig struct {
 	ArtifactURL        string              `description:"URL of the model archive at the model manager"`
 	Digest             string              `description:"sha256:<hex> the archive must have"`
 	ArtifactCredential string              `description:"credential for the artifact URL: the scheduler's per-digest, expiring artifactcred token"`
+	CallCredential     string              `description:"bearer token /predict, the v2 infer and metadata routes and /coldstart require: the model's call credential, which the scheduler derives (artifactcred.Call) and the gateway sends; empty: those routes answer anyone who reaches the port"`
 	CacheDir           string              `description:"where archives are unpacked, by digest"`
 	Batch              models.BatchConfig  `description:"dynamic batching"`
 	Engine             models.EngineConfig `description:"inference engine"`
@@ -81,6 +82,11 @@ func runRuntime(ctx context.Context, args []string) error {
 	go batcher.Run(bctx)
 	srv := models.NewServer(cfg.Name, cfg.Task, cfg.Digest, batcher, cfg.Limits, metrics, log)
 	srv.SetBackend(m.Backend)
+	if cfg.CallCredential != "" {
+		srv.SetCallCredential(cfg.CallCredential)
+	} else {
+		log.Warn("no --callcredential: /predict, the v2 infer and metadata routes answer anyone who reaches the port")
+	}
 	// warm up: the first pipeline call compiles and allocates
 	t = time.Now()
 	// compile the input-shape buckets before ready (bounded: big models on

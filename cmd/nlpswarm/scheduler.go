@@ -28,6 +28,8 @@ type schedulerConfig struct {
 	Network           string        `description:"overlay network model services join"`
 	ArtifactBaseURL   string        `description:"base URL runtimes download artifacts from (the apiserver)"`
 	InternalTokenFile string        `description:"file holding the internal token, the key of the per-digest artifact credentials model services get ('' for none: they cannot download)"`
+	CallSecretFile    string        `description:"file holding the replica call secret (at least 32 bytes; the gateways hold it too), the key of the per-model call credential each model service requires on /predict, the v2 infer and metadata routes ('' for none: the runtimes answer anyone on their network)"`
+	ReadTokenFile     string        `description:"file holding the read token /plan and /sd require as bearer token (the apiserver and Prometheus send it) ('' for none: they answer anyone on the control network)"`
 	Placement         struct {
 		Constraint string `description:"constraint every model service gets (besides the deployment's labels)"`
 	} `description:"placement of model services"`
@@ -47,7 +49,8 @@ func init() {
 func runScheduler(ctx context.Context, args []string) error {
 	cfg := &schedulerConfig{Options: httpserver.Defaults(":8082"), LogLevel: "info", DB: pg.DefaultConfig(),
 		Owner: "nlpswarm", Image: "nlpswarm:dev", Network: "nlpswarm", ArtifactBaseURL: "http://apiserver:8081",
-		InternalTokenFile: "/run/secrets/internal_token", Resync: 10 * time.Second,
+		InternalTokenFile: "/run/secrets/internal_token", CallSecretFile: "/run/secrets/replica_call_secret",
+		ReadTokenFile: "/run/secrets/scheduler_read_token", Resync: 10 * time.Second,
 		ArtifactVolume: scheduler.DefaultArtifactVolume, Redis: rdb.DefaultConfig(), RedisPrefix: "nlpswarm:"}
 	cfg.Autoscale.Interval = time.Second
 	cfg.Placement.Constraint = "node.labels.type==machine-learning"
@@ -60,6 +63,30 @@ func runScheduler(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// the secrets first, before anything connects. The internal token never
+	// leaves the scheduler: each model service gets a credential for its
+	// own digest (internal/artifactcred), and one for calls to its model
+	internalToken, err := secret.Optional("internal token", cfg.InternalTokenFile, "")
+	if err != nil {
+		return err
+	}
+	if internalToken == "" {
+		log.Warn("no --internaltokenfile: model services get no artifact credential and cannot download their models")
+	}
+	callKey, err := readCallKey(cfg.CallSecretFile)
+	if err != nil {
+		return err
+	}
+	if callKey == nil {
+		log.Warn("no --callsecretfile: model services get no call credential; their /predict answers anyone on their network")
+	}
+	readToken, err := secret.Optional("scheduler read token", cfg.ReadTokenFile, "")
+	if err != nil {
+		return err
+	}
+	if readToken == "" {
+		log.Warn("no --readtokenfile: /plan and /sd answer anyone who reaches the scheduler")
+	}
 	pool, err := pg.Connect(ctx, cfg.DB)
 	if err != nil {
 		return err
@@ -68,15 +95,6 @@ func runScheduler(ctx context.Context, args []string) error {
 	if err := waitSchema(ctx, pool, cfg.SchemaWait, false, log); err != nil {
 		return err
 	}
-	// the token never leaves the scheduler: each model service gets a
-	// credential for its own digest (internal/artifactcred)
-	internalToken, err := secret.Optional("internal token", cfg.InternalTokenFile, "")
-	if err != nil {
-		return err
-	}
-	if internalToken == "" {
-		log.Warn("no --internaltokenfile: model services get no artifact credential and cannot download their models")
-	}
 	docker, err := client.New(client.FromEnv)
 	if err != nil {
 		return &config.Error{Msg: fmt.Sprintf("docker client: %v", err)}
@@ -84,7 +102,7 @@ func runScheduler(ctx context.Context, args []string) error {
 	defer docker.Close()
 	spec, err := scheduler.ResolveSpecConfig(ctx, docker, scheduler.SpecConfig{
 		Owner: cfg.Owner, Image: cfg.Image, ORTImage: cfg.ORTImage, Network: cfg.Network, ArtifactBaseURL: cfg.ArtifactBaseURL,
-		ArtifactKey: artifactcred.Key(internalToken), PlacementConstraint: cfg.Placement.Constraint, ArtifactVolume: cfg.ArtifactVolume,
+		ArtifactKey: artifactcred.Key(internalToken), CallKey: callKey, PlacementConstraint: cfg.Placement.Constraint, ArtifactVolume: cfg.ArtifactVolume,
 	})
 	if err != nil {
 		return err
@@ -103,11 +121,11 @@ func runScheduler(ctx context.Context, args []string) error {
 	errc := make(chan error, 1)
 	// any replica answers the dry run (`nlpswarm status --plan`, through the apiserver)
 	app := http.NewServeMux()
-	app.Handle(scheduler.PlanPath, rec.PlanHandler())
+	app.Handle(scheduler.PlanPath, rec.PlanHandler(readToken))
 	// Prometheus's scrape targets (http_sd_configs): it needs no Docker socket
 	app.Handle(scheduler.SDPath, scheduler.SDHandler(func(ctx context.Context) (scheduler.SDSnapshot, error) {
 		return scheduler.ReadSDSnapshot(ctx, docker)
-	}, log))
+	}, readToken, log))
 	go func() { errc <- serve(ctx, log, cfg.Options, app, health, reg) }()
 	log.Info("waiting for leadership")
 	leader, err := scheduler.AcquireLeadership(ctx, pool, 2*time.Second)

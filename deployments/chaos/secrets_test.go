@@ -17,11 +17,12 @@ import (
 // service inspect of every service (the stack's and the models'), docker
 // inspect of every container on every node, every service's logs, the
 // error answers of wrong credentials, /readyz, /metrics and Prometheus'
-// targets. The secrets are the three Docker secrets (database password,
-// admin token, internal token) and the customer's API key.
+// targets. The secrets are five Docker secrets (database password, admin
+// token, internal token, replica call secret, scheduler read token) and the
+// customer's API key.
 func scenarioSecrets(t *testing.T, s *stack, rep *report) {
 	secrets := map[string]string{}
-	for _, name := range []string{"db_password", "admin_token", "internal_token"} {
+	for _, name := range []string{"db_password", "admin_token", "internal_token", "replica_call_secret", "scheduler_read_token"} {
 		b, err := os.ReadFile(filepath.Join(s.state, name))
 		must(t, err)
 		secrets[name] = strings.TrimSpace(string(b))

@@ -3,7 +3,8 @@
 // with Options.Redis, a fresh Redis prefix, in front of real model runtimes
 // (models.Server and its batcher) whose predictor is a stub giving canned
 // outputs of its task, served as the gateway role serves it (with
-// /healthz and /readyz).
+// /healthz and /readyz). As in the stack, each runtime requires its model's
+// call credential, which the gateway derives from the same call secret.
 //
 // It is test support only: no role imports it. The gateway's own tests
 // keep their harness (helpers_test.go), which reaches its internals.
@@ -20,6 +21,7 @@ import (
 
 	"github.com/nlpswarm/nlpswarm/gateway"
 	"github.com/nlpswarm/nlpswarm/internal/apikey"
+	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/internal/rdb/rdbtest"
@@ -81,6 +83,10 @@ func Start(t testing.TB, o Options) *Env {
 	id(`INSERT INTO plans(name, requests_per_second, burst, monthly_quota) VALUES ('slow', 1, 1, 0) RETURNING id`)
 	e := &Env{DB: db, Key: key("standard"), SlowKey: key("slow")}
 	static := gateway.StaticDiscovery{}
+	callKey, err := artifactcred.CallKey(strings.Repeat("gatewaytest call secret ", 2))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, m := range []struct{ name, task string }{
 		{Sentiment, runtimeapi.TextClassification}, {NER, runtimeapi.TokenClassification},
 		{Embed, runtimeapi.FeatureExtraction}, {Asleep, runtimeapi.TextClassification},
@@ -88,10 +94,10 @@ func Start(t testing.TB, o Options) *Env {
 		mid := id(`INSERT INTO models(name, task) VALUES ($1,$2) RETURNING id`, m.name, m.task)
 		id(`INSERT INTO deployments(model_id, version, replicas) VALUES ($1, 1, 1) RETURNING model_id`, mid)
 		if m.name != Asleep {
-			static[m.name] = []string{strings.TrimPrefix(startRuntime(t, m.name, m.task), "http://")}
+			static[m.name] = []string{strings.TrimPrefix(startRuntime(t, m.name, m.task, artifactcred.Call(callKey, m.name)), "http://")}
 		}
 	}
-	deps := gateway.Deps{DB: db.Pool, Discovery: static, Registry: prometheus.NewRegistry()}
+	deps := gateway.Deps{DB: db.Pool, Discovery: static, Registry: prometheus.NewRegistry(), CallKey: callKey}
 	if o.Redis {
 		deps.Redis, o.Config.RedisPrefix = rdbtest.New(t)
 	}
@@ -109,14 +115,16 @@ func Start(t testing.TB, o Options) *Env {
 	return e
 }
 
-// startRuntime serves model with the stub predictor; it returns its URL.
-func startRuntime(t testing.TB, model, task string) string {
+// startRuntime serves model with the stub predictor, requiring the call
+// credential cred; it returns its URL.
+func startRuntime(t testing.TB, model, task, cred string) string {
 	m := models.NewMetrics(nil)
 	b := models.NewBatcher(stub{task}, models.DefaultBatchConfig(), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	go b.Run(ctx)
 	rt := models.NewServer(model, task, "sha256:test", b, models.DefaultLimits(), m, slog.New(slog.DiscardHandler))
 	rt.SetReady(true)
+	rt.SetCallCredential(cred)
 	srv := httptest.NewServer(rt)
 	t.Cleanup(func() {
 		srv.Close()

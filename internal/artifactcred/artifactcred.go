@@ -39,19 +39,30 @@ type Cred struct {
 // Key derives the credential key from the internal token, so the key is
 // never the token itself (which the apiserver also compares in the clear).
 // An empty secret gives no key: Mint returns "" and Verify refuses all.
-func Key(secret string) []byte {
+func Key(secret string) []byte { return deriveKey(secret, "nlpswarm artifact credential v1") }
+
+// deriveKey is the key of one kind of credential (label) under secret: each
+// kind has its own key, so a credential of one kind is never valid as
+// another, even from the same secret. nil for an empty secret.
+func deriveKey(secret, label string) []byte {
 	if secret == "" {
 		return nil
 	}
 	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte("nlpswarm artifact credential v1"))
+	m.Write([]byte(label))
+	return m.Sum(nil)
+}
+
+// sign is HMAC-SHA256(key, the fields joined by "|"), the MAC of every
+// credential of the package.
+func sign(key []byte, fields ...string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(strings.Join(fields, "|")))
 	return m.Sum(nil)
 }
 
 func mac(key []byte, digest string, exp int64) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(version + "|" + digest + "|" + strconv.FormatInt(exp, 10)))
-	return m.Sum(nil)
+	return sign(key, version, digest, strconv.FormatInt(exp, 10))
 }
 
 // Expiry is the expiry a credential for digest minted at now gets: the end

@@ -76,6 +76,13 @@ type Embedding = EmbeddingOf[float32]
 //     runtime is loading or draining; another replica may take the request,
 //     and repeated 503s mean the replica is out of service.
 //   - 504 timeout: inference did not finish within the runtime's deadline.
+//   - 401 unauthorized (StatusRefused): the request lacked the model's call
+//     credential (internal/artifactcred.Call, sent as bearer token), which
+//     a runtime started with one requires on its inference and metadata
+//     routes (not on its health routes). From a gateway it means the
+//     gateway's secret is not the one the replica's credential was derived
+//     from (a misconfiguration, or a rotation in progress): the platform's
+//     fault, never the customer's, and no sign that the replica is broken.
 //   - other 4xx: the request itself (texts, parameters) was refused; sending
 //     it elsewhere gives the same answer.
 const (
@@ -85,6 +92,7 @@ const (
 	CodeNotReady     = "not_ready"
 	// RetryAfterSeconds is the Retry-After a runtime sends with 429 and 503.
 	RetryAfterSeconds = 1
+	StatusRefused     = http.StatusUnauthorized
 )
 
 // Outcome is what a caller does with a runtime's answer.
@@ -104,6 +112,11 @@ const (
 	// failing (502, 504, a 5xx of a proxy in between): count it against the
 	// replica.
 	Faulty
+	// Refused: the replica refused the caller's call credential; never
+	// relay it as the customer's 401. Another replica may accept it (a
+	// rotation in progress); do not count it against the replica, which
+	// is healthy.
+	Refused
 )
 
 // Judge classifies a runtime answer's status.
@@ -113,6 +126,8 @@ func Judge(status int) Outcome {
 		return Busy
 	case status == StatusNotReady:
 		return NotReady
+	case status == StatusRefused:
+		return Refused
 	case status == http.StatusBadGateway || status == http.StatusGatewayTimeout:
 		return Faulty
 	}
