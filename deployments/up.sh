@@ -106,9 +106,25 @@ for s in db_password admin_token internal_token db_password_apiserver db_passwor
     docker secret rm "nlpswarm_$s" >/dev/null
     log "rotating secret nlpswarm_$s (its value was not in $STATE)"
   fi
+  if docker secret inspect "nlpswarm_$s" >/dev/null 2>&1 && [ -s "$STATE/$s" ]; then
+    # another checkout on this engine made it (its own .state): its value
+    # is not the one in $STATE, and every CLI call would get 401. The label
+    # holds the SHA-256 of the value (of 32 random bytes: it tells nothing);
+    # a secret made before the label existed cannot be checked and is kept.
+    have=$(docker secret inspect -f '{{index .Spec.Labels "nlpswarm.sha256"}}' "nlpswarm_$s")
+    want=$(sha256sum "$STATE/$s" | cut -d' ' -f1)
+    if [ -n "$have" ] && [ "$have" != "$want" ]; then
+      if docker stack services "$STACK" -q 2>/dev/null | grep -q .; then
+        log "secret nlpswarm_$s does not hold the value in $STATE/$s (made by another checkout?); run make down there or here first"; exit 1
+      fi
+      docker secret rm "nlpswarm_$s" >/dev/null
+      log "replacing secret nlpswarm_$s (it did not hold the value in $STATE/$s)"
+    fi
+  fi
   if ! docker secret inspect "nlpswarm_$s" >/dev/null 2>&1; then
     [ -s "$STATE/$s" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$STATE/$s"
-    docker secret create --label nlpswarm.managed=true "nlpswarm_$s" "$STATE/$s" >/dev/null
+    docker secret create --label nlpswarm.managed=true \
+      --label "nlpswarm.sha256=$(sha256sum "$STATE/$s" | cut -d' ' -f1)" "nlpswarm_$s" "$STATE/$s" >/dev/null
     log "created secret nlpswarm_$s (value in $STATE/$s)"
   fi
 done
