@@ -14,10 +14,23 @@ FUZZTIME ?= 10s
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/nlpswarm
 
-# The NVML agent for GPU nodes: the one cgo build (libnvidia-ml is loaded at
-# run time; without it the agent reports zero GPUs).
+# The NVML agent: the one cgo build of nlpswarm (libnvidia-ml is loaded at
+# run time; without it the agent reports zero GPUs). Tag agentonly leaves
+# out every other role and verb (cmd/nlpswarm/doc.go), which halves what it
+# compiles; netgo and osusergo keep glibc the whole closure. agent-image
+# puts it on bookworm's glibc (deployments/images/agent), the stack's agent.
+AGENT_IMAGE ?= nlpswarm-agent:dev
+.PHONY: agent-image test-agent-image
 agent:
-	CGO_ENABLED=1 CGO_CFLAGS=-Wno-deprecated-declarations $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/nlpswarm-agent ./cmd/nlpswarm
+	CGO_ENABLED=1 CGO_CFLAGS=-Wno-deprecated-declarations $(GO) build -trimpath -tags agentonly,netgo,osusergo -ldflags '$(LDFLAGS)' -o bin/nlpswarm-agent ./cmd/nlpswarm
+
+agent-image:
+	AGENT_IMAGE=$(AGENT_IMAGE) GO=$(GO) ./deployments/images/agent/build.sh
+
+# The agent image run on this machine: no driver, a fake bind-mounted
+# libnvidia-ml, the closure (seconds warm).
+test-agent-image:
+	AGENT_IMAGE=$(AGENT_IMAGE) GO=$(GO) ./deployments/images/agent/test.sh
 
 test: build
 	$(GO) vet ./...
@@ -25,6 +38,7 @@ test: build
 	$(GO) test -count=1 -timeout 30m ./...
 	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory test-ort
+	@$(MAKE) --no-print-directory test-agent-image
 
 test-unit:
 	$(GO) test -count=1 -short ./...

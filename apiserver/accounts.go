@@ -310,6 +310,21 @@ type GPU struct {
 	MIGMode     int    `json:"mig_mode"`
 	// Placed lists the models the scheduler assigned to this GPU.
 	Placed []GPUPlacement `json:"placed"`
+	// Processes are the compute processes the node's agent saw on it,
+	// each with the model whose replica it is, if any (attributeProcesses).
+	Processes []GPUProcess `json:"processes"`
+	// OtherMemory is the GPU memory of the processes the platform did not
+	// place: what its placement cannot count on.
+	OtherMemory int64 `json:"other_memory_bytes"`
+}
+
+// GPUProcess is one process using a GPU, as the agent reports it.
+type GPUProcess struct {
+	PID         int   `json:"pid"`
+	MemoryBytes int64 `json:"mem_used"`
+	// Model is the deployment whose replica this is; "" for a process the
+	// platform did not place.
+	Model string `json:"model,omitempty"`
 }
 
 // GPUPlacement is GPU memory the scheduler assigned to a model.
@@ -329,7 +344,10 @@ type Node struct {
 	NanoCPUs     int64             `json:"nano_cpus"`
 	MemoryBytes  int64             `json:"memory_bytes"`
 	GPUs         []GPU             `json:"gpus"`
-	UpdatedAt    time.Time         `json:"updated_at"`
+	// GPUReason is why the node's agent reports no GPU ("" with GPUs, or
+	// where no agent runs).
+	GPUReason string    `json:"gpu_reason,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 func (s *Server) nodes(c *gin.Context) {
@@ -344,13 +362,13 @@ func (s *Server) nodes(c *gin.Context) {
 // queryNodes reads the node inventory with each node's GPUs and what the
 // scheduler placed on them.
 func (s *Server) queryNodes(ctx context.Context) ([]Node, error) {
-	rows, err := s.db.Query(ctx, `SELECT id, hostname, role, availability, state, labels, nano_cpus, memory_bytes, updated_at FROM nodes ORDER BY hostname, id`)
+	rows, err := s.db.Query(ctx, `SELECT id, hostname, role, availability, state, labels, nano_cpus, memory_bytes, gpu_reason, updated_at FROM nodes ORDER BY hostname, id`)
 	if err != nil {
 		return nil, fmt.Errorf("query nodes: %w", err)
 	}
 	nodes, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Node, error) {
 		n := Node{GPUs: []GPU{}}
-		return n, r.Scan(&n.ID, &n.Hostname, &n.Role, &n.Availability, &n.State, &n.Labels, &n.NanoCPUs, &n.MemoryBytes, &n.UpdatedAt)
+		return n, r.Scan(&n.ID, &n.Hostname, &n.Role, &n.Availability, &n.State, &n.Labels, &n.NanoCPUs, &n.MemoryBytes, &n.GPUReason, &n.UpdatedAt)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read nodes: %w", err)
@@ -369,24 +387,37 @@ func (s *Server) queryNodes(ctx context.Context) ([]Node, error) {
 		k := [2]string{a.Node, a.GPU}
 		placed[k] = append(placed[k], GPUPlacement{Model: a.Model, MemoryBytes: a.Memory})
 	}
-	grows, err := s.db.Query(ctx, `SELECT node_id, uuid, idx, name, memory_total, memory_used, memory_free, util_gpu, mig_mode
+	// and which process is whose from the replicas' pids the reconciler observed
+	recs, err := deployment.List(ctx, s.db, "")
+	if err != nil {
+		return nil, err
+	}
+	grows, err := s.db.Query(ctx, `SELECT node_id, uuid, idx, name, memory_total, memory_used, memory_free, util_gpu, mig_mode, processes
 		FROM gpus ORDER BY node_id, idx`)
 	if err != nil {
 		return nil, fmt.Errorf("query gpus: %w", err)
 	}
 	defer grows.Close()
+	replicas := map[string]map[int]string{} // node ID → pid → model
 	for grows.Next() {
 		var node string
+		var procs []GPUProcess
 		g := GPU{Placed: []GPUPlacement{}}
-		if err := grows.Scan(&node, &g.UUID, &g.Index, &g.Name, &g.MemoryTotal, &g.MemoryUsed, &g.MemoryFree, &g.UtilGPU, &g.MIGMode); err != nil {
+		if err := grows.Scan(&node, &g.UUID, &g.Index, &g.Name, &g.MemoryTotal, &g.MemoryUsed, &g.MemoryFree, &g.UtilGPU, &g.MIGMode, &procs); err != nil {
 			return nil, fmt.Errorf("read gpus: %w", err)
 		}
 		if p := placed[[2]string{node, g.UUID}]; p != nil {
 			g.Placed = p
 		}
-		if i, ok := idx[node]; ok {
-			nodes[i].GPUs = append(nodes[i].GPUs, g)
+		i, ok := idx[node]
+		if !ok {
+			continue
 		}
+		if _, done := replicas[node]; !done {
+			replicas[node] = replicaPIDs(recs, nodes[i])
+		}
+		g.Processes, g.OtherMemory = attributeProcesses(procs, replicas[node])
+		nodes[i].GPUs = append(nodes[i].GPUs, g)
 	}
 	if err := grows.Err(); err != nil {
 		return nil, fmt.Errorf("read gpus: %w", err)

@@ -22,7 +22,9 @@
 // web_chart.go; templates and static files embedded from web/): a login
 // with the admin token that yields a signed session cookie, CSRF tokens on
 // every form, and pages for models, versions and uploads, deployments,
-// nodes and GPUs, accounts, plans, keys and usage, and the monitoring pages
+// nodes and GPUs (per GPU what the platform placed and the memory of the
+// processes it did not place, told apart by the pids of its replicas,
+// gpuprocs.go; per node without GPUs, why), accounts, plans, keys and usage, and the monitoring pages
 // of a model and of the cluster. Handlers of both the API and the
 // pages call the same functions (receiveVersion, deploy, setReplicas,
 // undeploy, insertAccount, insertKey, revoke, insertPlan, updatePlan,

@@ -321,7 +321,8 @@ func TestBrowserBackoffice(t *testing.T) {
 	// 6. nodes: what the scheduler recorded (and, with no GPU here, a fake GPU node)
 	fakeGPUNode(t, e, model)
 	step("nodes page", chromedp.Navigate(base+"/ui/nodes"), chromedp.WaitVisible(chromedp.CSS(".bar")))
-	if nodes := text("main"); !strings.Contains(nodes, "Fake GPU (test stand-in)") || !strings.Contains(nodes, model) {
+	if nodes := text("main"); !strings.Contains(nodes, "Fake GPU (test stand-in)") || !strings.Contains(nodes, model) ||
+		!strings.Contains(nodes, "Used by others") || !strings.Contains(nodes, "1.0 GiB (pid 777)") {
 		t.Fatalf("nodes page: %q", nodes)
 	}
 	shot("07-nodes")
@@ -392,9 +393,10 @@ func fakeGPUNode(t *testing.T, e *env, model string) {
 	for _, q := range []string{
 		`INSERT INTO nodes (id, hostname, role, availability, state, labels, nano_cpus, memory_bytes)
 			VALUES ('fakegpunode1', 'fake-gpu-node', 'worker', 'active', 'ready', '{"type":"machine-learning","gpu":"true"}', 16000000000, 68719476736)`,
-		`INSERT INTO gpus (node_id, uuid, idx, name, memory_total, memory_used, memory_free, util_gpu) VALUES
-			('fakegpunode1', 'GPU-fake-0', 0, 'Fake GPU (test stand-in)', 25769803776, 9663676416, 16106127360, 41),
-			('fakegpunode1', 'GPU-fake-1', 1, 'Fake GPU (test stand-in)', 25769803776, 1073741824, 24696061952, 3)`,
+		// GPU 1 is used by a process the platform did not place (pid 777)
+		`INSERT INTO gpus (node_id, uuid, idx, name, memory_total, memory_used, memory_free, util_gpu, processes) VALUES
+			('fakegpunode1', 'GPU-fake-0', 0, 'Fake GPU (test stand-in)', 25769803776, 9663676416, 16106127360, 41, '[]'),
+			('fakegpunode1', 'GPU-fake-1', 1, 'Fake GPU (test stand-in)', 25769803776, 1073741824, 24696061952, 3, '[{"pid":777,"mem_used":1073741824}]')`,
 	} {
 		if _, err := e.db.Pool.Exec(ctx, q); err != nil {
 			t.Fatal(err)

@@ -543,6 +543,7 @@ type gpuView struct {
 	UsedPct  int
 	UsedBar  int // width of the used part of a 160-wide bar
 	Assigned int64
+	Others   []GPUProcess // the processes the platform did not place
 }
 
 type nodeView struct {
@@ -583,6 +584,11 @@ func (s *Server) nodesPage(c *gin.Context) {
 			}
 			for _, p := range g.Placed {
 				gv.Assigned += p.MemoryBytes
+			}
+			for _, p := range g.Processes {
+				if p.Model == "" {
+					gv.Others = append(gv.Others, p)
+				}
 			}
 			nv.GPUs = append(nv.GPUs, gv)
 		}

@@ -828,17 +828,39 @@ func TestWebAccountsKeysNodesUsage(t *testing.T) {
 		t.Errorf("usage chart: %d bars, want 10 (days 0, 3, … 27)", got)
 	}
 
-	// nodes: the fake GPU with its bar and what was placed on it
+	// nodes: the fake GPU with its bar, what was placed on it and what
+	// else uses it: the agent saw the replica's process (pid 4242, which
+	// the reconciler observed) and one nobody placed (pid 777, 1.5 GiB); a
+	// CPU-only node says why it has no GPU
+	ctx := context.Background()
+	for _, q := range []string{
+		`UPDATE gpus SET processes = '[{"pid":4242,"mem_used":2147483648},{"pid":777,"mem_used":1610612736}]'`,
+		`UPDATE deployments SET observed = jsonb_set(observed, '{tasks,0,pid}', '4242')`,
+		`INSERT INTO nodes (id, hostname, role, availability, state, labels, nano_cpus, memory_bytes, gpu_reason)
+			VALUES ('cpunode00001', 'cpu-node', 'worker', 'active', 'ready', '{"type":"machine-learning"}', 4000000000, 8589934592,
+			'NVML not available: libnvidia-ml.so.1 not found')`,
+	} {
+		if _, err := e.db.Pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
 	page = w.get("/ui/nodes").body
-	for _, want := range []string{"fake-gpu-node", "Fake GPU (test stand-in)", "16.0 GiB", "12.0 GiB", `width="40"`, "25% of memory in use", "37%", "sentiment</a> (2.0 GiB)", "sentiment</a> #1", "type=machine-learning"} {
+	for _, want := range []string{"fake-gpu-node", "Fake GPU (test stand-in)", "16.0 GiB", "12.0 GiB", `width="40"`, "25% of memory in use", "37%", "sentiment</a> (2.0 GiB)", "sentiment</a> #1", "type=machine-learning",
+		"Used by others", `1.5 GiB <span class="muted">(pid 777)</span>`, "cpu-node", "No GPUs reported: NVML not available: libnvidia-ml.so.1 not found."} {
 		if !strings.Contains(page, want) {
 			t.Errorf("nodes page lacks %q", want)
 		}
 	}
+	if strings.Contains(page, "pid 4242") {
+		t.Errorf("nodes page counts the platform's replica (pid 4242) as another's process")
+	}
 	// the JSON API tells the same
 	code, body := e.do("GET", "/api/v1/nodes", adminTok, nil)
-	if code != 200 || !strings.Contains(fmt.Sprint(body), "placed:[map[memory_bytes:2.147483648e+09 model:sentiment]]") {
-		t.Errorf("nodes API: %d %v", code, body)
+	for _, want := range []string{"placed:[map[memory_bytes:2.147483648e+09 model:sentiment]]", "other_memory_bytes:1.610612736e+09",
+		"map[mem_used:2.147483648e+09 model:sentiment pid:4242]", "gpu_reason:NVML not available: libnvidia-ml.so.1 not found"} {
+		if code != 200 || !strings.Contains(fmt.Sprint(body), want) {
+			t.Errorf("nodes API: %d lacks %q: %v", code, want, body)
+		}
 	}
 }
 

@@ -200,6 +200,22 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// The agent runs the cgo image (NVML), not the static one, on every
+// machine-learning node, and asks the NVIDIA container runtime for the
+// devices and the management library (utility) only.
+func TestAgentService(t *testing.T) {
+	a := load(t).Services["agent"]
+	if a.Image != "nlpswarm-agent:dev" {
+		t.Errorf("agent image %q, want the cgo nlpswarm-agent image (the static image cannot load NVML)", a.Image)
+	}
+	if a.Deploy.Mode != "global" || !contains(a.Deploy.Placement.Constraints, "node.labels.type == machine-learning") {
+		t.Errorf("agent: mode %q, constraints %v: want global on the machine-learning nodes", a.Deploy.Mode, a.Deploy.Placement.Constraints)
+	}
+	if a.Environment["NVIDIA_VISIBLE_DEVICES"] != "all" || a.Environment["NVIDIA_DRIVER_CAPABILITIES"] != "utility" {
+		t.Errorf("agent env %v: want NVIDIA_VISIBLE_DEVICES=all, NVIDIA_DRIVER_CAPABILITIES=utility", a.Environment)
+	}
+}
+
 // The engine's own parser accepts the file and its overlays.
 func TestStackConfigAccepted(t *testing.T) {
 	if _, err := exec.LookPath("docker"); err != nil {

@@ -39,6 +39,10 @@ func TestEndToEnd(t *testing.T) {
 		t.Skipf("fixtures absent: %v", err)
 	}
 	sh, cli, token := upStack(t, root, "nlp_scheduler", "nlp_gateway", "nlp_apiserver", "nlp-sentiment")
+	// the node agent runs the cgo image (NVML); this machine has no driver,
+	// so the node reports no GPU and says why (README, "GPU nodes")
+	waitFor(t, time.Minute, func() bool { return strings.Contains(cli("nodes"), "libnvidia-ml.so.1 not found") })
+	t.Logf("$ nlpswarm nodes\n%s", cli("nodes"))
 	// a plan generous enough that the load loop below measures failures, not 429s
 	planReq, _ := http.NewRequest("POST", "http://127.0.0.1:8081/api/v1/plans", strings.NewReader(`{"name":"e2e-load","requests_per_second":100000,"burst":100000}`))
 	planReq.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))

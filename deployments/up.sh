@@ -10,6 +10,9 @@
 #                                      services; off by default to keep make up fast
 #   NLPSWARM_ORT_IMAGE_ID              an ORT runtime image already loaded on every node
 #                                      (no build); the default engine is then ort too
+#   NLPSWARM_AGENT_IMAGE               the node agent's image, already loaded on every
+#                                      machine-learning node (no build; default: make
+#                                      agent-image builds nlpswarm-agent:dev)
 #   STACK_OVERLAYS                     extra compose files (-c) after docker-compose.yml
 #   PUBLIC_HOST                        the address printed in the gateway's URL (127.0.0.1)
 #   BACKOFFICE_ADDR                    the address the backoffice forwarder listens on
@@ -68,6 +71,18 @@ if [ -z "${POSTGRES_IMAGE:-}${REDIS_IMAGE:-}${PROMETHEUS_IMAGE:-}" ]; then
   log "building the Postgres, Redis and Prometheus images (Debian packages; cached after the first run)"
   ./deployments/images/build.sh
 fi
+
+# the node agent's image (the cgo build on bookworm's glibc, from the base
+# the step above made): seconds when the binary is cached
+if [ -n "${NLPSWARM_AGENT_IMAGE:-}" ]; then
+  log "using the agent image $NLPSWARM_AGENT_IMAGE, no build"
+else
+  phase "agent image"
+  log "building the node agent's image (make agent-image)"
+  make -s agent-image AGENT_IMAGE=nlpswarm-agent:dev >/dev/null
+  NLPSWARM_AGENT_IMAGE=nlpswarm-agent:dev
+fi
+export NLPSWARM_AGENT_IMAGE
 
 phase "swarm and secrets"
 if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != "active" ]; then

@@ -62,7 +62,9 @@
 //     and what is unchanged;
 //   - apply(plan): the thin effect step, Postgres (GPU assignments,
 //     statuses) then Docker; then observe each placed deployment's tasks and
-//     write its status and cold starts through internal/deployment.
+//     write its status and cold starts through internal/deployment (each
+//     task's node, GPUs and main pid, by which the nodes page tells the
+//     platform's GPU processes from others').
 //
 // GPU replicas (issue 16). Swarm gives every task of a service the same
 // spec, so replicas of one service cannot have different

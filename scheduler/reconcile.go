@@ -220,7 +220,11 @@ func (r *Reconciler) observe(ctx context.Context, d deployment.Desired, services
 		if node == "" {
 			node = t.NodeID
 		}
-		obs.Tasks = append(obs.Tasks, deployment.TaskState{Slot: t.Slot, Node: node, GPUs: taskGPUs(t), State: string(t.Status.State), Error: t.Status.Err})
+		ts := deployment.TaskState{Slot: t.Slot, Node: node, GPUs: taskGPUs(t), State: string(t.Status.State), Error: t.Status.Err}
+		if cs := t.Status.ContainerStatus; cs != nil {
+			ts.PID = cs.PID
+		}
+		obs.Tasks = append(obs.Tasks, ts)
 	}
 	sort.SliceStable(obs.Tasks, func(i, j int) bool { return obs.Tasks[i].Slot < obs.Tasks[j].Slot })
 	status, msg := deployment.StatusDeploying, fmt.Sprintf("%d of %d replicas running", obs.Running, d.Replicas)

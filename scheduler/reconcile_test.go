@@ -112,6 +112,12 @@ func TestReconcileAgainstSwarm(t *testing.T) {
 					t.Fatalf("observed engine %q, want go (the default without an ORT image)", obs.Backend)
 				}
 				t.Logf("%d replica(s) running after %s (tasks %+v)", n, time.Since(start).Round(100*time.Millisecond), obs.Tasks)
+				// the nodes page tells the replicas' GPU processes by these pids
+				for _, ts := range obs.Tasks {
+					if ts.State == "running" && ts.PID <= 0 {
+						t.Fatalf("running task without its pid: %+v", ts)
+					}
+				}
 				return
 			}
 			if ctx.Err() != nil {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"os"
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/internal/config"
@@ -19,6 +21,7 @@ type agentConfig struct {
 	} `description:"this node"`
 	Interval time.Duration `description:"how often the GPUs are read and reported"`
 	FakeGPUs string        `description:"JSON file of fake GPUs to report instead of NVML's, for machines without GPUs (tests, the swarm lab); where the file does not exist, NVML is read"`
+	Print    bool          `description:"read the GPUs once, print them as JSON (with the reason when there are none) and exit: no database, no node ID; how to check what the agent sees on a node"`
 }
 
 func init() {
@@ -30,6 +33,19 @@ func runAgent(ctx context.Context, args []string) error {
 	cfg.DrainDelay = 0
 	if err := loadConfig("agent", cfg, args); err != nil {
 		return err
+	}
+	var src agent.Source = &agent.NVML{}
+	if cfg.FakeGPUs != "" {
+		src = &agent.FakeGPUsFile{Path: cfg.FakeGPUs, Fallback: src}
+	}
+	if cfg.Print {
+		inv, err := agent.Read(src)
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(inv)
 	}
 	if cfg.Node.ID == "" {
 		return &config.Error{Msg: "--node.id is required"}
@@ -43,12 +59,8 @@ func runAgent(ctx context.Context, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	var src agent.Source = &agent.NVML{}
-	if cfg.FakeGPUs != "" {
-		src = &agent.FakeGPUsFile{Path: cfg.FakeGPUs, Fallback: src}
-	}
-	if _, err := src.Read(); err != nil {
-		log.Info("no GPUs reported", "reason", err.Error())
+	if inv, err := agent.Read(src); err == nil && inv.Reason != "" {
+		log.Info("no GPUs reported", "reason", inv.Reason)
 	}
 	reg := httpserver.NewRegistry()
 	rep := &agent.Reporter{DB: pool, NodeID: cfg.Node.ID, Source: src, Log: log, Metrics: agent.NewMetrics(reg)}

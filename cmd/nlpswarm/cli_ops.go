@@ -1,3 +1,5 @@
+//go:build !agentonly
+
 package main
 
 import (
@@ -401,21 +403,36 @@ func runNodes(ctx context.Context, args []string) error {
 		if c.opts.json {
 			return printJSON(out)
 		}
-		rows := [][]string{}
-		for _, n := range out.Nodes {
-			var labels []string
-			for k, v := range n.Labels {
-				labels = append(labels, k+"="+v)
-			}
-			sort.Strings(labels)
-			rows = append(rows, []string{n.Hostname, n.ID[:min(12, len(n.ID))], n.Role, n.Availability, n.State, apiserver.FormatBytes(n.MemoryBytes), strconv.Itoa(len(n.GPUs)), strings.Join(labels, ",")})
-			for _, g := range n.GPUs {
-				rows = append(rows, []string{"  gpu" + strconv.Itoa(g.Index), g.UUID, g.Name, "", "", apiserver.FormatBytes(g.MemoryFree) + " free", "of " + apiserver.FormatBytes(g.MemoryTotal), ""})
-			}
-		}
-		table([]string{"HOSTNAME", "ID", "ROLE", "AVAILABILITY", "STATE", "MEMORY", "GPUS", "LABELS"}, rows)
+		table([]string{"HOSTNAME", "ID", "ROLE", "AVAILABILITY", "STATE", "MEMORY", "GPUS", "LABELS"}, nodeRows(out.Nodes))
 		return nil
 	})
+}
+
+// nodeRows is the nodes table: a row per node, then per GPU its free
+// memory and what processes the platform did not place use of it, or, for
+// a node without GPUs, why its agent reports none.
+func nodeRows(nodes []apiserver.Node) [][]string {
+	rows := [][]string{}
+	for _, n := range nodes {
+		var labels []string
+		for k, v := range n.Labels {
+			labels = append(labels, k+"="+v)
+		}
+		sort.Strings(labels)
+		rows = append(rows, []string{n.Hostname, n.ID[:min(12, len(n.ID))], n.Role, n.Availability, n.State, apiserver.FormatBytes(n.MemoryBytes), strconv.Itoa(len(n.GPUs)), strings.Join(labels, ",")})
+		for _, g := range n.GPUs {
+			others := "others: none"
+			if g.OtherMemory > 0 {
+				others = "others: " + apiserver.FormatBytes(g.OtherMemory)
+			}
+			rows = append(rows, []string{"  gpu" + strconv.Itoa(g.Index), g.UUID, g.Name, "", "", apiserver.FormatBytes(g.MemoryFree) + " free", "of " + apiserver.FormatBytes(g.MemoryTotal), others})
+		}
+		if len(n.GPUs) == 0 && n.GPUReason != "" {
+			// last: the one column tabwriter does not pad the others to
+			rows = append(rows, []string{"  no GPU", "", "", "", "", "", "", n.GPUReason})
+		}
+	}
+	return rows
 }
 
 func runAccounts(ctx context.Context, args []string) error {

@@ -23,6 +23,10 @@ import (
 // makes; they run on the database/manager node only.
 var depsImages = []string{"nlpswarm-postgres:local", "nlpswarm-redis:local", "nlpswarm-prometheus:local"}
 
+// agentImage is the node agent's image (deployments/images/agent/build.sh),
+// loaded on every node: the lab's agents read their fake GPUs with it.
+const agentImage = "nlpswarm-agent:dev"
+
 // fakeGPUNode is the lab node whose agent reports fake GPUs.
 const fakeGPUNode = 3
 
@@ -79,6 +83,11 @@ func startStack(t *testing.T) *stack {
 	if out, err := exec.CommandContext(ctx, filepath.Join(root, "deployments", "images", "build.sh")).CombinedOutput(); err != nil {
 		t.Fatalf("third-party images: %v\n%s", err, out)
 	}
+	agentBuild := exec.CommandContext(ctx, filepath.Join(root, "deployments", "images", "agent", "build.sh"))
+	agentBuild.Env = append(os.Environ(), "AGENT_IMAGE="+agentImage)
+	if out, err := agentBuild.CombinedOutput(); err != nil {
+		t.Fatalf("agent image: %v\n%s", err, out)
+	}
 	lab := swarmlab.Start(t, swarmlab.Options{Nodes: 3})
 	s := &stack{t: t, lab: lab, root: root, fixtures: fixtures, state: filepath.Join(t.TempDir(), "state")}
 	m := lab.Manager()
@@ -91,13 +100,13 @@ func startStack(t *testing.T) *stack {
 	must(t, lab.Node(fakeGPUNode).Label(ctx, "gpu=fake"))
 	must(t, os.MkdirAll(filepath.Join(lab.SharedDir(), "fakegpus"), 0o755))
 	must(t, os.WriteFile(filepath.Join(lab.SharedDir(), "fakegpus", lab.Node(fakeGPUNode).Name+".json"), []byte(fakeGPUs), 0o644))
-	must(t, lab.LoadImages(ctx, lab.Nodes, dockertest.TestImage))
+	must(t, lab.LoadImages(ctx, lab.Nodes, dockertest.TestImage, agentImage))
 	must(t, lab.LoadImages(ctx, lab.Nodes[:1], depsImages...))
 
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "deployments", "up.sh"))
 	cmd.Dir = root
 	cmd.Env = append(m.Env(), "STATE="+s.state, "WAIT=600",
-		"NLPSWARM_IMAGE="+dockertest.TestImage, "NLPSWARM_IMAGE_ID="+image,
+		"NLPSWARM_IMAGE="+dockertest.TestImage, "NLPSWARM_IMAGE_ID="+image, "NLPSWARM_AGENT_IMAGE="+agentImage,
 		"POSTGRES_IMAGE="+depsImages[0], "REDIS_IMAGE="+depsImages[1], "PROMETHEUS_IMAGE="+depsImages[2],
 		"STACK_OVERLAYS=deployments/lab.yml", "LAB_SHARED="+lab.SharedDir(), "PUBLIC_HOST="+m.Addr)
 	upStart := time.Now()

@@ -5,6 +5,8 @@
 # three small images on it. On a cluster with a registry, skip this and set
 # POSTGRES_IMAGE / REDIS_IMAGE / PROMETHEUS_IMAGE to the official images.
 # Idempotent: the debootstrap base is kept (FORCE=1 rebuilds it).
+# `build.sh base` only makes sure the base exists: the agent image
+# (deployments/images/agent) takes its glibc from it.
 set -euo pipefail
 cd "$(dirname "$0")"
 BASE=nlpswarm-deps-base:bookworm
@@ -28,6 +30,8 @@ if [ "${FORCE:-0}" = 1 ] || ! have "$BASE"; then
   log "importing $BASE"
   tar -C "$root" -c . | docker import -c 'ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' - "$BASE" >/dev/null
 fi
+
+[ "${1:-}" = base ] && exit 0
 
 # always built: Docker's cache makes it a second when nothing changed, and
 # an image kept from an older checkout would run an older entrypoint

@@ -143,6 +143,10 @@ type TaskState struct {
 	GPUs  []string `json:"gpus,omitempty"`
 	State string   `json:"state"`
 	Error string   `json:"error,omitempty"`
+	// PID is the replica's main process on its node (Swarm's task status,
+	// the node's PID namespace, 0 until it runs): the nodes page tells the
+	// platform's GPU processes from others' by it.
+	PID int `json:"pid,omitempty"`
 }
 
 // Observed is what the reconciler saw of a deployment's replicas

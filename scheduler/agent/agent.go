@@ -4,7 +4,16 @@
 // processes using it (pid, GPU memory), so the nodes page can show memory
 // used by something the platform did not place. Without NVML (no driver, no
 // library, or a static build without cgo) it reports zero GPUs with the
-// reason (nodes.gpu_reason) and keeps running. It never places anything.
+// reason (nodes.gpu_reason) and keeps running; Read is that one decision,
+// shared by the reporter and `nlpswarm agent --print`. It never places
+// anything, and writes nothing of a node's CPUs or memory (the scheduler
+// copies those from Swarm).
+//
+// NVML needs cgo (nvml_cgo.go; go-nvml dlopens libnvidia-ml.so.1 at run
+// time, the binary does not link it): the stack runs the agent from its own
+// image, the cgo build on Debian bookworm's glibc
+// (deployments/images/agent), and the node gives the driver's library. The
+// static build's NVML (nvml_nocgo.go) always answers ErrNoNVML.
 package agent
 
 import (
@@ -52,6 +61,9 @@ type Inventory struct {
 	Driver string `json:"driver"`
 	CUDA   int    `json:"cuda"`
 	GPUs   []GPU  `json:"gpus"`
+	// Reason says why a reading has no GPUs (nodes.gpu_reason); Read fills
+	// it, a Source need not.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Source reads GPUs: NVML on a GPU node, a fake in tests.
@@ -102,21 +114,40 @@ func (m *Metrics) set(node string, inv Inventory) {
 	}
 }
 
-// Report reads once and stores the GPUs of this node, removing vanished
-// ones; without NVML it stores zero GPUs and the reason (nodes.gpu_reason).
-func (r *Reporter) Report(ctx context.Context) (Inventory, error) {
-	inv, err := r.Source.Read()
-	reason := ""
+// Read reads src once. Without NVML it is zero GPUs and the reason, not an
+// error; a reading with no GPU says so too (NVML answered but found none),
+// so a node without GPUs always tells why. An error is a failed read.
+func Read(src Source) (Inventory, error) {
+	inv, err := src.Read()
 	if errors.Is(err, ErrNoNVML) {
-		inv, err, reason = Inventory{}, nil, err.Error()
+		return Inventory{GPUs: []GPU{}, Reason: err.Error()}, nil
 	}
 	if err != nil {
-		return inv, fmt.Errorf("read GPUs: %w", err)
+		return Inventory{}, fmt.Errorf("read GPUs: %w", err)
+	}
+	if inv.GPUs == nil {
+		inv.GPUs = []GPU{}
+	}
+	switch {
+	case len(inv.GPUs) > 0:
+		inv.Reason = ""
+	case inv.Reason == "":
+		inv.Reason = fmt.Sprintf("NVML found no GPU (driver %q)", inv.Driver)
+	}
+	return inv, nil
+}
+
+// Report reads once and stores the GPUs of this node, removing vanished
+// ones; without GPUs it stores the reason (nodes.gpu_reason).
+func (r *Reporter) Report(ctx context.Context) (Inventory, error) {
+	inv, err := Read(r.Source)
+	if err != nil {
+		return inv, err
 	}
 	r.Metrics.set(r.NodeID, inv)
 	err = pgx.BeginFunc(ctx, r.DB, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO nodes (id, gpu_reason) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET gpu_reason = EXCLUDED.gpu_reason`,
-			r.NodeID, reason); err != nil {
+			r.NodeID, inv.Reason); err != nil {
 			return err
 		}
 		uuids := []string{}
@@ -139,7 +170,10 @@ func (r *Reporter) Report(ctx context.Context) (Inventory, error) {
 		_, err := tx.Exec(ctx, `DELETE FROM gpus WHERE node_id = $1 AND NOT (uuid = ANY($2))`, r.NodeID, uuids)
 		return err
 	})
-	return inv, err
+	if err != nil {
+		return inv, fmt.Errorf("store inventory of node %s: %w", r.NodeID, err)
+	}
+	return inv, nil
 }
 
 // Run reports every interval until ctx ends; errors are logged, not fatal.

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -87,4 +89,54 @@ func TestNoNVMLMeansZeroGPUs(t *testing.T) {
 	if err != nil || len(got.GPUs) != 0 {
 		t.Fatalf("report: %+v %v", got, err)
 	}
+	var reason string
+	if err := db.Pool.QueryRow(context.Background(), `SELECT gpu_reason FROM nodes WHERE id = 'cpu-node'`).Scan(&reason); err != nil || !strings.HasPrefix(reason, "NVML not available: ") {
+		t.Fatalf("stored reason %q (%v)", reason, err)
+	}
+	t.Logf("reason on this machine: %s", reason)
 }
+
+// readSource is a Source that answers what it is given.
+type readSource struct {
+	inv Inventory
+	err error
+}
+
+func (s readSource) Read() (Inventory, error) { return s.inv, s.err }
+
+// TestRead: a node without GPUs always says why, a reading with GPUs never
+// carries a reason, and only a failed read is an error.
+func TestRead(t *testing.T) {
+	fixture := h100(t)
+	boom := errors.New("nvml device 0: ERROR_GPU_IS_LOST")
+	for _, tc := range []struct {
+		name       string
+		src        readSource
+		wantGPUs   int
+		wantReason string
+		wantErr    error
+	}{
+		{"the H100 of the fixture", readSource{inv: fixture}, 1, "", nil},
+		{"a stale reason is dropped when GPUs show", readSource{inv: Inventory{GPUs: fixture.GPUs, Reason: "old"}}, 1, "", nil},
+		{"no NVML: zero GPUs and why", readSource{err: fmt.Errorf("%w: %s", ErrNoNVML, noLibraryText)}, 0, "NVML not available: " + noLibraryText, nil},
+		{"NVML found none", readSource{inv: Inventory{Driver: "580.159.04"}}, 0, `NVML found no GPU (driver "580.159.04")`, nil},
+		{"a source's own reason is kept", readSource{inv: Inventory{Reason: "fake: none"}}, 0, "fake: none", nil},
+		{"a failed read is an error", readSource{err: boom}, 0, "", boom},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inv, err := Read(tc.src)
+			if !errors.Is(err, tc.wantErr) || (err == nil) != (tc.wantErr == nil) {
+				t.Fatalf("err %v, want %v", err, tc.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if len(inv.GPUs) != tc.wantGPUs || inv.GPUs == nil || inv.Reason != tc.wantReason {
+				t.Fatalf("got %d GPUs (nil %v), reason %q; want %d, %q", len(inv.GPUs), inv.GPUs == nil, inv.Reason, tc.wantGPUs, tc.wantReason)
+			}
+		})
+	}
+}
+
+// noLibraryText stands for whatever the NVML source says after "NVML not available: ".
+const noLibraryText = "libnvidia-ml.so.1 not found"

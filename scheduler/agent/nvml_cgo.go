@@ -9,8 +9,9 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 )
 
-// NVML reads GPUs through libnvidia-ml, loaded at run time: a node without
-// the driver gets ErrNoNVML, never a crash.
+// NVML reads GPUs through libnvidia-ml, which go-nvml dlopens at run time
+// (libnvidia-ml.so.1; the binary does not link it): a node without the
+// driver gets ErrNoNVML, never a crash.
 type NVML struct {
 	once sync.Once
 	err  error
@@ -23,12 +24,21 @@ func (n *NVML) init() error {
 				n.err = fmt.Errorf("%w: %v", ErrNoNVML, r)
 			}
 		}()
-		if ret := nvml.Init(); ret != nvml.SUCCESS {
+		switch ret := nvml.Init(); ret {
+		case nvml.SUCCESS:
+		case nvml.ERROR_LIBRARY_NOT_FOUND:
+			n.err = fmt.Errorf("%w: %s", ErrNoNVML, noLibrary)
+		default:
 			n.err = fmt.Errorf("%w: %s", ErrNoNVML, nvml.ErrorString(ret))
 		}
 	})
 	return n.err
 }
+
+// noLibrary is the reason where dlopen finds no libnvidia-ml.so.1: the
+// driver gives it, the NVIDIA container runtime or a bind mount puts it in
+// the agent's container (README, "GPU nodes").
+const noLibrary = "libnvidia-ml.so.1 not found (no NVIDIA driver on this node, or not given to the container: NVIDIA container runtime as the default runtime, or a bind mount)"
 
 // Read implements Source.
 func (n *NVML) Read() (Inventory, error) {
