@@ -15,18 +15,26 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/internal/sandbox"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
 	"github.com/nlpswarm/nlpswarm/modelmgr/onnxcheck/onnxtest"
 )
+
+// fixture is the shared fixture name (embeddings, sentiment, ner) as files.
+func fixture(t *testing.T, name string) map[string][]byte {
+	t.Helper()
+	files, err := onnxtest.FixtureFiles(filepath.Join("..", "..", "..", "shared", "fixtures", "nlp", name))
+	if err != nil {
+		t.Skipf("fixture absent: %v", err)
+	}
+	return files
+}
 
 // hostileFixture is the embeddings fixture with model.onnx replaced by
 // model (nil keeps the real one), as files.
 func hostileFixture(t *testing.T, model []byte) map[string][]byte {
 	t.Helper()
-	files, err := onnxtest.FixtureFiles(filepath.Join("..", "..", "..", "shared", "fixtures", "nlp", "embeddings"))
-	if err != nil {
-		t.Skipf("fixture absent: %v", err)
-	}
+	files := fixture(t, "embeddings")
 	if model != nil {
 		files["model.onnx"] = model
 	}
@@ -35,8 +43,10 @@ func hostileFixture(t *testing.T, model []byte) map[string][]byte {
 
 func tarGzBytes(_ *testing.T, files map[string][]byte) []byte { return onnxtest.TarGz(files) }
 
-// The real child (`nlpswarm validate-artifact`) validates and smoke-tests the
-// fixture, and refuses the model of issue 17 before any engine reads it.
+// The real child (`nlpswarm validate-artifact`) validates and smoke-tests
+// the three fixtures inside its sandbox (Landlock where the kernel has it,
+// reported in the metadata), and refuses the model of issue 17 before any
+// engine reads it.
 func TestValidateArtifactChild(t *testing.T) {
 	iso := &modelmgr.Isolation{Command: []string{binPath, "validate-artifact"}, Limits: modelmgr.DefaultChildLimits}
 	v := modelmgr.Validator{Isolation: iso, SmokeTimeout: 2 * time.Minute}
@@ -45,11 +55,20 @@ func TestValidateArtifactChild(t *testing.T) {
 		os.WriteFile(p, b, 0o644)
 		return p
 	}
-	md, err := v.Validate(context.Background(), write(tarGzBytes(t, hostileFixture(t, nil))), t.TempDir(), "feature-extraction")
-	if err != nil || !md.SmokeTested || md.OnnxBytes == 0 {
-		t.Fatalf("the fixture in the child: %v %+v", err, md)
+	probe := sandbox.Probe()
+	if !probe.Enforced() {
+		t.Logf("Landlock unavailable here, the child validates without it: %s", probe)
 	}
-	_, err = v.Validate(context.Background(), write(tarGzBytes(t, hostileFixture(t, onnxtest.Exfiltrating("../../run/secrets/internal_token")))), t.TempDir(), "feature-extraction")
+	for _, f := range []struct{ name, task string }{{"embeddings", "feature-extraction"}, {"sentiment", "text-classification"}, {"ner", "token-classification"}} {
+		md, err := v.Validate(context.Background(), write(tarGzBytes(t, fixture(t, f.name))), t.TempDir(), f.task)
+		if err != nil || !md.SmokeTested || md.OnnxBytes == 0 {
+			t.Fatalf("the %s fixture in the child: %v %+v", f.name, err, md)
+		}
+		if md.Sandbox != probe {
+			t.Fatalf("the %s fixture was validated under %+v, the probe says %+v", f.name, md.Sandbox, probe)
+		}
+	}
+	_, err := v.Validate(context.Background(), write(tarGzBytes(t, hostileFixture(t, onnxtest.Exfiltrating("../../run/secrets/internal_token")))), t.TempDir(), "feature-extraction")
 	var ve *modelmgr.ValidationError
 	if !errors.As(err, &ve) || !strings.Contains(fmt.Sprint(ve.Reasons), "not a plain relative name") {
 		t.Fatalf("the exfiltrating model: %v", err)
