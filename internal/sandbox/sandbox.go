@@ -70,7 +70,7 @@ func statusOf(abi int, abiErr error, errata int, errataErr error) Status {
 	case errors.Is(abiErr, syscall.EOPNOTSUPP):
 		return Status{Unavailable: "Landlock is not enabled in this kernel (EOPNOTSUPP): add landlock to the lsm= boot parameter"}
 	case errors.Is(abiErr, syscall.EPERM):
-		return Status{Unavailable: "the Landlock system calls are refused (EPERM): a seccomp profile, such as Docker Engine's default before 23.0, blocks them"}
+		return Status{Unavailable: "the Landlock system calls are refused (EPERM): a seccomp profile (a container's) blocks them"}
 	case abiErr != nil:
 		return Status{Unavailable: "Landlock ABI query: " + abiErr.Error()}
 	case abi < 1:
