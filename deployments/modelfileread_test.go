@@ -63,7 +63,7 @@ func TestModelFileReadInStack(t *testing.T) {
 		"model.onnx/../../../../../../run/secrets/redis_password_apiserver",
 	} {
 		files["model.onnx"] = onnxtest.Exfiltrating(loc)
-		status, header, body := upload(t, "exfil", admin, onnxtest.TarGz(files))
+		status, header, body := upload(t, backoffice, "exfil", admin, onnxtest.TarGz(files))
 		var e apierror.Body
 		if err := json.Unmarshal(body, &e); err != nil || status != http.StatusUnprocessableEntity || e.Error.Code != "invalid_archive" ||
 			!strings.Contains(strings.Join(e.Error.Details, " "), "external data location \""+loc+"\" is not a plain relative name") {
@@ -79,7 +79,7 @@ func TestModelFileReadInStack(t *testing.T) {
 	var vs struct {
 		Versions []json.RawMessage `json:"versions"`
 	}
-	if !getJSON("http://127.0.0.1:8081/api/v1/models/exfil/versions", admin, &vs) || len(vs.Versions) != 0 {
+	if !getJSON(backoffice+"/api/v1/models/exfil/versions", admin, &vs) || len(vs.Versions) != 0 {
 		t.Fatalf("refused uploads were stored: %s", vs.Versions)
 	}
 	t.Log("4 exfiltrating models refused with 422 invalid_archive, no secret in the answers, nothing stored")
@@ -90,7 +90,7 @@ func TestModelFileReadInStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if status, _, body := upload(t, "embed", admin, onnxtest.TarGz(files)); status != http.StatusCreated {
+	if status, _, body := upload(t, backoffice, "embed", admin, onnxtest.TarGz(files)); status != http.StatusCreated {
 		t.Fatalf("the embeddings fixture: %d %s", status, body)
 	}
 	var stored struct {
@@ -101,7 +101,7 @@ func TestModelFileReadInStack(t *testing.T) {
 			} `json:"metadata"`
 		} `json:"versions"`
 	}
-	if !getJSON("http://127.0.0.1:8081/api/v1/models/embed/versions", admin, &stored) || len(stored.Versions) != 1 {
+	if !getJSON(backoffice+"/api/v1/models/embed/versions", admin, &stored) || len(stored.Versions) != 1 {
 		t.Fatalf("versions of embed: %+v", stored)
 	}
 	md := stored.Versions[0].Metadata
@@ -125,16 +125,20 @@ func TestModelFileReadInStack(t *testing.T) {
 	t.Log("the embeddings fixture uploaded, deployed and answered through the gateway")
 }
 
-// upload posts archive as the multipart field "archive" of a new version of
-// model, as the CLI's push does, and returns the status, headers and body.
-func upload(t *testing.T, model, auth string, archive []byte) (int, string, []byte) {
+// backoffice is the stack's backoffice API, on loopback (make up's forwarder).
+const backoffice = "http://127.0.0.1:8081"
+
+// upload posts archive to the backoffice API at api as the multipart field
+// "archive" of a new version of model, as the CLI's push does, and returns
+// the status, headers and body.
+func upload(t *testing.T, api, model, auth string, archive []byte) (int, string, []byte) {
 	t.Helper()
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
 	part, _ := mw.CreateFormFile("archive", model+".tar.gz")
 	part.Write(archive)
 	mw.Close()
-	req, _ := http.NewRequest("POST", "http://127.0.0.1:8081/api/v1/models/"+model+"/versions", &body)
+	req, _ := http.NewRequest("POST", api+"/api/v1/models/"+model+"/versions", &body)
 	req.Header.Set("Authorization", auth)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
 	resp, err := http.DefaultClient.Do(req)
