@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nlpswarm/nlpswarm/internal/sandbox"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
@@ -132,5 +135,27 @@ func TestRuntimeRefusesExternalDataAtLoad(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(string(out), "not a plain relative name") {
 		t.Fatalf("runtime: %v\n%s", err, out)
+	}
+}
+
+// The apiserver says at start what its validation child will run under:
+// the probed Landlock ABI as a gauge (0: none), and a log line, a warning
+// when there is no sandbox.
+func TestProbeValidationSandbox(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var logs bytes.Buffer
+	probeValidationSandbox(reg, slog.New(slog.NewTextHandler(&logs, nil)))
+	probe := sandbox.Probe()
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) != 1 || mfs[0].GetName() != "nlpswarm_apiserver_validation_sandbox_abi" ||
+		mfs[0].GetMetric()[0].GetGauge().GetValue() != float64(probe.ABI) {
+		t.Fatalf("gathered %v (%v), want the gauge at the probe's ABI %d", mfs, err, probe.ABI)
+	}
+	want := `level=INFO msg="upload validation sandbox"`
+	if !probe.Enforced() {
+		want = `level=WARN msg="upload validation runs without a sandbox`
+	}
+	if !strings.Contains(logs.String(), want) {
+		t.Fatalf("log %q, want %q", logs.String(), want)
 	}
 }
