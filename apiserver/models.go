@@ -172,6 +172,9 @@ func (s *Server) receiveVersion(ctx context.Context, name, contentType string, b
 		}
 	}()
 	md, err := s.validator.Validate(ctx, rec.Path, s.store.TempDir(), m.Task)
+	if md.Sandbox.Unavailable != "" { // zero: the child ended without an answer
+		s.log.Warn("upload validated without a sandbox", "model", name, "why", md.Sandbox.Unavailable)
+	}
 	if err != nil {
 		return modelmgr.Version{}, err
 	}
@@ -190,7 +193,7 @@ func (s *Server) receiveVersion(ctx context.Context, name, contentType string, b
 		// (modelmgr.CollectBlobs, issue 18 item 5)
 		return modelmgr.Version{}, err
 	}
-	s.log.Info("version stored", "model", name, "version", v.Version, "digest", v.Digest, "bytes", v.Size, "seconds", time.Since(start).Seconds())
+	s.log.Info("version stored", "model", name, "version", v.Version, "digest", v.Digest, "bytes", v.Size, "seconds", time.Since(start).Seconds(), "sandbox", md.Sandbox.String())
 	return v, nil
 }
 

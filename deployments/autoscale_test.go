@@ -1,17 +1,14 @@
 package deployments
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
-	"mime/multipart"
 	"net"
 	"net/http"
 	"net/url"
@@ -35,6 +32,7 @@ import (
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/internal/rdb/rdbtest"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
+	"github.com/nlpswarm/nlpswarm/modelmgr/onnxcheck/onnxtest"
 	"github.com/nlpswarm/nlpswarm/scheduler"
 )
 
@@ -684,42 +682,21 @@ func (f *fleet) call(t *testing.T, method, path string, body, out any) {
 // upload packs a fixture folder as tar.gz and pushes it as a version.
 func (f *fleet) upload(t *testing.T, dir string) {
 	t.Helper()
-	var arch bytes.Buffer
-	gz := gzip.NewWriter(&arch)
-	tw := tar.NewWriter(gz)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	files := map[string][]byte{}
 	for _, e := range entries {
 		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") && e.Name() != "model.onnx" {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
+		if files[e.Name()], err = os.ReadFile(filepath.Join(dir, e.Name())); err != nil {
 			t.Fatal(err)
 		}
-		tw.WriteHeader(&tar.Header{Name: e.Name(), Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg})
-		tw.Write(b)
 	}
-	tw.Close()
-	gz.Close()
-	var body bytes.Buffer
-	mw := multipart.NewWriter(&body)
-	w, _ := mw.CreateFormFile("archive", f.model+".tar.gz")
-	w.Write(arch.Bytes())
-	mw.Close()
-	req, _ := http.NewRequest("POST", f.api+"/api/v1/models/"+f.model+"/versions", &body)
-	req.Header.Set("Authorization", "Bearer "+f.admin)
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 201 {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("upload: %d %s", resp.StatusCode, b)
+	if status, _, b := upload(t, f.api, f.model, "Bearer "+f.admin, onnxtest.TarGz(files)); status != http.StatusCreated {
+		t.Fatalf("upload: %d %s", status, b)
 	}
 }
 

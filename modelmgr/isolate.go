@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/nlpswarm/nlpswarm/internal/sandbox"
 )
 
 // ChildLimits bound the child process that validates an upload. The child is
@@ -64,7 +66,9 @@ func ApplyLimits(l ChildLimits) error {
 // process: a model that panics a goroutine, exhausts memory or spins takes
 // down the child, not the apiserver, and the child holds none of the
 // server's secrets (a clean environment, no file descriptor but
-// stdin/stdout/stderr, its own process group).
+// stdin/stdout/stderr, its own process group) and, under Landlock, can read
+// no file but the archive, its work folder and the engine's libraries
+// (childPolicy), so not the server's Docker secrets either.
 type Isolation struct {
 	// Command is the child's argv: the platform binary and the subcommand
 	// that calls ServeChild ([/proc/self/exe validate-artifact]).
@@ -91,7 +95,9 @@ type childResult struct {
 const maxChildOutput = 1 << 20
 
 // ServeChild is the child side: it reads one request from r, applies its
-// limits, validates with v (in this process) and writes the result to w.
+// limits, confines itself (childPolicy), validates with v (in this process)
+// and writes the result to w, with the sandbox's Status in the metadata.
+// Where Landlock is unavailable it validates without it and says so there.
 // An error is a failure of the child itself, not a refusal of the archive.
 func ServeChild(ctx context.Context, r io.Reader, w io.Writer, v Validator) error {
 	var req childRequest
@@ -101,8 +107,16 @@ func ServeChild(ctx context.Context, r io.Reader, w io.Writer, v Validator) erro
 	if err := ApplyLimits(req.Limits); err != nil {
 		return err
 	}
-	v.Isolation, v.SmokeTimeout = nil, req.SmokeTimeout
-	md, err := v.Validate(ctx, req.Archive, req.WorkDir, req.Task)
+	sb, err := sandbox.Restrict(childPolicy(req, v.Engine))
+	if err != nil {
+		return fmt.Errorf("validation sandbox: %w", err)
+	}
+	if !sb.Enforced() {
+		fmt.Fprintln(os.Stderr, "validation child:", sb)
+	}
+	v.SmokeTimeout = req.SmokeTimeout
+	md, err := v.validateHere(ctx, req.Archive, req.WorkDir, req.Task)
+	md.Sandbox = sb
 	res := childResult{Metadata: md}
 	var ve *ValidationError
 	switch {
@@ -112,6 +126,19 @@ func ServeChild(ctx context.Context, r io.Reader, w io.Writer, v Validator) erro
 		res.Error = err.Error()
 	}
 	return json.NewEncoder(w).Encode(res)
+}
+
+// childPolicy is all the validation child may touch once it has read its
+// request: the archive (read), its work folder, where it unpacks the model
+// and the engine keeps its temp files (TMPDIR), and what the engine reads
+// to load (its shared libraries). Not the rest of the store (other
+// tenants' blobs), not /run/secrets, not /etc, no network.
+func childPolicy(req childRequest, engine sandbox.Policy) sandbox.Policy {
+	return sandbox.Policy{
+		ReadFiles: append([]string{req.Archive}, engine.ReadFiles...),
+		ReadDirs:  engine.ReadDirs,
+		WriteDirs: append([]string{req.WorkDir}, engine.WriteDirs...),
+	}
 }
 
 // validate runs one validation in a child process under iso's limits.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
+	"github.com/nlpswarm/nlpswarm/internal/sandbox"
 	"github.com/nlpswarm/nlpswarm/modelmgr/archive"
 	"github.com/nlpswarm/nlpswarm/modelmgr/onnxcheck"
 )
@@ -55,6 +56,10 @@ type Validator struct {
 	Extract      ExtractFunc
 	Smoke        SmokeFunc // nil skips the smoke inference
 	SmokeTimeout time.Duration
+	// Engine is what the smoke inference's engine reads beyond the model
+	// (its shared libraries): the validation child's sandbox allows it, on
+	// top of the archive (read) and the child's scratch folder.
+	Engine sandbox.Policy
 	// Isolation, when set, runs all of the above in a child process under
 	// limits (ServeChild on the child's side); nil validates in this process.
 	Isolation *Isolation
@@ -69,7 +74,14 @@ type Metadata struct {
 	OnnxBytes    int64    `json:"onnx_bytes"`
 	Files        []string `json:"files"`
 	SmokeTested  bool     `json:"smoke_tested"`
+	// Sandbox is what confined the validation: the Landlock ABI the child
+	// enforced on itself, or why nothing did (zero when a child ended
+	// without an answer).
+	Sandbox sandbox.Status `json:"sandbox"`
 }
+
+// inProcess is the Sandbox of a validation without a child.
+var inProcess = sandbox.Status{Unavailable: "validated in the server's own process (no isolation configured)"}
 
 // ValidationError lists every reason an archive was refused.
 type ValidationError struct{ Reasons []string }
@@ -90,6 +102,13 @@ func (v Validator) Validate(ctx context.Context, archivePath, tmpDir, task strin
 	if v.Isolation != nil {
 		return v.Isolation.validate(ctx, archivePath, dir, task, v.SmokeTimeout)
 	}
+	md, err := v.validateHere(ctx, archivePath, dir, task)
+	md.Sandbox = inProcess
+	return md, err
+}
+
+// validateHere is Validate's work in this process, in the empty folder dir.
+func (v Validator) validateHere(ctx context.Context, archivePath, dir, task string) (Metadata, error) {
 	dest := filepath.Join(dir, "model")
 	if err := v.Extract(ctx, archivePath, dest); err != nil {
 		return Metadata{}, &ValidationError{Reasons: []string{"archive: " + err.Error()}}

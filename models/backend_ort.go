@@ -13,6 +13,8 @@ import (
 	"github.com/knights-analytics/hugot/backends"
 	"github.com/knights-analytics/hugot/options"
 	"github.com/sugarme/tokenizer/pretrained"
+
+	"github.com/nlpswarm/nlpswarm/internal/sandbox"
 )
 
 // HaveORT tells whether this binary was built with ONNX Runtime (tag ORT).
@@ -34,6 +36,20 @@ func ORTLibraryDir(cfg EngineConfig) string {
 		}
 	}
 	return ""
+}
+
+// EngineFiles is what the engines of this binary read to load a model,
+// beyond the model's own folder: ONNX Runtime's library and the libraries
+// it links (the dynamic loader finds them through ld.so.cache or the
+// standard folders), and the CPU description its cpuinfo reads to pick its
+// kernels. The validation child's sandbox allows it
+// (modelmgr.Validator.Engine).
+func EngineFiles() sandbox.Policy {
+	dirs := []string{"/usr/lib", "/lib", "/usr/lib64", "/lib64", "/sys/devices/system/cpu"}
+	if d := ORTLibraryDir(DefaultEngineConfig()); d != "" {
+		dirs = append(dirs, d)
+	}
+	return sandbox.Policy{ReadDirs: dirs, ReadFiles: []string{"/etc/ld.so.cache", "/proc/cpuinfo"}}
 }
 
 type ortEngine struct{}

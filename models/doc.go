@@ -46,6 +46,9 @@
 //   - Intra-op threads come from the CPUs the deployment gives the process
 //     (GOMAXPROCS follows the cgroup limit), one inter-op thread, no
 //     spinning: ORT's default oversubscribed two cores and lost 2×.
+//   - EngineFiles lists what the engines read to load a model beyond its
+//     folder (ORT's library and the libraries it links; nothing for go), so
+//     that the apiserver's sandboxed validation child can still load it.
 //
 // # Bounded work per request
 //

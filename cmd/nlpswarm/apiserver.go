@@ -139,6 +139,7 @@ func runAPIServer(ctx context.Context, args []string) error {
 	if rc != nil { // never a typed nil in the interface
 		acfg.Redis = rc
 	}
+	probeValidationSandbox(reg, log)
 	api := apiserver.New(acfg, pool, store, uploadValidator(cfg.Upload.SmokeTimeout), log)
 	if rc != nil { // each key's quota use, for the stack's "quota near its end" alert
 		reg.MustRegister(api.QuotaCollector())

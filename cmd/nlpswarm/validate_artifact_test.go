@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"os"
@@ -15,18 +16,28 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nlpswarm/nlpswarm/internal/sandbox"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
 	"github.com/nlpswarm/nlpswarm/modelmgr/onnxcheck/onnxtest"
 )
+
+// fixture is the shared fixture name (embeddings, sentiment, ner) as files.
+func fixture(t *testing.T, name string) map[string][]byte {
+	t.Helper()
+	files, err := onnxtest.FixtureFiles(filepath.Join("..", "..", "..", "shared", "fixtures", "nlp", name))
+	if err != nil {
+		t.Skipf("fixture absent: %v", err)
+	}
+	return files
+}
 
 // hostileFixture is the embeddings fixture with model.onnx replaced by
 // model (nil keeps the real one), as files.
 func hostileFixture(t *testing.T, model []byte) map[string][]byte {
 	t.Helper()
-	files, err := onnxtest.FixtureFiles(filepath.Join("..", "..", "..", "shared", "fixtures", "nlp", "embeddings"))
-	if err != nil {
-		t.Skipf("fixture absent: %v", err)
-	}
+	files := fixture(t, "embeddings")
 	if model != nil {
 		files["model.onnx"] = model
 	}
@@ -35,8 +46,10 @@ func hostileFixture(t *testing.T, model []byte) map[string][]byte {
 
 func tarGzBytes(_ *testing.T, files map[string][]byte) []byte { return onnxtest.TarGz(files) }
 
-// The real child (`nlpswarm validate-artifact`) validates and smoke-tests the
-// fixture, and refuses the model of issue 17 before any engine reads it.
+// The real child (`nlpswarm validate-artifact`) validates and smoke-tests
+// the three fixtures inside its sandbox (Landlock where the kernel has it,
+// reported in the metadata), and refuses the model of issue 17 before any
+// engine reads it.
 func TestValidateArtifactChild(t *testing.T) {
 	iso := &modelmgr.Isolation{Command: []string{binPath, "validate-artifact"}, Limits: modelmgr.DefaultChildLimits}
 	v := modelmgr.Validator{Isolation: iso, SmokeTimeout: 2 * time.Minute}
@@ -45,11 +58,20 @@ func TestValidateArtifactChild(t *testing.T) {
 		os.WriteFile(p, b, 0o644)
 		return p
 	}
-	md, err := v.Validate(context.Background(), write(tarGzBytes(t, hostileFixture(t, nil))), t.TempDir(), "feature-extraction")
-	if err != nil || !md.SmokeTested || md.OnnxBytes == 0 {
-		t.Fatalf("the fixture in the child: %v %+v", err, md)
+	probe := sandbox.Probe()
+	if !probe.Enforced() {
+		t.Logf("Landlock unavailable here, the child validates without it: %s", probe)
 	}
-	_, err = v.Validate(context.Background(), write(tarGzBytes(t, hostileFixture(t, onnxtest.Exfiltrating("../../run/secrets/internal_token")))), t.TempDir(), "feature-extraction")
+	for _, f := range []struct{ name, task string }{{"embeddings", "feature-extraction"}, {"sentiment", "text-classification"}, {"ner", "token-classification"}} {
+		md, err := v.Validate(context.Background(), write(tarGzBytes(t, fixture(t, f.name))), t.TempDir(), f.task)
+		if err != nil || !md.SmokeTested || md.OnnxBytes == 0 {
+			t.Fatalf("the %s fixture in the child: %v %+v", f.name, err, md)
+		}
+		if md.Sandbox != probe {
+			t.Fatalf("the %s fixture was validated under %+v, the probe says %+v", f.name, md.Sandbox, probe)
+		}
+	}
+	_, err := v.Validate(context.Background(), write(tarGzBytes(t, hostileFixture(t, onnxtest.Exfiltrating("../../run/secrets/internal_token")))), t.TempDir(), "feature-extraction")
 	var ve *modelmgr.ValidationError
 	if !errors.As(err, &ve) || !strings.Contains(fmt.Sprint(ve.Reasons), "not a plain relative name") {
 		t.Fatalf("the exfiltrating model: %v", err)
@@ -113,5 +135,27 @@ func TestRuntimeRefusesExternalDataAtLoad(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(string(out), "not a plain relative name") {
 		t.Fatalf("runtime: %v\n%s", err, out)
+	}
+}
+
+// The apiserver says at start what its validation child will run under:
+// the probed Landlock ABI as a gauge (0: none), and a log line, a warning
+// when there is no sandbox.
+func TestProbeValidationSandbox(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var logs bytes.Buffer
+	probeValidationSandbox(reg, slog.New(slog.NewTextHandler(&logs, nil)))
+	probe := sandbox.Probe()
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) != 1 || mfs[0].GetName() != "nlpswarm_apiserver_validation_sandbox_abi" ||
+		mfs[0].GetMetric()[0].GetGauge().GetValue() != float64(probe.ABI) {
+		t.Fatalf("gathered %v (%v), want the gauge at the probe's ABI %d", mfs, err, probe.ABI)
+	}
+	want := `level=INFO msg="upload validation sandbox"`
+	if !probe.Enforced() {
+		want = `level=WARN msg="upload validation runs without a sandbox`
+	}
+	if !strings.Contains(logs.String(), want) {
+		t.Fatalf("log %q, want %q", logs.String(), want)
 	}
 }

@@ -28,4 +28,4 @@ docker run --rm --network none -e NLPSWARM_ORT_REQUIRED=1 "${extra[@]}" \
   -v "$PWD/bin/models-ort.test:/t/repo/models/models.test:ro" \
   -v "$FIXTURES:/t/shared/fixtures/nlp:ro" -w /t/repo/models \
   --entrypoint /t/repo/models/models.test "$ORT_IMAGE" \
-  -test.run "${ORT_TEST_RUN:-^TestParityORT\$}" -test.v -test.count=1 ${ORT_TEST_ARGS:-} 2>&1 | grep -v '^Schema error\|^$'
+  -test.run "${ORT_TEST_RUN:-^(TestParityORT|TestEngineLoadsInSandboxORT)\$}" -test.v -test.count=1 ${ORT_TEST_ARGS:-} 2>&1 | grep -v '^Schema error\|^$'
