@@ -132,12 +132,14 @@ func ServeChild(ctx context.Context, r io.Reader, w io.Writer, v Validator) erro
 // request: the archive (read), its work folder, where it unpacks the model
 // and the engine keeps its temp files (TMPDIR), and what the engine reads
 // to load (its shared libraries). Not the rest of the store (other
-// tenants' blobs), not /run/secrets, not /etc, no network.
+// tenants' blobs), not /run/secrets, not /etc, no network and no new
+// socket of any kind.
 func childPolicy(req childRequest, engine sandbox.Policy) sandbox.Policy {
 	return sandbox.Policy{
 		ReadFiles: append([]string{req.Archive}, engine.ReadFiles...),
 		ReadDirs:  engine.ReadDirs,
 		WriteDirs: append([]string{req.WorkDir}, engine.WriteDirs...),
+		NoSockets: true,
 	}
 }
 

@@ -8,8 +8,15 @@
 // non-root validation child applies it to itself before it opens an
 // uploaded model (modelmgr.ServeChild).
 //
+// Policy.NoSockets adds a seccomp filter (assembled with x/net/bpf, checked
+// in its VM by a table test) under which socket and socketpair fail with
+// EPERM, as does any system call through another architecture's entry or
+// x32's numbering: no new socket of any family, which covers what
+// Landlock's network rules leave out below.
+//
 // What Landlock does not cover, and what is still the child's other
-// defences' job (clean environment, close-on-exec, rlimits): descriptors
+// defences' job (clean environment, close-on-exec, rlimits, the socket
+// filter where asked for): descriptors
 // opened before Restrict (stdin, stdout, stderr, the Go runtime's cgroup
 // files), path lookups and metadata (stat, readlink: names and sizes, not
 // contents), connecting to pathname UNIX sockets below ABI 9, UDP below

@@ -22,6 +22,11 @@ type Policy struct {
 	// WriteDirs may be read and written beneath: files and folders created,
 	// written, truncated and removed. Each must exist.
 	WriteDirs []string
+	// NoSockets denies creating any socket (socket and socketpair fail
+	// with EPERM, by a seccomp filter): what Landlock's network rules do not
+	// cover, multipath TCP, UDP before ABI 10, UNIX, raw and netlink
+	// sockets. Applied whether or not Landlock is available.
+	NoSockets bool
 }
 
 // Status is what Probe found or Restrict enforced.
@@ -31,6 +36,11 @@ type Status struct {
 	ABI int `json:"landlock_abi"`
 	// Unavailable says why there is no sandbox when ABI is 0.
 	Unavailable string `json:"unavailable,omitempty"`
+	// NoSockets is true when a seccomp filter denies creating sockets
+	// (Policy.NoSockets); SocketsAllowed says why not when it was asked for
+	// and could not be applied.
+	NoSockets      bool   `json:"no_sockets,omitempty"`
+	SocketsAllowed string `json:"sockets_allowed,omitempty"`
 }
 
 // Enforced reports whether a Landlock sandbox is (or would be) in force.
@@ -38,8 +48,15 @@ func (s Status) Enforced() bool { return s.ABI > 0 }
 
 // String says what the sandbox denies, or why there is none.
 func (s Status) String() string {
+	sockets := ""
+	switch {
+	case s.NoSockets:
+		sockets = "; seccomp denies every new socket"
+	case s.SocketsAllowed != "":
+		sockets = "; sockets allowed: " + s.SocketsAllowed
+	}
 	if !s.Enforced() {
-		return "no sandbox: " + s.Unavailable
+		return "no sandbox: " + s.Unavailable + sockets
 	}
 	denied := []string{"files outside the policy"}
 	if s.ABI >= 4 {
@@ -54,7 +71,7 @@ func (s Status) String() string {
 	if s.ABI >= 10 {
 		denied = append(denied, "UDP")
 	}
-	return fmt.Sprintf("Landlock ABI %d denies %s", s.ABI, strings.Join(denied, ", "))
+	return fmt.Sprintf("Landlock ABI %d denies %s", s.ABI, strings.Join(denied, ", ")) + sockets
 }
 
 // configs are the library's ABI versions; configs[v-1] is V<v>.
@@ -100,6 +117,16 @@ func Probe() Status {
 // changes nothing and returns a Status saying why, not an error.
 func Restrict(p Policy) (Status, error) {
 	st := Probe()
+	if p.NoSockets {
+		switch err := denySockets(); {
+		case errors.Is(err, errSeccompUnsupported):
+			st.SocketsAllowed = err.Error()
+		case err != nil:
+			return Status{}, err
+		default:
+			st.NoSockets = true
+		}
+	}
 	if !st.Enforced() {
 		return st, nil
 	}

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 )
 
 func TestStatusOf(t *testing.T) {
@@ -64,6 +67,8 @@ type childRun struct {
 	Dial   string   // TCP connect
 	Listen bool     // TCP listen on 127.0.0.1, multipath off
 	MPTCP  string   // multipath TCP connect (not covered by Landlock)
+	UDP    string   // UDP "connect" and send
+	Unix   string   // connect to a pathname UNIX socket
 	Signal int      // kill(pid, 0)
 }
 
@@ -141,6 +146,21 @@ func (r childRun) probe() map[string]string {
 			c.Close()
 		}
 		res["mptcp"] = errno(err)
+	}
+	if r.UDP != "" {
+		c, err := net.Dial("udp", r.UDP)
+		if err == nil {
+			_, err = c.Write([]byte("x"))
+			c.Close()
+		}
+		res["udp"] = errno(err)
+	}
+	if r.Unix != "" {
+		c, err := net.Dial("unix", r.Unix)
+		if err == nil {
+			c.Close()
+		}
+		res["unix"] = errno(err)
 	}
 	if r.Signal != 0 {
 		res["signal"] = errno(syscall.Kill(r.Signal, 0))
@@ -247,5 +267,104 @@ func TestRestrictReportsWhatProbeSays(t *testing.T) {
 	rep := runChild(t, childRun{Policy: Policy{WriteDirs: []string{t.TempDir()}}})
 	if rep.Status != Probe() {
 		t.Fatalf("Restrict reported %+v, Probe %+v", rep.Status, Probe())
+	}
+}
+
+// With NoSockets a process creates no socket of any kind, also where
+// Landlock is unavailable or does not reach: multipath TCP (which a
+// Landlock-only child could still open), UDP and UNIX sockets; files are
+// Landlock's business and stay as the policy says.
+func TestRestrictNoSockets(t *testing.T) {
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	u, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	sock := filepath.Join(dir, "s.sock")
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
+	file := write(t, filepath.Join(dir, "model.onnx"), "weights")
+
+	rep := runChild(t, childRun{
+		Policy: Policy{ReadFiles: []string{file}, NoSockets: true},
+		Read:   []string{file},
+		Dial:   l.Addr().String(),
+		MPTCP:  l.Addr().String(),
+		UDP:    u.LocalAddr().String(),
+		Unix:   sock,
+	})
+	if !rep.Status.NoSockets || rep.Status.SocketsAllowed != "" {
+		t.Fatalf("status %+v, want the socket filter in force", rep.Status)
+	}
+	for _, probe := range []string{"dial", "mptcp", "udp", "unix"} {
+		if got := rep.Results[probe]; got != "operation not permitted" {
+			t.Errorf("%s: %s, want operation not permitted", probe, got)
+		}
+	}
+	if got := rep.Results["read "+file]; got != "ok" {
+		t.Errorf("read of the policy's file: %s", got)
+	}
+	if !strings.Contains(rep.Status.String(), "seccomp denies every new socket") {
+		t.Errorf("status says %q", rep.Status)
+	}
+}
+
+// The socket filter's decisions, run in x/net/bpf's VM on the kernel's
+// seccomp_data layout: only socket and socketpair of this architecture are
+// refused, and every call through another architecture's entry (i386's
+// socketcall on x86-64) or x32's numbering.
+func TestNoSocketsFilter(t *testing.T) {
+	raw, err := noSocketsFilter(auditArch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prog []bpf.Instruction
+	for _, r := range raw {
+		prog = append(prog, r.Disassemble())
+	}
+	vm, err := bpf.NewVM(prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		allow = unix.SECCOMP_RET_ALLOW
+		eperm = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
+	)
+	cases := []struct {
+		name     string
+		nr, arch uint32
+		want     uint32
+	}{
+		{"socket", unix.SYS_SOCKET, auditArch, eperm},
+		{"socketpair", unix.SYS_SOCKETPAIR, auditArch, eperm},
+		{"read", unix.SYS_READ, auditArch, allow},
+		{"connect on a socket held from before", unix.SYS_CONNECT, auditArch, allow},
+		{"openat", unix.SYS_OPENAT, auditArch, allow},
+		{"x32 numbering of socket", unix.SYS_SOCKET | 0x40000000, auditArch, eperm},
+		{"i386 entry (socketcall is 102 there)", 102, unix.AUDIT_ARCH_I386, eperm},
+		{"i386 entry, anything", unix.SYS_READ, unix.AUDIT_ARCH_I386, eperm},
+	}
+	for _, c := range cases {
+		// the kernel loads seccomp_data's words in the machine's order,
+		// x/net/bpf's VM in network order: the test writes them so
+		data := make([]byte, 64)
+		binary.BigEndian.PutUint32(data[seccompNrOffset:], c.nr)
+		binary.BigEndian.PutUint32(data[seccompArchOffset:], c.arch)
+		got, err := vm.Run(data)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if uint32(got) != c.want {
+			t.Errorf("%s: %#x, want %#x", c.name, got, c.want)
+		}
 	}
 }
