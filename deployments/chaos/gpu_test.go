@@ -324,6 +324,18 @@ func scenarioGPUPowerCut(t *testing.T, s *stack, rep *report) {
 	t.Logf("%s back after %s", w.Name, time.Since(boot).Round(100*time.Millisecond))
 }
 
+// gpuReplicasLeft reports whether a container of model's GPU replica
+// services is left on a worker (or a worker does not answer).
+func (s *stack) gpuReplicasLeft(model string) bool {
+	for _, i := range gpuNodes {
+		out, err := s.dockerOn(i, "ps", "-q", "--filter", "name=nlp-"+model+"-g")
+		if err != nil || strings.TrimSpace(out) != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // scenarioGPUAutoscale: `deploy --gpus 1 --gpu-memory 8G --min 0 --max 4`
 // from zero: a request wakes it (one replica placed), a load scales it up
 // (each new replica placed on a GPU of its own), the end of the load scales
@@ -336,10 +348,15 @@ func scenarioGPUAutoscale(t *testing.T, s *stack, rep *report) {
 	s.mustCLI(args...)
 	var notes []string
 	// held is true once the deployment runs n replicas, each on a GPU of
-	// its own, and the inventory holds exactly their GPU memory
+	// its own, and the inventory holds exactly their GPU memory; at zero,
+	// once no replica container is left on the workers either (a removed
+	// service's task still serves while it stops)
 	held := func(n int) func(deployment) bool {
 		return func(d deployment) bool {
-			if d.Replicas != n || d.Observed.Running != n || (n > 0 && gpuApart(d, n, 1) != "") {
+			if d.Replicas != n || d.ObservedGeneration < d.Generation || d.Observed.Running != n || (n > 0 && gpuApart(d, n, 1) != "") {
+				return false
+			}
+			if n == 0 && s.gpuReplicasLeft("sentiment") {
 				return false
 			}
 			p := s.inventory().placed("sentiment")
@@ -362,6 +379,7 @@ func scenarioGPUAutoscale(t *testing.T, s *stack, rep *report) {
 			t.Fatalf("%s: the request that wakes sentiment got %d %s after %s", what, code, msg, time.Since(start).Round(100*time.Millisecond))
 		}
 		t.Logf("%s: first request answered after %s", what, time.Since(start).Round(100*time.Millisecond))
+		notes = append(notes, fmt.Sprintf("%s: first request answered after %.1fs", what, time.Since(start).Seconds()))
 		step(what, start, 1, 2*time.Minute)
 	}
 	wake("wake from zero")
@@ -380,4 +398,41 @@ func scenarioGPUAutoscale(t *testing.T, s *stack, rep *report) {
 	wake("wake again")
 	rep.add(row{"GPU autoscaling", l.describe() + " during the scale up", "`" + strings.Join(args, " ") + "`", lostOf(l) + " during the scale up",
 		strings.Join(notes, "; ") + "; each step's GPU memory exactly the replicas' in the inventory"})
+}
+
+// TestGPUApart checks the GPU scenarios' judge of a placement (pure, runs
+// in make test).
+func TestGPUApart(t *testing.T) {
+	mk := func(ts ...replica) deployment {
+		var d deployment
+		d.Observed.Tasks = ts
+		return d
+	}
+	on := func(slot int, node, gpu, state string) replica {
+		r := replica{Slot: slot, Node: node, State: state}
+		if gpu != "" {
+			r.GPUs = []string{gpu}
+		}
+		return r
+	}
+	for _, c := range []struct {
+		name           string
+		d              deployment
+		want, minNodes int
+		why            string // a part of the reason, "" for none
+	}{
+		{"three GPUs on two nodes", mk(on(0, "n2", "GPU-fake-n2-0", "running"), on(1, "n3", "GPU-fake-n3-0", "running"), on(2, "n2", "GPU-fake-n2-1", "running")), 3, 2, ""},
+		{"one node", mk(on(0, "n2", "GPU-fake-n2-0", "running"), on(1, "n2", "GPU-fake-n2-1", "running")), 2, 2, "on 1 node(s)"},
+		{"a GPU twice", mk(on(0, "n2", "GPU-fake-n2-0", "running"), on(1, "n3", "GPU-fake-n3-0", "running"), on(2, "n3", "GPU-fake-n3-0", "running")), 3, 2, "given twice"},
+		{"another node's GPU", mk(on(0, "n2", "GPU-fake-n3-0", "running")), 1, 1, "another node's GPU"},
+		{"no GPU", mk(on(0, "n2", "", "running")), 1, 1, "want one"},
+		{"not running", mk(on(0, "n2", "GPU-fake-n2-0", "starting")), 1, 1, "is starting"},
+		{"too few", mk(on(0, "n2", "GPU-fake-n2-0", "running")), 3, 1, "1 replicas observed, want 3"},
+		{"at zero", mk(), 0, 0, ""},
+	} {
+		got := gpuApart(c.d, c.want, c.minNodes)
+		if (c.why == "") != (got == "") || !strings.Contains(got, c.why) {
+			t.Errorf("%s: %q, want %q", c.name, got, c.why)
+		}
+	}
 }

@@ -278,16 +278,19 @@ type deployment struct {
 	Status             string `json:"status"`
 	StatusMessage      string `json:"status_message"`
 	Observed           struct {
-		Running int `json:"running"`
-		Tasks   []struct {
-			Slot  int      `json:"slot"`
-			Node  string   `json:"node"`
-			GPUs  []string `json:"gpus"`
-			State string   `json:"state"`
-			Error string   `json:"error"`
-		} `json:"tasks"`
+		Running int       `json:"running"`
+		Tasks   []replica `json:"tasks"`
 	} `json:"observed"`
 	ObservedAt *time.Time `json:"observed_at"`
+}
+
+// replica is one task of a deployment as the scheduler observed it.
+type replica struct {
+	Slot  int      `json:"slot"`
+	Node  string   `json:"node"`
+	GPUs  []string `json:"gpus"`
+	State string   `json:"state"`
+	Error string   `json:"error"`
 }
 
 func (d deployment) nodes() []string {
