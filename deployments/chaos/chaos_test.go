@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
+	"github.com/nlpswarm/nlpswarm/internal/swarmlab"
 )
 
 // TestChaos runs the platform on a three-node lab swarm and injects one
@@ -176,18 +177,9 @@ func scenarioWorkerPowerCut(t *testing.T, s *stack, rep *report) {
 	l := s.startLoad(4)
 	time.Sleep(5 * time.Second)
 	cut := time.Now()
-	w.Kill()
-	var downAfter, movedAfter time.Duration
-	waitFor(context.Background(), 2*time.Minute, 500*time.Millisecond, func() bool {
-		out, _ := s.dockerOn(1, "node", "inspect", "-f", "{{.Status.State}}", w.ID)
-		if strings.TrimSpace(out) == "down" {
-			downAfter = time.Since(cut)
-			return true
-		}
-		return false
-	})
+	downAfter := s.powerCut(w)
 	after := s.waitDeployment("sentiment", 3*time.Minute, runningOff(w.Name))
-	movedAfter = time.Since(cut)
+	movedAfter := time.Since(cut)
 	time.Sleep(5 * time.Second)
 	l.end()
 	l.log(t, "power cut on a worker")
@@ -203,6 +195,23 @@ func scenarioWorkerPowerCut(t *testing.T, s *stack, rep *report) {
 	must(t, w.Boot(context.Background()))
 	must(t, s.lab.WaitNodes(context.Background(), 3, 2*time.Minute))
 	t.Logf("%s back after %s", w.Name, time.Since(boot).Round(100*time.Millisecond))
+}
+
+// powerCut cuts w's power (swarmlab's Kill) and returns how long the
+// manager took to mark it down (0 if it did not within 2 minutes).
+func (s *stack) powerCut(w *swarmlab.Node) time.Duration {
+	cut := time.Now()
+	w.Kill()
+	var downAfter time.Duration
+	waitFor(context.Background(), 2*time.Minute, 500*time.Millisecond, func() bool {
+		out, _ := s.dockerOn(1, "node", "inspect", "-f", "{{.Status.State}}", w.ID)
+		if strings.TrimSpace(out) == "down" {
+			downAfter = time.Since(cut)
+			return true
+		}
+		return false
+	})
+	return downAfter
 }
 
 // scenarioDrain: node 3 is drained under load; Swarm stops its replica and

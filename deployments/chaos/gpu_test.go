@@ -255,31 +255,50 @@ func (s *stack) nodeByName(name string) *swarmlab.Node {
 	return nil
 }
 
+// gpuMove is what moveGPUReplicas saw.
+type gpuMove struct {
+	w             *swarmlab.Node // the worker the fault hit
+	before, after deployment
+	l             *load
+	moved         time.Duration // from the fault to every replica running elsewhere
+}
+
+// moveGPUReplicas spreads sentiment's three GPU replicas over both workers,
+// holds a load of 4 clients and injects fault into the worker holding most
+// of them, until every replica runs elsewhere and the inventory holds none
+// of its GPU memory there.
+func (s *stack) moveGPUReplicas(t *testing.T, what string, fault func(w *swarmlab.Node)) gpuMove {
+	m := gpuMove{before: s.respreadGPU(t)}
+	m.w = s.lab.Node(s.busiest(m.before))
+	m.l = s.startLoad(4)
+	time.Sleep(5 * time.Second)
+	start := time.Now()
+	fault(m.w)
+	m.after = s.waitDeployment("sentiment", 3*time.Minute, s.offNode("sentiment", m.w.Name))
+	m.moved = time.Since(start)
+	time.Sleep(5 * time.Second)
+	m.l.end()
+	m.l.log(t, what)
+	t.Logf("replicas before: %v, after: %v (all running off %s after %s)", gpuTasks(m.before), gpuTasks(m.after), m.w.Name, m.moved.Round(100*time.Millisecond))
+	return m
+}
+
 // scenarioGPUDrain: the worker holding most replicas is drained under load;
 // the scheduler re-places its slots on the other worker's GPUs (each slot's
 // own service, start-first); no request may fail.
 func scenarioGPUDrain(t *testing.T, s *stack, rep *report) {
-	before := s.respreadGPU(t)
-	w := s.lab.Node(s.busiest(before))
-	l := s.startLoad(4)
-	time.Sleep(5 * time.Second)
-	start := time.Now()
-	s.docker("node", "update", "--availability", "drain", w.ID)
-	after := s.waitDeployment("sentiment", 3*time.Minute, s.offNode("sentiment", w.Name))
-	moved := time.Since(start)
-	time.Sleep(5 * time.Second)
-	l.end()
-	l.log(t, "drain of a GPU worker")
-	s.docker("node", "update", "--availability", "active", w.ID)
-	t.Logf("replicas before: %v, after: %v (moved in %s)", gpuTasks(before), gpuTasks(after), moved.Round(100*time.Millisecond))
-	if why := gpuApart(after, 3, 1); why != "" && !strings.Contains(why, "given twice") {
+	m := s.moveGPUReplicas(t, "drain of a GPU worker", func(w *swarmlab.Node) {
+		s.docker("node", "update", "--availability", "drain", w.ID)
+	})
+	s.docker("node", "update", "--availability", "active", m.w.ID)
+	if why := gpuApart(m.after, 3, 1); why != "" && !strings.Contains(why, "given twice") {
 		t.Errorf("after the drain: %s", why)
 	}
-	if l.failed.Load() != 0 {
-		t.Errorf("%d requests failed during the drain", l.failed.Load())
+	if m.l.failed.Load() != 0 {
+		t.Errorf("%d requests failed during the drain", m.l.failed.Load())
 	}
-	rep.add(row{"GPU worker drained", l.describe() + ", sentiment ×3 on GPUs", "`docker node update --availability drain` " + w.Name,
-		lostOf(l), fmt.Sprintf("%v → %v after %.0fs", gpuTasks(before), gpuTasks(after), moved.Seconds())})
+	rep.add(row{"GPU worker drained", m.l.describe() + ", sentiment ×3 on GPUs", "`docker node update --availability drain` " + m.w.Name,
+		lostOf(m.l), fmt.Sprintf("%v → %v after %.0fs", gpuTasks(m.before), gpuTasks(m.after), m.moved.Seconds())})
 }
 
 // scenarioGPUPowerCut: the worker holding most replicas loses power under
@@ -287,41 +306,22 @@ func scenarioGPUDrain(t *testing.T, s *stack, rep *report) {
 // other worker's free GPU memory. Within 30 s of the cut every replica runs
 // again off the lost node, and at most 0.1 % of the requests fail.
 func scenarioGPUPowerCut(t *testing.T, s *stack, rep *report) {
-	before := s.respreadGPU(t)
-	w := s.lab.Node(s.busiest(before))
-	l := s.startLoad(4)
-	time.Sleep(5 * time.Second)
-	cut := time.Now()
-	w.Kill()
 	var downAfter time.Duration
-	waitFor(context.Background(), 2*time.Minute, 500*time.Millisecond, func() bool {
-		out, _ := s.dockerOn(1, "node", "inspect", "-f", "{{.Status.State}}", w.ID)
-		if strings.TrimSpace(out) == "down" {
-			downAfter = time.Since(cut)
-			return true
-		}
-		return false
-	})
-	after := s.waitDeployment("sentiment", 3*time.Minute, s.offNode("sentiment", w.Name))
-	moved := time.Since(cut)
-	time.Sleep(5 * time.Second)
-	l.end()
-	l.log(t, "power cut on a GPU worker")
-	t.Logf("replicas before: %v, after: %v (node down after %s, every replica running elsewhere after %s)",
-		gpuTasks(before), gpuTasks(after), downAfter.Round(100*time.Millisecond), moved.Round(100*time.Millisecond))
-	if l.failedPct() > 0.1 {
-		t.Errorf("%.3f%% of requests failed (> 0.1 %%)", l.failedPct())
+	m := s.moveGPUReplicas(t, "power cut on a GPU worker", func(w *swarmlab.Node) { downAfter = s.powerCut(w) })
+	t.Logf("node down after %s", downAfter.Round(100*time.Millisecond))
+	if m.l.failedPct() > 0.1 {
+		t.Errorf("%.3f%% of requests failed (> 0.1 %%)", m.l.failedPct())
 	}
-	if moved > 30*time.Second {
-		t.Errorf("replicas running elsewhere %s after the power cut (> 30 s)", moved.Round(100*time.Millisecond))
+	if m.moved > 30*time.Second {
+		t.Errorf("replicas running elsewhere %s after the power cut (> 30 s)", m.moved.Round(100*time.Millisecond))
 	}
-	rep.add(row{"GPU worker loses power", l.describe() + ", sentiment ×3 on GPUs",
-		w.Name + ": SIGKILL of dockerd, containerd, shims and replicas, link down", lostOf(l),
-		fmt.Sprintf("node down after %.0fs; %v → %v, all running after %.0fs", downAfter.Seconds(), gpuTasks(before), gpuTasks(after), moved.Seconds())})
+	rep.add(row{"GPU worker loses power", m.l.describe() + ", sentiment ×3 on GPUs",
+		m.w.Name + ": SIGKILL of dockerd, containerd, shims and replicas, link down", lostOf(m.l),
+		fmt.Sprintf("node down after %.0fs; %v → %v, all running after %.0fs", downAfter.Seconds(), gpuTasks(m.before), gpuTasks(m.after), m.moved.Seconds())})
 	boot := time.Now()
-	must(t, w.Boot(context.Background()))
+	must(t, m.w.Boot(context.Background()))
 	must(t, s.lab.WaitNodes(context.Background(), 3, 2*time.Minute))
-	t.Logf("%s back after %s", w.Name, time.Since(boot).Round(100*time.Millisecond))
+	t.Logf("%s back after %s", m.w.Name, time.Since(boot).Round(100*time.Millisecond))
 }
 
 // gpuReplicasLeft reports whether a container of model's GPU replica
