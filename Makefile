@@ -62,7 +62,7 @@ chaos: build
 	NLPSWARM_CHAOS=1 $(GO) test -count=1 -v -timeout 60m -run '^TestChaos$$' ./deployments/chaos
 
 # Issue 16's GPU scenarios on the lab, two fake GPUs on each worker: spread,
-# drain, power cut, autoscaling (root, about 10 minutes).
+# drain, power cut, autoscaling (root, about 4 minutes).
 chaos-gpu: build
 	NLPSWARM_CHAOS_GPU=1 $(GO) test -count=1 -v -timeout 60m -run '^TestChaosGPU$$' ./deployments/chaos
 

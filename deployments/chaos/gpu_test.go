@@ -28,9 +28,9 @@ var gpuNodes = []int{2, 3}
 // of both workers, a drain and a power cut of the worker holding most of
 // its replicas under load through the gateway, and GPU autoscaling up, down,
 // to zero and back. Opt-in: NLPSWARM_CHAOS_GPU=1 (make chaos-gpu), root,
-// about 10 minutes; NLPSWARM_CHAOS_REPORT=FILE also writes the table.
+// about 4 minutes; NLPSWARM_CHAOS_REPORT=FILE also writes the table.
 func TestChaosGPU(t *testing.T) {
-	optIn(t, "NLPSWARM_CHAOS_GPU", "the GPU chaos scenarios (about 10 minutes)")
+	optIn(t, "NLPSWARM_CHAOS_GPU", "the GPU chaos scenarios (about 4 minutes)")
 	s := startStack(t, gpuNodes...)
 	rep := &report{}
 	rep.logAtEnd(t)
