@@ -530,7 +530,8 @@ func scenarioRedisRestart(t *testing.T, s *stack, rep *report) {
 		if len(ids) != 1 || ids[0] == rd {
 			return false
 		}
-		out, err := s.dockerOn(1, "exec", ids[0], "redis-cli", "ping")
+		// Redis asks for a password (the ops user's, as deployments' tests use it)
+		out, err := s.dockerOn(1, "exec", ids[0], "sh", "-c", `REDISCLI_AUTH=$(cat /run/secrets/redis_password) exec redis-cli --user ops ping`)
 		return err == nil && strings.TrimSpace(out) == "PONG"
 	})
 	downFor := time.Since(kill)
