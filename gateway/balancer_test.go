@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"reflect"
 	"testing"
@@ -193,6 +194,42 @@ func TestParseStatic(t *testing.T) {
 	for _, bad := range []string{"sentiment", "=1.2.3.4:1", "a=1.2.3.4", "a=1.2.3.4:1|"} {
 		if _, err := ParseStatic(bad); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// timeoutResolver answers like Swarm's DNS on a node with no route out: a
+// name it holds (a service with running tasks) resolves, any other times
+// out (forwarded to resolvers that do not answer) instead of NXDOMAIN.
+type timeoutResolver map[string][]string
+
+func (f timeoutResolver) LookupHost(_ context.Context, host string) ([]string, error) {
+	if ips, ok := f[host]; ok {
+		return ips, nil
+	}
+	return nil, &net.DNSError{Err: "dial udp 127.0.0.11:53: i/o timeout", Name: host, IsTimeout: true}
+}
+
+// TestDiscoveryScan: a model whose lookup fails keeps its replicas, unless
+// its deployment wants none (scaled to zero): then it has none, so a request
+// is held and wakes it instead of going to replicas that are gone.
+func TestDiscoveryScan(t *testing.T) {
+	p := discoveryProvider{disc: DNSDiscovery{Resolver: timeoutResolver{"tasks.nlp-up": {"10.0.1.5"}}}, log: slog.New(slog.DiscardHandler)}
+	for _, c := range []struct {
+		name     string
+		model    Model
+		want     []string
+		replaced bool // Addrs holds the model: its pool is set to want
+	}{
+		{"found", Model{Name: "up", Replicas: 2}, []string{"10.0.1.5:8080"}, true},
+		{"found while the record says zero (waking)", Model{Name: "up", Replicas: 0, Autoscaled: true}, []string{"10.0.1.5:8080"}, true},
+		{"lookup fails, replicas wanted: keep", Model{Name: "flaky", Replicas: 2}, nil, false},
+		{"lookup fails at zero: none", Model{Name: "asleep", Replicas: 0, Autoscaled: true}, nil, true},
+	} {
+		snap := p.scan(context.Background(), []*Model{&c.model})
+		got, ok := snap.Addrs[c.model.Name]
+		if !snap.Live[c.model.Name] || ok != c.replaced || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s: live %v, replaced %v with %v; want replaced %v with %v", c.name, snap.Live[c.model.Name], ok, got, c.replaced, c.want)
 		}
 	}
 }

@@ -26,6 +26,9 @@ type Model struct {
 	// Autoscaled: the scheduler's autoscaler sets its replicas, possibly to
 	// zero; a request finding none is held while one starts.
 	Autoscaled bool `json:"autoscaled"`
+	// Replicas is the desired count (the autoscaler's when autoscaled): at
+	// 0, no replica should be found (discoveryProvider.scan).
+	Replicas int `json:"replicas"`
 }
 
 // Catalog holds the deployed models (replicas > 0, or autoscaled: a model at
@@ -66,6 +69,16 @@ func (c *Catalog) Names() []string {
 	return out
 }
 
+// Models lists the deployed models.
+func (c *Catalog) Models() []*Model {
+	m := *c.models.Load()
+	out := make([]*Model, 0, len(m))
+	for _, x := range m {
+		out = append(out, x)
+	}
+	return out
+}
+
 // Loaded says a catalogue was loaded, from Postgres or the snapshot.
 func (c *Catalog) Loaded() bool { return c.loaded.Load() }
 
@@ -79,7 +92,7 @@ func (c *Catalog) Refresh(ctx context.Context) error {
 	}
 	next := make(map[string]*Model, len(routes))
 	for _, r := range routes {
-		next[r.Model] = &Model{ID: r.ModelID, Name: r.Model, Task: r.Task, Private: r.Private, Owner: r.Owner, Autoscaled: r.Autoscaled}
+		next[r.Model] = &Model{ID: r.ModelID, Name: r.Model, Task: r.Task, Private: r.Private, Owner: r.Owner, Autoscaled: r.Autoscaled, Replicas: r.Replicas}
 	}
 	c.models.Store(&next)
 	c.loaded.Store(true)

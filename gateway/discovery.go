@@ -132,19 +132,30 @@ type discoveryProvider struct {
 // lookupTimeout bounds one model's lookup.
 const lookupTimeout = 2 * time.Second
 
-// scan looks up every model in names.
-func (p discoveryProvider) scan(ctx context.Context, names []string) replicaSnapshot {
-	snap := replicaSnapshot{Live: make(map[string]bool, len(names)), Addrs: make(map[string][]string, len(names))}
-	for _, n := range names {
+// scan looks up every model. A model whose lookup fails keeps the replicas
+// it had (a resolver's hiccup must not empty a pool), unless its deployment
+// wants none: Swarm's DNS holds no name for a service without a running
+// task and forwards the question to the node's resolvers, which on a node
+// with no route out (an air-gapped cluster, the lab) time out instead of
+// answering NXDOMAIN. Keeping the replicas of a model scaled to zero sent
+// the request that should wake it to replicas that were gone (502 instead
+// of held while one starts).
+func (p discoveryProvider) scan(ctx context.Context, models []*Model) replicaSnapshot {
+	snap := replicaSnapshot{Live: make(map[string]bool, len(models)), Addrs: make(map[string][]string, len(models))}
+	for _, m := range models {
+		n := m.Name
 		snap.Live[n] = true
 		addrs, err := p.lookup(ctx, n)
-		if err != nil {
-			if ctx.Err() == nil {
-				p.log.Warn("discovery failed; keeping the previous replicas", "model", n, "err", err)
-			}
-			continue
+		switch {
+		case err == nil:
+			snap.Addrs[n] = addrs
+		case ctx.Err() != nil:
+		case m.Replicas == 0:
+			snap.Addrs[n] = nil
+			p.log.Debug("discovery failed for a model at zero: no replica", "model", n, "err", err)
+		default:
+			p.log.Warn("discovery failed; keeping the previous replicas", "model", n, "err", err)
 		}
-		snap.Addrs[n] = addrs
 	}
 	return snap
 }

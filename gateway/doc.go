@@ -39,7 +39,10 @@
 //   - fleet.go: per-model state (replica pool, autoscaling figures); the
 //     fleet is the one writer of every pool.
 //   - discovery.go: finding replicas (DNS, static) as plain data, a snapshot
-//     of addresses per model that the fleet applies.
+//     of addresses per model that the fleet applies. A failed lookup keeps
+//     a model's replicas, except at zero (the catalogue's desired count):
+//     Swarm's DNS, which knows no name without a running task, may time
+//     out rather than answer NXDOMAIN on a node with no route out.
 //   - prober.go: the one readiness check of replicas, for ejected replicas
 //     and for the first replica of a model at zero.
 //   - balancer.go: Upstream, Pool and the selection policies.

@@ -314,7 +314,7 @@ func (g *Gateway) triggerDiscovery() {
 
 // discoverAll looks up every deployed model's replicas and applies them.
 func (g *Gateway) discoverAll(ctx context.Context) {
-	g.fleet.apply(g.discovery.scan(ctx, g.catalog.Names()))
+	g.fleet.apply(g.discovery.scan(ctx, g.catalog.Models()))
 }
 
 // pool is model's replica pool (read only: the fleet writes it).

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
+	"github.com/nlpswarm/nlpswarm/internal/swarmlab"
 )
 
 // TestChaos runs the platform on a three-node lab swarm and injects one
@@ -27,20 +28,11 @@ import (
 // table to FILE.
 func TestChaos(t *testing.T) {
 	optIn(t, "NLPSWARM_CHAOS", "the chaos suite (about 5 minutes)")
-	s := startStack(t)
+	s := startStack(t, fakeGPUNode)
 	rep := &report{}
-	t.Cleanup(func() {
-		md := rep.markdown()
-		t.Logf("chaos report (%s, %s):\n%s", time.Now().UTC().Format("2006-01-02"), machine(), md)
-		if f := os.Getenv("NLPSWARM_CHAOS_REPORT"); f != "" {
-			_ = os.WriteFile(f, []byte(md), 0o644)
-		}
-	})
+	rep.logAtEnd(t)
 	s.setupModels(t, rep)
-	for _, sc := range []struct {
-		name string
-		fn   func(*testing.T, *stack, *report)
-	}{
+	s.runScenarios(t, rep, []scenario{
 		{"WorkerPowerCut", scenarioWorkerPowerCut},
 		{"Drain", scenarioDrain},
 		{"PostgresRestart", scenarioPostgresRestart},
@@ -48,11 +40,36 @@ func TestChaos(t *testing.T) {
 		{"SchedulerKilledMidRollout", scenarioSchedulerKilled},
 		{"ReplicaOutOfMemory", scenarioOOM},
 		{"SecretsNeverShown", scenarioSecrets},
-	} {
+	})
+}
+
+// scenario is one fault a suite injects, reporting to its subtest.
+type scenario struct {
+	name string
+	fn   func(*testing.T, *stack, *report)
+}
+
+// runScenarios runs each scenario as a subtest, in order; one that fails
+// ends the suite (the later ones would start from a broken stack) unless
+// NLPSWARM_CHAOS_KEEPGOING=1.
+func (s *stack) runScenarios(t *testing.T, rep *report, list []scenario) {
+	for _, sc := range list {
 		if !t.Run(sc.name, func(t *testing.T) { sc.fn(t, s.with(t), rep) }) && os.Getenv("NLPSWARM_CHAOS_KEEPGOING") != "1" {
 			t.Fatalf("%s failed; the later scenarios would start from a broken stack", sc.name)
 		}
 	}
+}
+
+// logAtEnd logs the table when t ends, and writes it to
+// NLPSWARM_CHAOS_REPORT if set.
+func (r *report) logAtEnd(t *testing.T) {
+	t.Cleanup(func() {
+		md := r.markdown()
+		t.Logf("chaos report (%s, %s):\n%s", time.Now().UTC().Format("2006-01-02"), machine(), md)
+		if f := os.Getenv("NLPSWARM_CHAOS_REPORT"); f != "" {
+			_ = os.WriteFile(f, []byte(md), 0o644)
+		}
+	})
 }
 
 func machine() string {
@@ -88,39 +105,16 @@ func (s *stack) setupModels(t *testing.T, rep *report) {
 
 	// GPU placement on the fake-GPU node (its agent's inventory)
 	gpuNode := s.lab.Node(fakeGPUNode)
-	var inv struct {
-		Nodes []struct {
-			Hostname string `json:"hostname"`
-			GPUs     []struct {
-				UUID string `json:"uuid"`
-			} `json:"gpus"`
-		} `json:"nodes"`
-	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		s.apiJSON("GET", "/api/v1/nodes", nil, &inv, 200)
-		gpus := 0
-		for _, n := range inv.Nodes {
-			if n.Hostname == gpuNode.Name {
-				gpus = len(n.GPUs)
-			}
-		}
-		if gpus == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the inventory does not show %s's 2 fake GPUs: %+v", gpuNode.Name, inv.Nodes)
-		}
-		time.Sleep(time.Second)
-	}
+	s.waitFakeGPUs(t, fakeGPUNode)
 	s.mustCLI("deploy", "embeddings", "--replicas", "1", "--memory", "256M", "--gpus", "1", "--gpu-memory", "4G", "--wait", "--timeout", "5m")
-	spec := s.docker("service", "inspect", "nlp-embeddings", "--format",
-		`{{json .Spec.TaskTemplate.Placement.Constraints}} {{json .Spec.TaskTemplate.ContainerSpec.Env}}`)
-	if !strings.Contains(spec, "node.id=="+gpuNode.ID) || !strings.Contains(spec, "NVIDIA_VISIBLE_DEVICES=GPU-fake-swarmlab-") {
-		t.Fatalf("GPU deployment not pinned to %s (%s): %s", gpuNode.Name, gpuNode.ID, spec)
+	d = s.waitDeployment("embeddings", 2*time.Minute, running)
+	if why := gpuApart(d, 1, 1); why != "" || d.Observed.Tasks[0].Node != gpuNode.Name {
+		t.Fatalf("GPU replica not on %s: %s %v", gpuNode.Name, why, gpuTasks(d))
 	}
-	if tasks := s.serviceTasks("nlp-embeddings"); len(tasks) != 1 || tasks[0] != gpuNode.Name {
-		t.Fatalf("GPU replica runs on %v, want %s", tasks, gpuNode.Name)
+	spec := s.docker("service", "inspect", fmt.Sprintf("nlp-embeddings-g%d", d.Observed.Tasks[0].Slot), "--format",
+		`{{json .Spec.TaskTemplate.Placement.Constraints}} {{json .Spec.TaskTemplate.ContainerSpec.Env}}`)
+	if !strings.Contains(spec, "node.id=="+gpuNode.ID) || !strings.Contains(spec, "NVIDIA_VISIBLE_DEVICES="+d.Observed.Tasks[0].GPUs[0]) {
+		t.Fatalf("GPU replica service not pinned to %s (%s): %s", gpuNode.Name, gpuNode.ID, spec)
 	}
 	cl := &http.Client{Timeout: 30 * time.Second}
 	if code, msg := s.infer(cl, target{"/v1/embeddings/embeddings", `{"text":"hello"}`}); code != 200 {
@@ -183,18 +177,9 @@ func scenarioWorkerPowerCut(t *testing.T, s *stack, rep *report) {
 	l := s.startLoad(4)
 	time.Sleep(5 * time.Second)
 	cut := time.Now()
-	w.Kill()
-	var downAfter, movedAfter time.Duration
-	waitFor(context.Background(), 2*time.Minute, 500*time.Millisecond, func() bool {
-		out, _ := s.dockerOn(1, "node", "inspect", "-f", "{{.Status.State}}", w.ID)
-		if strings.TrimSpace(out) == "down" {
-			downAfter = time.Since(cut)
-			return true
-		}
-		return false
-	})
+	downAfter := s.powerCut(w)
 	after := s.waitDeployment("sentiment", 3*time.Minute, runningOff(w.Name))
-	movedAfter = time.Since(cut)
+	movedAfter := time.Since(cut)
 	time.Sleep(5 * time.Second)
 	l.end()
 	l.log(t, "power cut on a worker")
@@ -210,6 +195,23 @@ func scenarioWorkerPowerCut(t *testing.T, s *stack, rep *report) {
 	must(t, w.Boot(context.Background()))
 	must(t, s.lab.WaitNodes(context.Background(), 3, 2*time.Minute))
 	t.Logf("%s back after %s", w.Name, time.Since(boot).Round(100*time.Millisecond))
+}
+
+// powerCut cuts w's power (swarmlab's Kill) and returns how long the
+// manager took to mark it down (0 if it did not within 2 minutes).
+func (s *stack) powerCut(w *swarmlab.Node) time.Duration {
+	cut := time.Now()
+	w.Kill()
+	var downAfter time.Duration
+	waitFor(context.Background(), 2*time.Minute, 500*time.Millisecond, func() bool {
+		out, _ := s.dockerOn(1, "node", "inspect", "-f", "{{.Status.State}}", w.ID)
+		if strings.TrimSpace(out) == "down" {
+			downAfter = time.Since(cut)
+			return true
+		}
+		return false
+	})
+	return downAfter
 }
 
 // scenarioDrain: node 3 is drained under load; Swarm stops its replica and
@@ -528,7 +530,8 @@ func scenarioRedisRestart(t *testing.T, s *stack, rep *report) {
 		if len(ids) != 1 || ids[0] == rd {
 			return false
 		}
-		out, err := s.dockerOn(1, "exec", ids[0], "redis-cli", "ping")
+		// Redis asks for a password (the ops user's, as deployments' tests use it)
+		out, err := s.dockerOn(1, "exec", ids[0], "sh", "-c", `REDISCLI_AUTH=$(cat /run/secrets/redis_password) exec redis-cli --user ops ping`)
 		return err == nil && strings.TrimSpace(out) == "PONG"
 	})
 	downFor := time.Since(kill)

@@ -30,7 +30,7 @@ func TestSoak(t *testing.T) {
 	duration := envDuration(t, "NLPSWARM_SOAK_DURATION", 30*time.Minute)
 	idle := envDuration(t, "NLPSWARM_KEEPALIVE_IDLE", 16*time.Minute)
 	warmup := min(5*time.Minute, duration/6)
-	s := startStack(t)
+	s := startStack(t, fakeGPUNode)
 	for _, m := range []struct{ name, task string }{{"sentiment", "text-classification"}, {"ner", "token-classification"}, {"embeddings", "feature-extraction"}} {
 		s.mustCLI("models", "create", m.name, "--task", m.task)
 		s.mustCLI("models", "push", m.name, filepath.Join(s.fixtures, m.name))

@@ -27,7 +27,7 @@ var depsImages = []string{"nlpswarm-postgres:local", "nlpswarm-redis:local", "nl
 // loaded on every node: the lab's agents read their fake GPUs with it.
 const agentImage = "nlpswarm-agent:dev"
 
-// fakeGPUNode is the lab node whose agent reports fake GPUs.
+// fakeGPUNode is the lab node whose agent reports fake GPUs in TestChaos.
 const fakeGPUNode = 3
 
 // stack is the platform running on a lab.
@@ -58,15 +58,15 @@ func (s *stack) with(t *testing.T) *stack {
 func optIn(t *testing.T, env, what string) {
 	t.Helper()
 	if os.Getenv(env) != "1" {
-		t.Skipf("%s is opt-in: set %s=1 (make %s)", what, env, strings.ToLower(strings.TrimPrefix(env, "NLPSWARM_")))
+		t.Skipf("%s is opt-in: set %s=1 (make %s)", what, env, strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(env, "NLPSWARM_")), "_", "-"))
 	}
 }
 
 // startStack starts a three-node lab (node 1: manager and databases; nodes
-// 2 and 3: machine-learning workers, node 3 with two fake GPUs), loads the
-// images, runs up.sh with the lab overlay and creates an account with a
-// key whose plan does not limit the load.
-func startStack(t *testing.T) *stack {
+// 2 and 3: machine-learning workers, each of gpuNodes with two fake GPUs),
+// loads the images, runs up.sh with the lab overlay and creates an account
+// with a key whose plan does not limit the load.
+func startStack(t *testing.T, gpuNodes ...int) *stack {
 	t.Helper()
 	root := dockertest.RepoRoot(t)
 	fixtures := filepath.Join(root, "..", "shared", "fixtures", "nlp")
@@ -97,9 +97,12 @@ func startStack(t *testing.T) *stack {
 	for i := 2; i <= len(lab.Nodes); i++ {
 		must(t, lab.Node(i).Label(ctx, "type=machine-learning"))
 	}
-	must(t, lab.Node(fakeGPUNode).Label(ctx, "gpu=fake"))
 	must(t, os.MkdirAll(filepath.Join(lab.SharedDir(), "fakegpus"), 0o755))
-	must(t, os.WriteFile(filepath.Join(lab.SharedDir(), "fakegpus", lab.Node(fakeGPUNode).Name+".json"), []byte(fakeGPUs), 0o644))
+	for _, i := range gpuNodes {
+		n := lab.Node(i)
+		must(t, n.Label(ctx, "gpu=fake"))
+		must(t, os.WriteFile(filepath.Join(lab.SharedDir(), "fakegpus", n.Name+".json"), []byte(fakeGPUs(n.Name)), 0o644))
+	}
 	must(t, lab.LoadImages(ctx, lab.Nodes, dockertest.TestImage, agentImage))
 	must(t, lab.LoadImages(ctx, lab.Nodes[:1], depsImages...))
 
@@ -143,11 +146,14 @@ func startStack(t *testing.T) *stack {
 	return s
 }
 
-// fakeGPUs is what node 3's agent reports: two 16 GiB devices. Nothing uses
-// them (the runtime is CPU-only); the scheduler places and pins by them.
-const fakeGPUs = `{"driver":"fake (swarmlab)","cuda":0,"gpus":[
- {"index":0,"uuid":"GPU-fake-swarmlab-0","name":"FAKE GPU (swarmlab)","mem_total":17179869184,"mem_used":0,"mem_free":17179869184,"util_gpu":0,"util_mem":0,"mig_mode":0},
- {"index":1,"uuid":"GPU-fake-swarmlab-1","name":"FAKE GPU (swarmlab)","mem_total":17179869184,"mem_used":0,"mem_free":17179869184,"util_gpu":0,"util_mem":0,"mig_mode":0}]}`
+// fakeGPUs is what a fake-GPU node's agent reports: two 16 GiB devices,
+// GPU-fake-<node>-0 and -1. Nothing uses them (the runtime is CPU-only); the
+// scheduler places and pins by them.
+func fakeGPUs(node string) string {
+	return fmt.Sprintf(`{"driver":"fake (swarmlab)","cuda":0,"gpus":[
+ {"index":0,"uuid":"GPU-fake-%[1]s-0","name":"FAKE GPU (swarmlab)","mem_total":17179869184,"mem_used":0,"mem_free":17179869184,"util_gpu":0,"util_mem":0,"mig_mode":0},
+ {"index":1,"uuid":"GPU-fake-%[1]s-1","name":"FAKE GPU (swarmlab)","mem_total":17179869184,"mem_used":0,"mem_free":17179869184,"util_gpu":0,"util_mem":0,"mig_mode":0}]}`, node)
+}
 
 func must(t *testing.T, err error) {
 	t.Helper()
@@ -272,15 +278,19 @@ type deployment struct {
 	Status             string `json:"status"`
 	StatusMessage      string `json:"status_message"`
 	Observed           struct {
-		Running int `json:"running"`
-		Tasks   []struct {
-			Slot  int    `json:"slot"`
-			Node  string `json:"node"`
-			State string `json:"state"`
-			Error string `json:"error"`
-		} `json:"tasks"`
+		Running int       `json:"running"`
+		Tasks   []replica `json:"tasks"`
 	} `json:"observed"`
 	ObservedAt *time.Time `json:"observed_at"`
+}
+
+// replica is one task of a deployment as the scheduler observed it.
+type replica struct {
+	Slot  int      `json:"slot"`
+	Node  string   `json:"node"`
+	GPUs  []string `json:"gpus"`
+	State string   `json:"state"`
+	Error string   `json:"error"`
 }
 
 func (d deployment) nodes() []string {

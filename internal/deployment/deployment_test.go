@@ -204,7 +204,7 @@ func TestStatusRoutesGPUsAndDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	routes, err := deployment.Routable(ctx, f.db.Pool)
-	if err != nil || len(routes) != 1 || routes[0].Model != "a" || routes[0].Task != "text-classification" {
+	if err != nil || len(routes) != 1 || routes[0].Model != "a" || routes[0].Task != "text-classification" || routes[0].Replicas != 1 {
 		t.Fatalf("routable: %+v %v (b is at zero and not autoscaled)", routes, err)
 	}
 	ds, err := deployment.LoadDesired(ctx, f.db.Pool)

@@ -107,17 +107,18 @@ type Route struct {
 	Private    bool
 	Owner      int64 // owner account; 0 when none
 	Autoscaled bool  // may be at zero replicas: a request is held while one starts
+	Replicas   int   // desired replicas (the autoscaler's count when autoscaled)
 }
 
 // Routable lists the models the gateway serves: deployed with replicas, or
 // autoscaled (a model at zero still answers, from a replica started for it).
 func Routable(ctx context.Context, q Querier) ([]Route, error) {
-	rows, err := q.Query(ctx, `SELECT m.id, m.name, m.task, m.visibility = 'private', COALESCE(m.owner_account_id, 0), d.autoscale_max > 0
+	rows, err := q.Query(ctx, `SELECT m.id, m.name, m.task, m.visibility = 'private', COALESCE(m.owner_account_id, 0), d.autoscale_max > 0, d.replicas
 		FROM models m JOIN deployments d ON d.model_id = m.id
 		WHERE d.replicas > 0 OR d.autoscale_max > 0 ORDER BY m.name`)
 	return collect(rows, err, "load routable models", func(row pgx.CollectableRow) (Route, error) {
 		var r Route
-		return r, row.Scan(&r.ModelID, &r.Model, &r.Task, &r.Private, &r.Owner, &r.Autoscaled)
+		return r, row.Scan(&r.ModelID, &r.Model, &r.Task, &r.Private, &r.Owner, &r.Autoscaled, &r.Replicas)
 	})
 }
 
