@@ -36,6 +36,8 @@ type load struct {
 	workers             int
 	pace                time.Duration // each worker sends at most one request per pace
 	firstFail, lastFail time.Time
+	failCodes           map[int]int   // failed answers by status (0: no answer)
+	slowestFail         time.Duration // the longest a failed request took
 }
 
 // startLoad runs workers clients against the gateway, spread over targets,
@@ -50,7 +52,7 @@ func (s *stack) startPaced(workers int, pace time.Duration, targets ...target) *
 	if len(targets) == 0 {
 		targets = []target{sentimentTarget}
 	}
-	l := &load{stop: make(chan struct{}), started: time.Now(), workers: workers, pace: pace}
+	l := &load{stop: make(chan struct{}), started: time.Now(), workers: workers, pace: pace, failCodes: map[int]int{}}
 	tr := &http.Transport{MaxIdleConnsPerHost: workers, IdleConnTimeout: 90 * time.Second}
 	cl := &http.Client{Transport: tr, Timeout: 40 * time.Second}
 	for w := 0; w < workers; w++ {
@@ -82,6 +84,8 @@ func (s *stack) startPaced(workers int, pace time.Duration, targets ...target) *
 						l.firstFail = t0
 					}
 					l.lastFail = time.Now()
+					l.failCodes[code]++
+					l.slowestFail = max(l.slowestFail, d)
 					if len(l.samples) < 8 {
 						l.samples = append(l.samples, fmt.Sprintf("%s +%.1fs %s: %d %s", time.Now().Format("15:04:05.000"),
 							time.Since(l.started).Seconds(), tg.path, code, msg))
