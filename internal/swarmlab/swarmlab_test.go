@@ -63,9 +63,16 @@ func TestLab(t *testing.T) {
 		}
 	}
 	t.Logf("host-mode ports answer on all 3 node addresses")
+	// the manager learns the other nodes' task endpoints through the
+	// overlay's gossip, which lags its own tasks under load (CI once read
+	// one of three right after every port answered)
 	ips := taskIPs(t, ctx, m)
+	for deadline := time.Now().Add(60 * time.Second); len(ips) != 3 && time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		ips = taskIPs(t, ctx, m)
+	}
 	if len(ips) != 3 {
-		t.Fatalf("task addresses %v, want 3", ips)
+		t.Fatalf("task addresses %v after 60 s, want 3", ips)
 	}
 	for _, ip := range ips {
 		if out, err := m.Docker(ctx, "run", "--rm", "--network", "labnet", image, "healthcheck", "http://"+ip+":8080/healthz"); err != nil {
