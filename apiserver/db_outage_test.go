@@ -173,3 +173,37 @@ func TestWritesDuringPostgresOutageAre503(t *testing.T) {
 		}
 	}
 }
+
+// The API reference tells clients which answers to retry: every /api/v1
+// route that reaches the database, the upload first, documents 503 (the
+// answer above), with Retry-After.
+func TestOpenAPIDocumentsDatabaseOutage(t *testing.T) {
+	var doc struct {
+		Paths      map[string]map[string]struct{ Responses map[string]map[string]any } `json:"paths"`
+		Components struct {
+			Responses map[string]struct {
+				Headers map[string]any `json:"headers"`
+			} `json:"responses"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(OpenAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := doc.Components.Responses["Unavailable"].Headers["Retry-After"]; !ok {
+		t.Errorf("components.responses.Unavailable does not document Retry-After")
+	}
+	upload := doc.Paths["/api/v1/models/{name}/versions"]["post"].Responses["503"]
+	if upload["$ref"] != "#/components/responses/Unavailable" {
+		t.Errorf("POST /api/v1/models/{name}/versions: 503 is %v, want the Unavailable response", upload)
+	}
+	for path, ops := range doc.Paths {
+		if !strings.HasPrefix(path, "/api/v1/") || path == "/api/v1/openapi.json" {
+			continue // /internal reads blobs from disk; the document itself is embedded
+		}
+		for method, op := range ops {
+			if _, ok := op.Responses["503"]; !ok {
+				t.Errorf("%s %s: no 503 documented", strings.ToUpper(method), path)
+			}
+		}
+	}
+}
