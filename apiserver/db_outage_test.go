@@ -4,16 +4,24 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"mime/multipart"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nlpswarm/nlpswarm/internal/faultproxy"
 	"github.com/nlpswarm/nlpswarm/internal/pg"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
+	"github.com/nlpswarm/nlpswarm/modelmgr"
 )
 
 // newOutageEnv is an env whose apiserver reaches its Postgres through a
@@ -204,6 +212,79 @@ func TestOpenAPIDocumentsDatabaseOutage(t *testing.T) {
 			if _, ok := op.Responses["503"]; !ok {
 				t.Errorf("%s %s: no 503 documented", strings.ToUpper(method), path)
 			}
+		}
+	}
+}
+
+// dbUnavailable on the errors pgx gives while Postgres is away, made for
+// real through the proxy: a pool acquire that times out, a query whose
+// deadline passes while the link is silent, a connection refused, and a
+// pooled connection Postgres closed (BEGIN: "conn closed"); and not on the
+// errors that are the request's or a bug.
+func TestDBUnavailableClassifiesOutageErrors(t *testing.T) {
+	e, proxy := newOutageEnv(t)
+	ctx := context.Background()
+	if err := e.pool.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 300*time.Millisecond) }
+
+	// every connection is held: acquiring one waits for the deadline
+	var held []*pgxpool.Conn
+	for range 4 {
+		c, err := e.pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	dctx, cancel := deadline()
+	_, errAcquire := e.pool.Exec(dctx, `SELECT 1`)
+	cancel()
+	for _, c := range held {
+		c.Release()
+	}
+
+	proxy.Freeze() // silence: no answer, no reset
+	dctx, cancel = deadline()
+	_, errFrozen := e.pool.Exec(dctx, `SELECT 1`)
+	cancel()
+	proxy.Restore()
+
+	down, err := pg.Open(ctx, pg.Config{URL: "postgres://u@127.0.0.1:1/x?sslmode=disable&connect_timeout=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	_, errRefused := down.Exec(ctx, `SELECT 1`)
+
+	if err := e.pool.Ping(ctx); err != nil { // a fresh pooled connection
+		t.Fatal(err)
+	}
+	proxy.Cut()
+	errClosed := pgx.BeginFunc(ctx, e.pool, func(pgx.Tx) error { return nil })
+	proxy.Restore()
+
+	for _, c := range []struct {
+		what string
+		err  error
+		want bool
+	}{
+		{"pool acquire timeout", fmt.Errorf("deploy m: %w", errAcquire), true},
+		{"query deadline, link silent", errFrozen, true},
+		{"connection refused", errRefused, true},
+		{"pooled connection closed by Postgres", fmt.Errorf("scale m: %w", errClosed), true},
+		{"admin shutdown", &pgconn.PgError{Code: "57P01"}, true},
+		{"unique violation", &pgconn.PgError{Code: "23505"}, false},
+		{"not found", modelmgr.ErrNotFound, false},
+		{"a bug", errors.New("boom"), false},
+	} {
+		if c.err == nil {
+			t.Errorf("%s: no error happened", c.what)
+			continue
+		}
+		if got := dbUnavailable(c.err); got != c.want {
+			t.Errorf("%s (%v): dbUnavailable %v, want %v", c.what, c.err, got, c.want)
 		}
 	}
 }
