@@ -260,12 +260,17 @@ func classify(err error) (status int, code, msg string, details []string, ok boo
 // dbUnavailable reports whether Postgres could not be reached or went away
 // (a restart, a failover): a passing condition the client may retry, not a
 // server bug. Writes run in transactions, so nothing was half-done.
+//
+// pgconn.ErrConnClosed is a pooled connection whose socket Postgres closed
+// while it sat idle: the pool pings only connections idle over a second, so
+// the next request's BEGIN (an upload's version row, right after its model
+// lookup and validation) meets it as "conn closed", not as a connect error.
 func dbUnavailable(err error) bool {
 	var ce *pgconn.ConnectError
 	var pe *pgconn.PgError
 	var ne net.Error
 	switch {
-	case errors.As(err, &ce), pgconn.Timeout(err), errors.As(err, &ne):
+	case errors.As(err, &ce), pgconn.Timeout(err), errors.As(err, &ne), errors.Is(err, pgconn.ErrConnClosed):
 		return true
 	case errors.As(err, &pe):
 		// 08: connection exception; 57P01-03: shutdown, crash, starting up

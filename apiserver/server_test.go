@@ -52,6 +52,9 @@ type env struct {
 	ihttp *httptest.Server // the internal handler (the ops listener)
 	smoke modelmgr.SmokeFunc
 	cfg   Config // Redis, RedisPrefix, PrometheusURL for the tests that need them
+	// pool, when set, is the server's pool instead of db.Pool (one that
+	// reaches db through a fault proxy); the test's own queries keep db.Pool
+	pool *pgxpool.Pool
 }
 
 func newEnv(t *testing.T) *env {
@@ -68,7 +71,11 @@ func (e *env) start() {
 	v := modelmgr.Validator{Extract: modelmgr.Extract, Smoke: e.smoke}
 	cfg := e.cfg
 	cfg.AdminToken, cfg.InternalToken, cfg.MaxUploadBytes = adminTok, internalTok, 8<<20
-	e.srv = New(cfg, e.db.Pool, store, v, slog.New(slog.DiscardHandler))
+	pool := e.db.Pool
+	if e.pool != nil {
+		pool = e.pool
+	}
+	e.srv = New(cfg, pool, store, v, slog.New(slog.DiscardHandler))
 	if e.http != nil {
 		e.http.Close()
 	}
