@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"mime/multipart"
 	"net/http"
 	"net/url"
 	"strings"
@@ -75,12 +74,8 @@ func (e *env) send(method, path, contentType string, body []byte) answer {
 
 func (e *env) sendUpload(model string, archive []byte) answer {
 	e.t.Helper()
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	w, _ := mw.CreateFormFile("archive", model+".tar.gz")
-	w.Write(archive)
-	mw.Close()
-	return e.send(http.MethodPost, "/api/v1/models/"+model+"/versions", mw.FormDataContentType(), buf.Bytes())
+	body, contentType := archiveForm(model, archive)
+	return e.send(http.MethodPost, "/api/v1/models/"+model+"/versions", contentType, body.Bytes())
 }
 
 // wantUnavailable checks the answer a client retries: 503 unavailable with

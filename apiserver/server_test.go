@@ -136,16 +136,23 @@ func fixtureFiles(t testing.TB, name string) map[string][]byte {
 	return files
 }
 
-func (e *env) upload(model string, archive []byte) (int, map[string]any) {
-	e.t.Helper()
+// archiveForm is the multipart body of an upload of archive as model's
+// next version, and its Content-Type.
+func archiveForm(model string, archive []byte) (*bytes.Buffer, string) {
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
 	w, _ := mw.CreateFormFile("archive", model+".tar.gz")
 	w.Write(archive)
 	mw.Close()
-	req, _ := http.NewRequest(http.MethodPost, e.http.URL+"/api/v1/models/"+model+"/versions", &buf)
+	return &buf, mw.FormDataContentType()
+}
+
+func (e *env) upload(model string, archive []byte) (int, map[string]any) {
+	e.t.Helper()
+	body, contentType := archiveForm(model, archive)
+	req, _ := http.NewRequest(http.MethodPost, e.http.URL+"/api/v1/models/"+model+"/versions", body)
 	req.Header.Set("Authorization", "Bearer "+adminTok)
-	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Content-Type", contentType)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
