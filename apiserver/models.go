@@ -129,6 +129,9 @@ func (s *Server) receiveVersion(ctx context.Context, name, contentType string, b
 		if errors.Is(err, io.EOF) {
 			break
 		}
+		if fault := bodyFault(body, err); fault != nil {
+			return modelmgr.Version{}, fault
+		}
 		if err != nil {
 			return modelmgr.Version{}, badRequest("malformed multipart body")
 		}
@@ -153,6 +156,9 @@ func (s *Server) receiveVersion(ctx context.Context, name, contentType string, b
 		rec, err = modelmgr.Receive(ctx, part, s.store.TempDir(), s.cfg.MaxUploadBytes)
 		part.Close()
 		if err != nil {
+			if fault := bodyFault(body, err); fault != nil {
+				return modelmgr.Version{}, fault
+			}
 			return modelmgr.Version{}, fmt.Errorf("receive archive for %s: %w", name, err)
 		}
 		break
