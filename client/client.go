@@ -251,7 +251,7 @@ func (c *Client) once(ctx context.Context, path string, body []byte, out any) er
 }
 
 func answerError(resp *http.Response, raw []byte) *Error {
-	e := &Error{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-ID"), RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
+	e := &Error{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-ID"), RetryAfter: ParseRetryAfter(resp.Header.Get("Retry-After"))}
 	var b apierror.Body
 	if json.Unmarshal(raw, &b) == nil && b.Error.Code != "" {
 		e.Code, e.Message, e.Details = b.Error.Code, b.Error.Message, b.Error.Details
@@ -264,8 +264,9 @@ func answerError(resp *http.Response, raw []byte) *Error {
 	return e
 }
 
-// retryAfter reads Retry-After: seconds or an HTTP date.
-func retryAfter(v string) time.Duration {
+// ParseRetryAfter reads a Retry-After header: seconds or an HTTP date; 0
+// when absent or unreadable. The ops CLI reads the backoffice's with it too.
+func ParseRetryAfter(v string) time.Duration {
 	if v == "" {
 		return 0
 	}

@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/client"
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/config"
 	"github.com/nlpswarm/nlpswarm/internal/secret"
@@ -35,6 +36,7 @@ type cliOpts struct {
 	tokenFile string
 	json      bool
 	timeout   time.Duration
+	retries   int
 }
 
 func (o *cliOpts) register(fs *flag.FlagSet) {
@@ -46,6 +48,7 @@ func (o *cliOpts) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.tokenFile, "tokenfile", os.Getenv("NLPSWARM_TOKEN_FILE"), "file holding the admin token (or env NLPSWARM_TOKEN)")
 	fs.BoolVar(&o.json, "json", false, "print JSON instead of tables")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up after this long")
+	fs.IntVar(&o.retries, "retries", 5, "times to repeat a request the backoffice answered 503 with Retry-After (a database restart); 0: never")
 }
 
 func usageErr(format string, a ...any) error {
@@ -140,13 +143,58 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any) er
 	return c.send(req, out)
 }
 
+// longestRetryWait caps one wait of a retried request, whatever the
+// backoffice's Retry-After says.
+const longestRetryWait = 30 * time.Second
+
+// send sends req and decodes the answer into out. A 503 with Retry-After
+// (the backoffice's "the database is unreachable; nothing was changed") is
+// sent again after that delay, up to --retries times, when the body can be
+// made again (req.GetBody: JSON bodies, and push's archive stream).
 func (c *apiClient) send(req *http.Request, out any) error {
 	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("backoffice %s: %w", c.opts.server, err)
+	for try := 0; ; try++ {
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return fmt.Errorf("backoffice %s: %w", c.opts.server, err)
+		}
+		wait := client.ParseRetryAfter(resp.Header.Get("Retry-After"))
+		replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+		if resp.StatusCode != http.StatusServiceUnavailable || wait <= 0 || try >= c.opts.retries || !replayable {
+			defer resp.Body.Close()
+			return c.answer(resp, out)
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		wait = min(wait, longestRetryWait)
+		fmt.Fprintf(os.Stderr, "backoffice unavailable (503); trying again in %s (%d of %d)\n", wait, try+1, c.opts.retries)
+		select {
+		case <-req.Context().Done():
+			return fmt.Errorf("backoffice %s: %w", c.opts.server, req.Context().Err())
+		case <-time.After(wait):
+		}
+		if req, err = retryRequest(req); err != nil {
+			return err
+		}
 	}
-	defer resp.Body.Close()
+}
+
+// retryRequest is req again with a fresh body.
+func retryRequest(req *http.Request) (*http.Request, error) {
+	if req.GetBody == nil {
+		return req, nil
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return nil, err
+	}
+	again := req.Clone(req.Context())
+	again.Body = body
+	return again, nil
+}
+
+// answer reads the backoffice's answer: out from a 2xx, an apiError else.
+func (c *apiClient) answer(resp *http.Response, out any) error {
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return err

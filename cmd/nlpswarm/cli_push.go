@@ -41,37 +41,24 @@ func pushModel(ctx context.Context, c *apiClient, name, dir string) error {
 		return usageErr("%s holds none of %s", dir, strings.Join(modelFiles, ", "))
 	}
 	sort.Strings(files)
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
 	var sent atomic.Int64
-	go func() {
-		err := func() error {
-			part, err := mw.CreateFormFile("archive", name+".tar.gz")
-			if err != nil {
-				return err
-			}
-			gz := gzip.NewWriter(part)
-			tw := tar.NewWriter(gz)
-			for _, f := range files {
-				if err := addFile(tw, filepath.Join(dir, f), f, &sent); err != nil {
-					return err
-				}
-			}
-			if err := tw.Close(); err != nil {
-				return err
-			}
-			if err := gz.Close(); err != nil {
-				return err
-			}
-			return mw.Close()
-		}()
-		pw.CloseWithError(err)
-	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(c.opts.server, "/")+"/api/v1/models/"+name+"/versions", pr)
+	// the boundary is fixed so that a retried request (a 503 while the
+	// database restarts) streams the same body again under the same header
+	boundary := multipart.NewWriter(io.Discard).Boundary()
+	open := func() (io.ReadCloser, error) {
+		sent.Store(0)
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(writeArchiveForm(pw, boundary, name, dir, files, &sent)) }()
+		return pr, nil
+	}
+	body, _ := open()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(c.opts.server, "/")+"/api/v1/models/"+name+"/versions", body)
 	if err != nil {
+		body.Close()
 		return usageErr("bad server URL %q", c.opts.server)
 	}
-	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.GetBody = open
+	req.Header.Set("Content-Type", "multipart/form-data; boundary="+boundary)
 
 	done := make(chan struct{})
 	tty := term.IsTerminal(int(os.Stderr.Fd()))
@@ -88,6 +75,33 @@ func pushModel(ctx context.Context, c *apiClient, name, dir string) error {
 	}
 	fmt.Printf("pushed %s version %d: %s, %s in %.1fs\n", name, v.Version, v.Digest, apiserver.FormatBytes(v.Size), time.Since(start).Seconds())
 	return nil
+}
+
+// writeArchiveForm writes the multipart body of an upload: the field
+// "archive", files of dir packed as tar.gz, counting bytes read into sent.
+func writeArchiveForm(w io.Writer, boundary, name, dir string, files []string, sent *atomic.Int64) error {
+	mw := multipart.NewWriter(w)
+	if err := mw.SetBoundary(boundary); err != nil {
+		return err
+	}
+	part, err := mw.CreateFormFile("archive", name+".tar.gz")
+	if err != nil {
+		return err
+	}
+	gz := gzip.NewWriter(part)
+	tw := tar.NewWriter(gz)
+	for _, f := range files {
+		if err := addFile(tw, filepath.Join(dir, f), f, sent); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	if err := gz.Close(); err != nil {
+		return err
+	}
+	return mw.Close()
 }
 
 func addFile(tw *tar.Writer, path, name string, sent *atomic.Int64) error {
