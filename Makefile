@@ -110,3 +110,4 @@ bench-ort: minilm
 	  NLPSWARM_MINILM_DIR=$(CURDIR)/bin/minilm ./deployments/images/ort/test.sh
 FUZZ_TARGETS += ./models:FuzzTruncateChars
 FUZZ_TARGETS += ./gateway:FuzzInferTexts
+FUZZ_TARGETS += ./modelmgr/ggufcheck:FuzzCheck
