@@ -26,25 +26,25 @@ var DefaultLimits = Limits{MaxTensors: 65536, MaxMetadata: 4096, MaxContext: 1 <
 
 // Info is what the backoffice records of a GGUF model.
 type Info struct {
-	Architecture    string `json:"architecture"`         // general.architecture: llama, qwen2, gemma3, bert…
-	Name            string `json:"name,omitempty"`       // general.name
-	FileType        string `json:"file_type"`            // the quantisation: F16, Q8_0, Q4_K_M…
-	Parameters      uint64 `json:"parameters"`           // elements of every tensor
-	TensorBytes     uint64 `json:"tensor_bytes"`         // the weights as stored
-	Tensors         int    `json:"tensors"`              //
-	ContextLength   uint64 `json:"context_length"`       // positions the model was trained for
-	EmbeddingLength uint64 `json:"embedding_length"`     //
-	Layers          uint64 `json:"layers"`               // block_count
-	HeadCount       uint64 `json:"head_count"`           //
-	HeadCountKV     uint64 `json:"head_count_kv"`        // grouped-query attention shrinks the KV cache
-	KeyLength       uint64 `json:"key_length"`           // per head
-	ValueLength     uint64 `json:"value_length"`         // per head
-	VocabSize       uint64 `json:"vocab_size"`           // tokenizer.ggml.tokens
-	Tokenizer       string `json:"tokenizer"`            // tokenizer.ggml.model: gpt2, llama…
-	ChatTemplate    bool   `json:"chat_template"`        // tokenizer.chat_template present
-	Pooling         bool   `json:"pooling,omitempty"`    // an embedding model (pooling_type set)
-	HeaderBytes     int64  `json:"header_bytes"`         // where the tensor data starts
-	FileBytes       int64  `json:"file_bytes"`           //
+	Architecture    string `json:"architecture"`      // general.architecture: llama, qwen2, gemma3, bert…
+	Name            string `json:"name,omitempty"`    // general.name
+	FileType        string `json:"file_type"`         // the quantisation: F16, Q8_0, Q4_K_M…
+	Parameters      uint64 `json:"parameters"`        // elements of every tensor
+	TensorBytes     uint64 `json:"tensor_bytes"`      // the weights as stored
+	Tensors         int    `json:"tensors"`           //
+	ContextLength   uint64 `json:"context_length"`    // positions the model was trained for
+	EmbeddingLength uint64 `json:"embedding_length"`  //
+	Layers          uint64 `json:"layers"`            // block_count
+	HeadCount       uint64 `json:"head_count"`        //
+	HeadCountKV     uint64 `json:"head_count_kv"`     // grouped-query attention shrinks the KV cache
+	KeyLength       uint64 `json:"key_length"`        // per head
+	ValueLength     uint64 `json:"value_length"`      // per head
+	VocabSize       uint64 `json:"vocab_size"`        // tokenizer.ggml.tokens
+	Tokenizer       string `json:"tokenizer"`         // tokenizer.ggml.model: gpt2, llama…
+	ChatTemplate    bool   `json:"chat_template"`     // tokenizer.chat_template present
+	Pooling         bool   `json:"pooling,omitempty"` // an embedding model (pooling_type set)
+	HeaderBytes     int64  `json:"header_bytes"`      // where the tensor data starts
+	FileBytes       int64  `json:"file_bytes"`        //
 }
 
 // Error is a refusal, with the reasons an uploader can act on.
@@ -52,7 +52,9 @@ type Error struct{ Reasons []string }
 
 func (e *Error) Error() string { return "GGUF refused: " + strings.Join(e.Reasons, "; ") }
 
-func refuse(format string, a ...any) error { return &Error{Reasons: []string{fmt.Sprintf(format, a...)}} }
+func refuse(format string, a ...any) error {
+	return &Error{Reasons: []string{fmt.Sprintf(format, a...)}}
+}
 
 // Magic is the first four bytes of every GGUF file.
 const Magic = "GGUF"
