@@ -39,6 +39,7 @@ test: build
 	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory test-ort
 	@$(MAKE) --no-print-directory test-agent-image
+	@$(MAKE) --no-print-directory test-llama
 
 test-unit:
 	$(GO) test -count=1 -short ./...
@@ -111,3 +112,15 @@ bench-ort: minilm
 FUZZ_TARGETS += ./models:FuzzTruncateChars
 FUZZ_TARGETS += ./gateway:FuzzInferTexts
 FUZZ_TARGETS += ./modelmgr/ggufcheck:FuzzCheck
+
+# The generation runtime's CPU image (issue 15): Debian sid's llama-server
+# and ggml's CPU backends, pinned, on an empty root; the sid root is cached
+# in /var/cache/nlpswarm/llama-sid. test-llama runs it on ggufgen's tiny
+# random-weight llama (seconds warm).
+LLAMA_IMAGE ?= nlpswarm-llama:dev
+.PHONY: llama-image test-llama
+llama-image:
+	LLAMA_IMAGE=$(LLAMA_IMAGE) ./deployments/images/llama/build.sh
+
+test-llama: llama-image
+	LLAMA_IMAGE=$(LLAMA_IMAGE) $(GO) test -count=1 -v -run '^TestImageServesTinyLlama$$' ./deployments/images/llama

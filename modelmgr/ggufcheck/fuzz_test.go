@@ -10,8 +10,8 @@ import (
 // FuzzCheck: no input panics, hangs or is accepted with tensors outside the
 // file; every failure is a refusal (*Error).
 func FuzzCheck(f *testing.F) {
-	f.Add(tiny().bytes())
-	b := tiny().bytes()
+	f.Add(tiny().Build())
+	b := tiny().Build()
 	f.Add(b[:len(b)/2])
 	f.Add([]byte("GGUF\x03\x00\x00\x00"))
 	dir := f.TempDir()

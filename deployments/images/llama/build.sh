@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds the generation runtime's CPU image (nlpswarm-llama, issue 15):
+# Debian sid's llama.cpp (llama-server: OpenAI-compatible, continuous
+# batching with --parallel) and ggml's CPU backends, with the ldd closure of
+# both, on an empty root (no shell, no package manager).
+#
+# llama.cpp is in sid only. A sid root made by debootstrap is cached in
+# $LLAMA_ROOT (default /var/cache/nlpswarm/llama-sid) and reused while it
+# holds the pinned versions, so a warm run only rebuilds the image. The
+# packages come from the archive with apt's signature and hash checks;
+# `dpkg --verify` then checks every installed file against the packages'
+# md5sums. Nothing is pulled from a registry; nothing binary is committed.
+# Needs root (debootstrap, chroot) and docker.
+#
+#   LLAMA_VERSION  apt version of llama.cpp-tools and libllama0 (1:0.7.0+dfsg-2)
+#   GGML_VERSION   apt version of libggml0 (0.27.0-1)
+#   LLAMA_IMAGE    tag of the image (default nlpswarm-llama:dev)
+#   LLAMA_ROOT     the cached sid root
+#   FORCE=1        rebuilds the root
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+LLAMA_VERSION=${LLAMA_VERSION:-1:0.7.0+dfsg-2}
+GGML_VERSION=${GGML_VERSION:-0.27.0-1}
+LLAMA_IMAGE=${LLAMA_IMAGE:-nlpswarm-llama:dev}
+LLAMA_ROOT=${LLAMA_ROOT:-/var/cache/nlpswarm/llama-sid}
+MIRROR=${DEBIAN_MIRROR:-$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+ctx=bin/image-llama
+log() { printf '[llama-image] %s\n' "$*" >&2; }
+pins="llama.cpp-tools=$LLAMA_VERSION libllama0=$LLAMA_VERSION libggml0=$GGML_VERSION"
+
+# 1. the sid root with llama.cpp (cached; one builder at a time)
+mkdir -p "$(dirname "$LLAMA_ROOT")"
+exec 9>"$LLAMA_ROOT.lock"
+flock 9
+marker="$LLAMA_ROOT/.nlpswarm-llama"
+if [ "${FORCE:-0}" = 1 ] || [ "$(cat "$marker" 2>/dev/null)" != "$pins" ]; then
+  if [ ! -x "$LLAMA_ROOT/usr/bin/apt-get" ] || [ "${FORCE:-0}" = 1 ]; then
+    command -v debootstrap >/dev/null || { log "installing debootstrap"; apt-get install -y -qq debootstrap >/dev/null; }
+    rm -rf "$LLAMA_ROOT"
+    log "debootstrap sid into $LLAMA_ROOT (about 3 minutes, once)"
+    debootstrap --variant=minbase sid "$LLAMA_ROOT" "$MIRROR" >/tmp/nlpswarm-llama-debootstrap.log 2>&1 ||
+      { log "debootstrap failed, see /tmp/nlpswarm-llama-debootstrap.log"; exit 1; }
+  fi
+  # sid's Release may read as expired; the archive's signature is still checked
+  chroot "$LLAMA_ROOT" apt-get -qq -o Acquire::Check-Valid-Until=false update
+  # shellcheck disable=SC2086 # pins is a list of name=version
+  chroot "$LLAMA_ROOT" apt-get install -y -qq --no-install-recommends $pins >/dev/null ||
+    { log "apt could not install $pins from sid (a newer version replaced it? set LLAMA_VERSION/GGML_VERSION)"; exit 1; }
+  chroot "$LLAMA_ROOT" apt-get clean
+  printf '%s' "$pins" >"$marker"
+fi
+chroot "$LLAMA_ROOT" dpkg --verify llama.cpp-tools libllama0 libggml0 ||
+  { log "dpkg --verify: installed files differ from the packages"; exit 1; }
+log "$(chroot "$LLAMA_ROOT" dpkg-query -W -f '${Package} ${Version}  ' llama.cpp-tools libllama0 libggml0)"
+
+# 2. the closure: llama-server, ggml's CPU backends (dlopened by CPU
+# features, so ldd does not list them) and what ldd finds for all of them
+backends=/usr/lib/x86_64-linux-gnu/ggml/backends0
+rm -rf "$ctx"
+mkdir -p "$ctx/rootfs/tmp" "$ctx/rootfs/etc" "$ctx/rootfs$backends"
+{
+  chroot "$LLAMA_ROOT" ldd /usr/bin/llama-server
+  for so in "$LLAMA_ROOT$backends"/*.so; do chroot "$LLAMA_ROOT" ldd "${so#"$LLAMA_ROOT"}"; echo "${so#"$LLAMA_ROOT"}"; done
+  echo /usr/bin/llama-server
+} | awk '/=>/{print $3; next} $1 ~ /^\//{print $1}' | sort -u | while read -r f; do
+  mkdir -p "$ctx/rootfs$(dirname "$f")"
+  cp -L "$LLAMA_ROOT$f" "$ctx/rootfs$f"
+done
+chmod 1777 "$ctx/rootfs/tmp"
+printf 'root:x:0:0:root:/:/nonexistent\nnobody:x:65534:65534:nobody:/nonexistent:/nonexistent\n' >"$ctx/rootfs/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$ctx/rootfs/etc/group"
+cp deployments/images/llama/Dockerfile "$ctx/Dockerfile"
+log "closure: $(du -sh "$ctx/rootfs" | cut -f1)"
+
+# 3. the image (docker's cache makes an unchanged context free)
+docker build -q -t "$LLAMA_IMAGE" "$ctx" >/dev/null
+log "image ready: $LLAMA_IMAGE ($(docker image inspect -f '{{.Id}}' "$LLAMA_IMAGE"))"

@@ -1,0 +1,174 @@
+package llamaimage
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nlpswarm/nlpswarm/modelmgr/ggufcheck"
+	"github.com/nlpswarm/nlpswarm/modelmgr/ggufcheck/ggufgen"
+)
+
+// TestImageServesTinyLlama runs the image built by `make llama-image`
+// (LLAMA_IMAGE, set by `make test-llama`, which `make test` runs after the
+// package tests); a plain `go test ./...` skips it.
+func TestImageServesTinyLlama(t *testing.T) {
+	image := os.Getenv("LLAMA_IMAGE")
+	if image == "" {
+		t.Skip("LLAMA_IMAGE unset (make test-llama builds the image and sets it)")
+	}
+	dir := t.TempDir()
+	model := filepath.Join(dir, "model.gguf")
+	if err := os.WriteFile(model, ggufgen.TinyLlama(1).Build(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	info, err := ggufcheck.Check(model, ggufcheck.DefaultLimits)
+	if err != nil {
+		t.Fatalf("the backoffice's check refuses the model llama.cpp is given: %v", err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "run", "-d", "--rm", "--read-only", "--network", "bridge",
+		"-p", "127.0.0.1::8080", "-v", dir+":/model:ro", image,
+		"-m", "/model/model.gguf", "--host", "0.0.0.0", "--port", "8080", "--parallel", "2", "-c", "512", "-t", "1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker run: %v: %s", err, out)
+	}
+	id := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := exec.Command("docker", "logs", "--tail", "30", id).CombinedOutput()
+			t.Logf("llama-server's log:\n%s", logs)
+		}
+		exec.Command("docker", "kill", id).Run()
+	})
+	port, err := exec.CommandContext(ctx, "docker", "port", id, "8080/tcp").Output()
+	if err != nil {
+		t.Fatalf("docker port: %v", err)
+	}
+	base := "http://" + strings.TrimSpace(strings.Split(string(port), "\n")[0])
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(base + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("llama-server not healthy after 60 s: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	type usage struct {
+		PromptTokens     int `json:"prompt_tokens"`
+		CompletionTokens int `json:"completion_tokens"`
+	}
+	complete := func(body string) (text string, u usage) {
+		t.Helper()
+		resp, err := http.Post(base+"/v1/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var a struct {
+			Choices []struct{ Text string } `json:"choices"`
+			Usage   usage                   `json:"usage"`
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || json.Unmarshal(raw, &a) != nil || len(a.Choices) != 1 {
+			t.Fatalf("completion: %d %s", resp.StatusCode, raw)
+		}
+		return a.Choices[0].Text, a.Usage
+	}
+	greedy := `{"prompt":"hello world","max_tokens":8,"temperature":0}`
+	first, u := complete(greedy)
+	if again, _ := complete(greedy); again != first {
+		t.Errorf("temperature 0 is not deterministic: %q then %q", first, again)
+	}
+	if u.CompletionTokens != 8 || u.PromptTokens == 0 {
+		t.Errorf("usage %+v, want 8 completion tokens and the prompt's", u)
+	}
+	seeded := `{"prompt":"hello","max_tokens":6,"temperature":1.0,"seed":42}`
+	if a, b := func() string { s, _ := complete(seeded); return s }(), func() string { s, _ := complete(seeded); return s }(); a != b {
+		t.Errorf("the same seed gave %q then %q", a, b)
+	}
+
+	// streamed: events as they come, ending with [DONE]; the text is the
+	// greedy one
+	resp, err := http.Post(base+"/v1/completions", "application/json",
+		strings.NewReader(`{"prompt":"hello world","max_tokens":8,"temperature":0,"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		t.Errorf("stream Content-Type %q", ct)
+	}
+	var streamed strings.Builder
+	events, done := 0, false
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if line == "[DONE]" {
+			done = true
+			break
+		}
+		var ev struct {
+			Choices []struct{ Text string } `json:"choices"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("event %q: %v", line, err)
+		}
+		events++
+		for _, c := range ev.Choices {
+			streamed.WriteString(c.Text)
+		}
+	}
+	if !done || events < 8 || streamed.String() != first {
+		t.Errorf("stream: %d events, done %v, text %q; want ≥ 8 events, [DONE], %q", events, done, streamed.String(), first)
+	}
+
+	// chat, through the model's own template
+	chat, _ := json.Marshal(map[string]any{"messages": []map[string]string{{"role": "user", "content": "hello"}}, "max_tokens": 4, "temperature": 0})
+	cr, err := http.Post(base+"/v1/chat/completions", "application/json", bytes.NewReader(chat))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(cr.Body)
+	cr.Body.Close()
+	if cr.StatusCode != 200 || !bytes.Contains(raw, []byte(`"role":"assistant"`)) {
+		t.Errorf("chat: %d %s", cr.StatusCode, raw)
+	}
+
+	// no shell in the image
+	if out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--entrypoint", "/bin/sh", image, "-c", "true").CombinedOutput(); err == nil {
+		t.Errorf("the image runs /bin/sh: %s", out)
+	}
+	t.Logf("tiny llama: %d parameters, %s; replica estimate at 512 positions × 2 slots: %s", info.Parameters, info.FileType, mib(info.MemoryBytes(512, 2)))
+}
+
+func mib(n uint64, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
