@@ -119,7 +119,7 @@ FUZZ_TARGETS += ./modelmgr/ggufcheck:FuzzCheck
 # random-weight llama (seconds warm).
 LLAMA_IMAGE ?= nlpswarm-llama:dev
 .PHONY: llama-image test-llama
-llama-image:
+llama-image: build
 	LLAMA_IMAGE=$(LLAMA_IMAGE) ./deployments/images/llama/build.sh
 
 test-llama: llama-image

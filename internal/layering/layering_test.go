@@ -8,7 +8,7 @@ import (
 
 const module = "github.com/nlpswarm/nlpswarm/"
 
-var roles = []string{"apiserver", "scheduler", "gateway", "models", "modelmgr"}
+var roles = []string{"apiserver", "scheduler", "gateway", "models", "modelmgr", "generation"}
 
 // under reports whether pkg (relative to the module) is root or inside it.
 func under(pkg, root string) bool { return pkg == root || strings.HasPrefix(pkg, root+"/") }

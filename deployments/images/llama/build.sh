@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds the generation runtime's CPU image (nlpswarm-llama, issue 15):
-# Debian sid's llama.cpp (llama-server: OpenAI-compatible, continuous
-# batching with --parallel) and ggml's CPU backends, with the ldd closure of
-# both, on an empty root (no shell, no package manager).
+# Builds the generation runtime's CPU image (nlpswarm-llama, issue 15): the
+# static nlpswarm binary (its `generate` role is the entrypoint: it fetches
+# the model and runs llama-server as its child) with Debian sid's llama.cpp
+# (llama-server: OpenAI-compatible, continuous batching with --parallel) and
+# ggml's CPU backends, with the ldd closure of both, on an empty root (no
+# shell, no package manager). Needs bin/nlpswarm (make build).
 #
 # llama.cpp is in sid only. A sid root made by debootstrap is cached in
 # $LLAMA_ROOT (default /var/cache/nlpswarm/llama-sid) and reused while it
@@ -70,6 +72,8 @@ done
 chmod 1777 "$ctx/rootfs/tmp"
 printf 'root:x:0:0:root:/:/nonexistent\nnobody:x:65534:65534:nobody:/nonexistent:/nonexistent\n' >"$ctx/rootfs/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$ctx/rootfs/etc/group"
+[ -x bin/nlpswarm ] || { log "bin/nlpswarm missing: run make build first"; exit 1; }
+cp bin/nlpswarm "$ctx/nlpswarm"
 cp deployments/images/llama/Dockerfile "$ctx/Dockerfile"
 log "closure: $(du -sh "$ctx/rootfs" | cut -f1)"
 

@@ -19,7 +19,8 @@ import (
 	"github.com/nlpswarm/nlpswarm/modelmgr/ggufcheck/ggufgen"
 )
 
-// TestImageServesTinyLlama runs the image built by `make llama-image`
+// TestImageServesTinyLlama runs the image built by `make llama-image`, its
+// `nlpswarm generate` role in front of llama-server,
 // (LLAMA_IMAGE, set by `make test-llama`, which `make test` runs after the
 // package tests); a plain `go test ./...` skips it.
 func TestImageServesTinyLlama(t *testing.T) {
@@ -38,11 +39,13 @@ func TestImageServesTinyLlama(t *testing.T) {
 		t.Fatalf("the backoffice's check refuses the model llama.cpp is given: %v", err)
 	}
 
+	const cred = "call-credential-of-tiny"
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "docker", "run", "-d", "--rm", "--read-only", "--network", "bridge",
 		"-p", "127.0.0.1::8080", "-v", dir+":/model:ro", image,
-		"-m", "/model/model.gguf", "--host", "0.0.0.0", "--port", "8080", "--parallel", "2", "-c", "512", "-t", "1").CombinedOutput()
+		"generate", "--modeldir", "/model", "--generation.name", "tiny", "--callcredential", cred,
+		"--generation.parallel", "2", "--generation.context", "256", "--generation.threads", "1").CombinedOutput()
 	if err != nil {
 		t.Fatalf("docker run: %v: %s", err, out)
 	}
@@ -62,7 +65,7 @@ func TestImageServesTinyLlama(t *testing.T) {
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get(base + "/health")
+		resp, err := http.Get(base + "/v2/health/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -70,7 +73,7 @@ func TestImageServesTinyLlama(t *testing.T) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("llama-server not healthy after 60 s: %v", err)
+			t.Fatalf("the generate role not ready after 60 s: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -79,9 +82,20 @@ func TestImageServesTinyLlama(t *testing.T) {
 		PromptTokens     int `json:"prompt_tokens"`
 		CompletionTokens int `json:"completion_tokens"`
 	}
+	post := func(path, body, token string) (*http.Response, error) {
+		req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		return http.DefaultClient.Do(req)
+	}
+	if resp, err := post("/v1/completions", `{"prompt":"x","max_tokens":1}`, ""); err != nil || resp.StatusCode != 401 {
+		t.Fatalf("without the call credential: %v %v, want 401", resp, err)
+	}
 	complete := func(body string) (text string, u usage) {
 		t.Helper()
-		resp, err := http.Post(base+"/v1/completions", "application/json", strings.NewReader(body))
+		resp, err := post("/v1/completions", body, cred)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -111,8 +125,7 @@ func TestImageServesTinyLlama(t *testing.T) {
 
 	// streamed: events as they come, ending with [DONE]; the text is the
 	// greedy one
-	resp, err := http.Post(base+"/v1/completions", "application/json",
-		strings.NewReader(`{"prompt":"hello world","max_tokens":8,"temperature":0,"stream":true}`))
+	resp, err := post("/v1/completions", `{"prompt":"hello world","max_tokens":8,"temperature":0,"stream":true}`, cred)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +162,7 @@ func TestImageServesTinyLlama(t *testing.T) {
 
 	// chat, through the model's own template
 	chat, _ := json.Marshal(map[string]any{"messages": []map[string]string{{"role": "user", "content": "hello"}}, "max_tokens": 4, "temperature": 0})
-	cr, err := http.Post(base+"/v1/chat/completions", "application/json", bytes.NewReader(chat))
+	cr, err := post("/v1/chat/completions", string(chat), cred)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,11 +172,25 @@ func TestImageServesTinyLlama(t *testing.T) {
 		t.Errorf("chat: %d %s", cr.StatusCode, raw)
 	}
 
+	// the role's metrics count the tokens the answers reported
+	mr, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mr.Body)
+	mr.Body.Close()
+	for _, want := range []string{`nlpswarm_generation_tokens_total{kind="completion",model="tiny"} `, `nlpswarm_generation_tokens_total{kind="prompt",model="tiny"} `,
+		`nlpswarm_generation_time_to_first_token_seconds_count{model="tiny"} `, `nlpswarm_runtime_coldstart_phase_seconds_count{phase="load"} 1`} {
+		if !bytes.Contains(metrics, []byte(want)) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+
 	// no shell in the image
 	if out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--entrypoint", "/bin/sh", image, "-c", "true").CombinedOutput(); err == nil {
 		t.Errorf("the image runs /bin/sh: %s", out)
 	}
-	t.Logf("tiny llama: %d parameters, %s; replica estimate at 512 positions × 2 slots: %s", info.Parameters, info.FileType, mib(info.MemoryBytes(512, 2)))
+	t.Logf("tiny llama: %d parameters, %s; replica estimate at 256 positions × 2 slots: %s", info.Parameters, info.FileType, mib(info.MemoryBytes(256, 2)))
 }
 
 func mib(n uint64, err error) string {

@@ -1,0 +1,14 @@
+// Package generation is the generation runtime (issue 15): one replica of
+// one GGUF model, served by a llama-server child process (Debian's
+// llama.cpp, in the nlpswarm-llama image) under the platform's usual
+// contract. It owns the child's lifecycle (start, health, exit, drain),
+// the OpenAI-compatible routes it relays to the child (call credential
+// required, Server-Sent Events passed on as they come, a client that leaves
+// cancels the generation), the OIP health routes, and the generation
+// metrics: prompt and completion tokens, time to first token, requests in
+// flight and their outcome.
+//
+// It must not touch the model manager, the scheduler or the gateway; it
+// reads the model with models.Fetch (the artifact contract every runtime
+// shares) and checks it with modelmgr/ggufcheck before the child sees it.
+package generation
