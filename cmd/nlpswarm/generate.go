@@ -32,7 +32,10 @@ func init() {
 }
 
 func runGenerate(ctx context.Context, args []string) error {
-	cfg := &generateConfig{Options: httpserver.Defaults(":8080"), LogLevel: "info", CacheDir: "/tmp/nlpswarm-models", Generation: generation.DefaultConfig()}
+	opts := httpserver.Defaults(":8080")
+	opts.WriteTimeout = 30 * time.Minute // a long generation streams for minutes; the client's leaving ends it sooner
+	opts.ShutdownTimeout = generation.DefaultConfig().DrainTimeout
+	cfg := &generateConfig{Options: opts, LogLevel: "info", CacheDir: "/tmp/nlpswarm-models", Generation: generation.DefaultConfig()}
 	if err := loadConfig("generate", cfg, args); err != nil {
 		return err
 	}
