@@ -37,6 +37,15 @@ exec 9>"$LLAMA_ROOT.lock"
 flock 9
 marker="$LLAMA_ROOT/.nlpswarm-llama"
 if [ "${FORCE:-0}" = 1 ] || [ "$(cat "$marker" 2>/dev/null)" != "$pins" ]; then
+  ort_root=${ORT_ROOT:-/var/cache/nlpswarm/ort-sid}
+  if [ ! -x "$LLAMA_ROOT/usr/bin/apt-get" ] && [ "${FORCE:-0}" != 1 ] && [ -f "$ort_root/.nlpswarm-ort" ]; then
+    # the ORT image's sid root (make test builds it first) is the same
+    # minbase: a copy saves the second debootstrap's minutes
+    log "seeding $LLAMA_ROOT from the ORT image's sid root"
+    rm -rf "$LLAMA_ROOT"
+    (flock 8; cp -a "$ort_root" "$LLAMA_ROOT") 8>"$ort_root.lock"
+    rm -f "$LLAMA_ROOT/.nlpswarm-ort"
+  fi
   if [ ! -x "$LLAMA_ROOT/usr/bin/apt-get" ] || [ "${FORCE:-0}" = 1 ]; then
     command -v debootstrap >/dev/null || { log "installing debootstrap"; apt-get install -y -qq debootstrap >/dev/null; }
     rm -rf "$LLAMA_ROOT"
