@@ -261,11 +261,15 @@ func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest)
 	}
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		var modelID int64
-		if err := tx.QueryRow(ctx, `SELECT id FROM models WHERE name = $1 FOR UPDATE`, name).Scan(&modelID); err != nil {
+		var task string
+		if err := tx.QueryRow(ctx, `SELECT id, task FROM models WHERE name = $1 FOR UPDATE`, name).Scan(&modelID, &task); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {
 				return fmt.Errorf("model %s: %w", name, modelmgr.ErrNotFound)
 			}
 			return err
+		}
+		if task == modelmgr.TextGeneration {
+			return fmt.Errorf("%w: %s is a text-generation model; its versions are checked and stored, but the scheduler cannot deploy the generation runtime yet (issue 15)", modelmgr.ErrInvalid, name)
 		}
 		var size int64
 		q := `SELECT version, size_bytes FROM model_versions WHERE model_id = $1 AND status = 'ready' ORDER BY version DESC LIMIT 1`

@@ -3,6 +3,7 @@ package modelmgr
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,11 +15,18 @@ import (
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/sandbox"
 	"github.com/nlpswarm/nlpswarm/modelmgr/archive"
+	"github.com/nlpswarm/nlpswarm/modelmgr/ggufcheck"
 	"github.com/nlpswarm/nlpswarm/modelmgr/onnxcheck"
 )
 
 // Tasks the platform serves, with the Hugging Face pipeline names.
-var Tasks = []string{"text-classification", "token-classification", "feature-extraction"}
+// TextGeneration models (GGUF, issue 15) are uploaded and checked; they
+// cannot be deployed yet.
+var Tasks = []string{"text-classification", "token-classification", "feature-extraction", TextGeneration}
+
+// TextGeneration is the task of GGUF models served by the generation
+// runtime (llama.cpp).
+const TextGeneration = "text-generation"
 
 // ValidTask reports whether t is one of Tasks.
 func ValidTask(t string) bool {
@@ -30,8 +38,17 @@ func ValidTask(t string) bool {
 	return false
 }
 
-// RequiredFiles must be in every archive; the optional ones are used if present.
+// RequiredFiles must be in every archive of an encoder task; the optional
+// ones are used if present. A TextGeneration archive holds ggufFile.
 var RequiredFiles = []string{"model.onnx", "tokenizer.json", "config.json"}
+
+// ggufFile is the one file of a TextGeneration archive (generation.ModelFile).
+const ggufFile = "model.gguf"
+
+// Generation replicas are planned with this many parallel slots of the
+// model's own context (the generation runtime's default) for the memory
+// estimate recorded at upload.
+const generationSlots = 4
 
 // Extract is the safe extractor with the default limits, the total also
 // bounded by the free space above MinFreeBytes where dest is: a bomb within
@@ -72,8 +89,13 @@ type Metadata struct {
 	ProblemType  string   `json:"problem_type,omitempty"`
 	MaxPositions int      `json:"max_position_embeddings,omitempty"`
 	OnnxBytes    int64    `json:"onnx_bytes"`
-	Files        []string `json:"files"`
-	SmokeTested  bool     `json:"smoke_tested"`
+	// GGUF is a TextGeneration model's header (architecture, context,
+	// parameters, quantisation, chat template); MemoryEstimate the bytes
+	// a replica needs with generationSlots slots of its context.
+	GGUF           *ggufcheck.Info `json:"gguf,omitempty"`
+	MemoryEstimate int64           `json:"memory_estimate_bytes,omitempty"`
+	Files          []string        `json:"files"`
+	SmokeTested    bool            `json:"smoke_tested"`
 	// Sandbox is what confined the validation: the Landlock ABI the child
 	// enforced on itself, or why nothing did (zero when a child ended
 	// without an answer).
@@ -118,7 +140,7 @@ func (v Validator) validateHere(ctx context.Context, archivePath, dir, task stri
 	if len(reasons) > 0 {
 		return md, &ValidationError{Reasons: reasons}
 	}
-	if v.Smoke != nil {
+	if v.Smoke != nil && task != TextGeneration { // the smoke runs an encoder engine
 		timeout := v.SmokeTimeout
 		if timeout <= 0 {
 			timeout = 2 * time.Minute
@@ -142,6 +164,9 @@ func CheckDir(dir, task string) (Metadata, []string) {
 		md.Files = append(md.Files, e.Name())
 	}
 	sort.Strings(md.Files)
+	if task == TextGeneration {
+		return md, checkGGUF(dir, &md)
+	}
 	for _, f := range RequiredFiles {
 		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || !st.Mode().IsRegular() {
 			reasons = append(reasons, fmt.Sprintf("missing required file %s", f))
@@ -203,6 +228,41 @@ func CheckDir(dir, task string) (Metadata, []string) {
 		}
 	}
 	return md, reasons
+}
+
+// checkGGUF checks a TextGeneration folder: model.gguf, parsed header only.
+func checkGGUF(dir string, md *Metadata) []string {
+	path := filepath.Join(dir, ggufFile)
+	st, err := os.Lstat(path)
+	if err != nil || !st.Mode().IsRegular() {
+		return []string{"missing required file " + ggufFile + " (a text-generation archive holds one GGUF model)"}
+	}
+	info, err := ggufcheck.Check(path, ggufcheck.DefaultLimits)
+	if err != nil {
+		var ce *ggufcheck.Error
+		if errors.As(err, &ce) {
+			reasons := make([]string, len(ce.Reasons))
+			for i, r := range ce.Reasons {
+				reasons[i] = ggufFile + ": " + r
+			}
+			return reasons
+		}
+		return []string{ggufFile + ": " + err.Error()}
+	}
+	if !info.ChatTemplate && !info.Pooling {
+		// llama-server falls back to a generic template; say so, do not refuse
+		md.ModelType = info.Architecture + " (no chat template)"
+	} else {
+		md.ModelType = info.Architecture
+	}
+	md.MaxPositions = int(min(info.ContextLength, 1<<31-1))
+	md.GGUF = &info
+	est, err := info.MemoryBytes(0, generationSlots)
+	if err != nil {
+		return []string{ggufFile + ": " + err.Error()}
+	}
+	md.MemoryEstimate = int64(min(est, 1<<62))
+	return nil
 }
 
 // MaxLabels bounds id2label; the largest real classifiers have some thousands.

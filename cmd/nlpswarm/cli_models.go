@@ -71,7 +71,7 @@ func runModels(ctx context.Context, args []string) error {
 		var task, desc, vis string
 		var owner int64
 		return verb(ctx, "models create", rest, func(fs *flag.FlagSet) {
-			fs.StringVar(&task, "task", "", "text-classification | token-classification | feature-extraction")
+			fs.StringVar(&task, "task", "", "text-classification | token-classification | feature-extraction | text-generation (a GGUF model; not deployable yet)")
 			fs.StringVar(&desc, "description", "", "free text")
 			fs.StringVar(&vis, "visibility", "public", "public or private")
 			fs.Int64Var(&owner, "owner", 0, "owning account id (private models)")

@@ -23,7 +23,8 @@ import (
 )
 
 // modelFiles are the files push packs from a model folder.
-var modelFiles = []string{"model.onnx", "tokenizer.json", "config.json", "tokenizer_config.json", "special_tokens_map.json"}
+// (model.gguf: a text-generation model, alone).
+var modelFiles = []string{"model.onnx", "tokenizer.json", "config.json", "tokenizer_config.json", "special_tokens_map.json", "model.gguf"}
 
 // pushModel packs dir as tar.gz and streams it to the backoffice through a
 // pipe (never whole in memory), with a progress bar on a terminal.
