@@ -38,7 +38,7 @@ func TestEndToEnd(t *testing.T) {
 	if _, err := os.Stat(fixtures); err != nil {
 		t.Skipf("fixtures absent: %v", err)
 	}
-	sh, cli, token := upStack(t, root, "nlp_scheduler", "nlp_gateway", "nlp_apiserver", "nlp-sentiment")
+	sh, cli, token := upStack(t, root, "nlp_scheduler", "nlp_gateway", "nlp_apiserver", "nlp-sentiment", "nlp-embed")
 	// the node agent runs the cgo image (NVML); this machine has no driver,
 	// so the node reports no GPU and says why (README, "GPU nodes")
 	waitFor(t, time.Minute, func() bool { return strings.Contains(cli("nodes"), "libnvidia-ml.so.1 not found") })
@@ -286,6 +286,8 @@ func TestEndToEnd(t *testing.T) {
 	if strings.TrimSpace(out) != "2" {
 		t.Fatalf("nlp-sentiment runs version %q after the update, want 2", strings.TrimSpace(out))
 	}
+
+	t.Run("ModelFileRead", func(t *testing.T) { checkModelFileRead(t, root, sh, cli, token) })
 }
 
 // waitFor polls cond every 50 ms until it holds; past timeout the test fails.
