@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
 	"github.com/nlpswarm/nlpswarm/modelmgr/ggufcheck"
 	"github.com/nlpswarm/nlpswarm/modelmgr/ggufcheck/ggufgen"
 )
@@ -170,6 +173,39 @@ func TestImageServesTinyLlama(t *testing.T) {
 	cr.Body.Close()
 	if cr.StatusCode != 200 || !bytes.Contains(raw, []byte(`"role":"assistant"`)) {
 		t.Errorf("chat: %d %s", cr.StatusCode, raw)
+	}
+
+	// the official OpenAI Go SDK, unmodified, against the role: the same
+	// greedy text, streamed and not, and the model list
+	client := openai.NewClient(option.WithBaseURL(base+"/v1/"), option.WithAPIKey(cred), option.WithMaxRetries(0))
+	params := openai.CompletionNewParams{Model: "tiny", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("hello world")},
+		MaxTokens: openai.Int(8), Temperature: openai.Float(0)}
+	sdk, err := client.Completions.New(ctx, params)
+	if err != nil || len(sdk.Choices) != 1 || sdk.Choices[0].Text != first || sdk.Usage.CompletionTokens != 8 {
+		t.Errorf("SDK completion: %v %+v, want %q in 8 tokens", err, sdk, first)
+	}
+	st := client.Completions.NewStreaming(ctx, params)
+	var sdkStreamed strings.Builder
+	for st.Next() {
+		for _, c := range st.Current().Choices {
+			sdkStreamed.WriteString(c.Text)
+		}
+	}
+	if err := st.Err(); err != nil || sdkStreamed.String() != first {
+		t.Errorf("SDK stream: %v %q, want %q", err, sdkStreamed.String(), first)
+	}
+	sdkChat, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "tiny",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello")}, MaxTokens: openai.Int(4), Temperature: openai.Float(0)})
+	if err != nil || len(sdkChat.Choices) != 1 || sdkChat.Choices[0].Message.Role != "assistant" {
+		t.Errorf("SDK chat: %v %+v", err, sdkChat)
+	}
+	page, err := client.Models.List(ctx)
+	if err != nil || len(page.Data) != 1 || page.Data[0].ID != "tiny" {
+		t.Errorf("SDK models: %v %+v", err, page)
+	}
+	wrong := openai.NewClient(option.WithBaseURL(base+"/v1/"), option.WithAPIKey("wrong"), option.WithMaxRetries(0))
+	if _, err := wrong.Completions.New(ctx, params); err == nil {
+		t.Error("SDK with a wrong key: no error")
 	}
 
 	// the role's metrics count the tokens the answers reported
