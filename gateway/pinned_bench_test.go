@@ -48,6 +48,12 @@ import (
 // rounds (NLPSWARM_PINNED_ROUNDS, default 5) are reported. CPU time per
 // request comes from /proc/PID/stat for the proxy, the upstream and wrk.
 // Any answer other than 2xx fails the benchmark.
+//
+// Each round's line says how busy each core was (CPU per request × req/s):
+// a proxy core under about 90 % means the proxy was not what limited that
+// run (the load core, or other work on the machine, was), and the ratio of
+// CPU per request (nginx's / the gateway's) is then the better measure of
+// what one core serves.
 func BenchmarkPinned(b *testing.B) {
 	nginxBin := findNginx()
 	if nginxBin == "" {
@@ -90,7 +96,7 @@ func BenchmarkPinned(b *testing.B) {
 		rps, cpu         []float64 // per round
 		upCPU, wrkCPU    []float64
 		added50, added99 []float64 // µs, per round
-		non2xx           int64
+		non2xx, sockErrs int64
 	}
 	var targets []*target
 	proxyAddr, proxyPIDs := startNginxConf(b, nginxBin, proxyCPU, func(dir, listen string) string {
@@ -116,7 +122,7 @@ func BenchmarkPinned(b *testing.B) {
 	direct := rawRequest(upAddr, "/predict", `{"texts":["hello"]}`, auth)
 
 	fmt.Printf("pinned: proxy on CPU %d; load generator (%s) and upstream on CPU %d; %d connections; load average at start: %s\n",
-		proxyCPU, cmp(wrk != "", "wrk", "in-process loader"), loadCPU, conns, loadAvg())
+		proxyCPU, pick(wrk != "", "wrk", "in-process loader"), loadCPU, conns, loadAvg())
 	dur := time.Duration(seconds) * time.Second
 	b.ResetTimer()
 	for round := 1; round <= rounds; round++ {
@@ -125,10 +131,10 @@ func BenchmarkPinned(b *testing.B) {
 			req := rawRequest(t.addr, t.path, t.body, auth)
 			u0, s0 := procCPU(t.pids())
 			uu0, us0 := procCPU(upPIDs())
-			var n, bad int64
+			var n, bad, sockErrs int64
 			var rps, wrkCPU float64
 			if wrk != "" {
-				n, bad, rps, wrkCPU = runWrk(b, wrk, loadCPU, conns, dur, t.addr, t.path, t.body, auth)
+				n, bad, sockErrs, rps, wrkCPU = runWrk(b, wrk, loadCPU, conns, dur, t.addr, t.path, t.body, auth)
 			} else {
 				r := rawLoad(t.addr, req, conns, 0, 0, dur)
 				if r.err != nil {
@@ -143,6 +149,7 @@ func BenchmarkPinned(b *testing.B) {
 			t.upCPU = append(t.upCPU, float64((uu1-uu0+us1-us0).Microseconds())/float64(n))
 			t.wrkCPU = append(t.wrkCPU, wrkCPU/float64(n)*1e6)
 			t.non2xx += bad
+			t.sockErrs += sockErrs
 
 			// paced: through the proxy and straight to the upstream, at once
 			var base rawResult
@@ -158,8 +165,9 @@ func BenchmarkPinned(b *testing.B) {
 			t.non2xx += p.non2xx + base.non2xx
 			t.added50 = append(t.added50, float64((p.p50 - base.p50).Microseconds()))
 			t.added99 = append(t.added99, float64((p.p99 - base.p99).Microseconds()))
-			line += fmt.Sprintf(" %s %.0f req/s %.1f µs CPU (upstream %.1f, wrk %.1f), added p50 %+.0f p99 %+.0f µs;",
-				t.name, rps, t.cpu[round-1], t.upCPU[round-1], t.wrkCPU[round-1], t.added50[round-1], t.added99[round-1])
+			line += fmt.Sprintf(" %s %.0f req/s %.1f µs CPU (proxy core %.0f%% busy; upstream %.1f, wrk %.1f: load core %.0f%%), added p50 %+.0f p99 %+.0f µs;",
+				t.name, rps, t.cpu[round-1], t.cpu[round-1]*rps/1e4, t.upCPU[round-1], t.wrkCPU[round-1],
+				(t.upCPU[round-1]+t.wrkCPU[round-1])*rps/1e4, t.added50[round-1], t.added99[round-1])
 		}
 		fmt.Println(line)
 	}
@@ -171,19 +179,22 @@ func BenchmarkPinned(b *testing.B) {
 		if t.non2xx > 0 {
 			b.Errorf("%s: %d answers other than 2xx", t.name, t.non2xx)
 		}
+		if t.sockErrs > 0 { // (a machine too busy for wrk's 2 s timeout)
+			fmt.Printf("%s: %d socket errors or timeouts in wrk's runs\n", t.name, t.sockErrs)
+		}
 		b.ReportMetric(median(t.rps), t.name+"-req/s")
 		b.ReportMetric(median(t.cpu), t.name+"-cpu-µs/req")
 		b.ReportMetric(median(t.added50), t.name+"-added-p50-µs")
 		b.ReportMetric(median(t.added99), t.name+"-added-p99-µs")
-		summary := fmt.Sprintf("%-14s median %6.0f req/s, CPU µs/req %.1f (upstream %.1f, wrk %.1f), added p50 %.0f µs p99 %.0f µs, non-2xx %d",
-			t.name, median(t.rps), median(t.cpu), median(t.upCPU), median(t.wrkCPU), median(t.added50), median(t.added99), t.non2xx)
+		summary := fmt.Sprintf("%-14s median %6.0f req/s, CPU µs/req %.1f (upstream %.1f, wrk %.1f), added p50 %.0f µs p99 %.0f µs, non-2xx %d, socket errors %d",
+			t.name, median(t.rps), median(t.cpu), median(t.upCPU), median(t.wrkCPU), median(t.added50), median(t.added99), t.non2xx, t.sockErrs)
 		if t != nginx {
 			ratios := make([]float64, len(t.rps))
 			for i := range ratios {
 				ratios[i] = t.rps[i] / nginx.rps[i]
 			}
 			b.ReportMetric(median(ratios), t.name+"-vs-nginx")
-			summary += fmt.Sprintf("; vs nginx per round %.2f, median %.2f", ratios, median(ratios))
+			summary += fmt.Sprintf("; vs nginx per round %.2f, median %.2f; nginx's CPU per request / its: %.2f", ratios, median(ratios), median(nginx.cpu)/median(t.cpu))
 		}
 		fmt.Println(summary)
 	}
@@ -196,7 +207,7 @@ func envInt(name string, def int) int {
 	return def
 }
 
-func cmp[T any](c bool, a, b T) T {
+func pick[T any](c bool, a, b T) T {
 	if c {
 		return a
 	}
@@ -324,8 +335,8 @@ func startNginxConf(b *testing.B, bin string, cpu int, conf func(dir, listen str
 }
 
 // runWrk drives addr with wrk on cpu for dur: requests done, answers other
-// than 2xx (and socket errors), req/s and wrk's CPU seconds.
-func runWrk(b *testing.B, wrk string, cpu, conns int, dur time.Duration, addr, path, body, auth string) (n, bad int64, rps, cpuSeconds float64) {
+// than 2xx, socket errors (wrk's timeout is 2 s), req/s and wrk's CPU seconds.
+func runWrk(b *testing.B, wrk string, cpu, conns int, dur time.Duration, addr, path, body, auth string) (n, bad, sockErrs int64, rps, cpuSeconds float64) {
 	script := filepath.Join(b.TempDir(), "post.lua")
 	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = %q\n", body, auth)
 	if err := os.WriteFile(script, []byte(lua), 0o644); err != nil {
@@ -351,13 +362,13 @@ func runWrk(b *testing.B, wrk string, cpu, conns int, dur time.Duration, addr, p
 	if m := regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`).FindStringSubmatch(s); m != nil {
 		for _, v := range m[1:] {
 			x, _ := strconv.ParseInt(v, 10, 64)
-			bad += x
+			sockErrs += x
 		}
 	}
 	if n == 0 || rps == 0 {
 		b.Fatalf("wrk: no result: %s", s)
 	}
-	return n, bad, rps, cpuSeconds
+	return n, bad, sockErrs, rps, cpuSeconds
 }
 
 // rawRequest is one POST's bytes, as wrk sends it.
