@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -178,5 +179,48 @@ func testStreamUpstreamFails(t *testing.T, upstream string) {
 	}
 	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
 		t.Fatalf("after the error event: %q, %v", rest, err)
+	}
+}
+
+// A stream asked for behind another request on the same connection
+// (pipelined): the first answer arrives whole before the stream's head.
+func TestStreamPipelined(t *testing.T) {
+	e := newEnv(t, false)
+	acc := e.account("acme", "")
+	key, _ := e.key(acc, "inference")
+	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
+	e.model("gen", "text-classification", 0)
+	up := newSSEUpstream(t)
+	e.static["gen"] = []string{strings.TrimPrefix(up.URL, "http://")}
+	e.start(Config{})
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := func(model string) string {
+		return fmt.Sprintf("POST /v2/models/%s/infer HTTP/1.1\r\nHost: gw\r\nAuthorization: Token %s\r\nContent-Length: %d\r\n\r\n%s", model, key, len(inferBody), inferBody)
+	}
+	if _, err := io.WriteString(c, req("sentiment")+req("gen")); err != nil {
+		t.Fatal(err)
+	}
+	go func() { up.events <- "data: 1\n\n"; close(up.events) }()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	first, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(first.Body)
+	if err != nil || first.StatusCode != 200 || !strings.Contains(string(body), `"outputs"`) {
+		t.Fatalf("first answer: %d %q %v", first.StatusCode, body, err)
+	}
+	second, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err = io.ReadAll(second.Body)
+	if err != nil || second.StatusCode != 200 || string(body) != "data: 1\n\n" {
+		t.Fatalf("second answer: %d %q %v", second.StatusCode, body, err)
 	}
 }
