@@ -23,6 +23,27 @@
 //     The wire types themselves are internal/customerapi's, which the Go
 //     client (client/) shares; gatewaytest/ starts a real gateway for the
 //     clients' tests.
+//   - frontend.go: the customer API's HTTP/1.1 server (Config.Frontend):
+//     net/http's (the default) or fasthttp's (--frontend=fast), both serving
+//     the same http.Handler and both run by every test of the package
+//     (TestMain). Issue 22 asked for an event-driven front end from a
+//     maintained library, two measured before choosing: fasthttp (one
+//     goroutine per connection, no background read, pooled request state)
+//     and nbio (an epoll loop handing each parsed request to a pooled
+//     goroutine; a benchmark-only prototype, nbio_bench_test.go). gnet and
+//     netpoll give bytes, not HTTP: the parser and writer would be ours,
+//     against the house rule of a maintained library over hand-written code.
+//     fasthttp is the one kept: nbio costs no less CPU per request on the
+//     pinned core (BENCHMARKS.md), and it reads each body whole before the
+//     handler and runs no deadline of its own on it, so the body deadline,
+//     the in-flight caps while a body arrives and the smuggling tests would
+//     have to be rebuilt around it. It stays opt-in: on one pinned core it
+//     does not reach the goal of 0.8× nginx (BENCHMARKS.md: most of a
+//     request's CPU is the kernel's, in both front ends alike).
+//   - stream.go: relayStream, the pass-through's relay of streamed answers
+//     (text/event-stream, or without a length) as they arrive, on either
+//     front end: a flush per read, an SSE error event when the runtime fails
+//     mid-stream, the upstream request ended when the client leaves.
 //   - request.go, taskjson.go: the customer's JSON and its translation from
 //     and to the runtime's (the wire contract is internal/runtimeapi).
 //   - proxy.go: forward, the retry on another replica and what each runtime

@@ -146,15 +146,22 @@ func testStreamRelayed(t *testing.T, upstream string) {
 	}
 }
 
+// streamStarted is a stream through the gateway whose first event the
+// client has read.
+func streamStarted(t *testing.T, upstream string) (*sseUpstream, *http.Response, *bufio.Reader) {
+	e, up, key, _, _ := streamEnv(t, upstream)
+	resp, br := openStream(t, e, key)
+	up.events <- "data: 1\n\n"
+	readEvent(t, br)
+	return up, resp, br
+}
+
 // A client that goes away in the middle of a stream ends the upstream
 // request: the gateway closes its connection to the runtime.
 func TestStreamClientGone(t *testing.T) { eachUpstream(t, testStreamClientGone) }
 
 func testStreamClientGone(t *testing.T, upstream string) {
-	e, up, key, _, _ := streamEnv(t, upstream)
-	resp, br := openStream(t, e, key)
-	up.events <- "data: 1\n\n"
-	readEvent(t, br)
+	up, resp, _ := streamStarted(t, upstream)
 	resp.Body.Close() // (unfinished: the Transport closes the connection)
 	select {
 	case <-up.gone:
@@ -168,10 +175,7 @@ func testStreamClientGone(t *testing.T, upstream string) {
 func TestStreamUpstreamFails(t *testing.T) { eachUpstream(t, testStreamUpstreamFails) }
 
 func testStreamUpstreamFails(t *testing.T, upstream string) {
-	e, up, key, _, _ := streamEnv(t, upstream)
-	_, br := openStream(t, e, key)
-	up.events <- "data: 1\n\n"
-	readEvent(t, br)
+	up, _, br := streamStarted(t, upstream)
 	close(up.fail)
 	ev := readEvent(t, br)
 	if !strings.HasPrefix(ev, "event: error\ndata: {") || !strings.Contains(ev, `"code":"upstream_error"`) {
