@@ -254,6 +254,32 @@ type fastCtx struct {
 	done            chan struct{}
 	err             error
 	stopped         bool
+	after           []*func() // AfterFunc's, until the context ends
+}
+
+// AfterFunc is what context.AfterFunc calls on a context that has it (the
+// upstream call's interruption, on every request): without it, the context
+// package would start a goroutine per call to wait on Done.
+func (c *fastCtx) AfterFunc(f func()) (stop func() bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		go f()
+		return func() bool { return false }
+	}
+	p := &f
+	c.after = append(c.after, p)
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, q := range c.after {
+			if q == p {
+				c.after = append(c.after[:i], c.after[i+1:]...)
+				return true
+			}
+		}
+		return false
+	}
 }
 
 func (c *fastCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
@@ -287,6 +313,10 @@ func (c *fastCtx) check() {
 		if c.done != nil {
 			close(c.done)
 		}
+		for _, f := range c.after {
+			go (*f)()
+		}
+		c.after = nil
 		return
 	}
 	c.timer.Reset(clientGoneCheck)
