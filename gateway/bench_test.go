@@ -307,8 +307,8 @@ func startGatewayProcessOn(b *testing.B, e *env, upstream, frontend string, cpu 
 	dir := b.TempDir()
 	addrFile := filepath.Join(dir, "addr")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchGatewayProcess$")
-	if cpu >= 0 { // taskset execs the binary: every thread inherits the CPU
-		cmd = exec.Command("taskset", "-c", strconv.Itoa(cpu), os.Args[0], "-test.run=^TestBenchGatewayProcess$")
+	if cpu >= 0 {
+		cmd = pinnedCommand(cpu, os.Args[0], "-test.run=^TestBenchGatewayProcess$")
 	}
 	cmd.Env = append(os.Environ(), "NLPSWARM_BENCH_GATEWAY="+addrFile, "NLPSWARM_BENCH_DB="+e.db.URL,
 		"NLPSWARM_BENCH_UPSTREAM=sentiment="+upstream, "NLPSWARM_BENCH_REDIS="+boolEnv(e.rdb != nil), "NLPSWARM_BENCH_PREFIX="+e.prefix,

@@ -36,6 +36,8 @@ import (
 // installed) and the upstream, an nginx answering every POST at once with a
 // text-classification output; Postgres and Redis run where the system puts
 // them. Every connection is kept alive on both sides; 64 client connections.
+// Everything it runs runs at nice -20 (pinnedNice), so that other work on
+// a shared machine takes little of those two cores.
 // The gateways run the customer task API with a key on a plan (key check,
 // catalogue, local token bucket settled with Redis every 50 ms, usage).
 //
@@ -67,6 +69,19 @@ func BenchmarkPinned(b *testing.B) {
 	}
 	rounds, seconds, rate := envInt("NLPSWARM_PINNED_ROUNDS", 5), envInt("NLPSWARM_PINNED_SECONDS", 5), envInt("NLPSWARM_PINNED_RATE", 2000)
 	const conns = 64
+	pinnedNice = -20
+	if s := os.Getenv("NLPSWARM_PINNED_NICE"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatalf("NLPSWARM_PINNED_NICE=%q: want a nice value", s)
+		}
+		pinnedNice = n
+	}
+	defer func() { pinnedNice = 0 }()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, pinnedNice); err != nil {
+		b.Logf("cannot run at nice %d (%v): at the default", pinnedNice, err)
+		pinnedNice = 0
+	}
 	if err := pinProcess(os.Getpid(), loadCPU); err != nil {
 		b.Skipf("cannot pin to CPU %d: %v", loadCPU, err)
 	}
@@ -121,8 +136,8 @@ func BenchmarkPinned(b *testing.B) {
 	auth := "Token " + key // every target gets the same headers, nginx included
 	direct := rawRequest(upAddr, "/predict", `{"texts":["hello"]}`, auth)
 
-	fmt.Printf("pinned: proxy on CPU %d; load generator (%s) and upstream on CPU %d; %d connections; load average at start: %s\n",
-		proxyCPU, pick(wrk != "", "wrk", "in-process loader"), loadCPU, conns, loadAvg())
+	fmt.Printf("pinned: proxy on CPU %d; load generator (%s) and upstream on CPU %d; %d connections; nice %d; load average at start: %s\n",
+		proxyCPU, pick(wrk != "", "wrk", "in-process loader"), loadCPU, conns, pinnedNice, loadAvg())
 	dur := time.Duration(seconds) * time.Second
 	b.ResetTimer()
 	for round := 1; round <= rounds; round++ {
@@ -226,8 +241,8 @@ func loadAvg() string {
 // benchPrediction is the upstream's answer: one text-classification output.
 var benchPrediction = []byte(`{"model":"m","task":"text-classification","outputs":[[{"label":"POSITIVE","score":0.9},{"label":"NEGATIVE","score":0.1}]]}`)
 
-// pinProcess pins every thread of pid to cpu (threads created later
-// inherit it from their creator).
+// pinProcess pins every thread of pid to cpu, at pinnedNice (threads
+// created later inherit both from their creator).
 func pinProcess(pid, cpu int) error {
 	var set unix.CPUSet
 	set.Set(cpu)
@@ -240,8 +255,30 @@ func pinProcess(pid, cpu int) error {
 		if err := unix.SchedSetaffinity(tid, &set); err != nil {
 			return fmt.Errorf("thread %d: %w", tid, err)
 		}
+		if pinnedNice != 0 {
+			if err := unix.Setpriority(unix.PRIO_PROCESS, tid, pinnedNice); err != nil {
+				return fmt.Errorf("thread %d: nice %d: %w", tid, pinnedNice, err)
+			}
+		}
 	}
 	return nil
+}
+
+// pinnedNice is the nice value of everything BenchmarkPinned runs
+// (NLPSWARM_PINNED_NICE, default -20): on a machine shared with other
+// work, the measured processes then get nearly all of their cores (a
+// weight 87 times the default's) without starving the rest, as real-time
+// priorities would. 0 leaves them at the default.
+var pinnedNice = 0
+
+// pinnedCommand runs argv on cpu only, at pinnedNice (taskset and nice
+// exec it: every thread inherits both).
+func pinnedCommand(cpu int, argv ...string) *exec.Cmd {
+	args := append([]string{"-c", strconv.Itoa(cpu)}, argv...)
+	if pinnedNice != 0 {
+		return exec.Command("nice", append([]string{"-n", strconv.Itoa(pinnedNice), "taskset"}, args...)...)
+	}
+	return exec.Command("taskset", args...)
 }
 
 func findNginx() string {
@@ -309,7 +346,7 @@ func startNginxConf(b *testing.B, bin string, cpu int, conf func(dir, listen str
 	}
 	cmd := exec.Command(bin, "-c", path, "-p", dir)
 	if cpu >= 0 {
-		cmd = exec.Command("taskset", "-c", strconv.Itoa(cpu), bin, "-c", path, "-p", dir)
+		cmd = pinnedCommand(cpu, bin, "-c", path, "-p", dir)
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -342,7 +379,7 @@ func runWrk(b *testing.B, wrk string, cpu, conns int, dur time.Duration, addr, p
 	if err := os.WriteFile(script, []byte(lua), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command("taskset", "-c", strconv.Itoa(cpu), wrk, "-t1", "-c"+strconv.Itoa(conns),
+	cmd := pinnedCommand(cpu, wrk, "-t1", "-c"+strconv.Itoa(conns),
 		"-d"+strconv.Itoa(int(dur.Seconds()))+"s", "-s", script, "http://"+addr+path)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
