@@ -458,6 +458,10 @@ func (w *fastWriter) finish() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	if !w.streaming && w.ctx.Response.Header.ConnectionClose() && w.ctx.Request.Header.ContentLength() != 0 {
+		w.lingerClose()
+		return
+	}
 	if w.streaming {
 		if w.chunked && !w.aborted {
 			_ = w.write([]byte("0\r\n\r\n"))
@@ -465,6 +469,36 @@ func (w *fastWriter) finish() {
 		w.ctx.HijackSetNoResponse(true)
 		w.ctx.Hijack(func(net.Conn) {}) // fasthttp then closes the connection
 	}
+}
+
+// lingerTime is how long a connection closed with its request's body unread
+// (413, 408) goes on being read after the answer, as net/http's server does:
+// closing it with bytes unread would have the kernel reset it, and the
+// client, still sending, could lose the answer to the reset.
+const lingerTime = 500 * time.Millisecond
+
+// lingerClose writes the answer itself, then half-closes the connection and
+// reads what the client still sends (up to 256 KiB, within lingerTime)
+// before fasthttp closes it (fasthttp, which would close it at once, writes
+// nothing: the request ends hijacked).
+func (w *fastWriter) lingerClose() {
+	resp := &w.ctx.Response
+	body := resp.Body()
+	if !bodyAllowed(w.status) || w.ctx.IsHead() {
+		body = nil
+	} else {
+		resp.Header.SetContentLength(len(body))
+	}
+	raw := w.ctx.Conn()
+	_ = w.write(append(resp.Header.Header(), body...))
+	w.ctx.HijackSetNoResponse(true)
+	w.ctx.Hijack(func(c net.Conn) {
+		if hc, ok := raw.(interface{ CloseWrite() error }); ok {
+			_ = hc.CloseWrite()
+		}
+		_ = c.SetReadDeadline(time.Now().Add(lingerTime))
+		_, _ = io.CopyN(io.Discard, c, 256<<10)
+	})
 }
 
 // SetReadDeadline is what http.ResponseController calls: the body deadline.
