@@ -34,15 +34,16 @@
 //     netpoll give bytes, not HTTP: the parser and writer would be ours,
 //     against the house rule of a maintained library over hand-written code.
 //     fasthttp is the one kept: on one pinned core (BenchmarkPinned,
-//     BENCHMARKS.md) it served 0.62× nginx's req/s at 51 µs of CPU per
-//     request, nbio 0.34× at 95 µs (each request handed from its event
-//     loop to another goroutine), net/http 0.50× at 63 µs; and nbio reads
-//     each body whole before the handler with no deadline of its own, so
-//     the body deadline, the in-flight caps while a body arrives and the
-//     smuggling tests would have to be rebuilt around it. fasthttp stays
-//     opt-in all the same: 0.62× is short of the 0.8× issue 22 set for
-//     making it the default (about half of a request's CPU is the
-//     kernel's, in every front end alike).
+//     BENCHMARKS.md, three runs) it served 0.58–0.62× nginx's req/s at
+//     49–51 µs of CPU per request, nbio 0.34–0.36× at 76–95 µs (each
+//     request handed from its event loop to another goroutine), net/http
+//     0.46–0.50× at 63–66 µs; and nbio reads each body whole before the
+//     handler with no deadline of its own, so the body deadline, the
+//     in-flight caps while a body arrives and the smuggling tests would
+//     have to be rebuilt around it. fasthttp stays opt-in all the same:
+//     about 0.6× is short of the 0.8× issue 22 set for making it the
+//     default (about half of a request's CPU is the kernel's, in every
+//     front end alike).
 //   - stream.go: relayStream, the pass-through's relay of streamed answers
 //     (text/event-stream, or without a length) as they arrive, on either
 //     front end: a flush per read, an SSE error event when the runtime fails

@@ -24,7 +24,7 @@ import (
 // The customer API's HTTP/1.1 server (Config.Frontend): fasthttp's
 // (FrontendFast: one goroutine per connection, no background read, pooled
 // request and response state, buffered writes; opt-in: on one pinned core
-// it serves 0.62× nginx's req/s, net/http's 0.50×, short of the 0.8× set
+// it serves about 0.6× nginx's req/s, net/http's about 0.5×, short of the 0.8× set
 // for making it the default, BENCHMARKS.md) or net/http's.
 // Both serve the same http.Handler; the fast one through fastWriter and a
 // per-request http.Request filled from fasthttp's parsed request, in the
