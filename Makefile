@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZ_TARGETS ?= ./models:FuzzPredictRequest ./modelmgr/archive:FuzzExtract ./apiserver:FuzzDeploymentRequest ./gateway:FuzzDecodeRequest ./gateway:FuzzDecodeSimple ./gateway:FuzzParseHead ./modelmgr/onnxcheck:FuzzCheck ./modelmgr/archive:FuzzZipDeclaredEntries ./gateway:FuzzDecodeLabelsSimple ./gateway:FuzzAppendJSON ./internal/artifactcred:FuzzParse
 FUZZTIME ?= 10s
 
-.PHONY: build agent test test-unit fuzz image up down bench lint clean chaos chaos-gpu soak
+.PHONY: build agent test test-unit fuzz image up down bench bench-pinned lint clean chaos chaos-gpu soak
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/nlpswarm
@@ -78,6 +78,12 @@ BENCHTIME ?= 1s
 bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) $$($(GO) list ./... | grep -v '/gateway$$')
 	$(GO) test -run='^$$' -bench=Proxy -benchtime=150000x ./gateway/
+	$(MAKE) bench-pinned
+
+# The gateway against nginx, each proxy alone on one pinned CPU (issue 22,
+# gateway/BENCHMARKS.md): needs nginx-light and wrk (Debian), two CPUs.
+bench-pinned:
+	$(GO) test -run='^$$' -bench=Pinned -benchtime=1x -timeout=30m ./gateway/
 
 # staticcheck is pinned in go.mod's tool directive: nothing is fetched at run time.
 lint:

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -298,11 +297,22 @@ func trivialUpstream(b *testing.B) *httptest.Server {
 // running TestBenchGatewayProcess), as nginx runs in its own processes, so
 // that neither proxy shares the load generator's Go scheduler.
 func startGatewayProcess(b *testing.B, e *env, upstream string) (string, func() []int) {
+	return startGatewayProcessOn(b, e, upstream, "", -1)
+}
+
+// startGatewayProcessOn is startGatewayProcess serving with the given front
+// end ("": the default; "nbio": nbio_bench_test.go's prototype), pinned to
+// cpu (-1: anywhere).
+func startGatewayProcessOn(b *testing.B, e *env, upstream, frontend string, cpu int) (string, func() []int) {
 	dir := b.TempDir()
 	addrFile := filepath.Join(dir, "addr")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchGatewayProcess$")
+	if cpu >= 0 {
+		cmd = pinnedCommand(cpu, os.Args[0], "-test.run=^TestBenchGatewayProcess$")
+	}
 	cmd.Env = append(os.Environ(), "NLPSWARM_BENCH_GATEWAY="+addrFile, "NLPSWARM_BENCH_DB="+e.db.URL,
-		"NLPSWARM_BENCH_UPSTREAM=sentiment="+upstream, "NLPSWARM_BENCH_REDIS="+boolEnv(e.rdb != nil), "NLPSWARM_BENCH_PREFIX="+e.prefix)
+		"NLPSWARM_BENCH_UPSTREAM=sentiment="+upstream, "NLPSWARM_BENCH_REDIS="+boolEnv(e.rdb != nil), "NLPSWARM_BENCH_PREFIX="+e.prefix,
+		"NLPSWARM_BENCH_FRONTEND="+frontend, "NLPSWARM_TEST_FRONTEND="+FrontendNetHTTP)
 	// One P, as the stack runs the gateway: its service is limited to one
 	// CPU (docker-compose.yml), and Go sets GOMAXPROCS from that limit.
 	// nginx keeps a worker per core. NLPSWARM_BENCH_GATEWAY_PROCS=2 gives
@@ -352,75 +362,13 @@ func boolEnv(v bool) string {
 }
 
 func startNginx(b *testing.B, upstream string) (string, func() []int) {
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
-			if _, err := os.Stat(p); err == nil {
-				bin = p
-			}
-		}
-	}
+	bin := findNginx()
 	if bin == "" {
 		b.Skip("nginx not installed (apt-get install nginx-light)")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	dir := b.TempDir()
-	conf := fmt.Sprintf(`daemon off;
-master_process on;
-worker_processes auto;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path %[1]s/body;
-  proxy_temp_path %[1]s/proxy;
-  fastcgi_temp_path %[1]s/fastcgi;
-  uwsgi_temp_path %[1]s/uwsgi;
-  scgi_temp_path %[1]s/scgi;
-  keepalive_requests 1000000;
-  upstream runtime { server %[2]s; keepalive 128; }
-  server {
-    listen %[3]s;
-    location / {
-      proxy_pass http://runtime;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-`, dir, upstream, addr)
-	path := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-c", path, "-p", dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
+	return startNginxConf(b, bin, -1, func(dir, listen string) string {
+		return nginxHead(dir, "auto") + nginxProxy(upstream, listen)
 	})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return addr, func() []int { return append([]int{cmd.Process.Pid}, childPIDs(cmd.Process.Pid)...) }
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("nginx did not start: %s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestBenchGatewayProcess is the child process of BenchmarkProxy; it does
@@ -461,7 +409,20 @@ func TestBenchGatewayProcess(t *testing.T) {
 	// the role's read/write/idle timeouts
 	sopts := httpserver.Defaults("127.0.0.1:0")
 	sopts.DrainDelay, sopts.ShutdownTimeout = 0, time.Second
-	srv, err := httpserver.Listen(sopts, httpserver.Handler(g, httpserver.NewHealth(), nil), httpserver.NewHealth(), slog.New(slog.DiscardHandler))
+	var engine httpserver.EngineFunc // as cmd/nlpswarm chooses it (--frontend)
+	switch f := os.Getenv("NLPSWARM_BENCH_FRONTEND"); f {
+	case "nbio":
+		engine = nbioEngine
+	case "":
+	default:
+		if f, err = frontendName(f); err != nil {
+			t.Fatal(err)
+		}
+		if f == FrontendFast {
+			engine = FastEngine(Config{}, nil)
+		}
+	}
+	srv, err := httpserver.ListenEngine(sopts, engine, httpserver.Handler(g, httpserver.NewHealth(), nil), httpserver.NewHealth(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,31 @@
 //     The wire types themselves are internal/customerapi's, which the Go
 //     client (client/) shares; gatewaytest/ starts a real gateway for the
 //     clients' tests.
+//   - frontend.go: the customer API's HTTP/1.1 server (Config.Frontend):
+//     net/http's (the default) or fasthttp's (--frontend=fast), both serving
+//     the same http.Handler and both run by every test of the package
+//     (TestMain). Issue 22 asked for an event-driven front end from a
+//     maintained library, two measured before choosing: fasthttp (one
+//     goroutine per connection, no background read, pooled request state)
+//     and nbio (an epoll loop handing each parsed request to a pooled
+//     goroutine; a benchmark-only prototype, nbio_bench_test.go). gnet and
+//     netpoll give bytes, not HTTP: the parser and writer would be ours,
+//     against the house rule of a maintained library over hand-written code.
+//     fasthttp is the one kept: on one pinned core (BenchmarkPinned,
+//     BENCHMARKS.md, three runs) it served 0.58–0.62× nginx's req/s at
+//     49–51 µs of CPU per request, nbio 0.34–0.36× at 76–95 µs (each
+//     request handed from its event loop to another goroutine), net/http
+//     0.46–0.50× at 63–66 µs; and nbio reads each body whole before the
+//     handler with no deadline of its own, so the body deadline, the
+//     in-flight caps while a body arrives and the smuggling tests would
+//     have to be rebuilt around it. fasthttp stays opt-in all the same:
+//     about 0.6× is short of the 0.8× issue 22 set for making it the
+//     default (about half of a request's CPU is the kernel's, in every
+//     front end alike).
+//   - stream.go: relayStream, the pass-through's relay of streamed answers
+//     (text/event-stream, or without a length) as they arrive, on either
+//     front end: a flush per read, an SSE error event when the runtime fails
+//     mid-stream, the upstream request ended when the client leaves.
 //   - request.go, taskjson.go: the customer's JSON and its translation from
 //     and to the runtime's (the wire contract is internal/runtimeapi).
 //   - proxy.go: forward, the retry on another replica and what each runtime

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -21,9 +22,10 @@ import (
 )
 
 // The customer API's HTTP/1.1 server (Config.Frontend): fasthttp's
-// (FrontendFast, opt-in until issue 22's pinned-core benchmark shows it
-// pays: one goroutine per connection, no background
-// read, pooled request and response state, buffered writes) or net/http's.
+// (FrontendFast: one goroutine per connection, no background read, pooled
+// request and response state, buffered writes; opt-in: on one pinned core
+// it serves about 0.6× nginx's req/s, net/http's about 0.5×, short of the 0.8× set
+// for making it the default, BENCHMARKS.md) or net/http's.
 // Both serve the same http.Handler; the fast one through fastWriter and a
 // per-request http.Request filled from fasthttp's parsed request, in the
 // connection's own goroutine.
@@ -83,7 +85,11 @@ func newFastServer(opts httpserver.Options, cfg Config, h http.Handler, log *slo
 		// byte (its pre-read; it would otherwise wait for up to 8 KiB of
 		// the body before the handler, and the request would hold no place
 		// against the in-flight caps meanwhile).
-		StreamRequestBody:             true,
+		StreamRequestBody: true,
+		// every answer flushed before the next request's handler runs,
+		// pipelined or not: a streamed answer (fastWriter) writes to the
+		// connection itself and must find nothing left in fasthttp's writer
+		ReduceMemoryUsage:             true,
 		MaxRequestBodySize:            1,
 		NoDefaultServerHeader:         true,
 		NoDefaultContentType:          true,
@@ -207,9 +213,28 @@ func serveFast(ctx *fasthttp.RequestCtx, h http.Handler) {
 	f.w.ctx = ctx
 	c := &fastCtx{Context: ctx, conn: ctx.Conn()}
 	c.timer = time.AfterFunc(clientGoneCheck, c.check)
-	h.ServeHTTP(&f.w, r.WithContext(c))
+	serveAbortable(h, &f.w, r.WithContext(c))
 	c.stop()
 	f.w.finish()
+}
+
+// serveAbortable runs h as net/http's server does for a handler that
+// panics with http.ErrAbortHandler: the answer is cut short (an unfinished
+// stream stays unfinished) and the connection closed.
+func serveAbortable(h http.Handler, w *fastWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler { //nolint:errorlint // (net/http compares it so too)
+				panic(v)
+			}
+			w.aborted = true
+			if !w.streaming {
+				w.ctx.Response.Reset()
+				w.wroteHeader, w.streaming = true, true // nothing more is written
+			}
+		}
+	}()
+	h.ServeHTTP(w, r)
 }
 
 // clientGoneCheck is how often the fast front end looks whether the client
@@ -230,6 +255,32 @@ type fastCtx struct {
 	done            chan struct{}
 	err             error
 	stopped         bool
+	after           []*func() // AfterFunc's, until the context ends
+}
+
+// AfterFunc is what context.AfterFunc calls on a context that has it (the
+// upstream call's interruption, on every request): without it, the context
+// package would start a goroutine per call to wait on Done.
+func (c *fastCtx) AfterFunc(f func()) (stop func() bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		go f()
+		return func() bool { return false }
+	}
+	p := &f
+	c.after = append(c.after, p)
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, q := range c.after {
+			if q == p {
+				c.after = append(c.after[:i], c.after[i+1:]...)
+				return true
+			}
+		}
+		return false
+	}
 }
 
 func (c *fastCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
@@ -263,6 +314,10 @@ func (c *fastCtx) check() {
 		if c.done != nil {
 			close(c.done)
 		}
+		for _, f := range c.after {
+			go (*f)()
+		}
+		c.after = nil
 		return
 	}
 	c.timer.Reset(clientGoneCheck)
@@ -277,12 +332,23 @@ func (c *fastCtx) stop() {
 
 // fastWriter is an http.ResponseWriter over a fasthttp response: the body
 // is buffered and written when the handler returns, in one write with its
-// header.
+// header. A handler that flushes (relayStream) turns it into a stream: the
+// head and what was buffered are written to the connection at once, each
+// later Write goes out as it comes (a chunk, or raw bytes to an HTTP/1.0
+// client), and the connection closes after the answer (fasthttp writes
+// nothing more: the request ends hijacked, with no response of its own).
+// The server flushes every answer before the next request's handler runs
+// (ReduceMemoryUsage), so that nothing of an earlier pipelined answer is
+// left behind a stream.
 type fastWriter struct {
 	ctx         *fasthttp.RequestCtx
 	h           http.Header
 	status      int
 	wroteHeader bool
+	streaming   bool
+	chunked     bool
+	aborted     bool   // the stream is cut short: no last chunk
+	chunk       []byte // a chunk's frame, reused
 }
 
 func (w *fastWriter) Header() http.Header { return w.h }
@@ -323,13 +389,116 @@ func (w *fastWriter) Write(b []byte) (int, error) {
 	if !bodyAllowed(w.status) {
 		return 0, http.ErrBodyNotAllowed
 	}
+	if w.streaming {
+		if len(b) == 0 {
+			return 0, nil
+		}
+		if err := w.send(b); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
 	return w.ctx.Write(b)
 }
+
+// Flush starts streaming (see fastWriter); then every Write is sent at once.
+func (w *fastWriter) Flush() { _ = w.FlushError() }
+
+// FlushError is Flush with its error, as http.ResponseController calls it.
+func (w *fastWriter) FlushError() error {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.streaming || !bodyAllowed(w.status) {
+		return nil
+	}
+	w.streaming = true
+	w.chunked = w.ctx.Request.Header.IsHTTP11()
+	resp := &w.ctx.Response
+	resp.Header.SetConnectionClose()
+	if w.chunked {
+		resp.Header.SetContentLength(-1) // Transfer-Encoding: chunked
+	} else {
+		resp.Header.SetContentLength(-2) // to the connection's end
+	}
+	head := resp.Header.Header()
+	if err := w.write(head); err != nil {
+		return err
+	}
+	if body := resp.Body(); len(body) > 0 {
+		return w.send(body)
+	}
+	return nil
+}
+
+// send writes b as the stream's next piece.
+func (w *fastWriter) send(b []byte) error {
+	if !w.chunked {
+		return w.write(b)
+	}
+	w.chunk = strconv.AppendInt(w.chunk[:0], int64(len(b)), 16)
+	w.chunk = append(append(append(w.chunk, "\r\n"...), b...), "\r\n"...)
+	return w.write(w.chunk)
+}
+
+func (w *fastWriter) write(b []byte) error {
+	c := w.ctx.Conn()
+	if w.ctx.Response.Header.ConnectionClose() { // (always, while streaming)
+		_ = c.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	}
+	_, err := c.Write(b)
+	return err
+}
+
+// SetWriteDeadline is http.ResponseController's: a streamed answer's
+// writes have streamWriteTimeout each already.
+func (w *fastWriter) SetWriteDeadline(time.Time) error { return nil }
 
 func (w *fastWriter) finish() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	if !w.streaming && w.ctx.Response.Header.ConnectionClose() && w.ctx.Request.Header.ContentLength() != 0 {
+		w.lingerClose()
+		return
+	}
+	if w.streaming {
+		if w.chunked && !w.aborted {
+			_ = w.write([]byte("0\r\n\r\n"))
+		}
+		w.ctx.HijackSetNoResponse(true)
+		w.ctx.Hijack(func(net.Conn) {}) // fasthttp then closes the connection
+	}
+}
+
+// lingerTime is how long a connection closed with its request's body unread
+// (413, 408) goes on being read after the answer, as net/http's server does:
+// closing it with bytes unread would have the kernel reset it, and the
+// client, still sending, could lose the answer to the reset.
+const lingerTime = 500 * time.Millisecond
+
+// lingerClose writes the answer itself, then half-closes the connection and
+// reads what the client still sends (up to 256 KiB, within lingerTime)
+// before fasthttp closes it (fasthttp, which would close it at once, writes
+// nothing: the request ends hijacked).
+func (w *fastWriter) lingerClose() {
+	resp := &w.ctx.Response
+	body := resp.Body()
+	if !bodyAllowed(w.status) || w.ctx.IsHead() {
+		body = nil
+	} else {
+		resp.Header.SetContentLength(len(body))
+	}
+	raw := w.ctx.Conn()
+	_ = w.write(append(resp.Header.Header(), body...))
+	w.ctx.HijackSetNoResponse(true)
+	w.ctx.Hijack(func(c net.Conn) {
+		if hc, ok := raw.(interface{ CloseWrite() error }); ok {
+			_ = hc.CloseWrite()
+		}
+		_ = c.SetReadDeadline(time.Now().Add(lingerTime))
+		_, _ = io.CopyN(io.Discard, c, 256<<10)
+	})
 }
 
 // SetReadDeadline is what http.ResponseController calls: the body deadline.

@@ -11,14 +11,14 @@ import (
 // see serveFrontend): net/http's server, then the fast one. Both must pass
 // every test: auth, limits, hostile clients, slow bodies, timeouts,
 // smuggling, usage, retries. NLPSWARM_TEST_FRONTEND=fast (or nethttp) runs
-// only one; fuzzing runs once.
+// only one; fuzzing and benchmarks run once.
 func TestMain(m *testing.M) {
 	flag.Parse()
 	fronts := []string{FrontendNetHTTP, FrontendFast}
 	if f := os.Getenv("NLPSWARM_TEST_FRONTEND"); f != "" {
 		fronts = []string{f}
-	} else if fz := flag.Lookup("test.fuzz"); fz != nil && fz.Value.String() != "" {
-		fronts = fronts[:1]
+	} else if once("test.fuzz") || once("test.bench") {
+		fronts = fronts[:1] // (the benchmarks choose their front ends)
 	}
 	code := 0
 	for _, f := range fronts {
@@ -32,4 +32,10 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// once: the flag is set (fuzzing or benchmarks run once).
+func once(name string) bool {
+	f := flag.Lookup(name)
+	return f != nil && f.Value.String() != ""
 }

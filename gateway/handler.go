@@ -349,7 +349,7 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request, model, taskN
 	}
 	up := appendRuntimeRequest(*upBuf, texts, params)
 	*upBuf = up
-	res, aerr := g.forward(r, m.Name, runtimeapi.PathPredict, up, st)
+	res, aerr := g.forward(r, m.Name, runtimeapi.PathPredict, up, false, st)
 	if aerr != nil {
 		g.usage.Record(k, m, len(texts), true)
 		g.writeErr(w, st, aerr)
@@ -399,14 +399,18 @@ func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request, model strin
 		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
-	res, aerr := g.forward(r, m.Name, runtimeapi.InferPath(m.Name), body, st)
+	res, aerr := g.forward(r, m.Name, runtimeapi.InferPath(m.Name), body, true, st)
 	if aerr != nil {
 		g.usage.Record(k, m, texts, true)
 		g.writeErr(w, st, aerr)
 		return
 	}
-	g.usage.Record(k, m, texts, res.status >= 400)
+	g.usage.Record(k, m, texts, res.status >= 400) // (one request, a streamed one too)
 	st.status = res.status
+	if res.stream != nil {
+		g.relayStream(w, r, st, res)
+		return
+	}
 	if res.contentType != "" {
 		w.Header().Set("Content-Type", res.contentType)
 	}

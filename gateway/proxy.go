@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -19,6 +20,9 @@ type upstreamResult struct {
 	status      int
 	contentType string
 	body        []byte
+	// stream, when not nil, is the body of an answer relayed as it arrives
+	// (isStream; body is then nil): whoever has the result closes it.
+	stream io.ReadCloser
 }
 
 const maxUpstreamBody = 64 << 20
@@ -27,15 +31,16 @@ const maxUpstreamBody = 64 << 20
 // after a connection error, a 503 (not ready) or a 429 (busy), within the
 // model's deadline. The request context (client disconnect) cancels the
 // upstream call. An autoscaled model with no replica holds the request until
-// one is ready (holdForReplica).
-func (g *Gateway) forward(r *http.Request, model, path string, body []byte, st *reqState) (*upstreamResult, *gwError) {
+// one is ready (holdForReplica). With stream (the pass-through), a streamed
+// answer comes as upstreamResult.stream, for the caller to relay and close.
+func (g *Gateway) forward(r *http.Request, model, path string, body []byte, stream bool, st *reqState) (*upstreamResult, *gwError) {
 	timeout := g.opts.Timeout
 	if t, ok := g.opts.modelTimeouts[model]; ok && t > 0 {
 		timeout = t
 	}
 	// ctx ends when the client goes away
 	ms := g.fleet.get(model)
-	at := attempt{ctx: r.Context(), deadline: time.Now().Add(timeout), model: model, path: path, body: body, rid: r.Header.Get("X-Request-ID"), auth: ms.callAuth}
+	at := attempt{ctx: r.Context(), deadline: time.Now().Add(timeout), model: model, path: path, body: body, rid: r.Header.Get("X-Request-ID"), auth: ms.callAuth, stream: stream}
 	ctx, deadline, rid := at.ctx, at.deadline, at.rid
 	pool := &ms.pool
 	load, end := arrive(&ms.load)
@@ -121,6 +126,7 @@ type attempt struct {
 	body     []byte
 	rid      string // request ID, passed on
 	auth     string // Authorization value: the model's call credential ("" none)
+	stream   bool   // a streamed answer comes as upstreamResult.stream
 	// (the request's reqState stays out: escape analysis would move it to
 	// the heap with the fields that leak)
 }
@@ -134,5 +140,5 @@ func (g *Gateway) try(a *attempt, u *Upstream) (*upstreamResult, error) {
 		u.inflight.Add(-1)
 		inflight.Dec()
 	}()
-	return g.upstream.post(a.ctx, a.deadline, u, a.path, a.rid, a.auth, a.body)
+	return g.upstream.post(a.ctx, a.deadline, u, a.path, a.rid, a.auth, a.body, a.stream)
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"mime"
 	"net"
 	"net/http"
 	"time"
@@ -19,8 +21,10 @@ type upstreamClient interface {
 	// when zero), with auth as its Authorization header (the model's call
 	// credential; none when ""); ctx ending (the client gone) interrupts
 	// it. An error means no answer came: a connection failure, or ctx's or
-	// the deadline's end.
-	post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID, auth string, body []byte) (*upstreamResult, error)
+	// the deadline's end. With stream, a 200 answer that is an event stream
+	// (or chunked without a length) comes as upstreamResult.stream, to be
+	// relayed as it arrives (relayStream) and closed by the caller.
+	post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID, auth string, body []byte, stream bool) (*upstreamResult, error)
 	// closeIdle drops the kept-alive connections not in use.
 	closeIdle()
 }
@@ -53,8 +57,8 @@ type fastClient struct {
 	idleTimeout time.Duration
 }
 
-func (f *fastClient) post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID, auth string, body []byte) (*upstreamResult, error) {
-	return f.conns(u).post(ctx, deadline, path, requestID, auth, body)
+func (f *fastClient) post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID, auth string, body []byte, stream bool) (*upstreamResult, error) {
+	return f.conns(u).post(ctx, deadline, path, requestID, auth, body, stream)
 }
 
 // conns is u's connection pool, made on first use.
@@ -78,12 +82,16 @@ type netHTTPClient struct {
 	c *http.Client
 }
 
-func (n *netHTTPClient) post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID, auth string, body []byte) (*upstreamResult, error) {
+func (n *netHTTPClient) post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID, auth string, body []byte, stream bool) (res *upstreamResult, err error) {
+	cancel := context.CancelFunc(func() {})
 	if !deadline.IsZero() {
-		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
 	}
+	defer func() {
+		if res == nil || res.stream == nil { // (a stream's Close cancels)
+			cancel()
+		}
+	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+u.Addr+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("replica %s: %w", u.Addr, err)
@@ -103,6 +111,10 @@ func (n *netHTTPClient) post(ctx context.Context, deadline time.Time, u *Upstrea
 		}
 		return nil, fmt.Errorf("replica %s: %w", u.Addr, err)
 	}
+	if stream && isStream(resp.StatusCode, resp.Header.Get("Content-Type"), resp.ContentLength) {
+		return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"),
+			stream: &upstreamStream{ReadCloser: resp.Body, done: cancel}}, nil
+	}
 	defer resp.Body.Close()
 	ans, err := readResult(resp)
 	if err != nil {
@@ -115,3 +127,28 @@ func (n *netHTTPClient) post(ctx context.Context, deadline time.Time, u *Upstrea
 }
 
 func (n *netHTTPClient) closeIdle() { n.c.CloseIdleConnections() }
+
+// isStream: an answer the pass-through relays as it arrives (relayStream)
+// instead of reading it whole: a 200 that is an event stream
+// (text/event-stream) or has no length (chunked, or up to the connection's
+// end), as generation answers are.
+func isStream(status int, contentType string, length int64) bool {
+	return status == http.StatusOK && (length < 0 || isEventStream(contentType))
+}
+
+func isEventStream(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "text/event-stream"
+}
+
+// upstreamStream is a streamed answer's body; Close ends the upstream
+// request (its connection is closed, never reused).
+type upstreamStream struct {
+	io.ReadCloser
+	done func()
+}
+
+func (s *upstreamStream) Close() error {
+	s.done() // first: closing an unfinished body read by http.ReadResponse drains it
+	return s.ReadCloser.Close()
+}

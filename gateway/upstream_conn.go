@@ -58,17 +58,17 @@ var errReusedConnDropped = errors.New("kept-alive connection closed by the repli
 // The deadline is the connection's, not a context's: context.WithTimeout
 // costs a timer, a context and two registrations with the parent on every
 // request, a connection deadline one timer update.
-func (p *connPool) post(ctx context.Context, deadline time.Time, path, requestID, auth string, body []byte) (*upstreamResult, error) {
+func (p *connPool) post(ctx context.Context, deadline time.Time, path, requestID, auth string, body []byte, stream bool) (*upstreamResult, error) {
 	c, reused, err := p.get(ctx, deadline)
 	if err != nil {
 		return nil, err
 	}
-	ans, err := p.roundTrip(ctx, deadline, c, path, requestID, auth, body)
+	ans, err := p.roundTrip(ctx, deadline, c, path, requestID, auth, body, stream)
 	if err != nil && reused && errors.Is(err, errReusedConnDropped) && ctx.Err() == nil {
 		if c, err = p.dialConn(ctx, deadline); err != nil {
 			return nil, err
 		}
-		ans, err = p.roundTrip(ctx, deadline, c, path, requestID, auth, body)
+		ans, err = p.roundTrip(ctx, deadline, c, path, requestID, auth, body, stream)
 	}
 	return ans, err
 }
@@ -140,14 +140,20 @@ func (p *connPool) closeIdle() {
 var aLongTimeAgo = time.Unix(1, 0)
 
 // roundTrip writes the request on c and reads the answer; c goes back to the
-// pool when the exchange left it clean, and is closed otherwise.
-func (p *connPool) roundTrip(ctx context.Context, deadline time.Time, c *upConn, path, requestID, auth string, body []byte) (ans *upstreamResult, err error) {
+// pool when the exchange left it clean, and is closed otherwise. A streamed
+// answer (stream, isStream) keeps the connection, and ctx's hold on it,
+// until its Close, which closes it.
+func (p *connPool) roundTrip(ctx context.Context, deadline time.Time, c *upConn, path, requestID, auth string, body []byte, stream bool) (ans *upstreamResult, err error) {
 	c.c.SetDeadline(deadline) // (zero: none, which also clears a reused connection's last one)
 	// the caller's context ending (the client gone) interrupts blocked I/O;
 	// the connection then is closed
 	stop := context.AfterFunc(ctx, func() { c.c.SetDeadline(aLongTimeAgo) })
 	keep := false
 	defer func() {
+		if ans != nil && ans.stream != nil {
+			ans.stream = &upstreamStream{ReadCloser: ans.stream, done: func() { stop(); c.c.Close() }}
+			return
+		}
 		if !stop() || !keep {
 			c.c.Close()
 			return
@@ -176,7 +182,7 @@ func (p *connPool) roundTrip(ctx context.Context, deadline time.Time, c *upConn,
 	if _, err := c.br.Peek(1); err != nil { // nothing of an answer arrived
 		return nil, p.ioErr(ctx, deadline, err, true)
 	}
-	ans, keep, err = readAnswer(c.br)
+	ans, keep, err = readAnswer(c.br, stream)
 	if err != nil {
 		return nil, p.ioErr(ctx, deadline, err, false)
 	}
@@ -188,9 +194,11 @@ func (p *connPool) roundTrip(ctx context.Context, deadline time.Time, c *upConn,
 // few headers with a Content-Length all in the read buffer already, is
 // parsed in place (parseHead); anything else goes through
 // http.ReadResponse. keep says the connection may carry another request.
-func readAnswer(br *bufio.Reader) (ans *upstreamResult, keep bool, err error) {
+// With stream, a streamed answer (isStream) comes with its body unread, as
+// ans.stream.
+func readAnswer(br *bufio.Reader, stream bool) (ans *upstreamResult, keep bool, err error) {
 	if buf, _ := br.Peek(br.Buffered()); len(buf) > 0 {
-		if h, ok := parseHead(buf); ok && h.length <= maxUpstreamBody {
+		if h, ok := parseHead(buf); ok && h.length <= maxUpstreamBody && !(stream && isStream(h.status, h.contentType, h.length)) {
 			_, _ = br.Discard(h.size)
 			data := make([]byte, h.length)
 			if _, err := io.ReadFull(br, data); err != nil {
@@ -202,6 +210,9 @@ func readAnswer(br *bufio.Reader) (ans *upstreamResult, keep bool, err error) {
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		return nil, false, err
+	}
+	if stream && isStream(resp.StatusCode, resp.Header.Get("Content-Type"), resp.ContentLength) {
+		return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), stream: resp.Body}, false, nil
 	}
 	defer resp.Body.Close()
 	ans, err = readResult(resp)

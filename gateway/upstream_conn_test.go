@@ -34,7 +34,7 @@ func TestConnPoolKeepAliveAndStale(t *testing.T) {
 	p := &connPool{addr: srv.Listener.Addr().String(), dial: (&net.Dialer{}).DialContext, idleTimeout: time.Minute, maxIdle: 4}
 	ctx := context.Background()
 	for i := 0; i < 20; i++ {
-		res, err := p.post(ctx, time.Time{}, "/predict", "rid-1", "", []byte(`{"x":1}`))
+		res, err := p.post(ctx, time.Time{}, "/predict", "rid-1", "", []byte(`{"x":1}`), false)
 		if err != nil || res.status != 200 || string(res.body) != `{"path":"/predict","body":{"x":1},"id":"rid-1"}` || res.contentType != "application/json" {
 			t.Fatalf("request %d: %+v %v", i, res, err)
 		}
@@ -45,14 +45,14 @@ func TestConnPoolKeepAliveAndStale(t *testing.T) {
 	// the replica drops its idle connections (a restart, its idle timeout)
 	srv.CloseClientConnections()
 	time.Sleep(50 * time.Millisecond)
-	if res, err := p.post(ctx, time.Time{}, "/predict", "rid-2", "", []byte(`{}`)); err != nil || res.status != 200 {
+	if res, err := p.post(ctx, time.Time{}, "/predict", "rid-2", "", []byte(`{}`), false); err != nil || res.status != 200 {
 		t.Fatalf("after the replica closed the kept-alive connection: %+v %v", res, err)
 	}
 	// a connection idle past idleTimeout is not reused
 	p.idleTimeout = time.Millisecond
 	before := conns.Load()
 	time.Sleep(5 * time.Millisecond)
-	if _, err := p.post(ctx, time.Time{}, "/predict", "rid-3", "", []byte(`{}`)); err != nil {
+	if _, err := p.post(ctx, time.Time{}, "/predict", "rid-3", "", []byte(`{}`), false); err != nil {
 		t.Fatal(err)
 	}
 	if conns.Load() != before+1 {
@@ -80,7 +80,7 @@ func TestConnPoolCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	start := time.Now()
-	_, err := p.post(ctx, time.Time{}, "/predict", "rid", "", []byte(`{}`))
+	_, err := p.post(ctx, time.Time{}, "/predict", "rid", "", []byte(`{}`), false)
 	if err != context.Canceled || time.Since(start) > 2*time.Second {
 		t.Fatalf("cancelled request: %v after %s", err, time.Since(start))
 	}
