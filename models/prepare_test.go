@@ -339,3 +339,27 @@ func short(v any) string {
 	}
 	return s
 }
+
+// BenchmarkPrepare: Prepare alone (the tokenizer, on the request's
+// goroutine) on 64 texts each: ordinary, filling the model's positions
+// (the long texts as Prepare cuts them), and 16 KB.
+func BenchmarkPrepare(b *testing.B) {
+	m := sentiment(b)
+	long, short := qodTexts()
+	full, _, err := m.Prepare(long)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		texts []string
+	}{{"ordinary", short}, {"full", full}, {"16KB", long}} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, _, err := m.Prepare(c.texts); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
