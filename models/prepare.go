@@ -34,10 +34,10 @@ import (
 // request on ORT (BENCHMARKS.md, query of death). Now each character of
 // the head is tokenized once.
 
-// probeCharsPerToken: a long text's first piece is this many characters
+// firstPieceCharsPerToken: a long text's first piece is this many characters
 // per position, cut back to a space (English wordpieces are about 4–5
 // characters; the sentiment fixture's 400-word vocabulary nearer 2).
-const probeCharsPerToken = 2
+const firstPieceCharsPerToken = 2
 
 // pieceMargin: each later piece is the tokens still wanted times the
 // characters per token seen so far, times this, plus pieceSlack bytes, so
@@ -80,7 +80,7 @@ func (c *tokenCounter) prepare(text string) (string, int, *tokenizer.Encoding, e
 		return text, len(e.Ids), e, nil
 	}
 	t := truncateChars(text, c.maxPos*charsPerToken)
-	e, err := c.encodeHead(t, len(truncateChars(t, c.maxPos*probeCharsPerToken)))
+	e, err := c.encodeHead(t, len(truncateChars(t, c.maxPos*firstPieceCharsPerToken)))
 	if err != nil {
 		return "", 0, nil, fmt.Errorf("tokenize: %w", err)
 	}
