@@ -97,7 +97,7 @@ clean:
 # (tag ORT) on the ldd closure of it and Debian sid's libonnxruntime1.23,
 # no shell; the sid root is cached in /var/cache/nlpswarm/ort-sid.
 ORT_IMAGE ?= nlpswarm-ort:dev
-.PHONY: ort-image test-ort minilm bench-ort
+.PHONY: ort-image test-ort minilm bench-ort bench-stack
 ort-image:
 	ORT_IMAGE=$(ORT_IMAGE) ./deployments/images/ort/build.sh
 
@@ -130,3 +130,9 @@ llama-image: build
 
 test-llama: llama-image
 	LLAMA_IMAGE=$(LLAMA_IMAGE) $(GO) test -count=1 -v -run '^TestImageServesTinyLlama$$' ./deployments/images/llama
+
+# The whole stack (gateway → one replica of the MiniLM-sized encoder) at
+# concurrency 16, ort vs go alternated (deployments/bench/stack.sh; brings
+# the stack up fresh with ORT=1 unless KEEP_STACK=1; holds the engine's lock).
+bench-stack:
+	flock /tmp/nlpswarm-stack.lock ./deployments/bench/stack.sh

@@ -77,24 +77,34 @@ func loadRun(url string, conc int, d time.Duration) (rps float64, p50 time.Durat
 	return float64(len(lat)) / d.Seconds(), lat[len(lat)/2]
 }
 
+// benchEnv is the integer in the environment variable name, or def.
+func benchEnv(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
 // BenchmarkBatching runs the load generator at concurrency 1, 8 and 32 with
 // batching on (32 texts / 5 ms) and off, side by side in one run, on the
 // sentiment fixture and, when NLPSWARM_MINILM_DIR names it, the MiniLM-sized
-// encoder (where the model, not HTTP, is what a request costs).
+// encoder (where the model, not HTTP, is what a request costs). Knobs, for
+// the MiniLM-sized model's engine and both fixtures' batching on:
+// NLPSWARM_BENCH_THREADS (intra-op threads; 0: the CPUs),
+// NLPSWARM_BENCH_MAXBATCH (32), NLPSWARM_BENCH_DELAY_MS (5).
 func BenchmarkBatching(b *testing.B) {
-	d := 3 * time.Second
-	if v := os.Getenv("NLPSWARM_BENCH_SECONDS"); v != "" {
-		if s, err := strconv.Atoi(v); err == nil {
-			d = time.Duration(s) * time.Second
-		}
-	}
+	d := time.Duration(benchEnv("NLPSWARM_BENCH_SECONDS", 3)) * time.Second
+	onCfg := BatchConfig{MaxSize: benchEnv("NLPSWARM_BENCH_MAXBATCH", 32), MaxTokens: 4096,
+		MaxDelay: time.Duration(benchEnv("NLPSWARM_BENCH_DELAY_MS", 5)) * time.Millisecond, Queue: 512}
 	models := []struct {
 		name string
 		load func(testing.TB) (*Model, string)
 	}{
 		{"sentiment", func(t testing.TB) (*Model, string) { return sentiment(t), TextClassification }},
 		{"minilm", func(t testing.TB) (*Model, string) {
-			m, err := Load(minilm(t), "minilm", FeatureExtraction)
+			cfg := DefaultEngineConfig()
+			cfg.Threads = benchEnv("NLPSWARM_BENCH_THREADS", 0)
+			m, err := LoadWith(minilm(t), "minilm", FeatureExtraction, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,7 +115,7 @@ func BenchmarkBatching(b *testing.B) {
 	for _, mc := range models {
 		b.Run(mc.name, func(b *testing.B) {
 			m, task := mc.load(b)
-			on := newTestServer(b, m, task, BatchConfig{MaxSize: 32, MaxTokens: 4096, MaxDelay: 5 * time.Millisecond, Queue: 512}, DefaultLimits())
+			on := newTestServer(b, m, task, onCfg, DefaultLimits())
 			off := newTestServer(b, m, task, BatchConfig{MaxSize: 1, Queue: 512}, DefaultLimits())
 			for _, conc := range []int{1, 8, 32} {
 				b.Run(fmt.Sprintf("c=%d", conc), func(b *testing.B) {

@@ -22,21 +22,31 @@ import (
 // text the tokens' offsets point into, and what a text whose tokens were
 // not kept is tokenized from on the loop).
 //
-// A long text is tokenized on a prefix of whole words (probes below), not
-// whole: BERT's pre-tokenizer splits on spaces and punctuation first, so a
-// prefix that ends at a space encodes to the same first tokens as the text;
-// TestPrepareKeepsOutputs checks it on every fixture against the whole
-// text, uncut, straight through the pipeline (English, no spaces, accents,
-// CJK). Before 2026-12-06 the cut was encoded again to check it and the
-// pipeline encoded it a third time: the pure-Go tokenizer was most of a
-// long request on ORT (BENCHMARKS.md, query of death).
+// A long text is tokenized on a head of whole words, not whole, and in
+// pieces (encodeHead): BERT's pre-tokenizer splits on spaces and
+// punctuation first, so pieces that end at a space encode to the same
+// tokens as the text; TestPrepareKeepsOutputs checks it on every fixture
+// against the whole text, uncut, straight through the pipeline (English,
+// no spaces, accents, CJK). Before 2026-12-06 the cut was encoded again to
+// check it and the pipeline encoded it a third time, and until 2026-12-07
+// the head was found by encoding prefixes of 2, 4, 8… characters per
+// position, each from the start: the pure-Go tokenizer was most of a long
+// request on ORT (BENCHMARKS.md, query of death). Now each character of
+// the head is tokenized once.
 
-// probeCharsPerToken: a long text is first tokenized on a prefix of this
-// many characters per position, cut back to a space, then twice, four
-// times… as many, until the prefix holds more tokens than the model keeps
-// (English wordpieces are about 4–5 characters; the sentiment fixture's
-// 400-word vocabulary nearer 2); the whole character cut last.
-const probeCharsPerToken = 2
+// firstPieceCharsPerToken: a long text's first piece is this many characters
+// per position, cut back to a space (English wordpieces are about 4–5
+// characters; the sentiment fixture's 400-word vocabulary nearer 2).
+const firstPieceCharsPerToken = 2
+
+// pieceMargin: each later piece is the tokens still wanted times the
+// characters per token seen so far, times this, plus pieceSlack bytes, so
+// that most long texts need two pieces and overshoot by about a quarter of
+// the second.
+const (
+	pieceMargin = 1.25
+	pieceSlack  = 16
+)
 
 // tokenCounter tokenizes texts outside the inference loop. Its tokenizer is
 // its own instance (the pipeline's is used by the loop) and is safe for
@@ -70,29 +80,7 @@ func (c *tokenCounter) prepare(text string) (string, int, *tokenizer.Encoding, e
 		return text, len(e.Ids), e, nil
 	}
 	t := truncateChars(text, c.maxPos*charsPerToken)
-	// prefixes of probeCharsPerToken, twice, four times… characters per
-	// position until one holds more tokens than the model keeps: at most
-	// twice the characters needed
-	for perPos := probeCharsPerToken; perPos < charsPerToken; perPos *= 2 {
-		probe := c.maxPos * perPos
-		if len(t) <= probe {
-			break
-		}
-		// whole words only: a word cut in two may encode differently
-		p := truncateChars(t, probe)
-		i := strings.LastIndexByte(p, ' ')
-		if i <= 0 {
-			break
-		}
-		e, err := c.tk.EncodeSingle(p[:i], true)
-		if err != nil {
-			return "", 0, nil, fmt.Errorf("tokenize: %w", err)
-		}
-		if len(e.Ids) > c.maxPos {
-			return c.cut(t, e), c.maxPos, e, nil
-		}
-	}
-	e, err := c.tk.EncodeSingle(t, true)
+	e, err := c.encodeHead(t, len(truncateChars(t, c.maxPos*firstPieceCharsPerToken)))
 	if err != nil {
 		return "", 0, nil, fmt.Errorf("tokenize: %w", err)
 	}
@@ -100,6 +88,65 @@ func (c *tokenCounter) prepare(text string) (string, int, *tokenizer.Encoding, e
 		return t, len(e.Ids), e, nil
 	}
 	return c.cut(t, e), c.maxPos, e, nil
+}
+
+// encodeHead encodes t, or a head of it of whole words that holds more
+// tokens than the model keeps, with the special tokens: t is tokenized in
+// pieces, each cut back to a space, and each character once. The first
+// piece is first bytes; each later one is sized from the characters per
+// token seen so far (pieceMargin). A piece with no space to cut at takes
+// the rest of t.
+//
+// Pieces that end at a space encode to the whole's tokens (BERT's
+// pre-tokenizer splits words at spaces first, the normalizer works per
+// character): TestEncodeHeadMatchesWhole checks every field against the
+// head encoded in one piece, on every fixture's tokenizer.
+func (c *tokenCounter) encodeHead(t string, first int) (*tokenizer.Encoding, error) {
+	var head tokenizer.Encoding
+	size, start := first, 0
+	for start < len(t) && len(head.Ids) <= c.maxPos {
+		end := len(t)
+		if start+size < len(t) {
+			if i := strings.LastIndexByte(t[start:start+size], ' '); i > 0 {
+				end = start + i
+			}
+		}
+		if start == 0 && end == len(t) { // one piece: the ordinary path
+			return c.tk.EncodeSingle(t, true)
+		}
+		e, err := c.tk.EncodeSingleSequence(tokenizer.NewInputSequence(t[start:end]), 0, tokenizer.Byte)
+		if err != nil {
+			return nil, err
+		}
+		appendPiece(&head, e, start)
+		start = end
+		perToken := float64(start) / float64(max(len(head.Ids), 1))
+		size = int(float64(c.maxPos+1-len(head.Ids))*perToken*pieceMargin) + pieceSlack
+	}
+	return c.tk.PostProcess(&head, nil, true), nil
+}
+
+// appendPiece appends e, the encoding of a piece that starts at byte shift
+// of the text, to head: its offsets and word indexes continue head's.
+func appendPiece(head, e *tokenizer.Encoding, shift int) {
+	words := 0
+	for _, w := range head.Words {
+		words = max(words, w+1)
+	}
+	head.Ids = append(head.Ids, e.Ids...)
+	head.TypeIds = append(head.TypeIds, e.TypeIds...)
+	head.Tokens = append(head.Tokens, e.Tokens...)
+	head.SpecialTokenMask = append(head.SpecialTokenMask, e.SpecialTokenMask...)
+	head.AttentionMask = append(head.AttentionMask, e.AttentionMask...)
+	for _, w := range e.Words {
+		if w >= 0 {
+			w += words
+		}
+		head.Words = append(head.Words, w)
+	}
+	for _, o := range e.Offsets {
+		head.Offsets = append(head.Offsets, []int{o[0] + shift, o[1] + shift})
+	}
 }
 
 // cut shortens t, whose encoding (or a prefix's, of whole words) e has more

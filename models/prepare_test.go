@@ -282,3 +282,84 @@ func TestLargeRequestInterleaves(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Encoding a head in pieces gives, field by field, what encoding it in one
+// piece gives, on every fixture's tokenizer, for pieces of any size.
+func TestEncodeHeadMatchesWhole(t *testing.T) {
+	texts := append(prepareTexts(),
+		strings.Repeat("a  double  spaced,text;with punctuation!and\ttabs\nand lines ", 60),
+		strings.Repeat("Ünïcödé wörds ñ façade naïve coöperate 東京 タワー ", 80),
+		strings.Repeat("supercalifragilisticexpialidocious antidisestablishmentarianism ", 40))
+	for _, fx := range []string{"sentiment", "ner", "embeddings"} {
+		for _, maxPos := range []int{8, 64, 200} {
+			c, err := newTokenCounter(fixture(t, fx), maxPos)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, txt := range texts {
+				for _, first := range []int{7, 40, 300} {
+					got, err := c.encodeHead(txt, first)
+					if err != nil {
+						t.Fatal(err)
+					}
+					// the head: what its offsets cover, to the next space
+					n := len(txt)
+					if k := len(got.Offsets) - 2; k >= 0 && got.Offsets[k][1] > 0 {
+						if j := strings.IndexByte(txt[got.Offsets[k][1]:], ' '); j >= 0 {
+							n = got.Offsets[k][1] + j
+						}
+					}
+					want, err := c.tk.EncodeSingle(txt[:n], true)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(got.Ids) <= maxPos && n != len(txt) {
+						t.Errorf("%s/%d text %d first %d: %d tokens and stopped at byte %d of %d", fx, maxPos, i, first, len(got.Ids), n, len(txt))
+					}
+					for _, f := range []struct {
+						name      string
+						got, want any
+					}{{"ids", got.Ids, want.Ids}, {"type ids", got.TypeIds, want.TypeIds}, {"tokens", got.Tokens, want.Tokens},
+						{"offsets", got.Offsets, want.Offsets}, {"special", got.SpecialTokenMask, want.SpecialTokenMask},
+						{"attention", got.AttentionMask, want.AttentionMask}, {"words", got.Words, want.Words}} {
+						if !reflect.DeepEqual(f.got, f.want) {
+							t.Errorf("%s/%d text %d first %d: %s differ\n got %v\nwant %v", fx, maxPos, i, first, f.name, short(f.got), short(f.want))
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func short(v any) string {
+	s := fmt.Sprint(v)
+	if len(s) > 300 {
+		return s[:300] + "…"
+	}
+	return s
+}
+
+// BenchmarkPrepare: Prepare alone (the tokenizer, on the request's
+// goroutine) on 64 texts each: ordinary, filling the model's positions
+// (the long texts as Prepare cuts them), and 16 KB.
+func BenchmarkPrepare(b *testing.B) {
+	m := sentiment(b)
+	long, short := qodTexts()
+	full, _, err := m.Prepare(long)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		texts []string
+	}{{"ordinary", short}, {"full", full}, {"16KB", long}} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, _, err := m.Prepare(c.texts); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
