@@ -41,6 +41,9 @@ type Reconciler struct {
 	Spec    SpecConfig
 	Log     *slog.Logger
 	Metrics *Metrics // optional
+	// Events, when set, wakes Loop on Swarm node and service events
+	// (WatchSwarm); without it Loop wakes on NOTIFY and its resync timer.
+	Events EventSource
 
 	starts startTracker // cold starts recorded (coldstart.go)
 }
