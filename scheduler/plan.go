@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/moby/moby/api/types/swarm"
 
@@ -25,13 +26,31 @@ type Service struct {
 	Updating bool `json:"updating,omitempty"`
 }
 
-// serviceOf reads what Diff compares from a listed service.
-func serviceOf(s swarm.Service) Service {
+// serviceOf reads what Diff compares from a listed service, at now.
+func serviceOf(s swarm.Service, now time.Time) Service {
 	l := s.Spec.Annotations.Labels
-	updating := s.UpdateStatus != nil &&
-		(s.UpdateStatus.State == swarm.UpdateStateUpdating || s.UpdateStatus.State == swarm.UpdateStateRollbackStarted)
 	return Service{ID: s.ID, Name: s.Spec.Annotations.Name, Model: l[LabelModel], SpecHash: l[LabelSpecHash], Replicas: replicas(s.Spec),
-		Backend: l[LabelBackend], Updating: updating}
+		Backend: l[LabelBackend], Updating: updating(s, now)}
+}
+
+// updatePending is how long after a spec write a service whose update
+// status does not say it started yet counts as being rolled.
+const updatePending = 30 * time.Second
+
+// updating reports whether Swarm is rolling s: its update status says so,
+// or its spec was written (within updatePending) and its updater has not
+// set the status yet (none, or an earlier update's completion from before
+// the write), the moment right after a pass updated it.
+func updating(s swarm.Service, now time.Time) bool {
+	u := s.UpdateStatus
+	if u != nil && (u.State == swarm.UpdateStateUpdating || u.State == swarm.UpdateStateRollbackStarted) {
+		return true
+	}
+	if s.PreviousSpec == nil || now.Sub(s.UpdatedAt) > updatePending {
+		return false
+	}
+	// the updater's own status write moves UpdatedAt a moment past CompletedAt
+	return u == nil || (u.CompletedAt != nil && s.UpdatedAt.Sub(*u.CompletedAt) > time.Second)
 }
 
 // Plan is what one reconcile pass does, decided before anything is done:

@@ -71,7 +71,7 @@ func (r *Reconciler) inputs(ctx context.Context) ([]deployment.Desired, []Servic
 	}
 	services := make([]Service, len(list.Items))
 	for i, s := range list.Items {
-		services[i] = serviceOf(s)
+		services[i] = serviceOf(s, time.Now())
 	}
 	inv, err = r.loadInventory(ctx)
 	return desired, services, inv, err

@@ -3,6 +3,9 @@ package scheduler
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/swarm"
 
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/scheduler/placement"
@@ -161,5 +164,39 @@ func TestDiffRollsGPUReplicas(t *testing.T) {
 				t.Errorf("empty plan")
 			}
 		})
+	}
+}
+
+// A service counts as being rolled from Swarm's update status, and in the
+// moment between a pass's spec write and the updater's first status write
+// (a stop-first roll of the next replica must not start then).
+func TestUpdating(t *testing.T) {
+	now := time.Date(2026, 12, 6, 23, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { x := now.Add(d); return &x }
+	svc := func(updated time.Duration, previous bool, u *swarm.UpdateStatus) swarm.Service {
+		s := swarm.Service{UpdateStatus: u}
+		s.UpdatedAt = now.Add(updated)
+		if previous {
+			s.PreviousSpec = &swarm.ServiceSpec{}
+		}
+		return s
+	}
+	for _, c := range []struct {
+		name string
+		s    swarm.Service
+		want bool
+	}{
+		{"created, never updated", svc(-time.Second, false, nil), false},
+		{"updating", svc(-time.Minute, true, &swarm.UpdateStatus{State: swarm.UpdateStateUpdating}), true},
+		{"rolling back", svc(-time.Minute, true, &swarm.UpdateStatus{State: swarm.UpdateStateRollbackStarted}), true},
+		{"completed", svc(-10*time.Second, true, &swarm.UpdateStatus{State: swarm.UpdateStateCompleted, CompletedAt: at(-10*time.Second - time.Millisecond)}), false},
+		{"spec just written, no status yet", svc(-time.Second, true, nil), true},
+		{"spec just written over an earlier completion", svc(-time.Second, true, &swarm.UpdateStatus{State: swarm.UpdateStateCompleted, CompletedAt: at(-time.Minute)}), true},
+		{"no status long after the write (a scale only)", svc(-time.Minute, true, nil), false},
+		{"paused", svc(-time.Minute, true, &swarm.UpdateStatus{State: swarm.UpdateStatePaused}), false},
+	} {
+		if got := updating(c.s, now); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
 	}
 }
