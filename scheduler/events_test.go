@@ -11,6 +11,8 @@ import (
 
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
+
+	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 )
 
 // fakeEvents serves one scripted stream per Events call: the messages,
@@ -103,4 +105,97 @@ func TestWatchSwarm(t *testing.T) {
 	// a full wake channel never blocks the watcher
 	signal(wake)
 	signal(wake)
+}
+
+// loopDocker is the Engine API of an empty swarm that counts the reconcile
+// loop's passes (one node list per pass); what a pass with nothing desired
+// does not call is left unimplemented.
+type loopDocker struct {
+	Docker
+	mu     sync.Mutex
+	passes int
+}
+
+func (d *loopDocker) NodeList(context.Context, client.NodeListOptions) (client.NodeListResult, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.passes++
+	return client.NodeListResult{}, nil
+}
+
+func (d *loopDocker) ServiceList(context.Context, client.ServiceListOptions) (client.ServiceListResult, error) {
+	return client.ServiceListResult{}, nil
+}
+
+func (d *loopDocker) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.passes
+}
+
+// The reconcile loop runs a pass on a Swarm event, not only on NOTIFY and
+// its resync timer (an hour here): a node lost is re-placed as soon as
+// Swarm marks it down.
+func TestLoopWakesOnSwarmEvents(t *testing.T) {
+	db := pgtest.New(t, true)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	leader, err := AcquireLease(ctx, db.Pool, LeaseConfig{Holder: "loop-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leader.Release()
+	docker := &loopDocker{}
+	stream := &chanEvents{msgs: make(chan events.Message)}
+	r := &Reconciler{DB: db.Pool, Docker: docker, Events: stream, Log: slog.New(slog.DiscardHandler)}
+	done := make(chan error, 1)
+	go func() { done <- r.Loop(ctx, leader, time.Hour) }()
+	waitPasses := func(n int, what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for docker.count() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d passes after 5 s, want %d", what, docker.count(), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitPasses(1, "the first pass")
+	time.Sleep(300 * time.Millisecond) // the wake-up of the stream's opening, if it came after the first pass
+	before := docker.count()
+	select {
+	case stream.msgs <- events.Message{Type: "node", Action: "update", Actor: events.Actor{ID: "n2", Attributes: map[string]string{"state.new": "down"}}}:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the loop does not watch Swarm's events")
+	}
+	waitPasses(before+1, "after a node event")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Loop: %v", err)
+	}
+}
+
+// chanEvents is one events stream fed by the test, open until its context
+// ends.
+type chanEvents struct{ msgs chan events.Message }
+
+func (c *chanEvents) Events(ctx context.Context, _ client.EventsListOptions) client.EventsResult {
+	out, errs := make(chan events.Message), make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case m := <-c.msgs:
+				select {
+				case out <- m:
+				case <-ctx.Done():
+					errs <- ctx.Err()
+					return
+				}
+			case <-ctx.Done():
+				errs <- ctx.Err()
+				return
+			}
+		}
+	}()
+	return client.EventsResult{Messages: out, Err: errs}
 }
