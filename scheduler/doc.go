@@ -85,9 +85,37 @@
 // replicas' nodes, then GPUs (placement.PlaceSpread): replicas of one model
 // share a node only when no other node can take them. A re-placed slot is a
 // start-first update of its own service; a version change updates each
-// replica service start-first (the others keep serving). A deployment only
+// replica service (below, "Rolling a GPU replica"). A deployment only
 // part of whose replicas fit runs those, its status saying why the others
 // do not (Plan.Short).
+//
+// Rolling a GPU replica (a new version, image or credential: each replica
+// service is updated start-first, all of them in one pass). Swarm's
+// start-first update starts the new task beside the old one, pinned to the
+// same node and NVIDIA_VISIBLE_DEVICES, and stops the old one once the new
+// one is running (healthy): for that while the GPU holds two copies of the
+// model, and a GPU without room for the second copy (a 16 GiB replica on a
+// 16 GiB GPU, or memory used by something else, which NVML's free figure
+// shows) would fail the new task on a real GPU (out of memory), Swarm would
+// roll it back, and the version would never roll. So Diff (placeGPUs)
+// decides per replica, from the inventory: start-first where it runs when
+// its GPU has room for the second copy (RollInPlace); else the replica is
+// placed anew on a GPU that has room, start-first (RollMoved: the old task
+// serves on its GPU until the new one runs on the other; its assignment
+// moves at once); else it rolls stop-first on its GPU (RollStopFirst: apply
+// sends that update order, the spec hash unchanged), one replica of the
+// model at a time, the others waiting (RollDeferred) while one of its
+// services is being rolled (Swarm's update status), so the others serve
+// meanwhile (a 1-replica model has no other: its roll on a full cluster is
+// an outage of one restart). The second copies and a moved replica's old
+// GPU are held for the rest of the pass (two rolls never count on the same
+// room), never in the inventory: gpu_assignments keeps one row per replica
+// slot and GPU, so a start-first roll books nothing twice and leaks nothing.
+// A changed request (say 4 → 16 GiB) placed back on the GPU its old task
+// still runs on rolls the same way. Placement that runs in the same pass is
+// not told of a roll in flight from an earlier pass (seconds, until Swarm
+// stops the old task); on a real GPU NVML's free figure, which placement
+// takes when larger than the assignments, covers it.
 //
 // CPU deployments keep one service whose tasks Swarm places; Swarm does not
 // rebalance, so a node back from a drain or failure took no replicas and a

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/moby/moby/api/types/swarm"
 
@@ -19,13 +20,37 @@ type Service struct {
 	SpecHash string `json:"spec_hash"`
 	Replicas uint64 `json:"replicas"`
 	Backend  string `json:"backend,omitempty"` // the engine it runs, from its label
+	// Updating: Swarm is rolling it (its update status updating or
+	// rollback_started), which a stop-first roll of another replica of its
+	// model waits for (placeGPUs).
+	Updating bool `json:"updating,omitempty"`
 }
 
-// serviceOf reads what Diff compares from a listed service.
-func serviceOf(s swarm.Service) Service {
+// serviceOf reads what Diff compares from a listed service, at now.
+func serviceOf(s swarm.Service, now time.Time) Service {
 	l := s.Spec.Annotations.Labels
 	return Service{ID: s.ID, Name: s.Spec.Annotations.Name, Model: l[LabelModel], SpecHash: l[LabelSpecHash], Replicas: replicas(s.Spec),
-		Backend: l[LabelBackend]}
+		Backend: l[LabelBackend], Updating: updating(s, now)}
+}
+
+// updatePending is how long after a spec write a service whose update
+// status does not say it started yet counts as being rolled.
+const updatePending = 30 * time.Second
+
+// updating reports whether Swarm is rolling s: its update status says so,
+// or its spec was written (within updatePending) and its updater has not
+// set the status yet (none, or an earlier update's completion from before
+// the write), the moment right after a pass updated it.
+func updating(s swarm.Service, now time.Time) bool {
+	u := s.UpdateStatus
+	if u != nil && (u.State == swarm.UpdateStateUpdating || u.State == swarm.UpdateStateRollbackStarted) {
+		return true
+	}
+	if s.PreviousSpec == nil || now.Sub(s.UpdatedAt) > updatePending {
+		return false
+	}
+	// the updater's own status write moves UpdatedAt a moment past CompletedAt
+	return u == nil || (u.CompletedAt != nil && s.UpdatedAt.Sub(*u.CompletedAt) > time.Second)
 }
 
 // Plan is what one reconcile pass does, decided before anything is done:
@@ -52,6 +77,11 @@ type Plan struct {
 	// leftovers of ours).
 	Removes   []Removal `json:"removes"`
 	Unchanged []string  `json:"unchanged"` // models whose service is as desired
+	// Deferred are GPU replica services whose rolling update waits: it
+	// must be stop-first (no GPU has room for a second copy) and another
+	// replica of the model is being rolled (placeGPUs). A later pass rolls
+	// them; nothing is done to them in this one.
+	Deferred []Removal `json:"deferred"`
 
 	// services names each placed deployment's services (one, or one per GPU
 	// replica slot), which observe reads.
@@ -90,7 +120,13 @@ type Change struct {
 	FromBackend string `json:"from_backend,omitempty"`
 	// SpecChanged: image, env, resources, placement or version differ (a
 	// rolling update); otherwise only the replica count changes.
-	SpecChanged bool               `json:"spec_changed"`
+	SpecChanged bool `json:"spec_changed"`
+	// StopFirst: this update stops the old task before it starts the new
+	// one (a GPU replica rolled where no GPU has room for a second copy:
+	// placeGPUs); apply sends the spec with that update order, its hash
+	// label unchanged (the order is how this update runs, not what the
+	// service is).
+	StopFirst   bool               `json:"stop_first,omitempty"`
 	ScaleToZero bool               `json:"scale_to_zero"`
 	Why         string             `json:"why"`
 	Spec        swarm.ServiceSpec  `json:"-"`
@@ -137,13 +173,27 @@ func (p Plan) unplaceable(model string) bool {
 // model name.
 func Diff(desired []deployment.Desired, services []Service, inv placement.Snapshot, c SpecConfig) Plan {
 	p := Plan{GPUFrees: []string{}, GPUAssigns: []GPUAssign{}, Unplaceable: []Unplaceable{}, Short: []Unplaceable{}, Creates: []Change{},
-		Updates: []Change{}, Removes: []Removal{}, Unchanged: []string{}, services: map[string][]string{}}
+		Updates: []Change{}, Removes: []Removal{}, Unchanged: []string{}, Deferred: []Removal{}, services: map[string][]string{}}
 	p.refuseEngines(desired, c)
-	pins := p.placeGPUs(desired, inv)
 	existing := map[string]Service{}
 	for _, s := range services {
 		existing[s.Name] = s
 	}
+	// rolls: the slot's service exists and its spec, pinned where it runs,
+	// differs (a new version, image, credential...): a rolling update
+	rolls := func(d deployment.Desired, pin Pin) bool {
+		svc := existing[GroupServiceName(d.Model, pin.Slot)]
+		return svc.ID != "" && svc.SpecHash != BuildSpec(Desired{Desired: d, Pin: &pin}, c).Annotations.Labels[LabelSpecHash]
+	}
+	updating := func(model string, slot int) string {
+		for _, s := range services {
+			if s.Model == model && s.Updating && s.Name != GroupServiceName(model, slot) {
+				return s.Name
+			}
+		}
+		return ""
+	}
+	pins := p.placeGPUs(desired, inv, rolls, updating)
 	want := map[string]bool{}
 	gpuReplicas := map[string]int{}
 	for _, d := range desired {
@@ -173,6 +223,11 @@ func Diff(desired []deployment.Desired, services []Service, inv placement.Snapsh
 			}
 			want[name] = true
 			p.services[d.Model] = append(p.services[d.Model], name)
+			if sd.Pin != nil && sd.Pin.Roll == RollDeferred {
+				p.Deferred = append(p.Deferred, Removal{Service: name, ServiceID: existing[name].ID, Why: sd.Pin.Why})
+				changed = true
+				continue
+			}
 			changed = p.diffService(sd, name, existing[name], c) || changed
 		}
 		if !changed {
@@ -215,7 +270,10 @@ func (p *Plan) diffService(d Desired, name string, svc Service, c SpecConfig) bo
 		return false
 	}
 	ch.ScaleToZero = reps == 0 && svc.Replicas > 0
+	ch.StopFirst = ch.SpecChanged && d.Pin != nil && d.Pin.Roll == RollStopFirst
 	switch {
+	case ch.SpecChanged && d.Pin != nil && d.Pin.Roll != RollInPlace && d.Pin.Roll != "":
+		ch.Why = fmt.Sprintf("spec changed (%s → %s): rolling update %s%s: %s", svc.SpecHash, ch.SpecHash, d.Pin.Roll, where, d.Pin.Why)
 	case ch.SpecChanged && svc.Replicas != uint64(reps):
 		ch.Why = fmt.Sprintf("spec changed (%s → %s) and replicas %d → %d", svc.SpecHash, ch.SpecHash, svc.Replicas, reps)
 	case ch.SpecChanged && svc.Backend != "" && svc.Backend != ch.Backend:
@@ -257,7 +315,19 @@ func (p *Plan) refuseEngines(desired []deployment.Desired, c SpecConfig) {
 // deployment none of whose replicas can be placed is unplaceable (its
 // services left as they are); one placed in part is Short. It returns each
 // placed deployment's pins, by slot.
-func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot) map[string][]Pin {
+//
+// A slot that keeps its GPUs but whose service rolls (rolls: a new version,
+// image...) needs, for Swarm's start-first update, room for a second copy
+// of the model beside the running one while both run: on its own GPUs
+// when they have it (RollInPlace), else the slot is placed anew where there
+// is (RollMoved, its old GPUs kept busy for the rest of the pass), else it
+// rolls stop-first on its own GPUs, one replica of the model at a time
+// (RollStopFirst; RollDeferred while another of its services is being
+// rolled, updating names it). The second copies are held for the rest of
+// the pass, so two rolls never count on the same room; they are not
+// written to the inventory (they last one start-first update).
+func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot, rolls func(deployment.Desired, Pin) bool,
+	updating func(model string, slot int) string) map[string][]Pin {
 	keep := map[string]bool{}
 	for _, d := range desired {
 		if d.GPUs > 0 && d.Replicas > 0 {
@@ -285,6 +355,12 @@ func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot) m
 	}
 	sort.Strings(p.GPUFrees)
 	snap := inv.Without(func(a placement.Assignment) bool { return freed[a.Owner] })
+	// transient is GPU memory busy for this pass only: second copies of
+	// rolling replicas, GPUs of moved ones whose old task still runs
+	var transient []placement.Assignment
+	busy := func(s placement.Snapshot) placement.Snapshot {
+		return placement.Snapshot{Nodes: s.Nodes, Assigned: append(append([]placement.Assignment(nil), s.Assigned...), transient...)}
+	}
 	pins := map[string][]Pin{}
 	for _, d := range desired {
 		if !keep[d.Model] || p.unplaceable(d.Model) {
@@ -315,14 +391,52 @@ func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot) m
 		}
 		var out []Pin
 		reason := ""
+		stopFirst := false // one stop-first roll per deployment and pass
+		req := func(slot int) placement.Request {
+			return placement.Request{Owner: d.Model, Slot: slot, Replicas: 1, GPUs: d.GPUs, GPUMemory: d.GPUMemory, Labels: d.Labels}
+		}
 		for slot := 0; slot < d.Replicas; slot++ {
 			if fits(h[slot]) {
-				out = append(out, pinOf(slot, h[slot]))
+				pin := pinOf(slot, h[slot])
+				if rolls(d, pin) {
+					surge := make([]placement.Assignment, len(h[slot]))
+					for i, a := range h[slot] {
+						surge[i] = placement.Assignment{Owner: d.Model + " (rolling)", Slot: slot, Node: a.Node, GPU: a.GPU, Memory: d.GPUMemory}
+					}
+					switch st := placement.NewState(busy(snap)); {
+					case st.Fits(surge):
+						pin.Roll, pin.Why = RollInPlace, "its GPU has room for a second copy"
+						transient = append(transient, surge...)
+					default:
+						moved, err := st.PlaceSpread(placement.BestFit{}, req(slot), others)
+						if err == nil {
+							// the old task runs until the new one does: its
+							// GPUs stay busy for the rest of the pass
+							transient = append(transient, h[slot]...)
+							snap = snap.Without(func(a placement.Assignment) bool { return a.Owner == d.Model && a.Slot == slot }).With(moved)
+							others = append(others, moved.Assignments...)
+							changed = true
+							out = append(out, Pin{Slot: slot, NodeID: moved.Node, GPUUUIDs: moved.GPUs, New: true, Roll: RollMoved,
+								Why: fmt.Sprintf("GPU %s has no room for a second copy of %s", strings.Join(pin.GPUUUIDs, ","), placement.HumanBytes(d.GPUMemory))})
+							continue
+						}
+						if busyWith := updating(d.Model, slot); busyWith != "" || stopFirst {
+							if busyWith == "" {
+								busyWith = "another replica rolled stop-first in this pass"
+							} else {
+								busyWith += " is being rolled"
+							}
+							pin.Roll, pin.Why = RollDeferred, "no GPU has room for a second copy, so it rolls stop-first, after the others: "+busyWith
+						} else {
+							pin.Roll, pin.Why, stopFirst = RollStopFirst, "no GPU has room for a second copy of "+placement.HumanBytes(d.GPUMemory), true
+						}
+					}
+				}
+				out = append(out, pin)
 				continue
 			}
 			trial := snap.Without(func(a placement.Assignment) bool { return a.Owner == d.Model && a.Slot == slot })
-			pl, err := placement.NewState(trial).PlaceSpread(placement.BestFit{},
-				placement.Request{Owner: d.Model, Slot: slot, Replicas: 1, GPUs: d.GPUs, GPUMemory: d.GPUMemory, Labels: d.Labels}, others)
+			pl, err := placement.NewState(busy(trial)).PlaceSpread(placement.BestFit{}, req(slot), others)
 			if err != nil {
 				if len(h[slot]) > 0 {
 					out = append(out, pinOf(slot, h[slot]))
@@ -332,8 +446,30 @@ func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot) m
 				}
 				continue
 			}
+			pin := Pin{Slot: slot, NodeID: pl.Node, GPUUUIDs: pl.GPUs, New: true}
+			// a changed request placed back on a GPU its old task still
+			// runs on (its node available) rolls with both there: room for
+			// both, else elsewhere, else stop-first (as a held slot's roll)
+			if len(h[slot]) > 0 && available[h[slot][0].Node] && sharesGPU(pl.Assignments, h[slot]) && rolls(d, pin) &&
+				!placement.NewState(busy(trial.With(pl))).Fits(h[slot]) {
+				why := fmt.Sprintf("GPU %s has no room for the new replica beside the old one", strings.Join(pin.GPUUUIDs, ","))
+				old := append(append([]placement.Assignment(nil), transient...), h[slot]...)
+				if moved, err := placement.NewState(placement.Snapshot{Nodes: trial.Nodes, Assigned: append(append([]placement.Assignment(nil), trial.Assigned...), old...)}).
+					PlaceSpread(placement.BestFit{}, req(slot), others); err == nil {
+					transient, pl = old, moved
+					pin = Pin{Slot: slot, NodeID: pl.Node, GPUUUIDs: pl.GPUs, New: true, Roll: RollMoved, Why: why}
+				} else if busyWith := updating(d.Model, slot); busyWith != "" || stopFirst {
+					held := pinOf(slot, h[slot])
+					held.Roll, held.Why = RollDeferred, why+"; no GPU has room, so it rolls stop-first, after the others"
+					out = append(out, held)
+					others = append(others, h[slot]...)
+					continue
+				} else {
+					pin.Roll, pin.Why, stopFirst = RollStopFirst, why+" and no GPU has room elsewhere", true
+				}
+			}
 			snap, changed = trial.With(pl), true
-			out = append(out, Pin{Slot: slot, NodeID: pl.Node, GPUUUIDs: pl.GPUs, New: true})
+			out = append(out, pin)
 			others = append(others, pl.Assignments...)
 		}
 		if len(out) == 0 {
@@ -356,6 +492,18 @@ func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot) m
 		}
 	}
 	return pins
+}
+
+// sharesGPU reports whether a and b use a GPU in common.
+func sharesGPU(a, b []placement.Assignment) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x.Node == y.Node && x.GPU == y.GPU {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // pinOf is the pin of a slot's held assignments.

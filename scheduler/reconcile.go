@@ -41,6 +41,9 @@ type Reconciler struct {
 	Spec    SpecConfig
 	Log     *slog.Logger
 	Metrics *Metrics // optional
+	// Events, when set, wakes Loop on Swarm node and service events
+	// (WatchSwarm); without it Loop wakes on NOTIFY and its resync timer.
+	Events EventSource
 
 	starts startTracker // cold starts recorded (coldstart.go)
 }
@@ -68,7 +71,7 @@ func (r *Reconciler) inputs(ctx context.Context) ([]deployment.Desired, []Servic
 	}
 	services := make([]Service, len(list.Items))
 	for i, s := range list.Items {
-		services[i] = serviceOf(s)
+		services[i] = serviceOf(s, time.Now())
 	}
 	inv, err = r.loadInventory(ctx)
 	return desired, services, inv, err
@@ -129,12 +132,21 @@ func (r *Reconciler) apply(ctx context.Context, plan Plan) (Result, error) {
 		res.Created++
 	}
 	for _, c := range plan.Updates {
-		if err := r.update(ctx, c.ServiceID, c.Spec); err != nil {
+		spec := c.Spec
+		if c.StopFirst {
+			uc := *spec.UpdateConfig
+			uc.Order = swarm.UpdateOrderStopFirst
+			spec.UpdateConfig = &uc
+		}
+		if err := r.update(ctx, c.ServiceID, spec); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		r.Log.Info("service updated", "service", c.Service, "version", c.Version, "replicas", c.Replicas, "why", c.Why)
 		res.Updated++
+	}
+	for _, d := range plan.Deferred {
+		r.Log.Info("rolling update deferred", "service", d.Service, "why", d.Why)
 	}
 	for _, rm := range plan.Removes {
 		if _, err := r.Docker.ServiceRemove(ctx, rm.ServiceID, client.ServiceRemoveOptions{}); err != nil {

@@ -209,7 +209,9 @@ func (l *Leader) Release() {
 	l.dropConn()
 }
 
-// Loop reconciles on every NOTIFY and every resync interval until ctx ends
+// Loop reconciles on every NOTIFY, every Swarm node or service event (when
+// r.Events is set: a power cut or a drain is seen when Swarm marks the
+// node, not at the next resync) and every resync interval, until ctx ends
 // or leadership is lost.
 func (r *Reconciler) Loop(ctx context.Context, leader *Leader, resync time.Duration) error {
 	listen, err := r.DB.Acquire(ctx)
@@ -219,6 +221,13 @@ func (r *Reconciler) Loop(ctx context.Context, leader *Leader, resync time.Durat
 	defer listen.Release()
 	if err := deployment.Listen(ctx, listen.Conn()); err != nil {
 		return err
+	}
+	var wake chan struct{}
+	if r.Events != nil {
+		wake = make(chan struct{}, 1)
+		wctx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		go WatchSwarm(wctx, r.Events, wake, r.Log)
 	}
 	for {
 		if err := leader.Check(ctx); err != nil {
@@ -243,6 +252,15 @@ func (r *Reconciler) Loop(ctx context.Context, leader *Leader, resync time.Durat
 		}
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		stop := context.AfterFunc(leader.lost, cancel) // a lost lease ends the wait
+		if wake != nil {
+			go func() { // so does a Swarm event
+				select {
+				case <-wake:
+					cancel()
+				case <-wctx.Done():
+				}
+			}()
+		}
 		_, werr := listen.Conn().WaitForNotification(wctx)
 		stop()
 		cancel()
@@ -255,7 +273,7 @@ func (r *Reconciler) Loop(ctx context.Context, leader *Leader, resync time.Durat
 		if ctx.Err() != nil {
 			return nil
 		}
-		if werr != nil && !errors.Is(werr, context.DeadlineExceeded) {
+		if werr != nil && !errors.Is(werr, context.DeadlineExceeded) && !errors.Is(werr, context.Canceled) {
 			return fmt.Errorf("listen: %w", werr)
 		}
 	}

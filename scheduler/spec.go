@@ -97,7 +97,32 @@ type Pin struct {
 	GPUUUIDs []string `json:"gpus"`
 	// New: placed by this pass (not held from an earlier one).
 	New bool `json:"new,omitempty"`
+	// Roll is how a rolling update of the slot's service (a new version,
+	// image...) runs, when it has one: RollInPlace, RollMoved,
+	// RollStopFirst or RollDeferred (placeGPUs decides; Why says why).
+	Roll string `json:"roll,omitempty"`
+	Why  string `json:"why,omitempty"`
 }
+
+// How a GPU replica's rolling update runs (doc.go, "Rolling a GPU
+// replica"). Swarm's start-first update starts the new task beside the old
+// one, pinned to the same GPU, so that GPU holds two copies of the model for
+// a while.
+const (
+	// RollInPlace: start-first on the slot's GPU, which has room for a
+	// second copy.
+	RollInPlace = "start-first in place"
+	// RollMoved: the slot's GPU has no room for a second copy; the slot is
+	// placed anew on a GPU that has (start-first: the old task serves
+	// until the new one runs there).
+	RollMoved = "start-first, moved"
+	// RollStopFirst: no GPU has room; the old task stops before the new
+	// one starts on its GPU, one replica of the model at a time.
+	RollStopFirst = "stop-first"
+	// RollDeferred: a stop-first roll waiting for another replica of the
+	// model to finish rolling.
+	RollDeferred = "deferred"
+)
 
 // SpecConfig is the cluster-wide part of every model service.
 type SpecConfig struct {

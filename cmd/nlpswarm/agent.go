@@ -61,6 +61,8 @@ func runAgent(ctx context.Context, args []string) error {
 	defer pool.Close()
 	if inv, err := agent.Read(src); err == nil && inv.Reason != "" {
 		log.Info("no GPUs reported", "reason", inv.Reason)
+	} else if err == nil && inv.ProcessNote != "" {
+		log.Warn("GPU processes of other pid namespaces are not visible", "pid_namespace", inv.PIDNamespace, "note", inv.ProcessNote)
 	}
 	reg := httpserver.NewRegistry()
 	rep := &agent.Reporter{DB: pool, NodeID: cfg.Node.ID, Source: src, Log: log, Metrics: agent.NewMetrics(reg)}

@@ -117,7 +117,7 @@ func runScheduler(ctx context.Context, args []string) error {
 	defer rc.Close()
 	reg := httpserver.NewRegistry()
 	metrics := scheduler.NewMetrics(reg)
-	rec := &scheduler.Reconciler{DB: pool, Docker: docker, Spec: spec, Log: log, Metrics: metrics}
+	rec := &scheduler.Reconciler{DB: pool, Docker: docker, Events: docker, Spec: spec, Log: log, Metrics: metrics}
 	as := &scheduler.Autoscaler{DB: pool, Redis: rc, Prefix: cfg.RedisPrefix, Interval: cfg.Autoscale.Interval, Log: log, Metrics: metrics}
 	health := httpserver.NewHealth(postgresCheck(pool))
 	errc := make(chan error, 1)

@@ -3,9 +3,11 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,9 +28,11 @@ var gpuNodes = []int{2, 3}
 // fake 16 GiB GPUs on each worker (their agents, the nlpswarm-agent image,
 // read them from the lab's file): a 3-replica 1-GPU model spread over GPUs
 // of both workers, a drain and a power cut of the worker holding most of
-// its replicas under load through the gateway, and GPU autoscaling up, down,
-// to zero and back. Opt-in: NLPSWARM_CHAOS_GPU=1 (make chaos-gpu), root,
-// about 4 minutes; NLPSWARM_CHAOS_REPORT=FILE also writes the table.
+// its replicas under load through the gateway, rolling updates to a new
+// version under load (room on each GPU; full GPUs with free ones elsewhere;
+// every GPU full), and GPU autoscaling up, down, to zero and back. Opt-in:
+// NLPSWARM_CHAOS_GPU=1 (make chaos-gpu), root, about 8 minutes;
+// NLPSWARM_CHAOS_REPORT=FILE also writes the table.
 func TestChaosGPU(t *testing.T) {
 	optIn(t, "NLPSWARM_CHAOS_GPU", "the GPU chaos scenarios (about 4 minutes)")
 	s := startStack(t, gpuNodes...)
@@ -41,6 +45,9 @@ func TestChaosGPU(t *testing.T) {
 		{"Spread", scenarioGPUSpread},
 		{"Drain", scenarioGPUDrain},
 		{"WorkerPowerCut", scenarioGPUPowerCut},
+		{"RollingUpdate", scenarioGPURoll(3, "4G")},
+		{"RollingUpdateFullGPU", scenarioGPURoll(2, "16G")},
+		{"RollingUpdateFullCluster", scenarioGPURoll(4, "16G")},
 		{"Autoscale", scenarioGPUAutoscale},
 	})
 }
@@ -322,6 +329,127 @@ func scenarioGPUPowerCut(t *testing.T, s *stack, rep *report) {
 	must(t, m.w.Boot(context.Background()))
 	must(t, s.lab.WaitNodes(context.Background(), 3, 2*time.Minute))
 	t.Logf("%s back after %s", m.w.Name, time.Since(boot).Round(100*time.Millisecond))
+}
+
+// scenarioGPURoll: sentiment deployed as replicas × 1 GPU of gpuMemory on
+// the four fake 16 GiB GPUs is rolled to a new version under load through
+// the gateway (a new push, deployed with the same request). How each
+// replica rolls depends on the room for a second copy (scheduler/doc.go,
+// "Rolling a GPU replica"): 3 × 4G start-first where they run; 2 × 16G
+// start-first onto the free GPUs (moved); 4 × 16G stop-first one at a
+// time. No request may fail; every replica ends on the new version, one
+// GPU each; the inventory then holds exactly replicas × gpuMemory, one
+// assignment per replica on its task's GPU, no GPU over its 16 GiB, and
+// only the new replicas' containers are left on the workers.
+func scenarioGPURoll(replicas int, gpuMemory string) func(*testing.T, *stack, *report) {
+	return func(t *testing.T, s *stack, rep *report) {
+		s.waitFakeGPUs(t, gpuNodes...)
+		mem := map[string]int64{"4G": 4 << 30, "16G": 16 << 30}[gpuMemory]
+		args := []string{"deploy", "sentiment", "--replicas", strconv.Itoa(replicas), "--memory", "256M", "--gpus", "1", "--gpu-memory", gpuMemory}
+		s.mustCLI(append(args, "--wait", "--timeout", "5m")...)
+		var before deployment
+		if replicas == 3 && gpuMemory == "4G" {
+			before = s.respreadGPU(t) // after the power cut all three ran on one worker's two GPUs
+		} else {
+			before = s.waitDeployment("sentiment", 3*time.Minute, func(d deployment) bool { return running(d) && gpuApart(d, replicas, 1) == "" })
+		}
+		l := s.startLoad(4)
+		time.Sleep(3 * time.Second)
+		v := s.pushCopy(t)
+		start := time.Now()
+		s.mustCLI(append(args, "--version", strconv.Itoa(v))...)
+		var why string
+		after := s.waitDeployment("sentiment", 6*time.Minute, func(d deployment) bool {
+			why = s.rolledGPU(d, v, replicas, mem)
+			return why == ""
+		})
+		took := time.Since(start)
+		time.Sleep(3 * time.Second)
+		l.end()
+		what := fmt.Sprintf("rolling update of %d × %s GPU replicas", replicas, gpuMemory)
+		l.log(t, what)
+		if why != "" {
+			t.Fatalf("%s: %s", what, why)
+		}
+		orders := map[string]int{}
+		moved := 0
+		for _, tk := range after.Observed.Tasks {
+			order := strings.TrimSpace(s.docker("service", "inspect", fmt.Sprintf("nlp-sentiment-g%d", tk.Slot), "--format", "{{.Spec.UpdateConfig.Order}}"))
+			orders[order]++
+			for _, b := range before.Observed.Tasks {
+				if b.Slot == tk.Slot && !slices.Equal(b.GPUs, tk.GPUs) {
+					moved++
+				}
+			}
+		}
+		containers := 0
+		ok := waitFor(context.Background(), time.Minute, time.Second, func() bool {
+			containers = 0
+			for _, i := range gpuNodes {
+				out, err := s.dockerOn(i, "ps", "-q", "--filter", "name=nlp-sentiment-g")
+				if err != nil {
+					return false
+				}
+				containers += len(strings.Fields(out))
+			}
+			return containers == replicas
+		})
+		if !ok {
+			t.Errorf("%d sentiment replica containers on the workers a minute after the roll, want %d", containers, replicas)
+		}
+		t.Logf("%s to version %d: %v → %v after %s; %d moved; update order %v; inventory %v", what, v, gpuTasks(before), gpuTasks(after),
+			took.Round(100*time.Millisecond), moved, orders, s.inventory().placed("sentiment"))
+		if l.failed.Load() != 0 {
+			t.Errorf("%s: %s requests failed", what, lostOf(l))
+		}
+		rep.add(row{fmt.Sprintf("GPU rolling update, %d × %s", replicas, gpuMemory), l.describe(), "`" + strings.Join(args, " ") + " --version N` after a new push",
+			lostOf(l), fmt.Sprintf("version %d on every replica, inventory %d × %s, after %.0fs; %d of %d moved; update order %v; %v → %v",
+				v, replicas, gpuMemory, took.Seconds(), moved, replicas, orders, gpuTasks(before), gpuTasks(after))})
+	}
+}
+
+// rolledGPU is why sentiment is not yet rolled to version v ("" once it
+// is): every replica observed running on one GPU of its node, each replica
+// service on version v with its update completed, the inventory holding
+// exactly mem per replica on its task's GPU, and no GPU more than its
+// 16 GiB.
+func (s *stack) rolledGPU(d deployment, v, replicas int, mem int64) string {
+	if d.Version != v || !running(d) {
+		return fmt.Sprintf("version %d %s %d/%d running", d.Version, d.Status, d.Observed.Running, d.Replicas)
+	}
+	want := map[string]int64{} // node/GPU → the memory its replicas hold
+	for _, tk := range d.Observed.Tasks {
+		if tk.State != "running" || len(tk.GPUs) != 1 || !strings.HasPrefix(tk.GPUs[0], "GPU-fake-"+tk.Node+"-") {
+			return fmt.Sprintf("g%d is %s on %s with GPUs %v", tk.Slot, tk.State, tk.Node, tk.GPUs)
+		}
+		want[tk.Node+"/"+tk.GPUs[0]] += mem
+	}
+	if len(d.Observed.Tasks) != replicas {
+		return fmt.Sprintf("%d replicas observed: %v", len(d.Observed.Tasks), gpuTasks(d))
+	}
+	for _, tk := range d.Observed.Tasks {
+		ver, state := s.serviceVersion(fmt.Sprintf("sentiment-g%d", tk.Slot))
+		if ver != strconv.Itoa(v) || (state != "completed" && state != "") {
+			return fmt.Sprintf("nlp-sentiment-g%d: version %s, update %s", tk.Slot, ver, state)
+		}
+	}
+	inv := s.inventory()
+	placed := inv.placed("sentiment")
+	if !maps.Equal(placed, want) {
+		return fmt.Sprintf("inventory %v, want %v (the running replicas' GPUs)", placed, want)
+	}
+	for _, n := range inv.Nodes {
+		for _, g := range n.GPUs {
+			var sum int64
+			for _, p := range g.Placed {
+				sum += p.MemoryBytes
+			}
+			if sum > 16<<30 {
+				return fmt.Sprintf("GPU %s/%s holds %d bytes, more than its 16 GiB", n.Hostname, g.UUID, sum)
+			}
+		}
+	}
+	return ""
 }
 
 // gpuReplicasLeft reports whether a container of model's GPU replica

@@ -41,8 +41,10 @@ type GPU struct {
 	UtilMem  int    `json:"util_mem"`
 	MIGMode  int    `json:"mig_mode"`
 	// Processes are the compute processes NVML sees on the GPU (the
-	// platform's replicas and anything else), as pids of the node's PID
-	// namespace with their GPU memory.
+	// platform's replicas and anything else) with their GPU memory, as
+	// pids of the host's PID namespace when the agent runs in it; in a
+	// container's, current drivers list only that namespace's processes
+	// (pidns.go).
 	Processes []Process `json:"processes,omitempty"`
 }
 
@@ -64,6 +66,12 @@ type Inventory struct {
 	// Reason says why a reading has no GPUs (nodes.gpu_reason); Read fills
 	// it, a Source need not.
 	Reason string `json:"reason,omitempty"`
+	// PIDNamespace is the agent's (PIDNamespaceHost or
+	// PIDNamespaceContainer; "" when it cannot tell), which decides what
+	// the GPUs' Processes are (pidns.go); ProcessNote says what is missing
+	// when it is not the host's. Read fills both where there are GPUs.
+	PIDNamespace string `json:"pid_namespace,omitempty"`
+	ProcessNote  string `json:"process_note,omitempty"`
 }
 
 // Source reads GPUs: NVML on a GPU node, a fake in tests.
@@ -131,6 +139,7 @@ func Read(src Source) (Inventory, error) {
 	switch {
 	case len(inv.GPUs) > 0:
 		inv.Reason = ""
+		inv.PIDNamespace, inv.ProcessNote = pidNamespace()
 	case inv.Reason == "":
 		inv.Reason = fmt.Sprintf("NVML found no GPU (driver %q)", inv.Driver)
 	}

@@ -186,6 +186,42 @@ func (st *State) apply(p Plan) {
 	}
 }
 
+// Fits reports whether as (GPU memory on given nodes' GPUs, as an
+// assignment would take it) fits in what is free on those GPUs, without
+// taking it: whether a GPU has room for a second copy of a replica while
+// a start-first update runs both.
+func (st *State) Fits(as []Assignment) bool {
+	need := map[[2]int]int64{}
+	for _, a := range as {
+		i, j := st.index(a.Node, a.GPU)
+		if i < 0 {
+			return false
+		}
+		need[[2]int{i, j}] += a.Memory
+	}
+	for k, n := range need {
+		if st.free[k[0]][k[1]] < n {
+			return false
+		}
+	}
+	return true
+}
+
+// index is the position of node's GPU in the state (-1, -1: none).
+func (st *State) index(node, gpu string) (int, int) {
+	for i, n := range st.nodes {
+		if n.ID != node {
+			continue
+		}
+		for j, g := range n.GPUs {
+			if g.UUID == gpu {
+				return i, j
+			}
+		}
+	}
+	return -1, -1
+}
+
 // Used is the share of all GPU memory that is not free.
 func (st *State) Used() float64 {
 	var total, free int64
