@@ -764,7 +764,9 @@ func Clear(log func(string, ...any)) error {
 	}
 	if exec.Command("ip", "link", "show", rootVeth).Run() == nil {
 		found = true
-		if err := run(context.Background(), "ip", "link", "del", rootVeth); err != nil {
+		// deleting the hub namespace above removes its peer, and with it
+		// this end, a moment later: gone by itself is as good
+		if err := run(context.Background(), "ip", "link", "del", rootVeth); err != nil && exec.Command("ip", "link", "show", rootVeth).Run() == nil {
 			errs = append(errs, err)
 		}
 	}
