@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -18,7 +19,8 @@ import (
 // the engine answers then.
 type noQuorum struct{ Docker }
 
-var errNoLeader = errors.New("Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that too few managers are online. Make sure more than half of the managers are online.")
+// errNoLeader is the engine's answer then (its text, as the lab saw it).
+var errNoLeader = fmt.Errorf("%s", "Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that too few managers are online. Make sure more than half of the managers are online.")
 
 func (noQuorum) ServiceList(context.Context, client.ServiceListOptions) (client.ServiceListResult, error) {
 	return client.ServiceListResult{}, errNoLeader
