@@ -15,7 +15,12 @@
 // at the expiry. The leader counts its lease lost TTL after the start of its
 // last successful renewal, by its own clock, which is never later than
 // Postgres's expiry, so it stops acting before another scheduler can take
-// the lease.
+// the lease. A pass that Swarm does not answer (its manager lost quorum:
+// "The swarm does not have a leader") records on every deployment status
+// unknown with Swarm's answer, keeping the replicas last observed and the
+// generation last acted on, so a deploy or scale waiting to be applied
+// says why (`--wait` ends at its timeout with it); it is applied once Swarm
+// answers again (issue 18 item 4).
 //
 // Every model service runs with least privilege (BuildSpec, whatever the
 // deployment asks): a read-only root filesystem whose only writable paths are

@@ -58,7 +58,8 @@ func (r *Reconciler) managedFilter() client.Filters {
 }
 
 // inputs reads what Diff needs: the desired deployments, the managed
-// services, the inventory with the GPU assignments held.
+// services, the inventory with the GPU assignments held. When Swarm does not
+// list the services, the desired deployments come back with its error.
 func (r *Reconciler) inputs(ctx context.Context) ([]deployment.Desired, []Service, placement.Snapshot, error) {
 	var inv placement.Snapshot
 	desired, err := deployment.LoadDesired(ctx, r.DB)
@@ -67,14 +68,19 @@ func (r *Reconciler) inputs(ctx context.Context) ([]deployment.Desired, []Servic
 	}
 	list, err := r.Docker.ServiceList(ctx, client.ServiceListOptions{Filters: r.managedFilter()})
 	if err != nil {
-		return nil, nil, inv, fmt.Errorf("list services: %w", err)
+		// desired comes back with Swarm's error only: Pass records on
+		// each deployment why it is stuck
+		return desired, nil, inv, fmt.Errorf("list services: %w", err)
 	}
 	services := make([]Service, len(list.Items))
 	for i, s := range list.Items {
 		services[i] = serviceOf(s, time.Now())
 	}
 	inv, err = r.loadInventory(ctx)
-	return desired, services, inv, err
+	if err != nil {
+		return nil, nil, inv, err // Postgres's, not Swarm's
+	}
+	return desired, services, inv, nil
 }
 
 // Plan is a dry run: what a pass would do now, with nothing done.
@@ -92,6 +98,13 @@ func (r *Reconciler) Plan(ctx context.Context) (Plan, error) {
 func (r *Reconciler) Pass(ctx context.Context) (Result, error) {
 	desired, services, inv, err := r.inputs(ctx)
 	if err != nil {
+		// Swarm does not answer (a manager without quorum: "The swarm does
+		// not have a leader"): every deployment says so, rather than the
+		// status of its last pass while a scale or deploy waits unapplied
+		// (issue 18 item 4)
+		for _, d := range desired {
+			r.writeUnobserved(ctx, d.Model, err)
+		}
 		return Result{}, err
 	}
 	plan := Diff(desired, services, inv, r.Spec)
@@ -200,7 +213,7 @@ func (r *Reconciler) observe(ctx context.Context, d deployment.Desired, services
 	for _, name := range services {
 		tl, err := r.Docker.TaskList(ctx, client.TaskListOptions{Filters: client.Filters{}.Add("service", name)})
 		if err != nil {
-			r.writeStatus(ctx, d.Model, d.Generation, deployment.StatusUnknown, "list tasks: "+err.Error(), nil)
+			r.writeUnobserved(ctx, d.Model, fmt.Errorf("list tasks: %w", err))
 			return
 		}
 		for _, t := range tl.Items {
@@ -274,6 +287,15 @@ func taskGPUs(t swarm.Task) []string {
 func (r *Reconciler) writeStatus(ctx context.Context, model string, generation int64, status, msg string, obs *deployment.Observed) {
 	if err := deployment.WriteStatus(ctx, r.DB, model, generation, status, msg, obs); err != nil {
 		r.Log.Warn("write status", "model", model, "err", err)
+	}
+}
+
+// writeUnobserved records that Swarm did not answer about model, keeping
+// the replicas last observed (they most likely still serve).
+func (r *Reconciler) writeUnobserved(ctx context.Context, model string, err error) {
+	msg := "swarm not answering, desired state kept until it does: " + err.Error()
+	if werr := deployment.WriteUnobserved(ctx, r.DB, model, msg); werr != nil {
+		r.Log.Warn("write status", "model", model, "err", werr)
 	}
 }
 

@@ -8,7 +8,11 @@
 // table the README quotes.
 //
 // They are opt-in, being too long for make test's budget: make chaos
-// (NLPSWARM_CHAOS=1, about 5 minutes), make chaos-gpu (NLPSWARM_CHAOS_GPU=1,
+// (NLPSWARM_CHAOS=1, about 5 minutes, then make chaos-managers:
+// NLPSWARM_CHAOS_MANAGERS=1, about 10 minutes, issue 18 items 3 and 4 on a
+// lab of three managers and a worker, managers.yml placing one scheduler on
+// each manager: the leading scheduler's node loses power, then one manager
+// and two), make chaos-gpu (NLPSWARM_CHAOS_GPU=1,
 // about 4 minutes: issue 16's GPU scenarios with two fake GPUs on each
 // worker) and make soak (NLPSWARM_SOAK=1: 30
 // minutes of mixed traffic with scaling, and a keep-alive connection held

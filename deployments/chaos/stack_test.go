@@ -68,6 +68,28 @@ func optIn(t *testing.T, env, what string) {
 // with a key whose plan does not limit the load.
 func startStack(t *testing.T, gpuNodes ...int) *stack {
 	t.Helper()
+	return startLab(t, labLayout{nodes: 3, gpuNodes: gpuNodes})
+}
+
+// labLayout shapes the lab startLab runs the stack on. Node 1 is always a
+// manager and the database node (Postgres, Redis, the apiserver, and the
+// gateway the tests call).
+type labLayout struct {
+	nodes, managers int      // managers: nodes 1…managers (default 1)
+	mlNodes         []int    // the machine-learning workers; default 2…nodes
+	gpuNodes        []int    // of those, the nodes with two fake GPUs
+	overlays        []string // compose files after deployments/lab.yml
+}
+
+// startLab is startStack on a lab of lay's shape.
+func startLab(t *testing.T, lay labLayout) *stack {
+	t.Helper()
+	gpuNodes := lay.gpuNodes
+	if len(lay.mlNodes) == 0 {
+		for i := 2; i <= lay.nodes; i++ {
+			lay.mlNodes = append(lay.mlNodes, i)
+		}
+	}
 	root := dockertest.RepoRoot(t)
 	fixtures := filepath.Join(root, "..", "shared", "fixtures", "nlp")
 	if _, err := os.Stat(fixtures); err != nil {
@@ -88,13 +110,13 @@ func startStack(t *testing.T, gpuNodes ...int) *stack {
 	if out, err := agentBuild.CombinedOutput(); err != nil {
 		t.Fatalf("agent image: %v\n%s", err, out)
 	}
-	lab := swarmlab.Start(t, swarmlab.Options{Nodes: 3})
+	lab := swarmlab.Start(t, swarmlab.Options{Nodes: lay.nodes, Managers: lay.managers})
 	s := &stack{t: t, lab: lab, root: root, fixtures: fixtures, state: filepath.Join(t.TempDir(), "state")}
 	m := lab.Manager()
 	s.gateway, s.api, s.gwOps = "http://"+m.Addr+":8080", "http://"+m.Addr+":8081", "http://"+m.Addr+":9100"
 	s.apiOps = "http://" + m.Addr + ":9101"
 	must(t, m.Label(ctx, "type=database", "database=true"))
-	for i := 2; i <= len(lab.Nodes); i++ {
+	for _, i := range lay.mlNodes {
 		must(t, lab.Node(i).Label(ctx, "type=machine-learning"))
 	}
 	must(t, os.MkdirAll(filepath.Join(lab.SharedDir(), "fakegpus"), 0o755))
@@ -111,7 +133,7 @@ func startStack(t *testing.T, gpuNodes ...int) *stack {
 	cmd.Env = append(m.Env(), "STATE="+s.state, "WAIT=600",
 		"NLPSWARM_IMAGE="+dockertest.TestImage, "NLPSWARM_IMAGE_ID="+image, "NLPSWARM_AGENT_IMAGE="+agentImage,
 		"POSTGRES_IMAGE="+depsImages[0], "REDIS_IMAGE="+depsImages[1], "PROMETHEUS_IMAGE="+depsImages[2],
-		"STACK_OVERLAYS=deployments/lab.yml", "LAB_SHARED="+lab.SharedDir(), "PUBLIC_HOST="+m.Addr)
+		"STACK_OVERLAYS="+strings.Join(append([]string{"deployments/lab.yml"}, lay.overlays...), " "), "LAB_SHARED="+lab.SharedDir(), "PUBLIC_HOST="+m.Addr)
 	upStart := time.Now()
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -206,3 +206,16 @@ func WriteStatus(ctx context.Context, q Querier, model string, generation int64,
 	}
 	return nil
 }
+
+// WriteUnobserved records that the reconciler could not see model's
+// replicas (status unknown, and why) while keeping what it last observed and
+// the generation it last acted on: the replicas are most likely still
+// serving, and the desired state is still to be applied.
+func WriteUnobserved(ctx context.Context, q Querier, model, msg string) error {
+	_, err := q.Exec(ctx, `UPDATE deployments d SET status = $2, status_message = $3
+		FROM models m WHERE m.id = d.model_id AND m.name = $1`, model, StatusUnknown, msg)
+	if err != nil {
+		return fmt.Errorf("status of %s: %w", model, err)
+	}
+	return nil
+}

@@ -2,6 +2,11 @@
 // tests: one dockerd per network namespace, each with its own hostname (UTS
 // namespace), mount namespace, data-root, exec-root, socket, managed
 // containerd and cgroup parent, joined into one swarm over a private subnet.
+// Node 1 initialises the swarm; Options.Managers nodes from node 1 on
+// (default 1) join as managers, the rest as workers: three managers make a
+// Raft quorum that survives losing one of them (Lab.Managers; Node.Kill of a
+// manager is its power cut, Boot brings it back into the quorum with its
+// state).
 //
 // What it owns, all named with the fixed prefix "nlpsl" so that a later run
 // can clear what a crashed run left behind:

@@ -39,7 +39,11 @@ var (
 
 // Options shape a lab. Zero values take the defaults.
 type Options struct {
-	Nodes         int    // 3; node 1 is the manager, the others workers
+	Nodes int // 3; node 1 is the manager, the others workers
+	// Managers is how many nodes, from node 1 on, are swarm managers: 1
+	// (node 1 alone), or 3 or 5 for a Raft quorum that survives losing one
+	// or two of them; the rest are workers. At most Nodes.
+	Managers      int
 	StorageDriver string // overlay2; vfs works anywhere but copies every layer
 	// LockWait is how long Start waits for another lab on this machine to end.
 	LockWait time.Duration // 30 minutes
@@ -61,6 +65,7 @@ type Node struct {
 	Addr  string // its address on the lab subnet
 	Host  string // DOCKER_HOST: unix:///run/nlpsl/nlpsl-n1/docker.sock
 	ID    string // swarm node ID once joined
+	Role  string // "manager" or "worker"
 
 	lab *Lab
 	mu  sync.Mutex
@@ -87,8 +92,9 @@ func Available() error {
 	return nil
 }
 
-// Start brings up a lab of opts.Nodes nodes (node 1 the swarm manager, the
-// others workers joined over the lab subnet), or skips the test where the
+// Start brings up a lab of opts.Nodes nodes (nodes 1…opts.Managers the swarm
+// managers, node 1 the one that initialised it, the others workers, joined
+// over the lab subnet), or skips the test where the
 // machine cannot (fails under CI=true). Everything is removed when the test
 // ends, whatever its outcome.
 func Start(t testing.TB, opts Options) *Lab {
@@ -124,6 +130,12 @@ func New(ctx context.Context, opts Options) (*Lab, error) {
 	if opts.Nodes > 9 {
 		return nil, errors.New("at most 9 nodes")
 	}
+	if opts.Managers <= 0 {
+		opts.Managers = 1
+	}
+	if opts.Managers > opts.Nodes {
+		return nil, fmt.Errorf("%d managers in a lab of %d nodes", opts.Managers, opts.Nodes)
+	}
 	if opts.StorageDriver == "" {
 		opts.StorageDriver = pickStorageDriver(opts.Log)
 	}
@@ -155,7 +167,10 @@ func New(ctx context.Context, opts Options) (*Lab, error) {
 	for i := 1; i <= opts.Nodes; i++ {
 		name := fmt.Sprintf("%s-n%d", Prefix, i)
 		n := &Node{Index: i, Name: name, Addr: fmt.Sprintf("10.231.0.1%d", i),
-			Host: "unix://" + filepath.Join(runRoot, name, "docker.sock"), lab: l}
+			Host: "unix://" + filepath.Join(runRoot, name, "docker.sock"), Role: "worker", lab: l}
+		if i <= opts.Managers {
+			n.Role = "manager"
+		}
 		l.Nodes = append(l.Nodes, n)
 		if err := os.MkdirAll(filepath.Join(dataRoot, name), 0o700); err != nil {
 			return nil, err
@@ -185,7 +200,7 @@ func New(ctx context.Context, opts Options) (*Lab, error) {
 	if err := l.formSwarm(ctx); err != nil {
 		return nil, fmt.Errorf("swarm: %w", err)
 	}
-	l.log("swarmlab: swarm of %d nodes formed after %s", len(l.Nodes), time.Since(start).Round(100*time.Millisecond))
+	l.log("swarmlab: swarm of %d nodes (%d managers) formed after %s", len(l.Nodes), opts.Managers, time.Since(start).Round(100*time.Millisecond))
 	ok = true
 	return l, nil
 }
@@ -217,8 +232,11 @@ func pickStorageDriver(log func(string, ...any)) string {
 	return "vfs"
 }
 
-// Manager is node 1.
+// Manager is node 1, the manager that initialised the swarm.
 func (l *Lab) Manager() *Node { return l.Nodes[0] }
+
+// Managers are the manager nodes, node 1 first (Options.Managers of them).
+func (l *Lab) Managers() []*Node { return l.Nodes[:l.opts.Managers] }
 
 // Node returns node i (1-based).
 func (l *Lab) Node(i int) *Node { return l.Nodes[i-1] }
@@ -321,12 +339,18 @@ func (l *Lab) formSwarm(ctx context.Context) error {
 		"--default-addr-pool", AddrPool, "--default-addr-pool-mask-length", "24"); err != nil {
 		return err
 	}
-	tok, err := m.Docker(ctx, "swarm", "join-token", "-q", "worker")
-	if err != nil {
-		return err
+	tokens := map[string]string{}
+	for _, role := range []string{"manager", "worker"} {
+		tok, err := m.Docker(ctx, "swarm", "join-token", "-q", role)
+		if err != nil {
+			return err
+		}
+		tokens[role] = strings.TrimSpace(tok)
 	}
+	// one at a time: a manager joins the Raft group through the leader,
+	// and a second join before the first is committed can fail
 	for _, n := range l.Nodes[1:] {
-		if _, err := n.Docker(ctx, "swarm", "join", "--token", strings.TrimSpace(tok),
+		if _, err := n.Docker(ctx, "swarm", "join", "--token", tokens[n.Role],
 			"--advertise-addr", n.Addr, "--listen-addr", n.Addr+":2377", m.Addr+":2377"); err != nil {
 			return fmt.Errorf("%s: %w", n.Name, err)
 		}
@@ -341,12 +365,20 @@ func (l *Lab) formSwarm(ctx context.Context) error {
 	return l.WaitNodes(ctx, len(l.Nodes), 60*time.Second)
 }
 
-// WaitNodes waits until want nodes are Ready in the manager's view.
+// WaitNodes waits until want nodes are Ready in a manager's view (the
+// first manager whose dockerd runs: node 1 unless it was stopped).
 func (l *Lab) WaitNodes(ctx context.Context, want int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last string
 	for {
-		out, err := l.Manager().Docker(ctx, "node", "ls", "--format", "{{.Hostname}} {{.Status}}")
+		m := l.Manager()
+		for _, n := range l.Managers() {
+			if n.Running() {
+				m = n
+				break
+			}
+		}
+		out, err := m.Docker(ctx, "node", "ls", "--format", "{{.Hostname}} {{.Status}}")
 		if err == nil {
 			ready := strings.Count(out, " Ready")
 			if ready >= want {
@@ -732,7 +764,9 @@ func Clear(log func(string, ...any)) error {
 	}
 	if exec.Command("ip", "link", "show", rootVeth).Run() == nil {
 		found = true
-		if err := run(context.Background(), "ip", "link", "del", rootVeth); err != nil {
+		// deleting the hub namespace above removes its peer, and with it
+		// this end, a moment later: gone by itself is as good
+		if err := run(context.Background(), "ip", "link", "del", rootVeth); err != nil && exec.Command("ip", "link", "show", rootVeth).Run() == nil {
 			errs = append(errs, err)
 		}
 	}

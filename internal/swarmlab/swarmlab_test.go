@@ -154,6 +154,75 @@ func TestLab(t *testing.T) {
 	assertNothingLeft(t)
 }
 
+// TestLabManagers starts a swarm of three managers (Options.Managers) and
+// shows Raft's quorum: with one manager's power cut the swarm stays
+// writable; with two it refuses writes (no leader) within a bounded time;
+// once both boot again it is writable again.
+func TestLabManagers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("swarm lab in -short mode")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	lab := Start(t, Options{Nodes: 3, Managers: 3})
+	m := lab.Manager()
+	if got := len(lab.Managers()); got != 3 {
+		t.Fatalf("%d managers, want 3", got)
+	}
+	out, err := m.Docker(ctx, "node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(out, "Leader") != 1 || strings.Count(out, "Reachable") != 2 {
+		t.Fatalf("want one leader and two reachable managers:\n%s", out)
+	}
+	write := func(name string) (time.Duration, error) {
+		wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		defer cancel()
+		start := time.Now()
+		_, err := m.Docker(wctx, "network", "create", "-d", "overlay", name)
+		return time.Since(start), err
+	}
+	lab.Node(3).Kill()
+	// the two left elect a leader if node 3 led; a write then goes through
+	var took time.Duration
+	if !waitUntil(ctx, time.Minute, func() bool { took, err = write("one-lost"); return err == nil }) {
+		t.Fatalf("no write with one manager of three lost: %v", err)
+	}
+	t.Logf("one manager of three lost: a write took %s", took.Round(10*time.Millisecond))
+	lab.Node(2).Kill()
+	took, err = write("two-lost")
+	if err == nil {
+		t.Fatalf("a write succeeded with two managers of three lost (took %s)", took)
+	}
+	t.Logf("two managers of three lost: the write failed after %s: %v", took.Round(10*time.Millisecond), err)
+	for _, i := range []int{2, 3} {
+		if err := lab.Node(i).Boot(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := lab.WaitNodes(ctx, 3, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if !waitUntil(ctx, time.Minute, func() bool { took, err = write("back"); return err == nil }) {
+		t.Fatalf("no write once the managers are back: %v", err)
+	}
+	t.Logf("managers back: a write took %s", took.Round(10*time.Millisecond))
+}
+
+// waitUntil polls cond every second until it holds, timeout passes or ctx
+// ends.
+func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(time.Second)
+	}
+	return true
+}
+
 // TestLeftoversOfACrashedRun starts a lab in a child process, kills that
 // process (no cleanup runs), and checks that the next lab clears what it
 // left: dockerds, namespaces, the host veth, cgroups, folders.
