@@ -267,3 +267,46 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 }
+
+// A service publishing a host-mode port must not update start-first: the
+// new task cannot bind the port beside the old one on a node, and with one
+// eligible node (the lab's apiserver) the update waits forever (make
+// chaos's StackUpgrade, issue 18). Checked on the merged stack of every
+// overlay, as `docker stack config` writes it.
+func TestHostPortsUpdateStopFirst(t *testing.T) {
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Skip("no docker CLI")
+	}
+	for _, overlay := range []string{"", "production.yml", "staging.yml", "lab.yml"} {
+		args := []string{"stack", "config", "-c", "../docker-compose.yml"}
+		if overlay != "" {
+			args = append(args, "-c", overlay)
+		}
+		out, err := exec.Command("docker", args...).Output()
+		if err != nil {
+			t.Skipf("docker %v: %v", args, err)
+		}
+		var c struct {
+			Services map[string]struct {
+				Ports []struct {
+					Mode string `yaml:"mode"`
+				} `yaml:"ports"`
+				Deploy struct {
+					UpdateConfig struct {
+						Order string `yaml:"order"`
+					} `yaml:"update_config"`
+				} `yaml:"deploy"`
+			} `yaml:"services"`
+		}
+		if err := yaml.Unmarshal(out, &c); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		for name, svc := range c.Services {
+			for _, p := range svc.Ports {
+				if p.Mode == "host" && svc.Deploy.UpdateConfig.Order == "start-first" {
+					t.Errorf("%s (overlay %q): host-mode port with a start-first update", name, overlay)
+				}
+			}
+		}
+	}
+}
