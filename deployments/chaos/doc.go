@@ -12,7 +12,7 @@
 // table the README quotes.
 //
 // They are opt-in, being too long for make test's budget: make chaos
-// (NLPSWARM_CHAOS=1, about 5 minutes), make chaos-gpu (NLPSWARM_CHAOS_GPU=1,
+// (NLPSWARM_CHAOS=1, about 25 minutes on two loaded cores), make chaos-gpu (NLPSWARM_CHAOS_GPU=1,
 // about 4 minutes: issue 16's GPU scenarios with two fake GPUs on each
 // worker) and make soak (NLPSWARM_SOAK=1: 30
 // minutes of mixed traffic with scaling, and a keep-alive connection held
