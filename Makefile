@@ -58,7 +58,8 @@ down:
 	./deployments/down.sh
 
 # Fault injection on a three-node swarm started on this machine
-# (internal/swarmlab; root, about 5 minutes): prints the README's table.
+# (internal/swarmlab; root, about 25 minutes with issue 18's scenarios on
+# two loaded cores): prints the README's table.
 chaos: build
 	NLPSWARM_CHAOS=1 $(GO) test -count=1 -v -timeout 60m -run '^TestChaos$$' ./deployments/chaos
 	$(MAKE) chaos-managers

@@ -1,6 +1,7 @@
 package deployments
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -218,22 +219,36 @@ func TestAgentService(t *testing.T) {
 
 // The engine's own parser accepts the file and its overlays.
 func TestStackConfigAccepted(t *testing.T) {
+	for _, overlay := range overlays {
+		stackConfig(t, overlay)
+	}
+}
+
+// overlays are the stack's overlays, "" for docker-compose.yml alone.
+var overlays = []string{"", "production.yml", "staging.yml", "lab.yml"}
+
+// stackConfig is the merged stack `docker stack config` writes for
+// docker-compose.yml and overlay; it skips without a CLI that has it.
+func stackConfig(t *testing.T, overlay string) []byte {
+	t.Helper()
 	if _, err := exec.LookPath("docker"); err != nil {
 		t.Skip("no docker CLI")
 	}
-	for _, overlay := range []string{"", "production.yml", "staging.yml", "lab.yml"} {
-		args := []string{"stack", "config", "-c", "../docker-compose.yml"}
-		if overlay != "" {
-			args = append(args, "-c", overlay)
-		}
-		out, err := exec.Command("docker", args...).CombinedOutput()
-		if err != nil {
-			if strings.Contains(string(out), "unknown command") || strings.Contains(string(out), "is not a docker command") {
-				t.Skip("docker stack config not supported by this CLI")
-			}
-			t.Fatalf("docker %v: %v\n%s", args, err, out)
-		}
+	args := []string{"stack", "config", "-c", "../docker-compose.yml"}
+	if overlay != "" {
+		args = append(args, "-c", overlay)
 	}
+	var stderr bytes.Buffer
+	cmd := exec.Command("docker", args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		if strings.Contains(stderr.String(), "unknown command") || strings.Contains(stderr.String(), "is not a docker command") {
+			t.Skip("docker stack config not supported by this CLI")
+		}
+		t.Fatalf("docker %v: %v\n%s", args, err, stderr.String())
+	}
+	return out
 }
 
 // The dashboard is valid JSON and each panel queries a metric the platform
@@ -264,6 +279,39 @@ func TestDashboard(t *testing.T) {
 		"nlpswarm_gateway_upstream_errors_total", "nlpswarm_gateway_replicas", "nlpswarm_agent_gpu_memory_free_bytes"} {
 		if !strings.Contains(all, m) {
 			t.Errorf("dashboard does not chart %s", m)
+		}
+	}
+}
+
+// A service publishing a host-mode port must not update start-first: the
+// new task cannot bind the port beside the old one on a node, and with one
+// eligible node (the lab's apiserver) the update waits forever (make
+// chaos's StackUpgrade, issue 18). Checked on the merged stack of every
+// overlay, as `docker stack config` writes it.
+func TestHostPortsUpdateStopFirst(t *testing.T) {
+	for _, overlay := range overlays {
+		out := stackConfig(t, overlay)
+		var c struct {
+			Services map[string]struct {
+				Ports []struct {
+					Mode string `yaml:"mode"`
+				} `yaml:"ports"`
+				Deploy struct {
+					UpdateConfig struct {
+						Order string `yaml:"order"`
+					} `yaml:"update_config"`
+				} `yaml:"deploy"`
+			} `yaml:"services"`
+		}
+		if err := yaml.Unmarshal(out, &c); err != nil {
+			t.Fatalf("stack config with %q: %v", overlay, err)
+		}
+		for name, svc := range c.Services {
+			for _, p := range svc.Ports {
+				if p.Mode == "host" && svc.Deploy.UpdateConfig.Order == "start-first" {
+					t.Errorf("%s (overlay %q): host-mode port with a start-first update", name, overlay)
+				}
+			}
 		}
 	}
 }

@@ -16,10 +16,13 @@ type cooldown struct {
 
 var errRedisCoolingDown = errors.New("redis failed recently; skipping it for a second")
 
-// trip starts a cooldown after err.
-func (c *cooldown) trip(err error) {
+// trip starts a cooldown of a second after err.
+func (c *cooldown) trip(err error) { c.tripFor(err, time.Second) }
+
+// tripFor starts a cooldown of d after err.
+func (c *cooldown) tripFor(err error, d time.Duration) {
 	c.err.Store(&err)
-	c.until.Store(time.Now().Add(time.Second).UnixNano())
+	c.until.Store(time.Now().Add(d).UnixNano())
 }
 
 // active reports whether Redis is to be skipped now.

@@ -41,6 +41,11 @@ func TestChaos(t *testing.T) {
 		{"SchedulerKilledMidRollout", scenarioSchedulerKilled},
 		{"ReplicaOutOfMemory", scenarioOOM},
 		{"SecretsNeverShown", scenarioSecrets},
+		{"ReplicasSpread", scenarioReplicasSpread},
+		{"BlobsThroughDatabaseCut", scenarioBlobsThroughDatabaseCut},
+		{"PostgresOutage90s", scenarioPostgresOutage},
+		{"GatewaysKilled", scenarioGatewaysKilled},
+		{"StackUpgrade", scenarioStackUpgrade},
 	})
 }
 

@@ -38,6 +38,10 @@ type load struct {
 	firstFail, lastFail time.Time
 	failCodes           map[int]int   // failed answers by status (0: no answer)
 	slowestFail         time.Duration // the longest a failed request took
+	// of the failures without an answer (status 0): refused at connect
+	// (nothing sent: a balancer would try another gateway) and the others
+	// (sent, maybe processed: usage may count them)
+	refused, noAnswer atomic.Int64
 }
 
 // startLoad runs workers clients against the gateway, spread over targets,
@@ -79,6 +83,11 @@ func (s *stack) startPaced(workers int, pace time.Duration, targets ...target) *
 					l.limited.Add(1)
 				default:
 					l.failed.Add(1)
+					if code == 0 && strings.Contains(msg, "connection refused") {
+						l.refused.Add(1)
+					} else if code == 0 {
+						l.noAnswer.Add(1)
+					}
 					l.mu.Lock()
 					if l.firstFail.IsZero() {
 						l.firstFail = t0

@@ -45,6 +45,7 @@ type stack struct {
 	key      string // an inference key with a generous plan
 	keyID    int64
 	account  int64
+	upEnv    []string // up.sh's environment (a rerun of it upgrades the stack)
 }
 
 // with is s reporting to t (a subtest): its helpers fail t, not the parent.
@@ -134,6 +135,7 @@ func startLab(t *testing.T, lay labLayout) *stack {
 		"NLPSWARM_IMAGE="+dockertest.TestImage, "NLPSWARM_IMAGE_ID="+image, "NLPSWARM_AGENT_IMAGE="+agentImage,
 		"POSTGRES_IMAGE="+depsImages[0], "REDIS_IMAGE="+depsImages[1], "PROMETHEUS_IMAGE="+depsImages[2],
 		"STACK_OVERLAYS="+strings.Join(append([]string{"deployments/lab.yml"}, lay.overlays...), " "), "LAB_SHARED="+lab.SharedDir(), "PUBLIC_HOST="+m.Addr)
+	s.upEnv = cmd.Env
 	upStart := time.Now()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
