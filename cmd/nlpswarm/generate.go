@@ -12,7 +12,6 @@ import (
 	"github.com/nlpswarm/nlpswarm/internal/coldstart"
 	"github.com/nlpswarm/nlpswarm/internal/config"
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
-	"github.com/nlpswarm/nlpswarm/models"
 )
 
 type generateConfig struct {
@@ -56,18 +55,10 @@ func runGenerate(ctx context.Context, args []string) error {
 	health := httpserver.NewHealth()
 	health.SetNotReady("loading model")
 	cs := coldstart.Report{Model: cfg.Generation.Name, Digest: cfg.Digest, Started: coldstart.ProcessStart}
-	dir := cfg.ModelDir
-	if cfg.ArtifactURL != "" {
-		t := time.Now()
-		fctx, cancel := context.WithTimeout(ctx, 30*time.Minute) // GGUF files are GiBs
-		res, err := models.Fetch(fctx, cfg.ArtifactURL, cfg.Digest, cfg.ArtifactCredential, cfg.CacheDir)
-		cancel()
-		if err != nil {
-			return err
-		}
-		cs.FetchSeconds, cs.ArtifactBytes, cs.Cached = time.Since(t).Seconds(), res.Bytes, res.Cached
-		log.Info("artifact ready", "digest", cfg.Digest, "bytes", res.Bytes, "cached", res.Cached, "seconds", cs.FetchSeconds)
-		dir = res.Dir
+	// GGUF files are GiBs: 30 minutes for the fetch
+	dir, err := modelFolder(ctx, log, cfg.ModelDir, cfg.ArtifactURL, cfg.Digest, cfg.ArtifactCredential, cfg.CacheDir, 30*time.Minute, &cs)
+	if err != nil {
+		return err
 	}
 	t := time.Now()
 	r, err := generation.Start(ctx, cfg.Generation, dir, log, generation.NewMetrics(reg))

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/internal/coldstart"
@@ -58,17 +59,9 @@ func runRuntime(ctx context.Context, args []string) error {
 	health.SetNotReady("loading model")
 	start := time.Now()
 	cs := coldstart.Report{Model: cfg.Name, Digest: cfg.Digest, Started: coldstart.ProcessStart}
-	dir := cfg.ModelDir
-	if cfg.ArtifactURL != "" {
-		fctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-		res, err := models.Fetch(fctx, cfg.ArtifactURL, cfg.Digest, cfg.ArtifactCredential, cfg.CacheDir)
-		cancel()
-		if err != nil {
-			return err
-		}
-		cs.FetchSeconds, cs.ArtifactBytes, cs.Cached = time.Since(start).Seconds(), res.Bytes, res.Cached
-		log.Info("artifact ready", "digest", cfg.Digest, "bytes", res.Bytes, "cached", res.Cached, "seconds", cs.FetchSeconds)
-		dir = res.Dir
+	dir, err := modelFolder(ctx, log, cfg.ModelDir, cfg.ArtifactURL, cfg.Digest, cfg.ArtifactCredential, cfg.CacheDir, 10*time.Minute, &cs)
+	if err != nil {
+		return err
 	}
 	t := time.Now()
 	m, err := models.LoadWith(dir, cfg.Name, cfg.Task, cfg.Engine)
@@ -117,6 +110,25 @@ func runRuntime(ctx context.Context, args []string) error {
 		srv.SetReady(false) // readiness off at once on SIGTERM; in-flight requests finish
 	}()
 	return serve(ctx, log, cfg.Options, srv, health, reg)
+}
+
+// modelFolder is a runtime's model folder: dir as given, or the archive at
+// url fetched (digest checked) and unpacked into cacheDir within limit, its
+// time and size recorded in the cold-start report.
+func modelFolder(ctx context.Context, log *slog.Logger, dir, url, digest, credential, cacheDir string, limit time.Duration, cs *coldstart.Report) (string, error) {
+	if url == "" {
+		return dir, nil
+	}
+	t := time.Now()
+	fctx, cancel := context.WithTimeout(ctx, limit)
+	res, err := models.Fetch(fctx, url, digest, credential, cacheDir)
+	cancel()
+	if err != nil {
+		return "", err
+	}
+	cs.FetchSeconds, cs.ArtifactBytes, cs.Cached = time.Since(t).Seconds(), res.Bytes, res.Cached
+	log.Info("artifact ready", "digest", digest, "bytes", res.Bytes, "cached", res.Cached, "seconds", cs.FetchSeconds)
+	return res.Dir, nil
 }
 
 func warmParams(task string) models.Params {
