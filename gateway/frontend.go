@@ -477,8 +477,14 @@ func (w *fastWriter) finish() {
 // client, still sending, could lose the answer to the reset.
 const lingerTime = 500 * time.Millisecond
 
+// lingerBytes bounds what a lingering close discards: enough for a client
+// that sent a body a few times the 1 MiB cap to finish sending it (a
+// connection closed while it still sends is reset, and it may lose the
+// answer); lingerTime bounds the time it may take.
+const lingerBytes = 8 << 20
+
 // lingerClose writes the answer itself, then half-closes the connection and
-// reads what the client still sends (up to 256 KiB, within lingerTime)
+// reads what the client still sends (up to lingerBytes, within lingerTime)
 // before fasthttp closes it (fasthttp, which would close it at once, writes
 // nothing: the request ends hijacked).
 func (w *fastWriter) lingerClose() {
@@ -497,7 +503,7 @@ func (w *fastWriter) lingerClose() {
 			_ = hc.CloseWrite()
 		}
 		_ = c.SetReadDeadline(time.Now().Add(lingerTime))
-		_, _ = io.CopyN(io.Discard, c, 256<<10)
+		_, _ = io.CopyN(io.Discard, c, lingerBytes)
 	})
 }
 

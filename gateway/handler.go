@@ -264,6 +264,11 @@ var retryAfterOne = []string{"1"}
 // deadline; the body is valid until buf goes back to the pool.
 func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, st *reqState, buf *[]byte) ([]byte, bool) {
 	if r.ContentLength > g.opts.MaxBodyBytes {
+		// the body is not read: the connection closes after the answer, which
+		// each front end does lingering (net/http's closeWriteAndWait, the fast
+		// front end's lingerClose) so that the client, still sending, reads
+		// the 413 rather than a reset
+		w.Header().Set("Connection", "close")
 		g.fail(w, st, http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("body over %d bytes", g.opts.MaxBodyBytes))
 		return nil, false
 	}
