@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/bearer"
 	"github.com/nlpswarm/nlpswarm/modelmgr/ggufcheck"
 )
@@ -123,7 +124,7 @@ func Start(ctx context.Context, cfg Config, dir string, log *slog.Logger, m *Met
 				return // the client left; the child stops when its connection closes
 			}
 			r.log.Warn("llama-server did not answer", "err", err)
-			writeError(w, http.StatusBadGateway, "runtime_unavailable", "the model's server did not answer")
+			apierror.Write(w, http.StatusBadGateway, "runtime_unavailable", "the model's server did not answer")
 		},
 	}
 	r.ready.Store(true)
@@ -210,14 +211,14 @@ func (r *Replica) Handler() http.Handler {
 	mux.HandleFunc("GET /v2/health/live", func(w http.ResponseWriter, _ *http.Request) {
 		select {
 		case <-r.exited:
-			writeError(w, http.StatusServiceUnavailable, "runtime_exited", "the model's server exited")
+			apierror.Write(w, http.StatusServiceUnavailable, "runtime_exited", "the model's server exited")
 		default:
 			w.WriteHeader(http.StatusOK)
 		}
 	})
 	mux.HandleFunc("GET /v2/health/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if !r.Ready() {
-			writeError(w, http.StatusServiceUnavailable, "not_ready", "the model is loading, draining or its server exited")
+			apierror.Write(w, http.StatusServiceUnavailable, "not_ready", "the model is loading, draining or its server exited")
 			return
 		}
 		w.WriteHeader(http.StatusOK)
@@ -234,7 +235,7 @@ func (r *Replica) relay(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	if !r.Ready() {
-		writeError(w, http.StatusServiceUnavailable, "not_ready", "the replica is draining or its model server exited")
+		apierror.Write(w, http.StatusServiceUnavailable, "not_ready", "the replica is draining or its model server exited")
 		return
 	}
 	r.inflight.Add(1)
@@ -251,12 +252,6 @@ func (r *Replica) authorised(w http.ResponseWriter, req *http.Request) bool {
 	}
 	bearer.Refuse(w, "this model's call credential")
 	return false
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
 }
 
 func freePort() (int, error) {

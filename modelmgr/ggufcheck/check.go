@@ -2,7 +2,6 @@ package ggufcheck
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -201,6 +200,3 @@ func summarise(gf *gguf.GGUFFile, size int64, lim Limits) (Info, error) {
 	}
 	return info, nil
 }
-
-// ErrTooLarge is returned by MemoryBytes when the arithmetic overflows.
-var ErrTooLarge = errors.New("gguf: memory estimate overflows")

@@ -1,6 +1,12 @@
 package ggufcheck
 
-import "math/bits"
+import (
+	"errors"
+	"math/bits"
+)
+
+// ErrTooLarge is returned by MemoryBytes when the arithmetic overflows.
+var ErrTooLarge = errors.New("gguf: memory estimate overflows")
 
 // kvBytesPerElement is the KV cache's element size: llama.cpp's default
 // cache type is f16.
