@@ -14,6 +14,8 @@
 #                                      machine-learning node (no build; default: make
 #                                      agent-image builds nlpswarm-agent:dev)
 #   STACK_OVERLAYS                     extra compose files (-c) after docker-compose.yml
+#   GATEWAY_REPLICAS                   gateways to run (1), at most one per node (host-mode
+#                                      port): one per node behind the balancer in front
 #   PUBLIC_HOST                        the address printed in the gateway's URL (127.0.0.1)
 #   BACKOFFICE_ADDR                    the address the backoffice forwarder listens on
 #                                      (127.0.0.1; e.g. a VPN or management address)

@@ -42,6 +42,9 @@ type load struct {
 	// (nothing sent: a balancer would try another gateway) and the others
 	// (sent, maybe processed: usage may count them)
 	refused, noAnswer atomic.Int64
+	// requests refused at connect by one gateway and sent to a standby
+	// (stack.standbys), which answered or failed as counted above
+	failovers atomic.Int64
 }
 
 // startLoad runs workers clients against the gateway, spread over targets,
@@ -71,7 +74,7 @@ func (s *stack) startPaced(workers int, pace time.Duration, targets ...target) *
 				}
 				tg := targets[(w+i)%len(targets)]
 				t0 := time.Now()
-				code, msg := s.infer(cl, tg)
+				code, msg := s.inferVia(cl, tg, &l.failovers)
 				d := time.Since(t0)
 				if l.pace > d {
 					time.Sleep(l.pace - d)
@@ -110,8 +113,31 @@ func (s *stack) startPaced(workers int, pace time.Duration, targets ...target) *
 	return l
 }
 
+// infer sends tg to the gateway. With standby gateways (s.standbys, the
+// other backends of the balancer a production deployment puts in front of
+// its gateways) a connection refused by one, nothing sent, is tried on the
+// next in order, as such a balancer does; failovers counts those retries
+// when not nil. A request that was sent is never sent again.
 func (s *stack) infer(cl *http.Client, tg target) (int, string) {
-	req, _ := http.NewRequest("POST", s.gateway+tg.path, strings.NewReader(tg.body))
+	return s.inferVia(cl, tg, nil)
+}
+
+func (s *stack) inferVia(cl *http.Client, tg target, failovers *atomic.Int64) (int, string) {
+	code, msg := s.inferOn(cl, s.gateway, tg)
+	for _, gw := range s.standbys {
+		if code != 0 || !strings.Contains(msg, "connection refused") {
+			break
+		}
+		if failovers != nil {
+			failovers.Add(1)
+		}
+		code, msg = s.inferOn(cl, gw, tg)
+	}
+	return code, msg
+}
+
+func (s *stack) inferOn(cl *http.Client, gateway string, tg target) (int, string) {
+	req, _ := http.NewRequest("POST", gateway+tg.path, strings.NewReader(tg.body))
 	req.Header.Set("Authorization", "Token "+s.key)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := cl.Do(req)

@@ -39,6 +39,9 @@ type stack struct {
 	state    string // up.sh's STATE: the secrets' values
 	token    string // admin token
 	gateway  string // http://10.231.0.11:8080
+	// standbys: more gateways a request refused at connect by the first is
+	// sent to, in order (stack.inferVia); none unless a scenario starts them
+	standbys []string
 	gwOps    string // the gateway's metrics, http://10.231.0.11:9100 (deployments/lab.yml)
 	api      string // http://10.231.0.11:8081
 	apiOps   string // the apiserver's /internal/blobs, http://10.231.0.11:9101 (deployments/lab.yml)
@@ -116,7 +119,7 @@ func startLab(t *testing.T, lay labLayout) *stack {
 	m := lab.Manager()
 	s.gateway, s.api, s.gwOps = "http://"+m.Addr+":8080", "http://"+m.Addr+":8081", "http://"+m.Addr+":9100"
 	s.apiOps = "http://" + m.Addr + ":9101"
-	must(t, m.Label(ctx, "type=database", "database=true"))
+	must(t, m.Label(ctx, "type=database", "database=true", "gateway=true")) // deployments/lab.yml
 	for _, i := range lay.mlNodes {
 		must(t, lab.Node(i).Label(ctx, "type=machine-learning"))
 	}
