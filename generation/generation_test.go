@@ -64,7 +64,7 @@ func fakeLlama(args []string) {
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, `{"status":"ok"}`) })
 	mux.HandleFunc("POST /v1/embeddings", func(w http.ResponseWriter, _ *http.Request) {
 		if !*embeddings {
-			http.Error(w, "started without --embeddings", 501)
+			http.Error(w, "started without --embeddings", http.StatusNotImplemented)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

@@ -1,9 +1,11 @@
 // Package ggufgen writes GGUF files for tests: a byte-exact builder of the
 // format (version, metadata, tensor infos, alignment, data) and TinyLlama, a
 // deterministic random-weight llama-architecture model small enough to
-// commit nothing and generate in milliseconds, which llama.cpp loads and
-// runs (checked in the generation runtime's image test). It is a test
-// helper: no role imports it.
+// commit nothing and generate in milliseconds, with a vocabulary of real
+// words and a chat template, which llama.cpp loads and runs and which
+// transformers' GGUF reader loads too (the generation runtime's image test
+// compares the two, deployments/images/llama/parity); TinyLlamaEmbedding is
+// its mean-pooling twin. It is a test helper: no role imports it.
 package ggufgen
 
 import (
