@@ -139,6 +139,14 @@ llama-image: build
 test-llama: llama-image
 	LLAMA_IMAGE=$(LLAMA_IMAGE) $(GO) test -count=1 -v -run '^TestImageServesTinyLlama$$' ./deployments/images/llama
 
+# transformers' greedy answers and pooled embeddings on ggufgen's tiny llama,
+# the fixture test-llama compares the generation runtime with (issue 15):
+# Debian sid's python3-transformers/torch/gguf in a cached root
+# (/var/cache/nlpswarm/py-sid, minutes once); not in CI, commit the JSON.
+.PHONY: parity-fixture
+parity-fixture:
+	GO=$(GO) ./deployments/images/llama/parity/run.sh
+
 # The whole stack (gateway → one replica of the MiniLM-sized encoder) at
 # concurrency 16, ort vs go alternated (deployments/bench/stack.sh; brings
 # the stack up fresh with ORT=1 unless KEEP_STACK=1; holds the engine's lock).

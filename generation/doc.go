@@ -6,7 +6,10 @@
 // required, Server-Sent Events passed on as they come, a client that leaves
 // cancels the generation), the OIP health routes, and the generation
 // metrics: prompt and completion tokens, time to first token, requests in
-// flight and their outcome.
+// flight and their outcome. In embeddings mode (Config.Embeddings, for an
+// embedding GGUF of task feature-extraction) the child runs with
+// --embeddings and the model's own pooling, and only /v1/embeddings is
+// relayed.
 //
 // It must not touch the model manager, the scheduler or the gateway; it
 // reads the model with models.Fetch (the artifact contract every runtime

@@ -41,6 +41,7 @@ type Config struct {
 	Threads      int           `description:"CPU threads of the child; 0: GOMAXPROCS"`
 	StartTimeout time.Duration `description:"how long the child may take to load the model"`
 	DrainTimeout time.Duration `description:"how long a drain waits for requests in flight"`
+	Embeddings   bool          `description:"serve /v1/embeddings only (an embedding GGUF, task feature-extraction): llama-server --embeddings with the model's own pooling"`
 }
 
 // DefaultConfig is 4 slots of the model's own context.
@@ -73,11 +74,7 @@ func Start(ctx context.Context, cfg Config, dir string, log *slog.Logger, m *Met
 	if err != nil {
 		return nil, fmt.Errorf("model %s: %w", cfg.Name, err)
 	}
-	slots := max(cfg.Parallel, 1)
-	perSlot := uint64(cfg.Context)
-	if perSlot == 0 || perSlot > info.ContextLength {
-		perSlot = info.ContextLength
-	}
+	slots, perSlot := slotsOf(cfg, info)
 	threads := cfg.Threads
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
@@ -86,9 +83,10 @@ func Start(ctx context.Context, cfg Config, dir string, log *slog.Logger, m *Met
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-m", model, "--host", "127.0.0.1", "--port", strconv.Itoa(port),
-		"--parallel", strconv.Itoa(slots), "-c", strconv.FormatUint(perSlot*uint64(slots), 10),
-		"-t", strconv.Itoa(threads), "--no-webui"}
+	args, err := serverArgs(cfg, info, model, port, threads)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", cfg.Name, err)
+	}
 	cmd := exec.Command(cfg.Server, args...)
 	tail := &tailBuffer{max: 8 << 10}
 	cmd.Stdout, cmd.Stderr = tail, tail
@@ -129,6 +127,36 @@ func Start(ctx context.Context, cfg Config, dir string, log *slog.Logger, m *Met
 	}
 	r.ready.Store(true)
 	return r, nil
+}
+
+// slotsOf is the child's slots and the positions of each: the configured
+// context, at most the model's own.
+func slotsOf(cfg Config, info ggufcheck.Info) (slots int, perSlot uint64) {
+	perSlot = uint64(cfg.Context)
+	if perSlot == 0 || perSlot > info.ContextLength {
+		perSlot = info.ContextLength
+	}
+	return max(cfg.Parallel, 1), perSlot
+}
+
+// serverArgs is llama-server's command line for the model at path. In
+// embeddings mode the child pools as the GGUF says (passed explicitly:
+// llama.cpp reads pooling_type from the header for some architectures
+// only) and takes a whole slot's context in one batch, since an input is
+// embedded in one pass.
+func serverArgs(cfg Config, info ggufcheck.Info, path string, port, threads int) ([]string, error) {
+	slots, perSlot := slotsOf(cfg, info)
+	args := []string{"-m", path, "--host", "127.0.0.1", "--port", strconv.Itoa(port),
+		"--parallel", strconv.Itoa(slots), "-c", strconv.FormatUint(perSlot*uint64(slots), 10),
+		"-t", strconv.Itoa(threads), "--no-webui"}
+	if cfg.Embeddings {
+		if !info.Embeds() {
+			return nil, fmt.Errorf("embeddings mode needs a model that pools its tokens (%s.pooling_type mean, cls or last); this one has %q", info.Architecture, info.PoolingType)
+		}
+		batch := strconv.FormatUint(perSlot, 10)
+		args = append(args, "--embeddings", "--pooling", info.PoolingType, "-b", batch, "-ub", batch)
+	}
+	return args, nil
 }
 
 // Info is the checked model's header.
@@ -193,13 +221,33 @@ func (r *Replica) kill() {
 	<-r.exited
 }
 
-// Handler serves /v1/chat/completions, /v1/completions, /v1/embeddings
-// (relayed), /v1/models (this model) and the OIP health routes.
+// The relayed routes of each mode: a replica runs a generation model or an
+// embedding model (Config.Embeddings), and answers the other mode's routes
+// with a 400 that says which it serves.
+var (
+	generationRoutes = []string{"/v1/chat/completions", "/v1/completions"}
+	embeddingRoutes  = []string{"/v1/embeddings"}
+)
+
+// Handler serves /v1/chat/completions and /v1/completions (or, in
+// embeddings mode, /v1/embeddings) relayed, /v1/models (this model) and
+// the OIP health routes.
 func (r *Replica) Handler() http.Handler {
 	mux := http.NewServeMux()
 	relay := http.HandlerFunc(r.relay)
-	for _, p := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings"} {
+	served, other := generationRoutes, embeddingRoutes
+	if r.cfg.Embeddings {
+		served, other = embeddingRoutes, generationRoutes
+	}
+	for _, p := range served {
 		mux.Handle("POST "+p, relay)
+	}
+	for _, p := range other {
+		mux.HandleFunc("POST "+p, func(w http.ResponseWriter, req *http.Request) {
+			if r.authorised(w, req) {
+				apierror.Write(w, http.StatusBadRequest, "wrong_task", fmt.Sprintf("model %s does not serve %s (it serves %s)", r.cfg.Name, p, strings.Join(served, ", ")))
+			}
+		})
 	}
 	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, req *http.Request) {
 		if !r.authorised(w, req) {

@@ -46,6 +46,10 @@ func fakeLlama(args []string) {
 	fs.String("c", "", "")
 	fs.String("t", "", "")
 	fs.Bool("no-webui", false, "")
+	embeddings := fs.Bool("embeddings", false, "")
+	fs.String("pooling", "", "")
+	fs.String("b", "", "")
+	fs.String("ub", "", "")
 	if err := fs.Parse(args); err != nil {
 		os.Exit(2)
 	}
@@ -58,6 +62,14 @@ func fakeLlama(args []string) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, `{"status":"ok"}`) })
+	mux.HandleFunc("POST /v1/embeddings", func(w http.ResponseWriter, _ *http.Request) {
+		if !*embeddings {
+			http.Error(w, "started without --embeddings", http.StatusNotImplemented)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"data":[{"embedding":[0.6,0.8],"index":0}],"usage":{"prompt_tokens":2,"total_tokens":2}}`)
+	})
 	mux.HandleFunc("POST /v1/completions", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "" {
 			http.Error(w, "the credential reached llama-server", 500)
@@ -93,6 +105,14 @@ func fakeLlama(args []string) {
 func modelDir(t *testing.T) string {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, ModelFile), ggufgen.TinyLlama(1).Build(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func embeddingModelDir(t *testing.T) string {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ModelFile), ggufgen.TinyLlamaEmbedding(1).Build(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return dir

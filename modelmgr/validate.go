@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -22,7 +23,11 @@ import (
 // Tasks the platform serves, with the Hugging Face pipeline names.
 // TextGeneration models (GGUF, issue 15) are uploaded and checked; they
 // cannot be deployed yet.
-var Tasks = []string{"text-classification", "token-classification", "feature-extraction", TextGeneration}
+var Tasks = []string{"text-classification", "token-classification", FeatureExtraction, TextGeneration}
+
+// FeatureExtraction is the embeddings task: an ONNX encoder (the models
+// runtime) or an embedding GGUF (the generation runtime's embeddings mode).
+const FeatureExtraction = "feature-extraction"
 
 // TextGeneration is the task of GGUF models served by the generation
 // runtime (llama.cpp).
@@ -42,8 +47,28 @@ func ValidTask(t string) bool {
 // ones are used if present. A TextGeneration archive holds ggufFile.
 var RequiredFiles = []string{"model.onnx", "tokenizer.json", "config.json"}
 
-// ggufFile is the one file of a TextGeneration archive (generation.ModelFile).
+// ggufFile is the one file of a GGUF archive (generation.ModelFile).
 const ggufFile = "model.gguf"
+
+// Formats of a model archive: what checks it and which runtime serves it.
+const (
+	FormatONNX = "onnx" // model.onnx, tokenizer.json, config.json: the models runtime
+	FormatGGUF = "gguf" // model.gguf: the generation runtime (llama.cpp)
+)
+
+// ArchiveFormat is the format of an unpacked archive of task holding files:
+// GGUF for text-generation, and for feature-extraction when it holds
+// model.gguf and no model.onnx (an embedding GGUF); ONNX otherwise.
+// A stored version's metadata says the same after validation (GGUF set).
+func ArchiveFormat(task string, files []string) string {
+	if task == TextGeneration {
+		return FormatGGUF
+	}
+	if task == FeatureExtraction && slices.Contains(files, ggufFile) && !slices.Contains(files, "model.onnx") {
+		return FormatGGUF
+	}
+	return FormatONNX
+}
 
 // Generation replicas are planned with this many parallel slots of the
 // model's own context (the generation runtime's default) for the memory
@@ -89,9 +114,10 @@ type Metadata struct {
 	ProblemType  string   `json:"problem_type,omitempty"`
 	MaxPositions int      `json:"max_position_embeddings,omitempty"`
 	OnnxBytes    int64    `json:"onnx_bytes"`
-	// GGUF is a TextGeneration model's header (architecture, context,
-	// parameters, quantisation, chat template); MemoryEstimate the bytes
-	// a replica needs with generationSlots slots of its context.
+	// GGUF is a GGUF model's header (text generation or embeddings:
+	// architecture, context, parameters, quantisation, chat template,
+	// pooling); MemoryEstimate the bytes a replica needs with
+	// generationSlots slots of its context.
 	GGUF           *ggufcheck.Info `json:"gguf,omitempty"`
 	MemoryEstimate int64           `json:"memory_estimate_bytes,omitempty"`
 	Files          []string        `json:"files"`
@@ -140,7 +166,7 @@ func (v Validator) validateHere(ctx context.Context, archivePath, dir, task stri
 	if len(reasons) > 0 {
 		return md, &ValidationError{Reasons: reasons}
 	}
-	if v.Smoke != nil && task != TextGeneration { // the smoke runs an encoder engine
+	if v.Smoke != nil && md.GGUF == nil { // the smoke runs an encoder engine
 		timeout := v.SmokeTimeout
 		if timeout <= 0 {
 			timeout = 2 * time.Minute
@@ -164,8 +190,8 @@ func CheckDir(dir, task string) (Metadata, []string) {
 		md.Files = append(md.Files, e.Name())
 	}
 	sort.Strings(md.Files)
-	if task == TextGeneration {
-		return md, checkGGUF(dir, &md)
+	if ArchiveFormat(task, md.Files) == FormatGGUF {
+		return md, checkGGUF(dir, task, &md)
 	}
 	for _, f := range RequiredFiles {
 		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || !st.Mode().IsRegular() {
@@ -230,8 +256,9 @@ func CheckDir(dir, task string) (Metadata, []string) {
 	return md, reasons
 }
 
-// checkGGUF checks a TextGeneration folder: model.gguf, parsed header only.
-func checkGGUF(dir string, md *Metadata) []string {
+// checkGGUF checks a GGUF folder of task: model.gguf, parsed header only;
+// an embeddings model must pool (mean, cls or last).
+func checkGGUF(dir, task string, md *Metadata) []string {
 	path := filepath.Join(dir, ggufFile)
 	st, err := os.Lstat(path)
 	if err != nil || !st.Mode().IsRegular() {
@@ -248,6 +275,13 @@ func checkGGUF(dir string, md *Metadata) []string {
 			return reasons
 		}
 		return []string{ggufFile + ": " + err.Error()}
+	}
+	if task == FeatureExtraction && !info.Embeds() {
+		got := "no " + info.Architecture + ".pooling_type"
+		if info.Pooling {
+			got = "pooling " + info.PoolingType
+		}
+		return []string{fmt.Sprintf("%s: a %s GGUF must pool its tokens into one vector (%s.pooling_type mean, cls or last); it has %s", ggufFile, FeatureExtraction, info.Architecture, got)}
 	}
 	if !info.ChatTemplate && !info.Pooling {
 		// llama-server falls back to a generic template; say so, do not refuse

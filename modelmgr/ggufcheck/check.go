@@ -25,25 +25,26 @@ var DefaultLimits = Limits{MaxTensors: 65536, MaxMetadata: 4096, MaxContext: 1 <
 
 // Info is what the backoffice records of a GGUF model.
 type Info struct {
-	Architecture    string `json:"architecture"`      // general.architecture: llama, qwen2, gemma3, bert…
-	Name            string `json:"name,omitempty"`    // general.name
-	FileType        string `json:"file_type"`         // the quantisation: F16, Q8_0, Q4_K_M…
-	Parameters      uint64 `json:"parameters"`        // elements of every tensor
-	TensorBytes     uint64 `json:"tensor_bytes"`      // the weights as stored
-	Tensors         int    `json:"tensors"`           //
-	ContextLength   uint64 `json:"context_length"`    // positions the model was trained for
-	EmbeddingLength uint64 `json:"embedding_length"`  //
-	Layers          uint64 `json:"layers"`            // block_count
-	HeadCount       uint64 `json:"head_count"`        //
-	HeadCountKV     uint64 `json:"head_count_kv"`     // grouped-query attention shrinks the KV cache
-	KeyLength       uint64 `json:"key_length"`        // per head
-	ValueLength     uint64 `json:"value_length"`      // per head
-	VocabSize       uint64 `json:"vocab_size"`        // tokenizer.ggml.tokens
-	Tokenizer       string `json:"tokenizer"`         // tokenizer.ggml.model: gpt2, llama…
-	ChatTemplate    bool   `json:"chat_template"`     // tokenizer.chat_template present
-	Pooling         bool   `json:"pooling,omitempty"` // an embedding model (pooling_type set)
-	HeaderBytes     int64  `json:"header_bytes"`      // where the tensor data starts
-	FileBytes       int64  `json:"file_bytes"`        //
+	Architecture    string `json:"architecture"`           // general.architecture: llama, qwen2, gemma3, bert…
+	Name            string `json:"name,omitempty"`         // general.name
+	FileType        string `json:"file_type"`              // the quantisation: F16, Q8_0, Q4_K_M…
+	Parameters      uint64 `json:"parameters"`             // elements of every tensor
+	TensorBytes     uint64 `json:"tensor_bytes"`           // the weights as stored
+	Tensors         int    `json:"tensors"`                //
+	ContextLength   uint64 `json:"context_length"`         // positions the model was trained for
+	EmbeddingLength uint64 `json:"embedding_length"`       //
+	Layers          uint64 `json:"layers"`                 // block_count
+	HeadCount       uint64 `json:"head_count"`             //
+	HeadCountKV     uint64 `json:"head_count_kv"`          // grouped-query attention shrinks the KV cache
+	KeyLength       uint64 `json:"key_length"`             // per head
+	ValueLength     uint64 `json:"value_length"`           // per head
+	VocabSize       uint64 `json:"vocab_size"`             // tokenizer.ggml.tokens
+	Tokenizer       string `json:"tokenizer"`              // tokenizer.ggml.model: gpt2, llama…
+	ChatTemplate    bool   `json:"chat_template"`          // tokenizer.chat_template present
+	Pooling         bool   `json:"pooling,omitempty"`      // an embedding model (pooling_type set)
+	PoolingType     string `json:"pooling_type,omitempty"` // its value as llama-server's --pooling names it: none, mean, cls, last, rank
+	HeaderBytes     int64  `json:"header_bytes"`           // where the tensor data starts
+	FileBytes       int64  `json:"file_bytes"`             //
 }
 
 // Error is a refusal, with the reasons an uploader can act on.
@@ -179,7 +180,17 @@ func summarise(gf *gguf.GGUFFile, size int64, lim Limits) (Info, error) {
 		info.FileType = md.FileType.String()
 	}
 	_, info.ChatTemplate = gf.Header.MetadataKV.Get("tokenizer.chat_template")
-	_, info.Pooling = gf.Header.MetadataKV.Get(a.Architecture + ".pooling_type")
+	if p, ok := gf.Header.MetadataKV.Get(a.Architecture + ".pooling_type"); ok {
+		info.Pooling = true
+		name, known := "", false
+		if p.ValueType.IsNumeric() && p.ValueType != gguf.GGUFMetadataValueTypeFloat32 && p.ValueType != gguf.GGUFMetadataValueTypeFloat64 {
+			name, known = PoolingName(gguf.ValueNumeric[int64](p))
+		}
+		if !known {
+			add("%s.pooling_type is not one of llama.cpp's pooling types (0 none, 1 mean, 2 cls, 3 last, 4 rank)", a.Architecture)
+		}
+		info.PoolingType = name
+	}
 	if info.HeadCountKV == 0 {
 		info.HeadCountKV = info.HeadCount
 	}
@@ -199,4 +210,21 @@ func summarise(gf *gguf.GGUFFile, size int64, lim Limits) (Info, error) {
 		return Info{}, &Error{Reasons: why}
 	}
 	return info, nil
+}
+
+// PoolingName is llama.cpp's name (its --pooling flag's value) of the
+// pooling type v of a GGUF's {arch}.pooling_type.
+func PoolingName(v int64) (string, bool) {
+	names := []string{"none", "mean", "cls", "last", "rank"}
+	if v < 0 || v >= int64(len(names)) {
+		return "", false
+	}
+	return names[v], true
+}
+
+// Embeds reports whether the model pools its sequence into one vector that
+// /v1/embeddings can answer (mean, cls or last; none answers a vector per
+// token and rank a score).
+func (i Info) Embeds() bool {
+	return i.PoolingType == "mean" || i.PoolingType == "cls" || i.PoolingType == "last"
 }

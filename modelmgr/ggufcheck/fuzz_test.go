@@ -5,12 +5,15 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/nlpswarm/nlpswarm/modelmgr/ggufcheck/ggufgen"
 )
 
 // FuzzCheck: no input panics, hangs or is accepted with tensors outside the
 // file; every failure is a refusal (*Error).
 func FuzzCheck(f *testing.F) {
 	f.Add(tiny().Build())
+	f.Add(ggufgen.TinyLlamaEmbedding(1).Build())
 	b := tiny().Build()
 	f.Add(b[:len(b)/2])
 	f.Add([]byte("GGUF\x03\x00\x00\x00"))

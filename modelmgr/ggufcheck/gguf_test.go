@@ -127,3 +127,40 @@ func TestCheckRefuses(t *testing.T) {
 		t.Errorf("header limit: %v", err)
 	}
 }
+
+// An embedding GGUF's pooling is recorded by the name llama-server's
+// --pooling takes; a value llama.cpp does not know, or of another type than
+// the uint32 llama.cpp reads, is refused.
+func TestPooling(t *testing.T) {
+	for _, c := range []struct {
+		value  any
+		name   string
+		embeds bool
+		refuse bool
+	}{
+		{nil, "", false, false},
+		{uint32(0), "none", false, false},
+		{uint32(1), "mean", true, false},
+		{uint32(2), "cls", true, false},
+		{int32(2), "", false, true},
+		{uint32(3), "last", true, false},
+		{uint32(4), "rank", false, false},
+		{uint32(5), "", false, true},
+		{float32(1), "", false, true},
+		{"mean", "", false, true},
+	} {
+		info, err := Check(write(t, tiny().Set("llama.pooling_type", c.value).Build()), DefaultLimits)
+		if c.refuse {
+			if err == nil || !strings.Contains(err.Error(), "pooling_type") {
+				t.Errorf("pooling_type %v: %v, want a refusal", c.value, err)
+			}
+			continue
+		}
+		if err != nil || info.PoolingType != c.name || info.Embeds() != c.embeds || info.Pooling != (c.value != nil) {
+			t.Errorf("pooling_type %v: %+v %v, want %q (embeds %v)", c.value, info, err, c.name, c.embeds)
+		}
+	}
+	if info, err := Check(write(t, ggufgen.TinyLlamaEmbedding(1).Build()), DefaultLimits); err != nil || info.PoolingType != "mean" {
+		t.Errorf("TinyLlamaEmbedding: %+v %v", info, err)
+	}
+}

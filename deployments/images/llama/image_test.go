@@ -31,12 +31,12 @@ func TestImageServesTinyLlama(t *testing.T) {
 	if image == "" {
 		t.Skip("LLAMA_IMAGE unset (make test-llama builds the image and sets it)")
 	}
+	ref, gguf := loadReference(t)
 	dir := t.TempDir()
 	model := filepath.Join(dir, "model.gguf")
-	if err := os.WriteFile(model, ggufgen.TinyLlama(1).Build(), 0o644); err != nil {
+	if err := os.WriteFile(model, gguf, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(dir, 0o755)
 	info, err := ggufcheck.Check(model, ggufcheck.DefaultLimits)
 	if err != nil {
 		t.Fatalf("the backoffice's check refuses the model llama.cpp is given: %v", err)
@@ -45,41 +45,7 @@ func TestImageServesTinyLlama(t *testing.T) {
 	const cred = "call-credential-of-tiny"
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "docker", "run", "-d", "--rm", "--read-only", "--network", "bridge",
-		"-p", "127.0.0.1::8080", "-v", dir+":/model:ro", image,
-		"generate", "--modeldir", "/model", "--generation.name", "tiny", "--callcredential", cred,
-		"--generation.parallel", "2", "--generation.context", "256", "--generation.threads", "1").CombinedOutput()
-	if err != nil {
-		t.Fatalf("docker run: %v: %s", err, out)
-	}
-	id := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if t.Failed() {
-			logs, _ := exec.Command("docker", "logs", "--tail", "30", id).CombinedOutput()
-			t.Logf("llama-server's log:\n%s", logs)
-		}
-		exec.Command("docker", "kill", id).Run()
-	})
-	port, err := exec.CommandContext(ctx, "docker", "port", id, "8080/tcp").Output()
-	if err != nil {
-		t.Fatalf("docker port: %v", err)
-	}
-	base := "http://" + strings.TrimSpace(strings.Split(string(port), "\n")[0])
-
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(base + "/v2/health/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the generate role not ready after 60 s: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	base := runRole(ctx, t, image, gguf, cred)
 
 	type usage struct {
 		PromptTokens     int `json:"prompt_tokens"`
@@ -227,6 +193,65 @@ func TestImageServesTinyLlama(t *testing.T) {
 		t.Errorf("the image runs /bin/sh: %s", out)
 	}
 	t.Logf("tiny llama: %d parameters, %s; replica estimate at 256 positions × 2 slots: %s", info.Parameters, info.FileType, mib(info.MemoryBytes(256, 2)))
+
+	// issue 15's correctness: transformers' greedy answers on the same
+	// weights, token for token (parity_test.go)
+	t.Run("TransformersParity", func(t *testing.T) { checkParity(t, role{t, base, cred}, ref) })
+
+	// the same weights as an embedding GGUF (mean pooling in the header),
+	// the role in embeddings mode: transformers' pooled vectors
+	t.Run("Embeddings", func(t *testing.T) {
+		base := runRole(ctx, t, image, ggufgen.TinyLlamaEmbedding(ref.Seed).Build(), cred, "--generation.embeddings")
+		checkEmbeddings(t, role{t, base, cred}, ref, ggufgen.TinyHidden)
+	})
+}
+
+// runRole runs the image's generate role on the model (2 slots of 256
+// positions, one thread) with extra flags, and returns its base URL once
+// it is ready; the container goes when t ends.
+func runRole(ctx context.Context, t *testing.T, image string, gguf []byte, cred string, extra ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "model.gguf"), gguf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	args := append([]string{"run", "-d", "--rm", "--read-only", "--network", "bridge",
+		"-p", "127.0.0.1::8080", "-v", dir + ":/model:ro", image,
+		"generate", "--modeldir", "/model", "--generation.name", "tiny", "--callcredential", cred,
+		"--generation.parallel", "2", "--generation.context", "256", "--generation.threads", "1"}, extra...)
+	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker run: %v: %s", err, out)
+	}
+	id := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := exec.Command("docker", "logs", "--tail", "30", id).CombinedOutput()
+			t.Logf("llama-server's log:\n%s", logs)
+		}
+		exec.Command("docker", "kill", id).Run()
+	})
+	port, err := exec.CommandContext(ctx, "docker", "port", id, "8080/tcp").Output()
+	if err != nil {
+		t.Fatalf("docker port: %v", err)
+	}
+	base := "http://" + strings.TrimSpace(strings.Split(string(port), "\n")[0])
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(base + "/v2/health/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return base
+			}
+		}
+		if time.Now().After(deadline) {
+			logs, _ := exec.Command("docker", "logs", "--tail", "30", id).CombinedOutput()
+			t.Fatalf("the generate role not ready after 60 s: %v\n%s", err, logs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func mib(n uint64, err error) string {

@@ -1,9 +1,11 @@
 // Package ggufgen writes GGUF files for tests: a byte-exact builder of the
 // format (version, metadata, tensor infos, alignment, data) and TinyLlama, a
 // deterministic random-weight llama-architecture model small enough to
-// commit nothing and generate in milliseconds, which llama.cpp loads and
-// runs (checked in the generation runtime's image test). It is a test
-// helper: no role imports it.
+// commit nothing and generate in milliseconds, with a vocabulary of real
+// words and a chat template, which llama.cpp loads and runs and which
+// transformers' GGUF reader loads too (the generation runtime's image test
+// compares the two, deployments/images/llama/parity); TinyLlamaEmbedding is
+// its mean-pooling twin. It is a test helper: no role imports it.
 package ggufgen
 
 import (
@@ -12,10 +14,11 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 )
 
-// KV is one metadata entry. Value is a string, uint32, uint64, float32,
-// bool, []string, []float32 or []int32.
+// KV is one metadata entry. Value is a string, uint32, int32, uint64,
+// float32, bool, []string, []float32 or []int32.
 type KV struct {
 	Key   string
 	Value any
@@ -74,6 +77,9 @@ func (f File) Build() []byte {
 			str(v)
 		case uint32:
 			le(uint32(4))
+			le(v)
+		case int32:
+			le(uint32(5))
 			le(v)
 		case uint64:
 			le(uint32(10))
@@ -175,29 +181,95 @@ const (
 	TinyContext = 256
 )
 
-// TinyVocab is TinyLlama's SentencePiece-style vocabulary: <unk>, <s>,
-// </s>, a few pieces, then the 256 byte tokens, so any text tokenizes.
+// TinyWords are the words of TinyVocab, each a whole piece ("▁the") after
+// the chain of its prefixes ("▁t", "▁th"), so SentencePiece's merges and the
+// BPE merges transformers rebuilds from the scores split text alike.
+var TinyWords = []string{
+	"the", "of", "and", "to", "in", "is", "you", "that", "it", "he", "was", "for", "on", "are", "as",
+	"with", "his", "they", "at", "be", "this", "have", "from", "or", "one", "had", "by", "word", "but",
+	"not", "what", "all", "were", "we", "when", "your", "can", "said", "there", "use", "an", "each",
+	"which", "she", "do", "how", "their", "if", "will", "up", "other", "about", "out", "many", "then",
+	"them", "these", "so", "some", "her", "would", "make", "like", "him", "into", "time", "has", "look",
+	"two", "more", "write", "go", "see", "number", "no", "way", "could", "people", "my", "than", "first",
+	"water", "been", "call", "who", "its", "now", "find", "long", "down", "day", "did", "get", "come",
+	"made", "may", "part", "hello", "world", "model", "swarm", "cat", "dog", "sat", "mat", "tell", "me",
+	"story", "once", "upon", "good", "morning", "thank", "a", "i", "Hello", "The", "I", "What", "How",
+}
+
+// Chat control tokens of TinyLlama's template.
+const (
+	TinySystem    = "<|system|>"
+	TinyUser      = "<|user|>"
+	TinyAssistant = "<|assistant|>"
+	TinyEnd       = "<|end|>"
+)
+
+// TinyChatTemplate is TinyLlama's tokenizer.chat_template (Jinja, as
+// transformers' apply_chat_template and llama-server render it): a turn is
+// <|role|>content<|end|>, and the generation prompt opens the assistant's.
+const TinyChatTemplate = "{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '<|end|>' }}{% endfor %}" +
+	"{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+
+// TinyVocab is TinyLlama's SentencePiece vocabulary: <unk>, <s>, </s>,
+// the chat control tokens, the 256 byte tokens (so any text tokenizes),
+// "▁", the printable ASCII characters, then TinyWords with their prefixes.
+// said reports the tokens the model may say: whole words and punctuation.
 func TinyVocab() (tokens []string, scores []float32, types []int32) {
-	tokens = []string{"<unk>", "<s>", "</s>"}
-	scores = []float32{0, 0, 0}
-	types = []int32{2, 3, 3} // unknown, control, control
-	for _, w := range []string{"▁", "a", "b", "c", "d", "e", "h", "l", "o", "r", "w", "▁hello", "▁world", "▁the", "▁a", "."} {
-		tokens = append(tokens, w)
-		scores = append(scores, -float32(len(tokens)))
-		types = append(types, 1) // normal
-	}
-	for b := range 256 {
-		tokens = append(tokens, fmt.Sprintf("<0x%02X>", b))
-		scores = append(scores, 0)
-		types = append(types, 6) // byte
-	}
+	tokens, scores, types, _ = tinyVocab()
 	return tokens, scores, types
 }
 
+func tinyVocab() (tokens []string, scores []float32, types []int32, said []bool) {
+	index := map[string]int{}
+	add := func(tok string, typ int32, say bool) {
+		if i, ok := index[tok]; ok { // a word that is also a longer one's prefix
+			said[i] = said[i] || say
+			return
+		}
+		index[tok] = len(tokens)
+		tokens = append(tokens, tok)
+		types = append(types, typ)
+		said = append(said, say)
+		if typ == 1 {
+			scores = append(scores, -float32(len(tokens)))
+		} else {
+			scores = append(scores, 0)
+		}
+	}
+	add("<unk>", 2, false) // unknown
+	add("<s>", 3, false)   // control
+	add("</s>", 3, false)
+	for _, s := range []string{TinySystem, TinyUser, TinyAssistant, TinyEnd} {
+		add(s, 3, false)
+	}
+	for b := range 256 {
+		add(fmt.Sprintf("<0x%02X>", b), 6, false) // byte
+	}
+	add("▁", 1, false)
+	for c := byte('!'); c <= '~'; c++ {
+		add(string(c), 1, strings.IndexByte(".,!?", c) >= 0)
+	}
+	for _, w := range TinyWords {
+		w = "▁" + w
+		for k := len("▁") + 1; k <= len(w); k++ {
+			add(w[:k], 1, k == len(w))
+		}
+	}
+	return tokens, scores, types, said
+}
+
+// TinyOutputScale is the standard deviation of TinyLlama's output head:
+// logits of about 8 standard deviations keep greedy choices far apart
+// (top-1 margins well above float rounding), so llama.cpp and torch agree.
+const TinyOutputScale = 1.0
+
 // TinyLlama is a llama-architecture model with random F32 weights from
-// seed (norms at 1), the vocabulary of TinyVocab and a chat template.
+// seed (norms at 1), the vocabulary of TinyVocab and its chat template.
+// Its output head is zero for every token but whole words and punctuation,
+// so what it says is words (random ones), never bytes, control tokens or
+// </s>: a greedy answer runs to max_tokens.
 func TinyLlama(seed uint64) File {
-	tokens, scores, types := TinyVocab()
+	tokens, scores, types, said := tinyVocab()
 	n := uint64(len(tokens))
 	f := File{KVs: []KV{
 		{"general.architecture", "llama"},
@@ -211,6 +283,7 @@ func TinyLlama(seed uint64) File {
 		{"llama.attention.head_count_kv", uint32(TinyKVHeads)},
 		{"llama.rope.dimension_count", uint32(TinyHidden / TinyHeads)},
 		{"llama.attention.layer_norm_rms_epsilon", float32(1e-5)},
+		{"llama.vocab_size", uint32(n)},
 		{"tokenizer.ggml.model", "llama"},
 		{"tokenizer.ggml.tokens", tokens},
 		{"tokenizer.ggml.scores", scores},
@@ -218,7 +291,9 @@ func TinyLlama(seed uint64) File {
 		{"tokenizer.ggml.bos_token_id", uint32(1)},
 		{"tokenizer.ggml.eos_token_id", uint32(2)},
 		{"tokenizer.ggml.unknown_token_id", uint32(0)},
-		{"tokenizer.chat_template", "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"},
+		{"tokenizer.ggml.add_bos_token", true},
+		{"tokenizer.ggml.add_eos_token", false},
+		{"tokenizer.chat_template", TinyChatTemplate},
 	}}
 	add := func(name string, dims ...uint64) {
 		off := uint64(0)
@@ -246,13 +321,30 @@ func TinyLlama(seed uint64) File {
 	add("output.weight", TinyHidden, n)
 	r := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 	f.Fill = func(t Tensor, vals []float32) {
-		for i := range vals {
-			if len(t.Dims) == 1 {
+		switch {
+		case len(t.Dims) == 1:
+			for i := range vals {
 				vals[i] = 1
-			} else {
+			}
+		case t.Name == "output.weight":
+			// row v (TinyHidden values) is token v's; silent tokens stay 0
+			for i := range vals {
+				if v := r.NormFloat64() * TinyOutputScale; said[i/TinyHidden] {
+					vals[i] = float32(v)
+				}
+			}
+		default:
+			for i := range vals {
 				vals[i] = float32(r.NormFloat64() * 0.2)
 			}
 		}
 	}
 	return f
+}
+
+// TinyLlamaEmbedding is TinyLlama as an embedding model: the same weights,
+// with llama.pooling_type 1 (mean over the sequence's final hidden states,
+// as llama.cpp pools and sentence-transformers' mean pooling does).
+func TinyLlamaEmbedding(seed uint64) File {
+	return TinyLlama(seed).Set("general.name", "tiny-llama-embedding").Set("llama.pooling_type", uint32(1))
 }
