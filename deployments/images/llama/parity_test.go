@@ -2,62 +2,27 @@ package llamaimage
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"math"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/nlpswarm/nlpswarm/modelmgr/ggufcheck/ggufgen"
+	"github.com/nlpswarm/nlpswarm/deployments/images/llama/parity"
 )
 
-// reference is parity/testdata/reference.json: transformers' greedy
-// generate and mean pooling on ggufgen.TinyLlama(Seed), written by
-// parity/run.sh (make parity-fixture) in a Debian sid root.
-type reference struct {
-	Seed       uint64            `json:"seed"`
-	GGUFSHA256 string            `json:"gguf_sha256"`
-	Versions   map[string]string `json:"versions"`
-	MinMargin  float64           `json:"min_margin"`
-	Cases      []struct {
-		Name      string              `json:"name"`
-		Prompt    string              `json:"prompt"`   // a completion's
-		Messages  []map[string]string `json:"messages"` // a chat's
-		Rendered  string              `json:"rendered"` // the chat through the model's template
-		PromptIDs []int               `json:"prompt_ids"`
-		MaxTokens int                 `json:"max_tokens"`
-		IDs       []int               `json:"ids"`
-		Text      string              `json:"text"`
-		Logprobs  []float64           `json:"logprobs"` // of each chosen token
-		MinMargin float64             `json:"min_margin"`
-	} `json:"cases"`
-	Embeddings []struct {
-		Text   string    `json:"text"`
-		IDs    []int     `json:"ids"`
-		Vector []float64 `json:"vector"`
-	} `json:"embeddings"`
-}
+// reference is the parity fixture (package parity).
+type reference = parity.Reference
 
 // loadReference reads the fixture and checks that ggufgen still writes the
 // very model it was made on.
 func loadReference(t *testing.T) (reference, []byte) {
 	t.Helper()
-	raw, err := os.ReadFile("parity/testdata/reference.json")
+	ref, model, err := parity.Load()
 	if err != nil {
 		t.Fatal(err)
-	}
-	var ref reference
-	if err := json.Unmarshal(raw, &ref); err != nil {
-		t.Fatal(err)
-	}
-	model := ggufgen.TinyLlama(ref.Seed).Build()
-	if sum := sha256.Sum256(model); hex.EncodeToString(sum[:]) != ref.GGUFSHA256 {
-		t.Fatalf("ggufgen.TinyLlama(%d) is not the model the fixture was made on (sha256 %x, fixture %s): run make parity-fixture", ref.Seed, sum, ref.GGUFSHA256)
 	}
 	return ref, model
 }
