@@ -209,6 +209,10 @@ func (l *Leader) Release() {
 	l.dropConn()
 }
 
+// passTimeout bounds one reconcile pass (node sync, plan, apply): far above
+// a pass's usual second, far below the minutes a frozen leader would cost.
+const passTimeout = 90 * time.Second
+
 // Loop reconciles on every NOTIFY, every Swarm node or service event (when
 // r.Events is set: a power cut or a drain is seen when Swarm marks the
 // node, not at the next resync) and every resync interval, until ctx ends
@@ -236,10 +240,14 @@ func (r *Reconciler) Loop(ctx context.Context, leader *Leader, resync time.Durat
 			}
 			return fmt.Errorf("lost leadership: %w", err)
 		}
-		if err := r.SyncNodes(ctx); err != nil {
+		// one pass, bounded: a statement stuck on a lock (a session of a
+		// node that lost power, issue 18) or a Docker call that never
+		// answers must not freeze the leader while its lease renews
+		pctx, endPass := context.WithTimeout(ctx, passTimeout)
+		if err := r.SyncNodes(pctx); err != nil {
 			r.Log.Warn("node sync", "err", err)
 		}
-		res, err := r.Pass(ctx)
+		res, err := r.Pass(pctx)
 		if err != nil {
 			r.Log.Warn("reconcile", "err", err)
 		} else if res.Created+res.Updated+res.Removed > 0 {
@@ -247,9 +255,10 @@ func (r *Reconciler) Loop(ctx context.Context, leader *Leader, resync time.Durat
 		}
 		// wait for a change, but look again soon while replicas converge
 		wait := resync
-		if err != nil || r.converging(ctx) {
+		if err != nil || r.converging(pctx) {
 			wait = min(resync, time.Second)
 		}
+		endPass()
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		stop := context.AfterFunc(leader.lost, cancel) // a lost lease ends the wait
 		if wake != nil {

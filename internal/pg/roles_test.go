@@ -3,6 +3,7 @@ package pg_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -88,5 +89,33 @@ func TestServiceRolesLeastPrivilege(t *testing.T) {
 	}
 	if login {
 		t.Errorf("a service role has superuser, createrole, createdb or bypassrls")
+	}
+}
+
+// issue 18: a service role whose process can vanish with its node (a power
+// cut sends no FIN) must not hold row locks until TCP notices, hours later:
+// migration 00041 makes Postgres end its sessions idle inside a transaction
+// after 10 s, and bounds the scheduler's lock waits. Role settings apply
+// at login, so this reads them from the catalogue; make chaos-gpu's
+// WorkerPowerCut is the behaviour (an agent cut between INSERT and COMMIT).
+func TestDeadSessionsLetGoOfLocks(t *testing.T) {
+	db := pgtest.New(t, true)
+	want := map[string][]string{
+		"nlpswarm_agent":     {"idle_in_transaction_session_timeout=10s"},
+		"nlpswarm_gateway":   {"idle_in_transaction_session_timeout=10s"},
+		"nlpswarm_scheduler": {"idle_in_transaction_session_timeout=10s", "lock_timeout=20s"},
+	}
+	for role, settings := range want {
+		var got []string
+		err := db.Pool.QueryRow(context.Background(), `SELECT coalesce(s.setconfig, '{}') FROM pg_roles r
+			LEFT JOIN pg_db_role_setting s ON s.setrole = r.oid AND s.setdatabase = 0 WHERE r.rolname = $1`, role).Scan(&got)
+		if err != nil {
+			t.Fatalf("%s: %v", role, err)
+		}
+		for _, s := range settings {
+			if !slices.Contains(got, s) {
+				t.Errorf("%s has %v, want %s among them", role, got, s)
+			}
+		}
 	}
 }

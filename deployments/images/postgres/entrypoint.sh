@@ -52,4 +52,9 @@ SQL
   as_pg pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
   echo "entrypoint: login roles set:$roles" >&2
 fi
-exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" -c listen_addresses='*' -k /run/postgresql
+# Probe idle client connections: a client whose node lost power sends no
+# FIN, and without probes its session (and any lock it holds) would live the
+# two hours of the kernel's default; these end it about 30 s after the last
+# packet (issue 18, migrations/00041_dead_session_timeouts.sql).
+exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" -c listen_addresses='*' -k /run/postgresql \
+  -c tcp_keepalives_idle=15 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3
