@@ -139,6 +139,12 @@ llama-image: build
 test-llama: llama-image
 	LLAMA_IMAGE=$(LLAMA_IMAGE) $(GO) test -count=1 -v -run '^TestImageServesTinyLlama$$' ./deployments/images/llama
 
+# issue 15's continuous batching gain: one replica of the image, 16 slots vs
+# 1, driven by 1 and 16 clients (a table; asserts nothing about speed).
+.PHONY: bench-llama
+bench-llama: llama-image
+	NLPSWARM_BENCH=1 LLAMA_IMAGE=$(LLAMA_IMAGE) $(GO) test -count=1 -v -timeout 15m -run '^TestContinuousBatchingGain$$' ./deployments/images/llama
+
 # transformers' greedy answers and pooled embeddings on ggufgen's tiny llama,
 # the fixture test-llama compares the generation runtime with (issue 15):
 # Debian sid's python3-transformers/torch/gguf in a cached root

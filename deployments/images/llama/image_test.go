@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -207,7 +208,7 @@ func TestImageServesTinyLlama(t *testing.T) {
 }
 
 // runRole runs the image's generate role on the model (2 slots of 256
-// positions, one thread) with extra flags, and returns its base URL once
+// positions, one thread, unless extra sets --generation.parallel) with extra flags, and returns its base URL once
 // it is ready; the container goes when t ends.
 func runRole(ctx context.Context, t *testing.T, image string, gguf []byte, cred string, extra ...string) string {
 	t.Helper()
@@ -216,10 +217,13 @@ func runRole(ctx context.Context, t *testing.T, image string, gguf []byte, cred 
 		t.Fatal(err)
 	}
 	os.Chmod(dir, 0o755)
-	args := append([]string{"run", "-d", "--rm", "--read-only", "--network", "bridge",
+	args := []string{"run", "-d", "--rm", "--read-only", "--network", "bridge",
 		"-p", "127.0.0.1::8080", "-v", dir + ":/model:ro", image,
-		"generate", "--modeldir", "/model", "--generation.name", "tiny", "--callcredential", cred,
-		"--generation.parallel", "2", "--generation.context", "256", "--generation.threads", "1"}, extra...)
+		"generate", "--modeldir", "/model", "--generation.name", "tiny", "--callcredential", cred}
+	if !slices.Contains(extra, "--generation.parallel") { // the benchmark sizes its own
+		args = append(args, "--generation.parallel", "2", "--generation.context", "256", "--generation.threads", "1")
+	}
+	args = append(args, extra...)
 	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("docker run: %v: %s", err, out)
