@@ -158,7 +158,9 @@ func TestGenerationStreamDisconnectCancels(t *testing.T) {
 
 // A replica failing in the middle of a stream: the client gets what came,
 // then an error event, and the stream ends.
-func TestGenerationStreamUpstreamError(t *testing.T) { eachUpstream(t, testGenerationStreamUpstreamError) }
+func TestGenerationStreamUpstreamError(t *testing.T) {
+	eachUpstream(t, testGenerationStreamUpstreamError)
+}
 
 func testGenerationStreamUpstreamError(t *testing.T, upstream string) {
 	e := newEnv(t, false)
@@ -367,10 +369,10 @@ func TestGenerationTokenLimits(t *testing.T) {
 func TestTokenDecision(t *testing.T) {
 	now := time.Date(2026, 12, 31, 23, 59, 45, 0, time.UTC)
 	for _, c := range []struct {
-		name                              string
+		name                               string
 		minute, month, perMinute, perMonth int64
-		reason                            string
-		retry                             time.Duration
+		reason                             string
+		retry                              time.Duration
 	}{
 		{"no budgets", 1e9, 1e9, 0, 0, "", 0},
 		{"under both", 9, 99, 10, 100, "", 0},
