@@ -51,6 +51,17 @@ func TestPlansCreateUpdate(t *testing.T) {
 			t.Errorf("PATCH %s %v: %d %v, want %d with an error envelope", tc.path, tc.body, code, body, tc.want)
 		}
 	}
+	// token budgets (issue 15): set at creation or by a patch, never negative
+	code, p = e.do("PATCH", "/api/v1/plans/pro", adminTok, map[string]any{"tokens_per_minute": 10000, "tokens_per_month": 5000000})
+	if code != 200 || p["tokens_per_minute"] != 10000.0 || p["tokens_per_month"] != 5000000.0 || p["requests_per_second"] != 2.5 {
+		t.Errorf("patch tokens: %d %v", code, p)
+	}
+	if code, body := e.do("PATCH", "/api/v1/plans/pro", adminTok, map[string]any{"tokens_per_minute": -1}); code != 400 {
+		t.Errorf("negative tokens per minute: %d %v", code, body)
+	}
+	if code, p := e.do("POST", "/api/v1/plans", adminTok, map[string]any{"name": "llm", "requests_per_second": 5, "burst": 5, "tokens_per_month": 42}); code != 201 || p["tokens_per_month"] != 42.0 || p["tokens_per_minute"] != 0.0 {
+		t.Errorf("create with a token budget: %d %v", code, p)
+	}
 	var rps float64
 	var burst int
 	e.db.Pool.QueryRow(context.Background(), `SELECT requests_per_second, burst FROM plans WHERE name = 'pro'`).Scan(&rps, &burst)
