@@ -25,6 +25,12 @@ type (
 	LabelsAnswer     = customerapi.LabelsAnswer
 	EntitiesAnswer   = customerapi.EntitiesAnswer
 	EmbeddingsAnswer = customerapi.EmbeddingsAnswer
+	// text generation (NLP Cloud's shapes)
+	GenerationRequest = customerapi.GenerationRequest
+	GenerationAnswer  = customerapi.GenerationAnswer
+	ChatbotRequest    = customerapi.ChatbotRequest
+	ChatbotAnswer     = customerapi.ChatbotAnswer
+	Exchange          = customerapi.Exchange
 )
 
 // Task is a task of the customer API with the type of its answer for one
@@ -189,6 +195,31 @@ func (c *Client) Infer(ctx context.Context, model string, req any) (json.RawMess
 	}
 	var out json.RawMessage
 	err = c.do(ctx, customerapi.InferPath(model), body, &out)
+	return out, err
+}
+
+// Generate continues req.Text on a text-generation model
+// (POST /v1/{model}/generation). For OpenAI's routes (streaming included),
+// use OpenAI's own SDK with the gateway's /v1 as its base URL.
+func (c *Client) Generate(ctx context.Context, model string, req GenerationRequest) (GenerationAnswer, error) {
+	var out GenerationAnswer
+	body, err := json.Marshal(req)
+	if err != nil {
+		return out, fmt.Errorf("nlpswarm client: generation request: %w", err)
+	}
+	err = c.do(ctx, customerapi.TaskPath(model, customerapi.TaskGeneration), body, &out)
+	return out, err
+}
+
+// Chatbot answers req.Input in a conversation on a text-generation model
+// (POST /v1/{model}/chatbot); the answer's History is the next request's.
+func (c *Client) Chatbot(ctx context.Context, model string, req ChatbotRequest) (ChatbotAnswer, error) {
+	var out ChatbotAnswer
+	body, err := json.Marshal(req)
+	if err != nil {
+		return out, fmt.Errorf("nlpswarm client: chatbot request: %w", err)
+	}
+	err = c.do(ctx, customerapi.TaskPath(model, customerapi.TaskChatbot), body, &out)
 	return out, err
 }
 
