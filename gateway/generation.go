@@ -127,17 +127,12 @@ func (g *Gateway) serveOpenAI(w http.ResponseWriter, r *http.Request, path strin
 	if !ok {
 		return
 	}
-	held, ok := g.admitBody(w, r, st, k)
+	hb, ok := g.takeBody(w, r, st, k)
 	if !ok {
 		return
 	}
-	defer g.releaseBody(k, held)
-	bodyBuf := getBuf()
-	defer putBuf(bodyBuf)
-	body, ok := g.readBody(w, r, st, bodyBuf)
-	if !ok {
-		return
-	}
+	defer hb.release()
+	body := hb.body
 	h, includeUsage, err := decodeGenHead(body)
 	if err != nil {
 		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
@@ -525,17 +520,12 @@ func (g *Gateway) serveNLPGeneration(w http.ResponseWriter, r *http.Request, mod
 		g.fail(w, st, http.StatusBadRequest, "task_not_supported", fmt.Sprintf("model %q does %s, not %s", m.Name, m.Task, task))
 		return
 	}
-	held, ok := g.admitBody(w, r, st, k)
+	hb, ok := g.takeBody(w, r, st, k)
 	if !ok {
 		return
 	}
-	defer g.releaseBody(k, held)
-	bodyBuf := getBuf()
-	defer putBuf(bodyBuf)
-	body, ok := g.readBody(w, r, st, bodyBuf)
-	if !ok {
-		return
-	}
+	defer hb.release()
+	body := hb.body
 	var call genCall
 	var err error
 	if task == customerapi.TaskChatbot {

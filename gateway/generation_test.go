@@ -42,21 +42,11 @@ func genEnv(t *testing.T, redis bool) (*env, *fakellama.Server, string, int64) {
 	return e, f, key, keyID
 }
 
-// openGenStream posts body to path and returns the event stream's reader.
+// openGenStream posts body to path with key and returns the event
+// stream's reader.
 func openGenStream(t *testing.T, e *env, key, path, body string) (*http.Response, *bufio.Reader) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("status %d %q: %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
-	}
-	return resp, bufio.NewReader(resp.Body)
+	return openSSE(t, e.srv.URL+path, "Bearer "+key, body)
 }
 
 // tokensOf flushes usage and reads key's usage row of model.
@@ -293,19 +283,7 @@ func TestGenerationModels(t *testing.T) {
 
 func (e *env) get(key, path string) answer {
 	e.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
-	if key != "" {
-		req.Header.Set("Authorization", "Token "+key)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	a := answer{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
-	_ = json.Unmarshal(raw, &a.body)
-	return a
+	return e.call(http.MethodGet, key, path, "")
 }
 
 // Plans limit tokens per minute and per month: a request is admitted while

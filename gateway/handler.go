@@ -300,6 +300,37 @@ func (g *Gateway) releaseBody(k *Key, n int64) {
 	releaseKey(k)
 }
 
+// heldBody is a request body admitted (admitBody) and read (readBody) into
+// a pooled buffer; release gives both back (a value, so that
+// defer hb.release() allocates nothing).
+type heldBody struct {
+	g    *Gateway
+	k    *Key
+	n    int64
+	buf  *[]byte
+	body []byte
+}
+
+func (hb heldBody) release() {
+	putBuf(hb.buf)
+	hb.g.releaseBody(hb.k, hb.n)
+}
+
+// takeBody admits and reads the request's body; it writes the refusal
+// itself (ok false: nothing to release).
+func (g *Gateway) takeBody(w http.ResponseWriter, r *http.Request, st *reqState, k *Key) (heldBody, bool) {
+	n, ok := g.admitBody(w, r, st, k)
+	if !ok {
+		return heldBody{}, false
+	}
+	hb := heldBody{g: g, k: k, n: n, buf: getBuf()}
+	if hb.body, ok = g.readBody(w, r, st, hb.buf); !ok {
+		hb.release()
+		return heldBody{}, false
+	}
+	return hb, true
+}
+
 var retryAfterOne = []string{"1"}
 
 // readBody reads the body into buf, growing it as bytes arrive (never from
@@ -377,18 +408,13 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request, model, taskN
 		g.fail(w, st, http.StatusBadRequest, "task_not_supported", fmt.Sprintf("model %q does %s, not %s", m.Name, m.Task, taskName))
 		return
 	}
-	held, ok := g.admitBody(w, r, st, k)
+	hb, ok := g.takeBody(w, r, st, k)
 	if !ok {
 		return
 	}
-	defer g.releaseBody(k, held)
-	bodyBuf, upBuf := getBuf(), getBuf()
-	defer putBuf(bodyBuf)
+	defer hb.release()
+	body, bodyBuf, upBuf := hb.body, hb.buf, getBuf()
 	defer putBuf(upBuf)
-	body, ok := g.readBody(w, r, st, bodyBuf)
-	if !ok {
-		return
-	}
 	texts, single, params, err := DecodeRequest(body, g.opts.MaxTexts) // (texts are copies: the body's buffer is reused below)
 	if err != nil {
 		g.usage.Record(k, m, 0, true) // before the answer: a kill after it loses nothing (usage.go)
@@ -430,17 +456,12 @@ func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request, model strin
 	if !ok {
 		return
 	}
-	held, ok := g.admitBody(w, r, st, k)
+	hb, ok := g.takeBody(w, r, st, k)
 	if !ok {
 		return
 	}
-	defer g.releaseBody(k, held)
-	bodyBuf := getBuf()
-	defer putBuf(bodyBuf)
-	body, ok := g.readBody(w, r, st, bodyBuf)
-	if !ok {
-		return
-	}
+	defer hb.release()
+	body := hb.body
 	texts, err := checkInferTexts(body, g.opts.MaxTexts)
 	if err != nil {
 		g.usage.Record(k, m, 0, true)
