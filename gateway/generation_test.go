@@ -141,7 +141,15 @@ func TestGenerationStreamDisconnectCancels(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the replica's stream went on after the client left")
 	}
-	if req, _, out := e.tokensOf(keyID, "gen"); req != 1 || out != 1 {
+	// (the handler meters the stream once it has ended, which may be after
+	// the replica saw its request end)
+	var req, out int64
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if req, _, out = e.tokensOf(keyID, "gen"); out > 0 {
+			break
+		}
+	}
+	if req != 1 || out != 1 {
 		t.Errorf("usage of a stream cut short: %d requests, %d output tokens (want 1, 1: its content events)", req, out)
 	}
 }
