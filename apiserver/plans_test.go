@@ -121,6 +121,7 @@ func TestAccountDetailReadsTheGatewaysCounts(t *testing.T) {
 	ctx := context.Background()
 	t.Cleanup(func() { rc.Del(context.Background(), "rate:"+limitkeys.RateKey(prefix, kid)) })
 	rc.IncrBy(ctx, limitkeys.QuotaKey(prefix, kid, limitkeys.Month(time.Now())), 2500)
+	rc.IncrBy(ctx, limitkeys.TokenMonthKey(prefix, kid, limitkeys.Month(time.Now())), 777) // (issue 15)
 	if _, err := redis_rate.NewLimiter(rc).AllowAtMost(ctx, limitkeys.RateKey(prefix, kid), redis_rate.Limit{Rate: 2, Period: time.Second, Burst: 10}, 6); err != nil {
 		t.Fatal(err)
 	}
@@ -134,8 +135,8 @@ func TestAccountDetailReadsTheGatewaysCounts(t *testing.T) {
 		t.Fatalf("detail: %v", d)
 	}
 	k := keys[0].(map[string]any)
-	if b := k["backlog"].(float64); k["quota_used"] != 2500.0 || b < 5 || b > 6 || k["key"] != nil {
-		t.Errorf("key: %v, want 2500 used and a backlog of about 6", k)
+	if b := k["backlog"].(float64); k["quota_used"] != 2500.0 || b < 5 || b > 6 || k["key"] != nil || k["tokens_used"] != 777.0 {
+		t.Errorf("key: %v, want 2500 used, 777 tokens and a backlog of about 6", k)
 	}
 	// Redis gone: the page's figures from Postgres stay, and it says why the rest is missing
 	e.cfg.Redis = redisNowhere(t)
