@@ -610,11 +610,7 @@ func generationCall(body []byte) (genCall, error) {
 	putOpt(up, "top_k", req.TopK)
 	putOpt(up, "repeat_penalty", req.RepetitionPenalty)
 	putOpt(up, "seed", req.Seed)
-	b, err := json.Marshal(up)
-	if err != nil {
-		return genCall{}, err
-	}
-	return genCall{path: customerapi.PathCompletions, body: b, answer: func(ans []byte, u tokenUsage) ([]byte, error) {
+	return replicaCall(customerapi.PathCompletions, up, func(ans []byte, u tokenUsage) ([]byte, error) {
 		var a struct {
 			Choices []struct {
 				Text string `json:"text"`
@@ -628,7 +624,7 @@ func generationCall(body []byte) (genCall, error) {
 			text = req.Text + text
 		}
 		return json.Marshal(customerapi.GenerationAnswer{GeneratedText: text, NbGeneratedTokens: u.out, NbInputTokens: u.in})
-	}}, nil
+	})
 }
 
 // chatbotCall translates a chatbot body to /v1/chat/completions: context
@@ -660,11 +656,7 @@ func chatbotCall(body []byte) (genCall, error) {
 	up := map[string]any{"messages": msgs, "max_tokens": n, "stream": false}
 	putOpt(up, "temperature", req.Temperature)
 	putOpt(up, "seed", req.Seed)
-	b, err := json.Marshal(up)
-	if err != nil {
-		return genCall{}, err
-	}
-	return genCall{path: customerapi.PathChatCompletions, body: b, answer: func(ans []byte, _ tokenUsage) ([]byte, error) {
+	return replicaCall(customerapi.PathChatCompletions, up, func(ans []byte, _ tokenUsage) ([]byte, error) {
 		var a struct {
 			Choices []struct {
 				Message struct {
@@ -678,7 +670,17 @@ func chatbotCall(body []byte) (genCall, error) {
 		resp := a.Choices[0].Message.Content
 		hist := append(slices.Clip(req.History), customerapi.Exchange{Input: req.Input, Response: resp})
 		return json.Marshal(customerapi.ChatbotAnswer{Response: resp, History: hist})
-	}}, nil
+	})
+}
+
+// replicaCall is a whole (not streamed) request of up to the replica's
+// path, its answer turned into the route's by answer.
+func replicaCall(path string, up map[string]any, answer func(body []byte, u tokenUsage) ([]byte, error)) (genCall, error) {
+	b, err := json.Marshal(up)
+	if err != nil {
+		return genCall{}, err
+	}
+	return genCall{path: path, body: b, answer: answer}, nil
 }
 
 // putOpt sets m[k] to *v when v is given.
