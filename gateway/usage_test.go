@@ -432,3 +432,42 @@ func TestMappedJournalGrows(t *testing.T) {
 		t.Errorf("reopened journal: %d requests, want %d", rows[k].requests, n+1)
 	}
 }
+
+// Journal lines carry a generation request's tokens (issue 15) in the long
+// form only: a line without tokens keeps the form a gateway of before
+// tokens reads, and both forms read back.
+func TestJournalLineTokens(t *testing.T) {
+	k := usageKey{key: 1, account: 2, model: 3, modelName: "tiny", day: "2026-12-07"}
+	for _, c := range []struct {
+		count usageCount
+		line  string
+	}{
+		{usageCount{1, 1, 0, 0, 0}, "2026-12-07 1 2 3 1 1 0 tiny\n"},
+		{usageCount{0, 0, 0, 7, 5}, "2026-12-07 1 2 3 0 0 0 7 5 tiny\n"},
+		{usageCount{1, 1, 1, 0, 12}, "2026-12-07 1 2 3 1 1 1 0 12 tiny\n"},
+	} {
+		line := string(appendJournalLine(nil, k, c.count))
+		if line != c.line {
+			t.Errorf("%+v: line %q, want %q", c.count, line, c.line)
+		}
+		gk, gc, ok := parseJournalLine([]byte(strings.TrimSuffix(line, "\n")))
+		if !ok || gk != k || gc != c.count {
+			t.Errorf("%q read back as %+v %+v %v", line, gk, gc, ok)
+		}
+	}
+	for _, bad := range []string{"2026-12-07 1 2 3 1 1 0 7 tiny", "2026-12-07 1 2 3 1 1 0 7 -5 tiny", "2026-12-07 1 2 3 1 1 0 x 5 tiny"} {
+		if _, _, ok := parseJournalLine([]byte(bad)); ok {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	b := &usageBatch{id: strings.Repeat("ab", 16), rows: map[usageKey]*usageCount{k: {1, 1, 0, 7, 5}}}
+	dir := t.TempDir()
+	s := &usageSpool{dir: dir}
+	if err := s.writeBatch(b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readBatch(filepath.Join(dir, "batch-"+b.id+".json"))
+	if err != nil || *got.rows[k] != (usageCount{1, 1, 0, 7, 5}) {
+		t.Fatalf("batch file read back: %v %v", got, err)
+	}
+}
