@@ -432,3 +432,39 @@ func TestWithIncludeUsage(t *testing.T) {
 		}
 	}
 }
+
+// A stream read to its end leaves its connection to the replica for the
+// next request (no dial before the next first token); one cut short by
+// its client does not.
+func TestGenerationStreamReusesConnection(t *testing.T) {
+	eachUpstream(t, testGenerationStreamReusesConnection)
+}
+
+func testGenerationStreamReusesConnection(t *testing.T, upstream string) {
+	e := newEnv(t, false)
+	e.upstream = upstream
+	key, _ := e.key(e.account("acme", ""), "inference")
+	f := e.genModel("gen", 0)
+	e.start(Config{})
+	for range 3 {
+		_, br := openGenStream(t, e, key, "/v1/chat/completions", `{"model":"gen","stream":true,"messages":[]}`)
+		if rest, _ := io.ReadAll(br); !strings.HasSuffix(string(rest), "data: [DONE]\n\n") {
+			t.Fatalf("stream %q", rest)
+		}
+	}
+	if n := f.Conns.Load(); n != 1 {
+		t.Errorf("3 streams read to their end took %d connections to the replica, want 1", n)
+	}
+	f.Gate.Store(true)
+	resp, br := openGenStream(t, e, key, "/v1/chat/completions", `{"model":"gen","stream":true,"messages":[]}`)
+	f.Step <- struct{}{}
+	readEvent(t, br)
+	resp.Body.Close()
+	<-f.Gone
+	f.Gate.Store(false)
+	_, br = openGenStream(t, e, key, "/v1/chat/completions", `{"model":"gen","stream":true,"messages":[]}`)
+	_, _ = io.ReadAll(br)
+	if n := f.Conns.Load(); n != 2 {
+		t.Errorf("after a stream cut short: %d connections, want 2 (the cut one closed)", n)
+	}
+}

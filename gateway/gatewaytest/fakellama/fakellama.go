@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -48,8 +49,9 @@ type Server struct {
 	Gone chan struct{}
 	// Bodies gets each request's body (dropped when full).
 	Bodies chan []byte
-	// Requests counts the requests answered.
-	Requests atomic.Int64
+	// Requests counts the requests answered, Conns the connections
+	// accepted.
+	Requests, Conns atomic.Int64
 }
 
 // Options tune StartWith.
@@ -68,7 +70,13 @@ func StartWith(auth string, o Options) *Server {
 	}
 	s := &Server{Auth: auth, Tokens: o.Tokens, Interval: o.Interval, Step: make(chan struct{}),
 		Gone: make(chan struct{}, 16), Bodies: make(chan []byte, 64)}
-	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.Conns.Add(1)
+		}
+	}
+	s.Start()
 	return s
 }
 
