@@ -34,7 +34,13 @@ func (e *env) genModel(name string, owner int64) *fakellama.Server {
 
 // genEnv is a gateway with one public generation model "gen" and a key.
 func genEnv(t *testing.T, redis bool) (*env, *fakellama.Server, string, int64) {
+	return genEnvOn(t, redis, "")
+}
+
+// genEnvOn is genEnv with the upstream client upstream ("": the default).
+func genEnvOn(t *testing.T, redis bool, upstream string) (*env, *fakellama.Server, string, int64) {
 	e := newEnv(t, redis)
+	e.upstream = upstream
 	acc := e.account("acme", "")
 	key, keyID := e.key(acc, "inference")
 	f := e.genModel("gen", 0)
@@ -161,12 +167,8 @@ func TestGenerationStreamUpstreamError(t *testing.T) {
 }
 
 func testGenerationStreamUpstreamError(t *testing.T, upstream string) {
-	e := newEnv(t, false)
-	e.upstream = upstream
-	key, _ := e.key(e.account("acme", ""), "inference")
-	f := e.genModel("gen", 0)
+	e, f, key, _ := genEnvOn(t, false, upstream)
 	f.FailAfter.Store(2)
-	e.start(Config{})
 	_, br := openGenStream(t, e, key, "/v1/completions", `{"model":"gen","stream":true,"prompt":"x"}`)
 	rest, err := io.ReadAll(br)
 	if err != nil {
@@ -441,11 +443,7 @@ func TestGenerationStreamReusesConnection(t *testing.T) {
 }
 
 func testGenerationStreamReusesConnection(t *testing.T, upstream string) {
-	e := newEnv(t, false)
-	e.upstream = upstream
-	key, _ := e.key(e.account("acme", ""), "inference")
-	f := e.genModel("gen", 0)
-	e.start(Config{})
+	e, f, key, _ := genEnvOn(t, false, upstream)
 	for range 3 {
 		_, br := openGenStream(t, e, key, "/v1/chat/completions", `{"model":"gen","stream":true,"messages":[]}`)
 		if rest, _ := io.ReadAll(br); !strings.HasSuffix(string(rest), "data: [DONE]\n\n") {
