@@ -93,6 +93,13 @@ bench:
 bench-pinned:
 	$(GO) test -run='^$$' -bench=Pinned -benchtime=1x -timeout=30m ./gateway/
 
+# Issue 15: the gateway's added time to first token and tokens/s ratio on
+# streamed generation, against a fake replica at a fixed token rate
+# (gateway/BENCHMARKS.md). Needs the test Postgres (NLPSWARM_TEST_DB_URL).
+.PHONY: bench-generation
+bench-generation:
+	$(GO) test -run='^$$' -bench=GenerationRelay -benchtime=100x ./gateway/
+
 # staticcheck is pinned in go.mod's tool directive: nothing is fetched at run time.
 lint:
 	$(GO) vet ./...
@@ -125,6 +132,7 @@ bench-ort: minilm
 	  NLPSWARM_MINILM_DIR=$(CURDIR)/bin/minilm ./deployments/images/ort/test.sh
 FUZZ_TARGETS += ./models:FuzzTruncateChars
 FUZZ_TARGETS += ./gateway:FuzzInferTexts
+FUZZ_TARGETS += ./gateway:FuzzGenHead ./gateway:FuzzNLPGeneration
 FUZZ_TARGETS += ./modelmgr/ggufcheck:FuzzCheck
 
 # The generation runtime's CPU image (issue 15): Debian sid's llama-server

@@ -24,6 +24,9 @@ type Plan struct {
 	RequestsPerSecond float64 `json:"requests_per_second"`
 	Burst             int     `json:"burst"`
 	MonthlyQuota      int64   `json:"monthly_quota"`
+	// token budgets of generation requests per key (0 = unlimited)
+	TokensPerMinute int64 `json:"tokens_per_minute"`
+	TokensPerMonth  int64 `json:"tokens_per_month"`
 }
 
 func (s *Server) listPlans(c *gin.Context) {
@@ -36,13 +39,13 @@ func (s *Server) listPlans(c *gin.Context) {
 }
 
 func (s *Server) queryPlans(ctx context.Context) ([]Plan, error) {
-	rows, err := s.db.Query(ctx, `SELECT id, name, requests_per_second, burst, monthly_quota FROM plans ORDER BY id`)
+	rows, err := s.db.Query(ctx, `SELECT id, name, requests_per_second, burst, monthly_quota, tokens_per_minute, tokens_per_month FROM plans ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("query plans: %w", err)
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Plan, error) {
 		var p Plan
-		return p, r.Scan(&p.ID, &p.Name, &p.RequestsPerSecond, &p.Burst, &p.MonthlyQuota)
+		return p, r.Scan(&p.ID, &p.Name, &p.RequestsPerSecond, &p.Burst, &p.MonthlyQuota, &p.TokensPerMinute, &p.TokensPerMonth)
 	})
 }
 
@@ -256,6 +259,9 @@ type UsageRow struct {
 	Requests int64  `json:"requests"`
 	Texts    int64  `json:"texts"`
 	Errors   int64  `json:"errors"`
+	// generation's tokens (migration 00038; 0 for the encoder tasks)
+	InputTokens  int64 `json:"input_tokens"`
+	OutputTokens int64 `json:"output_tokens"`
 }
 
 func (s *Server) usage(c *gin.Context) {
@@ -281,11 +287,11 @@ func (s *Server) queryUsage(ctx context.Context, from, to, account, model string
 	// own account id and model name stand in for what was deleted
 	rows, err := s.db.Query(ctx, `WITH r AS (
 			SELECT coalesce(u.account_id, k.account_id) AS account_id, coalesce(nullif(u.model_name, ''), m.name, 'model #' || u.model_id) AS model,
-				u.day, u.requests, u.texts, u.errors
+				u.day, u.requests, u.texts, u.errors, u.input_tokens, u.output_tokens
 			FROM usage u LEFT JOIN api_keys k ON k.id = u.api_key_id LEFT JOIN models m ON m.id = u.model_id
 			WHERE u.day BETWEEN $1::date AND $2::date)
 		SELECT coalesce(a.name, 'deleted account #' || coalesce(r.account_id::text, '?')), r.model, to_char(r.day, 'YYYY-MM-DD'),
-			sum(r.requests)::bigint, sum(r.texts)::bigint, sum(r.errors)::bigint
+			sum(r.requests)::bigint, sum(r.texts)::bigint, sum(r.errors)::bigint, sum(r.input_tokens)::bigint, sum(r.output_tokens)::bigint
 		FROM r LEFT JOIN accounts a ON a.id = r.account_id
 		WHERE ($3 = '' OR a.name = $3 OR r.account_id::text = $3) AND ($4 = '' OR r.model = $4)
 		GROUP BY 1, 2, r.day ORDER BY r.day, 1, 2`, from, to, account, model)
@@ -294,7 +300,7 @@ func (s *Server) queryUsage(ctx context.Context, from, to, account, model string
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (UsageRow, error) {
 		var u UsageRow
-		return u, r.Scan(&u.Account, &u.Model, &u.Day, &u.Requests, &u.Texts, &u.Errors)
+		return u, r.Scan(&u.Account, &u.Model, &u.Day, &u.Requests, &u.Texts, &u.Errors, &u.InputTokens, &u.OutputTokens)
 	})
 }
 

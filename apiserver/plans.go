@@ -27,6 +27,8 @@ type PlanPatch struct {
 	RequestsPerSecond *float64 `json:"requests_per_second"`
 	Burst             *int     `json:"burst"`
 	MonthlyQuota      *int64   `json:"monthly_quota"`
+	TokensPerMinute   *int64   `json:"tokens_per_minute"`
+	TokensPerMonth    *int64   `json:"tokens_per_month"`
 }
 
 var planName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -39,6 +41,9 @@ func validPlan(p Plan) error {
 	if p.RequestsPerSecond <= 0 || p.RequestsPerSecond > 1e6 || p.Burst <= 0 || p.Burst > 1e6 || p.MonthlyQuota < 0 {
 		return badRequest("a plan needs 0 < requests_per_second ≤ 1000000, 0 < burst ≤ 1000000, monthly_quota ≥ 0 (0 = unlimited)")
 	}
+	if p.TokensPerMinute < 0 || p.TokensPerMonth < 0 {
+		return badRequest("a plan's tokens_per_minute and tokens_per_month are ≥ 0 (0 = unlimited)")
+	}
 	return nil
 }
 
@@ -48,8 +53,9 @@ func (s *Server) insertPlan(ctx context.Context, p Plan) (Plan, error) {
 	if err := validPlan(p); err != nil {
 		return p, err
 	}
-	err := s.db.QueryRow(ctx, `INSERT INTO plans (name, requests_per_second, burst, monthly_quota) VALUES ($1,$2,$3,$4) RETURNING id`,
-		p.Name, p.RequestsPerSecond, p.Burst, p.MonthlyQuota).Scan(&p.ID)
+	err := s.db.QueryRow(ctx, `INSERT INTO plans (name, requests_per_second, burst, monthly_quota, tokens_per_minute, tokens_per_month)
+		VALUES ($1,$2,$3,$4,$5,$6) RETURNING id`,
+		p.Name, p.RequestsPerSecond, p.Burst, p.MonthlyQuota, p.TokensPerMinute, p.TokensPerMonth).Scan(&p.ID)
 	switch {
 	case isUnique(err):
 		return p, &requestError{status: http.StatusConflict, code: "conflict", message: "plan " + p.Name + " exists"}
@@ -68,8 +74,9 @@ func (s *Server) updatePlan(ctx context.Context, name string, patch PlanPatch) (
 	}
 	defer tx.Rollback(ctx)
 	var p Plan
-	err = tx.QueryRow(ctx, `SELECT id, name, requests_per_second, burst, monthly_quota FROM plans WHERE name = $1 FOR UPDATE`, name).
-		Scan(&p.ID, &p.Name, &p.RequestsPerSecond, &p.Burst, &p.MonthlyQuota)
+	err = tx.QueryRow(ctx, `SELECT id, name, requests_per_second, burst, monthly_quota, tokens_per_minute, tokens_per_month
+		FROM plans WHERE name = $1 FOR UPDATE`, name).
+		Scan(&p.ID, &p.Name, &p.RequestsPerSecond, &p.Burst, &p.MonthlyQuota, &p.TokensPerMinute, &p.TokensPerMonth)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Plan{}, fmt.Errorf("plan %s: %w", name, modelmgr.ErrNotFound)
 	}
@@ -85,11 +92,18 @@ func (s *Server) updatePlan(ctx context.Context, name string, patch PlanPatch) (
 	if patch.MonthlyQuota != nil {
 		p.MonthlyQuota = *patch.MonthlyQuota
 	}
+	if patch.TokensPerMinute != nil {
+		p.TokensPerMinute = *patch.TokensPerMinute
+	}
+	if patch.TokensPerMonth != nil {
+		p.TokensPerMonth = *patch.TokensPerMonth
+	}
 	if err := validPlan(p); err != nil {
 		return Plan{}, err
 	}
-	if _, err := tx.Exec(ctx, `UPDATE plans SET requests_per_second = $2, burst = $3, monthly_quota = $4 WHERE id = $1`,
-		p.ID, p.RequestsPerSecond, p.Burst, p.MonthlyQuota); err != nil {
+	if _, err := tx.Exec(ctx, `UPDATE plans SET requests_per_second = $2, burst = $3, monthly_quota = $4,
+		tokens_per_minute = $5, tokens_per_month = $6 WHERE id = $1`,
+		p.ID, p.RequestsPerSecond, p.Burst, p.MonthlyQuota, p.TokensPerMinute, p.TokensPerMonth); err != nil {
 		return Plan{}, fmt.Errorf("update plan: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -200,6 +214,9 @@ type KeyLimits struct {
 	// Backlog: requests beyond the plan's steady rate that the rate
 	// limit's burst is absorbing now (0: at or under the rate).
 	Backlog float64 `json:"backlog"`
+	// TokensUsed: tokens counted against the monthly token budget this
+	// month (0 without one).
+	TokensUsed int64 `json:"tokens_used"`
 }
 
 // AccountDetail is an account with its plan and its keys' live limits.
@@ -228,8 +245,9 @@ func (s *Server) accountDetail(ctx context.Context, id int64) (AccountDetail, er
 	}
 	d := AccountDetail{Account: accs[0], Month: limitkeys.Month(time.Now()), Keys: []KeyLimits{}}
 	var p Plan
-	err = s.db.QueryRow(ctx, `SELECT p.id, p.name, p.requests_per_second, p.burst, p.monthly_quota
-		FROM accounts a JOIN plans p ON p.id = a.plan_id WHERE a.id = $1`, id).Scan(&p.ID, &p.Name, &p.RequestsPerSecond, &p.Burst, &p.MonthlyQuota)
+	err = s.db.QueryRow(ctx, `SELECT p.id, p.name, p.requests_per_second, p.burst, p.monthly_quota, p.tokens_per_minute, p.tokens_per_month
+		FROM accounts a JOIN plans p ON p.id = a.plan_id WHERE a.id = $1`, id).
+		Scan(&p.ID, &p.Name, &p.RequestsPerSecond, &p.Burst, &p.MonthlyQuota, &p.TokensPerMinute, &p.TokensPerMonth)
 	switch {
 	case err == nil:
 		d.Limits = &p
@@ -258,7 +276,7 @@ func (s *Server) accountDetail(ctx context.Context, id int64) (AccountDetail, er
 		return d, nil
 	}
 	for i, st := range states {
-		d.Keys[i].QuotaUsed, d.Keys[i].Backlog = st.QuotaUsed, st.Backlog
+		d.Keys[i].QuotaUsed, d.Keys[i].Backlog, d.Keys[i].TokensUsed = st.QuotaUsed, st.Backlog, st.TokensMonth
 		d.QuotaUsed += st.QuotaUsed
 	}
 	return d, nil

@@ -51,6 +51,17 @@ func TestPlansCreateUpdate(t *testing.T) {
 			t.Errorf("PATCH %s %v: %d %v, want %d with an error envelope", tc.path, tc.body, code, body, tc.want)
 		}
 	}
+	// token budgets (issue 15): set at creation or by a patch, never negative
+	code, p = e.do("PATCH", "/api/v1/plans/pro", adminTok, map[string]any{"tokens_per_minute": 10000, "tokens_per_month": 5000000})
+	if code != 200 || p["tokens_per_minute"] != 10000.0 || p["tokens_per_month"] != 5000000.0 || p["requests_per_second"] != 2.5 {
+		t.Errorf("patch tokens: %d %v", code, p)
+	}
+	if code, body := e.do("PATCH", "/api/v1/plans/pro", adminTok, map[string]any{"tokens_per_minute": -1}); code != 400 {
+		t.Errorf("negative tokens per minute: %d %v", code, body)
+	}
+	if code, p := e.do("POST", "/api/v1/plans", adminTok, map[string]any{"name": "llm", "requests_per_second": 5, "burst": 5, "tokens_per_month": 42}); code != 201 || p["tokens_per_month"] != 42.0 || p["tokens_per_minute"] != 0.0 {
+		t.Errorf("create with a token budget: %d %v", code, p)
+	}
 	var rps float64
 	var burst int
 	e.db.Pool.QueryRow(context.Background(), `SELECT requests_per_second, burst FROM plans WHERE name = 'pro'`).Scan(&rps, &burst)
@@ -110,6 +121,7 @@ func TestAccountDetailReadsTheGatewaysCounts(t *testing.T) {
 	ctx := context.Background()
 	t.Cleanup(func() { rc.Del(context.Background(), "rate:"+limitkeys.RateKey(prefix, kid)) })
 	rc.IncrBy(ctx, limitkeys.QuotaKey(prefix, kid, limitkeys.Month(time.Now())), 2500)
+	rc.IncrBy(ctx, limitkeys.TokenMonthKey(prefix, kid, limitkeys.Month(time.Now())), 777) // (issue 15)
 	if _, err := redis_rate.NewLimiter(rc).AllowAtMost(ctx, limitkeys.RateKey(prefix, kid), redis_rate.Limit{Rate: 2, Period: time.Second, Burst: 10}, 6); err != nil {
 		t.Fatal(err)
 	}
@@ -123,8 +135,8 @@ func TestAccountDetailReadsTheGatewaysCounts(t *testing.T) {
 		t.Fatalf("detail: %v", d)
 	}
 	k := keys[0].(map[string]any)
-	if b := k["backlog"].(float64); k["quota_used"] != 2500.0 || b < 5 || b > 6 || k["key"] != nil {
-		t.Errorf("key: %v, want 2500 used and a backlog of about 6", k)
+	if b := k["backlog"].(float64); k["quota_used"] != 2500.0 || b < 5 || b > 6 || k["key"] != nil || k["tokens_used"] != 777.0 {
+		t.Errorf("key: %v, want 2500 used, 777 tokens and a backlog of about 6", k)
 	}
 	// Redis gone: the page's figures from Postgres stay, and it says why the rest is missing
 	e.cfg.Redis = redisNowhere(t)

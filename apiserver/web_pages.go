@@ -743,6 +743,16 @@ func planFromForm(c *gin.Context, name string) (Plan, error) {
 	if p.MonthlyQuota, err = strconv.ParseInt(q, 10, 64); err != nil {
 		return p, badRequest("the monthly quota must be a whole number (0: unlimited)")
 	}
+	for _, f := range []struct {
+		field string
+		into  *int64
+	}{{"tokens_per_minute", &p.TokensPerMinute}, {"tokens_per_month", &p.TokensPerMonth}} {
+		if v := strings.TrimSpace(c.PostForm(f.field)); v != "" {
+			if *f.into, err = strconv.ParseInt(v, 10, 64); err != nil {
+				return p, badRequest("tokens per minute and per month must be whole numbers (0: unlimited)")
+			}
+		}
+	}
 	return p, validPlan(p)
 }
 
@@ -761,7 +771,14 @@ func (s *Server) createPlanForm(c *gin.Context) {
 func (s *Server) updatePlanForm(c *gin.Context) {
 	p, err := planFromForm(c, c.Param("name"))
 	if err == nil {
-		_, err = s.updatePlan(c.Request.Context(), p.Name, PlanPatch{RequestsPerSecond: &p.RequestsPerSecond, Burst: &p.Burst, MonthlyQuota: &p.MonthlyQuota})
+		patch := PlanPatch{RequestsPerSecond: &p.RequestsPerSecond, Burst: &p.Burst, MonthlyQuota: &p.MonthlyQuota}
+		if _, ok := c.GetPostForm("tokens_per_minute"); ok { // (a form without them keeps them)
+			patch.TokensPerMinute = &p.TokensPerMinute
+		}
+		if _, ok := c.GetPostForm("tokens_per_month"); ok {
+			patch.TokensPerMonth = &p.TokensPerMonth
+		}
+		_, err = s.updatePlan(c.Request.Context(), p.Name, patch)
 	}
 	if err != nil {
 		s.formFailed(c, "accounts.html", err, func() (*view, error) { return s.accountsView(c) })

@@ -40,11 +40,25 @@ func TestWebPlansAccountPlanRevokeByPrefix(t *testing.T) {
 	if r.status != http.StatusSeeOther || !strings.Contains(w.get(r.location).body, "Plan updated") {
 		t.Fatalf("update plan: %d %s", r.status, r.body)
 	}
+	// token budgets (issue 15): set from the form; a form without them keeps them
+	r = w.post("/ui/plans/pro", url.Values{"csrf": {token}, "requests_per_second": {"2.5"}, "burst": {"40"}, "monthly_quota": {"100000"},
+		"tokens_per_minute": {"3000"}, "tokens_per_month": {"7000000"}})
+	if r.status != http.StatusSeeOther {
+		t.Fatalf("update plan's tokens: %d %s", r.status, r.body)
+	}
+	if r := w.post("/ui/plans/pro", url.Values{"csrf": {token}, "requests_per_second": {"2.5"}, "burst": {"40"}, "tokens_per_minute": {"many"}}); r.status < 400 {
+		t.Errorf("tokens per minute not a number: %d", r.status)
+	}
+	var tpm, tpmonth int64
+	e.db.Pool.QueryRow(context.Background(), `SELECT tokens_per_minute, tokens_per_month FROM plans WHERE name = 'pro'`).Scan(&tpm, &tpmonth)
+	if tpm != 3000 || tpmonth != 7000000 {
+		t.Errorf("plan pro's tokens: %d a minute, %d a month", tpm, tpmonth)
+	}
 	if r := w.post("/ui/plans/nosuch", url.Values{"csrf": {token}, "requests_per_second": {"1"}, "burst": {"1"}}); r.status != 404 {
 		t.Errorf("update of a missing plan: %d", r.status)
 	}
 	page := w.get("/ui/accounts").body
-	for _, want := range []string{`action="/ui/plans/pro"`, `value="2.5"`, `action="/ui/keys/revoke"`} {
+	for _, want := range []string{`action="/ui/plans/pro"`, `value="2.5"`, `value="7000000"`, `action="/ui/keys/revoke"`} {
 		if !strings.Contains(page, want) {
 			t.Errorf("accounts page lacks %q", want)
 		}

@@ -25,6 +25,12 @@ type (
 	LabelsAnswer     = customerapi.LabelsAnswer
 	EntitiesAnswer   = customerapi.EntitiesAnswer
 	EmbeddingsAnswer = customerapi.EmbeddingsAnswer
+	// text generation (NLP Cloud's shapes)
+	GenerationRequest = customerapi.GenerationRequest
+	GenerationAnswer  = customerapi.GenerationAnswer
+	ChatbotRequest    = customerapi.ChatbotRequest
+	ChatbotAnswer     = customerapi.ChatbotAnswer
+	Exchange          = customerapi.Exchange
 )
 
 // Task is a task of the customer API with the type of its answer for one
@@ -189,6 +195,30 @@ func (c *Client) Infer(ctx context.Context, model string, req any) (json.RawMess
 	}
 	var out json.RawMessage
 	err = c.do(ctx, customerapi.InferPath(model), body, &out)
+	return out, err
+}
+
+// Generate continues req.Text on a text-generation model
+// (POST /v1/{model}/generation). For OpenAI's routes (streaming included),
+// use OpenAI's own SDK with the gateway's /v1 as its base URL.
+func (c *Client) Generate(ctx context.Context, model string, req GenerationRequest) (GenerationAnswer, error) {
+	return postJSON[GenerationAnswer](ctx, c, customerapi.TaskPath(model, customerapi.TaskGeneration), req)
+}
+
+// Chatbot answers req.Input in a conversation on a text-generation model
+// (POST /v1/{model}/chatbot); the answer's History is the next request's.
+func (c *Client) Chatbot(ctx context.Context, model string, req ChatbotRequest) (ChatbotAnswer, error) {
+	return postJSON[ChatbotAnswer](ctx, c, customerapi.TaskPath(model, customerapi.TaskChatbot), req)
+}
+
+// postJSON posts req, encoded, to path and decodes the answer as an A.
+func postJSON[A any](ctx context.Context, c *Client, path string, req any) (A, error) {
+	var out A
+	body, err := json.Marshal(req)
+	if err != nil {
+		return out, fmt.Errorf("nlpswarm client: request to %s: %w", path, err)
+	}
+	err = c.do(ctx, path, body, &out)
 	return out, err
 }
 

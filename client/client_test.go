@@ -165,3 +165,21 @@ func TestRetry503AndDeadlines(t *testing.T) {
 		t.Errorf("canceled while waiting: %v after %v", err, time.Since(start))
 	}
 }
+
+func TestGeneration(t *testing.T) {
+	c, _ := newClient(t, shared.URL, shared.Key)
+	ctx := context.Background()
+	n := 5
+	g, err := c.Generate(ctx, gatewaytest.Gen, client.GenerationRequest{Text: "Once", MaxLength: &n, RemoveInput: true})
+	if err != nil || g.GeneratedText != "tok tok tok tok tok " || g.NbGeneratedTokens != 5 || g.NbInputTokens != 7 {
+		t.Fatalf("generate: %+v %v", g, err)
+	}
+	ch, err := c.Chatbot(ctx, gatewaytest.Gen, client.ChatbotRequest{Input: "hi", History: []client.Exchange{{Input: "a", Response: "b"}}})
+	if err != nil || ch.Response == "" || len(ch.History) != 2 || ch.History[1].Input != "hi" {
+		t.Fatalf("chatbot: %+v %v", ch, err)
+	}
+	var ae *client.Error
+	if _, err := c.Generate(ctx, gatewaytest.Sentiment, client.GenerationRequest{Text: "x"}); !errors.As(err, &ae) || ae.Code != "task_not_supported" {
+		t.Fatalf("generation on a sentiment model: %v", err)
+	}
+}

@@ -1,7 +1,8 @@
 // Package client is the Go client of nlpswarm's customer API (the gateway):
 // one typed call per task (sentiment, classification, entities,
-// embeddings), single texts and batches, the Open Inference Protocol v2
-// infer route, retries with backoff on 429 and 503 that honour Retry-After,
+// embeddings), single texts and batches, text generation and chat on
+// generation models (NLP Cloud's shapes: Generate, Chatbot; OpenAI's routes
+// are for OpenAI's SDK), the Open Inference Protocol v2 infer route, retries with backoff on 429 and 503 that honour Retry-After,
 // the caller's context deadline on every wait, and errors (*Error) carrying
 // the API's error code, status and request ID.
 //

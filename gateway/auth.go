@@ -29,6 +29,10 @@ type Key struct {
 	RPS       float64 // 0: no rate limit (account without plan)
 	Burst     int
 	Quota     int64 // monthly requests; 0 = unlimited
+	// token budgets of generation requests (input + output tokens); 0 =
+	// unlimited (tokenlimit.go)
+	TokensPerMinute int64
+	TokensPerMonth  int64
 
 	// inflight counts the key's requests in progress; one counter per key
 	// ID, shared by every refresh of the key (nil: not counted)
@@ -267,12 +271,13 @@ func (s *KeyStore) fetch(ctx context.Context, h string, e keyEntry, ok bool, now
 	k := &Key{}
 	var rps *float64
 	var burst *int32
-	var quota *int64
+	var quota, tpm, tpmonth *int64
 	err := s.db.QueryRow(qctx, `
-		SELECT k.id, k.account_id, k.prefix, k.kind, p.requests_per_second, p.burst, p.monthly_quota
+		SELECT k.id, k.account_id, k.prefix, k.kind, p.requests_per_second, p.burst, p.monthly_quota,
+			p.tokens_per_minute, p.tokens_per_month
 		FROM api_keys k JOIN accounts a ON a.id = k.account_id LEFT JOIN plans p ON p.id = a.plan_id
 		WHERE k.hash = $1 AND k.revoked_at IS NULL`, []byte(h)).
-		Scan(&k.ID, &k.AccountID, &k.Prefix, &k.Kind, &rps, &burst, &quota)
+		Scan(&k.ID, &k.AccountID, &k.Prefix, &k.Kind, &rps, &burst, &quota, &tpm, &tpmonth)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		k = nil
@@ -285,6 +290,7 @@ func (s *KeyStore) fetch(ctx context.Context, h string, e keyEntry, ok bool, now
 	default:
 		if rps != nil {
 			k.RPS, k.Burst, k.Quota = *rps, int(*burst), *quota
+			k.TokensPerMinute, k.TokensPerMonth = *tpm, *tpmonth
 		}
 	}
 	s.toRedis(ctx, h, k)

@@ -48,6 +48,29 @@
 //     (text/event-stream, or without a length) as they arrive, on either
 //     front end: a flush per read, an SSE error event when the runtime fails
 //     mid-stream, the upstream request ended when the client leaves.
+//   - generation.go: the text-generation routes (issue 15): OpenAI's
+//     POST /v1/chat/completions, /v1/completions, /v1/embeddings (the body's
+//     "model" picks the deployment, read after the key and before the
+//     model's admission; the body goes to the replica as it is) and
+//     GET /v1/models (the generation models the key may call); NLP Cloud's
+//     POST /v1/{model}/generation and /chatbot, translated to and from the
+//     replica's completions and chat. Streams (relayGeneration) go out
+//     event by event as they arrive, each read's complete events flushed at
+//     once: the gateway asks the replica for its usage event
+//     (stream_options.include_usage) and keeps it from a client that did
+//     not ask; the replica failing mid-stream ends the stream with
+//     data: {"error":{...}}, OpenAI's in-band error; the client leaving ends
+//     the replica's request. Tokens (the answer's usage object, else a cut
+//     stream's content events) go to usage and to the token budgets.
+//   - tokenlimit.go: a plan's token budgets (tokens per minute, per UTC
+//     month): counts in Redis under internal/limitkeys' names, read at
+//     admission (one round trip, only for plans that have them), charged
+//     when the usage is known; a month's count Redis lost is seeded from
+//     usage, Redis failing fails open. 429 token_rate_limited or
+//     token_quota_exceeded with Retry-After.
+//   - gatewaytest/fakellama: a fake generation replica (llama-server's
+//     JSON and event streams) for the package's tests, gatewaytest's (the
+//     OpenAI SDK test) and BenchmarkGenerationRelay.
 //   - request.go, taskjson.go: the customer's JSON and its translation from
 //     and to the runtime's (the wire contract is internal/runtimeapi).
 //   - proxy.go: forward, the retry on another replica and what each runtime
@@ -80,7 +103,9 @@
 //     A quota count Redis lost is seeded again from the month's usage in
 //     Postgres.
 //   - usage.go, usagespool.go: usage metering that loses nothing. Each
-//     request is counted before its answer is written and, with
+//     request is counted (requests, texts, errors; for generation, input
+//     and output tokens once the answer's usage is known) before its answer
+//     is written and, with
 //     Config.UsageSpool, copied into a memory-mapped journal on a volume
 //     (a kill loses nothing); each flush is a batch with a random id written in one
 //     transaction with that id (usage_batches), so a batch replayed from the

@@ -62,3 +62,56 @@ func FuzzInferTexts(f *testing.F) {
 		}
 	})
 }
+
+// FuzzGenHead: an OpenAI-compatible body's head never panics; an accepted
+// body names a model, and asking it for the usage event gives valid JSON
+// that asks for it.
+func FuzzGenHead(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"m","stream":true}`, `{"model":"m","stream_options":{"include_usage":false}}`, `{"model":"m","stream_options":null}`,
+		`{"model":""}`, `{"model":1}`, `[]`, ``, `{}`, ` {"model":"m"} `, `{"model":"m","stream_options":[1]}`, `{"model":"m"} x`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		h, _, err := decodeGenHead(body)
+		if err != nil {
+			return
+		}
+		if h.Model == "" {
+			t.Fatal("accepted a body without a model")
+		}
+		out, err := withIncludeUsage(body, h)
+		if err != nil {
+			return // (a body json.Unmarshal took but cannot be rewritten is refused)
+		}
+		if !json.Valid(out) {
+			t.Fatalf("%q -> invalid %q", body, out)
+		}
+		if _, inc, err := decodeGenHead(out); err != nil || !inc {
+			t.Fatalf("%q -> %q: include_usage %v %v", body, out, inc, err)
+		}
+	})
+}
+
+// FuzzNLPGeneration: NLP Cloud's generation and chatbot bodies never panic
+// and an accepted one becomes a valid replica request.
+func FuzzNLPGeneration(f *testing.F) {
+	for _, s := range []string{
+		`{"text":"x","max_length":5}`, `{"text":""}`, `{"text":"x","top_p":0}`, `{"input":"x","history":[{"input":"a","response":"b"}]}`,
+		`{"input":"x","context":"c","max_length":-1}`, `{"text":"x","unknown":1}`, `[]`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, decode := range []func([]byte) (genCall, error){generationCall, chatbotCall} {
+			c, err := decode(body)
+			if err != nil {
+				continue
+			}
+			if !json.Valid(c.body) || c.stream || c.answer == nil {
+				t.Fatalf("%q -> %+v", body, c)
+			}
+		}
+	})
+}

@@ -367,6 +367,8 @@ func TestFastRoutesMatchMux(t *testing.T) {
 		"/v1//sentiment", "/v1/sentiment/", "/v1/sentiment", "/v1/./sentiment", "/v1/../v1/sentiment/sentiment",
 		"/v1/sent%69ment/sentiment", "/v1/a%2Fb/sentiment", "/v2/models/sentiment/infer", "/v2/models//infer",
 		"/v2/models/a/b/infer", "/v2/models/sentiment/infer/", "/v2/models/nope/infer",
+		"/v1/chat/completions", "/v1/chat/completions/", "/v1/sentiment/generation", "/v1/sentiment/chatbot", "/v1/chat/chatbot",
+		"/v1/completions", "/v1/embeddings", "/v1/models",
 	} {
 		for _, method := range []string{"POST", "GET"} {
 			run := func(h http.Handler) (int, string) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/apikey"
+	"github.com/nlpswarm/nlpswarm/internal/customerapi"
 	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
 
@@ -32,9 +33,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// (hot path headers are set by their canonical key: Header.Set would
 	// canonicalize, and allocate for "ID", on every request)
 	w.Header()["X-Request-Id"] = []string{rid}
-	if r.Method == http.MethodPost { // the two customer routes, without a ServeMux match
+	if r.Method == http.MethodPost { // the usual customer routes, without a ServeMux match
 		if rest, ok := strings.CutPrefix(r.URL.Path, "/v1/"); ok {
+			if rest == "chat/completions" { // (before {model}/{task}, which it would match)
+				g.serveOpenAI(w, r, customerapi.PathChatCompletions)
+				return
+			}
 			if model, task, ok := strings.Cut(rest, "/"); ok && plainSegment(model) && plainSegment(task) {
+				if task == customerapi.TaskGeneration || task == customerapi.TaskChatbot {
+					g.serveNLPGeneration(w, r, model, task)
+					return
+				}
 				g.serveTask(w, r, model, task)
 				return
 			}
@@ -62,6 +71,22 @@ var routes = []route{
 	{"POST /v1/{model}/{task}", func(g *Gateway, w http.ResponseWriter, r *http.Request) {
 		g.serveTask(w, r, r.PathValue("model"), r.PathValue("task"))
 	}},
+	{"POST /v1/{model}/generation", func(g *Gateway, w http.ResponseWriter, r *http.Request) {
+		g.serveNLPGeneration(w, r, r.PathValue("model"), customerapi.TaskGeneration)
+	}},
+	{"POST /v1/{model}/chatbot", func(g *Gateway, w http.ResponseWriter, r *http.Request) {
+		g.serveNLPGeneration(w, r, r.PathValue("model"), customerapi.TaskChatbot)
+	}},
+	{"POST " + customerapi.PathChatCompletions, func(g *Gateway, w http.ResponseWriter, r *http.Request) {
+		g.serveOpenAI(w, r, customerapi.PathChatCompletions)
+	}},
+	{"POST " + customerapi.PathCompletions, func(g *Gateway, w http.ResponseWriter, r *http.Request) {
+		g.serveOpenAI(w, r, customerapi.PathCompletions)
+	}},
+	{"POST " + customerapi.PathEmbeddings, func(g *Gateway, w http.ResponseWriter, r *http.Request) {
+		g.serveOpenAI(w, r, customerapi.PathEmbeddings)
+	}},
+	{"GET " + customerapi.PathModels, (*Gateway).serveModels},
 	{"POST /v2/models/{model}/infer", func(g *Gateway, w http.ResponseWriter, r *http.Request) {
 		g.serveInfer(w, r, r.PathValue("model"))
 	}},
@@ -154,16 +179,31 @@ func (g *Gateway) fail(w http.ResponseWriter, st *reqState, status int, code, ms
 // admit authenticates the caller, resolves the model and applies the plan.
 // It writes the error answer itself and returns ok=false.
 func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState, name string) (*Key, *Model, bool) {
+	k, ok := g.authKey(w, r, st)
+	if !ok {
+		return nil, nil, false
+	}
+	m, ok := g.admitModel(w, r, st, k, name)
+	if !ok {
+		return nil, nil, false
+	}
+	return k, m, true
+}
+
+// authKey is admit's first half: the caller's key, of a kind that may call
+// the inference API (the OpenAI-compatible routes name the model in the
+// body, read after it).
+func (g *Gateway) authKey(w http.ResponseWriter, r *http.Request, st *reqState) (*Key, bool) {
 	if len(r.Header.Values("Authorization")) > 1 {
 		// which one would a proxy in front have checked? Neither is taken.
 		g.fail(w, st, http.StatusBadRequest, "invalid_request", "more than one Authorization header")
-		return nil, nil, false
+		return nil, false
 	}
 	tok := apikey.FromAuthorization(r.Header.Get("Authorization"))
 	if tok == "" {
 		w.Header().Set("WWW-Authenticate", `Token realm="nlpswarm"`)
 		g.fail(w, st, http.StatusUnauthorized, "unauthorized", "missing API key: send Authorization: Token <key>")
-		return nil, nil, false
+		return nil, false
 	}
 	addr := remoteHost(r.RemoteAddr)
 	k, err := g.keys.LookupFrom(r.Context(), tok, g.unauth, addr)
@@ -172,41 +212,44 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState, na
 			g.unauth.charge(addr, time.Now())
 			w.Header().Set("WWW-Authenticate", `Token realm="nlpswarm"`)
 			g.fail(w, st, http.StatusUnauthorized, "unauthorized", "invalid or revoked API key")
-			return nil, nil, false
+			return nil, false
 		}
 		if errors.Is(err, errThrottled) {
 			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(1/g.opts.UnauthorizedRate)))))
 			g.m.shed.WithLabelValues("too_many_unauthorized").Inc()
 			g.fail(w, st, http.StatusTooManyRequests, "too_many_unauthorized", "too many requests with invalid API keys from this address; retry later")
-			return nil, nil, false
+			return nil, false
 		}
 		g.log.Error("key lookup failed", "request_id", r.Header.Get("X-Request-ID"), "err", err)
 		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "cannot check the API key now; retry")
-		return nil, nil, false
+		return nil, false
 	}
 	st.key = k.Prefix
 	if k.Kind != "inference" && k.Kind != "admin" {
 		g.fail(w, st, http.StatusForbidden, "forbidden", "this key may not call the inference API")
-		return nil, nil, false
+		return nil, false
 	}
+	return k, true
+}
+
+// admitModel is admit's second half: the model exists and k may call it
+// (a private model only its owner's keys; to the others it does not
+// exist), then k's plan: request rate and monthly quota.
+func (g *Gateway) admitModel(w http.ResponseWriter, r *http.Request, st *reqState, k *Key, name string) (*Model, bool) {
 	m, ok := g.catalog.Get(name)
 	if !ok && !g.catalog.Loaded() {
 		w.Header()["Retry-After"] = retryAfterOne
 		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "the model catalogue is not loaded yet; retry")
-		return nil, nil, false
+		return nil, false
 	}
 	if !ok || (m.Private && m.Owner != k.AccountID) {
 		g.fail(w, st, http.StatusNotFound, "model_not_found", fmt.Sprintf("no deployed model %q", name))
-		return nil, nil, false
+		return nil, false
 	}
 	st.model = m.Name
 	v := g.limiter.Allow(r.Context(), k)
 	if v.FailOpen {
-		g.m.failOpen.Inc()
-		if now := time.Now().UnixNano(); now-g.lastWarn.Load() > int64(10*time.Second) {
-			g.lastWarn.Store(now)
-			g.log.Warn("redis unavailable: rate limits and quotas not applied (fail-open)", "err", v.Err)
-		}
+		g.noteFailOpen(v.Err)
 	}
 	if v.Limit != "" {
 		h := w.Header()
@@ -221,9 +264,9 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, st *reqState, na
 			msg = "monthly quota exhausted"
 		}
 		g.fail(w, st, http.StatusTooManyRequests, v.Reason, msg)
-		return nil, nil, false
+		return nil, false
 	}
-	return k, m, true
+	return m, true
 }
 
 // admitBody holds the request's place against the per-key in-flight cap and
@@ -255,6 +298,37 @@ func (g *Gateway) admitBody(w http.ResponseWriter, r *http.Request, st *reqState
 func (g *Gateway) releaseBody(k *Key, n int64) {
 	g.bodies.release(n)
 	releaseKey(k)
+}
+
+// heldBody is a request body admitted (admitBody) and read (readBody) into
+// a pooled buffer; release gives both back (a value, so that
+// defer hb.release() allocates nothing).
+type heldBody struct {
+	g    *Gateway
+	k    *Key
+	n    int64
+	buf  *[]byte
+	body []byte
+}
+
+func (hb heldBody) release() {
+	putBuf(hb.buf)
+	hb.g.releaseBody(hb.k, hb.n)
+}
+
+// takeBody admits and reads the request's body; it writes the refusal
+// itself (ok false: nothing to release).
+func (g *Gateway) takeBody(w http.ResponseWriter, r *http.Request, st *reqState, k *Key) (heldBody, bool) {
+	n, ok := g.admitBody(w, r, st, k)
+	if !ok {
+		return heldBody{}, false
+	}
+	hb := heldBody{g: g, k: k, n: n, buf: getBuf()}
+	if hb.body, ok = g.readBody(w, r, st, hb.buf); !ok {
+		hb.release()
+		return heldBody{}, false
+	}
+	return hb, true
 }
 
 var retryAfterOne = []string{"1"}
@@ -334,18 +408,13 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request, model, taskN
 		g.fail(w, st, http.StatusBadRequest, "task_not_supported", fmt.Sprintf("model %q does %s, not %s", m.Name, m.Task, taskName))
 		return
 	}
-	held, ok := g.admitBody(w, r, st, k)
+	hb, ok := g.takeBody(w, r, st, k)
 	if !ok {
 		return
 	}
-	defer g.releaseBody(k, held)
-	bodyBuf, upBuf := getBuf(), getBuf()
-	defer putBuf(bodyBuf)
+	defer hb.release()
+	body, bodyBuf, upBuf := hb.body, hb.buf, getBuf()
 	defer putBuf(upBuf)
-	body, ok := g.readBody(w, r, st, bodyBuf)
-	if !ok {
-		return
-	}
 	texts, single, params, err := DecodeRequest(body, g.opts.MaxTexts) // (texts are copies: the body's buffer is reused below)
 	if err != nil {
 		g.usage.Record(k, m, 0, true) // before the answer: a kill after it loses nothing (usage.go)
@@ -387,17 +456,12 @@ func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request, model strin
 	if !ok {
 		return
 	}
-	held, ok := g.admitBody(w, r, st, k)
+	hb, ok := g.takeBody(w, r, st, k)
 	if !ok {
 		return
 	}
-	defer g.releaseBody(k, held)
-	bodyBuf := getBuf()
-	defer putBuf(bodyBuf)
-	body, ok := g.readBody(w, r, st, bodyBuf)
-	if !ok {
-		return
-	}
+	defer hb.release()
+	body := hb.body
 	texts, err := checkInferTexts(body, g.opts.MaxTexts)
 	if err != nil {
 		g.usage.Record(k, m, 0, true)

@@ -311,7 +311,17 @@ type answer struct {
 
 func (e *env) post(key, path, body string) answer {
 	e.t.Helper()
-	req, _ := http.NewRequest("POST", e.srv.URL+path, bytes.NewBufferString(body))
+	return e.call(http.MethodPost, key, path, body)
+}
+
+// call sends method to path with key (none: "") and body (none: "").
+func (e *env) call(method, key, path, body string) answer {
+	e.t.Helper()
+	var rd io.Reader
+	if body != "" || method == http.MethodPost {
+		rd = bytes.NewBufferString(body)
+	}
+	req, _ := http.NewRequest(method, e.srv.URL+path, rd)
 	if key != "" {
 		req.Header.Set("Authorization", "Token "+key)
 	}

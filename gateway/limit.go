@@ -217,9 +217,16 @@ const quotaTTL = 35 * 24 * time.Hour
 // usageQueryTimeout bounds the query that seeds a lost quota count.
 const usageQueryTimeout = time.Second
 
-// monthUsage is the requests of key id metered in Postgres for month
-// (YYYYMM, UTC); 0 without Postgres.
-func (l *Limiter) monthUsage(ctx context.Context, id int64, month string) (int64, error) {
+// Sums of the usage table a lost count is seeded from (constants: never
+// from input).
+const (
+	sumRequests = "requests"
+	sumTokens   = "input_tokens + output_tokens"
+)
+
+// monthUsage is the sum (sumRequests or sumTokens) of key id's usage
+// metered in Postgres for month (YYYYMM, UTC); 0 without Postgres.
+func (l *Limiter) monthUsage(ctx context.Context, id int64, month, sum string) (int64, error) {
 	if l.db == nil {
 		return 0, nil
 	}
@@ -230,12 +237,12 @@ func (l *Limiter) monthUsage(ctx context.Context, id int64, month string) (int64
 	ctx, cancel := context.WithTimeout(ctx, usageQueryTimeout)
 	defer cancel()
 	var n int64
-	err = l.db.QueryRow(ctx, `SELECT COALESCE(SUM(requests), 0)::bigint FROM usage
+	err = l.db.QueryRow(ctx, `SELECT COALESCE(SUM(`+sum+`), 0)::bigint FROM usage
 		WHERE api_key_id = $1 AND day >= $2::date AND day < $3::date`,
 		id, start, start.AddDate(0, 1, 0)).Scan(&n)
 	if err != nil {
 		l.pgDown.trip(err)
-		return 0, fmt.Errorf("seed quota of key %d from usage: %w", id, err)
+		return 0, fmt.Errorf("seed count of key %d from usage: %w", id, err)
 	}
 	return n, nil
 }
@@ -245,12 +252,17 @@ func (l *Limiter) monthUsage(ctx context.Context, id int64, month string) (int64
 // is more, plus add (requests being settled). When another gateway seeded it
 // first, add goes on top of that. It returns the count in Redis.
 func (l *Limiter) seedQuota(ctx context.Context, id int64, month string, floor, add int64) (int64, error) {
-	n, err := l.monthUsage(ctx, id, month)
+	return l.seedCount(ctx, l.quotaKey(id, month), id, month, sumRequests, floor, add)
+}
+
+// seedCount is seedQuota for any monthly counter key of key id, seeded
+// from the usage table's sum.
+func (l *Limiter) seedCount(ctx context.Context, key string, id int64, month, sum string, floor, add int64) (int64, error) {
+	n, err := l.monthUsage(ctx, id, month, sum)
 	if err != nil {
 		return 0, err
 	}
 	n = max(n, floor) + add
-	key := l.quotaKey(id, month)
 	set, err := l.rdb.SetNX(ctx, key, n, quotaTTL).Result()
 	switch {
 	case err != nil:
@@ -263,7 +275,7 @@ func (l *Limiter) seedQuota(ctx context.Context, id int64, month string, floor, 
 	}
 	if err != nil {
 		l.redisDown.trip(err)
-		return 0, fmt.Errorf("seed quota of key %d: %w", id, err)
+		return 0, fmt.Errorf("seed count of key %d: %w", id, err)
 	}
 	return n, nil
 }

@@ -20,6 +20,7 @@ type metrics struct {
 	usageFlush *prometheus.CounterVec // result
 	usageRisk  *prometheus.CounterVec // kind: rejected (rows), unspooled (requests)
 	usageQueue prometheus.Gauge       // batches not yet in Postgres
+	tokens     *prometheus.CounterVec // model, kind (input, output): generation tokens metered
 	// autoscaling (autoscale.go)
 	held         *prometheus.GaugeVec     // model
 	holdSeconds  *prometheus.HistogramVec // model
@@ -82,6 +83,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Usage not safely kept: rejected (rows Postgres refused for their data, skipped and logged, in the spool's rejected.log), unspooled (requests counted in memory only: the spool full or unwritable; a kill loses them)."}, []string{"kind"}),
 		usageQueue: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nlpswarm_gateway_usage_pending_batches",
 			Help: "Usage batches not yet written to Postgres (spooled on disk when a spool is set)."}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_tokens_total",
+			Help: "Generation tokens metered, by model and kind (input: the prompt, output: the completion), from the answers' usage."}, []string{"model", "kind"}),
 		held: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nlpswarm_gateway_held_requests",
 			Help: "Requests held while a model at zero starts a replica."}, []string{"model"}),
 		holdSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "nlpswarm_gateway_hold_seconds",
@@ -97,7 +100,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.latency, m.added, m.upErrors, m.retries, m.inflight, m.ejections, m.replicas, m.failOpen, m.shed, m.usageFlush, m.usageRisk, m.usageQueue,
-			m.held, m.holdSeconds, m.holdRefused, m.holdTimeouts, m.wakeups, m.loadReports)
+			m.tokens, m.held, m.holdSeconds, m.holdRefused, m.holdTimeouts, m.wakeups, m.loadReports)
 	}
 	return m
 }

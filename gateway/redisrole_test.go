@@ -64,3 +64,30 @@ func TestGatewayRedisRole(t *testing.T) {
 		}
 	}
 }
+
+// Token budgets (issue 15) pass on the gateway user's rules too: counts
+// read, charged, seeded.
+func TestGatewayRedisRoleTokens(t *testing.T) {
+	e := newEnv(t, true)
+	admin := e.rdb
+	e.rdb = rdbtest.Role(t, admin, e.prefix, "gateway")
+	acc := e.account("acme", "")
+	plan := e.id(`INSERT INTO plans(name, requests_per_second, burst, tokens_per_minute, tokens_per_month) VALUES ('t', 100, 100, 1000, 1000) RETURNING id`)
+	e.exec(`UPDATE accounts SET plan_id = $1 WHERE id = $2`, plan, acc)
+	key, _ := e.key(acc, "inference")
+	e.genModel("gen", 0)
+	g := e.start(Config{})
+	for range 2 {
+		if a := e.post(key, "/v1/gen/generation", `{"text":"x"}`); a.status != 200 {
+			t.Fatalf("%d %s", a.status, a.raw)
+		}
+	}
+	if n := metricValue(g.m.failOpen); n != 0 {
+		t.Fatalf("%v token checks or charges failed open: a command of the gateway is not in its rules", n)
+	}
+	for _, pattern := range []string{"tokens:*", "tpm:*"} {
+		if n, _ := admin.Keys(context.Background(), e.prefix+pattern).Result(); len(n) == 0 {
+			t.Errorf("no %s%s written through the gateway user", e.prefix, pattern)
+		}
+	}
+}

@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"go/ast"
 	"go/parser"
 	"go/token"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -308,6 +310,7 @@ func TestReferenceMatchesAnswers(t *testing.T) {
 	e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
 	e.model("ner", "token-classification", 0, newRuntime(t, "token-classification"))
 	e.model("embed", "feature-extraction", 0, newRuntimeWith(t, "feature-extraction", runtimeOpts{name: "embed"}))
+	e.genModel("gen", 0)
 	e.start(Config{})
 	// as the gateway role serves it: with the health routes
 	srv := httptest.NewServer(httpserver.Handler(e.gw, httpserver.NewHealth(), nil))
@@ -329,6 +332,18 @@ func TestReferenceMatchesAnswers(t *testing.T) {
 		{"POST", "/v1/sentiment/entities", `{"text":"great"}`, key, 400},
 		{"POST", "/v1/sentiment/sentiment", `{"text":""}`, key, 400},
 		{"POST", "/v2/models/sentiment/infer", `{"inputs":[{"name":"text","shape":[1],"datatype":"FP32","data":[1]}]}`, key, 400},
+		{"POST", "/v1/gen/generation", `{"text":"Once upon a time","max_length":5}`, key, 200},
+		{"POST", "/v1/gen/generation", `{"text":""}`, key, 400},
+		{"POST", "/v1/gen/chatbot", `{"input":"hi","context":"a helper","history":[{"input":"a","response":"b"}]}`, key, 200},
+		{"POST", "/v1/sentiment/chatbot", `{"input":"hi"}`, key, 400},
+		{"POST", "/v1/chat/completions", `{"model":"gen","messages":[{"role":"user","content":"hi"}]}`, key, 200},
+		{"POST", "/v1/chat/completions", `{"model":"gen","stream":true,"messages":[{"role":"user","content":"hi"}]}`, key, 200},
+		{"POST", "/v1/chat/completions", `{"model":"nope","messages":[]}`, key, 404},
+		{"POST", "/v1/completions", `{"model":"gen","prompt":"once"}`, key, 200},
+		{"POST", "/v1/completions", `{"model":"sentiment","prompt":"once"}`, key, 400},
+		{"POST", "/v1/embeddings", `{"model":"gen","input":"abc"}`, key, 200},
+		{"GET", "/v1/models", "", key, 200},
+		{"GET", "/v1/models", "", "", 401},
 		{"GET", "/v2/models/sentiment", "", key, 200},
 		{"GET", "/v2/models/nope", "", key, 404},
 		{"GET", "/healthz", "", "", 200},
@@ -397,10 +412,17 @@ func TestReferenceMatchesAnswers(t *testing.T) {
 
 var pathParam = regexp.MustCompile(`\{(\w+)\}`)
 
-// findRoute finds the documented operation of method and a concrete path.
+// findRoute finds the documented operation of method and a concrete path:
+// of the templates that match, the one with the fewest parameters, as the
+// gateway's routing does (/v1/chat/completions before /v1/{model}/{task}).
 func findRoute(t *testing.T, doc *openapi3.T, method, path string) (*routers.Route, map[string]string) {
 	t.Helper()
-	for tmpl, item := range doc.Paths.Map() {
+	tmpls := slices.Collect(maps.Keys(doc.Paths.Map()))
+	slices.SortFunc(tmpls, func(a, b string) int {
+		return cmp.Or(cmp.Compare(strings.Count(a, "{"), strings.Count(b, "{")), strings.Compare(a, b))
+	})
+	for _, tmpl := range tmpls {
+		item := doc.Paths.Value(tmpl)
 		names := pathParam.FindAllStringSubmatch(tmpl, -1)
 		pat := "^" + regexp.QuoteMeta(tmpl) + "$"
 		for _, n := range names {

@@ -20,7 +20,8 @@ const streamWriteTimeout = 30 * time.Second
 // The upstream request ends with it: the client going away cancels the
 // request's context, which interrupts the upstream read (roundTrip), and a
 // failed write stops the copy; either way the stream is closed, and with it
-// the upstream connection. An upstream failing in the middle of an event
+// the upstream connection (a stream read to its end leaves its connection
+// to the replica for the next request, upstream_conn.go). An upstream failing in the middle of an event
 // stream ends it with an SSE error event (event: error, the API's error
 // body as data); any other streamed body is cut short (the connection is
 // aborted without its last chunk) so that the client sees it unfinished.

@@ -69,8 +69,15 @@ func streamEnv(t *testing.T, upstream string) (*env, *sseUpstream, string, int64
 
 func openStream(t *testing.T, e *env, key string) (*http.Response, *bufio.Reader) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v2/models/gen/infer", strings.NewReader(inferBody))
-	req.Header.Set("Authorization", "Token "+key)
+	return openSSE(t, e.srv.URL+"/v2/models/gen/infer", "Token "+key, inferBody)
+}
+
+// openSSE posts body to url with the Authorization value auth and returns
+// the answer, which must be a 200 event stream, and its reader.
+func openSSE(t *testing.T, url, auth, body string) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Authorization", auth)
 	resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
 	if err != nil {
 		t.Fatal(err)

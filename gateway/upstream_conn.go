@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -142,7 +143,10 @@ var aLongTimeAgo = time.Unix(1, 0)
 // roundTrip writes the request on c and reads the answer; c goes back to the
 // pool when the exchange left it clean, and is closed otherwise. A streamed
 // answer (stream, isStream) keeps the connection, and ctx's hold on it,
-// until its Close, which closes it.
+// until its Close, which puts it back in the pool when the stream was read
+// to its end (a generation's stream: chunked, ended cleanly; no dial for
+// the next one) and closes it otherwise (the client gone, a failure, a
+// body delimited by the connection's end).
 func (p *connPool) roundTrip(ctx context.Context, deadline time.Time, c *upConn, path, requestID, auth string, body []byte, stream bool) (ans *upstreamResult, err error) {
 	c.c.SetDeadline(deadline) // (zero: none, which also clears a reused connection's last one)
 	// the caller's context ending (the client gone) interrupts blocked I/O;
@@ -151,7 +155,15 @@ func (p *connPool) roundTrip(ctx context.Context, deadline time.Time, c *upConn,
 	keep := false
 	defer func() {
 		if ans != nil && ans.stream != nil {
-			ans.stream = &upstreamStream{ReadCloser: ans.stream, done: func() { stop(); c.c.Close() }}
+			es := &endedStream{ReadCloser: ans.stream}
+			ans.stream = &upstreamStream{ReadCloser: es, done: func() {
+				if stop() && keep && es.ended && c.br.Buffered() == 0 {
+					es.close() // (at its end: nothing left to drain)
+					p.put(c)
+					return
+				}
+				c.c.Close()
+			}}
 			return
 		}
 		if !stop() || !keep {
@@ -186,8 +198,36 @@ func (p *connPool) roundTrip(ctx context.Context, deadline time.Time, c *upConn,
 	if err != nil {
 		return nil, p.ioErr(ctx, deadline, err, false)
 	}
-	keep = keep && c.br.Buffered() == 0
+	keep = keep && (ans.stream != nil || c.br.Buffered() == 0) // (a stream's body is in br)
 	return ans, nil
+}
+
+// endedStream is a streamed answer's body that notes it was read to its
+// end (io.EOF: a chunked body's last chunk and trailer were read) and is
+// closed once.
+type endedStream struct {
+	io.ReadCloser
+	ended, closed bool
+}
+
+func (s *endedStream) Read(p []byte) (int, error) {
+	n, err := s.ReadCloser.Read(p)
+	if err == io.EOF {
+		s.ended = true
+	}
+	return n, err
+}
+
+func (s *endedStream) close() {
+	if !s.closed {
+		s.closed = true
+		_ = s.ReadCloser.Close()
+	}
+}
+
+func (s *endedStream) Close() error {
+	s.close()
+	return nil
 }
 
 // readAnswer reads one answer from br. The usual one, a status line and a
@@ -212,7 +252,10 @@ func readAnswer(br *bufio.Reader, stream bool) (ans *upstreamResult, keep bool, 
 		return nil, false, err
 	}
 	if stream && isStream(resp.StatusCode, resp.Header.Get("Content-Type"), resp.ContentLength) {
-		return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), stream: resp.Body}, false, nil
+		// keep: the body has its own end (chunked, or a length), so the
+		// connection may carry another request once it is read to there
+		keep := !resp.Close && (resp.ContentLength >= 0 || slices.Contains(resp.TransferEncoding, "chunked"))
+		return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), stream: resp.Body}, keep, nil
 	}
 	defer resp.Body.Close()
 	ans, err = readResult(resp)

@@ -26,12 +26,16 @@ type usageKey struct {
 	day                 string // YYYY-MM-DD, UTC
 }
 
-type usageCount struct{ requests, texts, errors int64 }
+// usageCount is one row's counts: requests, texts, errors and, for
+// generation, input (prompt) and output (completion) tokens.
+type usageCount struct{ requests, texts, errors, inTokens, outTokens int64 }
 
 func (c *usageCount) add(o usageCount) {
 	c.requests += o.requests
 	c.texts += o.texts
 	c.errors += o.errors
+	c.inTokens += o.inTokens
+	c.outTokens += o.outTokens
 }
 
 // usageBatch is what one flush writes: the counts of one interval under an
@@ -113,6 +117,22 @@ func (u *Usage) Record(k *Key, m *Model, texts int, failed bool) {
 	if failed {
 		inc.errors = 1
 	}
+	u.count(uk, inc)
+}
+
+// RecordTokens counts the input and output tokens of a generation request
+// already counted by Record, once its answer's usage is known (a stream's
+// comes at its end).
+func (u *Usage) RecordTokens(k *Key, m *Model, in, out int64) {
+	if in <= 0 && out <= 0 {
+		return
+	}
+	uk := usageKey{key: k.ID, account: k.AccountID, model: m.ID, modelName: m.Name, day: u.now().UTC().Format(time.DateOnly)}
+	u.count(uk, usageCount{inTokens: max(in, 0), outTokens: max(out, 0)})
+}
+
+// count adds inc to row uk (and the journal).
+func (u *Usage) count(uk usageKey, inc usageCount) {
 	u.mu.Lock()
 	c := u.agg[uk]
 	if c == nil {
@@ -181,7 +201,8 @@ func (u *Usage) Flush(ctx context.Context) error {
 			u.rejected(len(rejected))
 			for _, r := range rejected {
 				u.log.Error("usage row refused by postgres; skipped", "batch", b.id, "api_key_id", r.key.key, "model_id", r.key.model,
-					"model", r.key.modelName, "day", r.key.day, "requests", r.count.requests, "texts", r.count.texts, "errors", r.count.errors, "err", r.err)
+					"model", r.key.modelName, "day", r.key.day, "requests", r.count.requests, "texts", r.count.texts, "errors", r.count.errors,
+					"input_tokens", r.count.inTokens, "output_tokens", r.count.outTokens, "err", r.err)
 			}
 		}
 		u.mu.Lock()
@@ -204,12 +225,14 @@ type rejectedRow struct {
 	err   error
 }
 
-const upsertUsage = `INSERT INTO usage AS u (api_key_id, account_id, model_id, model_name, day, requests, texts, errors)
-	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::date[], $6::bigint[], $7::bigint[], $8::bigint[])
+const upsertUsage = `INSERT INTO usage AS u (api_key_id, account_id, model_id, model_name, day, requests, texts, errors, input_tokens, output_tokens)
+	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::date[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])
 	ON CONFLICT (api_key_id, model_id, day) DO UPDATE SET
 		requests = u.requests + EXCLUDED.requests,
 		texts = u.texts + EXCLUDED.texts,
 		errors = u.errors + EXCLUDED.errors,
+		input_tokens = u.input_tokens + EXCLUDED.input_tokens,
+		output_tokens = u.output_tokens + EXCLUDED.output_tokens,
 		account_id = coalesce(u.account_id, EXCLUDED.account_id),
 		model_name = CASE WHEN u.model_name = '' THEN EXCLUDED.model_name ELSE u.model_name END`
 
@@ -327,6 +350,7 @@ func byUsageRow(in map[usageKey]*usageCount) map[usageKey]*usageCount {
 func usageColumns(keys []usageKey, rows map[usageKey]*usageCount) []any {
 	n := len(keys)
 	kid, acc, mid, req, txt, errs := make([]int64, n), make([]*int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	tin, tout := make([]int64, n), make([]int64, n)
 	names, days := make([]string, n), make([]string, n)
 	for i, k := range keys {
 		c := rows[k]
@@ -335,9 +359,9 @@ func usageColumns(keys []usageKey, rows map[usageKey]*usageCount) []any {
 			a := k.account
 			acc[i] = &a
 		}
-		req[i], txt[i], errs[i] = c.requests, c.texts, c.errors
+		req[i], txt[i], errs[i], tin[i], tout[i] = c.requests, c.texts, c.errors, c.inTokens, c.outTokens
 	}
-	return []any{kid, acc, mid, names, days, req, txt, errs}
+	return []any{kid, acc, mid, names, days, req, txt, errs, tin, tout}
 }
 
 // isDataError says err is Postgres refusing a statement for the data it was

@@ -240,7 +240,7 @@ func TestUsageSpoolBounded(t *testing.T) {
 // A journal's torn last line and garbage are skipped, the rest counted.
 func TestReadJournalSkipsTornLines(t *testing.T) {
 	k := usageKey{key: 1, account: 2, model: 3, modelName: "m-1", day: "2026-12-01"}
-	line := string(appendJournalLine(nil, k, usageCount{1, 4, 0}))
+	line := string(appendJournalLine(nil, k, usageCount{1, 4, 0, 0, 0}))
 	p := filepath.Join(t.TempDir(), "j.log")
 	if err := os.WriteFile(p, []byte(line+"garbage\n"+line+"2026-12-01 1 2 3 -1 0 0 m\n"+line[:10]), 0o600); err != nil {
 		t.Fatal(err)
@@ -250,14 +250,14 @@ func TestReadJournalSkipsTornLines(t *testing.T) {
 	if err := os.WriteFile(pz, append([]byte(line+line), make([]byte, 100<<10)...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if rows, bad, err := readJournal(pz); err != nil || bad != 0 || len(rows) != 1 || *rows[k] != (usageCount{2, 8, 0}) {
+	if rows, bad, err := readJournal(pz); err != nil || bad != 0 || len(rows) != 1 || *rows[k] != (usageCount{2, 8, 0, 0, 0}) {
 		t.Errorf("zero-padded journal: rows %v bad %d err %v", rows, bad, err)
 	}
 	rows, bad, err := readJournal(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bad != 3 || len(rows) != 1 || *rows[k] != (usageCount{2, 8, 0}) {
+	if bad != 3 || len(rows) != 1 || *rows[k] != (usageCount{2, 8, 0, 0, 0}) {
 		t.Errorf("rows %v bad %d", rows, bad)
 	}
 }
@@ -330,17 +330,17 @@ func TestByUsageRow(t *testing.T) {
 		want map[usageKey]usageCount
 	}{
 		{"distinct rows stay", map[usageKey]*usageCount{
-			{key: 1, account: 9, model: 2, modelName: "a", day: day}: {1, 1, 0},
-			{key: 1, account: 9, model: 3, modelName: "b", day: day}: {2, 2, 1},
+			{key: 1, account: 9, model: 2, modelName: "a", day: day}: {1, 1, 0, 0, 0},
+			{key: 1, account: 9, model: 3, modelName: "b", day: day}: {2, 2, 1, 0, 0},
 		}, map[usageKey]usageCount{
-			{key: 1, account: 9, model: 2, modelName: "a", day: day}: {1, 1, 0},
-			{key: 1, account: 9, model: 3, modelName: "b", day: day}: {2, 2, 1},
+			{key: 1, account: 9, model: 2, modelName: "a", day: day}: {1, 1, 0, 0, 0},
+			{key: 1, account: 9, model: 3, modelName: "b", day: day}: {2, 2, 1, 0, 0},
 		}},
 		{"one row under two names merges, names filled", map[usageKey]*usageCount{
-			{key: 1, account: 0, model: 2, modelName: "", day: day}:  {1, 1, 0},
-			{key: 1, account: 9, model: 2, modelName: "a", day: day}: {2, 3, 1},
+			{key: 1, account: 0, model: 2, modelName: "", day: day}:  {1, 1, 0, 0, 0},
+			{key: 1, account: 9, model: 2, modelName: "a", day: day}: {2, 3, 1, 0, 0},
 		}, map[usageKey]usageCount{
-			{key: 1, account: 9, model: 2, modelName: "a", day: day}: {3, 4, 1},
+			{key: 1, account: 9, model: 2, modelName: "a", day: day}: {3, 4, 1, 0, 0},
 		}},
 	} {
 		got := byUsageRow(c.in)
@@ -396,7 +396,7 @@ func TestMappedJournalGrows(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := usageKey{key: 1, account: 2, model: 3, modelName: "sentiment", day: "2026-12-01"}
-	line := appendJournalLine(nil, k, usageCount{1, 2, 0})
+	line := appendJournalLine(nil, k, usageCount{1, 2, 0, 0, 0})
 	n := 3*journalChunk/len(line) + 7
 	for range n {
 		if err := j.write(line); err != nil {
@@ -413,7 +413,7 @@ func TestMappedJournalGrows(t *testing.T) {
 			}
 		}
 		rows, bad, err := readJournal(p)
-		if err != nil || bad != 0 || rows[k] == nil || *rows[k] != (usageCount{int64(n), int64(2 * n), 0}) {
+		if err != nil || bad != 0 || rows[k] == nil || *rows[k] != (usageCount{int64(n), int64(2 * n), 0, 0, 0}) {
 			t.Errorf("%s: rows %v bad %d err %v, want %d requests", when, rows, bad, err, n)
 		}
 	}
@@ -430,5 +430,44 @@ func TestMappedJournalGrows(t *testing.T) {
 	}
 	if rows, _, _ := readJournal(p); rows[k].requests != int64(n+1) {
 		t.Errorf("reopened journal: %d requests, want %d", rows[k].requests, n+1)
+	}
+}
+
+// Journal lines carry a generation request's tokens (issue 15) in the long
+// form only: a line without tokens keeps the form a gateway of before
+// tokens reads, and both forms read back.
+func TestJournalLineTokens(t *testing.T) {
+	k := usageKey{key: 1, account: 2, model: 3, modelName: "tiny", day: "2026-12-07"}
+	for _, c := range []struct {
+		count usageCount
+		line  string
+	}{
+		{usageCount{1, 1, 0, 0, 0}, "2026-12-07 1 2 3 1 1 0 tiny\n"},
+		{usageCount{0, 0, 0, 7, 5}, "2026-12-07 1 2 3 0 0 0 7 5 tiny\n"},
+		{usageCount{1, 1, 1, 0, 12}, "2026-12-07 1 2 3 1 1 1 0 12 tiny\n"},
+	} {
+		line := string(appendJournalLine(nil, k, c.count))
+		if line != c.line {
+			t.Errorf("%+v: line %q, want %q", c.count, line, c.line)
+		}
+		gk, gc, ok := parseJournalLine([]byte(strings.TrimSuffix(line, "\n")))
+		if !ok || gk != k || gc != c.count {
+			t.Errorf("%q read back as %+v %+v %v", line, gk, gc, ok)
+		}
+	}
+	for _, bad := range []string{"2026-12-07 1 2 3 1 1 0 7 tiny", "2026-12-07 1 2 3 1 1 0 7 -5 tiny", "2026-12-07 1 2 3 1 1 0 x 5 tiny"} {
+		if _, _, ok := parseJournalLine([]byte(bad)); ok {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	b := &usageBatch{id: strings.Repeat("ab", 16), rows: map[usageKey]*usageCount{k: {1, 1, 0, 7, 5}}}
+	dir := t.TempDir()
+	s := &usageSpool{dir: dir}
+	if err := s.writeBatch(b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readBatch(filepath.Join(dir, "batch-"+b.id+".json"))
+	if err != nil || *got.rows[k] != (usageCount{1, 1, 0, 7, 5}) {
+		t.Fatalf("batch file read back: %v %v", got, err)
 	}
 }

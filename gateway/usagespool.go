@@ -282,12 +282,21 @@ func (s *usageSpool) append(k usageKey, c usageCount) {
 	}
 }
 
-// journal line: day key account model requests texts errors name
+// journal line: day key account model requests texts errors name, or
+// with tokens (generation, issue 15): day key account model requests texts
+// errors input_tokens output_tokens name. (Lines without tokens keep the
+// first form, which a gateway of before tokens reads too.)
 func appendJournalLine(b []byte, k usageKey, c usageCount) []byte {
 	b = append(b, k.day...)
 	for _, v := range [...]int64{k.key, k.account, k.model, c.requests, c.texts, c.errors} {
 		b = append(b, ' ')
 		b = strconv.AppendInt(b, v, 10)
+	}
+	if c.inTokens != 0 || c.outTokens != 0 {
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, c.inTokens, 10)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, c.outTokens, 10)
 	}
 	b = append(b, ' ')
 	b = append(b, k.modelName...) // model names have no blanks nor newlines (modelmgr checks them)
@@ -295,23 +304,23 @@ func appendJournalLine(b []byte, k usageKey, c usageCount) []byte {
 }
 
 func parseJournalLine(line []byte) (usageKey, usageCount, bool) {
-	f := bytes.SplitN(line, []byte{' '}, 8)
-	if len(f) != 8 {
+	f := bytes.SplitN(line, []byte{' '}, 10) // (names have no blanks: 8 fields, or 10 with tokens)
+	if len(f) != 8 && len(f) != 10 {
 		return usageKey{}, usageCount{}, false
 	}
 	if _, err := time.Parse(time.DateOnly, string(f[0])); err != nil {
 		return usageKey{}, usageCount{}, false
 	}
-	var v [6]int64
-	for i := range v {
+	var v [8]int64
+	for i := range len(f) - 2 {
 		n, err := strconv.ParseInt(string(f[i+1]), 10, 64)
 		if err != nil || n < 0 {
 			return usageKey{}, usageCount{}, false
 		}
 		v[i] = n
 	}
-	return usageKey{day: string(f[0]), key: v[0], account: v[1], model: v[2], modelName: string(f[7])},
-		usageCount{requests: v[3], texts: v[4], errors: v[5]}, true
+	return usageKey{day: string(f[0]), key: v[0], account: v[1], model: v[2], modelName: string(f[len(f)-1])},
+		usageCount{requests: v[3], texts: v[4], errors: v[5], inTokens: v[6], outTokens: v[7]}, true
 }
 
 // readJournal aggregates a journal up to its zeros (the rest of a mapping
@@ -375,10 +384,12 @@ type batchRow struct {
 	Requests  int64  `json:"requests"`
 	Texts     int64  `json:"texts"`
 	Errors    int64  `json:"errors"`
+	InTokens  int64  `json:"input_tokens,omitempty"`
+	OutTokens int64  `json:"output_tokens,omitempty"`
 }
 
 func rowOf(k usageKey, c usageCount) batchRow {
-	return batchRow{k.key, k.account, k.model, k.modelName, k.day, c.requests, c.texts, c.errors}
+	return batchRow{k.key, k.account, k.model, k.modelName, k.day, c.requests, c.texts, c.errors, c.inTokens, c.outTokens}
 }
 
 func readBatch(path string) (*usageBatch, error) {
@@ -396,11 +407,11 @@ func readBatch(path string) (*usageBatch, error) {
 	}
 	b := &usageBatch{id: bf.ID, rows: make(map[usageKey]*usageCount, len(bf.Rows))}
 	for _, r := range bf.Rows {
-		if _, err := time.Parse(time.DateOnly, r.Day); err != nil || r.Requests < 0 || r.Texts < 0 || r.Errors < 0 {
+		if _, err := time.Parse(time.DateOnly, r.Day); err != nil || r.Requests < 0 || r.Texts < 0 || r.Errors < 0 || r.InTokens < 0 || r.OutTokens < 0 {
 			return nil, fmt.Errorf("malformed row %+v", r)
 		}
 		k := usageKey{key: r.Key, account: r.Account, model: r.Model, modelName: r.ModelName, day: r.Day}
-		c := usageCount{r.Requests, r.Texts, r.Errors}
+		c := usageCount{r.Requests, r.Texts, r.Errors, r.InTokens, r.OutTokens}
 		if cur := b.rows[k]; cur != nil {
 			cur.add(c)
 		} else {

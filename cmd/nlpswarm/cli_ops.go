@@ -610,9 +610,10 @@ func runUsage(ctx context.Context, args []string) error {
 		}
 		rows := [][]string{}
 		for _, u := range out.Usage {
-			rows = append(rows, []string{u.Day, u.Account, u.Model, strconv.FormatInt(u.Requests, 10), strconv.FormatInt(u.Texts, 10), strconv.FormatInt(u.Errors, 10)})
+			rows = append(rows, []string{u.Day, u.Account, u.Model, strconv.FormatInt(u.Requests, 10), strconv.FormatInt(u.Texts, 10), strconv.FormatInt(u.Errors, 10),
+				strconv.FormatInt(u.InputTokens, 10), strconv.FormatInt(u.OutputTokens, 10)})
 		}
-		table([]string{"DAY", "ACCOUNT", "MODEL", "REQUESTS", "TEXTS", "ERRORS"}, rows)
+		table([]string{"DAY", "ACCOUNT", "MODEL", "REQUESTS", "TEXTS", "ERRORS", "INPUT TOKENS", "OUTPUT TOKENS"}, rows)
 		return nil
 	})
 }

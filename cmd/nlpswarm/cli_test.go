@@ -125,6 +125,7 @@ func TestCLIAgainstAPIServer(t *testing.T) {
 		{[]string{"keys", "revoke", "1", "1"}, 0, "revoked key 1"},
 		{[]string{"keys", "ls", "1"}, 0, "revoked"},
 		{[]string{"usage"}, 0, "DAY"},
+		{[]string{"usage"}, 0, "OUTPUT TOKENS"},
 		{[]string{"nodes"}, 0, "HOSTNAME"},
 		{[]string{"status"}, 0, "MODEL"},
 		{[]string{"models", "frob"}, 2, "unknown models sub-command"},

@@ -3,7 +3,8 @@
 // with Options.Redis, a fresh Redis prefix, in front of real model runtimes
 // (models.Server and its batcher) whose predictor is a stub giving canned
 // outputs of its task, served as the gateway role serves it (with
-// /healthz and /readyz). As in the stack, each runtime requires its model's
+// /healthz and /readyz), and a text-generation model (Gen) on a fake
+// replica (fakellama). As in the stack, each runtime requires its model's
 // call credential, which the gateway derives from the same call secret.
 //
 // It is test support only: no role imports it. The gateway's own tests
@@ -20,8 +21,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nlpswarm/nlpswarm/gateway"
+	"github.com/nlpswarm/nlpswarm/gateway/gatewaytest/fakellama"
 	"github.com/nlpswarm/nlpswarm/internal/apikey"
 	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
+	"github.com/nlpswarm/nlpswarm/internal/bearer"
 	"github.com/nlpswarm/nlpswarm/internal/httpserver"
 	"github.com/nlpswarm/nlpswarm/internal/pg/pgtest"
 	"github.com/nlpswarm/nlpswarm/internal/rdb/rdbtest"
@@ -35,6 +38,10 @@ const (
 	NER       = "ner"       // token-classification: the first word, PER
 	Embed     = "embed"     // feature-extraction: [0.1, 0.2, len(text)]
 	Asleep    = "asleep"    // deployed, no replica: 503 no_replica
+	// Gen is a text-generation model served by a fake replica
+	// (fakellama: llama-server's OpenAI JSON and event streams, canned
+	// text, no model), for the generation routes and OpenAI's SDK.
+	Gen = "gen"
 )
 
 // Options tune Start.
@@ -56,6 +63,8 @@ type Env struct {
 	SlowKey string
 	DB      *pgtest.DB
 	Gateway *gateway.Gateway
+	// Llama is Gen's fake replica (its knobs: chunks, pacing, failures).
+	Llama *fakellama.Server
 }
 
 // Start starts the gateway; everything stops at the test's end.
@@ -97,6 +106,11 @@ func Start(t testing.TB, o Options) *Env {
 			static[m.name] = []string{strings.TrimPrefix(startRuntime(t, m.name, m.task, artifactcred.Call(callKey, m.name)), "http://")}
 		}
 	}
+	gid := id(`INSERT INTO models(name, task) VALUES ($1, 'text-generation') RETURNING id`, Gen)
+	id(`INSERT INTO deployments(model_id, version, replicas) VALUES ($1, 1, 1) RETURNING model_id`, gid)
+	e.Llama = fakellama.Start(bearer.Header(artifactcred.Call(callKey, Gen)))
+	t.Cleanup(e.Llama.Close)
+	static[Gen] = []string{e.Llama.Addr()}
 	deps := gateway.Deps{DB: db.Pool, Discovery: static, Registry: prometheus.NewRegistry(), CallKey: callKey}
 	if o.Redis {
 		deps.Redis, o.Config.RedisPrefix = rdbtest.New(t)

@@ -7,6 +7,14 @@
 //     monthly quota in that UTC month (an integer, INCRBY'd by every gateway's
 //     settlement, expiring 35 days after its last write). Only keys whose plan
 //     has a quota are counted.
+//   - <prefix>tokens:<key id>:<YYYYMM>: the tokens (input + output, as the
+//     generation replicas' usage objects report them) key id spent in that
+//     UTC month, INCRBY'd by the gateway that relayed each answer once its
+//     usage is known, expiring 35 days after its last write. Only keys whose
+//     plan has a monthly token budget are counted.
+//   - <prefix>tpm:<key id>:<YYYYMMDDHHMM>: the tokens key id spent in that
+//     UTC minute (a fixed window), expiring two minutes after its last
+//     write. Only keys whose plan has a per-minute token budget are counted.
 //   - <prefix>rl:<key id>: the name the gateways give redis_rate's GCRA for
 //     the key; redis_rate stores it under "rate:" + that name as the
 //     theoretical arrival time (seconds since 2017-01-01 by Redis's clock).

@@ -19,6 +19,28 @@ func QuotaKey(prefix string, id int64, month string) string {
 	return prefix + "quota:" + strconv.FormatInt(id, 10) + ":" + month
 }
 
+// TokenMonthKey is the counter of the tokens (input + output) key id spent
+// in month (YYYYMM).
+func TokenMonthKey(prefix string, id int64, month string) string {
+	return prefix + "tokens:" + strconv.FormatInt(id, 10) + ":" + month
+}
+
+// Minute is the token-rate window of t: its UTC minute as YYYYMMDDHHMM.
+func Minute(t time.Time) string { return t.UTC().Format("200601021504") }
+
+// TokenMinuteKey is the counter of the tokens key id spent in minute
+// (YYYYMMDDHHMM, Minute).
+func TokenMinuteKey(prefix string, id int64, minute string) string {
+	return prefix + "tpm:" + strconv.FormatInt(id, 10) + ":" + minute
+}
+
+// TTLs of the token counters: a minute's count outlives its minute a
+// little; a month's, as the quota's, a few days past its month.
+const (
+	TokenMinuteTTL = 2 * time.Minute
+	TokenMonthTTL  = 35 * 24 * time.Hour
+)
+
 // RateKey is the name the gateways give redis_rate for key id's GCRA.
 func RateKey(prefix string, id int64) string { return prefix + "rl:" + strconv.FormatInt(id, 10) }
 
@@ -41,6 +63,9 @@ type State struct {
 	// QuotaUsed is the requests counted against the quota this month (0
 	// when nothing was counted, or the plan has no quota).
 	QuotaUsed int64 `json:"quota_used"`
+	// TokensMonth is the tokens (input + output) counted against the
+	// plan's monthly token budget this month (0 when none were counted).
+	TokensMonth int64 `json:"tokens_month"`
 	// Backlog is how many requests beyond the plan's steady rate the rate
 	// limit's bucket is absorbing now (0: at or under the rate).
 	Backlog float64 `json:"backlog"`
@@ -55,12 +80,14 @@ func Read(ctx context.Context, rdb redis.Cmdable, prefix string, keys []Plan, mo
 	}
 	quota := make([]*redis.StringCmd, len(keys))
 	tat := make([]*redis.StringCmd, len(keys))
+	tokens := make([]*redis.StringCmd, len(keys))
 	var now *redis.TimeCmd
 	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		now = p.Time(ctx)
 		for i, k := range keys {
 			quota[i] = p.Get(ctx, QuotaKey(prefix, k.ID, month))
 			tat[i] = p.Get(ctx, gcraStoreKey(prefix, k.ID))
+			tokens[i] = p.Get(ctx, TokenMonthKey(prefix, k.ID, month))
 		}
 		return nil
 	})
@@ -74,6 +101,9 @@ func Read(ctx context.Context, rdb redis.Cmdable, prefix string, keys []Plan, mo
 		out[i].ID = k.ID
 		if v, err := quota[i].Int64(); err == nil {
 			out[i].QuotaUsed = v
+		}
+		if v, err := tokens[i].Int64(); err == nil {
+			out[i].TokensMonth = v
 		}
 		if v, err := tat[i].Float64(); err == nil {
 			out[i].Backlog = Backlog(v, nowSec, k.RPS)

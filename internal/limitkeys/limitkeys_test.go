@@ -66,3 +66,13 @@ func TestReadWhatTheGatewayWrites(t *testing.T) {
 		t.Errorf("key 8, never used: %+v, want zeros", got[1])
 	}
 }
+
+func TestTokenKeyNames(t *testing.T) {
+	at := time.Date(2026, 12, 31, 23, 59, 30, 0, time.FixedZone("x", -3600))
+	if got := limitkeys.TokenMinuteKey("nlpswarm:", 7, limitkeys.Minute(at)); got != "nlpswarm:tpm:7:202701010059" {
+		t.Errorf("TokenMinuteKey = %q, want the UTC minute", got)
+	}
+	if got := limitkeys.TokenMonthKey("nlpswarm:", 7, limitkeys.Month(at)); got != "nlpswarm:tokens:7:202701" {
+		t.Errorf("TokenMonthKey = %q", got)
+	}
+}
