@@ -45,41 +45,7 @@ func TestImageServesTinyLlama(t *testing.T) {
 	const cred = "call-credential-of-tiny"
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "docker", "run", "-d", "--rm", "--read-only", "--network", "bridge",
-		"-p", "127.0.0.1::8080", "-v", dir+":/model:ro", image,
-		"generate", "--modeldir", "/model", "--generation.name", "tiny", "--callcredential", cred,
-		"--generation.parallel", "2", "--generation.context", "256", "--generation.threads", "1").CombinedOutput()
-	if err != nil {
-		t.Fatalf("docker run: %v: %s", err, out)
-	}
-	id := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if t.Failed() {
-			logs, _ := exec.Command("docker", "logs", "--tail", "30", id).CombinedOutput()
-			t.Logf("llama-server's log:\n%s", logs)
-		}
-		exec.Command("docker", "kill", id).Run()
-	})
-	port, err := exec.CommandContext(ctx, "docker", "port", id, "8080/tcp").Output()
-	if err != nil {
-		t.Fatalf("docker port: %v", err)
-	}
-	base := "http://" + strings.TrimSpace(strings.Split(string(port), "\n")[0])
-
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(base + "/v2/health/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the generate role not ready after 60 s: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	base := runGenerate(ctx, t, image, dir, cred)
 
 	type usage struct {
 		PromptTokens     int `json:"prompt_tokens"`
@@ -234,4 +200,46 @@ func mib(n uint64, err error) string {
 		return err.Error()
 	}
 	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
+
+// runGenerate starts image's generate role on the model in dir (2 slots of
+// 256 positions, 1 thread, extra flags after them) in a container killed
+// at the test's end, and returns its URL once it is ready.
+func runGenerate(ctx context.Context, t *testing.T, image, dir, cred string, extra ...string) string {
+	t.Helper()
+	args := append([]string{"run", "-d", "--rm", "--read-only", "--network", "bridge",
+		"-p", "127.0.0.1::8080", "-v", dir + ":/model:ro", image,
+		"generate", "--modeldir", "/model", "--generation.name", "tiny", "--callcredential", cred,
+		"--generation.parallel", "2", "--generation.context", "256", "--generation.threads", "1"}, extra...)
+	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker run: %v: %s", err, out)
+	}
+	id := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := exec.Command("docker", "logs", "--tail", "30", id).CombinedOutput()
+			t.Logf("llama-server's log:\n%s", logs)
+		}
+		exec.Command("docker", "kill", id).Run()
+	})
+	port, err := exec.CommandContext(ctx, "docker", "port", id, "8080/tcp").Output()
+	if err != nil {
+		t.Fatalf("docker port: %v", err)
+	}
+	base := "http://" + strings.TrimSpace(strings.Split(string(port), "\n")[0])
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(base + "/v2/health/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return base
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the generate role not ready after 60 s: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
