@@ -10,6 +10,15 @@
 #                                      services; off by default to keep make up fast
 #   NLPSWARM_ORT_IMAGE_ID              an ORT runtime image already loaded on every node
 #                                      (no build); the default engine is then ort too
+#   LLAMA=0                            do not build the generation runtime's CPU image
+#                                      (nlpswarm-llama, built by default; text-generation
+#                                      deployments are then unplaceable)
+#   NLPSWARM_LLAMA_IMAGE_ID            a generation image already loaded on every node (no build)
+#   GPU=1                              also build the CUDA generation image
+#                                      (nlpswarm-llama-cuda, make llama-cuda-image, about
+#                                      1.2 GB) for text-generation deployments on GPUs
+#   NLPSWARM_LLAMA_CUDA_IMAGE_ID       a CUDA generation image already loaded on the GPU
+#                                      nodes (no build)
 #   NLPSWARM_AGENT_IMAGE               the node agent's image, already loaded on every
 #                                      machine-learning node (no build; default: make
 #                                      agent-image builds nlpswarm-agent:dev)
@@ -65,6 +74,32 @@ else
   NLPSWARM_ORT_IMAGE_ID=
 fi
 export NLPSWARM_ORT_IMAGE_ID
+
+# the generation runtime's images (issue 15): the CPU one always (seconds
+# warm: its sid root is cached in /var/cache/nlpswarm/llama-sid), the CUDA
+# one for GPU nodes only with GPU=1 (about 1.2 GB); the scheduler gets
+# their IDs (docker-compose.yml's --llamaimage, --llamacudaimage)
+if [ -n "${NLPSWARM_LLAMA_IMAGE_ID:-}" ]; then
+  log "using the generation image $NLPSWARM_LLAMA_IMAGE_ID, no build"
+elif [ "${LLAMA:-1}" = 1 ]; then
+  phase "llama image"
+  log "building the generation runtime's image (make llama-image; the first build takes a minute or more)"
+  make -s llama-image LLAMA_IMAGE=nlpswarm-llama:dev >/dev/null
+  NLPSWARM_LLAMA_IMAGE_ID=$(docker image inspect -f '{{.Id}}' nlpswarm-llama:dev)
+else
+  NLPSWARM_LLAMA_IMAGE_ID=
+fi
+if [ -n "${NLPSWARM_LLAMA_CUDA_IMAGE_ID:-}" ]; then
+  log "using the CUDA generation image $NLPSWARM_LLAMA_CUDA_IMAGE_ID, no build"
+elif [ "${GPU:-0}" = 1 ]; then
+  phase "llama-cuda image"
+  log "building the CUDA generation image (make llama-cuda-image; the first build downloads about 320 MB)"
+  make -s llama-cuda-image LLAMA_CUDA_IMAGE=nlpswarm-llama-cuda:dev >/dev/null
+  NLPSWARM_LLAMA_CUDA_IMAGE_ID=$(docker image inspect -f '{{.Id}}' nlpswarm-llama-cuda:dev)
+else
+  NLPSWARM_LLAMA_CUDA_IMAGE_ID=
+fi
+export NLPSWARM_LLAMA_IMAGE_ID NLPSWARM_LLAMA_CUDA_IMAGE_ID
 
 if [ -z "${POSTGRES_IMAGE:-}${REDIS_IMAGE:-}${PROMETHEUS_IMAGE:-}" ]; then
   phase "base images"
