@@ -110,7 +110,7 @@ func checkGeneration(t *testing.T, sh shFunc, cli func(args ...string) string, t
 	if !strings.Contains(strings.SplitN(got, "\n", 2)[0], " 200 ") || !strings.Contains(got, `"completion_tokens":4`) {
 		t.Fatalf("with tiny's credential: %q, want 200 and 4 completion tokens", got)
 	}
-	t.Logf("nlp-tiny runs on nlpswarm-llama (%s), reserves %d bytes (the estimate), answers /v1/completions with tiny's call credential only",
+	t.Logf("nlp-tiny runs on nlpswarm-llama (%s), reserves %d bytes (the estimate, at least 256 MiB), answers /v1/completions with tiny's call credential only",
 		llamaID[:19], d.MemoryReservation)
 	t.Log(cli("undeploy", "tiny"))
 }

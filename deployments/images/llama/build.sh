@@ -130,7 +130,10 @@ log "$(chroot "$LLAMA_ROOT" dpkg-query -W -f '${Package} ${Version}  ' $packages
 # is copied.
 backends=/usr/lib/x86_64-linux-gnu/ggml/backends0
 rm -rf "$ctx"
-mkdir -p "$ctx/rootfs/tmp" "$ctx/rootfs/etc" "$ctx/rootfs$backends"
+# data/cache: the artifact cache the scheduler mounts a node volume on,
+# owned by nobody (the Dockerfile's COPY --chown), which Docker copies into
+# the volume when this image's task is the first to create it
+mkdir -p "$ctx/rootfs/tmp" "$ctx/rootfs/etc" "$ctx/rootfs$backends" "$ctx/data/cache"
 lddout=$(
   chroot "$LLAMA_ROOT" ldd /usr/bin/llama-server
   for so in "$LLAMA_ROOT$backends"/*.so; do chroot "$LLAMA_ROOT" ldd "${so#"$LLAMA_ROOT"}"; echo "${so#"$LLAMA_ROOT"}"; done

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,6 +48,7 @@ func TestCUDAImage(t *testing.T) {
 				t.Errorf("missing %s: %v", f, err)
 			}
 		}
+		cacheOwnedByNobody(t, root)
 		libDirs := []string{"lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", "usr/lib"}
 		elfs, missing := 0, map[string][]string{}
 		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
@@ -178,4 +180,20 @@ func exportImage(ctx context.Context, t *testing.T, image string) string {
 		t.Fatalf("docker export: %v", err)
 	}
 	return root
+}
+
+// cacheOwnedByNobody checks that the image's artifact cache
+// (/var/lib/nlpswarm/cache, where the scheduler mounts the node's artifact
+// volume) belongs to the user the replicas run as: Docker copies it into
+// the volume when a generation replica is the first to create it, which
+// the replica must then be able to write.
+func cacheOwnedByNobody(t *testing.T, root string) {
+	t.Helper()
+	st, err := os.Stat(filepath.Join(root, "var/lib/nlpswarm/cache"))
+	if err != nil {
+		t.Fatalf("no artifact cache folder: %v", err)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); !ok || sys.Uid != 65534 || sys.Gid != 65534 || !st.IsDir() {
+		t.Errorf("/var/lib/nlpswarm/cache: %v %+v, want a folder of 65534:65534", st.Mode(), st.Sys())
+	}
 }
