@@ -6,7 +6,10 @@
 // required, Server-Sent Events passed on as they come, a client that leaves
 // cancels the generation), the OIP health routes, and the generation
 // metrics: prompt and completion tokens, time to first token, requests in
-// flight and their outcome.
+// flight and their outcome. The child's slots (--parallel), context, threads
+// and the layers it offloads to the GPUs it sees (Config.GPULayers,
+// --n-gpu-layers: 0 on CPUs, all of them on a GPU deployment, which the
+// scheduler runs on the CUDA image) come from the role's flags.
 //
 // It must not touch the model manager, the scheduler or the gateway; it
 // reads the model with models.Fetch (the artifact contract every runtime
