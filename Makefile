@@ -161,6 +161,21 @@ bench-llama: llama-image
 parity-fixture:
 	GO=$(GO) ./deployments/images/llama/parity/run.sh
 
+# Its CUDA variant for GPU nodes (nlpswarm-llama-cuda): the same plus ggml's
+# CUDA backend (sid contrib) and Debian's CUDA 12.4 runtime (non-free),
+# pinned, without the driver library (the NVIDIA container runtime mounts
+# the node's); its root is cached in /var/cache/nlpswarm/llama-cuda-sid.
+# About 1.2 GB: not part of make test, nor of make up unless GPU=1.
+# test-llama-cuda checks it without a GPU: its files and closure, and the
+# generate role with every layer asked on the GPU serving on the CPU.
+LLAMA_CUDA_IMAGE ?= nlpswarm-llama-cuda:dev
+.PHONY: llama-cuda-image test-llama-cuda
+llama-cuda-image: build
+	CUDA=1 LLAMA_IMAGE=$(LLAMA_CUDA_IMAGE) ./deployments/images/llama/build.sh
+
+test-llama-cuda: llama-cuda-image
+	LLAMA_CUDA_IMAGE=$(LLAMA_CUDA_IMAGE) $(GO) test -count=1 -v -run '^TestCUDAImage$$' ./deployments/images/llama
+
 # The whole stack (gateway → one replica of the MiniLM-sized encoder) at
 # concurrency 16, ort vs go alternated (deployments/bench/stack.sh; brings
 # the stack up fresh with ORT=1 unless KEEP_STACK=1; holds the engine's lock).

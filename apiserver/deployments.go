@@ -268,30 +268,37 @@ func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest)
 			}
 			return err
 		}
-		if task == modelmgr.TextGeneration {
-			return fmt.Errorf("%w: %s is a text-generation model; its versions are checked and stored, but the scheduler cannot deploy the generation runtime yet (issue 15)", modelmgr.ErrInvalid, name)
-		}
-		var size int64
-		q := `SELECT version, size_bytes FROM model_versions WHERE model_id = $1 AND status = 'ready' ORDER BY version DESC LIMIT 1`
+		var size, estimate int64
+		// the memory estimate of a text-generation version (ggufcheck, at
+		// upload); 0 for the others
+		const cols = `version, size_bytes, COALESCE((metadata->>'memory_estimate_bytes')::bigint, 0)`
+		q := `SELECT ` + cols + ` FROM model_versions WHERE model_id = $1 AND status = 'ready' ORDER BY version DESC LIMIT 1`
 		args := []any{modelID}
 		if req.Version > 0 {
-			q = `SELECT version, size_bytes FROM model_versions WHERE model_id = $1 AND version = $2 AND status = 'ready'`
+			q = `SELECT ` + cols + ` FROM model_versions WHERE model_id = $1 AND version = $2 AND status = 'ready'`
 			args = append(args, req.Version)
 		}
-		if err := tx.QueryRow(ctx, q, args...).Scan(&req.Version, &size); err != nil {
+		if err := tx.QueryRow(ctx, q, args...).Scan(&req.Version, &size, &estimate); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {
 				return fmt.Errorf("%w: model %s has no such version; push one first", modelmgr.ErrInvalid, name)
 			}
 			return err
 		}
-		reservation := modelmgr.DefaultMemory(size)
-		if req.Resources.Memory > 0 && int64(req.Resources.Memory) < reservation {
-			reservation = int64(req.Resources.Memory)
+		res := deployment.Resources{CPUs: req.Resources.CPUs, MemoryBytes: int64(req.Resources.Memory),
+			GPUs: req.Resources.GPUs, GPUMemory: int64(req.Resources.GPUMemory), Labels: req.Placement.Labels}
+		if task == modelmgr.TextGeneration {
+			var err error
+			if res, err = generationResources(res, req.Backend, size, estimate); err != nil {
+				return badRequest(fmt.Sprintf("model %s version %d: %v", name, req.Version, err))
+			}
+		} else {
+			res.MemoryReservation = modelmgr.DefaultMemory(size)
+			if res.MemoryBytes > 0 && res.MemoryBytes < res.MemoryReservation {
+				res.MemoryReservation = res.MemoryBytes
+			}
 		}
 		spec := deployment.Spec{ModelID: modelID, Model: name, Version: req.Version, Replicas: *req.Replicas,
-			Resources: deployment.Resources{CPUs: req.Resources.CPUs, MemoryBytes: int64(req.Resources.Memory), MemoryReservation: reservation,
-				GPUs: req.Resources.GPUs, GPUMemory: int64(req.Resources.GPUMemory), Labels: req.Placement.Labels},
-			Backend: req.Backend}
+			Resources: res, Backend: req.Backend}
 		if req.Autoscale != nil {
 			spec.Autoscale = deployment.Autoscale(req.Autoscale.Bounds())
 			// a redeploy that names no count keeps the autoscaler's
@@ -304,6 +311,45 @@ func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest)
 		return fmt.Errorf("deploy %s: %w", name, err)
 	}
 	return nil
+}
+
+// generationResources are the resources of a text-generation deployment
+// (issue 15) from those asked for (r), defaulted from the version's memory
+// estimate (ggufcheck at upload: the weights, the KV cache of the
+// generation runtime's 4 slots of the model's context, and a margin; the
+// file's size when a version has none). On CPUs the estimate is the
+// memory reservation, and a memory limit below it is refused: the replica
+// would be killed out of memory. On GPUs the estimate is the GPU memory,
+// shared by the GPUs (llama.cpp splits the layers over them): gpu_memory
+// defaults to each GPU's share and may not be below it, and the host
+// reserves the file's size (llama.cpp reads the weights through host
+// memory while it offloads them). A generation model runs on llama.cpp
+// only: an encoder backend is refused.
+func generationResources(r deployment.Resources, backend string, size, estimate int64) (deployment.Resources, error) {
+	if backend != deployment.BackendDefault {
+		return r, fmt.Errorf("a text-generation model runs on llama.cpp: leave backend out (%q is an encoder engine)", backend)
+	}
+	estimate = max(estimate, size)
+	if r.GPUs == 0 {
+		if r.MemoryBytes > 0 && r.MemoryBytes < estimate {
+			return r, fmt.Errorf("resources.memory %s is below the model's memory estimate %s (weights, KV cache of 4 slots of its context, margin): give at least that, or leave it out",
+				FormatBytes(r.MemoryBytes), FormatBytes(estimate))
+		}
+		r.MemoryReservation = max(estimate, deployment.MinMemory)
+		return r, nil
+	}
+	share := (estimate + int64(r.GPUs) - 1) / int64(r.GPUs)
+	if r.GPUMemory == 0 {
+		r.GPUMemory = share
+	} else if r.GPUMemory < share {
+		return r, fmt.Errorf("resources.gpu_memory %s per GPU is below the model's share of its memory estimate on %d GPU(s), %s: give at least that, or leave it out",
+			FormatBytes(r.GPUMemory), r.GPUs, FormatBytes(share))
+	}
+	r.MemoryReservation = max(size, deployment.MinMemory)
+	if r.MemoryBytes > 0 {
+		r.MemoryReservation = min(r.MemoryReservation, r.MemoryBytes)
+	}
+	return r, nil
 }
 
 // ScaleRequest sets the replica count; on an autoscaled deployment it sets

@@ -10,6 +10,15 @@
 #                                      services; off by default to keep make up fast
 #   NLPSWARM_ORT_IMAGE_ID              an ORT runtime image already loaded on every node
 #                                      (no build); the default engine is then ort too
+#   LLAMA=0                            do not build the generation runtime's CPU image
+#                                      (nlpswarm-llama, built by default; text-generation
+#                                      deployments are then unplaceable)
+#   NLPSWARM_LLAMA_IMAGE_ID            a generation image already loaded on every node (no build)
+#   GPU=1                              also build the CUDA generation image
+#                                      (nlpswarm-llama-cuda, make llama-cuda-image, about
+#                                      1.2 GB) for text-generation deployments on GPUs
+#   NLPSWARM_LLAMA_CUDA_IMAGE_ID       a CUDA generation image already loaded on the GPU
+#                                      nodes (no build)
 #   NLPSWARM_AGENT_IMAGE               the node agent's image, already loaded on every
 #                                      machine-learning node (no build; default: make
 #                                      agent-image builds nlpswarm-agent:dev)
@@ -54,19 +63,33 @@ else
 fi
 export NLPSWARM_IMAGE NLPSWARM_IMAGE_ID
 
-# the ONNX Runtime engine's image (issue 14): opt-in; the scheduler gets its ID
-# (docker-compose.yml's --ortimage), empty without it (every model on pure Go)
-if [ -n "${NLPSWARM_ORT_IMAGE_ID:-}" ]; then
-  log "using the ORT runtime image $NLPSWARM_ORT_IMAGE_ID, no build"
-elif [ "${ORT:-0}" = 1 ]; then
-  phase "ORT image"
-  log "building the ONNX Runtime runtime image (make ort-image; the first build takes minutes)"
-  make -s ort-image ORT_IMAGE=nlpswarm-ort:dev >/dev/null
-  NLPSWARM_ORT_IMAGE_ID=$(docker image inspect -f '{{.Id}}' nlpswarm-ort:dev)
-else
-  NLPSWARM_ORT_IMAGE_ID=
-fi
-export NLPSWARM_ORT_IMAGE_ID
+# engine_image VAR WANT TARGET MAKEVAR TAG PHASE WHAT: an engine's runtime image,
+# whose ID the scheduler gets (docker-compose.yml's --ortimage,
+# --llamaimage, --llamacudaimage): VAR when set (an image already loaded on
+# every node, no build), else built by make TARGET when WANT is 1, else
+# empty (the deployments that need it are then unplaceable, or, for ORT,
+# run pure Go)
+engine_image() {
+  local var=$1 want=$2 target=$3 makevar=$4 tag=$5 label=$6 what=$7
+  if [ -n "${!var:-}" ]; then
+    log "using the $what ${!var}, no build"
+  elif [ "$want" = 1 ]; then
+    phase "$label"
+    log "building the $what (make $target)"
+    make -s "$target" "$makevar=$tag" >/dev/null
+    printf -v "$var" '%s' "$(docker image inspect -f '{{.Id}}' "$tag")"
+  else
+    printf -v "$var" '%s' ""
+  fi
+  export "${var?}"
+}
+# the ONNX Runtime engine (issue 14): opt-in (the first build takes minutes)
+engine_image NLPSWARM_ORT_IMAGE_ID "${ORT:-0}" ort-image ORT_IMAGE nlpswarm-ort:dev "ORT image" "ONNX Runtime runtime image"
+# the generation runtime (issue 15): the CPU image always (seconds warm: its
+# sid root is cached in /var/cache/nlpswarm/llama-sid), the CUDA one for GPU
+# nodes only with GPU=1 (about 1.2 GB)
+engine_image NLPSWARM_LLAMA_IMAGE_ID "${LLAMA:-1}" llama-image LLAMA_IMAGE nlpswarm-llama:dev "llama image" "generation runtime's image"
+engine_image NLPSWARM_LLAMA_CUDA_IMAGE_ID "${GPU:-0}" llama-cuda-image LLAMA_CUDA_IMAGE nlpswarm-llama-cuda:dev "llama-cuda image" "CUDA generation image"
 
 if [ -z "${POSTGRES_IMAGE:-}${REDIS_IMAGE:-}${PROMETHEUS_IMAGE:-}" ]; then
   phase "base images"
@@ -217,9 +240,14 @@ phase ""
 log "took ${SECONDS}s: $(IFS=,; echo "${PHASES[*]}" | sed 's/,/, /g')"
 engine="pure Go (make up ORT=1 adds ONNX Runtime)"
 [ -n "$NLPSWARM_ORT_IMAGE_ID" ] && engine="ONNX Runtime (nlpswarm-ort); deploy --backend go for pure Go"
+generation="none (make up LLAMA=1 builds nlpswarm-llama)"
+[ -n "$NLPSWARM_LLAMA_IMAGE_ID" ] && generation="nlpswarm-llama on CPUs"
+[ -n "$NLPSWARM_LLAMA_CUDA_IMAGE_ID" ] && generation="${generation%% (*}, nlpswarm-llama-cuda on GPUs"
+[ -z "$NLPSWARM_LLAMA_CUDA_IMAGE_ID" ] && generation="$generation (make up GPU=1 adds the CUDA image)"
 cat <<MSG
 nlpswarm is up (stack "$STACK").
   engine:      model services default to $engine
+  generation:  text-generation models run $generation
   backoffice:  http://$backoffice_host:8081   (admin token: $STATE/admin_token)
   gateway:     http://$PUBLIC_HOST:8080
   prometheus:  http://$prometheus_host:9090

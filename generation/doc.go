@@ -10,6 +10,10 @@
 // embedding GGUF of task feature-extraction) the child runs with
 // --embeddings and the model's own pooling, and only /v1/embeddings is
 // relayed.
+// The child's slots (--parallel), context, threads
+// and the layers it offloads to the GPUs it sees (Config.GPULayers,
+// --n-gpu-layers: 0 on CPUs, all of them on a GPU deployment, which the
+// scheduler runs on the CUDA image) come from the role's flags.
 //
 // It must not touch the model manager, the scheduler or the gateway; it
 // reads the model with models.Fetch (the artifact contract every runtime

@@ -39,6 +39,7 @@ type Config struct {
 	Context      int           `description:"positions per slot; 0: the model's own context length"`
 	Parallel     int           `description:"slots: sequences generated at once (continuous batching)"`
 	Threads      int           `description:"CPU threads of the child; 0: GOMAXPROCS"`
+	GPULayers    int           `description:"layers llama-server offloads to the GPUs it sees (--n-gpu-layers); 0: none, the CPU runs the model; a number above the model's layers (the scheduler gives 999) offloads all of them"`
 	StartTimeout time.Duration `description:"how long the child may take to load the model"`
 	DrainTimeout time.Duration `description:"how long a drain waits for requests in flight"`
 	Embeddings   bool          `description:"serve /v1/embeddings only (an embedding GGUF, task feature-extraction): llama-server --embeddings with the model's own pooling"`
@@ -101,7 +102,7 @@ func Start(ctx context.Context, cfg Config, dir string, log *slog.Logger, m *Met
 		r.ready.Store(false)
 		close(r.exited)
 	}()
-	log.Info("llama-server started", "pid", cmd.Process.Pid, "slots", slots, "context_per_slot", perSlot, "threads", threads,
+	log.Info("llama-server started", "pid", cmd.Process.Pid, "slots", slots, "context_per_slot", perSlot, "threads", threads, "gpu_layers", max(cfg.GPULayers, 0),
 		"architecture", info.Architecture, "parameters", info.Parameters, "file_type", info.FileType)
 	if err := r.waitHealthy(ctx, cfg.StartTimeout); err != nil {
 		r.kill()
@@ -148,7 +149,7 @@ func serverArgs(cfg Config, info ggufcheck.Info, path string, port, threads int)
 	slots, perSlot := slotsOf(cfg, info)
 	args := []string{"-m", path, "--host", "127.0.0.1", "--port", strconv.Itoa(port),
 		"--parallel", strconv.Itoa(slots), "-c", strconv.FormatUint(perSlot*uint64(slots), 10),
-		"-t", strconv.Itoa(threads), "--no-webui"}
+		"-t", strconv.Itoa(threads), "--n-gpu-layers", strconv.Itoa(max(cfg.GPULayers, 0)), "--no-webui"}
 	if cfg.Embeddings {
 		if !info.Embeds() {
 			return nil, fmt.Errorf("embeddings mode needs a model that pools its tokens (%s.pooling_type mean, cls or last); this one has %q", info.Architecture, info.PoolingType)

@@ -45,6 +45,7 @@ func fakeLlama(args []string) {
 	fs.String("parallel", "", "")
 	fs.String("c", "", "")
 	fs.String("t", "", "")
+	fs.String("n-gpu-layers", "", "")
 	fs.Bool("no-webui", false, "")
 	embeddings := fs.Bool("embeddings", false, "")
 	fs.String("pooling", "", "")
@@ -52,6 +53,9 @@ func fakeLlama(args []string) {
 	fs.String("ub", "", "")
 	if err := fs.Parse(args); err != nil {
 		os.Exit(2)
+	}
+	if f := os.Getenv("GENERATION_FAKE_ARGS"); f != "" {
+		os.WriteFile(f, []byte(strings.Join(args, " ")), 0o644)
 	}
 	switch os.Getenv("GENERATION_FAKE") {
 	case "crash":
@@ -130,6 +134,34 @@ func start(t *testing.T, mode string) (*Replica, *Metrics, error) {
 		t.Cleanup(r.kill)
 	}
 	return r, m, err
+}
+
+// The child gets the slots, the context of all of them and the layers to
+// offload as the scheduler set them (--generation.gpulayers on a GPU
+// deployment; 0, the CPU, otherwise).
+func TestChildArgs(t *testing.T) {
+	for _, tt := range []struct {
+		layers int
+		want   string
+	}{{0, "--n-gpu-layers 0"}, {999, "--n-gpu-layers 999"}, {-5, "--n-gpu-layers 0"}} {
+		t.Setenv("GENERATION_FAKE", "ok")
+		args := filepath.Join(t.TempDir(), "args")
+		t.Setenv("GENERATION_FAKE_ARGS", args)
+		cfg := DefaultConfig()
+		cfg.Name, cfg.Server, cfg.StartTimeout, cfg.DrainTimeout = "tiny", os.Args[0], 10*time.Second, 5*time.Second
+		cfg.Parallel, cfg.Context, cfg.Threads, cfg.GPULayers = 2, 64, 1, tt.layers
+		r, err := Start(context.Background(), cfg, modelDir(t), slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.kill()
+		got, _ := os.ReadFile(args)
+		for _, w := range []string{tt.want, "--parallel 2", "-c 128", "-t 1"} {
+			if !strings.Contains(string(got), w) {
+				t.Errorf("gpu layers %d: the child got %q, want %q in it", tt.layers, got, w)
+			}
+		}
+	}
 }
 
 func TestRelayWholeAndStreamed(t *testing.T) {

@@ -53,6 +53,28 @@
 // any, left as it is); the effective engine is written into its observed
 // state, which `nlpswarm status` and the pages show.
 //
+// Generation (issue 15). A text-generation deployment (a GGUF model) runs
+// the generation runtime, the `generate` role in front of llama-server,
+// as a Swarm service like every model: EngineOf (pure) gives it llama.cpp,
+// on the CUDA image (SpecConfig.LlamaCUDAImage, --llamacudaimage,
+// nlpswarm-llama-cuda; backend llama-cuda) when it asks for GPUs, else the
+// CPU image (LlamaImage, --llamaimage, nlpswarm-llama; backend llama).
+// BuildSpec gives the role the model's artifact and credentials as a
+// runtime's, GenerationSlots parallel slots of the model's own context (the
+// figure the upload's memory estimate assumed), the CPU threads of its
+// limit, every layer offloaded (--generation.gpulayers) on the CUDA image,
+// and a 10-minute health start period (a GGUF is GiBs). Its memory comes
+// from the deployment record, where the apiserver wrote the upload's
+// estimate (memory_estimate_bytes) when the operator gave none: the memory
+// reservation on CPUs, the GPU memory (each GPU's share) on GPUs, which the
+// best-fit placement below reserves like any GPU deployment's, each replica
+// a service pinned by node.id and NVIDIA_VISIBLE_DEVICES (the NVIDIA
+// container runtime on the node mounts the driver and those GPUs). Refused,
+// with the reason, in the plan and the deployment's status: a generation
+// model with no image of its kind, one naming an encoder backend, and one
+// asking more memory per GPU than any GPU of the inventory has
+// (GPUTooSmall).
+//
 // A reconcile pass is Nomad-like, in three steps:
 //
 //   - inputs: the desired deployments (internal/deployment.LoadDesired), the

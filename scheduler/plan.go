@@ -174,7 +174,7 @@ func (p Plan) unplaceable(model string) bool {
 func Diff(desired []deployment.Desired, services []Service, inv placement.Snapshot, c SpecConfig) Plan {
 	p := Plan{GPUFrees: []string{}, GPUAssigns: []GPUAssign{}, Unplaceable: []Unplaceable{}, Short: []Unplaceable{}, Creates: []Change{},
 		Updates: []Change{}, Removes: []Removal{}, Unchanged: []string{}, Deferred: []Removal{}, services: map[string][]string{}}
-	p.refuseEngines(desired, c)
+	p.refuse(desired, inv.Nodes, c)
 	existing := map[string]Service{}
 	for _, s := range services {
 		existing[s.Name] = s
@@ -291,12 +291,18 @@ func (p *Plan) diffService(d Desired, name string, svc Service, c SpecConfig) bo
 	return true
 }
 
-// refuseEngines marks unplaceable the deployments whose engine cannot be had
-// (ort with no ORT image): like one placement refuses, a refused one keeps
-// its service, if any, and the GPUs it holds as they are.
-func (p *Plan) refuseEngines(desired []deployment.Desired, c SpecConfig) {
+// refuse marks unplaceable the deployments whose engine cannot be had (ort
+// with no ORT image, a generation model with no generation image of its
+// kind: EngineOf) and the generation models too large for any GPU
+// (GPUTooSmall): like one placement refuses, a refused one keeps its
+// service, if any, and the GPUs it holds as they are.
+func (p *Plan) refuse(desired []deployment.Desired, nodes []placement.Node, c SpecConfig) {
 	for _, d := range desired {
-		if _, err := c.Engine(d.Backend); err != nil {
+		_, err := c.EngineOf(d)
+		if err == nil {
+			err = GPUTooSmall(d, nodes)
+		}
+		if err != nil {
 			p.Unplaceable = append(p.Unplaceable, Unplaceable{Model: d.Model, Reason: err.Error(), Generation: d.Generation})
 		}
 	}

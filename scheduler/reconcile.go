@@ -228,7 +228,7 @@ func (r *Reconciler) observe(ctx context.Context, d deployment.Desired, services
 	nodes := r.nodeNames(ctx)
 	// the engine is resolved here as in the spec (Diff refused the
 	// deployments whose engine cannot be had, so none is observed)
-	eng, _ := r.Spec.Engine(d.Backend)
+	eng, _ := r.Spec.EngineOf(d)
 	obs := deployment.Observed{Desired: d.Replicas, Tasks: []deployment.TaskState{}, Backend: eng.Backend}
 	lastErr := ""
 	for _, t := range tasks {

@@ -129,9 +129,15 @@ type SpecConfig struct {
 	// Owner names the platform instance: a reconciler manages (and removes as
 	// orphans) only services with its owner label, so two platforms or test
 	// runs on one swarm leave each other alone. Default "nlpswarm".
-	Owner           string
-	Image           string // image ID (sha256:…) so no node pulls: the go engine's runtime
-	ORTImage        string // the ONNX Runtime runtime (nlpswarm-ort) by ID; "": none (Engine)
+	Owner    string
+	Image    string // image ID (sha256:…) so no node pulls: the go engine's runtime
+	ORTImage string // the ONNX Runtime runtime (nlpswarm-ort) by ID; "": none (Engine)
+	// LlamaImage is the generation runtime on CPUs (nlpswarm-llama) by ID,
+	// LlamaCUDAImage the one with ggml's CUDA backend
+	// (nlpswarm-llama-cuda); "": none, and text-generation deployments
+	// that need it are refused (EngineOf).
+	LlamaImage      string
+	LlamaCUDAImage  string
 	Network         string
 	ArtifactBaseURL string // e.g. http://apiserver:8081
 	// ArtifactKey signs each model service's artifact credential
@@ -212,7 +218,7 @@ func (c SpecConfig) owner() string {
 // Diff refuses a deployment whose engine cannot be had before building its
 // spec (built anyway, the spec has no image and Swarm refuses it).
 func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
-	eng, _ := c.Engine(d.Backend)
+	eng, _ := c.EngineOf(d.Desired)
 	name := ServiceName(d.Model)
 	network := swarm.NetworkAttachmentConfig{Target: c.Network}
 	replicas := uint64(d.Replicas)
@@ -227,24 +233,26 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 		limit = 2 * reservation
 	}
 	reservation = min(reservation, limit)
+	// A deployment without a CPU figure reserves none (reservations are
+	// bookkeeping) but is still capped at DefaultNanoCPUs.
+	limitCPUs, reserveCPUs := int64(d.CPUs*1e9), int64(d.CPUs*1e9/4)
+	if limitCPUs <= 0 {
+		limitCPUs, reserveCPUs = DefaultNanoCPUs, 0
+	}
 	args := c.Args
-	if args == nil {
-		args = []string{"runtime",
+	switch {
+	case args != nil:
+	case Generation(d.Desired):
+		args = generationArgs(d, c, eng, limitCPUs)
+	default:
+		args = append([]string{"runtime",
 			"--name=" + d.Model, "--task=" + d.Task,
 			"--artifacturl=" + strings.TrimRight(c.ArtifactBaseURL, "/") + "/internal/blobs/" + d.Digest,
 			"--digest=" + d.Digest,
 			"--listen=:" + strconv.Itoa(RuntimePort),
 			"--cachedir=" + ArtifactCacheDir,
 			"--engine.backend=" + eng.Backend,
-		}
-		if cred := artifactcred.Mint(c.ArtifactKey, d.Digest, artifactcred.Expiry(d.Digest, c.now())); cred != "" {
-			args = append(args, "--artifactcredential="+cred)
-		}
-		// the model's, so every replica (and each GPU slot's service) of it
-		// has the same one, and no other model's
-		if cred := artifactcred.Call(c.CallKey, d.Model); cred != "" {
-			args = append(args, "--callcredential="+cred)
-		}
+		}, credentialArgs(d, c)...)
 	}
 	constraints := []string{}
 	if c.PlacementConstraint != "" {
@@ -265,13 +273,10 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 	} else if d.GPUs == 0 {
 		env = append(env, "NVIDIA_VISIBLE_DEVICES=void")
 	}
-	// A deployment without a CPU figure reserves none (reservations are
-	// bookkeeping) but is still capped at DefaultNanoCPUs.
-	limitCPUs, reserveCPUs := int64(d.CPUs*1e9), int64(d.CPUs*1e9/4)
-	if limitCPUs <= 0 {
-		limitCPUs, reserveCPUs = DefaultNanoCPUs, 0
+	grace, startPeriod := 30*time.Second, 60*time.Second
+	if Generation(d.Desired) {
+		startPeriod = GenerationStartPeriod
 	}
-	grace := 30 * time.Second
 	labels := map[string]string{
 		LabelManaged: "true", LabelOwner: c.owner(), LabelModel: d.Model, LabelVersion: strconv.Itoa(d.Version), LabelTask: d.Task,
 		LabelMetricsPort: strconv.Itoa(RuntimePort), LabelBackend: eng.Backend,
@@ -302,7 +307,7 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 					Interval:    time.Second,
 					Timeout:     5 * time.Second,
 					Retries:     5,
-					StartPeriod: 60 * time.Second,
+					StartPeriod: startPeriod,
 				},
 				StopGracePeriod: &grace,
 				User:            RuntimeUser,
@@ -342,6 +347,21 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 }
 
 func durationPtr(d time.Duration) *time.Duration { return &d }
+
+// credentialArgs are a model service's credentials, for either role: one
+// to download its own artifact, one its routes require (the model's, so
+// every replica, and each GPU slot's service, of it has the same one, and
+// no other model's).
+func credentialArgs(d Desired, c SpecConfig) []string {
+	var args []string
+	if cred := artifactcred.Mint(c.ArtifactKey, d.Digest, artifactcred.Expiry(d.Digest, c.now())); cred != "" {
+		args = append(args, "--artifactcredential="+cred)
+	}
+	if cred := artifactcred.Call(c.CallKey, d.Model); cred != "" {
+		args = append(args, "--callcredential="+cred)
+	}
+	return args
+}
 
 // SpecHash identifies a spec's content (without the hash label itself), so a
 // reconcile pass can tell whether a service needs an update.

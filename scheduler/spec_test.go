@@ -23,7 +23,8 @@ func TestBuildSpecGolden(t *testing.T) {
 	cfg := SpecConfig{Image: "sha256:" + "ab" + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd", Network: "nlpswarm",
 		ArtifactBaseURL: "http://apiserver:8081/", ArtifactKey: artifactcred.Key("internal-test-token"), CallKey: testCallKey(t),
 		Now:                 func() time.Time { return time.Date(2026, 12, 1, 22, 0, 0, 0, time.UTC) },
-		PlacementConstraint: "node.labels.type==machine-learning"}
+		PlacementConstraint: "node.labels.type==machine-learning",
+		LlamaImage:          "sha256:" + "11" + strings.Repeat("0", 62), LlamaCUDAImage: "sha256:" + "22" + strings.Repeat("0", 62)}
 	tests := []struct {
 		name string
 		d    Desired
@@ -32,6 +33,12 @@ func TestBuildSpecGolden(t *testing.T) {
 			Resources: deployment.Resources{CPUs: 1, MemoryReservation: 300 << 20, Labels: map[string]string{"zone": "eu", "disk": "ssd"}}}, MaxPerNode: 1}},
 		{"gpu", Desired{Desired: deployment.Desired{Model: "big", Task: "feature-extraction", Version: 1, Digest: "sha256:beef", Replicas: 1,
 			Resources: deployment.Resources{MemoryBytes: 8 << 30, MemoryReservation: 4 << 30, GPUs: 1, GPUMemory: 16 << 30}}, Pin: &Pin{NodeID: "node-7", GPUUUIDs: []string{"GPU-6dbd0f63-4ff1-3c08-35c4-b39b76c99a0c"}}}},
+		// issue 15: a text-generation model on CPUs (its estimate reserved)
+		// and on a GPU (the CUDA image, every layer offloaded)
+		{"generation_cpu", Desired{Desired: deployment.Desired{Model: "chat", Task: "text-generation", Version: 2, Digest: "sha256:cafe", Replicas: 2,
+			Resources: deployment.Resources{CPUs: 4, MemoryReservation: 5 << 30}}, MaxPerNode: 1}},
+		{"generation_gpu", Desired{Desired: deployment.Desired{Model: "chat", Task: "text-generation", Version: 2, Digest: "sha256:cafe", Replicas: 1,
+			Resources: deployment.Resources{MemoryReservation: 4 << 30, GPUs: 1, GPUMemory: 5 << 30}}, Pin: &Pin{Slot: 1, NodeID: "node-7", GPUUUIDs: []string{"GPU-6dbd0f63-4ff1-3c08-35c4-b39b76c99a0c"}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

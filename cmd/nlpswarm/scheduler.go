@@ -27,6 +27,8 @@ type schedulerConfig struct {
 	Owner             string        `description:"name of this platform instance: only services with this owner label are managed (and removed as orphans)"`
 	Image             string        `description:"runtime image of model services on the go engine (a tag is resolved to its image ID so no node pulls)"`
 	ORTImage          string        `description:"ONNX Runtime runtime image (make ort-image; resolved like image): model services on the ort engine, the default when set; '' for none (ort deployments are then unplaceable)"`
+	LlamaImage        string        `description:"generation runtime image on CPUs (make llama-image, nlpswarm-llama; resolved like image): text-generation deployments without GPUs; '' for none (they are then unplaceable)"`
+	LlamaCUDAImage    string        `description:"generation runtime image with ggml's CUDA backend (make llama-cuda-image, nlpswarm-llama-cuda; resolved like image): text-generation deployments with GPUs; '' for none (they are then unplaceable)"`
 	Network           string        `description:"overlay network model services join"`
 	ArtifactBaseURL   string        `description:"base URL runtimes download artifacts from (the apiserver)"`
 	InternalTokenFile string        `description:"file holding the internal token, the key of the per-digest artifact credentials model services get ('' for none: they cannot download)"`
@@ -103,7 +105,7 @@ func runScheduler(ctx context.Context, args []string) error {
 	}
 	defer docker.Close()
 	spec, err := scheduler.ResolveSpecConfig(ctx, docker, scheduler.SpecConfig{
-		Owner: cfg.Owner, Image: cfg.Image, ORTImage: cfg.ORTImage, Network: cfg.Network, ArtifactBaseURL: cfg.ArtifactBaseURL,
+		Owner: cfg.Owner, Image: cfg.Image, ORTImage: cfg.ORTImage, LlamaImage: cfg.LlamaImage, LlamaCUDAImage: cfg.LlamaCUDAImage, Network: cfg.Network, ArtifactBaseURL: cfg.ArtifactBaseURL,
 		ArtifactKey: artifactcred.Key(internalToken), CallKey: callKey, PlacementConstraint: cfg.Placement.Constraint, ArtifactVolume: cfg.ArtifactVolume,
 	})
 	if err != nil {
@@ -138,7 +140,7 @@ func runScheduler(ctx context.Context, args []string) error {
 		return err
 	}
 	defer leader.Release()
-	log.Info("leading", "image", spec.Image, "ort_image", spec.ORTImage, "network", spec.Network)
+	log.Info("leading", "image", spec.Image, "ort_image", spec.ORTImage, "llama_image", spec.LlamaImage, "llama_cuda_image", spec.LlamaCUDAImage, "network", spec.Network)
 	actx, stopAutoscaler := context.WithCancel(ctx)
 	go as.Run(actx)
 	err = rec.Loop(ctx, leader, cfg.Resync)

@@ -8,5 +8,10 @@
 // against parity/testdata/reference.json, which parity/run.sh writes with
 // Debian sid's transformers): greedy token ids and text, the tokenizer and
 // the chat template, stop sequences, max_tokens, seeded sampling, and the
-// embeddings mode's pooled vectors. It owns no code a role imports.
+// embeddings mode's pooled vectors.// and the test of its CUDA variant (nlpswarm-llama-cuda, build.sh with CUDA=1,
+// `make test-llama-cuda`, no GPU needed): ggml's CUDA backend and CUDA 12.4
+// runtime present, the closure complete but for the node's libcuda.so.1,
+// no driver library, llama-server listing its devices, and the generate
+// role with every layer asked on the GPU serving on the CPU. It owns no
+// code a role imports.
 package llamaimage

@@ -189,6 +189,9 @@ func TestImageServesTinyLlama(t *testing.T) {
 		}
 	}
 
+	// its artifact cache is the replicas' user's (a fresh node volume)
+	cacheOwnedByNobody(t, exportImage(ctx, t, image))
+
 	// no shell in the image
 	if out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--entrypoint", "/bin/sh", image, "-c", "true").CombinedOutput(); err == nil {
 		t.Errorf("the image runs /bin/sh: %s", out)
@@ -264,3 +267,4 @@ func mib(n uint64, err error) string {
 	}
 	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 }
+
