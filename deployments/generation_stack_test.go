@@ -11,7 +11,7 @@ import (
 
 	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
 	"github.com/nlpswarm/nlpswarm/internal/bearer"
-	"github.com/nlpswarm/nlpswarm/modelmgr/ggufcheck/ggufgen"
+	"github.com/nlpswarm/nlpswarm/deployments/images/llama/parity"
 )
 
 // checkGeneration is issue 15's placement on the running stack
@@ -25,10 +25,14 @@ import (
 // credential only (from the Prometheus container, which shares that
 // network, as checkCallCredentials does). The gateway's generation routes
 // are not part of it.
-func checkGeneration(t *testing.T, sh shFunc, cli func(args ...string) string, token []byte) {
+func checkGeneration(t *testing.T, sh shFunc, cli func(args ...string) string, token []byte, key string) {
 	admin := "Bearer " + strings.TrimSpace(string(token))
+	ref, model, err := parity.Load() // the tiny llama transformers' answers were taken on
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "model.gguf"), ggufgen.TinyLlama(1).Build(), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "model.gguf"), model, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cli("models", "create", "tiny", "--task", "text-generation")
@@ -78,8 +82,8 @@ func checkGeneration(t *testing.T, sh shFunc, cli func(args ...string) string, t
 	}
 
 	// the replica answers on the runtimes' overlay, with tiny's call credential only
-	key, err := artifactcred.CallKey(strings.TrimSpace(sh(time.Minute, nil, "cat", filepath.Join(".state", "replica_call_secret"))))
-	if err != nil || key == nil {
+	callKey, err := artifactcred.CallKey(strings.TrimSpace(sh(time.Minute, nil, "cat", filepath.Join(".state", "replica_call_secret"))))
+	if err != nil || callKey == nil {
 		t.Fatalf("call key: %v", err)
 	}
 	prom := strings.Fields(sh(time.Minute, nil, "docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name=nlp_prometheus"))
@@ -103,14 +107,15 @@ func checkGeneration(t *testing.T, sh shFunc, cli func(args ...string) string, t
 	if got := post("", body); !strings.Contains(strings.SplitN(got, "\n", 2)[0], " 401 ") {
 		t.Fatalf("without a credential: %q, want 401", got)
 	}
-	if got := post(bearer.Header(artifactcred.Call(key, "sentiment")), body); !strings.Contains(strings.SplitN(got, "\n", 2)[0], " 401 ") {
+	if got := post(bearer.Header(artifactcred.Call(callKey, "sentiment")), body); !strings.Contains(strings.SplitN(got, "\n", 2)[0], " 401 ") {
 		t.Fatalf("with sentiment's credential: %q, want 401", got)
 	}
-	got := post(bearer.Header(artifactcred.Call(key, "tiny")), body)
+	got := post(bearer.Header(artifactcred.Call(callKey, "tiny")), body)
 	if !strings.Contains(strings.SplitN(got, "\n", 2)[0], " 200 ") || !strings.Contains(got, `"completion_tokens":4`) {
 		t.Fatalf("with tiny's credential: %q, want 200 and 4 completion tokens", got)
 	}
 	t.Logf("nlp-tiny runs on nlpswarm-llama (%s), reserves %d bytes (the estimate, at least 256 MiB), answers /v1/completions with tiny's call credential only",
 		llamaID[:19], d.MemoryReservation)
+	t.Run("ThroughTheGateway", func(t *testing.T) { checkGenerationGateway(t, "tiny", key, admin, ref) })
 	t.Log(cli("undeploy", "tiny"))
 }
