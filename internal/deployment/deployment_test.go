@@ -323,3 +323,39 @@ func TestBackend(t *testing.T) {
 		t.Fatalf("resolved default: backend %q effective %q", r.Backend, r.EffectiveBackend())
 	}
 }
+
+// Issue 15: a deployment records its version's format, GGUF when the
+// version's metadata has a GGUF header (an embedding GGUF of task
+// feature-extraction as much as a text-generation model), so that the
+// reconciler (LoadDesired) and the gateway (Routable) run and route it on
+// the generation runtime; a redeploy of another version follows it.
+func TestFormat(t *testing.T) {
+	f := newFixture(t)
+	ctx := f.ctx
+	var id int64
+	if err := f.db.Pool.QueryRow(ctx, `INSERT INTO models (name, task) VALUES ('emb', 'feature-extraction') RETURNING id`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	f.exec(`INSERT INTO model_versions (model_id, version, digest, size_bytes, task) VALUES ($1, 1, 'sha256:aa', 10, 'feature-extraction')`, id)
+	f.exec(`INSERT INTO model_versions (model_id, version, digest, size_bytes, task, metadata)
+		VALUES ($1, 2, 'sha256:bb', 10, 'feature-extraction', '{"gguf":{"architecture":"bert"},"memory_estimate_bytes":123}')`, id)
+	for _, tt := range []struct {
+		version int
+		want    string
+	}{{2, deployment.FormatGGUF}, {1, deployment.FormatONNX}, {2, deployment.FormatGGUF}} {
+		if _, err := deployment.Put(ctx, f.db.Pool, deployment.Spec{ModelID: id, Model: "emb", Version: tt.version, Replicas: 1}); err != nil {
+			t.Fatal(err)
+		}
+		ds, err := deployment.LoadDesired(ctx, f.db.Pool)
+		if err != nil || len(ds) != 1 || ds[0].Format != tt.want || ds[0].Version != tt.version {
+			t.Fatalf("version %d: LoadDesired %+v %v, want format %s", tt.version, ds, err, tt.want)
+		}
+		rs, err := deployment.Routable(ctx, f.db.Pool)
+		if err != nil || len(rs) != 1 || rs[0].Format != tt.want {
+			t.Fatalf("version %d: Routable %+v %v, want format %s", tt.version, rs, err, tt.want)
+		}
+	}
+	if _, err := f.db.Pool.Exec(ctx, `UPDATE deployments SET format = 'safetensors'`); err == nil {
+		t.Fatal("the format column took an unknown format")
+	}
+}

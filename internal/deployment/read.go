@@ -61,13 +61,13 @@ func Get(ctx context.Context, q Querier, model string) (Record, error) {
 // name: the reconciler's input.
 func LoadDesired(ctx context.Context, q Querier) ([]Desired, error) {
 	rows, err := q.Query(ctx, `SELECT m.name, m.task, d.version, v.digest, v.size_bytes, d.replicas, d.cpus,
-			d.memory_bytes, d.memory_reservation_bytes, d.gpus, d.gpu_memory_bytes, d.placement_labels, d.backend, d.generation
+			d.memory_bytes, d.memory_reservation_bytes, d.gpus, d.gpu_memory_bytes, d.placement_labels, d.backend, d.generation, d.format
 		FROM deployments d JOIN models m ON m.id = d.model_id
 		JOIN model_versions v ON v.model_id = d.model_id AND v.version = d.version ORDER BY m.name`)
 	return collect(rows, err, "load deployments", func(row pgx.CollectableRow) (Desired, error) {
 		var d Desired
 		err := row.Scan(&d.Model, &d.Task, &d.Version, &d.Digest, &d.SizeBytes, &d.Replicas, &d.CPUs,
-			&d.MemoryBytes, &d.MemoryReservation, &d.GPUs, &d.GPUMemory, &d.Labels, &d.Backend, &d.Generation)
+			&d.MemoryBytes, &d.MemoryReservation, &d.GPUs, &d.GPUMemory, &d.Labels, &d.Backend, &d.Generation, &d.Format)
 		return d, err
 	})
 }
@@ -105,20 +105,21 @@ type Route struct {
 	Model      string
 	Task       string
 	Private    bool
-	Owner      int64 // owner account; 0 when none
-	Autoscaled bool  // may be at zero replicas: a request is held while one starts
-	Replicas   int   // desired replicas (the autoscaler's count when autoscaled)
+	Owner      int64  // owner account; 0 when none
+	Autoscaled bool   // may be at zero replicas: a request is held while one starts
+	Replicas   int    // desired replicas (the autoscaler's count when autoscaled)
+	Format     string // the deployed version's (FormatONNX, FormatGGUF): the runtime its replicas run
 }
 
 // Routable lists the models the gateway serves: deployed with replicas, or
 // autoscaled (a model at zero still answers, from a replica started for it).
 func Routable(ctx context.Context, q Querier) ([]Route, error) {
-	rows, err := q.Query(ctx, `SELECT m.id, m.name, m.task, m.visibility = 'private', COALESCE(m.owner_account_id, 0), d.autoscale_max > 0, d.replicas
+	rows, err := q.Query(ctx, `SELECT m.id, m.name, m.task, m.visibility = 'private', COALESCE(m.owner_account_id, 0), d.autoscale_max > 0, d.replicas, d.format
 		FROM models m JOIN deployments d ON d.model_id = m.id
 		WHERE d.replicas > 0 OR d.autoscale_max > 0 ORDER BY m.name`)
 	return collect(rows, err, "load routable models", func(row pgx.CollectableRow) (Route, error) {
 		var r Route
-		return r, row.Scan(&r.ModelID, &r.Model, &r.Task, &r.Private, &r.Owner, &r.Autoscaled, &r.Replicas)
+		return r, row.Scan(&r.ModelID, &r.Model, &r.Task, &r.Private, &r.Owner, &r.Autoscaled, &r.Replicas, &r.Format)
 	})
 }
 

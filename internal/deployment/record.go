@@ -111,6 +111,16 @@ func ValidateBackend(b string) error {
 	return fmt.Errorf("%w: backend must be \"go\", \"ort\" or empty (the platform's default), got %q", ErrInvalid, b)
 }
 
+// Formats of a deployed version's archive (modelmgr's FormatONNX and
+// FormatGGUF; a test holds them equal): the runtime that serves it. Put
+// records the version's (GGUF: its metadata has a GGUF header), in the
+// deployments table's format column, so that the gateway, which may not
+// read model_versions, routes by it too.
+const (
+	FormatONNX = "onnx" // the models runtime (encoders)
+	FormatGGUF = "gguf" // the generation runtime (llama.cpp): text generation, and embedding GGUFs
+)
+
 // Resources are what each replica of a deployment needs.
 type Resources struct {
 	CPUs              float64
@@ -133,6 +143,8 @@ type Desired struct {
 	Resources
 	Backend    string // as asked for; BackendDefault: the scheduler's choice
 	Generation int64
+	// Format is the version's archive format (FormatONNX, FormatGGUF).
+	Format string
 }
 
 // TaskState is one replica as observed.

@@ -54,8 +54,9 @@ type Spec struct {
 	Autoscale Autoscale
 }
 
-// Put writes s as the desired state of its model (inserted or replaced) and
-// notifies; it returns the replica count written.
+// Put writes s as the desired state of its model (inserted or replaced),
+// with its version's format (FormatGGUF when the version's metadata has a
+// GGUF header), and notifies; it returns the replica count written.
 func Put(ctx context.Context, q Querier, s Spec) (int, error) {
 	if err := ValidateBackend(s.Backend); err != nil {
 		return 0, err
@@ -86,8 +87,10 @@ func Put(ctx context.Context, q Querier, s Spec) (int, error) {
 	a := s.Autoscale
 	_, err = q.Exec(ctx, `INSERT INTO deployments AS d (model_id, version, replicas, cpus, memory_bytes, memory_reservation_bytes,
 			gpus, gpu_memory_bytes, placement_labels, status, status_message, autoscale_min, autoscale_max,
-			autoscale_target_inflight, autoscale_scale_down_delay_ms, autoscale_idle_to_zero_ms, scale_reason, backend)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,'pending','waiting for the scheduler',$10,$11,$12,$13,$14,'deploy',$15)
+			autoscale_target_inflight, autoscale_scale_down_delay_ms, autoscale_idle_to_zero_ms, scale_reason, backend, format)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,'pending','waiting for the scheduler',$10,$11,$12,$13,$14,'deploy',$15,
+			CASE WHEN EXISTS (SELECT 1 FROM model_versions v WHERE v.model_id = $1 AND v.version = $2 AND v.metadata ? 'gguf')
+				THEN 'gguf' ELSE 'onnx' END)
 		ON CONFLICT (model_id) DO UPDATE SET version = EXCLUDED.version,
 			cpus = EXCLUDED.cpus, memory_bytes = EXCLUDED.memory_bytes,
 			memory_reservation_bytes = EXCLUDED.memory_reservation_bytes, gpus = EXCLUDED.gpus,
@@ -95,7 +98,8 @@ func Put(ctx context.Context, q Querier, s Spec) (int, error) {
 			autoscale_min = EXCLUDED.autoscale_min, autoscale_max = EXCLUDED.autoscale_max,
 			autoscale_target_inflight = EXCLUDED.autoscale_target_inflight,
 			autoscale_scale_down_delay_ms = EXCLUDED.autoscale_scale_down_delay_ms,
-			autoscale_idle_to_zero_ms = EXCLUDED.autoscale_idle_to_zero_ms, backend = EXCLUDED.backend, `+setReplicas("$3", "'deploy'"),
+			autoscale_idle_to_zero_ms = EXCLUDED.autoscale_idle_to_zero_ms, backend = EXCLUDED.backend,
+			format = EXCLUDED.format, `+setReplicas("$3", "'deploy'"),
 		s.ModelID, s.Version, replicas, s.CPUs, s.MemoryBytes, s.MemoryReservation, s.GPUs, s.GPUMemory, raw,
 		a.Min, a.Max, a.TargetInflight, a.ScaleDownDelay.Milliseconds(), a.IdleToZero.Milliseconds(), s.Backend)
 	if err != nil {
