@@ -73,7 +73,11 @@
 // with the reason, in the plan and the deployment's status: a generation
 // model with no image of its kind, one naming an encoder backend, and one
 // asking more memory per GPU than any GPU of the inventory has
-// (GPUTooSmall).
+// (GPUTooSmall). An embedding GGUF (task feature-extraction, its version's
+// format gguf in the deployment record) is a generation deployment too
+// (Generation), its role started in the embeddings mode
+// (--generation.embeddings: /v1/embeddings only); an ONNX encoder of the
+// same task keeps the models runtime.
 //
 // A reconcile pass is Nomad-like, in three steps:
 //

@@ -45,11 +45,27 @@ const (
 // without importing the model manager.
 const TaskTextGeneration = "text-generation"
 
-// Generation reports whether d is served by the generation runtime.
-func Generation(d deployment.Desired) bool { return d.Task == TaskTextGeneration }
+// TaskFeatureExtraction is modelmgr.FeatureExtraction (a test holds them
+// equal): the task of an embedding GGUF, served by the generation runtime
+// in its embeddings mode (--generation.embeddings).
+const TaskFeatureExtraction = "feature-extraction"
 
-// EngineOf is the engine d's replicas run: for a text-generation model,
-// llama.cpp, on the CUDA image when d asks for GPUs and the CPU image
+// Generation reports whether d is served by the generation runtime: a
+// text-generation model, or any GGUF version (an embedding GGUF of task
+// feature-extraction; deployment.FormatGGUF, recorded at deploy).
+func Generation(d deployment.Desired) bool {
+	return d.Task == TaskTextGeneration || d.Format == deployment.FormatGGUF
+}
+
+// GenerationEmbeddings reports whether d's generation replicas run in the
+// embeddings mode (serving /v1/embeddings only): a GGUF of task
+// feature-extraction.
+func GenerationEmbeddings(d deployment.Desired) bool {
+	return Generation(d) && d.Task == TaskFeatureExtraction
+}
+
+// EngineOf is the engine d's replicas run: for a generation model (text
+// generation, or an embedding GGUF), llama.cpp, on the CUDA image when d asks for GPUs and the CPU image
 // otherwise; for the others, the backend d asks for (Engine). A generation
 // deployment that names an encoder backend, or whose image the scheduler
 // was not given, is refused with what to do.
@@ -59,13 +75,13 @@ func (c SpecConfig) EngineOf(d deployment.Desired) (Engine, error) {
 	}
 	switch {
 	case d.Backend != deployment.BackendDefault:
-		return Engine{}, fmt.Errorf("backend %q is an encoder engine; a text-generation model runs on llama.cpp: redeploy without --backend", d.Backend)
+		return Engine{}, fmt.Errorf("backend %q is an encoder engine; a %s GGUF model runs on llama.cpp: redeploy without --backend", d.Backend, d.Task)
 	case d.GPUs > 0 && c.LlamaCUDAImage == "":
-		return Engine{}, fmt.Errorf("a text-generation deployment on GPUs needs the CUDA generation image, and the scheduler has none (start it with --llamacudaimage, e.g. make up GPU=1), or redeploy with --gpus 0 to run it on CPUs")
+		return Engine{}, fmt.Errorf("a GGUF (%s) deployment on GPUs needs the CUDA generation image, and the scheduler has none (start it with --llamacudaimage, e.g. make up GPU=1), or redeploy with --gpus 0 to run it on CPUs", d.Task)
 	case d.GPUs > 0:
 		return Engine{Backend: BackendLlamaCUDA, Image: c.LlamaCUDAImage}, nil
 	case c.LlamaImage == "":
-		return Engine{}, fmt.Errorf("the scheduler has no generation image for text-generation models (start it with --llamaimage=nlpswarm-llama:dev; make up builds it)")
+		return Engine{}, fmt.Errorf("the scheduler has no generation image for GGUF models (%s here; start it with --llamaimage=nlpswarm-llama:dev; make up builds it)", d.Task)
 	}
 	return Engine{Backend: BackendLlama, Image: c.LlamaImage}, nil
 }
@@ -96,8 +112,8 @@ func GPUTooSmall(d deployment.Desired, nodes []placement.Node) error {
 
 // generationArgs are the `generate` role's arguments for d on eng: the
 // model's artifact and credentials as a runtime's, its slots, the CPU
-// threads its limit gives (nanoCPUs), and every layer offloaded on the
-// CUDA engine.
+// threads its limit gives (nanoCPUs), every layer offloaded on the CUDA
+// engine, and the embeddings mode for an embedding GGUF.
 func generationArgs(d Desired, c SpecConfig, eng Engine, nanoCPUs int64) []string {
 	args := []string{"generate",
 		"--generation.name=" + d.Model,
@@ -110,6 +126,9 @@ func generationArgs(d Desired, c SpecConfig, eng Engine, nanoCPUs int64) []strin
 	}
 	if eng.Backend == BackendLlamaCUDA {
 		args = append(args, "--generation.gpulayers="+strconv.Itoa(GPULayersAll))
+	}
+	if GenerationEmbeddings(d.Desired) {
+		args = append(args, "--generation.embeddings")
 	}
 	return append(args, credentialArgs(d, c)...)
 }

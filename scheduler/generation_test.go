@@ -19,8 +19,33 @@ const (
 )
 
 func TestTaskTextGenerationIsModelmgrs(t *testing.T) {
-	if TaskTextGeneration != modelmgr.TextGeneration {
-		t.Fatalf("scheduler's %q, modelmgr's %q", TaskTextGeneration, modelmgr.TextGeneration)
+	if TaskTextGeneration != modelmgr.TextGeneration || TaskFeatureExtraction != modelmgr.FeatureExtraction {
+		t.Fatalf("scheduler's %q %q, modelmgr's %q %q", TaskTextGeneration, TaskFeatureExtraction, modelmgr.TextGeneration, modelmgr.FeatureExtraction)
+	}
+	if deployment.FormatGGUF != modelmgr.FormatGGUF || deployment.FormatONNX != modelmgr.FormatONNX {
+		t.Fatalf("the record's formats %q %q, modelmgr's %q %q", deployment.FormatGGUF, deployment.FormatONNX, modelmgr.FormatGGUF, modelmgr.FormatONNX)
+	}
+}
+
+// Issue 15: the generation runtime serves text-generation models and any
+// GGUF version, an embedding GGUF (feature-extraction) in its embeddings
+// mode; an ONNX encoder stays on the models runtime.
+func TestGenerationOf(t *testing.T) {
+	for _, tt := range []struct {
+		task, format    string
+		gen, embeddings bool
+	}{
+		{TaskTextGeneration, deployment.FormatGGUF, true, false},
+		{TaskTextGeneration, "", true, false}, // (a record from before the format column's backfill)
+		{TaskFeatureExtraction, deployment.FormatGGUF, true, true},
+		{TaskFeatureExtraction, deployment.FormatONNX, false, false},
+		{TaskFeatureExtraction, "", false, false},
+		{"text-classification", deployment.FormatONNX, false, false},
+	} {
+		d := deployment.Desired{Task: tt.task, Format: tt.format}
+		if Generation(d) != tt.gen || GenerationEmbeddings(d) != tt.embeddings {
+			t.Errorf("%s %q: Generation %v GenerationEmbeddings %v, want %v %v", tt.task, tt.format, Generation(d), GenerationEmbeddings(d), tt.gen, tt.embeddings)
+		}
 	}
 }
 
@@ -39,6 +64,11 @@ func TestEngineOf(t *testing.T) {
 	encGPU.GPUs = 1
 	withBackend := gen
 	withBackend.Backend = deployment.BackendORT
+	emb := deployment.Desired{Model: "embed", Task: TaskFeatureExtraction, Format: deployment.FormatGGUF}
+	embGPU := emb
+	embGPU.GPUs = 1
+	embBackend := emb
+	embBackend.Backend = deployment.BackendGo
 	for _, tt := range []struct {
 		name    string
 		cfg     SpecConfig
@@ -56,6 +86,10 @@ func TestEngineOf(t *testing.T) {
 		{"an encoder keeps its engine", full, enc, deployment.BackendORT, ortImg, ""},
 		{"an encoder on GPUs keeps its engine", full, encGPU, deployment.BackendORT, ortImg, ""},
 		{"an encoder with no generation image", none, enc, deployment.BackendORT, ortImg, ""},
+		{"an embedding GGUF on CPUs: the CPU image", full, emb, BackendLlama, llamaImg, ""},
+		{"an embedding GGUF on GPUs: the CUDA image", full, embGPU, BackendLlamaCUDA, llamaCUDAImg, ""},
+		{"an embedding GGUF naming an encoder backend: refused", full, embBackend, "", "", "feature-extraction GGUF model runs on llama.cpp"},
+		{"an embedding GGUF without any generation image: refused", none, emb, "", "", "no generation image for GGUF models (feature-extraction here"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			eng, err := tt.cfg.EngineOf(tt.d)
@@ -96,6 +130,11 @@ func TestGPUTooSmall(t *testing.T) {
 		{"on CPUs: nothing to check", gen(0, 0), nodes, ""},
 		{"no GPU in the inventory: placement says so", gen(1, 81<<30), []placement.Node{{ID: "n1"}}, ""},
 		{"an encoder: placement's reason", enc, nodes, ""},
+		{"an embedding GGUF larger than any GPU", func() deployment.Desired {
+			d := enc
+			d.Format = deployment.FormatGGUF
+			return d
+		}(), nodes, "more than any GPU has"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			err := GPUTooSmall(tt.d, tt.nodes)
@@ -117,6 +156,9 @@ func TestBuildSpecGeneration(t *testing.T) {
 		Resources: deployment.Resources{CPUs: 3.5, MemoryReservation: 1 << 30}}}
 	gpu := Desired{Desired: cpu.Desired, Pin: &Pin{NodeID: "node-7", GPUUUIDs: []string{"GPU-a"}}}
 	gpu.GPUs, gpu.GPUMemory = 1, 1<<30
+	embCPU, embGPU := cpu, gpu
+	embCPU.Task, embCPU.Format = TaskFeatureExtraction, deployment.FormatGGUF
+	embGPU.Task, embGPU.Format = TaskFeatureExtraction, deployment.FormatGGUF
 	for _, tt := range []struct {
 		name    string
 		d       Desired
@@ -129,15 +171,22 @@ func TestBuildSpecGeneration(t *testing.T) {
 		{"CPU", cpu, llamaImg, BackendLlama,
 			[]string{"generate", "--generation.name=tiny", "--artifacturl=http://apiserver:9100/internal/blobs/sha256:feed", "--digest=sha256:feed",
 				"--listen=:8080", "--cachedir=" + ArtifactCacheDir, "--generation.parallel=4", "--generation.threads=4"},
-			[]string{"--generation.gpulayers=999", "runtime", "--engine.backend=llama"}, "NVIDIA_VISIBLE_DEVICES=void"},
+			[]string{"--generation.gpulayers=999", "runtime", "--engine.backend=llama", "--generation.embeddings"}, "NVIDIA_VISIBLE_DEVICES=void"},
 		{"GPU", gpu, llamaCUDAImg, BackendLlamaCUDA,
 			[]string{"generate", "--generation.name=tiny", "--generation.parallel=4", "--generation.gpulayers=999"},
+			[]string{"--generation.embeddings"}, "NVIDIA_VISIBLE_DEVICES=GPU-a"},
+		// an embedding GGUF: the same role, in its embeddings mode
+		{"embeddings CPU", embCPU, llamaImg, BackendLlama,
+			[]string{"generate", "--generation.name=tiny", "--generation.embeddings", "--generation.threads=4"},
+			[]string{"--generation.gpulayers=999", "runtime", "--task=feature-extraction"}, "NVIDIA_VISIBLE_DEVICES=void"},
+		{"embeddings GPU", embGPU, llamaCUDAImg, BackendLlamaCUDA,
+			[]string{"generate", "--generation.embeddings", "--generation.gpulayers=999"},
 			nil, "NVIDIA_VISIBLE_DEVICES=GPU-a"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			spec := BuildSpec(tt.d, cfg)
 			cs := spec.TaskTemplate.ContainerSpec
-			if cs.Image != tt.image || spec.Labels[LabelBackend] != tt.backend || spec.Labels[LabelTask] != TaskTextGeneration {
+			if cs.Image != tt.image || spec.Labels[LabelBackend] != tt.backend || spec.Labels[LabelTask] != tt.d.Task {
 				t.Fatalf("image %s backend %s task %s", cs.Image, spec.Labels[LabelBackend], spec.Labels[LabelTask])
 			}
 			for _, w := range tt.want {
@@ -257,5 +306,43 @@ func TestDiffGeneration(t *testing.T) {
 	p = Diff([]deployment.Desired{onCPU}, nil, inv, SpecConfig{Image: goImg, Network: "net"})
 	if len(p.Unplaceable) != 1 || !strings.Contains(p.Unplaceable[0].Reason, "--llamaimage") || len(p.Creates) != 0 {
 		t.Errorf("without a generation image: %+v", p)
+	}
+}
+
+// Issue 15: an embedding GGUF (feature-extraction) is planned like a
+// generation model: on CPUs one service on the CPU image, in embeddings
+// mode; on GPUs its estimate reserved by best fit, the CUDA image pinned
+// there; an ONNX encoder of the same task keeps its engine.
+func TestDiffEmbeddingGGUF(t *testing.T) {
+	cfg := SpecConfig{Image: goImg, LlamaImage: llamaImg, LlamaCUDAImage: llamaCUDAImg, Network: "net", ArtifactBaseURL: "http://apiserver:8081"}
+	onCPU := deployment.Desired{Model: "embed", Task: TaskFeatureExtraction, Format: deployment.FormatGGUF, Version: 1, Digest: "sha256:aa", Replicas: 1,
+		Generation: 1, Resources: deployment.Resources{MemoryReservation: 300 << 20}}
+	onGPU := deployment.Desired{Model: "embed-gpu", Task: TaskFeatureExtraction, Format: deployment.FormatGGUF, Version: 1, Digest: "sha256:bb", Replicas: 1,
+		Generation: 1, Resources: deployment.Resources{MemoryReservation: 300 << 20, GPUs: 1, GPUMemory: 1 << 30}}
+	onnx := deployment.Desired{Model: "minilm", Task: TaskFeatureExtraction, Format: deployment.FormatONNX, Version: 1, Digest: "sha256:cc", Replicas: 1,
+		Generation: 1, Resources: deployment.Resources{MemoryReservation: 300 << 20}}
+	inv := placement.Snapshot{Nodes: []placement.Node{{ID: "n1", Hostname: "ml-1", Available: true,
+		GPUs: []placement.GPU{{UUID: "GPU-24", Total: 24 << 30, Free: 24 << 30}}}}}
+	p := Diff([]deployment.Desired{onCPU, onGPU, onnx}, nil, inv, cfg)
+	by := map[string]Change{}
+	for _, c := range p.Creates {
+		by[c.Service] = c
+	}
+	for _, tt := range []struct {
+		service, backend, image string
+		embeddings             bool
+	}{
+		{"nlp-embed", BackendLlama, llamaImg, true},
+		{"nlp-embed-gpu-g0", BackendLlamaCUDA, llamaCUDAImg, true},
+		{"nlp-minilm", deployment.BackendGo, goImg, false},
+	} {
+		c, ok := by[tt.service]
+		cs := c.Spec.TaskTemplate.ContainerSpec
+		if !ok || c.Backend != tt.backend || cs.Image != tt.image || slices.Contains(cs.Args, "--generation.embeddings") != tt.embeddings {
+			t.Errorf("%s: %+v, want %s on %s (embeddings mode %v); creates %v", tt.service, c, tt.backend, tt.image, tt.embeddings, p.Creates)
+		}
+	}
+	if len(p.Unplaceable) != 0 || len(p.GPUAssigns) != 1 || p.GPUAssigns[0].Model != "embed-gpu" {
+		t.Errorf("unplaceable %+v, GPU assignments %+v", p.Unplaceable, p.GPUAssigns)
 	}
 }

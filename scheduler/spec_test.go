@@ -39,6 +39,10 @@ func TestBuildSpecGolden(t *testing.T) {
 			Resources: deployment.Resources{CPUs: 4, MemoryReservation: 5 << 30}}, MaxPerNode: 1}},
 		{"generation_gpu", Desired{Desired: deployment.Desired{Model: "chat", Task: "text-generation", Version: 2, Digest: "sha256:cafe", Replicas: 1,
 			Resources: deployment.Resources{MemoryReservation: 4 << 30, GPUs: 1, GPUMemory: 5 << 30}}, Pin: &Pin{Slot: 1, NodeID: "node-7", GPUUUIDs: []string{"GPU-6dbd0f63-4ff1-3c08-35c4-b39b76c99a0c"}}}},
+		// issue 15: an embedding GGUF (feature-extraction) on CPUs: the
+		// generation runtime in its embeddings mode
+		{"generation_embeddings", Desired{Desired: deployment.Desired{Model: "embed", Task: "feature-extraction", Format: deployment.FormatGGUF, Version: 1,
+			Digest: "sha256:e11b", Replicas: 1, Resources: deployment.Resources{CPUs: 2, MemoryReservation: 300 << 20}}, MaxPerNode: 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
