@@ -269,16 +269,17 @@ func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest)
 			return err
 		}
 		var size, estimate int64
-		// the memory estimate of a text-generation version (ggufcheck, at
-		// upload); 0 for the others
-		const cols = `version, size_bytes, COALESCE((metadata->>'memory_estimate_bytes')::bigint, 0)`
+		var gguf bool
+		// the memory estimate of a GGUF version (ggufcheck, at upload: text
+		// generation or embeddings); 0 for the others
+		const cols = `version, size_bytes, COALESCE((metadata->>'memory_estimate_bytes')::bigint, 0), metadata ? 'gguf'`
 		q := `SELECT ` + cols + ` FROM model_versions WHERE model_id = $1 AND status = 'ready' ORDER BY version DESC LIMIT 1`
 		args := []any{modelID}
 		if req.Version > 0 {
 			q = `SELECT ` + cols + ` FROM model_versions WHERE model_id = $1 AND version = $2 AND status = 'ready'`
 			args = append(args, req.Version)
 		}
-		if err := tx.QueryRow(ctx, q, args...).Scan(&req.Version, &size, &estimate); err != nil {
+		if err := tx.QueryRow(ctx, q, args...).Scan(&req.Version, &size, &estimate, &gguf); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {
 				return fmt.Errorf("%w: model %s has no such version; push one first", modelmgr.ErrInvalid, name)
 			}
@@ -286,7 +287,7 @@ func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest)
 		}
 		res := deployment.Resources{CPUs: req.Resources.CPUs, MemoryBytes: int64(req.Resources.Memory),
 			GPUs: req.Resources.GPUs, GPUMemory: int64(req.Resources.GPUMemory), Labels: req.Placement.Labels}
-		if task == modelmgr.TextGeneration {
+		if task == modelmgr.TextGeneration || gguf { // the generation runtime's (an embedding GGUF too)
 			var err error
 			if res, err = generationResources(res, req.Backend, size, estimate); err != nil {
 				return badRequest(fmt.Sprintf("model %s version %d: %v", name, req.Version, err))
@@ -313,8 +314,9 @@ func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest)
 	return nil
 }
 
-// generationResources are the resources of a text-generation deployment
-// (issue 15) from those asked for (r), defaulted from the version's memory
+// generationResources are the resources of a deployment on the generation
+// runtime (issue 15: a text-generation model, or an embedding GGUF of task
+// feature-extraction) from those asked for (r), defaulted from the version's memory
 // estimate (ggufcheck at upload: the weights, the KV cache of the
 // generation runtime's 4 slots of the model's context, and a margin; the
 // file's size when a version has none). On CPUs the estimate is the
@@ -323,11 +325,11 @@ func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest)
 // shared by the GPUs (llama.cpp splits the layers over them): gpu_memory
 // defaults to each GPU's share and may not be below it, and the host
 // reserves the file's size (llama.cpp reads the weights through host
-// memory while it offloads them). A generation model runs on llama.cpp
-// only: an encoder backend is refused.
+// memory while it offloads them). A GGUF model runs on llama.cpp only: an
+// encoder backend is refused.
 func generationResources(r deployment.Resources, backend string, size, estimate int64) (deployment.Resources, error) {
 	if backend != deployment.BackendDefault {
-		return r, fmt.Errorf("a text-generation model runs on llama.cpp: leave backend out (%q is an encoder engine)", backend)
+		return r, fmt.Errorf("a GGUF model (text generation or embeddings) runs on llama.cpp: leave backend out (%q is an encoder engine)", backend)
 	}
 	estimate = max(estimate, size)
 	if r.GPUs == 0 {

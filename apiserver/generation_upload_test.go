@@ -104,3 +104,58 @@ func TestGenerationResources(t *testing.T) {
 		})
 	}
 }
+
+// An embedding GGUF (issue 15: task feature-extraction, a model.gguf that
+// pools): its deployment is the generation runtime's, with the same
+// resources rule as text generation (the upload's memory estimate reserved
+// on CPUs, each GPU's share on GPUs), an encoder backend a 400 with nothing
+// written, and the record's format gguf (what the scheduler and the gateway
+// route by); an ONNX encoder of the same task keeps its rule and format.
+func TestEmbeddingGGUFDeploy(t *testing.T) {
+	e := newEnv(t)
+	if code, body := e.do("POST", "/api/v1/models", adminTok, map[string]any{"name": "embed", "task": "feature-extraction"}); code != 201 {
+		t.Fatalf("create: %d %v", code, body)
+	}
+	code, v := e.upload("embed", tarGz(t, map[string][]byte{"model.gguf": ggufgen.TinyLlamaEmbedding(1).Build()}))
+	if code != 201 {
+		t.Fatalf("upload: %d %v", code, v)
+	}
+	md, _ := v["metadata"].(map[string]any)
+	estimate, _ := md["memory_estimate_bytes"].(float64)
+	if md["gguf"] == nil || estimate <= 0 {
+		t.Fatalf("version metadata %v", md)
+	}
+	put := func(body map[string]any) (int, map[string]any) {
+		return e.do("PUT", "/api/v1/models/embed/deployment", adminTok, body)
+	}
+	code, d := put(map[string]any{"replicas": 1})
+	if code != 200 || d["memory_reservation_bytes"].(float64) != max(estimate, float64(deployment.MinMemory)) || d["gpus"].(float64) != 0 {
+		t.Fatalf("deploy on CPUs: %d %v, want the estimate %v reserved", code, d, estimate)
+	}
+	ds, err := deployment.LoadDesired(t.Context(), e.db.Pool)
+	if err != nil || len(ds) != 1 || ds[0].Format != deployment.FormatGGUF || ds[0].Task != "feature-extraction" {
+		t.Fatalf("LoadDesired %+v %v, want format gguf", ds, err)
+	}
+	code, d = put(map[string]any{"resources": map[string]any{"gpus": 2}})
+	if code != 200 || d["gpu_memory_bytes"].(float64) != float64((int64(estimate)+1)/2) {
+		t.Fatalf("deploy on 2 GPUs: %d %v, want half the estimate %v per GPU", code, d, estimate)
+	}
+	generation := d["generation"]
+	for _, bad := range []struct {
+		body map[string]any
+		want string
+	}{
+		{map[string]any{"backend": "ort"}, "runs on llama.cpp: leave backend out"},
+		{map[string]any{"backend": "go", "resources": map[string]any{"gpus": 0}}, "runs on llama.cpp: leave backend out"},
+		{map[string]any{"resources": map[string]any{"memory": "32M"}}, "below the model's memory estimate"},
+	} {
+		code, body := put(bad.body)
+		errObj, _ := body["error"].(map[string]any)
+		if code != 400 || errObj == nil || errObj["code"] != "invalid_request" || !strings.Contains(errObj["message"].(string), bad.want) {
+			t.Errorf("deploy %v: %d %v, want 400 invalid_request with %q", bad.body, code, body, bad.want)
+		}
+	}
+	if code, d = e.do("GET", "/api/v1/models/embed/deployment", adminTok, nil); code != 200 || d["generation"] != generation {
+		t.Fatalf("a refused deploy changed the deployment: %d %v", code, d)
+	}
+}
