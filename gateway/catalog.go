@@ -12,7 +12,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/nlpswarm/nlpswarm/internal/customerapi"
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
+	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
 
 // Model is a deployed model as the gateway routes it (and as the catalogue
@@ -29,6 +31,26 @@ type Model struct {
 	// Replicas is the desired count (the autoscaler's when autoscaled): at
 	// 0, no replica should be found (discoveryProvider.scan).
 	Replicas int `json:"replicas"`
+	// GGUF: the deployed version is a GGUF (deployment.FormatGGUF), served
+	// by the generation runtime: a text-generation model, or an embedding
+	// GGUF of task feature-extraction (its replicas answer /v1/embeddings,
+	// not the models runtime's /predict). Absent from a snapshot written
+	// before it existed: such a snapshot's models are taken as ONNX until
+	// Postgres answers.
+	GGUF bool `json:"gguf,omitempty"`
+}
+
+// generationRuntime reports whether m's replicas are the generation
+// runtime's (llama-server's OpenAI API): a text-generation model or any
+// GGUF.
+func (m *Model) generationRuntime() bool {
+	return m.Task == customerapi.TextGeneration || m.GGUF
+}
+
+// ggufEmbeddings reports whether m is an embedding GGUF: task
+// feature-extraction on the generation runtime's embeddings mode.
+func (m *Model) ggufEmbeddings() bool {
+	return m.GGUF && m.Task == runtimeapi.FeatureExtraction
 }
 
 // Catalog holds the deployed models (replicas > 0, or autoscaled: a model at
@@ -92,7 +114,8 @@ func (c *Catalog) Refresh(ctx context.Context) error {
 	}
 	next := make(map[string]*Model, len(routes))
 	for _, r := range routes {
-		next[r.Model] = &Model{ID: r.ModelID, Name: r.Model, Task: r.Task, Private: r.Private, Owner: r.Owner, Autoscaled: r.Autoscaled, Replicas: r.Replicas}
+		next[r.Model] = &Model{ID: r.ModelID, Name: r.Model, Task: r.Task, Private: r.Private, Owner: r.Owner, Autoscaled: r.Autoscaled, Replicas: r.Replicas,
+			GGUF: r.Format == deployment.FormatGGUF}
 	}
 	c.models.Store(&next)
 	c.loaded.Store(true)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/customerapi"
+	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
 
 // Generation (issue 15): the customer routes of text-generation models,
@@ -108,6 +109,7 @@ type genCall struct {
 	body   []byte
 	stream bool
 	strip  bool // the stream's usage event is the gateway's, not the client's
+	texts  int  // the texts usage counts (0: one, a generation request)
 	// answer turns a whole answer into the route's (nil: as it is)
 	answer func(body []byte, u tokenUsage) ([]byte, error)
 }
@@ -138,7 +140,7 @@ func (g *Gateway) serveOpenAI(w http.ResponseWriter, r *http.Request, path strin
 		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
-	m, ok := g.admitGeneration(w, r, st, k, h.Model)
+	m, ok := g.admitGeneration(w, r, st, k, h.Model, path)
 	if !ok {
 		return
 	}
@@ -153,47 +155,68 @@ func (g *Gateway) serveOpenAI(w http.ResponseWriter, r *http.Request, path strin
 	g.generate(w, r, st, k, m, call)
 }
 
-// admitGeneration is admit's model half for a generation route: the model
-// exists and the key may call it, the plan's request limits, a
-// text-generation model, the plan's token budgets.
-func (g *Gateway) admitGeneration(w http.ResponseWriter, r *http.Request, st *reqState, k *Key, name string) (*Model, bool) {
+// admitGeneration is admit's model half for a generation route at path:
+// the model exists and the key may call it, the plan's request limits, a
+// model the route serves (a text-generation model; for /v1/embeddings an
+// embedding GGUF too), the plan's token budgets.
+func (g *Gateway) admitGeneration(w http.ResponseWriter, r *http.Request, st *reqState, k *Key, name, path string) (*Model, bool) {
 	m, ok := g.admitModel(w, r, st, k, name)
 	if !ok {
 		return nil, false
 	}
-	if m.Task != customerapi.TextGeneration {
-		g.fail(w, st, http.StatusBadRequest, "task_not_supported", fmt.Sprintf("model %q does %s, not text generation", m.Name, m.Task))
+	switch {
+	case m.Task == customerapi.TextGeneration:
+	case path == customerapi.PathEmbeddings && m.ggufEmbeddings():
+	case path == customerapi.PathEmbeddings && m.Task == runtimeapi.FeatureExtraction:
+		g.fail(w, st, http.StatusBadRequest, "task_not_supported",
+			fmt.Sprintf("model %q is an ONNX embeddings model: call it at %s", m.Name, customerapi.TaskPath(m.Name, customerapi.TaskEmbeddings)))
+		return nil, false
+	default:
+		want := "text generation"
+		if path == customerapi.PathEmbeddings {
+			want = "text generation or GGUF embeddings"
+		}
+		g.fail(w, st, http.StatusBadRequest, "task_not_supported", fmt.Sprintf("model %q does %s, not %s", m.Name, m.Task, want))
 		return nil, false
 	}
+	if !g.allowTokens(w, r, st, k) {
+		return nil, false
+	}
+	return m, true
+}
+
+// allowTokens applies the plan's token budgets to k's request.
+func (g *Gateway) allowTokens(w http.ResponseWriter, r *http.Request, st *reqState, k *Key) bool {
 	v := g.limiter.AllowTokens(r.Context(), k)
 	if v.FailOpen {
 		g.noteFailOpen(v.Err)
 	}
 	if !v.Allowed {
 		g.refuseTokens(w, st, v)
-		return nil, false
+		return false
 	}
-	return m, true
+	return true
 }
 
 // generate sends call to a replica of m and answers: a stream relayed as
 // it comes, a whole answer (translated by call.answer), or the error.
 func (g *Gateway) generate(w http.ResponseWriter, r *http.Request, st *reqState, k *Key, m *Model, call genCall) {
+	texts := max(call.texts, 1)
 	res, aerr := g.forward(r, m.Name, call.path, call.body, call.stream, st)
 	if aerr != nil {
-		g.usage.Record(k, m, 1, true)
+		g.usage.Record(k, m, texts, true)
 		g.writeErr(w, st, aerr)
 		return
 	}
 	if res.stream != nil {
-		g.usage.Record(k, m, 1, false) // (before the answer: usage.go)
+		g.usage.Record(k, m, texts, false) // (before the answer: usage.go)
 		st.status = res.status
 		u := g.relayGeneration(w, r, st, res, call.strip)
 		g.chargeTokens(k, m, u)
 		return
 	}
 	if res.status != http.StatusOK {
-		g.usage.Record(k, m, 1, true)
+		g.usage.Record(k, m, texts, true)
 		g.relayGenerationError(w, st, res)
 		return
 	}
@@ -204,12 +227,12 @@ func (g *Gateway) generate(w http.ResponseWriter, r *http.Request, st *reqState,
 		if out, err = call.answer(res.body, u); err != nil {
 			g.m.upErrors.WithLabelValues(m.Name, "bad_response").Inc()
 			g.log.Warn("malformed generation answer", "request_id", r.Header.Get("X-Request-ID"), "model", m.Name, "err", err)
-			g.usage.Record(k, m, 1, true)
+			g.usage.Record(k, m, texts, true)
 			g.fail(w, st, http.StatusBadGateway, "upstream_error", "the model runtime gave a malformed answer")
 			return
 		}
 	}
-	g.usage.Record(k, m, 1, false)
+	g.usage.Record(k, m, texts, false)
 	g.chargeTokens(k, m, u)
 	st.status = http.StatusOK
 	ct := res.contentType
@@ -480,8 +503,9 @@ func isEmptyList(raw json.RawMessage) bool {
 	return len(raw) == 0 || bytes.Equal(raw, []byte("null")) || (json.Unmarshal(raw, &l) == nil && len(l) == 0)
 }
 
-// serveModels answers GET /v1/models: the generation models the key may
-// call (public ones and its account's private ones), by name.
+// serveModels answers GET /v1/models: the models of the generation
+// runtime (text generation, embedding GGUFs) the key may call (public ones
+// and its account's private ones), by name.
 func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{r: r, start: time.Now(), model: "-"}
 	defer g.finish(st)
@@ -496,7 +520,7 @@ func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request) {
 	}
 	list := customerapi.ModelList{Object: "list", Data: []customerapi.ModelInfo{}}
 	for _, m := range g.catalog.Models() {
-		if m.Task == customerapi.TextGeneration && (!m.Private || m.Owner == k.AccountID) {
+		if m.generationRuntime() && (!m.Private || m.Owner == k.AccountID) {
 			list.Data = append(list.Data, customerapi.ModelInfo{ID: m.Name, Object: "model", OwnedBy: "nlpswarm"})
 		}
 	}
@@ -538,15 +562,96 @@ func (g *Gateway) serveNLPGeneration(w http.ResponseWriter, r *http.Request, mod
 		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
-	v := g.limiter.AllowTokens(r.Context(), k)
-	if v.FailOpen {
-		g.noteFailOpen(v.Err)
-	}
-	if !v.Allowed {
-		g.refuseTokens(w, st, v)
+	if !g.allowTokens(w, r, st, k) {
 		return
 	}
 	g.generate(w, r, st, k, m, call)
+}
+
+// serveGGUFEmbeddings serves POST /v1/{model}/embeddings for an embedding
+// GGUF (m, admitted by serveTask): the task route's body (DecodeRequest:
+// "text" or "texts") translated to the replica's /v1/embeddings (input: the
+// texts) and its answer back to the task route's ({"embeddings": [v]} per
+// text, as an encoder answers), its input tokens metered and charged to the
+// plan's token budgets as a generation request's.
+func (g *Gateway) serveGGUFEmbeddings(w http.ResponseWriter, r *http.Request, st *reqState, k *Key, m *Model) {
+	hb, ok := g.takeBody(w, r, st, k)
+	if !ok {
+		return
+	}
+	defer hb.release()
+	texts, single, params, err := DecodeRequest(hb.body, g.opts.MaxTexts)
+	if err == nil && len(params) > 0 && !isEmptyObject(params) {
+		err = errors.New(`"parameters" are not supported by this model (a GGUF embeddings model): leave them out`)
+	}
+	if err != nil {
+		g.usage.Record(k, m, 0, true)
+		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	call, err := embeddingsCall(texts, single)
+	if err != nil {
+		g.usage.Record(k, m, 0, true)
+		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	if !g.allowTokens(w, r, st, k) {
+		return
+	}
+	g.generate(w, r, st, k, m, call)
+}
+
+// embeddingsCall translates a task route's texts to the replica's
+// /v1/embeddings, and its answer (OpenAI's: data[i].embedding, by index)
+// back to one embeddings answer per text.
+func embeddingsCall(texts []string, single bool) (genCall, error) {
+	call, err := replicaCall(customerapi.PathEmbeddings, map[string]any{"input": texts}, func(ans []byte, _ tokenUsage) ([]byte, error) {
+		answers, err := embeddingsAnswers(ans, len(texts))
+		if err != nil {
+			return nil, err
+		}
+		return appendAnswers(nil, answers, single), nil
+	})
+	call.texts = len(texts)
+	return call, err
+}
+
+// embeddingsAnswers reads an OpenAI embeddings answer of n inputs: one
+// embedding per input, placed by its index.
+func embeddingsAnswers(body []byte, n int) ([]any, error) {
+	var a struct {
+		Data []struct {
+			Index     *int      `json:"index"`
+			Embedding []float64 `json:"embedding"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &a); err != nil {
+		return nil, fmt.Errorf("embeddings answer: %w", err)
+	}
+	if len(a.Data) != n {
+		return nil, errOutputCount
+	}
+	out := make([]any, n)
+	for i, d := range a.Data {
+		at := i
+		if d.Index != nil {
+			at = *d.Index
+		}
+		if at < 0 || at >= n || out[at] != nil {
+			return nil, fmt.Errorf("embeddings answer: index %d out of range or repeated", at)
+		}
+		if len(d.Embedding) == 0 {
+			return nil, errors.New("embeddings answer: an output lacks an embedding")
+		}
+		out[at] = embeddingsAnswer{Embeddings: [][]float64{d.Embedding}}
+	}
+	return out, nil
+}
+
+// isEmptyObject: raw is null or {} (as parameters, nothing asked).
+func isEmptyObject(raw json.RawMessage) bool {
+	var m map[string]json.RawMessage
+	return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) || (json.Unmarshal(raw, &m) == nil && len(m) == 0)
 }
 
 // decodeStrict decodes one JSON object into v, refusing unknown fields and

@@ -408,6 +408,10 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request, model, taskN
 		g.fail(w, st, http.StatusBadRequest, "task_not_supported", fmt.Sprintf("model %q does %s, not %s", m.Name, m.Task, taskName))
 		return
 	}
+	if m.GGUF { // an embedding GGUF: the generation runtime's /v1/embeddings
+		g.serveGGUFEmbeddings(w, r, st, k, m)
+		return
+	}
 	hb, ok := g.takeBody(w, r, st, k)
 	if !ok {
 		return

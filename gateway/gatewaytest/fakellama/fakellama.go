@@ -121,8 +121,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	chat := r.URL.Path == "/v1/chat/completions"
 	switch {
 	case r.URL.Path == "/v1/embeddings":
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"object":"list","model":"fake","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3]}],"usage":{"prompt_tokens":%d,"total_tokens":%d}}`, PromptTokens, PromptTokens)
+		s.embeddings(w, body)
 	case r.URL.Path != "/v1/completions" && !chat:
 		http.NotFound(w, r)
 	case !req.Stream:
@@ -136,6 +135,43 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.stream(w, r, chat, req.StreamOptions.IncludeUsage, usage)
 	}
+}
+
+// Embedding is the fake embedding of input i of an /v1/embeddings request.
+func Embedding(i int) []float64 { return []float64{0.1 + float64(i), 0.2, 0.3} }
+
+// embeddings answers /v1/embeddings as llama-server does: one embedding per
+// input (a string or a list of strings), in reverse order of index (a
+// client must place them by index), PromptTokens per input in usage.
+func (s *Server) embeddings(w http.ResponseWriter, body []byte) {
+	var req struct {
+		Input json.RawMessage `json:"input"`
+	}
+	_ = json.Unmarshal(body, &req)
+	n := 1
+	var list []string
+	if json.Unmarshal(req.Input, &list) == nil && list != nil {
+		n = len(list)
+	}
+	if n == 0 {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `{"error":{"code":400,"message":"\"input\" must not be empty","type":"invalid_request_error"}}`)
+		return
+	}
+	type datum struct {
+		Object    string    `json:"object"`
+		Index     int       `json:"index"`
+		Embedding []float64 `json:"embedding"`
+	}
+	data := make([]datum, 0, n)
+	for i := n - 1; i >= 0; i-- {
+		data = append(data, datum{"embedding", i, Embedding(i)})
+	}
+	out, _ := json.Marshal(map[string]any{"object": "list", "model": "fake", "data": data,
+		"usage": map[string]int{"prompt_tokens": PromptTokens * n, "total_tokens": PromptTokens * n}})
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(out)
 }
 
 // Chunk is content chunk i of a stream, as its data.
