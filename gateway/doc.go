@@ -61,7 +61,13 @@
 //     not ask; the replica failing mid-stream ends the stream with
 //     data: {"error":{...}}, OpenAI's in-band error; the client leaving ends
 //     the replica's request. Tokens (the answer's usage object, else a cut
-//     stream's content events) go to usage and to the token budgets.
+//     stream's content events) go to usage and to the token budgets. An
+//     embedding GGUF (task feature-extraction, Model.GGUF from the
+//     deployment's format) is served by the same runtime in embeddings
+//     mode: /v1/embeddings relays to it, and its task route
+//     POST /v1/{model}/embeddings (serveGGUFEmbeddings) translates the
+//     texts to the replica's /v1/embeddings and its answer back to the
+//     encoder's shape, input tokens metered; an ONNX encoder keeps /predict.
 //   - tokenlimit.go: a plan's token budgets (tokens per minute, per UTC
 //     month): counts in Redis under internal/limitkeys' names, read at
 //     admission (one round trip, only for plans that have them), charged

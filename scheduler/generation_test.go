@@ -330,7 +330,7 @@ func TestDiffEmbeddingGGUF(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		service, backend, image string
-		embeddings             bool
+		embeddings              bool
 	}{
 		{"nlp-embed", BackendLlama, llamaImg, true},
 		{"nlp-embed-gpu-g0", BackendLlamaCUDA, llamaCUDAImg, true},
