@@ -44,23 +44,32 @@ func TestTextGenerationUploadAndDeploy(t *testing.T) {
 	if code != 200 || d["gpu_memory_bytes"].(float64) != float64((int64(estimate)+1)/2) {
 		t.Fatalf("deploy on 2 GPUs: %d %v, want half the estimate %v per GPU", code, d, estimate)
 	}
-	generation := d["generation"]
-	for _, bad := range []struct {
-		body map[string]any
-		want string
-	}{
+	e.refusedDeploys("tiny", d["generation"], []refusedDeploy{
 		{map[string]any{"resources": map[string]any{"memory": "32M"}}, "below the model's memory estimate"},
 		{map[string]any{"resources": map[string]any{"gpus": 1, "gpu_memory": "1K"}}, "below the model's share"},
 		{map[string]any{"backend": "ort"}, "runs on llama.cpp"},
-	} {
-		code, body := put(bad.body)
+	})
+}
+
+// refusedDeploy is a deployment body refused with a message holding want.
+type refusedDeploy struct {
+	body map[string]any
+	want string
+}
+
+// refusedDeploys checks that each body is a 400 invalid_request with its
+// message, and that model's deployment kept its generation.
+func (e *env) refusedDeploys(model string, generation any, bad []refusedDeploy) {
+	e.t.Helper()
+	for _, b := range bad {
+		code, body := e.do("PUT", "/api/v1/models/"+model+"/deployment", adminTok, b.body)
 		errObj, _ := body["error"].(map[string]any)
-		if code != 400 || errObj == nil || errObj["code"] != "invalid_request" || !strings.Contains(errObj["message"].(string), bad.want) {
-			t.Errorf("deploy %v: %d %v, want 400 invalid_request with %q", bad.body, code, body, bad.want)
+		if code != 400 || errObj == nil || errObj["code"] != "invalid_request" || !strings.Contains(errObj["message"].(string), b.want) {
+			e.t.Errorf("deploy %v: %d %v, want 400 invalid_request with %q", b.body, code, body, b.want)
 		}
 	}
-	if code, d = e.do("GET", "/api/v1/models/tiny/deployment", adminTok, nil); code != 200 || d["generation"] != generation {
-		t.Fatalf("a refused deploy changed the deployment: %d %v", code, d)
+	if code, d := e.do("GET", "/api/v1/models/"+model+"/deployment", adminTok, nil); code != 200 || d["generation"] != generation {
+		e.t.Fatalf("a refused deploy changed the deployment: %d %v", code, d)
 	}
 }
 
@@ -140,22 +149,9 @@ func TestEmbeddingGGUFDeploy(t *testing.T) {
 	if code != 200 || d["gpu_memory_bytes"].(float64) != float64((int64(estimate)+1)/2) {
 		t.Fatalf("deploy on 2 GPUs: %d %v, want half the estimate %v per GPU", code, d, estimate)
 	}
-	generation := d["generation"]
-	for _, bad := range []struct {
-		body map[string]any
-		want string
-	}{
+	e.refusedDeploys("embed", d["generation"], []refusedDeploy{
 		{map[string]any{"backend": "ort"}, "runs on llama.cpp: leave backend out"},
 		{map[string]any{"backend": "go", "resources": map[string]any{"gpus": 0}}, "runs on llama.cpp: leave backend out"},
 		{map[string]any{"resources": map[string]any{"memory": "32M"}}, "below the model's memory estimate"},
-	} {
-		code, body := put(bad.body)
-		errObj, _ := body["error"].(map[string]any)
-		if code != 400 || errObj == nil || errObj["code"] != "invalid_request" || !strings.Contains(errObj["message"].(string), bad.want) {
-			t.Errorf("deploy %v: %d %v, want 400 invalid_request with %q", bad.body, code, body, bad.want)
-		}
-	}
-	if code, d = e.do("GET", "/api/v1/models/embed/deployment", adminTok, nil); code != 200 || d["generation"] != generation {
-		t.Fatalf("a refused deploy changed the deployment: %d %v", code, d)
-	}
+	})
 }

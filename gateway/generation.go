@@ -557,6 +557,13 @@ func (g *Gateway) serveNLPGeneration(w http.ResponseWriter, r *http.Request, mod
 	} else {
 		call, err = generationCall(body)
 	}
+	g.generateTranslated(w, r, st, k, m, call, err)
+}
+
+// generateTranslated sends call, a customer body translated for the
+// replica, once the plan's token budgets allow it; err (the body could not
+// be translated) is the customer's 400 instead.
+func (g *Gateway) generateTranslated(w http.ResponseWriter, r *http.Request, st *reqState, k *Key, m *Model, call genCall, err error) {
 	if err != nil {
 		g.usage.Record(k, m, 0, true)
 		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
@@ -581,24 +588,15 @@ func (g *Gateway) serveGGUFEmbeddings(w http.ResponseWriter, r *http.Request, st
 	}
 	defer hb.release()
 	texts, single, params, err := DecodeRequest(hb.body, g.opts.MaxTexts)
-	if err == nil && len(params) > 0 && !isEmptyObject(params) {
+	var call genCall
+	switch {
+	case err != nil:
+	case len(params) > 0 && !isEmptyObject(params):
 		err = errors.New(`"parameters" are not supported by this model (a GGUF embeddings model): leave them out`)
+	default:
+		call, err = embeddingsCall(texts, single)
 	}
-	if err != nil {
-		g.usage.Record(k, m, 0, true)
-		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
-		return
-	}
-	call, err := embeddingsCall(texts, single)
-	if err != nil {
-		g.usage.Record(k, m, 0, true)
-		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
-		return
-	}
-	if !g.allowTokens(w, r, st, k) {
-		return
-	}
-	g.generate(w, r, st, k, m, call)
+	g.generateTranslated(w, r, st, k, m, call, err)
 }
 
 // embeddingsCall translates a task route's texts to the replica's
