@@ -132,7 +132,7 @@ bench-ort: minilm
 	  NLPSWARM_MINILM_DIR=$(CURDIR)/bin/minilm ./deployments/images/ort/test.sh
 FUZZ_TARGETS += ./models:FuzzTruncateChars
 FUZZ_TARGETS += ./gateway:FuzzInferTexts
-FUZZ_TARGETS += ./gateway:FuzzGenHead ./gateway:FuzzNLPGeneration
+FUZZ_TARGETS += ./gateway:FuzzGenHead ./gateway:FuzzNLPGeneration ./gateway:FuzzEmbeddingsAnswers
 FUZZ_TARGETS += ./modelmgr/ggufcheck:FuzzCheck
 
 # The generation runtime's CPU image (issue 15): Debian sid's llama-server

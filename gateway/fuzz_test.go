@@ -115,3 +115,34 @@ func FuzzNLPGeneration(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEmbeddingsAnswers: an embedding GGUF replica's /v1/embeddings answer
+// (whatever it holds) never panics, and an accepted one gives one
+// embeddings answer per input, each with a vector, as valid JSON.
+func FuzzEmbeddingsAnswers(f *testing.F) {
+	for _, s := range []string{
+		`{"data":[{"index":1,"embedding":[0.1]},{"index":0,"embedding":[0.2,0.3]}],"usage":{"prompt_tokens":3}}`,
+		`{"data":[{"embedding":[1]}]}`, `{"data":[{"index":5,"embedding":[1]}]}`, `{"data":[{"index":0,"embedding":[]}]}`,
+		`{"data":[{"index":0,"embedding":[1]},{"index":0,"embedding":[1]}]}`, `{"data":null}`, `[]`, ``,
+	} {
+		f.Add([]byte(s), uint8(2))
+	}
+	f.Fuzz(func(t *testing.T, body []byte, n uint8) {
+		answers, err := embeddingsAnswers(body, int(n%8))
+		if err != nil {
+			return
+		}
+		if len(answers) != int(n%8) {
+			t.Fatalf("%q: %d answers for %d inputs", body, len(answers), n%8)
+		}
+		for _, a := range answers {
+			e, ok := a.(embeddingsAnswer)
+			if !ok || len(e.Embeddings) != 1 || len(e.Embeddings[0]) == 0 {
+				t.Fatalf("%q: answer %+v", body, a)
+			}
+		}
+		if out := appendAnswers(nil, answers, false); !json.Valid(out) {
+			t.Fatalf("%q: invalid JSON %s", body, out)
+		}
+	})
+}
