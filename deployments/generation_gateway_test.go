@@ -47,6 +47,9 @@ func checkGenerationGateway(t *testing.T, model, key, admin string, ref parity.R
 			}
 			text = a.Choices[0].Text
 			prompt, completion = prompt+a.Usage.PromptTokens, completion+a.Usage.CompletionTokens
+			if a.Model != model { // not the replica's cache path of the file
+				t.Errorf("%s: the answer names the model %q, want %q", c.Name, a.Model, model)
+			}
 		} else {
 			a, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: model,
 				Messages: chatMessages(c.Messages), MaxTokens: openai.Int(int64(c.MaxTokens)), Temperature: openai.Float(0)})

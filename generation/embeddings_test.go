@@ -28,12 +28,13 @@ func TestServerArgs(t *testing.T) {
 		want  string // the command line after -m PATH --host 127.0.0.1 --port 1
 		error string
 	}{
-		{"generation, the model's context per slot", Config{Parallel: 4}, model, "--parallel 4 -c 16384 -t 2 --no-webui", ""},
-		{"generation, a shorter context", Config{Parallel: 2, Context: 256}, model, "--parallel 2 -c 512 -t 2 --no-webui", ""},
-		{"generation, never past the model's context", Config{Parallel: 1, Context: 1 << 20}, model, "--parallel 1 -c 4096 -t 2 --no-webui", ""},
-		{"a pooling model served for generation pools nothing", Config{Parallel: 1}, embed, "--parallel 1 -c 4096 -t 2 --no-webui", ""},
+		{"generation, the model's context per slot", Config{Parallel: 4}, model, "--parallel 4 -c 16384 -t 2 --n-gpu-layers 0 --no-webui", ""},
+		{"generation, a shorter context", Config{Parallel: 2, Context: 256}, model, "--parallel 2 -c 512 -t 2 --n-gpu-layers 0 --no-webui", ""},
+		{"generation, never past the model's context", Config{Parallel: 1, Context: 1 << 20}, model, "--parallel 1 -c 4096 -t 2 --n-gpu-layers 0 --no-webui", ""},
+		{"a pooling model served for generation pools nothing", Config{Parallel: 1}, embed, "--parallel 1 -c 4096 -t 2 --n-gpu-layers 0 --no-webui", ""},
+		{"the model named as customers call it, on every layer of a GPU", Config{Name: "tiny", Parallel: 1, GPULayers: 999}, model, "--parallel 1 -c 4096 -t 2 --n-gpu-layers 999 --no-webui --alias tiny", ""},
 		{"embeddings: the GGUF's pooling, a slot in one batch", Config{Parallel: 2, Context: 512, Embeddings: true}, embed,
-			"--parallel 2 -c 1024 -t 2 --no-webui --embeddings --pooling mean -b 512 -ub 512", ""},
+			"--parallel 2 -c 1024 -t 2 --n-gpu-layers 0 --no-webui --embeddings --pooling mean -b 512 -ub 512", ""},
 		{"embeddings of a model that does not pool", Config{Embeddings: true}, model, "", `has ""`},
 		{"embeddings of a per-token model", Config{Embeddings: true}, ggufcheck.Info{Architecture: "bert", ContextLength: 512, Pooling: true, PoolingType: "none"}, "", `has "none"`},
 	} {

@@ -150,6 +150,11 @@ func serverArgs(cfg Config, info ggufcheck.Info, path string, port, threads int)
 	args := []string{"-m", path, "--host", "127.0.0.1", "--port", strconv.Itoa(port),
 		"--parallel", strconv.Itoa(slots), "-c", strconv.FormatUint(perSlot*uint64(slots), 10),
 		"-t", strconv.Itoa(threads), "--n-gpu-layers", strconv.Itoa(max(cfg.GPULayers, 0)), "--no-webui"}
+	if cfg.Name != "" {
+		// answers name the model as customers call it, not the replica's
+		// cache path of its file (which they would otherwise read in "model")
+		args = append(args, "--alias", cfg.Name)
+	}
 	if cfg.Embeddings {
 		if !info.Embeds() {
 			return nil, fmt.Errorf("embeddings mode needs a model that pools its tokens (%s.pooling_type mean, cls or last); this one has %q", info.Architecture, info.PoolingType)

@@ -46,6 +46,7 @@ func fakeLlama(args []string) {
 	fs.String("c", "", "")
 	fs.String("t", "", "")
 	fs.String("n-gpu-layers", "", "")
+	fs.String("alias", "", "")
 	fs.Bool("no-webui", false, "")
 	embeddings := fs.Bool("embeddings", false, "")
 	fs.String("pooling", "", "")
