@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/nlpswarm/nlpswarm/deployments/images/llama/parity"
+	"github.com/nlpswarm/nlpswarm/modelmgr/ggufcheck/ggufgen"
 )
 
 // checkGenerationGateway is issue 15's correctness through the whole stack
@@ -176,4 +180,60 @@ func postJSON(t *testing.T, url, auth string, body []byte, out any) (int, string
 		_ = json.Unmarshal(raw, out)
 	}
 	return resp.StatusCode, string(raw)
+}
+
+// checkEmbeddingGGUF is issue 15's embeddings from GGUF through the whole
+// stack: ggufgen's embedding twin of the parity model (mean pooling) pushed
+// with task feature-extraction, deployed with no resources given (the
+// generation runtime in its embeddings mode), and called with a customer
+// key both ways: OpenAI's /v1/embeddings (the SDK, unmodified) and the task
+// route /v1/{model}/embeddings; each vector within 1e-3 of transformers'
+// mean pooling on the same weights.
+func checkEmbeddingGGUF(t *testing.T, cli func(args ...string) string, key string, ref parity.Reference) {
+	const model = "tinyemb"
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "model.gguf"), ggufgen.TinyLlamaEmbedding(ref.Seed).Build(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cli("models", "create", model, "--task", "feature-extraction")
+	t.Log(cli("models", "push", model, dir))
+	start := time.Now()
+	t.Log(cli("deploy", model, "--replicas", "1", "--wait", "--timeout", "3m"))
+	t.Logf("deploy %s: running after %s", model, time.Since(start).Round(10*time.Millisecond))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := openai.NewClient(option.WithBaseURL(gatewayURL+"/v1/"), option.WithAPIKey(key), option.WithMaxRetries(2))
+	near := func(got []float64, want []float64) bool {
+		if len(got) != len(want) {
+			return false
+		}
+		for i := range want {
+			if math.Abs(got[i]-want[i]) > 1e-3 {
+				return false
+			}
+		}
+		return true
+	}
+	var sdk *openai.CreateEmbeddingResponse
+	waitFor(t, time.Minute, func() bool { // the catalogue and discovery catch up
+		var err error
+		sdk, err = client.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: model,
+			Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String(ref.Embeddings[0].Text)}})
+		return err == nil && len(sdk.Data) == 1
+	})
+	if !near(sdk.Data[0].Embedding, ref.Embeddings[0].Vector) {
+		t.Errorf("/v1/embeddings of %q: %v, want transformers' %v", ref.Embeddings[0].Text, sdk.Data[0].Embedding, ref.Embeddings[0].Vector)
+	}
+	for _, e := range ref.Embeddings {
+		body, _ := json.Marshal(map[string]string{"text": e.Text})
+		var got struct {
+			Embeddings [][]float64 `json:"embeddings"`
+		}
+		if code, raw := postJSON(t, gatewayURL+"/v1/"+model+"/embeddings", "Token "+key, body, &got); code != 200 || len(got.Embeddings) != 1 || !near(got.Embeddings[0], e.Vector) {
+			t.Errorf("POST /v1/%s/embeddings %q: %d %s, want transformers' vector", model, e.Text, code, raw)
+		}
+	}
+	t.Logf("%s: %d texts through the gateway (the task route, and OpenAI's with the SDK), each within 1e-3 of transformers' mean pooling", model, len(ref.Embeddings))
+	t.Log(cli("undeploy", model))
 }

@@ -118,4 +118,5 @@ func checkGeneration(t *testing.T, sh shFunc, cli func(args ...string) string, t
 		llamaID[:19], d.MemoryReservation)
 	t.Run("ThroughTheGateway", func(t *testing.T) { checkGenerationGateway(t, "tiny", key, admin, ref) })
 	t.Log(cli("undeploy", "tiny"))
+	t.Run("EmbeddingGGUF", func(t *testing.T) { checkEmbeddingGGUF(t, cli, key, ref) })
 }
