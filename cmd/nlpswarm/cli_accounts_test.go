@@ -33,7 +33,9 @@ func TestCLIPlansAccountsKeys(t *testing.T) {
 		{[]string{"accounts", "show", "1"}, 0, "limits per key: 2.5 requests/s, burst 40, monthly quota 100000"},
 		{[]string{"accounts", "show", "1"}, 0, "generation tokens per key: 20000 a minute, 9000000 a month"},
 		{[]string{"keys", "create", "1", "--name", "ci"}, 0, "nlp_"},
-		{[]string{"keys", "create", "1", "--name", "other"}, 0, "nlp_"},
+		{[]string{"keys", "create", "acme", "--name", "other"}, 0, "nlp_"}, // an account by its name too
+		{[]string{"keys", "create", "nobody", "--name", "x"}, 1, `no account named "nobody"`},
+		{[]string{"accounts", "show", "acme"}, 0, "generation tokens per key"},
 	})
 	// no Redis configured for this apiserver: the page says so rather than failing
 	runSteps(t, env, []cliStep{{[]string{"accounts", "show", "1"}, 0, "Redis is not configured"}})

@@ -28,7 +28,7 @@ func init() {
 	register(command{Name: "undeploy", Summary: "undeploy MODEL: remove the model's service", Run: runUndeploy})
 	register(command{Name: "nodes", Summary: "nodes: swarm nodes with their GPUs", Run: runNodes})
 	register(command{Name: "accounts", Summary: "accounts ls | create NAME [--plan P] | show ID (plan, quota use, rate) | update ID --plan P", Run: runAccounts})
-	register(command{Name: "keys", Summary: "keys create ACCOUNT_ID [--name N] | ls ACCOUNT_ID | revoke ACCOUNT_ID KEY_ID | revoke PREFIX", Run: runKeys})
+	register(command{Name: "keys", Summary: "keys create ACCOUNT [--name N] | ls ACCOUNT | revoke ACCOUNT KEY_ID | revoke PREFIX (ACCOUNT: id or name)", Run: runKeys})
 	register(command{Name: "usage", Summary: "usage [--account A] [--model M] [--from DAY] [--to DAY]", Run: runUsage})
 }
 
@@ -479,10 +479,14 @@ func runAccounts(ctx context.Context, args []string) error {
 	case "show":
 		return verb(ctx, "accounts show", args[1:], nil, func(ctx context.Context, c *apiClient, pos []string) error {
 			if len(pos) != 1 {
-				return usageErr("usage: nlpswarm accounts show ID")
+				return usageErr("usage: nlpswarm accounts show ACCOUNT (its id or name)")
+			}
+			path, err := accountPath(ctx, c, pos[0])
+			if err != nil {
+				return err
 			}
 			var d apiserver.AccountDetail
-			if err := c.do(ctx, http.MethodGet, "/api/v1/accounts/"+url.PathEscape(pos[0]), nil, &d); err != nil {
+			if err := c.do(ctx, http.MethodGet, path, nil, &d); err != nil {
 				return err
 			}
 			return showAccount(c, d)
@@ -493,10 +497,14 @@ func runAccounts(ctx context.Context, args []string) error {
 			fs.StringVar(&plan, "plan", "", "the plan to move the account to")
 		}, func(ctx context.Context, c *apiClient, pos []string) error {
 			if len(pos) != 1 || plan == "" {
-				return usageErr("usage: nlpswarm accounts update ID --plan P")
+				return usageErr("usage: nlpswarm accounts update ACCOUNT --plan P (ACCOUNT: its id or name)")
 			}
 			var a apiserver.Account
-			if err := c.do(ctx, http.MethodPatch, "/api/v1/accounts/"+url.PathEscape(pos[0]), map[string]any{"plan": plan}, &a); err != nil {
+			path, err := accountPath(ctx, c, pos[0])
+			if err != nil {
+				return err
+			}
+			if err := c.do(ctx, http.MethodPatch, path, map[string]any{"plan": plan}, &a); err != nil {
 				return err
 			}
 			if c.opts.json {
@@ -509,9 +517,29 @@ func runAccounts(ctx context.Context, args []string) error {
 	return usageErr("unknown accounts sub-command %q (ls, create, show, update)", args[0])
 }
 
+// accountPath is "/api/v1/accounts/ID" for ref, an account's id or its
+// name (the backoffice's routes take ids; a name is looked up in the list).
+func accountPath(ctx context.Context, c *apiClient, ref string) (string, error) {
+	if id, err := strconv.ParseInt(ref, 10, 64); err == nil && id > 0 {
+		return "/api/v1/accounts/" + ref, nil
+	}
+	var out struct {
+		Accounts []apiserver.Account `json:"accounts"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/api/v1/accounts", nil, &out); err != nil {
+		return "", err
+	}
+	for _, a := range out.Accounts {
+		if a.Name == ref {
+			return "/api/v1/accounts/" + strconv.FormatInt(a.ID, 10), nil
+		}
+	}
+	return "", fmt.Errorf("no account named %q (nlpswarm accounts ls lists them)", ref)
+}
+
 func runKeys(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usageErr("usage: nlpswarm keys create ACCOUNT_ID [--name N] | ls ACCOUNT_ID | revoke ACCOUNT_ID KEY_ID | revoke PREFIX")
+		return usageErr("usage: nlpswarm keys create ACCOUNT [--name N] | ls ACCOUNT | revoke ACCOUNT KEY_ID | revoke PREFIX (ACCOUNT: its id or name)")
 	}
 	switch args[0] {
 	case "create":
@@ -520,10 +548,14 @@ func runKeys(ctx context.Context, args []string) error {
 			fs.StringVar(&name, "name", "", "a name to recognise the key by")
 		}, func(ctx context.Context, c *apiClient, pos []string) error {
 			if len(pos) != 1 {
-				return usageErr("usage: nlpswarm keys create ACCOUNT_ID [--name N]")
+				return usageErr("usage: nlpswarm keys create ACCOUNT [--name N] (ACCOUNT: its id or name)")
+			}
+			path, err := accountPath(ctx, c, pos[0])
+			if err != nil {
+				return err
 			}
 			var k apiserver.Key
-			if err := c.do(ctx, http.MethodPost, "/api/v1/accounts/"+pos[0]+"/keys", map[string]any{"name": name}, &k); err != nil {
+			if err := c.do(ctx, http.MethodPost, path+"/keys", map[string]any{"name": name}, &k); err != nil {
 				return err
 			}
 			if c.opts.json {
@@ -536,12 +568,16 @@ func runKeys(ctx context.Context, args []string) error {
 	case "ls":
 		return verb(ctx, "keys ls", args[1:], nil, func(ctx context.Context, c *apiClient, pos []string) error {
 			if len(pos) != 1 {
-				return usageErr("usage: nlpswarm keys ls ACCOUNT_ID")
+				return usageErr("usage: nlpswarm keys ls ACCOUNT (its id or name)")
 			}
 			var out struct {
 				Keys []apiserver.Key `json:"keys"`
 			}
-			if err := c.do(ctx, http.MethodGet, "/api/v1/accounts/"+pos[0]+"/keys", nil, &out); err != nil {
+			path, err := accountPath(ctx, c, pos[0])
+			if err != nil {
+				return err
+			}
+			if err := c.do(ctx, http.MethodGet, path+"/keys", nil, &out); err != nil {
 				return err
 			}
 			if c.opts.json {
@@ -573,7 +609,11 @@ func runKeys(ctx context.Context, args []string) error {
 				fmt.Printf("revoked key %d (prefix %s) of account %d\n", k.ID, k.Prefix, k.AccountID)
 				return nil
 			case 2:
-				if err := c.do(ctx, http.MethodDelete, "/api/v1/accounts/"+pos[0]+"/keys/"+pos[1], nil, nil); err != nil {
+				path, err := accountPath(ctx, c, pos[0])
+				if err != nil {
+					return err
+				}
+				if err := c.do(ctx, http.MethodDelete, path+"/keys/"+url.PathEscape(pos[1]), nil, nil); err != nil {
 					return err
 				}
 				fmt.Printf("revoked key %s\n", pos[1])
