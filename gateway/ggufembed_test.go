@@ -134,6 +134,17 @@ func TestGGUFEmbeddingsOpenAI(t *testing.T) {
 			t.Errorf("%s %s: %d %s, want 400 task_not_supported with %q", c.path, c.body, a.status, a.raw, c.want)
 		}
 	}
+	// the OIP routes: refused with the routes that do serve the model, not
+	// a bare 404 from a replica that does not speak v2
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v2/models/gemb/infer", `{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":["a"]}]}`},
+		{"GET", "/v2/models/gemb", ""},
+	} {
+		a := e.call(c.method, key, c.path, c.body)
+		if a.status != 400 || errCode(a) != "task_not_supported" || !strings.Contains(a.raw, "/v1/gemb/embeddings") {
+			t.Errorf("%s %s: %d %s, want 400 task_not_supported naming /v1/gemb/embeddings", c.method, c.path, a.status, a.raw)
+		}
+	}
 	a = e.call("GET", key, "/v1/models", "")
 	var ids []string
 	for _, d := range a.body["data"].([]any) {

@@ -457,7 +457,7 @@ func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request, model strin
 	st := &reqState{r: r, start: time.Now(), model: "-"}
 	defer g.finish(st)
 	k, m, ok := g.admit(w, r, st, model)
-	if !ok {
+	if !ok || g.refuseOIP(w, st, m) {
 		return
 	}
 	hb, ok := g.takeBody(w, r, st, k)
@@ -518,4 +518,21 @@ func (g *Gateway) writeErr(w http.ResponseWriter, st *reqState, e *gwError) {
 		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
 	}
 	g.fail(w, st, e.status, e.code, e.msg)
+}
+
+// refuseOIP answers 400 task_not_supported for a model the generation
+// runtime serves (llama-server speaks OpenAI's API, not the Open Inference
+// Protocol): its replica would answer the v2 routes with a bare 404. It
+// names the routes that do serve the model and reports whether it refused.
+func (g *Gateway) refuseOIP(w http.ResponseWriter, st *reqState, m *Model) bool {
+	if !m.generationRuntime() {
+		return false
+	}
+	routes := "/v1/completions, /v1/chat/completions or /v1/" + m.Name + "/generation"
+	if m.ggufEmbeddings() {
+		routes = "/v1/embeddings or /v1/" + m.Name + "/embeddings"
+	}
+	g.fail(w, st, http.StatusBadRequest, "task_not_supported",
+		fmt.Sprintf("model %q runs on the generation runtime, which does not speak the Open Inference Protocol (v2): call %s", m.Name, routes))
+	return true
 }

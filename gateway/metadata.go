@@ -22,7 +22,7 @@ func (g *Gateway) serveModelMetadata(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{r: r, start: time.Now(), model: "-"}
 	defer g.finish(st)
 	_, m, ok := g.admit(w, r, st, r.PathValue("model"))
-	if !ok {
+	if !ok || g.refuseOIP(w, st, m) {
 		return
 	}
 	u := g.policy.Select(g.pool(m.Name).Upstreams(), r)
