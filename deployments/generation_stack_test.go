@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/deployments/images/llama/parity"
 	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
 	"github.com/nlpswarm/nlpswarm/internal/bearer"
-	"github.com/nlpswarm/nlpswarm/deployments/images/llama/parity"
 )
 
 // checkGeneration is issue 15's placement on the running stack

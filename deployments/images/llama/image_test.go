@@ -267,4 +267,3 @@ func mib(n uint64, err error) string {
 	}
 	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 }
-
