@@ -54,7 +54,10 @@
 //     model's admission; the body goes to the replica as it is) and
 //     GET /v1/models (the generation models the key may call); NLP Cloud's
 //     POST /v1/{model}/generation and /chatbot, translated to and from the
-//     replica's completions and chat. Streams (relayGeneration) go out
+//     replica's completions and chat, and with "stream": true streamed
+//     (nlpstream.go: one event per piece of the answer, then the whole
+//     answer, the JSON a request without stream gets, then [DONE]).
+//     Streams (relayGeneration) go out
 //     event by event as they arrive, each read's complete events flushed at
 //     once: the gateway asks the replica for its usage event
 //     (stream_options.include_usage) and keeps it from a client that did

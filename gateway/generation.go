@@ -110,6 +110,9 @@ type genCall struct {
 	stream bool
 	strip  bool // the stream's usage event is the gateway's, not the client's
 	texts  int  // the texts usage counts (0: one, a generation request)
+	// nlp turns a stream's OpenAI events into an NLP Cloud route's
+	// (nlpstream.go); nil: relayed as they are
+	nlp *nlpStream
 	// answer turns a whole answer into the route's (nil: as it is)
 	answer func(body []byte, u tokenUsage) ([]byte, error)
 }
@@ -211,7 +214,7 @@ func (g *Gateway) generate(w http.ResponseWriter, r *http.Request, st *reqState,
 	if res.stream != nil {
 		g.usage.Record(k, m, texts, false) // (before the answer: usage.go)
 		st.status = res.status
-		u := g.relayGeneration(w, r, st, res, call.strip)
+		u := g.relayGeneration(w, r, st, res, call.strip, call.nlp)
 		g.chargeTokens(k, m, u)
 		return
 	}
@@ -326,7 +329,11 @@ const maxPendingEvent = 1 << 20
 // data: {"error":{...}}, as OpenAI's streams carry errors. It returns the
 // stream's usage: from its usage event, else the content events counted as
 // output tokens (a stream cut short).
-func (g *Gateway) relayGeneration(w http.ResponseWriter, r *http.Request, st *reqState, res *upstreamResult, strip bool) tokenUsage {
+//
+// With nlp, the events are an NLP Cloud route's instead (nlpStream.scan):
+// each content event becomes a piece of the answer, and the end the whole
+// answer then [DONE].
+func (g *Gateway) relayGeneration(w http.ResponseWriter, r *http.Request, st *reqState, res *upstreamResult, strip bool, nlp *nlpStream) tokenUsage {
 	defer res.stream.Close()
 	h := w.Header()
 	ct := res.contentType
@@ -374,7 +381,11 @@ func (g *Gateway) relayGeneration(w http.ResponseWriter, r *http.Request, st *re
 				end = len(acc) // no end in sight: passed on unparsed
 			}
 			out = out[:0]
-			out = scanEvents(out, acc[:end], strip, &u, &events)
+			if nlp != nil {
+				out = nlp.scan(out, acc[:end], &u, &events)
+			} else {
+				out = scanEvents(out, acc[:end], strip, &u, &events)
+			}
 			if !write(out) {
 				*buf = acc[:0]
 				return estimate(u, events)
@@ -386,10 +397,15 @@ func (g *Gateway) relayGeneration(w http.ResponseWriter, r *http.Request, st *re
 		}
 		*buf = acc[:0]
 		if err == io.EOF {
-			if len(acc) > 0 { // an unfinished last event
-				out = scanEvents(out[:0], acc, strip, &u, &events)
-				write(out)
+			out = out[:0]
+			if nlp != nil {
+				// an unfinished last event, then the whole answer if the
+				// replica's [DONE] did not come
+				out = nlp.finish(nlp.scan(out, acc, &u, &events), estimate(u, events))
+			} else if len(acc) > 0 { // an unfinished last event
+				out = scanEvents(out, acc, strip, &u, &events)
 			}
+			write(out)
 			return estimate(u, events)
 		}
 		if r.Context().Err() != nil {
@@ -704,7 +720,7 @@ func generationCall(body []byte) (genCall, error) {
 	if err != nil {
 		return genCall{}, err
 	}
-	up := map[string]any{"prompt": req.Text, "max_tokens": n, "stream": false}
+	up := map[string]any{"prompt": req.Text, "max_tokens": n, "stream": req.Stream}
 	if req.EndSequence != "" {
 		up["stop"] = []string{req.EndSequence}
 	}
@@ -713,7 +729,11 @@ func generationCall(body []byte) (genCall, error) {
 	putOpt(up, "top_k", req.TopK)
 	putOpt(up, "repeat_penalty", req.RepetitionPenalty)
 	putOpt(up, "seed", req.Seed)
-	return replicaCall(customerapi.PathCompletions, up, func(ans []byte, u tokenUsage) ([]byte, error) {
+	var nlp *nlpStream
+	if req.Stream {
+		nlp = &nlpStream{generation: &req}
+	}
+	return streamable(nlp, up, customerapi.PathCompletions, func(ans []byte, u tokenUsage) ([]byte, error) {
 		var a struct {
 			Choices []struct {
 				Text string `json:"text"`
@@ -756,10 +776,14 @@ func chatbotCall(body []byte) (genCall, error) {
 		msgs = append(msgs, message{"user", h.Input}, message{"assistant", h.Response})
 	}
 	msgs = append(msgs, message{"user", req.Input})
-	up := map[string]any{"messages": msgs, "max_tokens": n, "stream": false}
+	up := map[string]any{"messages": msgs, "max_tokens": n, "stream": req.Stream}
 	putOpt(up, "temperature", req.Temperature)
 	putOpt(up, "seed", req.Seed)
-	return replicaCall(customerapi.PathChatCompletions, up, func(ans []byte, _ tokenUsage) ([]byte, error) {
+	var nlp *nlpStream
+	if req.Stream {
+		nlp = &nlpStream{chatbot: &req}
+	}
+	return streamable(nlp, up, customerapi.PathChatCompletions, func(ans []byte, _ tokenUsage) ([]byte, error) {
 		var a struct {
 			Choices []struct {
 				Message struct {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/gateway/gatewaytest/fakellama"
+	"github.com/nlpswarm/nlpswarm/internal/customerapi"
 	"github.com/nlpswarm/nlpswarm/internal/limitkeys"
 )
 
@@ -464,5 +465,85 @@ func testGenerationStreamReusesConnection(t *testing.T, upstream string) {
 	_, _ = io.ReadAll(br)
 	if n := f.Conns.Load(); n != 2 {
 		t.Errorf("after a stream cut short: %d connections, want 2 (the cut one closed)", n)
+	}
+}
+
+// NLP Cloud's routes stream with "stream": true: each piece of the answer
+// as the replica generates it (the replica asked for a stream with its
+// usage event), then the whole answer, the JSON a request without stream
+// gets, then [DONE]; usage counts the stream's tokens.
+func TestGenerationNLPCloudStream(t *testing.T) {
+	e, f, key, keyID := genEnv(t, false)
+	f.Gate.Store(true)
+	_, br := openGenStream(t, e, key, "/v1/gen/generation", `{"text":"Once","max_length":5,"stream":true}`)
+	var up map[string]any
+	_ = json.Unmarshal(<-f.Bodies, &up)
+	if up["stream"] != true || up["prompt"] != "Once" {
+		t.Fatalf("completion request %v", up)
+	}
+	if so, _ := up["stream_options"].(map[string]any); so["include_usage"] != true {
+		t.Fatalf("the replica was not asked for usage: %v", up)
+	}
+	for i := range 5 {
+		f.Step <- struct{}{}
+		if ev, want := readEvent(t, br), "data: {\"generated_text\":\"tok"+strconv.Itoa(i)+" \"}\n\n"; ev != want {
+			t.Fatalf("event %d: %q, want %q", i, ev, want)
+		}
+	}
+	rest, _ := io.ReadAll(br)
+	if want := "data: {\"generated_text\":\"Oncetok0 tok1 tok2 tok3 tok4 \",\"nb_generated_tokens\":5,\"nb_input_tokens\":7}\n\ndata: [DONE]\n\n"; string(rest) != want {
+		t.Fatalf("the stream's end: %q, want %q", rest, want)
+	}
+	f.Gate.Store(false)
+	_, br = openGenStream(t, e, key, "/v1/gen/chatbot", `{"input":"and now?","history":[{"input":"hi","response":"hello"}],"stream":true}`)
+	<-f.Bodies
+	all, _ := io.ReadAll(br)
+	if !strings.HasPrefix(string(all), "data: {\"response\":\"tok0 \"}\n\n") ||
+		!strings.HasSuffix(string(all), "data: {\"response\":\"tok0 tok1 tok2 tok3 tok4 \",\"history\":[{\"input\":\"hi\",\"response\":\"hello\"},{\"input\":\"and now?\",\"response\":\"tok0 tok1 tok2 tok3 tok4 \"}]}\n\ndata: [DONE]\n\n") {
+		t.Fatalf("chatbot stream: %q", all)
+	}
+	if req, in, out := e.tokensOf(keyID, "gen"); req != 2 || in != 14 || out != 10 {
+		t.Fatalf("usage: %d requests, %d in, %d out", req, in, out)
+	}
+}
+
+// A replica failing in the middle of an NLP Cloud stream ends it with the
+// customer API's error event, and no whole answer.
+func TestGenerationNLPCloudStreamFails(t *testing.T) {
+	e, f, key, _ := genEnv(t, false)
+	f.FailAfter.Store(2)
+	_, br := openGenStream(t, e, key, "/v1/gen/generation", `{"text":"Once","stream":true}`)
+	all, _ := io.ReadAll(br)
+	if !strings.HasPrefix(string(all), "data: {\"generated_text\":\"tok0 \"}\n\ndata: {\"generated_text\":\"tok1 \"}\n\n") ||
+		!strings.Contains(string(all), `"code":"upstream_error"`) || strings.Contains(string(all), "[DONE]") {
+		t.Fatalf("stream: %q", all)
+	}
+}
+
+// The NLP Cloud stream conversion on its own: keep-alives and role events
+// pass nothing, a replica's error event becomes ours and ends the answer,
+// and an end without [DONE] still gives the whole answer once.
+func TestNLPStreamScan(t *testing.T) {
+	s := &nlpStream{generation: &customerapi.GenerationRequest{Text: "P", RemoveInput: true}}
+	var u tokenUsage
+	var events int64
+	out := s.scan(nil, []byte(": keep-alive\n\ndata: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\ndata: {\"choices\":[{\"text\":\"a\"}]}\n\ndata: not json\n\n"), &u, &events)
+	if string(out) != "data: {\"generated_text\":\"a\"}\n\n" || events != 1 {
+		t.Fatalf("%q %d", out, events)
+	}
+	out = s.finish(nil, estimate(u, events))
+	if string(out) != "data: {\"generated_text\":\"a\",\"nb_generated_tokens\":1,\"nb_input_tokens\":0}\n\ndata: [DONE]\n\n" {
+		t.Fatalf("%q", out)
+	}
+	if out = s.finish(nil, u); len(out) != 0 {
+		t.Fatalf("finished twice: %q", out)
+	}
+	s = &nlpStream{chatbot: &customerapi.ChatbotRequest{Input: "q"}}
+	out = s.scan(nil, []byte("data: {\"error\":{\"code\":500,\"message\":\"boom\"}}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"late\"}}]}\n\n"), &u, &events)
+	if !strings.Contains(string(out), `"upstream_error"`) || strings.Contains(string(out), "late") || strings.Contains(string(out), "boom") {
+		t.Fatalf("%q", out)
+	}
+	if out = s.finish(nil, u); len(out) != 0 {
+		t.Fatalf("a failed stream got a whole answer: %q", out)
 	}
 }

@@ -107,7 +107,9 @@ const (
 // shape: Text is the prompt; MaxLength the most tokens generated (default
 // DefaultMaxLength); EndSequence stops the generation where it appears (it
 // is not part of the answer); RemoveInput leaves the prompt out of the
-// answer's generated_text (by default the answer starts with it).
+// answer's generated_text (by default the answer starts with it). Stream
+// asks for the answer as Server-Sent Events (GenerationChunk events, then
+// the whole GenerationAnswer, then "[DONE]").
 type GenerationRequest struct {
 	Text              string   `json:"text"`
 	MaxLength         *int     `json:"max_length,omitempty"`
@@ -118,6 +120,22 @@ type GenerationRequest struct {
 	TopK              *int     `json:"top_k,omitempty"`
 	RepetitionPenalty *float64 `json:"repetition_penalty,omitempty"`
 	Seed              *int64   `json:"seed,omitempty"`
+	Stream            bool     `json:"stream,omitempty"`
+}
+
+// GenerationChunk is one event of a streamed generation: the next piece
+// of the continuation, as the replica generates it. The pieces never
+// include the prompt; the stream's last event before "data: [DONE]" is
+// the whole GenerationAnswer, the answer a request without stream gets.
+type GenerationChunk struct {
+	GeneratedText string `json:"generated_text"`
+}
+
+// ChatbotChunk is one event of a streamed chatbot answer: the next piece
+// of the response; the last event before "data: [DONE]" is the whole
+// ChatbotAnswer (its history included).
+type ChatbotChunk struct {
+	Response string `json:"response"`
 }
 
 // DefaultMaxLength is the tokens generated when a generation or chatbot
@@ -142,7 +160,7 @@ type Exchange struct {
 // ChatbotRequest is the body of POST /v1/{model}/chatbot, NLP Cloud's
 // shape: Input is the user's new message, Context an optional description
 // of the conversation (the system message), History the turns so far,
-// oldest first. MaxLength and Temperature are as for generation.
+// oldest first. MaxLength, Temperature and Stream are as for generation.
 type ChatbotRequest struct {
 	Input       string     `json:"input"`
 	Context     string     `json:"context,omitempty"`
@@ -150,6 +168,7 @@ type ChatbotRequest struct {
 	MaxLength   *int       `json:"max_length,omitempty"`
 	Temperature *float64   `json:"temperature,omitempty"`
 	Seed        *int64     `json:"seed,omitempty"`
+	Stream      bool       `json:"stream,omitempty"`
 }
 
 // ChatbotAnswer is the answer of chatbot: the response and the history
