@@ -47,7 +47,11 @@
 //   - stream.go: relayStream, the pass-through's relay of streamed answers
 //     (text/event-stream, or without a length) as they arrive, on either
 //     front end: a flush per read, an SSE error event when the runtime fails
-//     mid-stream, the upstream request ended when the client leaves.
+//     mid-stream, the upstream request ended when the client leaves. The
+//     model's timeout bounds the wait for a stream's head and then each
+//     wait for more of it (streamIdle, idleReads in upstream.go, on both
+//     upstream clients), never the whole stream: a generation lasts as long
+//     as its tokens take.
 //   - generation.go: the text-generation routes (issue 15): OpenAI's
 //     POST /v1/chat/completions, /v1/completions, /v1/embeddings (the body's
 //     "model" picks the deployment, read after the key and before the

@@ -547,3 +547,50 @@ func TestNLPStreamScan(t *testing.T) {
 		t.Fatalf("a failed stream got a whole answer: %q", out)
 	}
 }
+
+// A stream lasts as long as its tokens take: the model's timeout bounds
+// the wait for its head and then each wait for more of it, not the whole
+// stream (a generation's answer may take minutes). A replica silent for
+// longer than that ends the stream with an error event.
+func TestGenerationStreamOutlivesTimeout(t *testing.T) {
+	eachUpstream(t, testGenerationStreamOutlivesTimeout)
+}
+
+func testGenerationStreamOutlivesTimeout(t *testing.T, upstream string) {
+	e := newEnv(t, false)
+	e.upstream = upstream
+	acc := e.account("acme", "")
+	key, _ := e.key(acc, "inference")
+	f := e.genModel("gen", 0)
+	e.start(Config{Timeout: 600 * time.Millisecond})
+	f.Gate.Store(true)
+	_, br := openGenStream(t, e, key, "/v1/completions", `{"model":"gen","stream":true,"prompt":"x"}`)
+	<-f.Bodies
+	for i := range 5 { // 5 × 250 ms: twice the timeout in all, each wait well under it
+		time.Sleep(250 * time.Millisecond)
+		select {
+		case f.Step <- struct{}{}:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the replica's stream was ended before chunk %d (cut at the model's timeout?)", i)
+		}
+		if ev, want := readEvent(t, br), "data: "+fakellama.Chunk(false, i)+"\n\n"; ev != want {
+			t.Fatalf("event %d: %q, want %q", i, ev, want)
+		}
+	}
+	if rest, _ := io.ReadAll(br); !strings.HasSuffix(string(rest), "data: [DONE]\n\n") {
+		t.Fatalf("the stream's end: %q", rest)
+	}
+
+	_, br = openGenStream(t, e, key, "/v1/completions", `{"model":"gen","stream":true,"prompt":"x"}`)
+	<-f.Bodies
+	f.Step <- struct{}{}
+	readEvent(t, br)
+	start := time.Now() // then nothing: the replica hangs
+	rest, _ := io.ReadAll(br)
+	if !strings.Contains(string(rest), `"code":"upstream_error"`) {
+		t.Fatalf("a silent replica's stream ended with %q", rest)
+	}
+	if d := time.Since(start); d < 500*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("the silent stream ended after %s, want about the 600 ms timeout", d)
+	}
+}

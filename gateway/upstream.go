@@ -84,9 +84,18 @@ type netHTTPClient struct {
 
 func (n *netHTTPClient) post(ctx context.Context, deadline time.Time, u *Upstream, path, requestID, auth string, body []byte, stream bool) (res *upstreamResult, err error) {
 	cancel := context.CancelFunc(func() {})
-	if !deadline.IsZero() {
+	var timer *time.Timer // a stream's: the deadline, then its idle bound
+	switch {
+	case deadline.IsZero():
+	case stream:
+		// the deadline bounds the wait for the answer's head; a stream's
+		// reads are then bounded each by its idle time (idleReads)
+		ctx, cancel = context.WithCancel(ctx)
+		timer = time.AfterFunc(time.Until(deadline), cancel)
+	default:
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 	}
+	idle := streamIdle(deadline)
 	defer func() {
 		if res == nil || res.stream == nil { // (a stream's Close cancels)
 			cancel()
@@ -112,8 +121,18 @@ func (n *netHTTPClient) post(ctx context.Context, deadline time.Time, u *Upstrea
 		return nil, fmt.Errorf("replica %s: %w", u.Addr, err)
 	}
 	if stream && isStream(resp.StatusCode, resp.Header.Get("Content-Type"), resp.ContentLength) {
+		body := io.ReadCloser(resp.Body)
+		if timer != nil {
+			body = &idleReads{ReadCloser: resp.Body, idle: idle, ctx: ctx,
+				set: func(t time.Time) { timer.Reset(time.Until(t)) }}
+		}
 		return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"),
-			stream: &upstreamStream{ReadCloser: resp.Body, done: cancel}}, nil
+			stream: &upstreamStream{ReadCloser: body, done: func() {
+				if timer != nil {
+					timer.Stop()
+				}
+				cancel()
+			}}}, nil
 	}
 	defer resp.Body.Close()
 	ans, err := readResult(resp)
@@ -139,6 +158,41 @@ func isStream(status int, contentType string, length int64) bool {
 func isEventStream(contentType string) bool {
 	mt, _, err := mime.ParseMediaType(contentType)
 	return err == nil && mt == "text/event-stream"
+}
+
+// streamIdle is how long a streamed answer may go without a byte: the
+// time its request had until its deadline when it was sent (the model's
+// timeout, less what a retry already spent; none without a deadline). A
+// generation's stream lasts as long as its tokens take, each read bounded
+// by this, instead of being cut at the model's timeout as a whole answer
+// is.
+func streamIdle(deadline time.Time) time.Duration {
+	if deadline.IsZero() {
+		return 0
+	}
+	return max(time.Until(deadline), time.Second)
+}
+
+// idleReads bounds each Read of a stream's body by idle: set moves the
+// read's deadline (the connection's, or a timer cancelling the request's
+// context) before each one; a context already ended fails the read at
+// once, so that a deadline set after the client left cannot hold it.
+type idleReads struct {
+	io.ReadCloser
+	idle time.Duration // 0: unbounded
+	ctx  context.Context
+	set  func(time.Time)
+}
+
+func (r *idleReads) Read(p []byte) (int, error) {
+	if r.idle > 0 {
+		r.set(time.Now().Add(r.idle))
+	}
+	if err := r.ctx.Err(); err != nil {
+		r.set(aLongTimeAgo)
+		return 0, err
+	}
+	return r.ReadCloser.Read(p)
 }
 
 // upstreamStream is a streamed answer's body; Close ends the upstream

@@ -149,13 +149,19 @@ var aLongTimeAgo = time.Unix(1, 0)
 // body delimited by the connection's end).
 func (p *connPool) roundTrip(ctx context.Context, deadline time.Time, c *upConn, path, requestID, auth string, body []byte, stream bool) (ans *upstreamResult, err error) {
 	c.c.SetDeadline(deadline) // (zero: none, which also clears a reused connection's last one)
+	idle := streamIdle(deadline)
 	// the caller's context ending (the client gone) interrupts blocked I/O;
 	// the connection then is closed
 	stop := context.AfterFunc(ctx, func() { c.c.SetDeadline(aLongTimeAgo) })
 	keep := false
 	defer func() {
 		if ans != nil && ans.stream != nil {
-			es := &endedStream{ReadCloser: ans.stream}
+			// the deadline bounded the wait for the stream's head; its
+			// reads are bounded each by idle (idleReads), not all together
+			c.c.SetDeadline(time.Time{})
+			ir := &idleReads{ReadCloser: ans.stream, idle: idle, ctx: ctx,
+				set: func(t time.Time) { c.c.SetReadDeadline(t) }}
+			es := &endedStream{ReadCloser: ir}
 			ans.stream = &upstreamStream{ReadCloser: es, done: func() {
 				if stop() && keep && es.ended && c.br.Buffered() == 0 {
 					es.close() // (at its end: nothing left to drain)
