@@ -65,10 +65,12 @@ const (
 	LogMaxFiles = "3"
 )
 
-// ServiceName is the Swarm service of a model (a CPU deployment's), and the
-// network alias of each of a GPU deployment's replica services, so that
-// tasks.<ServiceName> in Swarm's DNS answers every replica either way.
-func ServiceName(model string) string { return "nlp-" + model }
+// ServiceName is the Swarm service of a deployment by its key
+// (deployment.Key: a model's name for its stable track, name_canary for its
+// canary) (a CPU deployment's), and the network alias of each of a GPU
+// deployment's replica services, so that tasks.<ServiceName> in Swarm's DNS
+// answers every replica either way. It is deployment.ServiceName's.
+func ServiceName(key string) string { return deployment.ServiceName(deployment.SplitKey(key)) }
 
 // GroupServiceName is the service of one replica slot of a GPU deployment:
 // each GPU replica is a service of its own, pinned to its node and GPUs

@@ -18,6 +18,14 @@
 // platform's default); the reconciler resolves it and writes the engine the
 // replicas run into observed (Record.EffectiveBackend).
 //
+// Canary and shadow (issue 20): a model has at most two deployments, track
+// stable (the row every model has) and track canary (a second version with
+// its own service ServiceName(model, TrackCanary), resources and autoscaling
+// bounds), named among all deployments by Key. The canary row carries the
+// split (Canary: mode, weight, sticky), its automatic rollback rule and its
+// rollout state; the gateway sees it as Route.Canary (Routable), filled
+// while the rollout is active or promoting. See track.go.
+//
 // It is a contract package: it decides nothing (placement is
 // scheduler/placement, the autoscaling rule scheduler/autoscale, the
 // reconcile plan scheduler.Diff), never talks to Docker, and imports no role
