@@ -73,7 +73,8 @@ func toCanary(weight, point float64) bool { return point < weight }
 
 // target is the deployment that answers one request.
 type target struct {
-	key        string // the fleet's pool: deployment.Key
+	key        string      // the fleet's pool: deployment.Key
+	state      *modelState // its state in the fleet
 	version    int
 	hdr        []string // X-Model-Version's value (nil: unknown)
 	autoscaled bool
@@ -81,20 +82,18 @@ type target struct {
 
 // pick chooses the deployment of m that answers a request of keyID.
 func (g *Gateway) pick(m *Model, keyID int64) target {
-	stable := target{key: m.Name, version: m.Version, hdr: m.stableHdr, autoscaled: m.Autoscaled}
 	c := m.Canary
-	if c == nil || c.shadow() || !toCanary(c.Weight, splitPoint(m.Name, c.Sticky, keyID)) {
-		return stable
-	}
-	cs := g.fleet.get(c.key)
-	if !anyAvailable(cs.pool.Upstreams()) {
+	if c != nil && !c.shadow() && toCanary(c.Weight, splitPoint(m.Name, c.Sticky, keyID)) {
+		cs := g.fleet.get(c.key)
+		if anyAvailable(cs.pool.Upstreams()) {
+			return target{key: c.key, state: cs, version: c.Version, hdr: c.hdr, autoscaled: c.Autoscaled}
+		}
 		g.m.canaryFallbacks.WithLabelValues(m.Name).Inc()
 		if c.Autoscaled {
 			g.wake(c.key, &cs.load)
 		}
-		return stable
 	}
-	return target{key: c.key, version: c.Version, hdr: c.hdr, autoscaled: c.Autoscaled}
+	return target{key: m.Name, state: g.fleet.get(m.Name), version: m.Version, hdr: m.stableHdr, autoscaled: m.Autoscaled}
 }
 
 // anyAvailable reports whether pool has a replica that takes requests.
@@ -126,6 +125,9 @@ func failed(res *upstreamResult, aerr *gwError) (counted, fail bool) {
 // canary, is dropped and counted.
 func (g *Gateway) shadowCopy(m *Model, path string, body []byte, stable *upstreamResult, rid string, timeout time.Duration) {
 	c := m.Canary
+	if g.closed.Load() {
+		return
+	}
 	cs := g.fleet.get(c.key)
 	if !anyAvailable(cs.pool.Upstreams()) {
 		g.m.shadowDropped.WithLabelValues(m.Name, "no_replica").Inc()
@@ -134,7 +136,7 @@ func (g *Gateway) shadowCopy(m *Model, path string, body []byte, stable *upstrea
 		}
 		return
 	}
-	if n := cs.shadows.Add(1); n > int64(g.opts.ShadowInflight) || g.closed.Load() {
+	if n := cs.shadows.Add(1); n > int64(g.opts.ShadowInflight) {
 		cs.shadows.Add(-1)
 		g.m.shadowDropped.WithLabelValues(m.Name, "full").Inc()
 		return
@@ -154,7 +156,7 @@ func (g *Gateway) shadowCopy(m *Model, path string, body []byte, stable *upstrea
 		defer cancel()
 		var spent time.Duration
 		t0 := time.Now()
-		res, aerr := g.forwardTo(ctx, nil, rid, c.key, false, time.Now().Add(timeout), timeout, path, req, false, &spent)
+		res, aerr := g.forwardTo(ctx, nil, rid, c.key, cs, false, time.Now().Add(timeout), timeout, path, req, false, &spent)
 		if g.shadowCtx.Err() != nil { // the gateway closing: not the version's failure
 			return
 		}

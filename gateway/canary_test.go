@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -171,6 +172,30 @@ func (e *env) awaitCatalog(model string, ok func(*Model) bool) {
 	e.t.Fatalf("the catalogue of %s did not change", model)
 }
 
+// sentimentEnv is an env (with Redis or not) with a key and the model
+// sentiment deployed as version 1 on one runtime.
+func sentimentEnv(t *testing.T, withRedis bool) (e *env, key string, id int64) {
+	e = newEnv(t, withRedis)
+	key, _ = e.key(e.account("acme", ""), "inference")
+	id = e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
+	return e, key, id
+}
+
+// sendSentiment posts a sentiment request with key through c: the answer's
+// status, its X-Model-Version and the start of its body (err: none came).
+func (e *env) sendSentiment(c *http.Client, key string) (status int, version, body string, err error) {
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/sentiment/sentiment", strings.NewReader(`{"text":"great"}`))
+	req.Header.Set("Authorization", "Token "+key)
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", "", err
+	}
+	defer resp.Body.Close()
+	var buf [512]byte
+	k, _ := io.ReadFull(resp.Body, buf[:])
+	return resp.StatusCode, resp.Header.Get("X-Model-Version"), string(buf[:k]), nil
+}
+
 const (
 	labelsPositive = `{"model":"sentiment","task":"text-classification","outputs":[[{"label":"POSITIVE","score":0.9},{"label":"NEGATIVE","score":0.1}]]}`
 	labelsNegative = `{"model":"sentiment","task":"text-classification","outputs":[[{"label":"NEGATIVE","score":0.7},{"label":"POSITIVE","score":0.3}]]}`
@@ -180,11 +205,7 @@ const (
 // (10,000 requests: within 2 points), each answer naming its version in
 // X-Model-Version, and is counted per version (Prometheus and Redis).
 func TestCanarySplit(t *testing.T) {
-	e := newEnv(t, true)
-	acc := e.account("acme", "")
-	key, _ := e.key(acc, "inference")
-	stable := newRuntime(t, "text-classification")
-	id := e.model("sentiment", "text-classification", 0, stable)
+	e, key, id := sentimentEnv(t, true)
 	canary := newFakeReplica(t, labelsNegative)
 	e.canary("sentiment", id, 2, deployment.ModeCanary, 20, false, canary.addr())
 	e.start(Config{})
@@ -198,23 +219,13 @@ func TestCanarySplit(t *testing.T) {
 	for range workers {
 		wg.Go(func() {
 			for next.Add(1) <= n {
-				req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/sentiment/sentiment", strings.NewReader(`{"text":"great"}`))
-				req.Header.Set("Authorization", "Token "+key)
-				resp, err := client.Do(req)
-				if err != nil {
-					bad.Add(1)
-					continue
-				}
-				var buf [512]byte
-				k, _ := resp.Body.Read(buf[:])
-				resp.Body.Close()
-				v := resp.Header.Get("X-Model-Version")
+				status, v, body, err := e.sendSentiment(client, key)
 				switch {
-				case resp.StatusCode != 200:
+				case err != nil || status != 200:
 					bad.Add(1)
-				case v == "1" && strings.Contains(string(buf[:k]), `"POSITIVE","score":0.9`):
+				case v == "1" && strings.Contains(body, `"POSITIVE","score":0.9`):
 					versions[1].Add(1)
-				case v == "2" && strings.Contains(string(buf[:k]), `"NEGATIVE","score":0.7`):
+				case v == "2" && strings.Contains(body, `"NEGATIVE","score":0.7`):
 					versions[2].Add(1)
 				default:
 					bad.Add(1)
@@ -300,10 +311,7 @@ func TestCanarySticky(t *testing.T) {
 // A canary with no available replica (not started yet) fails no request:
 // the stable version answers them, counted as fallbacks.
 func TestCanaryWithoutReplicaFallsBack(t *testing.T) {
-	e := newEnv(t, false)
-	acc := e.account("acme", "")
-	key, _ := e.key(acc, "inference")
-	id := e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
+	e, key, id := sentimentEnv(t, false)
 	e.canary("sentiment", id, 2, deployment.ModeCanary, 100, false) // no replica found
 	e.start(Config{})
 	for range 20 {
@@ -321,10 +329,7 @@ func TestCanaryWithoutReplicaFallsBack(t *testing.T) {
 // ready again), and its figures in Redis show its error rate, which the
 // scheduler's rule rolls it back on; after the rollback no request fails.
 func TestFailingCanary(t *testing.T) {
-	e := newEnv(t, true)
-	acc := e.account("acme", "")
-	key, _ := e.key(acc, "inference")
-	id := e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
+	e, key, id := sentimentEnv(t, true)
 	canary := newFakeReplica(t, labelsPositive)
 	canary.status.Store(500)
 	e.canary("sentiment", id, 2, deployment.ModeCanary, 10, false, canary.addr())
@@ -365,11 +370,7 @@ func TestFailingCanary(t *testing.T) {
 // dropped and counted; shadow copies are not billed; once the shadow
 // answers, the agreement of the two answers is counted.
 func TestShadow(t *testing.T) {
-	e := newEnv(t, true)
-	acc := e.account("acme", "")
-	key, _ := e.key(acc, "inference")
-	stable := newRuntime(t, "text-classification")
-	id := e.model("sentiment", "text-classification", 0, stable)
+	e, key, id := sentimentEnv(t, true)
 	shadow := newFakeReplica(t, labelsNegative) // disagrees with the stable version
 	e.canary("sentiment", id, 2, deployment.ModeShadow, 0, false, shadow.addr())
 	shadow.block()
@@ -433,10 +434,7 @@ func ptr[T any](v T) *T { return &v }
 // A failing shadow (500, or gone) changes nothing for the customer: the
 // stable answers, counted errors for the shadow.
 func TestFailingShadow(t *testing.T) {
-	e := newEnv(t, true)
-	acc := e.account("acme", "")
-	key, _ := e.key(acc, "inference")
-	id := e.model("sentiment", "text-classification", 0, newRuntime(t, "text-classification"))
+	e, key, id := sentimentEnv(t, true)
 	shadow := newFakeReplica(t, labelsPositive)
 	shadow.status.Store(500)
 	e.canary("sentiment", id, 2, deployment.ModeShadow, 0, false, shadow.addr())
@@ -490,25 +488,15 @@ func TestCanarySwitchUnderLoad(t *testing.T) {
 				mu.Lock()
 				sent := gen
 				mu.Unlock()
-				req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/sentiment/sentiment", strings.NewReader(`{"text":"x"}`))
-				req.Header.Set("Authorization", "Token "+key)
-				resp, err := client.Do(req)
-				if err != nil {
+				status, v, body, err := e.sendSentiment(client, key)
+				if err != nil || status != 200 {
 					failures.Add(1)
-					t.Errorf("request failed: %v", err)
-					continue
-				}
-				var buf [512]byte
-				k, _ := resp.Body.Read(buf[:])
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					failures.Add(1)
-					t.Errorf("%d %s", resp.StatusCode, buf[:k])
+					t.Errorf("request failed: %d %s %v", status, body, err)
 					continue
 				}
 				mu.Lock()
 				if sent == gen {
-					seen[resp.Header.Get("X-Model-Version")]++
+					seen[v]++
 				}
 				mu.Unlock()
 			}

@@ -49,14 +49,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, m *Model, path
 		if m.stableHdr != nil {
 			w.Header()["X-Model-Version"] = m.stableHdr
 		}
-		return g.forwardTo(r.Context(), r, rid, m.Name, m.Autoscaled, time.Now().Add(timeout), timeout, path, body, stream, &st.upstream)
+		return g.forwardTo(r.Context(), r, rid, m.Name, g.fleet.get(m.Name), m.Autoscaled, time.Now().Add(timeout), timeout, path, body, stream, &st.upstream)
 	}
 	t := g.pick(m, st.keyID)
 	if t.hdr != nil {
 		w.Header()["X-Model-Version"] = t.hdr
 	}
 	t0 := time.Now()
-	res, aerr := g.forwardTo(r.Context(), r, rid, t.key, t.autoscaled, time.Now().Add(timeout), timeout, path, body, stream, &st.upstream)
+	res, aerr := g.forwardTo(r.Context(), r, rid, t.key, t.state, t.autoscaled, time.Now().Add(timeout), timeout, path, body, stream, &st.upstream)
 	if counted, fail := failed(res, aerr); counted {
 		g.vstats.record(versionstats.Series{Model: m.Name, Version: t.version}, time.Since(t0), fail)
 	}
@@ -67,14 +67,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, m *Model, path
 }
 
 // forwardTo is forward's work on one deployment's pool (key: its
-// deployment.Key), with ctx the request's (the client's, or a shadow
+// deployment.Key; ms: its state, as the request found it), with ctx the request's (the client's, or a shadow
 // copy's), r the customer's request for the Policy (nil for a shadow
 // copy); with hold, an autoscaled deployment at zero holds the request.
 // The time spent on replicas adds to spent.
-func (g *Gateway) forwardTo(ctx context.Context, r *http.Request, rid, key string, hold bool, deadline time.Time, timeout time.Duration, path string, body []byte, stream bool, spent *time.Duration) (*upstreamResult, *gwError) {
+func (g *Gateway) forwardTo(ctx context.Context, r *http.Request, rid, key string, ms *modelState, hold bool, deadline time.Time, timeout time.Duration, path string, body []byte, stream bool, spent *time.Duration) (*upstreamResult, *gwError) {
 	model := key                        // (the metrics and logs name the deployment,
 	name, _ := deployment.SplitKey(key) // the answers the model)
-	ms := g.fleet.get(key)
 	at := attempt{ctx: ctx, deadline: deadline, model: model, path: path, body: body, rid: rid, auth: ms.callAuth, stream: stream}
 	pool := &ms.pool
 	load, end := arrive(&ms.load)
