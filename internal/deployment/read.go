@@ -195,10 +195,11 @@ func Routable(ctx context.Context, q Querier) ([]Route, error) {
 	})
 }
 
-// Converging reports whether any deployment is not yet running as desired.
+// Converging reports whether any deployment is not yet running as desired,
+// or a retired canary's service is still to be removed after its drain.
 func Converging(ctx context.Context, q Querier) (bool, error) {
 	var n int
-	if err := q.QueryRow(ctx, `SELECT count(*) FROM deployments WHERE (track = 'stable' OR rollout_state IN ('active', 'promoting')) AND (status <> 'running' OR observed_generation < generation)`).Scan(&n); err != nil {
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM deployments WHERE ((track = 'stable' OR rollout_state IN ('active', 'promoting')) AND (status <> 'running' OR observed_generation < generation)) OR retired_at > now() - $1 * interval '1 millisecond'`, (Drain + 5*time.Second).Milliseconds()).Scan(&n); err != nil {
 		return false, fmt.Errorf("converging: %w", err)
 	}
 	return n > 0, nil
