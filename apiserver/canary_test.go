@@ -36,7 +36,9 @@ func TestCanaryAPI(t *testing.T) {
 	put := func(body map[string]any) (int, map[string]any) {
 		return e.do("PUT", "/api/v1/models/sentiment/deployment", adminTok, body)
 	}
-	canary := func(v int, c map[string]any) map[string]any { return map[string]any{"version": v, "replicas": 1, "canary": c} }
+	canary := func(v int, c map[string]any) map[string]any {
+		return map[string]any{"version": v, "replicas": 1, "canary": c}
+	}
 	errCode := func(body map[string]any) string {
 		e, _ := body["error"].(map[string]any)
 		c, _ := e["code"].(string)
