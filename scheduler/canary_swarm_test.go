@@ -94,10 +94,7 @@ func TestCanaryAgainstSwarm(t *testing.T) {
 			t.Fatal(err)
 		}
 		c, _ := deployment.GetCanary(ctx, db.Pool, model)
-		if c.Canary.State == deployment.RolloutPromoted {
-			return true
-		}
-		return false
+		return c.Canary.State == deployment.RolloutPromoted
 	})
 	st, _ := cl.ServiceInspect(ctx, f.svc, client.ServiceInspectOptions{})
 	if st.Service.Spec.Labels[LabelVersion] != "2" || (st.Service.UpdateStatus != nil && st.Service.UpdateStatus.State == "updating") {
