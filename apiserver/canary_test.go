@@ -101,6 +101,15 @@ func TestCanaryAPI(t *testing.T) {
 	if c, _ := body["canary"].(map[string]any); code != 200 || body["version"] != 1.0 || c["state"] != "rolled_back" || c["reason"] != "rolled back by an operator" || c["retired_at"] == nil {
 		t.Fatalf("rollback: %d %v", code, body)
 	}
+	// the deployments page shows the canary, its rollout and why
+	w, _ := e.login()
+	page := w.get("/ui/deployments")
+	for _, want := range []string{"Canary: version 2", "rolled_back", "rolled back by an operator", "10% of requests, sticky per API key",
+		"error rate above 5.0% or p99 above 800ms over 20s"} {
+		if page.status != 200 || !strings.Contains(page.body, want) {
+			t.Fatalf("deployments page: %d, lacks %q", page.status, want)
+		}
+	}
 	// a shadow now (the retired canary's row is replaced)
 	code, body = put(canary(2, map[string]any{"shadow": true}))
 	if c, _ := body["canary"].(map[string]any); code != 200 || c["mode"] != "shadow" || c["state"] != "active" || c["reason"] != "" {
