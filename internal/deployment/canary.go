@@ -64,15 +64,11 @@ func PutCanary(ctx context.Context, q Querier, s CanarySpec) (int, error) {
 	if replicas < 0 {
 		return 0, fmt.Errorf("%w: replicas must be ≥ 0", ErrInvalid)
 	}
-	labels := s.Labels
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	raw, err := json.Marshal(labels)
+	args, err := specArgs(s.Spec, replicas)
 	if err != nil {
-		return 0, fmt.Errorf("canary of %s: labels: %w", s.Model, err)
+		return 0, err
 	}
-	a, r := s.Autoscale, s.Rollback
+	r := s.Rollback
 	var maxErr, maxP99 *float64
 	if r.MaxErrorRate > 0 {
 		maxErr = &r.MaxErrorRate
@@ -81,29 +77,15 @@ func PutCanary(ctx context.Context, q Querier, s CanarySpec) (int, error) {
 		ms := float64(r.MaxP99.Microseconds()) / 1000
 		maxP99 = &ms
 	}
-	_, err = q.Exec(ctx, `INSERT INTO deployments AS d (model_id, track, version, replicas, cpus, memory_bytes, memory_reservation_bytes,
-			gpus, gpu_memory_bytes, placement_labels, status, status_message, autoscale_min, autoscale_max,
-			autoscale_target_inflight, autoscale_scale_down_delay_ms, autoscale_idle_to_zero_ms, scale_reason, backend, format,
-			mode, weight, sticky, rollback_max_error_rate, rollback_max_p99_ms, rollback_window_s, rollout_state, rollout_reason)
-		VALUES ($1,'canary',$2,$3,$4,$5,$6,$7,$8,$9,'pending','waiting for the scheduler',$10,$11,$12,$13,$14,'deploy',$15,
-			CASE WHEN EXISTS (SELECT 1 FROM model_versions v WHERE v.model_id = $1 AND v.version = $2 AND v.metadata ? 'gguf')
-				THEN 'gguf' ELSE 'onnx' END, $16, $17, $18, $19, $20, $21, 'active', '')
-		ON CONFLICT (model_id, track) DO UPDATE SET version = EXCLUDED.version,
-			cpus = EXCLUDED.cpus, memory_bytes = EXCLUDED.memory_bytes,
-			memory_reservation_bytes = EXCLUDED.memory_reservation_bytes, gpus = EXCLUDED.gpus,
-			gpu_memory_bytes = EXCLUDED.gpu_memory_bytes, placement_labels = EXCLUDED.placement_labels,
-			autoscale_min = EXCLUDED.autoscale_min, autoscale_max = EXCLUDED.autoscale_max,
-			autoscale_target_inflight = EXCLUDED.autoscale_target_inflight,
-			autoscale_scale_down_delay_ms = EXCLUDED.autoscale_scale_down_delay_ms,
-			autoscale_idle_to_zero_ms = EXCLUDED.autoscale_idle_to_zero_ms, backend = EXCLUDED.backend,
-			format = EXCLUDED.format, mode = EXCLUDED.mode, weight = EXCLUDED.weight, sticky = EXCLUDED.sticky,
+	_, err = q.Exec(ctx, upsertSQL(TrackCanary,
+		`, mode, weight, sticky, rollback_max_error_rate, rollback_max_p99_ms, rollback_window_s, rollout_state, rollout_reason`,
+		`, $16, $17, $18, $19, $20, $21, 'active', ''`,
+		`mode = EXCLUDED.mode, weight = EXCLUDED.weight, sticky = EXCLUDED.sticky,
 			rollback_max_error_rate = EXCLUDED.rollback_max_error_rate, rollback_max_p99_ms = EXCLUDED.rollback_max_p99_ms,
 			rollback_window_s = EXCLUDED.rollback_window_s, rollout_state = 'active', rollout_reason = '',
 			retired_at = NULL, promoted_from = NULL, status = 'pending', status_message = 'waiting for the scheduler',
-			observed = '{}', created_at = now(), `+setReplicas("$3", "'deploy'"),
-		s.ModelID, s.Version, replicas, s.CPUs, s.MemoryBytes, s.MemoryReservation, s.GPUs, s.GPUMemory, raw,
-		a.Min, a.Max, a.TargetInflight, a.ScaleDownDelay.Milliseconds(), a.IdleToZero.Milliseconds(), s.Backend,
-		s.Mode, s.Weight, s.Sticky, maxErr, maxP99, int(r.Window.Seconds()))
+			observed = '{}', created_at = now(), `),
+		append(args, s.Mode, s.Weight, s.Sticky, maxErr, maxP99, int(r.Window.Seconds()))...)
 	if err != nil {
 		return 0, fmt.Errorf("canary of %s: %w", s.Model, err)
 	}

@@ -116,10 +116,14 @@ func LoadDesired(ctx context.Context, q Querier) ([]Desired, error) {
 
 // Autoscaled is an autoscaled deployment as the autoscaler reads it.
 type Autoscaled struct {
-	Model      string
-	Track      string // TrackStable or TrackCanary: each is scaled on its own bounds
-	Mode       string // a canary's ModeCanary or ModeShadow ("" for stable)
-	Weight     float64
+	Model string
+	Track string // TrackStable or TrackCanary: each is scaled on its own bounds
+	// Share is the part of the model's traffic this track gets: 1 without
+	// a canary; weight/100 for a canary and 1 - weight/100 for its stable
+	// beside it; 1 for a shadow (a copy of everything) and its stable. The
+	// autoscaler scales the model's load figures by it, so that each track
+	// is sized on its own bounds for the traffic it serves.
+	Share      float64
 	Replicas   int
 	Autoscale  Autoscale
 	SinceScale time.Duration // since the count last changed, by anyone
@@ -131,7 +135,9 @@ func (d Autoscaled) Key() string { return Key(d.Model, d.Track) }
 // ListAutoscaled reads the autoscaled deployments (only model's when model
 // is not ""), a routed canary beside its stable one, by model and track.
 func ListAutoscaled(ctx context.Context, q Querier, model string) ([]Autoscaled, error) {
-	rows, err := q.Query(ctx, `SELECT m.name, d.track, d.mode, d.weight, d.replicas, d.autoscale_min, d.autoscale_max, d.autoscale_target_inflight,
+	rows, err := q.Query(ctx, `SELECT m.name, d.track, CASE WHEN d.track = 'canary' THEN CASE WHEN d.mode = 'shadow' THEN 1 ELSE d.weight / 100 END
+			ELSE 1 - COALESCE((SELECT c.weight / 100 FROM deployments c WHERE c.model_id = d.model_id AND c.track = 'canary'
+				AND c.mode = 'canary' AND c.rollout_state IN ('active', 'promoting')), 0) END, d.replicas, d.autoscale_min, d.autoscale_max, d.autoscale_target_inflight,
 			d.autoscale_scale_down_delay_ms, d.autoscale_idle_to_zero_ms, EXTRACT(EPOCH FROM now() - d.scaled_at)::float8
 		FROM deployments d JOIN models m ON m.id = d.model_id
 		WHERE d.autoscale_max > 0 AND ($1 = '' OR m.name = $1) AND (d.track = 'stable' OR d.rollout_state IN ('active', 'promoting'))
@@ -141,7 +147,7 @@ func ListAutoscaled(ctx context.Context, q Querier, model string) ([]Autoscaled,
 		var down, idle int64
 		var since float64
 		a := &d.Autoscale
-		err := row.Scan(&d.Model, &d.Track, &d.Mode, &d.Weight, &d.Replicas, &a.Min, &a.Max, &a.TargetInflight, &down, &idle, &since)
+		err := row.Scan(&d.Model, &d.Track, &d.Share, &d.Replicas, &a.Min, &a.Max, &a.TargetInflight, &down, &idle, &since)
 		a.ScaleDownDelay, a.IdleToZero = time.Duration(down)*time.Millisecond, time.Duration(idle)*time.Millisecond
 		d.SinceScale = time.Duration(since * float64(time.Second))
 		return d, err
@@ -189,10 +195,11 @@ func Routable(ctx context.Context, q Querier) ([]Route, error) {
 	})
 }
 
-// Converging reports whether any deployment is not yet running as desired.
+// Converging reports whether any deployment is not yet running as desired,
+// or a retired canary's service is still to be removed after its drain.
 func Converging(ctx context.Context, q Querier) (bool, error) {
 	var n int
-	if err := q.QueryRow(ctx, `SELECT count(*) FROM deployments WHERE (track = 'stable' OR rollout_state IN ('active', 'promoting')) AND (status <> 'running' OR observed_generation < generation)`).Scan(&n); err != nil {
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM deployments WHERE ((track = 'stable' OR rollout_state IN ('active', 'promoting')) AND (status <> 'running' OR observed_generation < generation)) OR retired_at > now() - $1 * interval '1 millisecond'`, (Drain + 5*time.Second).Milliseconds()).Scan(&n); err != nil {
 		return false, fmt.Errorf("converging: %w", err)
 	}
 	return n > 0, nil

@@ -76,21 +76,27 @@ func Put(ctx context.Context, q Querier, s Spec) (int, error) {
 	if replicas < 0 {
 		return 0, fmt.Errorf("%w: replicas must be ≥ 0", ErrInvalid)
 	}
-	labels := s.Labels
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	raw, err := json.Marshal(labels)
+	args, err := specArgs(s, replicas)
 	if err != nil {
-		return 0, fmt.Errorf("deploy %s: labels: %w", s.Model, err)
+		return 0, err
 	}
-	a := s.Autoscale
-	_, err = q.Exec(ctx, `INSERT INTO deployments AS d (model_id, version, replicas, cpus, memory_bytes, memory_reservation_bytes,
+	_, err = q.Exec(ctx, upsertSQL(TrackStable, "", "", ""), args...)
+	if err != nil {
+		return 0, fmt.Errorf("deploy %s: %w", s.Model, err)
+	}
+	return replicas, Notify(ctx, q, s.Model)
+}
+
+// upsertSQL inserts or replaces the row of track of a model with a Spec's
+// columns (specArgs: $1 to $15) and a canary's extra columns, values and
+// SET items (cols and vals each start with a comma, set ends with one).
+func upsertSQL(track, cols, vals, set string) string {
+	return `INSERT INTO deployments AS d (model_id, track, version, replicas, cpus, memory_bytes, memory_reservation_bytes,
 			gpus, gpu_memory_bytes, placement_labels, status, status_message, autoscale_min, autoscale_max,
-			autoscale_target_inflight, autoscale_scale_down_delay_ms, autoscale_idle_to_zero_ms, scale_reason, backend, format)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,'pending','waiting for the scheduler',$10,$11,$12,$13,$14,'deploy',$15,
+			autoscale_target_inflight, autoscale_scale_down_delay_ms, autoscale_idle_to_zero_ms, scale_reason, backend, format` + cols + `)
+		VALUES ($1,'` + track + `',$2,$3,$4,$5,$6,$7,$8,$9,'pending','waiting for the scheduler',$10,$11,$12,$13,$14,'deploy',$15,
 			CASE WHEN EXISTS (SELECT 1 FROM model_versions v WHERE v.model_id = $1 AND v.version = $2 AND v.metadata ? 'gguf')
-				THEN 'gguf' ELSE 'onnx' END)
+				THEN 'gguf' ELSE 'onnx' END` + vals + `)
 		ON CONFLICT (model_id, track) DO UPDATE SET version = EXCLUDED.version,
 			cpus = EXCLUDED.cpus, memory_bytes = EXCLUDED.memory_bytes,
 			memory_reservation_bytes = EXCLUDED.memory_reservation_bytes, gpus = EXCLUDED.gpus,
@@ -99,13 +105,22 @@ func Put(ctx context.Context, q Querier, s Spec) (int, error) {
 			autoscale_target_inflight = EXCLUDED.autoscale_target_inflight,
 			autoscale_scale_down_delay_ms = EXCLUDED.autoscale_scale_down_delay_ms,
 			autoscale_idle_to_zero_ms = EXCLUDED.autoscale_idle_to_zero_ms, backend = EXCLUDED.backend,
-			format = EXCLUDED.format, `+setReplicas("$3", "'deploy'"),
-		s.ModelID, s.Version, replicas, s.CPUs, s.MemoryBytes, s.MemoryReservation, s.GPUs, s.GPUMemory, raw,
-		a.Min, a.Max, a.TargetInflight, a.ScaleDownDelay.Milliseconds(), a.IdleToZero.Milliseconds(), s.Backend)
-	if err != nil {
-		return 0, fmt.Errorf("deploy %s: %w", s.Model, err)
+			format = EXCLUDED.format, ` + set + setReplicas("$3", "'deploy'")
+}
+
+// specArgs are upsertSQL's $1 to $15 for s with replicas.
+func specArgs(s Spec, replicas int) ([]any, error) {
+	labels := s.Labels
+	if labels == nil {
+		labels = map[string]string{}
 	}
-	return replicas, Notify(ctx, q, s.Model)
+	raw, err := json.Marshal(labels)
+	if err != nil {
+		return nil, fmt.Errorf("deploy %s: labels: %w", s.Model, err)
+	}
+	a := s.Autoscale
+	return []any{s.ModelID, s.Version, replicas, s.CPUs, s.MemoryBytes, s.MemoryReservation, s.GPUs, s.GPUMemory, raw,
+		a.Min, a.Max, a.TargetInflight, a.ScaleDownDelay.Milliseconds(), a.IdleToZero.Milliseconds(), s.Backend}, nil
 }
 
 // Change is a new replica count.
