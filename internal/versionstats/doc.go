@@ -19,8 +19,9 @@
 //	                included; i = len(Bounds) is the overflow bucket)
 //	<version>:c     shadow comparisons made (the version's shadow answer
 //	                against the customer's answer)
-//	<version>:a     of which agreed (same top label; embeddings at cosine
-//	                >= 0.99; entities the same set of groups)
+//	<version>:a     of which agreed (same top label; the same entities,
+//	                type and span; embeddings at cosine >= 0.99); counted
+//	                per output, one per text of the request
 //
 // A shadow copy's figures go under "<version>s" instead of "<version>"
 // (e.g. "7s:n"), so that a version's live and shadow traffic never mix.
@@ -28,7 +29,9 @@
 // once a second, one pipeline), so several gateways add up; each key
 // expires KeyTTL after its last write. Only fields that are not zero are
 // written. Read sums the complete seconds of a window (the current second
-// is left out: a gateway may not have flushed it yet).
+// is left out: a gateway may not have flushed it yet), at most MaxWindow
+// (10 minutes: one HGETALL per second of it). The gateways write figures
+// only for models with a routed canary, for both versions.
 //
 // It holds no policy: what figures roll a canary back is the scheduler's
 // (scheduler/canary); what counts as agreement is the gateway's.

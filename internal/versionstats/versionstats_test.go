@@ -192,3 +192,17 @@ func TestRedisRoles(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseField: no field Redis hands back makes parseField panic, and
+// what it accepts names a series and a figure of the contract.
+func FuzzParseField(f *testing.F) {
+	for _, s := range []string{"1:n", "7s:b12", "3:a", "x:n", ":", "s:n", "1:b", "-1:n", "1s:zz", "99999999999999999999:n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, field string) {
+		v, _, name, ok := versionstats.ParseField(field)
+		if ok && (v < 0 || name == "" || !strings.Contains("neca", name[:1]) && name[0] != 'b') {
+			t.Fatalf("%q: accepted as %d %q", field, v, name)
+		}
+	})
+}
