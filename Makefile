@@ -132,6 +132,7 @@ bench-ort: minilm
 	  NLPSWARM_MINILM_DIR=$(CURDIR)/bin/minilm ./deployments/images/ort/test.sh
 FUZZ_TARGETS += ./models:FuzzTruncateChars
 FUZZ_TARGETS += ./gateway:FuzzInferTexts
+FUZZ_TARGETS += ./gateway:FuzzAgreement ./internal/versionstats:FuzzParseField
 FUZZ_TARGETS += ./gateway:FuzzGenHead ./gateway:FuzzNLPGeneration ./gateway:FuzzEmbeddingsAnswers
 FUZZ_TARGETS += ./modelmgr/ggufcheck:FuzzCheck
 

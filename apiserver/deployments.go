@@ -39,6 +39,9 @@ type DeploymentRequest struct {
 	// platform's default, which the scheduler resolves (ort when it has an
 	// ORT runtime image, else go).
 	Backend string `json:"backend"`
+	// Canary, when present, deploys the version as the model's canary
+	// beside its stable deployment (issue 20) instead of replacing it.
+	Canary *CanaryRequest `json:"canary"`
 }
 
 // Autoscale are a deployment's autoscaling bounds as the API writes them
@@ -85,6 +88,9 @@ func (d *Duration) UnmarshalJSON(p []byte) error {
 	return nil
 }
 
+// String is the duration as Go writes it ("30s").
+func (d Duration) String() string { return time.Duration(d).String() }
+
 // MarshalJSON implements json.Marshaler.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
@@ -123,6 +129,11 @@ func (r *DeploymentRequest) Check() error {
 	for k, v := range r.Placement.Labels {
 		if !labelRE.MatchString(k) || len(v) > 128 || !labelValueRE.MatchString(v) {
 			return fmt.Errorf("placement label %q: keys [a-z0-9._-], values printable without quotes", k)
+		}
+	}
+	if r.Canary != nil {
+		if err := r.Canary.check(); err != nil {
+			return err
 		}
 	}
 	if r.Autoscale != nil {
@@ -170,6 +181,13 @@ type Deployment struct {
 	EffectiveBackend string `json:"effective_backend"`
 	// ColdStarts are the most recent replicas' start phases, newest first.
 	ColdStarts []ReplicaStart `json:"cold_starts"`
+	// Canary is the model's canary (routed, or retired with why), null when
+	// it never had one (issue 20).
+	Canary *Canary `json:"canary,omitempty"`
+	// Versions are the live figures per version over the last minute
+	// (model status only); VersionsError says why they are missing.
+	Versions      []VersionStats `json:"versions,omitempty"`
+	VersionsError string         `json:"versions_error,omitempty"`
 }
 
 // EngineText is the engine d's replicas run, for people: marked
@@ -196,10 +214,21 @@ func (s *Server) queryDeployments(ctx context.Context, name string) ([]Deploymen
 	if err != nil {
 		return nil, nil, err
 	}
+	cs, err := deployment.ListCanaries(ctx, s.db, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	canaries := map[string]deployment.Record{}
+	for _, c := range cs {
+		canaries[c.Model] = c
+	}
 	out := make([]Deployment, len(rs))
 	ids := make([]int64, len(rs))
 	for i, r := range rs {
 		out[i], ids[i] = deploymentOf(r), r.ID
+		if c, ok := canaries[r.Model]; ok {
+			out[i].Canary = canaryOf(c)
+		}
 	}
 	return out, ids, nil
 }
@@ -223,8 +252,10 @@ func (s *Server) loadDeployment(ctx context.Context, name string) (Deployment, e
 		return Deployment{}, err
 	}
 	d := deploymentOf(r)
-	d.ColdStarts, err = deployment.ColdStarts(ctx, s.db, r.ID, maxColdStarts)
-	return d, err
+	if d.ColdStarts, err = deployment.ColdStarts(ctx, s.db, r.ID, maxColdStarts); err != nil {
+		return d, err
+	}
+	return d, s.addCanary(ctx, &d)
 }
 
 // maxColdStarts is how many recent replica starts a deployment shows.
@@ -303,7 +334,15 @@ func (s *Server) deploy(ctx context.Context, name string, req DeploymentRequest)
 		if req.Autoscale != nil {
 			spec.Autoscale = deployment.Autoscale(req.Autoscale.Bounds())
 			// a redeploy that names no count keeps the autoscaler's
-			spec.KeepReplicas = !replicasGiven
+			spec.KeepReplicas = !replicasGiven && req.Canary == nil
+		}
+		if c := req.Canary; c != nil {
+			// a canary: its own row beside the stable one (GPU canaries
+			// too: the scheduler places their replicas like any GPU
+			// deployment's, and reports unplaceable when none fits)
+			mode, weight := c.split()
+			_, err := deployment.PutCanary(ctx, tx, deployment.CanarySpec{Spec: spec, Mode: mode, Weight: weight, Sticky: c.Sticky, Rollback: c.rule()})
+			return err
 		}
 		_, err := deployment.Put(ctx, tx, spec)
 		return err

@@ -110,6 +110,8 @@ func New(cfg Config, db *pgxpool.Pool, store modelmgr.BlobStore, validator model
 	v1.PUT("/models/:name/deployment", s.putDeployment)
 	v1.DELETE("/models/:name/deployment", s.deleteDeployment)
 	v1.POST("/models/:name/scale", s.scale)
+	v1.POST("/models/:name/promote", s.promote)
+	v1.POST("/models/:name/rollback", s.rollback)
 	v1.GET("/plans", s.listPlans)
 	v1.POST("/plans", s.createPlan)
 	v1.PATCH("/plans/:name", s.patchPlan)
@@ -243,7 +245,7 @@ func classify(err error) (status int, code, msg string, details []string, ok boo
 		return http.StatusUnprocessableEntity, "invalid_archive", "the archive was refused", ve.Reasons, true
 	case errors.Is(err, modelmgr.ErrNotFound), errors.Is(err, deployment.ErrNotFound):
 		return http.StatusNotFound, "not_found", err.Error(), nil, true
-	case errors.Is(err, modelmgr.ErrExists):
+	case errors.Is(err, modelmgr.ErrExists), errors.Is(err, deployment.ErrConflict):
 		return http.StatusConflict, "conflict", err.Error(), nil, true
 	case errors.Is(err, modelmgr.ErrInvalid), errors.Is(err, deployment.ErrInvalid):
 		return http.StatusBadRequest, "invalid_request", err.Error(), nil, true

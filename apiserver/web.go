@@ -409,6 +409,8 @@ func (s *Server) webRoutes(e *gin.Engine) {
 	p.GET("/deployments", s.deploymentsPage)
 	p.POST("/deployments/:name/scale", s.webCSRF, s.scaleForm)
 	p.POST("/deployments/:name/undeploy", s.webCSRF, s.undeployForm)
+	p.POST("/deployments/:name/promote", s.webCSRF, s.promoteForm)
+	p.POST("/deployments/:name/rollback", s.webCSRF, s.rollbackForm)
 	p.GET("/nodes", s.nodesPage)
 	p.GET("/accounts", s.accountsPage)
 	p.POST("/accounts", s.webCSRF, s.createAccountForm)

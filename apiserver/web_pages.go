@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
@@ -35,6 +36,8 @@ var templateFuncs = template.FuncMap{
 		return "—"
 	},
 	"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	// pct writes a fraction as a percentage: 0.125 → "12.5%"
+	"pct": func(f float64) string { return strconv.FormatFloat(f*100, 'f', 1, 64) + "%" },
 	"cores": func(nano int64) string {
 		return strconv.FormatFloat(float64(nano)/1e9, 'f', -1, 64)
 	},
@@ -252,7 +255,11 @@ type deployValues struct {
 	Backend                               string // "", "go" or "ort"
 	// autoscaling: off when AutoMax is empty
 	AutoMin, AutoMax, AutoTarget, AutoDown, AutoIdle string
-	VersionChoices                                   []int
+	// canary (issue 20): Rollout "" replaces the deployment, "canary" or
+	// "shadow" deploys the version beside it
+	Rollout, Weight, RollbackErrorRate, RollbackP99, RollbackWindow string
+	Sticky                                                          bool
+	VersionChoices                                                  []int
 }
 
 func (s *Server) modelView(c *gin.Context, name string, form *deployValues) (*view, error) {
@@ -363,9 +370,14 @@ func parseDeployForm(c *gin.Context) (DeploymentRequest, *deployValues, error) {
 	f := &deployValues{Replicas: c.PostForm("replicas"), Memory: c.PostForm("memory"), CPUs: c.PostForm("cpus"),
 		GPUs: c.PostForm("gpus"), GPUMemory: c.PostForm("gpu_memory"), Labels: c.PostForm("labels"), Backend: c.PostForm("backend"),
 		AutoMin: c.PostForm("autoscale_min"), AutoMax: c.PostForm("autoscale_max"), AutoTarget: c.PostForm("autoscale_target_inflight"),
-		AutoDown: c.PostForm("autoscale_scale_down_delay"), AutoIdle: c.PostForm("autoscale_idle_to_zero")}
+		AutoDown: c.PostForm("autoscale_scale_down_delay"), AutoIdle: c.PostForm("autoscale_idle_to_zero"),
+		Rollout: c.PostForm("rollout"), Weight: c.PostForm("canary_weight"), Sticky: c.PostForm("canary_sticky") != "",
+		RollbackErrorRate: c.PostForm("rollback_error_rate"), RollbackP99: c.PostForm("rollback_p99"), RollbackWindow: c.PostForm("rollback_window")}
 	var req DeploymentRequest
 	var err error
+	if req.Canary, err = parseCanaryForm(f); err != nil {
+		return req, f, err
+	}
 	if v := strings.TrimSpace(c.PostForm("version")); v != "" {
 		if f.Version, err = strconv.Atoi(v); err != nil {
 			return req, f, badRequest("version must be a number")
@@ -422,6 +434,51 @@ func parseDeployForm(c *gin.Context) (DeploymentRequest, *deployValues, error) {
 		req.Placement.Labels[strings.TrimSpace(k)] = strings.TrimSpace(v)
 	}
 	return req, f, nil
+}
+
+// parseCanaryForm reads the optional canary fields: nil when the form
+// replaces the deployment.
+func parseCanaryForm(f *deployValues) (*CanaryRequest, error) {
+	switch f.Rollout {
+	case "":
+		return nil, nil
+	case "canary", "shadow":
+	default:
+		return nil, badRequest("rollout must be a replacement, a canary or a shadow")
+	}
+	c := &CanaryRequest{Shadow: f.Rollout == "shadow", Sticky: f.Sticky}
+	if v := strings.TrimSuffix(strings.TrimSpace(f.Weight), "%"); v != "" && !c.Shadow {
+		w, err := parseFinite(v)
+		if err != nil {
+			return nil, badRequest("canary weight must be a percentage like 5")
+		}
+		c.Weight = w
+	}
+	var rb RollbackRequest
+	if v := strings.TrimSuffix(strings.TrimSpace(f.RollbackErrorRate), "%"); v != "" {
+		r, err := parseFinite(v)
+		if err != nil {
+			return nil, badRequest("rollback error rate must be a percentage like 5")
+		}
+		rb.MaxErrorRate = r / 100
+	}
+	for _, d := range []struct {
+		v    string
+		into *Duration
+		what string
+	}{{f.RollbackP99, &rb.MaxP99, "rollback p99"}, {f.RollbackWindow, &rb.Window, "rollback window"}} {
+		if v := strings.TrimSpace(d.v); v != "" {
+			t, err := time.ParseDuration(v)
+			if err != nil {
+				return nil, badRequest(d.what + " must be a duration like 500ms or 30s")
+			}
+			*d.into = Duration(t)
+		}
+	}
+	if rb != (RollbackRequest{}) {
+		c.Rollback = &rb
+	}
+	return c, nil
 }
 
 // parseFinite reads a form's number; NaN and the infinities, which
@@ -493,6 +550,11 @@ func (s *Server) deploymentsView(c *gin.Context) (*view, error) {
 	if err != nil {
 		return nil, err
 	}
+	for i := range ds {
+		if ds[i].Canary != nil { // the per-version figures where two versions run (or ran)
+			ds[i].Versions, ds[i].VersionsError = s.versionStats(c.Request.Context(), ds[i].Model)
+		}
+	}
 	deps := depViews(ds)
 	rows := make([]*depView, len(ds))
 	for i, d := range ds {
@@ -520,6 +582,23 @@ func (s *Server) scaleForm(c *gin.Context) {
 		return
 	}
 	seeOther(c, "/ui/deployments", url.Values{"done": {"scaled"}})
+}
+
+func (s *Server) promoteForm(c *gin.Context) {
+	ctx, name := c.Request.Context(), c.Param("name")
+	if err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error { _, err := deployment.Promote(ctx, tx, name); return err }); err != nil {
+		s.formFailed(c, "deployments.html", fmt.Errorf("promote %s: %w", name, err), func() (*view, error) { return s.deploymentsView(c) })
+		return
+	}
+	seeOther(c, "/ui/deployments", url.Values{"done": {"promoting"}})
+}
+
+func (s *Server) rollbackForm(c *gin.Context) {
+	if err := s.rollbackCanary(c.Request.Context(), c.Param("name"), "rolled back by an operator"); err != nil {
+		s.formFailed(c, "deployments.html", err, func() (*view, error) { return s.deploymentsView(c) })
+		return
+	}
+	seeOther(c, "/ui/deployments", url.Values{"done": {"rolled back"}})
 }
 
 func (s *Server) undeployForm(c *gin.Context) {

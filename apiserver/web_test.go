@@ -401,6 +401,7 @@ func (e *env) state() string {
 func TestWebFormsRejectMissingCSRF(t *testing.T) {
 	e := newEnv(t)
 	account, _ := webFixture(e)
+	canaryFixture(e) // the deployments page's promote and rollback forms
 	w, token := e.login()
 	other, otherToken := e.login()
 	_ = other

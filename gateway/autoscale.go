@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/loadreport"
 )
 
@@ -113,11 +114,12 @@ func (g *Gateway) loopLoad(ctx context.Context) {
 // until one is ready, the request's deadline passes, or the hold is full.
 func (g *Gateway) holdForReplica(ctx, clientCtx context.Context, model string, l *modelLoad, pool *Pool) *gwError {
 	retry := max(1, int(math.Ceil(g.opts.HoldRetryAfter.Seconds())))
+	name, _ := deployment.SplitKey(model) // (model is a deployment.Key)
 	if n := l.held.Add(1); n > int64(g.opts.HoldMax) {
 		l.held.Add(-1)
 		g.m.holdRefused.WithLabelValues(model).Inc()
 		return &gwError{http.StatusServiceUnavailable, "model_starting",
-			fmt.Sprintf("model %q is starting from zero and %d requests already wait for it; retry in %ds", model, g.opts.HoldMax, retry), retry}
+			fmt.Sprintf("model %q is starting from zero and %d requests already wait for it; retry in %ds", name, g.opts.HoldMax, retry), retry}
 	}
 	defer l.held.Add(-1)
 	g.m.held.WithLabelValues(model).Inc()
@@ -134,7 +136,7 @@ func (g *Gateway) holdForReplica(ctx, clientCtx context.Context, model string, l
 			}
 			g.m.holdTimeouts.WithLabelValues(model).Inc()
 			return &gwError{http.StatusServiceUnavailable, "no_replica",
-				fmt.Sprintf("model %q is starting from zero and no replica was ready within the request's deadline; retry in %ds", model, retry), retry}
+				fmt.Sprintf("model %q is starting from zero and no replica was ready within the request's deadline; retry in %ds", name, retry), retry}
 		}
 	}
 	g.m.holdSeconds.WithLabelValues(model).Observe(time.Since(start).Seconds())

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -38,6 +40,64 @@ type Model struct {
 	// before it existed: such a snapshot's models are taken as ONNX until
 	// Postgres answers.
 	GGUF bool `json:"gguf,omitempty"`
+	// Version is the stable deployment's version (0 in a snapshot written
+	// before versions were routed: no X-Model-Version then).
+	Version int `json:"version,omitempty"`
+	// Canary is the model's routed canary (issue 20), nil when none: a
+	// second version on its own replicas (deployment.ServiceName(Name,
+	// TrackCanary)) that answers Weight % of the requests, or, as a
+	// shadow, gets a copy of every one (canary.go).
+	Canary *CanaryModel `json:"canary,omitempty"`
+
+	stableHdr []string // X-Model-Version's value for the stable version (prepare)
+}
+
+// CanaryModel is a model's canary as the gateway routes it
+// (deployment.CanaryRoute).
+type CanaryModel struct {
+	Version    int     `json:"version"`
+	Mode       string  `json:"mode"`   // deployment.ModeCanary or ModeShadow
+	Weight     float64 `json:"weight"` // percent of requests (ModeCanary)
+	Sticky     bool    `json:"sticky"` // the same API key, the same version
+	Replicas   int     `json:"replicas"`
+	Autoscaled bool    `json:"autoscaled"`
+
+	key string   // deployment.Key(model, TrackCanary): its replica pool in the fleet
+	hdr []string // X-Model-Version's value
+}
+
+// shadow reports whether c gets copies rather than a share of the requests.
+func (c *CanaryModel) shadow() bool { return c.Mode == deployment.ModeShadow }
+
+// prepare fills m's derived fields (after a load from Postgres or the
+// snapshot).
+func (m *Model) prepare() {
+	if m.Version > 0 {
+		m.stableHdr = []string{strconv.Itoa(m.Version)}
+	}
+	if c := m.Canary; c != nil {
+		c.key = deployment.Key(m.Name, deployment.TrackCanary)
+		c.hdr = []string{strconv.Itoa(c.Version)}
+	}
+}
+
+// modelOf is the gateway's Model of r: its canary left out when its replicas
+// run another runtime than the stable ones' (an ONNX model's canary as a
+// GGUF, or the reverse), whose answers the routes of the model could not
+// translate.
+func modelOf(r deployment.Route) (*Model, string) {
+	m := &Model{ID: r.ModelID, Name: r.Model, Task: r.Task, Private: r.Private, Owner: r.Owner, Autoscaled: r.Autoscaled, Replicas: r.Replicas,
+		GGUF: r.Format == deployment.FormatGGUF, Version: r.Version}
+	var skipped string
+	if c := r.Canary; c != nil {
+		if (c.Format == deployment.FormatGGUF) != m.GGUF {
+			skipped = fmt.Sprintf("the canary's format %s is not served by the runtime of the stable format %s", c.Format, r.Format)
+		} else {
+			m.Canary = &CanaryModel{Version: c.Version, Mode: c.Mode, Weight: c.Weight, Sticky: c.Sticky, Replicas: c.Replicas, Autoscaled: c.Autoscaled}
+		}
+	}
+	m.prepare()
+	return m, skipped
 }
 
 // generationRuntime reports whether m's replicas are the generation
@@ -65,7 +125,9 @@ type Catalog struct {
 	models   atomic.Pointer[map[string]*Model]
 	loaded   atomic.Bool // from Postgres or the snapshot, at least once
 	snapshot string      // "" : none
-	written  []byte      // the snapshot last written (Refresh's goroutine only)
+	log      *slog.Logger
+	warned   map[string]int // model -> canary version whose skipping was logged (Refresh's goroutine only)
+	written  []byte         // the snapshot last written (Refresh's goroutine only)
 }
 
 func newCatalog(db *pgxpool.Pool) *Catalog {
@@ -114,8 +176,15 @@ func (c *Catalog) Refresh(ctx context.Context) error {
 	}
 	next := make(map[string]*Model, len(routes))
 	for _, r := range routes {
-		next[r.Model] = &Model{ID: r.ModelID, Name: r.Model, Task: r.Task, Private: r.Private, Owner: r.Owner, Autoscaled: r.Autoscaled, Replicas: r.Replicas,
-			GGUF: r.Format == deployment.FormatGGUF}
+		m, skipped := modelOf(r)
+		if skipped != "" && c.log != nil && c.warned[r.Model] != r.Canary.Version {
+			c.log.Warn("canary not routed", "model", r.Model, "version", r.Canary.Version, "why", skipped)
+			if c.warned == nil {
+				c.warned = map[string]int{}
+			}
+			c.warned[r.Model] = r.Canary.Version // (once per canary)
+		}
+		next[r.Model] = m
 	}
 	c.models.Store(&next)
 	c.loaded.Store(true)
@@ -165,6 +234,7 @@ func (c *Catalog) loadSnapshot() (int, error) {
 		if m == nil || m.Name != name || m.ID <= 0 {
 			return 0, fmt.Errorf("catalogue snapshot %s: malformed entry %q", filepath.Base(c.snapshot), name)
 		}
+		m.prepare()
 	}
 	if !c.loaded.CompareAndSwap(false, true) {
 		return 0, nil // Postgres answered meanwhile

@@ -46,6 +46,8 @@ type Config struct {
 	HoldPoll       time.Duration `description:"how often a held model's replicas are looked up and probed for readiness"`
 	WakeResend     time.Duration `description:"a held model's wake-up is sent again after this long without a replica"`
 	WakeCoalesce   time.Duration `description:"how long the wake-up of a model at zero waits at most for the rest of a burst (it goes once no request joined for 50 ms), so that it asks for enough replicas at once"`
+	// Canary and shadow (canary.go)
+	ShadowInflight int `description:"shadow copies one model may have in flight to its shadow canary at once; a copy beyond is dropped and counted (nlpswarm_gateway_shadow_dropped_total)"`
 }
 
 // maxKeyCacheTTL keeps revocation within 5 s.
@@ -61,6 +63,7 @@ func DefaultConfig() Config {
 		IdleConnTimeout: 60 * time.Second, DeadReplicaAfter: 5 * time.Second, RedisPrefix: "nlpswarm:",
 		Balancer: "least-outstanding", Upstream: upstreamFast, Frontend: FrontendNetHTTP, DiscoveryConfig: DiscoveryConfig{Discovery: "dns", UpstreamPort: 8080}, LoadReport: time.Second, HoldMax: 100, HoldRetryAfter: 3 * time.Second,
 		HoldPoll: 150 * time.Millisecond, WakeResend: 5 * time.Second, WakeCoalesce: 300 * time.Millisecond, LimitSync: DefaultLimitSync,
+		ShadowInflight: 16,
 	}
 }
 
@@ -108,6 +111,7 @@ func (c Config) settle() (settings, error) {
 	orDefault(&c.HoldPoll, d.HoldPoll)
 	orDefault(&c.WakeResend, d.WakeResend)
 	orDefault(&c.WakeCoalesce, d.WakeCoalesce)
+	orDefault(&c.ShadowInflight, d.ShadowInflight)
 	orDefault(&c.LimitSync, d.LimitSync)
 	if c.GatewayID == "" {
 		c.GatewayID = defaultGatewayID()

@@ -10,18 +10,22 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 )
 
-// Discoverer finds the replica addresses (host:port) of a model.
+// Discoverer finds the replica addresses (host:port) of a deployment, named
+// by deployment.Key: a model's name for its stable track, name_canary for
+// its canary (issue 20).
 type Discoverer interface {
-	Lookup(ctx context.Context, model string) ([]string, error)
+	Lookup(ctx context.Context, key string) ([]string, error)
 }
 
 // DiscoveryConfig chooses how replicas are found (part of Config).
 type DiscoveryConfig struct {
-	Discovery string `description:"replica discovery: dns (A records of tasks.nlp-<model>) or static"`
+	Discovery string `description:"replica discovery: dns (A records of tasks.nlp-<model>, and tasks.nlp-<model>_canary for a canary) or static"`
 	Static    struct {
-		Upstreams string `description:"static replicas: model=host:port|host:port,model2=host:port"`
+		Upstreams string `description:"static replicas: model=host:port|host:port,model2=host:port (a model's canary: model_canary=host:port)"`
 	} `description:"static discovery"`
 	UpstreamPort int `description:"runtime port on the replicas found by DNS"`
 }
@@ -49,15 +53,16 @@ type Resolver interface {
 	LookupHost(ctx context.Context, host string) ([]string, error)
 }
 
-// DNSDiscovery resolves tasks.nlp-<model>: Swarm's DNS answers one A record
-// per running task of a dnsrr service.
+// DNSDiscovery resolves tasks.<service>, the deployment's service
+// (deployment.ServiceName: nlp-<model>, nlp-<model>_canary): Swarm's DNS
+// answers one A record per running task of a dnsrr service.
 type DNSDiscovery struct {
 	Resolver Resolver // net.DefaultResolver when nil
 	Port     int      // runtime port, 8080 when 0
 }
 
 // Lookup implements Discoverer. A name that does not exist means no replica.
-func (d DNSDiscovery) Lookup(ctx context.Context, model string) ([]string, error) {
+func (d DNSDiscovery) Lookup(ctx context.Context, key string) ([]string, error) {
 	r := d.Resolver
 	if r == nil {
 		r = net.DefaultResolver
@@ -66,7 +71,7 @@ func (d DNSDiscovery) Lookup(ctx context.Context, model string) ([]string, error
 	if port == 0 {
 		port = 8080
 	}
-	ips, err := r.LookupHost(ctx, "tasks.nlp-"+model)
+	ips, err := r.LookupHost(ctx, "tasks."+deployment.ServiceName(deployment.SplitKey(key)))
 	if err != nil {
 		var de *net.DNSError
 		if errors.As(err, &de) && de.IsNotFound {
@@ -82,7 +87,8 @@ func (d DNSDiscovery) Lookup(ctx context.Context, model string) ([]string, error
 	return out, nil
 }
 
-// StaticDiscovery serves a fixed map of model to addresses.
+// StaticDiscovery serves a fixed map of deployment (deployment.Key) to
+// addresses.
 type StaticDiscovery map[string][]string
 
 // ParseStatic reads "sentiment=127.0.0.1:9001|127.0.0.1:9002,ner=127.0.0.1:9003".
@@ -110,13 +116,14 @@ func ParseStatic(s string) (StaticDiscovery, error) {
 }
 
 // Lookup implements Discoverer.
-func (s StaticDiscovery) Lookup(_ context.Context, model string) ([]string, error) {
-	return s[model], nil
+func (s StaticDiscovery) Lookup(_ context.Context, key string) ([]string, error) {
+	return s[key], nil
 }
 
 // replicaSnapshot is what one discovery pass found, as plain data: the
-// models deployed (Live) and the replica addresses of each model looked up
-// successfully (Addrs; a model missing there keeps its replicas).
+// deployments routed (Live) and the replica addresses of each one looked up
+// successfully (Addrs; a deployment missing there keeps its replicas), by
+// deployment.Key.
 type replicaSnapshot struct {
 	Live  map[string]bool
 	Addrs map[string][]string
@@ -129,10 +136,11 @@ type discoveryProvider struct {
 	log  *slog.Logger
 }
 
-// lookupTimeout bounds one model's lookup.
+// lookupTimeout bounds one deployment's lookup.
 const lookupTimeout = 2 * time.Second
 
-// scan looks up every model. A model whose lookup fails keeps the replicas
+// scan looks up every model, and its canary's replicas apart (issue 20). A
+// deployment whose lookup fails keeps the replicas
 // it had (a resolver's hiccup must not empty a pool), unless its deployment
 // wants none: Swarm's DNS holds no name for a service without a running
 // task and forwards the question to the node's resolvers, which on a node
@@ -143,26 +151,34 @@ const lookupTimeout = 2 * time.Second
 func (p discoveryProvider) scan(ctx context.Context, models []*Model) replicaSnapshot {
 	snap := replicaSnapshot{Live: make(map[string]bool, len(models)), Addrs: make(map[string][]string, len(models))}
 	for _, m := range models {
-		n := m.Name
-		snap.Live[n] = true
-		addrs, err := p.lookup(ctx, n)
-		switch {
-		case err == nil:
-			snap.Addrs[n] = addrs
-		case ctx.Err() != nil:
-		case m.Replicas == 0:
-			snap.Addrs[n] = nil
-			p.log.Debug("discovery failed for a model at zero: no replica", "model", n, "err", err)
-		default:
-			p.log.Warn("discovery failed; keeping the previous replicas", "model", n, "err", err)
+		p.scanOne(ctx, snap, m.Name, m.Replicas)
+		if c := m.Canary; c != nil {
+			p.scanOne(ctx, snap, c.key, c.Replicas)
 		}
 	}
 	return snap
 }
 
-// lookup finds model's replicas, within lookupTimeout.
-func (p discoveryProvider) lookup(ctx context.Context, model string) ([]string, error) {
+// scanOne looks up the replicas of the deployment key, whose desired count
+// is replicas, into snap.
+func (p discoveryProvider) scanOne(ctx context.Context, snap replicaSnapshot, key string, replicas int) {
+	snap.Live[key] = true
+	addrs, err := p.lookup(ctx, key)
+	switch {
+	case err == nil:
+		snap.Addrs[key] = addrs
+	case ctx.Err() != nil:
+	case replicas == 0:
+		snap.Addrs[key] = nil
+		p.log.Debug("discovery failed for a deployment at zero: no replica", "deployment", key, "err", err)
+	default:
+		p.log.Warn("discovery failed; keeping the previous replicas", "deployment", key, "err", err)
+	}
+}
+
+// lookup finds the replicas of the deployment key, within lookupTimeout.
+func (p discoveryProvider) lookup(ctx context.Context, key string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	return p.disc.Lookup(ctx, model)
+	return p.disc.Lookup(ctx, key)
 }

@@ -97,16 +97,40 @@
 //     model in the fleet), which the replicas require; a replica's 401
 //     (runtimeapi.Refused) is the platform's misconfiguration, answered 502
 //     upstream_error, never relayed as the customer's.
-//   - fleet.go: per-model state (replica pool, autoscaling figures); the
-//     fleet is the one writer of every pool.
-//   - discovery.go: finding replicas (DNS, static) as plain data, a snapshot
-//     of addresses per model that the fleet applies. A failed lookup keeps
+//   - fleet.go: per-deployment state (replica pool, autoscaling figures),
+//     by deployment.Key: a model's name for its stable track, name_canary
+//     for its canary; the fleet is the one writer of every pool.
+//   - discovery.go: finding replicas (DNS: tasks.<deployment.ServiceName>,
+//     static) as plain data, a snapshot of addresses per deployment that
+//     the fleet applies. A failed lookup keeps
 //     a model's replicas, except at zero (the catalogue's desired count):
 //     Swarm's DNS, which knows no name without a running task, may time
 //     out rather than answer NXDOMAIN on a node with no route out.
 //   - prober.go: the one readiness check of replicas, for ejected replicas
 //     and for the first replica of a model at zero.
 //   - balancer.go: Upstream, Pool and the selection policies.
+//   - canary.go, agree.go, versions.go: canary and shadow (issue 20). A
+//     model with a routed canary (Model.Canary, from deployment.Route) runs
+//     two versions, each on its own pool (discovered, balanced, retried,
+//     ejected and held at zero on its own). In canary mode the split
+//     (splitPoint, toCanary: a pure function of the weight and a point in
+//     [0, 100), random or, sticky, the hash of the model and the API key's
+//     id) picks the version of each request; a canary without an
+//     available replica hands its requests to the stable version. In
+//     shadow mode the stable version answers and, once its answer is in,
+//     a copy goes to the canary in the background: at most
+//     Config.ShadowInflight per model in flight (beyond, dropped and
+//     counted), never billed nor rate-limited, never waited for; the two
+//     answers are compared (agree.go: same top label, same entities and
+//     spans, embeddings at cosine >= 0.99). Every answer names its version
+//     in X-Model-Version. Per version (model, version, live or shadow) the
+//     answers are counted as Prometheus series and, once a second, into
+//     Redis (internal/versionstats), which the scheduler's automatic
+//     rollback and status read. Promote and rollback arrive as any
+//     deployment change (LISTEN/NOTIFY, a catalogue reload): a request
+//     picks its version from the catalogue it starts with, and a retired
+//     canary's replicas outlive the NOTIFY (deployment.Drain), so the
+//     switch fails no request.
 //   - auth.go, limit.go, usage.go, catalog.go, metrics.go: keys, rate
 //     limits and quotas, usage metering, the model catalogue, metrics.
 //     The key cache is two: valid keys, and unknown or revoked hashes

@@ -212,7 +212,9 @@ func serveFast(ctx *fasthttp.RequestCtx, h http.Handler) {
 	}
 	f.w.ctx = ctx
 	c := &fastCtx{Context: ctx, conn: ctx.Conn()}
+	c.mu.Lock() // (check, which takes it, may run before AfterFunc returns on a loaded machine)
 	c.timer = time.AfterFunc(clientGoneCheck, c.check)
+	c.mu.Unlock()
 	serveAbortable(h, &f.w, r.WithContext(c))
 	c.stop()
 	f.w.finish()

@@ -61,6 +61,12 @@ type Gateway struct {
 	closed    atomic.Bool
 	lastWarn  atomic.Int64
 
+	// canary and shadow (canary.go, versions.go)
+	vstats         versionStats
+	shadowCtx      context.Context // ends at Close: the shadow copies in flight end with it
+	shadowStop     context.CancelFunc
+	shadowsRunning atomic.Int64
+
 	bodies inflightBytes // body bytes held by requests in progress (shed.go)
 	unauth *addrThrottle // 401s per remote address
 }
@@ -105,6 +111,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 		rediscov: make(chan struct{}, 1), recatalog: make(chan struct{}, 1), rdb: deps.Redis,
 	}
 	g.bodies.max = opts.MaxInflightBytes
+	g.vstats.m = g.m
+	g.shadowCtx, g.shadowStop = context.WithCancel(context.Background())
+	g.catalog.log = g.log
 	g.usage.log = g.log
 	g.usage.rejected = func(n int) { g.m.usageRisk.WithLabelValues("rejected").Add(float64(n)) }
 	g.usage.queued = func(n int) { g.m.usageQueue.Set(float64(n)) }
@@ -130,11 +139,12 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 	g.discoverAll(ctx)
 	lctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
-	g.done.Add(5)
+	g.done.Add(6)
 	go func() { defer g.done.Done(); g.limiter.Run(lctx) }()
 	go g.loopCatalog(lctx)
 	go g.loopUsage(lctx)
 	go g.loopLoad(lctx)
+	go g.loopVersionStats(lctx)
 	go g.listenDeployments(lctx, deps.DB)
 	return g, nil
 }
@@ -146,7 +156,11 @@ func (g *Gateway) Close(ctx context.Context) error {
 		return nil
 	}
 	g.cancel()
+	g.shadowStop()
 	g.done.Wait()
+	for end := time.Now().Add(time.Second); g.shadowsRunning.Load() > 0 && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond) // (the copies in flight end with shadowCtx)
+	}
 	g.prober.client.CloseIdleConnections()
 	g.upstream.closeIdle()
 	g.fleet.closeIdle()

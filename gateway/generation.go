@@ -205,7 +205,7 @@ func (g *Gateway) allowTokens(w http.ResponseWriter, r *http.Request, st *reqSta
 // it comes, a whole answer (translated by call.answer), or the error.
 func (g *Gateway) generate(w http.ResponseWriter, r *http.Request, st *reqState, k *Key, m *Model, call genCall) {
 	texts := max(call.texts, 1)
-	res, aerr := g.forward(r, m.Name, call.path, call.body, call.stream, st)
+	res, aerr := g.forward(w, r, m, call.path, call.body, call.stream, st)
 	if aerr != nil {
 		g.usage.Record(k, m, texts, true)
 		g.writeErr(w, st, aerr)

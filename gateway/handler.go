@@ -142,6 +142,7 @@ func newRequestID() string {
 type reqState struct {
 	r        *http.Request
 	key      string // key prefix (never the key)
+	keyID    int64  // the key's id (a sticky canary's split)
 	start    time.Time
 	model    string // for metrics: the routed model or "-"
 	status   int
@@ -224,7 +225,7 @@ func (g *Gateway) authKey(w http.ResponseWriter, r *http.Request, st *reqState) 
 		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "cannot check the API key now; retry")
 		return nil, false
 	}
-	st.key = k.Prefix
+	st.key, st.keyID = k.Prefix, k.ID
 	if k.Kind != "inference" && k.Kind != "admin" {
 		g.fail(w, st, http.StatusForbidden, "forbidden", "this key may not call the inference API")
 		return nil, false
@@ -427,7 +428,7 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request, model, taskN
 	}
 	up := appendRuntimeRequest(*upBuf, texts, params)
 	*upBuf = up
-	res, aerr := g.forward(r, m.Name, runtimeapi.PathPredict, up, false, st)
+	res, aerr := g.forward(w, r, m, runtimeapi.PathPredict, up, false, st)
 	if aerr != nil {
 		g.usage.Record(k, m, len(texts), true)
 		g.writeErr(w, st, aerr)
@@ -472,7 +473,7 @@ func (g *Gateway) serveInfer(w http.ResponseWriter, r *http.Request, model strin
 		g.fail(w, st, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
-	res, aerr := g.forward(r, m.Name, runtimeapi.InferPath(m.Name), body, true, st)
+	res, aerr := g.forward(w, r, m, runtimeapi.InferPath(m.Name), body, true, st)
 	if aerr != nil {
 		g.usage.Record(k, m, texts, true)
 		g.writeErr(w, st, aerr)

@@ -4,6 +4,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nlpswarm/nlpswarm/internal/versionstats"
 )
 
 type metrics struct {
@@ -28,6 +30,13 @@ type metrics struct {
 	holdTimeouts *prometheus.CounterVec   // model
 	wakeups      *prometheus.CounterVec   // model
 	loadReports  *prometheus.CounterVec   // result
+	// canary and shadow (canary.go, versions.go)
+	versionRequests  *prometheus.CounterVec   // model, version, traffic (live, shadow), result (ok, error)
+	versionDuration  *prometheus.HistogramVec // model, version, traffic
+	shadowCompared   *prometheus.CounterVec   // model, version, result (agreed, disagreed)
+	shadowDropped    *prometheus.CounterVec   // model, reason (full, no_replica)
+	canaryFallbacks  *prometheus.CounterVec   // model
+	versionPublishes *prometheus.CounterVec   // result
 
 	series sync.Map // model -> *modelSeries
 }
@@ -97,10 +106,33 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Replicas asked for models at zero."}, []string{"model"}),
 		loadReports: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_load_reports_total",
 			Help: "Load figures published to Redis for the autoscaler, by result."}, []string{"result"}),
+		versionRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_version_requests_total",
+			Help: "Answers of the versions of a model with a canary, by model, version, traffic (live: customer requests; shadow: copies) and result (error: a 5xx or no answer)."}, []string{"model", "version", "traffic", "result"}),
+		versionDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "nlpswarm_gateway_version_duration_seconds",
+			Help: "Time a version of a model with a canary took to answer (replica calls, retries included), by model, version and traffic.", Buckets: versionBuckets()}, []string{"model", "version", "traffic"}),
+		shadowCompared: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_shadow_comparisons_total",
+			Help: "Outputs of a shadow version compared with the stable version's answer, by model, shadow version and result (agreed: same top label, same entities, embeddings at cosine >= 0.99)."}, []string{"model", "version", "result"}),
+		shadowDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_shadow_dropped_total",
+			Help: "Shadow copies not sent, by model and reason (full: --shadowinflight copies already in flight; no_replica: the shadow has no available replica)."}, []string{"model", "reason"}),
+		canaryFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_canary_fallbacks_total",
+			Help: "Requests the split gave a canary that had no available replica, answered by the stable version instead."}, []string{"model"}),
+		versionPublishes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_version_stats_publishes_total",
+			Help: "Per-version figures published to Redis (internal/versionstats), by result."}, []string{"result"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.latency, m.added, m.upErrors, m.retries, m.inflight, m.ejections, m.replicas, m.failOpen, m.shed, m.usageFlush, m.usageRisk, m.usageQueue,
-			m.tokens, m.held, m.holdSeconds, m.holdRefused, m.holdTimeouts, m.wakeups, m.loadReports)
+			m.tokens, m.held, m.holdSeconds, m.holdRefused, m.holdTimeouts, m.wakeups, m.loadReports,
+			m.versionRequests, m.versionDuration, m.shadowCompared, m.shadowDropped, m.canaryFallbacks, m.versionPublishes)
 	}
 	return m
+}
+
+// versionBuckets are versionstats' latency bounds in seconds: the Redis
+// figures and the histogram agree bucket for bucket.
+func versionBuckets() []float64 {
+	out := make([]float64, len(versionstats.Bounds))
+	for i, b := range versionstats.Bounds {
+		out[i] = b.Seconds()
+	}
+	return out
 }

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
+	"github.com/nlpswarm/nlpswarm/internal/versionstats"
 )
 
 type gwError struct {
@@ -27,32 +29,61 @@ type upstreamResult struct {
 
 const maxUpstreamBody = 64 << 20
 
-// forward sends body to a replica of model, retrying once on another replica
+// forward sends body to a replica of m, retrying once on another replica
 // after a connection error, a 503 (not ready) or a 429 (busy), within the
 // model's deadline. The request context (client disconnect) cancels the
 // upstream call. An autoscaled model with no replica holds the request until
 // one is ready (holdForReplica). With stream (the pass-through), a streamed
 // answer comes as upstreamResult.stream, for the caller to relay and close.
-func (g *Gateway) forward(r *http.Request, model, path string, body []byte, stream bool, st *reqState) (*upstreamResult, *gwError) {
+//
+// A model with a canary (canary.go): the version that answers is picked
+// here (pick), named in X-Model-Version on w, and its answer counted per
+// version; a shadow gets its copy once the stable answer is in.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, m *Model, path string, body []byte, stream bool, st *reqState) (*upstreamResult, *gwError) {
 	timeout := g.opts.Timeout
-	if t, ok := g.opts.modelTimeouts[model]; ok && t > 0 {
+	if t, ok := g.opts.modelTimeouts[m.Name]; ok && t > 0 {
 		timeout = t
 	}
-	// ctx ends when the client goes away
-	ms := g.fleet.get(model)
-	at := attempt{ctx: r.Context(), deadline: time.Now().Add(timeout), model: model, path: path, body: body, rid: r.Header.Get("X-Request-ID"), auth: ms.callAuth, stream: stream}
-	ctx, deadline, rid := at.ctx, at.deadline, at.rid
+	rid := r.Header.Get("X-Request-ID")
+	if m.Canary == nil { // (the usual case: nothing else to do)
+		if m.stableHdr != nil {
+			w.Header()["X-Model-Version"] = m.stableHdr
+		}
+		return g.forwardTo(r.Context(), r, rid, m.Name, g.fleet.get(m.Name), m.Autoscaled, time.Now().Add(timeout), timeout, path, body, stream, &st.upstream)
+	}
+	t := g.pick(m, st.keyID)
+	if t.hdr != nil {
+		w.Header()["X-Model-Version"] = t.hdr
+	}
+	t0 := time.Now()
+	res, aerr := g.forwardTo(r.Context(), r, rid, t.key, t.state, t.autoscaled, time.Now().Add(timeout), timeout, path, body, stream, &st.upstream)
+	if counted, fail := failed(res, aerr); counted {
+		g.vstats.record(versionstats.Series{Model: m.Name, Version: t.version}, time.Since(t0), fail)
+	}
+	if m.Canary.shadow() {
+		g.shadowCopy(m, path, body, res, rid, timeout)
+	}
+	return res, aerr
+}
+
+// forwardTo is forward's work on one deployment's pool (key: its
+// deployment.Key; ms: its state, as the request found it), with ctx the request's (the client's, or a shadow
+// copy's), r the customer's request for the Policy (nil for a shadow
+// copy); with hold, an autoscaled deployment at zero holds the request.
+// The time spent on replicas adds to spent.
+func (g *Gateway) forwardTo(ctx context.Context, r *http.Request, rid, key string, ms *modelState, hold bool, deadline time.Time, timeout time.Duration, path string, body []byte, stream bool, spent *time.Duration) (*upstreamResult, *gwError) {
+	model := key                        // (the metrics and logs name the deployment,
+	name, _ := deployment.SplitKey(key) // the answers the model)
+	at := attempt{ctx: ctx, deadline: deadline, model: model, path: path, body: body, rid: rid, auth: ms.callAuth, stream: stream}
 	pool := &ms.pool
 	load, end := arrive(&ms.load)
 	defer end()
-	if len(pool.Upstreams()) == 0 {
-		if m, ok := g.catalog.Get(model); ok && m.Autoscaled {
-			hctx, cancel := context.WithDeadline(ctx, deadline)
-			aerr := g.holdForReplica(hctx, ctx, model, load, pool)
-			cancel()
-			if aerr != nil {
-				return nil, aerr
-			}
+	if hold && len(pool.Upstreams()) == 0 {
+		hctx, cancel := context.WithDeadline(ctx, deadline)
+		aerr := g.holdForReplica(hctx, ctx, model, load, pool)
+		cancel()
+		if aerr != nil {
+			return nil, aerr
 		}
 	}
 	var tried *Upstream
@@ -64,14 +95,14 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, stre
 				return nil, last
 			}
 			g.triggerDiscovery()
-			return nil, &gwError{http.StatusServiceUnavailable, "no_replica", fmt.Sprintf("model %q has no ready replica; retry shortly", model), 1}
+			return nil, &gwError{http.StatusServiceUnavailable, "no_replica", fmt.Sprintf("model %q has no ready replica; retry shortly", name), 1}
 		}
 		if n > 0 {
 			g.m.retries.WithLabelValues(model).Inc()
 		}
 		t0 := time.Now()
 		res, err := g.try(&at, u)
-		st.upstream += time.Since(t0)
+		*spent += time.Since(t0)
 		outcome := runtimeapi.Answered
 		if err == nil {
 			switch outcome = runtimeapi.Judge(res.status); outcome {
@@ -90,27 +121,27 @@ func (g *Gateway) forward(r *http.Request, model, path string, body []byte, stre
 			// (a dial timeout is DeadlineExceeded too, long before the
 			// request's deadline: that is a replica gone, retried below)
 			g.m.upErrors.WithLabelValues(model, "timeout").Inc()
-			return nil, &gwError{http.StatusGatewayTimeout, "upstream_timeout", fmt.Sprintf("model %q did not answer within %s", model, timeout), 0}
+			return nil, &gwError{http.StatusGatewayTimeout, "upstream_timeout", fmt.Sprintf("model %q did not answer within %s", name, timeout), 0}
 		case err != nil:
 			g.failure(model, u, "connect")
 			g.triggerDiscovery()
 			g.log.Warn("upstream failed", "request_id", rid, "model", model, "upstream", u.Addr, "err", err)
-			last = &gwError{http.StatusBadGateway, "upstream_error", fmt.Sprintf("model %q: replica unreachable", model), 0}
+			last = &gwError{http.StatusBadGateway, "upstream_error", fmt.Sprintf("model %q: replica unreachable", name), 0}
 		case outcome == runtimeapi.Refused:
 			// the platform's fault, not the customer's: never relayed as a
 			// 401; another replica may hold a credential of this gateway's
 			// secret (a rotation in progress), and this one is healthy
 			g.m.upErrors.WithLabelValues(model, "refused").Inc()
 			g.log.Error("replica refused the gateway's call credential: is --callsecretfile the scheduler's replica call secret?", "request_id", rid, "model", model, "upstream", u.Addr)
-			last = &gwError{http.StatusBadGateway, "upstream_error", fmt.Sprintf("model %q: the replica refused the gateway's call credential", model), 0}
+			last = &gwError{http.StatusBadGateway, "upstream_error", fmt.Sprintf("model %q: the replica refused the gateway's call credential", name), 0}
 		case outcome == runtimeapi.Busy:
 			// a healthy replica with a full queue: another may take it, and
 			// it never counts toward ejection
 			g.m.upErrors.WithLabelValues(model, "busy").Inc()
-			last = &gwError{http.StatusServiceUnavailable, runtimeapi.CodeOverloaded, fmt.Sprintf("model %q is busy; retry shortly", model), runtimeapi.RetryAfterSeconds}
+			last = &gwError{http.StatusServiceUnavailable, runtimeapi.CodeOverloaded, fmt.Sprintf("model %q is busy; retry shortly", name), runtimeapi.RetryAfterSeconds}
 		default: // runtimeapi.NotReady
 			g.failure(model, u, "unavailable")
-			last = &gwError{http.StatusServiceUnavailable, "no_replica", fmt.Sprintf("model %q has no ready replica; retry shortly", model), runtimeapi.RetryAfterSeconds}
+			last = &gwError{http.StatusServiceUnavailable, "no_replica", fmt.Sprintf("model %q has no ready replica; retry shortly", name), runtimeapi.RetryAfterSeconds}
 		}
 		tried = u
 	}

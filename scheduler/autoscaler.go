@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -122,8 +123,8 @@ func (a *Autoscaler) Tick(ctx context.Context) ([]ScaleEvent, error) {
 	var errs []error
 	live := map[string]bool{}
 	for _, d := range deps {
-		live[d.Model] = true
-		tot := totals[d.Model]
+		live[d.Key()] = true
+		tot := share(totals[d.Model], d.Share)
 		in := a.record(d, tot, now)
 		ev, err := a.decide(ctx, d, in)
 		if err != nil {
@@ -172,12 +173,12 @@ func (a *Autoscaler) record(d deployment.Autoscaled, tot loadreport.Total, now t
 	a.init()
 	b := autoscale.Bounds(d.Autoscale).WithDefaults()
 	keep := b.ScaleDownDelay + 2*a.interval()
-	s := append(a.samples[d.Model], autoscale.Sample{At: now, Inflight: tot.Inflight, Rate: tot.Rate})
+	s := append(a.samples[d.Key()], autoscale.Sample{At: now, Inflight: tot.Inflight, Rate: tot.Rate})
 	for len(s) > 0 && now.Sub(s[0].At) > keep {
 		s = s[1:]
 	}
-	a.samples[d.Model] = s
-	last, seen := a.lastRequest[d.Model]
+	a.samples[d.Key()] = s
+	last, seen := a.lastRequest[d.Key()]
 	if tot.LastRequest.After(last) {
 		last = tot.LastRequest
 	}
@@ -186,7 +187,7 @@ func (a *Autoscaler) record(d deployment.Autoscaled, tot loadreport.Total, now t
 		// lead): give the model its whole idle_to_zero before zero
 		last = now
 	}
-	a.lastRequest[d.Model] = last
+	a.lastRequest[d.Key()] = last
 	return autoscale.Input{Now: now, Current: d.Replicas, Bounds: autoscale.Bounds(d.Autoscale), Samples: append([]autoscale.Sample(nil), s...),
 		SinceScale: d.SinceScale, LastRequest: last, Wake: tot.Held > 0}
 }
@@ -212,16 +213,16 @@ func (a *Autoscaler) decide(ctx context.Context, d deployment.Autoscaled, in aut
 	var changed bool
 	err := pgx.BeginFunc(ctx, a.DB, func(tx pgx.Tx) error {
 		var err error
-		changed, err = deployment.Scale(ctx, tx, d.Model, deployment.Change{Replicas: dec.Replicas, Reason: "autoscaler: " + dec.Reason, IfReplicas: &from})
+		changed, err = deployment.Scale(ctx, tx, d.Key(), deployment.Change{Replicas: dec.Replicas, Reason: "autoscaler: " + dec.Reason, IfReplicas: &from})
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("scale %s: %w", d.Model, err)
+		return nil, fmt.Errorf("scale %s: %w", d.Key(), err)
 	}
 	if !changed { // someone scaled meanwhile: the next tick sees it
 		return nil, nil
 	}
-	a.Log.Info("autoscaled", "model", d.Model, "from", from, "to", dec.Replicas, "reason", dec.Reason)
+	a.Log.Info("autoscaled", "model", d.Model, "track", d.Track, "from", from, "to", dec.Replicas, "reason", dec.Reason)
 	if a.Metrics != nil {
 		dir := "up"
 		if dec.Replicas < from {
@@ -230,4 +231,17 @@ func (a *Autoscaler) decide(ctx context.Context, d deployment.Autoscaled, in aut
 		a.Metrics.scaled.WithLabelValues(d.Model, dir).Inc()
 	}
 	return &ScaleEvent{Model: d.Model, From: from, To: dec.Replicas, Reason: dec.Reason}, nil
+}
+
+// share is a track's part of its model's load figures (deployment.Autoscaled.Share):
+// a canary of weight 10 % sees a tenth of the requests in flight and of the
+// rate, its stable the rest. The last request's time is the model's.
+func share(t loadreport.Total, f float64) loadreport.Total {
+	if f >= 1 || f < 0 {
+		return t
+	}
+	t.Inflight *= f
+	t.Rate *= f
+	t.Held = int(math.Ceil(float64(t.Held) * f))
+	return t
 }

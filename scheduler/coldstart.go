@@ -77,7 +77,7 @@ func (r *Reconciler) recordStarts(ctx context.Context, d deployment.Desired, tas
 		if node == "" {
 			node = t.NodeID
 		}
-		if err := r.storeStart(ctx, d.Model, t, node, rep, found); err != nil {
+		if err := r.storeStart(ctx, d.Key(), t, node, rep, found); err != nil {
 			r.Log.Warn("record cold start", "model", d.Model, "task", t.ID, "err", err)
 			continue
 		}

@@ -176,10 +176,31 @@
 // service, model, node and slot (the labels the dashboards, alerts and the
 // apiserver's monitor pages query).
 //
+// Canary and shadow (issue 20): a model's canary is a deployment of its own
+// (track canary) and a service of its own, nlp-MODEL_canary (labelled
+// nlpswarm.track=canary; the stable service has no track label, so its spec
+// and hash, and every existing stack, are as before), with its own version,
+// replicas, resources and autoscaling bounds; the plan, the GPU
+// assignments and the status writes are keyed by deployment.Key (MODEL or
+// MODEL_canary), while the runtime of either serves the model's name with
+// the model's call credential. A GPU canary is placed like any GPU
+// deployment (its replicas beside the stable ones', if they fit; else it is
+// unplaceable and says why, the stable one untouched). The autoscaler scales
+// each track on its own bounds for its share of the model's load
+// (deployment.Autoscaled.Share: weight/100 for a canary, the rest for its
+// stable, all of it for a shadow). CanaryWatcher (canary_watch.go), on the
+// leader, decides every second with scheduler/canary (pure): a promoting
+// canary is retired once the stable service runs its version and Swarm no
+// longer rolls it; an active canary whose figures over its rule's window
+// (internal/versionstats, from the gateways) break its bound is rolled back,
+// with the reason status shows. A retired canary's service is removed a
+// deployment.Drain after it left the routing.
+//
 // The deployment record (types, reads, writes, NOTIFY) is
 // internal/deployment's; the runtime's cold-start record is
 // internal/coldstart's; placement decisions live in scheduler/placement
-// (pure), the autoscaling rule in scheduler/autoscale (pure) and the GPU
+// (pure), the autoscaling rule in scheduler/autoscale (pure), the canary
+// rollout's rule in scheduler/canary (pure) and the GPU
 // inventory in scheduler/agent. It imports no other role but modelmgr's
 // memory floor.
 package scheduler

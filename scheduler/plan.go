@@ -14,9 +14,11 @@ import (
 
 // Service is a managed Swarm service as a reconcile pass sees it.
 type Service struct {
-	ID       string `json:"id"`
-	Name     string `json:"name"`
-	Model    string `json:"model,omitempty"` // from its label
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Model is the deployment's key (deployment.Key: the model's name, or
+	// name_canary for its canary), from its labels.
+	Model    string `json:"model,omitempty"`
 	SpecHash string `json:"spec_hash"`
 	Replicas uint64 `json:"replicas"`
 	Backend  string `json:"backend,omitempty"` // the engine it runs, from its label
@@ -29,7 +31,7 @@ type Service struct {
 // serviceOf reads what Diff compares from a listed service, at now.
 func serviceOf(s swarm.Service, now time.Time) Service {
 	l := s.Spec.Annotations.Labels
-	return Service{ID: s.ID, Name: s.Spec.Annotations.Name, Model: l[LabelModel], SpecHash: l[LabelSpecHash], Replicas: replicas(s.Spec),
+	return Service{ID: s.ID, Name: s.Spec.Annotations.Name, Model: deployment.Key(l[LabelModel], l[LabelTrack]), SpecHash: l[LabelSpecHash], Replicas: replicas(s.Spec),
 		Backend: l[LabelBackend], Updating: updating(s, now)}
 }
 
@@ -182,7 +184,7 @@ func Diff(desired []deployment.Desired, services []Service, inv placement.Snapsh
 	// rolls: the slot's service exists and its spec, pinned where it runs,
 	// differs (a new version, image, credential...): a rolling update
 	rolls := func(d deployment.Desired, pin Pin) bool {
-		svc := existing[GroupServiceName(d.Model, pin.Slot)]
+		svc := existing[GroupServiceName(d.Key(), pin.Slot)]
 		return svc.ID != "" && svc.SpecHash != BuildSpec(Desired{Desired: d, Pin: &pin}, c).Annotations.Labels[LabelSpecHash]
 	}
 	updating := func(model string, slot int) string {
@@ -197,10 +199,10 @@ func Diff(desired []deployment.Desired, services []Service, inv placement.Snapsh
 	want := map[string]bool{}
 	gpuReplicas := map[string]int{}
 	for _, d := range desired {
-		if p.unplaceable(d.Model) {
+		if p.unplaceable(d.Key()) {
 			// left as it is: every service it has
 			for _, s := range services {
-				if s.Name == ServiceName(d.Model) || s.Model == d.Model {
+				if s.Name == ServiceName(d.Key()) || s.Model == d.Key() {
 					want[s.Name] = true
 				}
 			}
@@ -208,21 +210,21 @@ func Diff(desired []deployment.Desired, services []Service, inv placement.Snapsh
 		}
 		var specs []Desired
 		if d.GPUs > 0 {
-			gpuReplicas[d.Model] = d.Replicas
-			for i := range pins[d.Model] {
-				specs = append(specs, Desired{Desired: d, Pin: &pins[d.Model][i]})
+			gpuReplicas[d.Key()] = d.Replicas
+			for i := range pins[d.Key()] {
+				specs = append(specs, Desired{Desired: d, Pin: &pins[d.Key()][i]})
 			}
 		} else {
 			specs = []Desired{{Desired: d, MaxPerNode: MaxPerNode(d.Replicas, EligibleNodes(d, inv.Nodes, c.PlacementConstraint))}}
 		}
 		changed := false
 		for _, sd := range specs {
-			name := ServiceName(d.Model)
+			name := ServiceName(d.Key())
 			if sd.Pin != nil {
-				name = GroupServiceName(d.Model, sd.Pin.Slot)
+				name = GroupServiceName(d.Key(), sd.Pin.Slot)
 			}
 			want[name] = true
-			p.services[d.Model] = append(p.services[d.Model], name)
+			p.services[d.Key()] = append(p.services[d.Key()], name)
 			if sd.Pin != nil && sd.Pin.Roll == RollDeferred {
 				p.Deferred = append(p.Deferred, Removal{Service: name, ServiceID: existing[name].ID, Why: sd.Pin.Why})
 				changed = true
@@ -231,7 +233,7 @@ func Diff(desired []deployment.Desired, services []Service, inv placement.Snapsh
 			changed = p.diffService(sd, name, existing[name], c) || changed
 		}
 		if !changed {
-			p.Unchanged = append(p.Unchanged, d.Model)
+			p.Unchanged = append(p.Unchanged, d.Key())
 		}
 	}
 	for _, s := range services {
@@ -253,7 +255,7 @@ func Diff(desired []deployment.Desired, services []Service, inv placement.Snapsh
 func (p *Plan) diffService(d Desired, name string, svc Service, c SpecConfig) bool {
 	spec := BuildSpec(d, c)
 	reps := int(replicas(spec))
-	ch := Change{Model: d.Model, Service: name, Version: d.Version, Replicas: reps,
+	ch := Change{Model: d.Key(), Service: name, Version: d.Version, Replicas: reps,
 		SpecHash: spec.Annotations.Labels[LabelSpecHash], Backend: spec.Annotations.Labels[LabelBackend], Spec: spec, Desired: d.Desired}
 	where := ""
 	if d.Pin != nil {
@@ -303,7 +305,7 @@ func (p *Plan) refuse(desired []deployment.Desired, nodes []placement.Node, c Sp
 			err = GPUTooSmall(d, nodes)
 		}
 		if err != nil {
-			p.Unplaceable = append(p.Unplaceable, Unplaceable{Model: d.Model, Reason: err.Error(), Generation: d.Generation})
+			p.Unplaceable = append(p.Unplaceable, Unplaceable{Model: d.Key(), Reason: err.Error(), Generation: d.Generation})
 		}
 	}
 }
@@ -337,7 +339,7 @@ func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot, r
 	keep := map[string]bool{}
 	for _, d := range desired {
 		if d.GPUs > 0 && d.Replicas > 0 {
-			keep[d.Model] = true
+			keep[d.Key()] = true
 		}
 	}
 	available := map[string]bool{}
@@ -369,15 +371,15 @@ func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot, r
 	}
 	pins := map[string][]Pin{}
 	for _, d := range desired {
-		if !keep[d.Model] || p.unplaceable(d.Model) {
+		if !keep[d.Key()] || p.unplaceable(d.Key()) {
 			continue
 		}
-		h := held[d.Model]
+		h := held[d.Key()]
 		changed := false
 		for slot := range h {
 			changed = changed || slot >= d.Replicas
 		}
-		snap = snap.Without(func(a placement.Assignment) bool { return a.Owner == d.Model && a.Slot >= d.Replicas })
+		snap = snap.Without(func(a placement.Assignment) bool { return a.Owner == d.Key() && a.Slot >= d.Replicas })
 		fits := func(as []placement.Assignment) bool {
 			if len(as) != d.GPUs || !available[as[0].Node] {
 				return false
@@ -399,7 +401,7 @@ func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot, r
 		reason := ""
 		stopFirst := false // one stop-first roll per deployment and pass
 		req := func(slot int) placement.Request {
-			return placement.Request{Owner: d.Model, Slot: slot, Replicas: 1, GPUs: d.GPUs, GPUMemory: d.GPUMemory, Labels: d.Labels}
+			return placement.Request{Owner: d.Key(), Slot: slot, Replicas: 1, GPUs: d.GPUs, GPUMemory: d.GPUMemory, Labels: d.Labels}
 		}
 		for slot := 0; slot < d.Replicas; slot++ {
 			if fits(h[slot]) {
@@ -407,7 +409,7 @@ func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot, r
 				if rolls(d, pin) {
 					surge := make([]placement.Assignment, len(h[slot]))
 					for i, a := range h[slot] {
-						surge[i] = placement.Assignment{Owner: d.Model + " (rolling)", Slot: slot, Node: a.Node, GPU: a.GPU, Memory: d.GPUMemory}
+						surge[i] = placement.Assignment{Owner: d.Key() + " (rolling)", Slot: slot, Node: a.Node, GPU: a.GPU, Memory: d.GPUMemory}
 					}
 					switch st := placement.NewState(busy(snap)); {
 					case st.Fits(surge):
@@ -419,14 +421,14 @@ func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot, r
 							// the old task runs until the new one does: its
 							// GPUs stay busy for the rest of the pass
 							transient = append(transient, h[slot]...)
-							snap = snap.Without(func(a placement.Assignment) bool { return a.Owner == d.Model && a.Slot == slot }).With(moved)
+							snap = snap.Without(func(a placement.Assignment) bool { return a.Owner == d.Key() && a.Slot == slot }).With(moved)
 							others = append(others, moved.Assignments...)
 							changed = true
 							out = append(out, Pin{Slot: slot, NodeID: moved.Node, GPUUUIDs: moved.GPUs, New: true, Roll: RollMoved,
 								Why: fmt.Sprintf("GPU %s has no room for a second copy of %s", strings.Join(pin.GPUUUIDs, ","), placement.HumanBytes(d.GPUMemory))})
 							continue
 						}
-						if busyWith := updating(d.Model, slot); busyWith != "" || stopFirst {
+						if busyWith := updating(d.Key(), slot); busyWith != "" || stopFirst {
 							if busyWith == "" {
 								busyWith = "another replica rolled stop-first in this pass"
 							} else {
@@ -441,7 +443,7 @@ func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot, r
 				out = append(out, pin)
 				continue
 			}
-			trial := snap.Without(func(a placement.Assignment) bool { return a.Owner == d.Model && a.Slot == slot })
+			trial := snap.Without(func(a placement.Assignment) bool { return a.Owner == d.Key() && a.Slot == slot })
 			pl, err := placement.NewState(busy(trial)).PlaceSpread(placement.BestFit{}, req(slot), others)
 			if err != nil {
 				if len(h[slot]) > 0 {
@@ -464,7 +466,7 @@ func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot, r
 					PlaceSpread(placement.BestFit{}, req(slot), others); err == nil {
 					transient, pl = old, moved
 					pin = Pin{Slot: slot, NodeID: pl.Node, GPUUUIDs: pl.GPUs, New: true, Roll: RollMoved, Why: why}
-				} else if busyWith := updating(d.Model, slot); busyWith != "" || stopFirst {
+				} else if busyWith := updating(d.Key(), slot); busyWith != "" || stopFirst {
 					held := pinOf(slot, h[slot])
 					held.Roll, held.Why = RollDeferred, why+"; no GPU has room, so it rolls stop-first, after the others"
 					out = append(out, held)
@@ -479,19 +481,19 @@ func (p *Plan) placeGPUs(desired []deployment.Desired, inv placement.Snapshot, r
 			others = append(others, pl.Assignments...)
 		}
 		if len(out) == 0 {
-			p.Unplaceable = append(p.Unplaceable, Unplaceable{Model: d.Model, Reason: reason, Generation: d.Generation})
+			p.Unplaceable = append(p.Unplaceable, Unplaceable{Model: d.Key(), Reason: reason, Generation: d.Generation})
 			continue
 		}
 		if reason != "" {
-			p.Short = append(p.Short, Unplaceable{Model: d.Model, Generation: d.Generation,
+			p.Short = append(p.Short, Unplaceable{Model: d.Key(), Generation: d.Generation,
 				Reason: fmt.Sprintf("%d of %d replicas placed; the others: %s", len(out), d.Replicas, reason)})
 		}
-		pins[d.Model] = out
+		pins[d.Key()] = out
 		if changed {
-			ga := GPUAssign{Model: d.Model, Replicas: out}
+			ga := GPUAssign{Model: d.Key(), Replicas: out}
 			for _, pin := range out {
 				for _, g := range pin.GPUUUIDs {
-					ga.Assignments = append(ga.Assignments, deployment.GPUAssignment{Model: d.Model, Slot: pin.Slot, Node: pin.NodeID, GPU: g, Memory: d.GPUMemory})
+					ga.Assignments = append(ga.Assignments, deployment.GPUAssignment{Model: d.Key(), Slot: pin.Slot, Node: pin.NodeID, GPU: g, Memory: d.GPUMemory})
 				}
 			}
 			p.GPUAssigns = append(p.GPUAssigns, ga)

@@ -103,15 +103,15 @@ func (r *Reconciler) Pass(ctx context.Context) (Result, error) {
 		// status of its last pass while a scale or deploy waits unapplied
 		// (issue 18 item 4)
 		for _, d := range desired {
-			r.writeUnobserved(ctx, d.Model, err)
+			r.writeUnobserved(ctx, d.Key(), err)
 		}
 		return Result{}, err
 	}
 	plan := Diff(desired, services, inv, r.Spec)
 	res, err := r.apply(ctx, plan)
 	for _, d := range desired {
-		if !plan.unplaceable(d.Model) {
-			r.observe(ctx, d, plan.services[d.Model], plan.short(d.Model))
+		if !plan.unplaceable(d.Key()) {
+			r.observe(ctx, d, plan.services[d.Key()], plan.short(d.Key()))
 		}
 	}
 	return res, err
@@ -213,7 +213,7 @@ func (r *Reconciler) observe(ctx context.Context, d deployment.Desired, services
 	for _, name := range services {
 		tl, err := r.Docker.TaskList(ctx, client.TaskListOptions{Filters: client.Filters{}.Add("service", name)})
 		if err != nil {
-			r.writeUnobserved(ctx, d.Model, fmt.Errorf("list tasks: %w", err))
+			r.writeUnobserved(ctx, d.Key(), fmt.Errorf("list tasks: %w", err))
 			return
 		}
 		for _, t := range tl.Items {
@@ -266,7 +266,7 @@ func (r *Reconciler) observe(ctx context.Context, d deployment.Desired, services
 			status, msg = deployment.StatusPending, t.Error
 		}
 	}
-	r.writeStatus(ctx, d.Model, d.Generation, status, msg, &obs)
+	r.writeStatus(ctx, d.Key(), d.Generation, status, msg, &obs)
 	r.recordStarts(ctx, d, tasks, nodes)
 }
 

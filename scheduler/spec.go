@@ -30,7 +30,11 @@ const (
 	LabelMetricsPort = "nlpswarm.metrics.port"
 	// LabelSlot is the replica slot of a GPU replica's own service
 	// (GroupServiceName).
-	LabelSlot   = "nlpswarm.slot"
+	LabelSlot = "nlpswarm.slot"
+	// LabelTrack is "canary" on a model's canary service (and its
+	// tasks); a stable service has none, as before tracks existed, so its
+	// spec and hash are unchanged.
+	LabelTrack  = "nlpswarm.track"
 	RuntimePort = 8080
 	// ArtifactCacheDir is where model services unpack artifacts by digest:
 	// a node-local named volume, so replicas on one node download once.
@@ -65,10 +69,12 @@ const (
 	LogMaxFiles = "3"
 )
 
-// ServiceName is the Swarm service of a model (a CPU deployment's), and the
-// network alias of each of a GPU deployment's replica services, so that
-// tasks.<ServiceName> in Swarm's DNS answers every replica either way.
-func ServiceName(model string) string { return "nlp-" + model }
+// ServiceName is the Swarm service of a deployment by its key
+// (deployment.Key: a model's name for its stable track, name_canary for its
+// canary) (a CPU deployment's), and the network alias of each of a GPU
+// deployment's replica services, so that tasks.<ServiceName> in Swarm's DNS
+// answers every replica either way. It is deployment.ServiceName's.
+func ServiceName(key string) string { return deployment.ServiceName(deployment.SplitKey(key)) }
 
 // GroupServiceName is the service of one replica slot of a GPU deployment:
 // each GPU replica is a service of its own, pinned to its node and GPUs
@@ -219,12 +225,12 @@ func (c SpecConfig) owner() string {
 // spec (built anyway, the spec has no image and Swarm refuses it).
 func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 	eng, _ := c.EngineOf(d.Desired)
-	name := ServiceName(d.Model)
+	name := ServiceName(d.Key())
 	network := swarm.NetworkAttachmentConfig{Target: c.Network}
 	replicas := uint64(d.Replicas)
 	if d.Pin != nil {
-		name = GroupServiceName(d.Model, d.Pin.Slot)
-		network.Aliases = []string{ServiceName(d.Model)}
+		name = GroupServiceName(d.Key(), d.Pin.Slot)
+		network.Aliases = []string{ServiceName(d.Key())}
 		replicas = min(replicas, 1)
 	}
 	reservation := max(d.MemoryReservation, deployment.MinMemory)
@@ -282,6 +288,9 @@ func BuildSpec(d Desired, c SpecConfig) swarm.ServiceSpec {
 		LabelMetricsPort: strconv.Itoa(RuntimePort), LabelBackend: eng.Backend,
 	}
 	containerLabels := map[string]string{LabelManaged: "true", LabelModel: d.Model}
+	if d.Track == deployment.TrackCanary {
+		labels[LabelTrack], containerLabels[LabelTrack] = deployment.TrackCanary, deployment.TrackCanary
+	}
 	if d.Pin != nil {
 		labels[LabelSlot] = strconv.Itoa(d.Pin.Slot)
 		containerLabels[LabelSlot] = labels[LabelSlot]

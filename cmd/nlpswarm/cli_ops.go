@@ -22,7 +22,7 @@ import (
 )
 
 func init() {
-	register(command{Name: "deploy", Summary: "deploy MODEL [--version N] [--replicas R] [--backend ort|go] [--memory 1G] [--cpus C] [--gpus G --gpu-memory 8G] [--label k=v] [--min 0 --max 4 [--target-inflight 4] [--scale-down-delay 30s] [--idle-to-zero 5m]] [--wait]", Run: runDeploy})
+	register(command{Name: "deploy", Summary: "deploy MODEL [--version N] [--replicas R] [--backend ort|go] [--memory 1G] [--cpus C] [--gpus G --gpu-memory 8G] [--label k=v] [--min 0 --max 4 [--target-inflight 4] [--scale-down-delay 30s] [--idle-to-zero 5m]] [--canary 5% | --shadow [--sticky] [--rollback-error-rate 5% --rollback-p99 500ms --rollback-window 30s]] [--wait]", Run: runDeploy})
 	register(command{Name: "scale", Summary: "scale MODEL REPLICAS [--wait] (autoscaled: sets the floor, min)", Run: runScale})
 	register(command{Name: "status", Summary: "status [MODEL] [--plan]: desired and running replicas, per task node and state; for one model, its last scale and its replicas' cold starts; --plan: what the reconciler would do now (dry run)", Run: runStatus})
 	register(command{Name: "undeploy", Summary: "undeploy MODEL: remove the model's service", Run: runUndeploy})
@@ -52,8 +52,10 @@ func runDeploy(ctx context.Context, args []string) error {
 	labels := labelFlags{}
 	var as deployment.Autoscale
 	var flags *flag.FlagSet
+	var cf canaryFlags
 	return verb(ctx, "deploy", args, func(fs *flag.FlagSet) {
 		flags = fs
+		cf.register(fs)
 		fs.IntVar(&version, "version", 0, "model version (0: latest)")
 		fs.IntVar(&replicas, "replicas", 1, "replicas")
 		fs.StringVar(&memory, "memory", "", "memory limit per replica, e.g. 1G (default: from the model size; a text-generation model reserves its memory estimate, and may not be given less)")
@@ -101,9 +103,21 @@ func runDeploy(ctx context.Context, args []string) error {
 		case set["min"] || set["target-inflight"] || set["scale-down-delay"] || set["idle-to-zero"]:
 			return usageErr("--min, --target-inflight, --scale-down-delay and --idle-to-zero need --max (autoscaling)")
 		}
+		canary, err := cf.body()
+		if err != nil {
+			return err
+		}
+		if canary != nil {
+			body["canary"] = canary
+		}
 		var d apiserver.Deployment
 		if err := c.do(ctx, http.MethodPut, "/api/v1/models/"+pos[0]+"/deployment", body, &d); err != nil {
 			return err
+		}
+		if k := d.Canary; canary != nil && k != nil {
+			fmt.Fprintf(os.Stderr, "deploy: %s version %d as %s beside version %d, %d replica(s)%s, generation %d\n", d.Model, k.Version,
+				canaryText(k), d.Version, k.Replicas, autoscaleText(k.Deployment, " autoscaled "), k.Generation)
+			return finishCanary(ctx, c, pos[0], d, wait)
 		}
 		fmt.Fprintf(os.Stderr, "deploy: %s version %d, %d replica(s)%s, generation %d, backend %s\n", d.Model, d.Version, d.Replicas,
 			autoscaleText(d, " autoscaled "), d.Generation, cmp.Or(d.Backend, "the platform's default"))
@@ -193,19 +207,37 @@ func showDeployments(c *apiClient, ds []apiserver.Deployment) error {
 		}
 		rows = append(rows, []string{d.Model, strconv.Itoa(d.Version), fmt.Sprintf("%d/%d", o.Running, d.Replicas), d.EngineText(), as,
 			apiserver.FormatBytes(d.MemoryReservation), d.Status, d.StatusMessage})
-		for _, t := range o.Tasks {
-			where := t.Node
-			if len(t.GPUs) > 0 {
-				where += " GPU " + strings.Join(t.GPUs, ",")
+		rows = append(rows, taskRows(o)...)
+		if k := d.Canary; k != nil && k.RetiredAt == nil {
+			ko := k.Observed
+			kas := autoscaleText(k.Deployment, "")
+			if kas == "" {
+				kas = "-"
 			}
-			rows = append(rows, []string{"  #" + strconv.Itoa(t.Slot), "", "", "", "", where, t.State, t.Error})
+			rows = append(rows, []string{"  " + canaryText(k), strconv.Itoa(k.Version), fmt.Sprintf("%d/%d", ko.Running, k.Replicas), k.EngineText(), kas,
+				apiserver.FormatBytes(k.MemoryReservation), k.Status, k.StatusMessage})
+			rows = append(rows, taskRows(ko)...)
 		}
 	}
 	table([]string{"MODEL", "VERSION", "RUNNING", "BACKEND", "AUTOSCALE", "MEMORY", "STATUS", "MESSAGE"}, rows)
 	if len(ds) == 1 {
 		showScaleAndColdStarts(ds[0])
+		showCanary(ds[0])
 	}
 	return nil
+}
+
+// taskRows are one deployment's replicas as table rows.
+func taskRows(o deployment.Observed) [][]string {
+	var rows [][]string
+	for _, t := range o.Tasks {
+		where := t.Node
+		if len(t.GPUs) > 0 {
+			where += " GPU " + strings.Join(t.GPUs, ",")
+		}
+		rows = append(rows, []string{"  #" + strconv.Itoa(t.Slot), "", "", "", "", where, t.State, t.Error})
+	}
+	return rows
 }
 
 // autoscaleText is "min..max @target" (with prefix), or "" when d is not autoscaled.

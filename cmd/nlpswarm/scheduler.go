@@ -143,6 +143,9 @@ func runScheduler(ctx context.Context, args []string) error {
 	log.Info("leading", "image", spec.Image, "ort_image", spec.ORTImage, "llama_image", spec.LlamaImage, "llama_cuda_image", spec.LlamaCUDAImage, "network", spec.Network)
 	actx, stopAutoscaler := context.WithCancel(ctx)
 	go as.Run(actx)
+	// the canary rollouts: promotes finish, the automatic rollback rule
+	cw := &scheduler.CanaryWatcher{DB: pool, Docker: docker, Redis: rc, Prefix: cfg.RedisPrefix, Log: log, Metrics: metrics}
+	go cw.Run(actx)
 	err = rec.Loop(ctx, leader, cfg.Resync)
 	stopAutoscaler()
 	if err != nil {

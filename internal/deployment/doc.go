@@ -18,6 +18,43 @@
 // platform's default); the reconciler resolves it and writes the engine the
 // replicas run into observed (Record.EffectiveBackend).
 //
+// Canary and shadow (issue 20): a model has at most two deployments, track
+// stable (the row every model has) and track canary (a second version with
+// its own service ServiceName(model, TrackCanary), resources and autoscaling
+// bounds), named among all deployments by Key (model, or model_canary). The
+// canary row carries the split (Canary: mode, weight, sticky), its automatic
+// rollback rule and its rollout state; the gateway sees it as Route.Canary
+// (Routable), filled while the rollout is active or promoting. See track.go
+// and canary.go.
+//
+// The rollout, and what each step shows the gateway (every step NOTIFYs on
+// Channel in its transaction):
+//
+//   - PutCanary: the canary row, state active; the scheduler creates its
+//     service; the gateway splits by weight (or copies, for a shadow).
+//   - Promote: the stable row takes the canary's version, resources and
+//     engine (keeping its replica count and autoscaling bounds, sized for
+//     all the traffic), its generation is bumped and its service rolls
+//     start-first, as every version change does (no request lost); the
+//     canary, state promoting, keeps its share meanwhile, so at no moment
+//     does a service answer traffic it is not sized or ready for. The
+//     stable row's former state is kept (promoted_from).
+//   - FinishPromote (the scheduler, once the stable service runs the new
+//     version everywhere and Swarm is no longer rolling it): state
+//     promoted; Route.Canary is nil from the NOTIFY on, every request goes
+//     to the stable service (the new version); the canary's service stays
+//     up for Drain, so that requests a gateway sent it just before the
+//     NOTIFY finish, then the reconciler removes it.
+//   - Rollback (`nlpswarm rollback`, or the scheduler's automatic rule with
+//     its reason): state rolled_back at once, Route.Canary nil from the
+//     NOTIFY on; the service goes after Drain. During a promote, the stable
+//     row gets its former state back (and rolls back start-first).
+//
+// A retired canary row stays (state and reason, for status) until the next
+// canary replaces it or the model is undeployed (Delete removes both rows).
+// The scheduler's role may UPDATE deployments but not DELETE them, which
+// this keeps working: nothing in the rollout deletes a row.
+//
 // It is a contract package: it decides nothing (placement is
 // scheduler/placement, the autoscaling rule scheduler/autoscale, the
 // reconcile plan scheduler.Diff), never talks to Docker, and imports no role

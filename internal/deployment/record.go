@@ -135,6 +135,7 @@ type Resources struct {
 // the reconciler acts on it.
 type Desired struct {
 	Model     string
+	Track     string // TrackStable or TrackCanary: the service is ServiceName(Model, Track)
 	Task      string
 	Version   int
 	Digest    string
@@ -146,6 +147,9 @@ type Desired struct {
 	// Format is the version's archive format (FormatONNX, FormatGGUF).
 	Format string
 }
+
+// Key names d among every deployment (Key(Model, Track)).
+func (d Desired) Key() string { return Key(d.Model, d.Track) }
 
 // TaskState is one replica as observed.
 type TaskState struct {
@@ -186,6 +190,7 @@ const (
 type Record struct {
 	ID       int64
 	Model    string
+	Track    string // TrackStable or TrackCanary
 	Version  int
 	Replicas int
 	Resources
@@ -200,7 +205,13 @@ type Record struct {
 	Autoscale          Autoscale
 	ScaledAt           time.Time // when replicas last changed
 	ScaleReason        string    // why: deploy, manual scale or the autoscaler's rule
+	// Canary is the canary row's split, rule and rollout (nil on a stable
+	// row).
+	Canary *Canary
 }
+
+// Key names r among every deployment (Key(Model, Track)).
+func (r Record) Key() string { return Key(r.Model, r.Track) }
 
 // EffectiveBackend is the engine the replicas run on: the one the
 // reconciler resolved, else the one asked for; "" while the platform's

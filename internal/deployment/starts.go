@@ -28,12 +28,12 @@ type ReplicaStart struct {
 // KeepStarts is how many recent starts of a deployment are kept.
 const KeepStarts = 50
 
-// RecordStart stores (or completes) one replica start of model's
-// deployment and drops its starts beyond the KeepStarts most recent.
+// RecordStart stores (or completes) one replica start of the deployment
+// model names (a Key) and drops its starts beyond the KeepStarts most recent.
 func RecordStart(ctx context.Context, q Querier, model string, s ReplicaStart) error {
 	_, err := q.Exec(ctx, `INSERT INTO replica_starts (task_id, deployment_id, slot, node, scheduled_at, started_at, fetch_seconds,
 			artifact_bytes, artifact_cached, load_seconds, warmup_seconds, ready_at, running_at)
-		SELECT $1, d.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM deployments d JOIN models m ON m.id = d.model_id WHERE m.name = $2
+		SELECT $1, d.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM deployments d JOIN models m ON m.id = d.model_id WHERE `+keySQL+` = $2
 		ON CONFLICT (task_id) DO UPDATE SET started_at = EXCLUDED.started_at, fetch_seconds = EXCLUDED.fetch_seconds,
 			artifact_bytes = EXCLUDED.artifact_bytes, artifact_cached = EXCLUDED.artifact_cached, load_seconds = EXCLUDED.load_seconds,
 			warmup_seconds = EXCLUDED.warmup_seconds, ready_at = EXCLUDED.ready_at, running_at = EXCLUDED.running_at`,
@@ -44,7 +44,7 @@ func RecordStart(ctx context.Context, q Querier, model string, s ReplicaStart) e
 	}
 	_, err = q.Exec(ctx, `DELETE FROM replica_starts WHERE task_id IN (
 		SELECT s.task_id FROM replica_starts s JOIN deployments d ON d.id = s.deployment_id JOIN models m ON m.id = d.model_id
-		WHERE m.name = $1 ORDER BY s.scheduled_at DESC OFFSET $2)`, model, KeepStarts)
+		WHERE `+keySQL+` = $1 ORDER BY s.scheduled_at DESC OFFSET $2)`, model, KeepStarts)
 	if err != nil {
 		return fmt.Errorf("trim starts of %s: %w", model, err)
 	}

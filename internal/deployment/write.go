@@ -64,7 +64,7 @@ func Put(ctx context.Context, q Querier, s Spec) (int, error) {
 	replicas := s.Replicas
 	if s.KeepReplicas {
 		var cur int
-		err := q.QueryRow(ctx, `SELECT replicas FROM deployments WHERE model_id = $1 FOR UPDATE`, s.ModelID).Scan(&cur)
+		err := q.QueryRow(ctx, `SELECT replicas FROM deployments WHERE model_id = $1 AND track = 'stable' FOR UPDATE`, s.ModelID).Scan(&cur)
 		switch {
 		case err == nil:
 			replicas = cur
@@ -76,22 +76,28 @@ func Put(ctx context.Context, q Querier, s Spec) (int, error) {
 	if replicas < 0 {
 		return 0, fmt.Errorf("%w: replicas must be ≥ 0", ErrInvalid)
 	}
-	labels := s.Labels
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	raw, err := json.Marshal(labels)
+	args, err := specArgs(s, replicas)
 	if err != nil {
-		return 0, fmt.Errorf("deploy %s: labels: %w", s.Model, err)
+		return 0, err
 	}
-	a := s.Autoscale
-	_, err = q.Exec(ctx, `INSERT INTO deployments AS d (model_id, version, replicas, cpus, memory_bytes, memory_reservation_bytes,
+	_, err = q.Exec(ctx, upsertSQL(TrackStable, "", "", ""), args...)
+	if err != nil {
+		return 0, fmt.Errorf("deploy %s: %w", s.Model, err)
+	}
+	return replicas, Notify(ctx, q, s.Model)
+}
+
+// upsertSQL inserts or replaces the row of track of a model with a Spec's
+// columns (specArgs: $1 to $15) and a canary's extra columns, values and
+// SET items (cols and vals each start with a comma, set ends with one).
+func upsertSQL(track, cols, vals, set string) string {
+	return `INSERT INTO deployments AS d (model_id, track, version, replicas, cpus, memory_bytes, memory_reservation_bytes,
 			gpus, gpu_memory_bytes, placement_labels, status, status_message, autoscale_min, autoscale_max,
-			autoscale_target_inflight, autoscale_scale_down_delay_ms, autoscale_idle_to_zero_ms, scale_reason, backend, format)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,'pending','waiting for the scheduler',$10,$11,$12,$13,$14,'deploy',$15,
+			autoscale_target_inflight, autoscale_scale_down_delay_ms, autoscale_idle_to_zero_ms, scale_reason, backend, format` + cols + `)
+		VALUES ($1,'` + track + `',$2,$3,$4,$5,$6,$7,$8,$9,'pending','waiting for the scheduler',$10,$11,$12,$13,$14,'deploy',$15,
 			CASE WHEN EXISTS (SELECT 1 FROM model_versions v WHERE v.model_id = $1 AND v.version = $2 AND v.metadata ? 'gguf')
-				THEN 'gguf' ELSE 'onnx' END)
-		ON CONFLICT (model_id) DO UPDATE SET version = EXCLUDED.version,
+				THEN 'gguf' ELSE 'onnx' END` + vals + `)
+		ON CONFLICT (model_id, track) DO UPDATE SET version = EXCLUDED.version,
 			cpus = EXCLUDED.cpus, memory_bytes = EXCLUDED.memory_bytes,
 			memory_reservation_bytes = EXCLUDED.memory_reservation_bytes, gpus = EXCLUDED.gpus,
 			gpu_memory_bytes = EXCLUDED.gpu_memory_bytes, placement_labels = EXCLUDED.placement_labels,
@@ -99,13 +105,22 @@ func Put(ctx context.Context, q Querier, s Spec) (int, error) {
 			autoscale_target_inflight = EXCLUDED.autoscale_target_inflight,
 			autoscale_scale_down_delay_ms = EXCLUDED.autoscale_scale_down_delay_ms,
 			autoscale_idle_to_zero_ms = EXCLUDED.autoscale_idle_to_zero_ms, backend = EXCLUDED.backend,
-			format = EXCLUDED.format, `+setReplicas("$3", "'deploy'"),
-		s.ModelID, s.Version, replicas, s.CPUs, s.MemoryBytes, s.MemoryReservation, s.GPUs, s.GPUMemory, raw,
-		a.Min, a.Max, a.TargetInflight, a.ScaleDownDelay.Milliseconds(), a.IdleToZero.Milliseconds(), s.Backend)
-	if err != nil {
-		return 0, fmt.Errorf("deploy %s: %w", s.Model, err)
+			format = EXCLUDED.format, ` + set + setReplicas("$3", "'deploy'")
+}
+
+// specArgs are upsertSQL's $1 to $15 for s with replicas.
+func specArgs(s Spec, replicas int) ([]any, error) {
+	labels := s.Labels
+	if labels == nil {
+		labels = map[string]string{}
 	}
-	return replicas, Notify(ctx, q, s.Model)
+	raw, err := json.Marshal(labels)
+	if err != nil {
+		return nil, fmt.Errorf("deploy %s: labels: %w", s.Model, err)
+	}
+	a := s.Autoscale
+	return []any{s.ModelID, s.Version, replicas, s.CPUs, s.MemoryBytes, s.MemoryReservation, s.GPUs, s.GPUMemory, raw,
+		a.Min, a.Max, a.TargetInflight, a.ScaleDownDelay.Milliseconds(), a.IdleToZero.Milliseconds(), s.Backend}, nil
 }
 
 // Change is a new replica count.
@@ -117,16 +132,19 @@ type Change struct {
 	IfReplicas *int
 }
 
-// Scale writes c.Replicas as model's desired replica count and notifies. It
-// reports false when IfReplicas did not match (or the deployment is gone
-// meanwhile); without IfReplicas a missing deployment is ErrNotFound.
-func Scale(ctx context.Context, q Querier, model string, c Change) (bool, error) {
+// Scale writes c.Replicas as the desired replica count of the deployment
+// key names (a model's name: its stable one; Key(model, TrackCanary): its
+// canary) and notifies. It reports false when IfReplicas did not match (or
+// the deployment is gone meanwhile); without IfReplicas a missing
+// deployment is ErrNotFound.
+func Scale(ctx context.Context, q Querier, key string, c Change) (bool, error) {
 	if c.Replicas < 0 {
 		return false, fmt.Errorf("%w: replicas must be ≥ 0", ErrInvalid)
 	}
+	model, track := SplitKey(key)
 	tag, err := q.Exec(ctx, `UPDATE deployments d SET `+setReplicas("$2", "$3")+`
-		FROM models m WHERE m.id = d.model_id AND m.name = $1 AND ($4::integer IS NULL OR d.replicas = $4)`,
-		model, c.Replicas, c.Reason, c.IfReplicas)
+		FROM models m WHERE m.id = d.model_id AND m.name = $1 AND d.track = $5 AND ($4::integer IS NULL OR d.replicas = $4)`,
+		model, c.Replicas, c.Reason, c.IfReplicas, track)
 	if err != nil {
 		return false, fmt.Errorf("scale %s: %w", model, err)
 	}
@@ -134,7 +152,7 @@ func Scale(ctx context.Context, q Querier, model string, c Change) (bool, error)
 		if c.IfReplicas != nil {
 			return false, nil
 		}
-		return false, notDeployed(model)
+		return false, notDeployed(key)
 	}
 	return true, Notify(ctx, q, model)
 }
@@ -152,7 +170,7 @@ func ManualScale(ctx context.Context, q Querier, model string, n int) (int, erro
 	var cur, lo, hi int
 	var id int64
 	err := q.QueryRow(ctx, `SELECT d.id, d.replicas, d.autoscale_min, d.autoscale_max FROM deployments d
-		JOIN models m ON m.id = d.model_id WHERE m.name = $1 FOR UPDATE OF d`, model).Scan(&id, &cur, &lo, &hi)
+		JOIN models m ON m.id = d.model_id WHERE m.name = $1 AND d.track = 'stable' FOR UPDATE OF d`, model).Scan(&id, &cur, &lo, &hi)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, notDeployed(model)
 	}
@@ -175,8 +193,8 @@ func ManualScale(ctx context.Context, q Querier, model string, n int) (int, erro
 	return want, err
 }
 
-// Delete removes model's deployment (the reconciler then removes its
-// service) and notifies.
+// Delete removes model's deployments, stable and canary (the reconciler
+// then removes their services), and notifies.
 func Delete(ctx context.Context, q Querier, model string) error {
 	tag, err := q.Exec(ctx, `DELETE FROM deployments d USING models m WHERE m.id = d.model_id AND m.name = $1`, model)
 	if err != nil {
@@ -188,8 +206,8 @@ func Delete(ctx context.Context, q Querier, model string) error {
 	return Notify(ctx, q, model)
 }
 
-// WriteStatus records what the reconciler observed of model's deployment at
-// generation; a status of an older generation than the row's is dropped (a
+// WriteStatus records what the reconciler observed of the deployment key
+// names (Key) at generation; a status of an older generation than the row's is dropped (a
 // newer desired state came meanwhile). obs nil writes no replicas.
 func WriteStatus(ctx context.Context, q Querier, model string, generation int64, status, msg string, obs *Observed) error {
 	if obs == nil {
@@ -202,22 +220,24 @@ func WriteStatus(ctx context.Context, q Querier, model string, generation int64,
 	if err != nil {
 		return fmt.Errorf("status of %s: %w", model, err)
 	}
+	name, track := SplitKey(model)
 	_, err = q.Exec(ctx, `UPDATE deployments d SET status = $2, status_message = $3, observed = $4,
 			observed_generation = $5, observed_at = now()
-		FROM models m WHERE m.id = d.model_id AND m.name = $1 AND d.generation <= $5`, model, status, msg, raw, generation)
+		FROM models m WHERE m.id = d.model_id AND m.name = $1 AND d.track = $6 AND d.generation <= $5`, name, status, msg, raw, generation, track)
 	if err != nil {
 		return fmt.Errorf("status of %s: %w", model, err)
 	}
 	return nil
 }
 
-// WriteUnobserved records that the reconciler could not see model's
-// replicas (status unknown, and why) while keeping what it last observed and
+// WriteUnobserved records that the reconciler could not see the replicas of
+// the deployment key names (Key) (status unknown, and why) while keeping what it last observed and
 // the generation it last acted on: the replicas are most likely still
 // serving, and the desired state is still to be applied.
 func WriteUnobserved(ctx context.Context, q Querier, model, msg string) error {
+	name, track := SplitKey(model)
 	_, err := q.Exec(ctx, `UPDATE deployments d SET status = $2, status_message = $3
-		FROM models m WHERE m.id = d.model_id AND m.name = $1`, model, StatusUnknown, msg)
+		FROM models m WHERE m.id = d.model_id AND m.name = $1 AND d.track = $4`, name, StatusUnknown, msg, track)
 	if err != nil {
 		return fmt.Errorf("status of %s: %w", model, err)
 	}

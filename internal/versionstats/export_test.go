@@ -1,0 +1,4 @@
+package versionstats
+
+// ParseField is parseField, for the fuzz test.
+var ParseField = parseField
