@@ -26,7 +26,7 @@ func TestCLICanary(t *testing.T) {
 		{[]string{"status", "sentiment"}, 0, "automatic rollback: error rate > 5% or p99 > 800ms over 30s"},
 		{[]string{"status"}, 0, "  canary 10% sticky"},
 		{[]string{"promote", "sentiment"}, 0, "promote: sentiment to version 2"},
-		{[]string{"status", "sentiment"}, 0, "promoting: promoting: the stable service rolls to version 2"},
+		{[]string{"status", "sentiment"}, 0, "promoting: the stable service rolls to version 2"},
 		{[]string{"rollback", "sentiment"}, 0, "rollback: sentiment answers from version 1 only"},
 		{[]string{"status", "sentiment"}, 0, "rolled_back: rolled back by an operator"},
 		{[]string{"rollback", "sentiment"}, 3, "it has none running"},

@@ -152,7 +152,7 @@ func Promote(ctx context.Context, q Querier, model string) (int, error) {
 		return 0, fmt.Errorf("promote %s: %w", model, err)
 	}
 	if _, err := q.Exec(ctx, `UPDATE deployments SET rollout_state = 'promoting', promoted_from = $2,
-			rollout_reason = 'promoting: the stable service rolls to version ' || version, updated_at = now() WHERE id = $1`, id, prior); err != nil {
+			rollout_reason = 'the stable service rolls to version ' || version, updated_at = now() WHERE id = $1`, id, prior); err != nil {
 		return 0, fmt.Errorf("promote %s: %w", model, err)
 	}
 	return version, Notify(ctx, q, model)
