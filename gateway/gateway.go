@@ -61,6 +61,7 @@ type Gateway struct {
 	closed    atomic.Bool
 	lastWarn  atomic.Int64
 
+	jobs   *gatewayJobs  // asynchronous jobs (jobs.go, jobs_worker.go)
 	bodies inflightBytes // body bytes held by requests in progress (shed.go)
 	unauth *addrThrottle // 401s per remote address
 }
@@ -136,6 +137,10 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 	go g.loopUsage(lctx)
 	go g.loopLoad(lctx)
 	go g.listenDeployments(lctx, deps.DB)
+	if err := g.startJobs(lctx, deps.DB); err != nil {
+		_ = g.Close(ctx)
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	return g, nil
 }
 

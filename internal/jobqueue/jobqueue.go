@@ -33,6 +33,7 @@ const (
 const (
 	MaxTexts      = 100_000 // texts in one job
 	MaxWebhookURL = 2048    // bytes of a webhook URL
+	MaxTextBytes  = 1 << 20 // bytes of one text
 )
 
 // ErrNotFound: no such job for this account.
