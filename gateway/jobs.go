@@ -52,6 +52,12 @@ func (c *capReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// textSink takes a job's texts as they are parsed (*jobqueue.Upload).
+type textSink interface {
+	Texts(ctx context.Context, next func() (string, bool, error)) (int, error)
+	Count() int
+}
+
 // jobUpload is what a job's upload says besides its texts.
 type jobUpload struct {
 	model, task, webhook string
@@ -207,7 +213,7 @@ func (g *Gateway) admitJob(w http.ResponseWriter, r *http.Request, st *reqState,
 // readJSONJob streams a JSON job body: model, task, parameters and webhook
 // are kept, the texts copied into up one by one. admit is called once
 // model and task are both known (false: refused and answered).
-func (g *Gateway) readJSONJob(ctx context.Context, up *jobqueue.Upload, body io.Reader, ju *jobUpload, admit func() bool) error {
+func (g *Gateway) readJSONJob(ctx context.Context, up textSink, body io.Reader, ju *jobUpload, admit func() bool) error {
 	dec := json.NewDecoder(body)
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return jsonJobErr(err, "a job is a JSON object")
@@ -293,7 +299,7 @@ func jsonJobErr(err error, msg string) error {
 
 // readJSONLTexts copies a JSONL upload's texts into up: one per line, a
 // JSON string or {"text": "..."}; blank lines are skipped.
-func (g *Gateway) readJSONLTexts(ctx context.Context, up *jobqueue.Upload, body io.Reader) error {
+func (g *Gateway) readJSONLTexts(ctx context.Context, up textSink, body io.Reader) error {
 	br := bufio.NewReaderSize(body, g.jobs.cfg.JobMaxTextBytes*2+1024) // room for a text escaped in JSON
 	line := 0
 	_, err := up.Texts(ctx, func() (string, bool, error) {

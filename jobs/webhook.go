@@ -163,7 +163,9 @@ func (h *Webhooks) Run(ctx context.Context) {
 
 // WebhookBackoff is the wait after a delivery's attempt-th failure: 2 s
 // doubling, at most 10 minutes.
-func WebhookBackoff(attempt int) time.Duration { return doubling(2*time.Second, 10*time.Minute, attempt) }
+func WebhookBackoff(attempt int) time.Duration {
+	return doubling(2*time.Second, 10*time.Minute, attempt)
+}
 
 // maxWebhookAnswer is what is read of a receiver's answer (then dropped).
 const maxWebhookAnswer = 4 << 10
