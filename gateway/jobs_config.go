@@ -19,7 +19,7 @@ type JobsConfig struct {
 	JobMaxBytes       int64         `description:"largest job upload in bytes, JSON or JSONL (413 beyond; default 64 MiB)"`
 	JobMaxTextBytes   int           `description:"largest text of a job in bytes (413 beyond; default 64 KiB)"`
 	JobUploadTimeout  time.Duration `description:"deadline to receive and store a whole job upload (408 beyond; default 2m)"`
-	JobUploads        int           `description:"job uploads this gateway receives at once, each holding a Postgres connection (503 overloaded beyond; default 4)"`
+	JobUploads        int           `description:"job uploads this gateway receives at once, each holding one of the Postgres pool's connections (503 overloaded beyond; default 2)"`
 	JobWebhookPrivate bool          `description:"let webhooks reach private, loopback and link-local addresses (refused by default, checked at each connection)"`
 	JobWebhookTimeout time.Duration `description:"deadline of one webhook delivery (default 10s)"`
 	JobWebhookRetries int           `description:"deliveries of a job's webhook before it is given up (default 8, backoff from 2s doubling to 10m)"`
@@ -35,7 +35,7 @@ func (c JobsConfig) settle(s settings) (JobsConfig, error) {
 	orDefault(&c.JobMaxBytes, 64<<20)
 	orDefault(&c.JobMaxTextBytes, 64<<10)
 	orDefault(&c.JobUploadTimeout, 2*time.Minute)
-	orDefault(&c.JobUploads, 4)
+	orDefault(&c.JobUploads, 2)
 	orDefault(&c.JobWebhookTimeout, 10*time.Second)
 	orDefault(&c.JobWebhookRetries, 8)
 	if c.JobBatch > s.MaxTexts {

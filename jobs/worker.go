@@ -93,26 +93,32 @@ func (w *Worker) Run(ctx context.Context) {
 
 func (w *Worker) loop(ctx context.Context) {
 	for ctx.Err() == nil {
-		worked, err := w.Step(ctx)
-		if err != nil && ctx.Err() == nil {
-			w.log.Warn("job worker step failed", "err", err)
-		}
-		if worked && err == nil {
-			continue
+		wait := w.cfg.Poll
+		if w.cfg.Busy != nil && w.cfg.Busy() {
+			wait = busyPoll // interactive traffic first: look again soon
+		} else {
+			worked, err := w.Step(ctx)
+			if err != nil && ctx.Err() == nil {
+				w.log.Warn("job worker step failed", "err", err)
+			}
+			if worked && err == nil {
+				continue
+			}
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(jitter(w.cfg.Poll)):
+		case <-time.After(jitter(wait)):
 		}
 	}
 }
 
+// busyPoll is how often a worker paused by interactive traffic looks
+// again: spare capacity is taken as soon as it appears.
+const busyPoll = 20 * time.Millisecond
+
 // Step claims one due batch and works it; worked says whether there was
-// one (false: none due, or interactive traffic is busy).
+// one due.
 func (w *Worker) Step(ctx context.Context) (worked bool, err error) {
-	if w.cfg.Busy != nil && w.cfg.Busy() {
-		return false, nil
-	}
 	c, err := w.store.Claim(ctx, w.cfg.Name, w.cfg.Lease)
 	if err != nil || c == nil {
 		return false, err
