@@ -123,6 +123,21 @@ func (w *Worker) Step(ctx context.Context) (worked bool, err error) {
 	if err != nil || c == nil {
 		return false, err
 	}
+	// interactive traffic may have arrived since the loop looked: the call
+	// waits for a gap, the claim held at most half its lease (then the
+	// batch goes back, due at once, for a less busy gateway)
+	for waited := time.Duration(0); w.cfg.Busy != nil && w.cfg.Busy(); waited += busyPoll {
+		if waited >= w.cfg.Lease/2 || ctx.Err() != nil {
+			if ctx.Err() != nil {
+				return true, nil // shutting down: its lease brings it back
+			}
+			return true, w.store.Release(ctx, c, 0)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(busyPoll):
+		}
+	}
 	// the lease bounds the work: past it the batch is another worker's
 	cctx, cancel := context.WithTimeout(ctx, w.cfg.Lease)
 	defer cancel()
