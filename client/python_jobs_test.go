@@ -41,7 +41,18 @@ func TestPythonClientJobs(t *testing.T) {
 	body := `{"type":"job.succeeded"}`
 	secret := "whsec_test"
 	signature := customerapi.SignWebhook(secret, time.Now(), []byte(body)) // as the gateway signs
-	cmd := exec.Command(py, "-c", pythonJobsScript, shared.URL, shared.Key, secret, signature, body)
+	got := runPython(t, py, pythonJobsScript, shared.URL, shared.Key, secret, signature, body)
+	want := `{"cancel":"job_finished","done":3,"indexes":[0,1,2],"labels":"POSITIVE","secret":true,"state":"succeeded","tampered":false,"verified":true}`
+	if b, _ := json.Marshal(got); string(b) != want {
+		t.Fatalf("python jobs: %s, want %s", b, want)
+	}
+}
+
+// runPython runs script with the client on its path and decodes the JSON
+// it prints.
+func runPython(t *testing.T, py, script string, args ...string) map[string]any {
+	t.Helper()
+	cmd := exec.Command(py, append([]string{"-c", script}, args...)...)
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join("..", "clients", "python"), "PYTHONDONTWRITEBYTECODE=1")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -53,8 +64,5 @@ func TestPythonClientJobs(t *testing.T) {
 	if err := json.Unmarshal(raw, &got); err != nil {
 		t.Fatalf("python printed %s: %v", raw, err)
 	}
-	want := `{"cancel":"job_finished","done":3,"indexes":[0,1,2],"labels":"POSITIVE","secret":true,"state":"succeeded","tampered":false,"verified":true}`
-	if b, _ := json.Marshal(got); string(b) != want {
-		t.Fatalf("python jobs: %s, want %s", b, want)
-	}
+	return got
 }
