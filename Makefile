@@ -182,3 +182,4 @@ test-llama-cuda: llama-cuda-image
 # the stack up fresh with ORT=1 unless KEEP_STACK=1; holds the engine's lock).
 bench-stack:
 	flock /tmp/nlpswarm-stack.lock ./deployments/bench/stack.sh
+FUZZ_TARGETS += ./gateway:FuzzJobUpload ./internal/customerapi:FuzzVerifyWebhook

@@ -3,7 +3,9 @@
 // embeddings), single texts and batches, text generation and chat on
 // generation models (NLP Cloud's shapes: Generate, Chatbot; OpenAI's routes
 // are for OpenAI's SDK), the Open Inference Protocol v2 infer route, retries with backoff on 429 and 503 that honour Retry-After,
-// the caller's context deadline on every wait, and errors (*Error) carrying
+// the caller's context deadline on every wait, asynchronous jobs (jobs.go:
+// CreateJob, WaitJob, JobResults paging the JSONL results, CancelJob,
+// WebhookSecret and VerifyWebhook for the receiver), and errors (*Error) carrying
 // the API's error code, status and request ID.
 //
 // The request and answer types are the gateway's own (internal/customerapi,

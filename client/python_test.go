@@ -62,18 +62,7 @@ func python(t *testing.T) string {
 func TestPythonClient(t *testing.T) {
 	py := python(t)
 	slow := gatewaytest.Start(t, gatewaytest.Options{Redis: true})
-	cmd := exec.Command(py, "-c", pythonScript, shared.URL, shared.Key, slow.URL, slow.SlowKey)
-	cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join("..", "clients", "python"), "PYTHONDONTWRITEBYTECODE=1")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	raw, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("python: %v\n%s", err, stderr.String())
-	}
-	var got map[string]any
-	if err := json.Unmarshal(raw, &got); err != nil {
-		t.Fatalf("python printed %s: %v", raw, err)
-	}
+	got := runPython(t, py, pythonScript, shared.URL, shared.Key, slow.URL, slow.SlowKey)
 	js := func(k string) string { b, _ := json.Marshal(got[k]); return string(b) }
 	for k, want := range map[string]string{
 		"sentiment":    `{"scored_labels":[{"label":"POSITIVE","score":0.9},{"label":"NEGATIVE","score":0.1}]}`,

@@ -290,6 +290,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("ModelFileRead", func(t *testing.T) { checkModelFileRead(t, root, sh, cli, token) })
 	t.Run("Generation", func(t *testing.T) { checkGeneration(t, sh, cli, token, key) })
 	t.Run("Canary", func(t *testing.T) { checkCanary(t, root, cli, token, key) })
+	t.Run("AsyncJobs", func(t *testing.T) { checkAsyncJobs(t, sh, key) })
 }
 
 // waitFor polls cond every 50 ms until it holds; past timeout the test fails.

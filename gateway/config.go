@@ -37,6 +37,7 @@ type Config struct {
 	Balancer          string        `description:"replica selection: least-outstanding (power of two choices) or round-robin"`
 	Upstream          string        `description:"HTTP client to the replicas: fast (the gateway's own HTTP/1.1 client, less CPU per request) or nethttp (net/http's Transport)"`
 	DiscoveryConfig
+	JobsConfig // asynchronous jobs (jobs_config.go)
 	// Autoscaling (autoscale.go): load figures for the scheduler, and the
 	// hold of requests for a model at zero.
 	GatewayID      string        `description:"names this gateway's load figures in Redis (default: hostname and a random suffix)"`

@@ -160,6 +160,21 @@
 //     meets; the v2 infer route's text count (its limit and metering are the
 //     task API's). Bodies grow as bytes arrive, never from the declared
 //     Content-Length, within a body deadline (408).
+//   - jobs.go, jobs_worker.go, jobs_config.go: asynchronous jobs (issue
+//     20; records and queue are internal/jobqueue's, the worker and the
+//     webhooks package jobs'). POST /v1/jobs takes up to 100,000 texts as
+//     JSON or JSONL and streams them into Postgres inside one transaction
+//     (memory bounded by one text; 413 past --jobmaxbytes or
+//     --jobmaxtextbytes; model and task admitted as soon as the body names
+//     them), charges the texts to the monthly quota and answers 202; GET
+//     shows state and progress, /results and /errors page the answers and
+//     the dead-letter list as JSONL, /cancel stops the work, and
+//     /v1/jobs/webhook-secret (and /rotate) give the account's webhook
+//     signing secret. Every gateway runs a job worker (unless
+//     --nojobworker) whose calls go through forward like a customer's, at
+//     most --jobworkers batches at once and none claimed while the
+//     gateway's interactive requests in flight reach --jobpauseinflight;
+//     the texts it answers are metered as usage (one request each).
 //   - memlimit.go: the Go memory limit the gateway role sets from the
 //     container's cgroup limit.
 //

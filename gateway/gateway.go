@@ -67,6 +67,7 @@ type Gateway struct {
 	shadowStop     context.CancelFunc
 	shadowsRunning atomic.Int64
 
+	jobs   *gatewayJobs  // asynchronous jobs (jobs.go, jobs_worker.go)
 	bodies inflightBytes // body bytes held by requests in progress (shed.go)
 	unauth *addrThrottle // 401s per remote address
 }
@@ -146,6 +147,10 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 	go g.loopLoad(lctx)
 	go g.loopVersionStats(lctx)
 	go g.listenDeployments(lctx, deps.DB)
+	if err := g.startJobs(lctx, deps.DB); err != nil {
+		_ = g.Close(ctx)
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	return g, nil
 }
 

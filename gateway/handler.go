@@ -91,6 +91,13 @@ var routes = []route{
 		g.serveInfer(w, r, r.PathValue("model"))
 	}},
 	{"GET /v2/models/{model}", (*Gateway).serveModelMetadata},
+	{"POST " + customerapi.PathJobs, (*Gateway).createJob}, // asynchronous jobs (jobs.go)
+	{"GET /v1/jobs/{id}", (*Gateway).serveJob},
+	{"GET /v1/jobs/{id}/results", (*Gateway).serveJobResults},
+	{"GET /v1/jobs/{id}/errors", (*Gateway).serveJobErrors},
+	{"POST /v1/jobs/{id}/cancel", (*Gateway).cancelJob},
+	{"GET " + customerapi.PathWebhookSecret, (*Gateway).serveWebhookSecret},
+	{"POST " + customerapi.PathWebhookRotate, (*Gateway).rotateWebhookSecret},
 	{"GET /openapi.yaml", (*Gateway).serveOpenAPIYAML},
 	{"GET /openapi.json", (*Gateway).serveOpenAPIJSON},
 	{"GET /docs", (*Gateway).serveReference},

@@ -40,10 +40,7 @@ const maxUpstreamBody = 64 << 20
 // here (pick), named in X-Model-Version on w, and its answer counted per
 // version; a shadow gets its copy once the stable answer is in.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, m *Model, path string, body []byte, stream bool, st *reqState) (*upstreamResult, *gwError) {
-	timeout := g.opts.Timeout
-	if t, ok := g.opts.modelTimeouts[m.Name]; ok && t > 0 {
-		timeout = t
-	}
+	timeout := g.modelTimeout(m.Name)
 	rid := r.Header.Get("X-Request-ID")
 	if m.Canary == nil { // (the usual case: nothing else to do)
 		if m.stableHdr != nil {
@@ -64,6 +61,15 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, m *Model, path
 		g.shadowCopy(m, path, body, res, rid, timeout)
 	}
 	return res, aerr
+}
+
+// modelTimeout is the deadline of a request to model: its own, else the
+// gateway's.
+func (g *Gateway) modelTimeout(model string) time.Duration {
+	if t, ok := g.opts.modelTimeouts[model]; ok && t > 0 {
+		return t
+	}
+	return g.opts.Timeout
 }
 
 // forwardTo is forward's work on one deployment's pool (key: its

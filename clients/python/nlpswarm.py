@@ -9,6 +9,10 @@ One file: copy it next to your program, or run it as a command.
     # {'scored_labels': [{'label': 'POSITIVE', 'score': 0.99}, ...]}
     c.entities("ner", ["Alice flew home", "Bob stayed"])  # a list: one answer each
 
+    job = c.create_job("sentiment", "sentiment", texts, webhook="https://example.com/hook")
+    c.wait_job(job["id"]); answers = list(c.job_results(job["id"]))   # asynchronous jobs
+    nlpswarm.verify_webhook(secret, headers["Nlpswarm-Signature"], raw_body)  # in the receiver
+
     python3 nlpswarm.py --url http://gateway:8080 --key nlp_... sentiment sentiment "i love this movie"
 
 A 429 or 503 with Retry-After is retried after that many seconds (at most
@@ -20,6 +24,8 @@ gateway's /docs). The request and answer shapes are the gateway's
 
 import argparse
 import email.utils
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -29,7 +35,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-__all__ = ["Client", "Error", "TASKS"]
+__all__ = ["Client", "Error", "TASKS", "verify_webhook"]
 
 TASKS = ("sentiment", "classification", "entities", "embeddings")
 MAX_ANSWER_BYTES = 64 << 20
@@ -104,6 +110,56 @@ class Client:
         """Open Inference Protocol v2: posts request (a dict) to /v2/models/{model}/infer."""
         return self._post("/v2/models/" + urllib.parse.quote(model, safe="") + "/infer", request)
 
+    # Asynchronous jobs (the gateway's /v1/jobs routes).
+
+    def create_job(self, model, task, texts, parameters=None, webhook=None):
+        """Submits a job of up to 100,000 texts; returns the job (state queued)."""
+        body = {"model": model, "task": task, "texts": list(texts)}
+        if parameters is not None:
+            body["parameters"] = parameters
+        if webhook:
+            body["webhook"] = webhook
+        return self._post("/v1/jobs", body)
+
+    def get_job(self, job_id):
+        """The job: state, done/failed/total, results and errors URLs, webhook."""
+        return self._call("GET", "/v1/jobs/" + urllib.parse.quote(job_id, safe=""))
+
+    def cancel_job(self, job_id):
+        return self._call("POST", "/v1/jobs/" + urllib.parse.quote(job_id, safe="") + "/cancel")
+
+    def wait_job(self, job_id, interval=1.0, timeout=3600.0):
+        """Polls the job until it has finished (succeeded or cancelled)."""
+        end = time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if job["state"] in ("succeeded", "cancelled"):
+                return job
+            if time.monotonic() + interval > end:
+                raise TimeoutError(f"nlpswarm: job {job_id} still {job['state']}")
+            time.sleep(interval)
+
+    def job_results(self, job_id, limit=1000, errors=False):
+        """Yields the job's answered (or, errors=True, dead-lettered) texts in index order, page by page."""
+        path = "/v1/jobs/" + urllib.parse.quote(job_id, safe="") + ("/errors" if errors else "/results")
+        after = -1
+        while True:
+            lines = self._call("GET", f"{path}?after={after}&limit={int(limit)}", jsonl=True)
+            if not lines:
+                return
+            for item in lines:
+                after = item["index"]
+                yield item
+
+    def webhook_secret(self, rotate=False):
+        """The account's webhook signing secret (rotate: a new one first)."""
+        if rotate:
+            return self._call("POST", "/v1/jobs/webhook-secret/rotate")["secret"]
+        return self._call("GET", "/v1/jobs/webhook-secret")["secret"]
+
+    def _call(self, method, path, jsonl=False):
+        return self._once(path, None, time.monotonic() + self.timeout, method=method, jsonl=jsonl)
+
     def _post(self, path, body):
         data = json.dumps(body).encode()
         deadline = time.monotonic() + self.timeout
@@ -123,18 +179,21 @@ class Client:
                 time.sleep(wait)
                 tries += 1
 
-    def _once(self, path, data, deadline):
+    def _once(self, path, data, deadline, method="POST", jsonl=False):
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError(f"nlpswarm: POST {path}: no time left")
-        req = urllib.request.Request(self.base_url + path, data=data, method="POST", headers={
-            "Authorization": "Token " + self.key, "Content-Type": "application/json",
-            "User-Agent": "nlpswarm-python-client"})
+            raise TimeoutError(f"nlpswarm: {method} {path}: no time left")
+        headers = {"Authorization": "Token " + self.key, "User-Agent": "nlpswarm-python-client"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=left) as resp:
                 raw = resp.read(MAX_ANSWER_BYTES + 1)
                 if len(raw) > MAX_ANSWER_BYTES:
-                    raise ValueError(f"nlpswarm: POST {path}: answer over {MAX_ANSWER_BYTES} bytes")
+                    raise ValueError(f"nlpswarm: {method} {path}: answer over {MAX_ANSWER_BYTES} bytes")
+                if jsonl:
+                    return [json.loads(line) for line in raw.splitlines() if line.strip()]
                 return json.loads(raw)
         except urllib.error.HTTPError as resp:
             raw = resp.read(64 << 10)
@@ -146,6 +205,22 @@ class Client:
                 pass
             raise Error(resp.code, code, message, resp.headers.get("X-Request-ID", ""),
                         _retry_after(resp.headers.get("Retry-After"))) from None
+
+
+def verify_webhook(secret, signature, body, tolerance=300.0, now=None):
+    """Checks a job webhook: signature is its Nlpswarm-Signature header
+    ("t=<unix seconds>,v1=<hex>"), body its raw bytes, secret the account's
+    (Client.webhook_secret). Returns True when v1 is HMAC-SHA256 of
+    "<t>.<body>" under secret and t is within tolerance seconds of now."""
+    parts = dict(p.strip().split("=", 1) for p in signature.split(",") if "=" in p)
+    try:
+        t = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    want = hmac.new(secret.encode(), parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(want, parts.get("v1", "")):
+        return False
+    return abs((time.time() if now is None else now) - t) <= tolerance
 
 
 def main(argv=None):
