@@ -32,14 +32,13 @@ agent-image:
 test-agent-image:
 	AGENT_IMAGE=$(AGENT_IMAGE) GO=$(GO) ./deployments/images/agent/test.sh
 
-test: build
-	$(GO) vet ./...
-	$(GO) tool staticcheck ./...
-	$(GO) test -count=1 -timeout 30m ./...
-	@$(MAKE) --no-print-directory fuzz
-	@$(MAKE) --no-print-directory test-ort
-	@$(MAKE) --no-print-directory test-agent-image
-	@$(MAKE) --no-print-directory test-llama
+# Everything CI checks (.ci/test: build, go vet, staticcheck, go test ./...,
+# fuzz, test-ort, test-agent-image, test-llama and the agent package with
+# cgo), phases stamped and timed; the Debian roots and the stack tests run
+# in the background beside the CPU work (README, "make test on a fresh
+# machine").
+test:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZ_TARGETS='$(FUZZ_TARGETS)' ./.ci/test
 
 test-unit:
 	$(GO) test -count=1 -short ./...
@@ -47,9 +46,11 @@ test-unit:
 fuzz:
 	GO=$(GO) ./.ci/fuzz $(FUZZTIME) $(FUZZ_TARGETS)
 
+# one staging at a time in this checkout (bin/image is shared; make test
+# runs the stack tests beside the other packages' tests)
 image: build
-	./deployments/image/stage.sh bin/image
-	docker build -q -t $(IMAGE) bin/image
+	@mkdir -p bin
+	flock bin/.image-stage.lock sh -c './deployments/image/stage.sh bin/image && docker build -q -t $(IMAGE) bin/image'
 
 up:
 	./deployments/up.sh

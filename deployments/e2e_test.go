@@ -287,6 +287,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("nlp-sentiment runs version %q after the update, want 2", strings.TrimSpace(out))
 	}
 
+	t.Run("KeyVerdictForgery", func(t *testing.T) { checkKeyVerdictForgery(t, sh, cli) })
 	t.Run("ModelFileRead", func(t *testing.T) { checkModelFileRead(t, root, sh, cli, token) })
 	t.Run("Generation", func(t *testing.T) { checkGeneration(t, sh, cli, token, key) })
 	t.Run("Canary", func(t *testing.T) { checkCanary(t, root, cli, token, key) })

@@ -16,6 +16,11 @@ log() { printf '[images] %s\n' "$*" >&2; }
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# one builder at a time (make test builds the base in the background while
+# a stack test's make up may ask for it): the second waits, then finds it
+mkdir -p /tmp/nlpswarm-images
+exec 9>/tmp/nlpswarm-images/deps-base.lock
+flock 9
 if [ "${FORCE:-0}" = 1 ] || ! have "$BASE"; then
   command -v debootstrap >/dev/null || { log "installing debootstrap"; apt-get install -y -qq debootstrap >/dev/null; }
   root=$(mktemp -d /tmp/nlpswarm-rootfs.XXXXXX)
@@ -32,6 +37,7 @@ if [ "${FORCE:-0}" = 1 ] || ! have "$BASE"; then
 fi
 
 [ "${1:-}" = base ] && exit 0
+flock -u 9
 
 # always built: Docker's cache makes it a second when nothing changed, and
 # an image kept from an older checkout would run an older entrypoint

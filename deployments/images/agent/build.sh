@@ -19,6 +19,12 @@ GO=${GO:-go}
 ctx=bin/image-agent
 log() { printf '[agent-image] %s\n' "$*" >&2; }
 
+# one build at a time in this checkout (make test's agent step and a stack
+# test's make up may both ask for it): they share the context folder
+mkdir -p bin
+exec 8>bin/.image-agent.lock
+flock 8
+
 # 1. the bookworm base (cached after the first debootstrap)
 ./deployments/images/build.sh base
 

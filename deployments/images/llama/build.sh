@@ -31,6 +31,8 @@
 #   LLAMA_IMAGE    tag of the image (default nlpswarm-llama:dev, or nlpswarm-llama-cuda:dev)
 #   LLAMA_ROOT     the cached sid root (default /var/cache/nlpswarm/llama-sid, or llama-cuda-sid)
 #   FORCE=1        rebuilds the root
+# `build.sh root` only makes sure the root exists (make test prepares it in
+# the background while Go compiles: it is network and disk work).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 CUDA=${CUDA:-0}
@@ -122,6 +124,8 @@ chroot "$LLAMA_ROOT" dpkg --verify $packages ||
   { log "dpkg --verify: installed files differ from the packages"; exit 1; }
 # shellcheck disable=SC2086
 log "$(chroot "$LLAMA_ROOT" dpkg-query -W -f '${Package} ${Version}  ' $packages)"
+
+[ "${1:-}" = root ] && exit 0
 
 # 2. the closure: llama-server, ggml's backends (CPU ones by CPU feature,
 # CUDA's in the CUDA variant; dlopened, so ldd does not list them) and what

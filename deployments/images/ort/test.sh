@@ -10,7 +10,8 @@ FIXTURES=${NLPSWARM_FIXTURES:-$(cd .. && pwd)/shared/fixtures/nlp}
 [ -d "$FIXTURES" ] || { echo "[ort-test] fixtures absent at $FIXTURES" >&2; exit 1; }
 ORT_IMAGE=$ORT_IMAGE ./deployments/images/ort/build.sh
 mkdir -p bin
-CGO_ENABLED=1 $GO test -c -tags ORT -o bin/models-ort.test ./models
+# -trimpath as build.sh's binary: the two share the compiled packages
+CGO_ENABLED=1 $GO test -c -trimpath -tags ORT -o bin/models-ort.test ./models
 # the test finds fixtures at ../../shared/fixtures/nlp from its package
 # folder; NLPSWARM_MINILM_DIR (make minilm) is mounted for the benchmarks
 extra=()
