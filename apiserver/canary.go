@@ -154,13 +154,18 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // promote starts moving all of the model's traffic to its canary's version
 // (deployment.Promote): 202, the deployment as it is now.
 func (s *Server) promote(c *gin.Context) {
-	ctx := c.Request.Context()
-	name := c.Param("name")
-	if err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error { _, err := deployment.Promote(ctx, tx, name); return err }); err != nil {
-		s.fail(c, fmt.Errorf("promote %s: %w", name, err))
+	if err := s.promoteCanary(c.Request.Context(), c.Param("name")); err != nil {
+		s.fail(c, err)
 		return
 	}
 	s.writeDeployment(c, http.StatusAccepted)
+}
+
+func (s *Server) promoteCanary(ctx context.Context, name string) error {
+	if err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error { _, err := deployment.Promote(ctx, tx, name); return err }); err != nil {
+		return fmt.Errorf("promote %s: %w", name, err)
+	}
+	return nil
 }
 
 // rollback takes the model's canary out of the routing at once.

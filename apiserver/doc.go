@@ -10,7 +10,16 @@
 // checked under a key derived from the internal token; the token itself, an
 // admin token or an API key is 403 there.
 //
-// It reads, never writes, two things other roles keep: the gateways' rate
+// Canary and shadow (issue 20, canary.go): a deployment request with a
+// canary object writes the model's canary beside its stable deployment
+// (deployment.PutCanary); POST promote and rollback move the rollout
+// (deployment.Promote, Rollback); a model's status and the deployments page
+// show the canary, its rule and rollout (with the automatic rule's reason)
+// and each version's figures over the last minute, read from the gateways'
+// internal/versionstats keys in Redis.
+//
+// It reads, never writes, three things other roles keep: the per-version
+// figures above, the gateways' rate
 // limit and quota counts in Redis, through internal/limitkeys' key names
 // (an account's detail, and the nlpswarm_apikey_quota_used_ratio gauge the
 // stack's quota alert reads), and Prometheus's HTTP query API for the
@@ -27,7 +36,7 @@
 // gpuprocs.go; per node without GPUs, why), accounts, plans, keys and usage, and the monitoring pages
 // of a model and of the cluster. Handlers of both the API and the
 // pages call the same functions (receiveVersion, deploy, setReplicas,
-// undeploy, insertAccount, insertKey, revoke, insertPlan, updatePlan,
+// undeploy, promoteCanary, rollbackCanary, insertAccount, insertKey, revoke, insertPlan, updatePlan,
 // setAccountPlan, revokePrefix, accountDetail, query*), so the two cannot
 // drift apart.
 package apiserver

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/modelmgr"
@@ -585,9 +584,8 @@ func (s *Server) scaleForm(c *gin.Context) {
 }
 
 func (s *Server) promoteForm(c *gin.Context) {
-	ctx, name := c.Request.Context(), c.Param("name")
-	if err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error { _, err := deployment.Promote(ctx, tx, name); return err }); err != nil {
-		s.formFailed(c, "deployments.html", fmt.Errorf("promote %s: %w", name, err), func() (*view, error) { return s.deploymentsView(c) })
+	if err := s.promoteCanary(c.Request.Context(), c.Param("name")); err != nil {
+		s.formFailed(c, "deployments.html", err, func() (*view, error) { return s.deploymentsView(c) })
 		return
 	}
 	seeOther(c, "/ui/deployments", url.Values{"done": {"promoting"}})
