@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -143,17 +144,24 @@ func (a *Autoscaler) Tick(ctx context.Context) ([]ScaleEvent, error) {
 // bounds): a burst gets one scale-up, not 0 → 1 and a second one a tick
 // later. A repeated wake-up (several gateways, a resend) changes nothing.
 func (a *Autoscaler) Wake(ctx context.Context, w loadreport.Wakeup) (*ScaleEvent, error) {
-	model := w.Model
+	// a wake-up names a deployment by its key: the model (its stable
+	// track) or its canary's (deployment.Key), as the gateway's pools do
+	key := w.Model
+	model, _ := deployment.SplitKey(key)
 	deps, err := a.load(ctx, model)
-	if err != nil || len(deps) == 0 || deps[0].Replicas != 0 {
+	if err != nil {
 		return nil, err
 	}
-	d := deps[0]
+	i := slices.IndexFunc(deps, func(d deployment.Autoscaled) bool { return d.Key() == key })
+	if i < 0 || deps[i].Replicas != 0 {
+		return nil, nil
+	}
+	d := deps[i]
 	now := time.Now()
 	a.mu.Lock()
 	a.init()
-	a.lastRequest[model] = now
-	samples := append(append([]autoscale.Sample(nil), a.samples[model]...), autoscale.Sample{At: now, Inflight: float64(w.Held)})
+	a.lastRequest[key] = now
+	samples := append(append([]autoscale.Sample(nil), a.samples[key]...), autoscale.Sample{At: now, Inflight: float64(w.Held)})
 	in := autoscale.Input{Now: now, Current: 0, Bounds: autoscale.Bounds(d.Autoscale), Samples: samples,
 		SinceScale: d.SinceScale, LastRequest: now, Wake: true}
 	a.mu.Unlock()

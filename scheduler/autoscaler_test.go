@@ -179,3 +179,38 @@ func TestAutoscalerTicksAndWakes(t *testing.T) {
 		t.Fatalf("without Redis: %+v %v", ev, err)
 	}
 }
+
+// A wake-up for a canary at zero (the gateway names it by its deployment
+// key, MODEL_canary) scales the canary, not the model's stable track.
+func TestAutoscalerWakesCanary(t *testing.T) {
+	db := pgtest.New(t, true)
+	ctx := context.Background()
+	for _, q := range []string{
+		`INSERT INTO models (name, task) VALUES ('sentiment', 'text-classification')`,
+		`INSERT INTO deployments (model_id, version, replicas, autoscale_min, autoscale_max, autoscale_target_inflight,
+			autoscale_scale_down_delay_ms, autoscale_idle_to_zero_ms, scaled_at)
+			SELECT id, 1, 0, 0, 4, 4, 1500, 2500, now() - interval '1 hour' FROM models`,
+		`INSERT INTO deployments (model_id, track, mode, weight, rollout_state, version, replicas, autoscale_min, autoscale_max,
+			autoscale_target_inflight, autoscale_scale_down_delay_ms, autoscale_idle_to_zero_ms, scaled_at)
+			SELECT id, 'canary', 'canary', 10, 'active', 2, 0, 0, 2, 4, 1500, 2500, now() - interval '1 hour' FROM models`,
+	} {
+		if _, err := db.Pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := &Autoscaler{DB: db.Pool, Interval: 200 * time.Millisecond, Log: slog.New(slog.DiscardHandler), Metrics: NewMetrics(nil)}
+	ev, err := a.Wake(ctx, loadreport.Wakeup{Model: deployment.Key("sentiment", deployment.TrackCanary), Held: 1})
+	if err != nil || ev == nil || ev.To != 1 {
+		t.Fatalf("canary wake-up: %+v %v, want 0 → 1", ev, err)
+	}
+	var stable, canary int
+	if err := db.Pool.QueryRow(ctx, `SELECT (SELECT replicas FROM deployments WHERE track = 'stable'), (SELECT replicas FROM deployments WHERE track = 'canary')`).Scan(&stable, &canary); err != nil {
+		t.Fatal(err)
+	}
+	if stable != 0 || canary != 1 {
+		t.Fatalf("after the canary's wake-up: stable %d, canary %d replicas; want 0, 1", stable, canary)
+	}
+	if ev, err := a.Wake(ctx, loadreport.Wakeup{Model: "sentiment_canary_x", Held: 1}); err != nil || ev != nil {
+		t.Fatalf("a wake-up for no deployment: %+v %v", ev, err)
+	}
+}
