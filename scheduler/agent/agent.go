@@ -201,16 +201,3 @@ func (r *Reporter) Run(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
-
-// notAvailable is NVML's NVML_VALUE_NOT_AVAILABLE ((unsigned long long)-1):
-// the memory of a process NVML may not read (another container's without
-// permission, a MIG instance's).
-const notAvailable = ^uint64(0)
-
-// processOf is one process of NVML's running compute processes.
-func processOf(pid uint32, used uint64) Process {
-	if used == notAvailable {
-		used = 0
-	}
-	return Process{PID: pid, Memory: int64(min(used, 1<<62))}
-}

@@ -78,3 +78,16 @@ func (n *NVML) Read() (Inventory, error) {
 	}
 	return inv, nil
 }
+
+// notAvailable is NVML's NVML_VALUE_NOT_AVAILABLE ((unsigned long long)-1):
+// the memory of a process NVML may not read (another container's without
+// permission, a MIG instance's).
+const notAvailable = ^uint64(0)
+
+// processOf is one process of NVML's running compute processes.
+func processOf(pid uint32, used uint64) Process {
+	if used == notAvailable {
+		used = 0
+	}
+	return Process{PID: pid, Memory: int64(min(used, 1<<62))}
+}
