@@ -24,7 +24,13 @@ func FuzzPredictRequest(f *testing.F) {
 			}
 			return
 		}
-		out, err := m.Predict(context.Background(), texts, p)
+		// as the server does: texts are prepared on the request's goroutine
+		// first, and a text the tokenizer fails on is the customer's 422
+		cut, _, err := m.Prepare(texts)
+		if err != nil {
+			return
+		}
+		out, err := m.Predict(context.Background(), cut, p)
 		if err != nil || len(out) != len(texts) {
 			t.Fatalf("decoded request failed in the model: %v", err)
 		}
