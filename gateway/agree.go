@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 
-	gojson "github.com/goccy/go-json"
-
 	"github.com/nlpswarm/nlpswarm/internal/customerapi"
 	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
@@ -111,7 +109,7 @@ func predictOutputs(task string, body []byte) ([]output, bool) {
 		var rr struct {
 			Outputs [][]runtimeapi.Label `json:"outputs"`
 		}
-		if gojson.Unmarshal(body, &rr) != nil {
+		if decodeReplicaJSON(body, &rr) != nil {
 			return nil, false
 		}
 		out := make([]output, len(rr.Outputs))
@@ -129,7 +127,7 @@ func predictOutputs(task string, body []byte) ([]output, bool) {
 		var rr struct {
 			Outputs [][]runtimeapi.Entity `json:"outputs"`
 		}
-		if gojson.Unmarshal(body, &rr) != nil {
+		if decodeReplicaJSON(body, &rr) != nil {
 			return nil, false
 		}
 		out := make([]output, len(rr.Outputs))
@@ -157,7 +155,7 @@ func predictOutputs(task string, body []byte) ([]output, bool) {
 		var rr struct {
 			Outputs []runtimeapi.EmbeddingOf[float64] `json:"outputs"`
 		}
-		if gojson.Unmarshal(body, &rr) != nil {
+		if decodeReplicaJSON(body, &rr) != nil {
 			return nil, false
 		}
 		out := make([]output, len(rr.Outputs))
@@ -178,7 +176,7 @@ func openAIEmbeddings(body []byte) ([]output, bool) {
 			Embedding []float64 `json:"embedding"`
 		} `json:"data"`
 	}
-	if gojson.Unmarshal(body, &a) != nil {
+	if decodeReplicaJSON(body, &a) != nil {
 		return nil, false
 	}
 	out := make([]output, len(a.Data))

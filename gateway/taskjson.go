@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"unicode/utf8"
@@ -489,3 +492,28 @@ func (p *jsonScan) number() (float64, bool) {
 	f, err := strconv.ParseFloat(string(p.b[start:p.i]), 64)
 	return f, err == nil
 }
+
+// decodeReplicaJSON decodes a replica's answer with goccy/go-json, but only
+// a body that encoding/json's scanner calls valid. goccy/go-json v0.10.5
+// pools its decoding state, and some malformed bodies (an object key that
+// ends in a dangling escape, `{"\00\`) leave that state pointing past the
+// next body: a later Unmarshal panics with index out of range, or reads a
+// previous answer's bytes (goccy/go-json issue 604, unfixed upstream;
+// TestDecodeReplicaJSONMalformedSequence). A replica is outside the
+// gateway's trust, so nothing malformed reaches goccy's decoder; the
+// recover is the second line, turning a panic the check did not foresee
+// into an error instead of a dropped connection or, on the fasthttp front
+// end, a dead gateway.
+func decodeReplicaJSON(body []byte, v any) (err error) {
+	if !json.Valid(body) {
+		return errReplicaJSON
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("decoding a replica's answer: %v", p)
+		}
+	}()
+	return gojson.Unmarshal(body, v)
+}
+
+var errReplicaJSON = errors.New("a replica's answer is not valid JSON")

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
+
+	gojson "github.com/goccy/go-json"
 
 	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
@@ -191,5 +195,72 @@ func checkLabelsAgainstEncodingJSON(t *testing.T, body []byte, outs [][]runtimea
 		if !slices.Equal(outs[i], rr.Outputs[i]) || outs[i] == nil {
 			t.Fatalf("%q: output %d is %v, encoding/json %v", body, i, outs[i], rr.Outputs[i])
 		}
+	}
+}
+
+// TestDecodeReplicaJSONMalformedSequence: a sequence of malformed replica
+// answers (keys ending in a dangling escape, goccy/go-json issue 604) after
+// a large valid one made goccy's pooled decoder panic on a later call
+// (found by FuzzAgreement in CI). Every call answers: the valid ones decode
+// as encoding/json decodes them, the malformed ones are errors.
+func TestDecodeReplicaJSONMalformedSequence(t *testing.T) {
+	big := `{"outputs":[[{"entity_group":"PER","start":0,"end":3,"word":"` + strings.Repeat("x", 200) + `"}]]}`
+	inputs := []string{big, `{"\00\`, `{"\`, `{"outputs":[[{"\`, `{"data":[{"\`, `{"data":[{"index":0,"embedding":[1]}]}`}
+	for round := 0; round < 200; round++ {
+		for _, in := range inputs {
+			var got, want struct {
+				Outputs [][]runtimeapi.Entity `json:"outputs"`
+				Data    []struct {
+					Index     *int      `json:"index"`
+					Embedding []float64 `json:"embedding"`
+				} `json:"data"`
+			}
+			err := decodeReplicaJSON([]byte(in), &got)
+			wantErr := json.Unmarshal([]byte(in), &want)
+			if (err == nil) != (wantErr == nil) {
+				t.Fatalf("%q: error %v, encoding/json's %v", in, err, wantErr)
+			}
+			if err == nil && !reflect.DeepEqual(got, want) {
+				t.Fatalf("%q: decoded %+v, encoding/json %+v", in, got, want)
+			}
+		}
+	}
+}
+
+// BenchmarkDecodeReplicaAnswer: the replica answer's decoders side by side
+// on a token-classification answer of 8 texts: encoding/json, goccy alone
+// (unsafe on malformed answers), and goccy behind the validity check that
+// the gateway uses.
+func BenchmarkDecodeReplicaAnswer(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`{"outputs":[`)
+	for i := 0; i < 8; i++ {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(`[{"entity_group":"PER","score":0.998,"word":"Wolfgang","start":11,"end":19},{"entity_group":"LOC","score":0.9991,"word":"Berlin","start":34,"end":40}]`)
+	}
+	sb.WriteString(`]}`)
+	body := []byte(sb.String())
+	type answer struct {
+		Outputs [][]runtimeapi.Entity `json:"outputs"`
+	}
+	for _, c := range []struct {
+		name   string
+		decode func([]byte, any) error
+	}{
+		{"encoding-json", json.Unmarshal},
+		{"goccy", gojson.Unmarshal},
+		{"valid+goccy", decodeReplicaJSON},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				var a answer
+				if err := c.decode(body, &a); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
