@@ -82,9 +82,12 @@ func (g *Gateway) callJob(ctx context.Context, j *jobqueue.Job, texts []string) 
 	g.jobs.inflight.Add(1)
 	// a job's texts go to the stable version only, never to a canary or a
 	// shadow: one job's answers come from one version, and a canary's
-	// figures are the interactive traffic's
+	// figures are the interactive traffic's. The runtime runs them as
+	// background work (runtimeapi.PathPredictBackground): after every
+	// waiting interactive request, in small parts, never in one call with
+	// interactive texts
 	timeout := g.modelTimeout(m.Name)
-	res, aerr := g.forwardTo(ctx, r, r.Header.Get("X-Request-ID"), m.Name, g.fleet.get(m.Name), m.Autoscaled, time.Now().Add(timeout), timeout, runtimeapi.PathPredict, appendRuntimeRequest(nil, texts, j.Parameters), false, &st.upstream)
+	res, aerr := g.forwardTo(ctx, r, r.Header.Get("X-Request-ID"), m.Name, g.fleet.get(m.Name), m.Autoscaled, time.Now().Add(timeout), timeout, runtimeapi.PathPredictBackground, appendRuntimeRequest(nil, texts, j.Parameters), false, &st.upstream)
 	g.jobs.inflight.Add(-1)
 	if aerr != nil {
 		return nil, &jobs.CallError{Code: aerr.code, Message: aerr.msg, Retryable: aerr.status >= 500 || aerr.status == http.StatusTooManyRequests || aerr.status == 499}

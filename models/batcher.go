@@ -53,12 +53,21 @@ type job struct {
 // budget (plan), and each batch takes at most one part of it, then fills
 // the rest of its budget from the queue. A small request arriving meanwhile
 // joins the next batch instead of waiting for the whole large one.
+//
+// Background requests (SubmitBackground: a job's texts) are always cut
+// into such parts, and a part runs alone, only when no interactive
+// request (small or large) waits: interactive texts never share a pipeline
+// call with background ones, and an interactive request arriving while a
+// part runs waits for that part only. Under interactive load that never
+// lets up, background work waits (its caller's deadline ends it; the job
+// worker tries again later).
 type Batcher struct {
-	p       Predictor
-	cfg     BatchConfig
-	queue   chan *job
-	large   chan []*job // the parts of requests larger than one batch
-	metrics *Metrics
+	p          Predictor
+	cfg        BatchConfig
+	queue      chan *job
+	large      chan []*job // the parts of requests larger than one batch
+	background chan []*job // the parts of background requests
+	metrics    *Metrics
 }
 
 // NewBatcher returns a batcher; call Run to start it.
@@ -69,7 +78,8 @@ func NewBatcher(p Predictor, cfg BatchConfig, m *Metrics) *Batcher {
 	if cfg.Queue < 1 {
 		cfg.Queue = 1
 	}
-	return &Batcher{p: p, cfg: cfg, queue: make(chan *job, cfg.Queue), large: make(chan []*job, cfg.Queue), metrics: m}
+	return &Batcher{p: p, cfg: cfg, queue: make(chan *job, cfg.Queue), large: make(chan []*job, cfg.Queue),
+		background: make(chan []*job, cfg.Queue), metrics: m}
 }
 
 // Submit queues texts and waits for their outputs.
@@ -90,6 +100,13 @@ func plan(tokens []int, n int, cfg BatchConfig) [][2]int {
 	if n <= cfg.MaxSize && (cfg.MaxTokens <= 0 || sum <= cfg.MaxTokens) {
 		return [][2]int{{0, n}}
 	}
+	return planParts(tokens, n, cfg)
+}
+
+// planParts cuts a request into parts of at most 1/partsPerBatch of
+// MaxSize texts and of MaxTokens tokens, whatever its size (background
+// requests; plan for the large interactive ones).
+func planParts(tokens []int, n int, cfg BatchConfig) [][2]int {
 	maxTexts, maxTok := max(1, cfg.MaxSize/partsPerBatch), cfg.MaxTokens/partsPerBatch
 	var out [][2]int
 	start, tok := 0, 0
@@ -116,19 +133,43 @@ const partsPerBatch = 8
 // SubmitCounted is Submit for texts the model is given tokens[i] tokens for
 // (Preparer; nil: not counted), which the batches' token budget counts.
 func (b *Batcher) SubmitCounted(ctx context.Context, texts []string, tokens []int, p Params) ([]any, error) {
-	parts := plan(tokens, len(texts), b.cfg)
+	return b.submit(ctx, texts, tokens, p, false)
+}
+
+// SubmitBackground is SubmitCounted for work no one waits on interactively
+// (a job's texts): it runs in parts, each alone, only while no interactive
+// request waits (Batcher).
+func (b *Batcher) SubmitBackground(ctx context.Context, texts []string, tokens []int, p Params) ([]any, error) {
+	return b.submit(ctx, texts, tokens, p, true)
+}
+
+func (b *Batcher) submit(ctx context.Context, texts []string, tokens []int, p Params, background bool) ([]any, error) {
+	var parts [][2]int
+	if background {
+		parts = planParts(tokens, len(texts), b.cfg)
+	} else {
+		parts = plan(tokens, len(texts), b.cfg)
+	}
 	// the parts stop (run skips them) once this request has its answer
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	jobs := make([]*job, len(parts))
 	for i, pt := range parts {
 		j := &job{ctx: ctx, texts: texts[pt[0]:pt[1]], params: p, done: make(chan result, 1)}
-		for _, t := range tokens[pt[0]:min(pt[1], len(tokens))] {
-			j.tokens += t
+		if tokens != nil { // nil: not counted
+			for _, t := range tokens[pt[0]:pt[1]] {
+				j.tokens += t
+			}
 		}
 		jobs[i] = j
 	}
-	if len(jobs) == 1 {
+	if background {
+		select {
+		case b.background <- jobs:
+		default:
+			return nil, ErrQueueFull
+		}
+	} else if len(jobs) == 1 {
 		select {
 		case b.queue <- jobs[0]:
 		default:
@@ -141,7 +182,7 @@ func (b *Batcher) SubmitCounted(ctx context.Context, texts []string, tokens []in
 			return nil, ErrQueueFull
 		}
 	}
-	b.metrics.queueDepth.Set(float64(len(b.queue) + len(b.large)))
+	b.setQueueDepth()
 	out := make([]any, 0, len(texts))
 	for _, j := range jobs {
 		select {
@@ -172,6 +213,7 @@ func (b *Batcher) Run(ctx context.Context) {
 	lastJobs := 0
 	var held *job    // received, but over the last batch's token budget
 	var parts []*job // the parts left of the large request being run
+	var low []*job   // the parts left of the background request being run
 	for {
 		var batch []*job
 		n, tok := 0, 0
@@ -201,13 +243,36 @@ func (b *Batcher) Run(ctx context.Context) {
 			add(h)
 		}
 		if len(batch) == 0 {
+			// interactive first; a background part only when none waits,
+			// alone (not gathered with anything)
 			select {
-			case <-ctx.Done():
-				return
 			case j := <-b.queue:
 				add(j)
-			case parts = <-b.large:
-				continue
+			default:
+				if len(low) == 0 {
+					select {
+					case low = <-b.background:
+					default:
+					}
+				}
+				if len(low) > 0 {
+					j := low[0]
+					low = low[1:]
+					b.setQueueDepth()
+					lastJobs = 1
+					b.run([]*job{j})
+					continue
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case j := <-b.queue:
+					add(j)
+				case parts = <-b.large:
+					continue
+				case low = <-b.background:
+					continue
+				}
 			}
 		}
 		// take what is already queued without waiting
@@ -238,10 +303,14 @@ func (b *Batcher) Run(ctx context.Context) {
 			}
 			timer.Stop()
 		}
-		b.metrics.queueDepth.Set(float64(len(b.queue) + len(b.large)))
+		b.setQueueDepth()
 		lastJobs = len(batch)
 		b.run(batch)
 	}
+}
+
+func (b *Batcher) setQueueDepth() {
+	b.metrics.queueDepth.Set(float64(len(b.queue) + len(b.large) + len(b.background)))
 }
 
 // run calls the pipeline once per parameter group; if a group's call fails,

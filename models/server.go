@@ -260,7 +260,7 @@ func (s *Server) prepare(texts []string) ([]string, []int, *httpError) {
 	return cut, counts, nil
 }
 
-func (s *Server) run(ctx context.Context, texts []string, p Params) ([]any, *httpError) {
+func (s *Server) run(ctx context.Context, texts []string, p Params, background bool) ([]any, *httpError) {
 	if !s.ready.Load() {
 		return nil, &httpError{runtimeapi.StatusNotReady, runtimeapi.CodeNotReady, "model is not ready"}
 	}
@@ -270,7 +270,11 @@ func (s *Server) run(ctx context.Context, texts []string, p Params) ([]any, *htt
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.limits.RequestTimeout)
 	defer cancel()
-	out, err := s.batcher.SubmitCounted(ctx, texts, tokens, p)
+	submit := s.batcher.SubmitCounted
+	if background {
+		submit = s.batcher.SubmitBackground
+	}
+	out, err := submit(ctx, texts, tokens, p)
 	switch {
 	case err == nil:
 		return out, nil
@@ -317,7 +321,10 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, herr, start)
 		return
 	}
-	out, herr := s.run(r.Context(), texts, p)
+	// a job's texts (runtimeapi.PathPredictBackground) wait for the
+	// interactive requests
+	background := r.URL.RawQuery != "" && r.URL.Query().Get(runtimeapi.QueryPriority) == runtimeapi.PriorityBackground
+	out, herr := s.run(r.Context(), texts, p, background)
 	if herr != nil {
 		s.fail(w, herr, start)
 		return
@@ -405,7 +412,7 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, herr, start)
 		return
 	}
-	out, herr := s.run(r.Context(), texts, p)
+	out, herr := s.run(r.Context(), texts, p, false)
 	if herr != nil {
 		s.fail(w, herr, start)
 		return

@@ -18,6 +18,19 @@ const (
 	PathReady   = "/v2/health/ready" // GET: 200 when the runtime takes requests
 )
 
+// Background work (issue 20): a job's texts are sent to
+// PathPredictBackground, PathPredict with the query priority=background.
+// The runtime runs such a request only while no interactive request
+// waits, in small parts, never in one pipeline call with interactive
+// texts, so an interactive request waits at most for one small part. A
+// runtime older than this ignores the query and treats the request as
+// interactive (no failure during a rolling upgrade).
+const (
+	QueryPriority         = "priority"
+	PriorityBackground    = "background"
+	PathPredictBackground = PathPredict + "?" + QueryPriority + "=" + PriorityBackground
+)
+
 // InferPath is the Open Inference Protocol v2 infer route of model.
 func InferPath(model string) string { return "/v2/models/" + model + "/infer" }
 
