@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -15,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nlpswarm/nlpswarm/modelmgr/onnxcheck/onnxtest"
 )
 
 // checkCanary is issue 20's canary through the real stack (TestEndToEnd's
@@ -24,7 +28,8 @@ import (
 // versions with their figures; a promote while clients loop, with no failed
 // request; then a canary rolled back automatically by its rule (a p99
 // bound its real traffic breaks) within its window, with the reason in
-// status.
+// status; and a broken version (NaN scores, the runtime's 500) rolled back
+// by its error rate.
 func checkCanary(t *testing.T, root string, cli func(args ...string) string, token []byte, key string) {
 	fixture := filepath.Join(root, "..", "shared", "fixtures", "nlp", "sentiment")
 	admin := "Bearer " + strings.TrimSpace(string(token))
@@ -244,4 +249,83 @@ func checkCanary(t *testing.T, root string, cli func(args ...string) string, tok
 	if !strings.Contains(st, "rolled_back: rolled back automatically: p99 latency") {
 		t.Fatal("status does not say why the canary was rolled back")
 	}
+
+	// 6. a broken version: its word embedding of "love" is NaN (as a bad
+	// export or an fp16 overflow leaves it). It passes upload and the
+	// runtime's warm-up (other words) and answers 500 for every text with
+	// "love": the canary's error rate rolls it back within its window, and
+	// the customers' failed requests are about its weight's share of the
+	// requests until then.
+	broken := t.TempDir()
+	if err := poisonedFixture(fixture, broken, "love"); err != nil {
+		t.Fatal(err)
+	}
+	nan := push(broken)
+	t.Logf("$ nlpswarm deploy sentiment --version %d --canary 10%% --rollback-error-rate 20%% --rollback-window 10s --wait\n%s", nan,
+		cli("deploy", "sentiment", "--version", strconv.Itoa(nan), "--canary", "10%", "--replicas", "1", "--memory", "512M",
+			"--rollback-error-rate", "20%", "--rollback-window", window.String(), "--wait", "--timeout", "5m"))
+	stop = make(chan struct{})
+	start = time.Now()
+	tl, lwg = loop("i love this movie", stop)
+	rolledAfter = 0
+	var before int64 // requests answered or failed until the rollback was seen
+	waitFor(t, window+60*time.Second, func() bool {
+		d := status()
+		if d.Canary != nil && d.Canary.State == "rolled_back" {
+			rolledAfter, before = time.Since(start), tl.ok.Load()+tl.failed.Load()
+			return true
+		}
+		return false
+	})
+	failedAtRollback := tl.failed.Load()
+	time.Sleep(3 * time.Second) // the gateways' catalogue follows within a second or two
+	close(stop)
+	lwg.Wait()
+	d = status()
+	t.Logf("error-rate rollback %s after the canary's traffic began (window %s): %d requests until then, %d failed (first: %v), %d failed in all of %d; reason: %s",
+		rolledAfter.Round(100*time.Millisecond), window, before, failedAtRollback, tl.firstErr.Load(), tl.failed.Load(), tl.ok.Load()+tl.failed.Load(), d.Canary.Reason)
+	if !strings.HasPrefix(d.Canary.Reason, "rolled back automatically: error rate") || d.Version != v {
+		t.Fatalf("after the error-rate rollback: version %d, reason %q", d.Version, d.Canary.Reason)
+	}
+	// failures are the canary's share (10 %) of the requests until the
+	// rollback reached the gateways: bounded with room for chance (3
+	// standard deviations) and the last second's requests
+	if bound := int64(0.1*float64(before)+3*math.Sqrt(0.09*float64(before))) + 50; tl.failed.Load() == 0 || tl.failed.Load() > bound {
+		t.Fatalf("%d requests failed of %d until the rollback; want between 1 and %d", tl.failed.Load(), before, bound)
+	}
+	if ver, code, _ := call("i love this movie"); code != 200 || ver != strconv.Itoa(v) {
+		t.Fatalf("after the error-rate rollback version %q answers (%d), want %d", ver, code, v)
+	}
+}
+
+// poisonedFixture copies the model folder src to dst with the word
+// embedding of word (its token ID in tokenizer.json) set to NaN
+// (onnxtest.PoisonRows): texts holding word get NaN scores, the rest
+// normal ones.
+func poisonedFixture(src, dst, word string) error {
+	files, err := onnxtest.FixtureFiles(src)
+	if err != nil {
+		return err
+	}
+	var tk struct {
+		Model struct {
+			Vocab map[string]int `json:"vocab"`
+		} `json:"model"`
+	}
+	if err := json.Unmarshal(files["tokenizer.json"], &tk); err != nil {
+		return err
+	}
+	id, ok := tk.Model.Vocab[word]
+	if !ok {
+		return fmt.Errorf("%q is not a token of %s", word, src)
+	}
+	if files["model.onnx"], err = onnxtest.PoisonRows(files["model.onnx"], "word_embeddings.weight", []int{id}); err != nil {
+		return err
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dst, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -2,14 +2,19 @@ package models
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
+	"github.com/nlpswarm/nlpswarm/modelmgr/onnxcheck/onnxtest"
 )
 
 // callLog records each pipeline call's texts, sleeping per call and per
@@ -50,7 +55,7 @@ func TestBackgroundYieldsToInteractive(t *testing.T) {
 	defer cancel()
 	go b.Run(ctx)
 
-	const n = 400 // 100 parts of 4 texts: at least 140 ms of calls
+	const n = 800 // 200 parts of 4 texts: at least 280 ms of calls
 	bg := make([]string, n)
 	for i := range bg {
 		bg[i] = fmt.Sprintf("job-%d", i)
@@ -157,5 +162,91 @@ func TestPredictBackgroundRoute(t *testing.T) {
 	}
 	if fmt.Sprint(sizes) != "[9 4 4 1]" {
 		t.Errorf("pipeline calls of %v texts, want [9 4 4 1]", sizes)
+	}
+}
+
+// nanFake scores every text normally except "poison", whose scores are NaN
+// (a broken version's weights).
+type nanFake struct{}
+
+func (nanFake) Predict(_ context.Context, texts []string, _ Params) ([]any, error) {
+	out := make([]any, len(texts))
+	for i, t := range texts {
+		s := 0.9
+		if t == "poison" {
+			s = math.NaN()
+		}
+		out[i] = []Label{{Label: "POSITIVE", Score: s}, {Label: "NEGATIVE", Score: 1 - s}}
+	}
+	return out, nil
+}
+
+// A model output JSON cannot hold (NaN) is the runtime's 500 with the
+// house error body: before, the runtime sent 200 and then failed to encode
+// the answer, so the caller got 200 with an empty body. Texts beside it in
+// other requests are answered as usual.
+func TestNonFiniteOutputIs500(t *testing.T) {
+	hs := newTestServer(t, nanFake{}, TextClassification, DefaultBatchConfig(), DefaultLimits())
+	code, out := post(t, hs.URL+runtimeapi.PathPredict, `{"texts":["fine","poison"]}`)
+	e, _ := out["error"].(map[string]any)
+	if code != http.StatusInternalServerError || e["code"] != "inference_failed" || !strings.Contains(fmt.Sprint(e["message"]), "text 1") {
+		t.Fatalf("poisoned text: %d %v", code, out)
+	}
+	if code, out := post(t, hs.URL+runtimeapi.PathPredict, `{"texts":["fine"]}`); code != http.StatusOK || len(out["outputs"].([]any)) != 1 {
+		t.Fatalf("a fine text: %d %v", code, out)
+	}
+	for _, c := range []struct {
+		o    any
+		want int
+	}{
+		{[]Label{{Score: 0.5}}, -1},
+		{[]Entity{{Score: math.Inf(1)}}, 0},
+		{Embedding{Embedding: []float32{0, float32(math.NaN())}}, 0},
+	} {
+		if got := nonFinite([]any{c.o}); got != c.want {
+			t.Errorf("nonFinite(%v) = %d, want %d", c.o, got, c.want)
+		}
+	}
+}
+
+// A real broken version: the sentiment fixture with the word embedding of
+// "love" set to NaN (onnxtest.PoisonRows) warms up, answers texts without
+// the word, and answers 500 inference_failed for texts with it.
+func TestPoisonedModelIs500(t *testing.T) {
+	src := fixture(t, "sentiment")
+	files, err := onnxtest.FixtureFiles(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tk struct {
+		Model struct {
+			Vocab map[string]int `json:"vocab"`
+		} `json:"model"`
+	}
+	if err := json.Unmarshal(files["tokenizer.json"], &tk); err != nil {
+		t.Fatal(err)
+	}
+	if files["model.onnx"], err = onnxtest.PoisonRows(files["model.onnx"], "word_embeddings.weight", []int{tk.Model.Vocab["love"]}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := Load(dir, "sentiment", TextClassification)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Warm(context.Background()); err != nil {
+		t.Fatalf("the broken version fails its warm-up: %v", err)
+	}
+	hs := newTestServer(t, m, TextClassification, DefaultBatchConfig(), DefaultLimits())
+	if code, out := post(t, hs.URL+runtimeapi.PathPredict, `{"texts":["what a boring movie"]}`); code != http.StatusOK {
+		t.Fatalf("a text without the word: %d %v", code, out)
+	}
+	if code, out := post(t, hs.URL+runtimeapi.PathPredict, `{"texts":["i love this movie"]}`); code != http.StatusInternalServerError {
+		t.Fatalf("a text with the word: %d %v", code, out)
 	}
 }

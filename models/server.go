@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -277,6 +278,14 @@ func (s *Server) run(ctx context.Context, texts []string, p Params, background b
 	out, err := submit(ctx, texts, tokens, p)
 	switch {
 	case err == nil:
+		if i := nonFinite(out); i >= 0 {
+			// a broken model (weights, an overflow): the input is fine and
+			// JSON has no NaN. 500, the model's fault, which the gateway
+			// relays and counts against the version (a canary's error
+			// rate), never against the replica's health
+			s.log.Warn("inference gave non-finite output", "text", i)
+			return nil, &httpError{http.StatusInternalServerError, "inference_failed", fmt.Sprintf("the model's output for text %d is not a finite number (NaN or infinity)", i)}
+		}
 		return out, nil
 	case errors.Is(err, ErrQueueFull):
 		// healthy but full: 429, which callers never count against the
@@ -290,6 +299,35 @@ func (s *Server) run(ctx context.Context, texts []string, p Params, background b
 		s.log.Warn("inference failed", "err", err)
 		return nil, &httpError{http.StatusUnprocessableEntity, "inference_failed", "the model could not process this input"}
 	}
+}
+
+// nonFinite is the index of the first output holding a NaN or infinite
+// score or embedding value, or -1.
+func nonFinite(out []any) int {
+	bad := func(f float64) bool { return math.IsNaN(f) || math.IsInf(f, 0) }
+	for i, o := range out {
+		switch o := o.(type) {
+		case []Label:
+			for _, l := range o {
+				if bad(l.Score) {
+					return i
+				}
+			}
+		case []Entity:
+			for _, e := range o {
+				if bad(e.Score) {
+					return i
+				}
+			}
+		case Embedding:
+			for _, x := range o.Embedding {
+				if bad(float64(x)) {
+					return i
+				}
+			}
+		}
+	}
+	return -1
 }
 
 func (s *Server) fail(w http.ResponseWriter, e *httpError, start time.Time) {
@@ -444,8 +482,15 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
+// writeJSON encodes v before the status goes out: a value JSON cannot
+// hold is the runtime's 500, not a 200 with no body.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		apierror.Write(w, http.StatusInternalServerError, "internal", "the answer could not be encoded: "+err.Error())
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(append(b, '\n'))
 }

@@ -7,10 +7,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
+	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -143,4 +147,122 @@ func TarGz(files map[string][]byte) []byte {
 	tw.Close()
 	gz.Close()
 	return buf.Bytes()
+}
+
+// PoisonRows returns a copy of the ModelProto model in which rows (indices
+// into the first dimension) of the float initializer whose name ends in
+// suffix hold NaN: for a word-embedding table, the model answers NaN for
+// every text holding one of those token IDs and normally for the rest (a
+// broken version that still passes a warm-up on other words). The
+// initializer must keep its values in raw_data; the bytes are rewritten in
+// place, so every length stays.
+func PoisonRows(model []byte, suffix string, rows []int) ([]byte, error) {
+	out := bytes.Clone(model)
+	found := false
+	// fields yields the length-delimited fields of the message at b (start
+	// off within out): number, value start and value bytes
+	fields := func(b []byte, off int, fn func(num protowire.Number, at int, v []byte) error) error {
+		for pos := 0; pos < len(b); {
+			num, typ, n := protowire.ConsumeTag(b[pos:])
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			pos += n
+			if typ != protowire.BytesType {
+				m := protowire.ConsumeFieldValue(num, typ, b[pos:])
+				if m < 0 {
+					return protowire.ParseError(m)
+				}
+				pos += m
+				continue
+			}
+			v, m := protowire.ConsumeBytes(b[pos:])
+			if m < 0 {
+				return protowire.ParseError(m)
+			}
+			if err := fn(num, off+pos+m-len(v), v); err != nil {
+				return err
+			}
+			pos += m
+		}
+		return nil
+	}
+	err := fields(out, 0, func(num protowire.Number, at int, graph []byte) error {
+		if num != 7 { // ModelProto.graph
+			return nil
+		}
+		return fields(graph, at, func(num protowire.Number, at int, tensor []byte) error {
+			if num != 5 { // GraphProto.initializer
+				return nil
+			}
+			var name string
+			var raw []byte
+			rawAt := 0
+			var dims []int64
+			for pos := 0; pos < len(tensor); {
+				fnum, typ, n := protowire.ConsumeTag(tensor[pos:])
+				if n < 0 {
+					return protowire.ParseError(n)
+				}
+				pos += n
+				switch {
+				case fnum == 1 && typ == protowire.VarintType:
+					d, m := protowire.ConsumeVarint(tensor[pos:])
+					dims = append(dims, int64(d))
+					pos += m
+				case fnum == 1 && typ == protowire.BytesType: // packed dims
+					v, m := protowire.ConsumeBytes(tensor[pos:])
+					for len(v) > 0 {
+						d, k := protowire.ConsumeVarint(v)
+						if k < 0 {
+							return protowire.ParseError(k)
+						}
+						dims, v = append(dims, int64(d)), v[k:]
+					}
+					pos += m
+				case (fnum == 8 || fnum == 9) && typ == protowire.BytesType:
+					v, m := protowire.ConsumeBytes(tensor[pos:])
+					if m < 0 {
+						return protowire.ParseError(m)
+					}
+					if fnum == 8 {
+						name = string(v)
+					} else {
+						raw, rawAt = v, at+pos+m-len(v)
+					}
+					pos += m
+				default:
+					m := protowire.ConsumeFieldValue(fnum, typ, tensor[pos:])
+					if m < 0 {
+						return protowire.ParseError(m)
+					}
+					pos += m
+				}
+			}
+			if !strings.HasSuffix(name, suffix) || len(dims) == 0 || dims[0] <= 0 {
+				return nil
+			}
+			rowBytes := len(raw) / int(dims[0])
+			if raw == nil || rowBytes%4 != 0 || rowBytes*int(dims[0]) != len(raw) {
+				return fmt.Errorf("initializer %s: no float32 raw_data of %v", name, dims)
+			}
+			for _, r := range rows {
+				if r < 0 || int64(r) >= dims[0] {
+					return fmt.Errorf("initializer %s: row %d outside %v", name, r, dims)
+				}
+				for k := 0; k < rowBytes; k += 4 {
+					binary.LittleEndian.PutUint32(out[rawAt+r*rowBytes+k:], math.Float32bits(float32(math.NaN())))
+				}
+			}
+			found = true
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("no initializer named *%s", suffix)
+	}
+	return out, nil
 }
