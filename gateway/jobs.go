@@ -16,6 +16,7 @@ import (
 
 	"github.com/nlpswarm/nlpswarm/internal/customerapi"
 	"github.com/nlpswarm/nlpswarm/internal/jobqueue"
+	"github.com/nlpswarm/nlpswarm/internal/limitkeys"
 	"github.com/nlpswarm/nlpswarm/jobs"
 )
 
@@ -439,6 +440,14 @@ func (g *Gateway) cancelJob(w http.ResponseWriter, r *http.Request) {
 	if j.State != jobqueue.StateCancelled {
 		g.fail(w, st, http.StatusConflict, "job_finished", fmt.Sprintf("job %s has already %s", j.ID, j.State))
 		return
+	}
+	// the texts charged at acceptance and never processed go back to the
+	// quota of the key that submitted the job, in the month it was
+	// charged (usage meters only what was processed)
+	if left := int64(j.Total - j.Done - j.Failed); left > 0 {
+		if err := g.limiter.refundQuota(r.Context(), j.KeyID, limitkeys.Month(j.CreatedAt.UTC()), left); err != nil {
+			g.log.Warn("job cancelled; its quota refund failed", "request_id", r.Header.Get("X-Request-ID"), "job", j.ID, "texts", left, "err", err)
+		}
 	}
 	g.log.Info("job cancelled", "request_id", r.Header.Get("X-Request-ID"), "job", j.ID, "done", j.Done, "total", j.Total)
 	writeJSON(w, st, http.StatusOK, jobs.View(j))

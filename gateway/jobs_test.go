@@ -354,3 +354,46 @@ func TestJobPausedWhileInteractiveBusy(t *testing.T) {
 		t.Fatalf("job %v", j)
 	}
 }
+
+// A cancelled job's unprocessed texts go back to the quota: a key with a
+// quota of 1,000 has a job of 600 texts cancelled early, and a second job
+// of 600 is then accepted (without the refund the first job's 600 would
+// leave room for 400). The refund is what was not processed: done texts
+// stay charged. Cancelled at once, the charge is still this gateway's to
+// settle; cancelled later, it is in Redis.
+func TestJobCancelRefundsQuota(t *testing.T) {
+	for _, settled := range []bool{false, true} {
+		t.Run(fmt.Sprintf("settled=%v", settled), func(t *testing.T) {
+			e := newEnv(t, true)
+			rt := newRuntime(t, runtimeapi.TextClassification)
+			acc := e.account("acme", "")
+			plan := e.id(`INSERT INTO plans(name, requests_per_second, burst, monthly_quota) VALUES ('q', 100, 100, 1000) RETURNING id`)
+			e.exec(`UPDATE accounts SET plan_id = $1 WHERE id = $2`, plan, acc)
+			key, _ := e.key(acc, "inference")
+			e.model("sentiment", runtimeapi.TextClassification, 0, rt)
+			e.start(Config{JobsConfig: JobsConfig{JobWorkers: 1, JobBatch: 8, JobWebhookPrivate: true}})
+			rt.stub.delay.Store(int64(50 * time.Millisecond))
+			a := e.post(key, customerapi.PathJobs, `{"model":"sentiment","task":"sentiment","texts":`+jobTexts(600)+`}`)
+			if a.status != http.StatusAccepted {
+				t.Fatalf("first job: %d %s", a.status, a.raw)
+			}
+			id := a.body["id"].(string)
+			if settled {
+				time.Sleep(10 * DefaultLimitSync)
+			}
+			if b := e.post(key, customerapi.PathJobs, `{"model":"sentiment","task":"sentiment","texts":`+jobTexts(600)+`}`); b.status != http.StatusTooManyRequests || b.code() != "quota_exceeded" {
+				t.Fatalf("a second job beside the first: %d %s", b.status, b.raw)
+			}
+			c := e.post(key, customerapi.JobCancelPath(id), "")
+			if c.status != http.StatusOK {
+				t.Fatalf("cancel: %d %s", c.status, c.raw)
+			}
+			done := int(c.body["done"].(float64) + c.body["failed"].(float64))
+			b := e.post(key, customerapi.PathJobs, `{"model":"sentiment","task":"sentiment","texts":`+jobTexts(600)+`}`)
+			if b.status != http.StatusAccepted {
+				t.Fatalf("a second job after the cancel (%d texts of the first processed): %d %s", done, b.status, b.raw)
+			}
+			e.post(key, customerapi.JobCancelPath(b.body["id"].(string)), "")
+		})
+	}
+}

@@ -70,10 +70,11 @@ type keyLimit struct {
 	local    *rate.Limiter
 	pending  int // admitted since the last settlement
 	blocked  time.Time
-	month    string // the quota figures below are for this UTC month (YYYYMM)
-	used     int64  // the quota's count in Redis at the last settlement; -1: not read yet
-	qPending int64  // counted against the quota since the last settlement
-	qFlight  int64  // counted, and in a settlement not yet answered
+	month    string    // the quota figures below are for this UTC month (YYYYMM)
+	used     int64     // the quota's count in Redis at the last settlement; -1: not read yet
+	usedAt   time.Time // when used was read or settled
+	qPending int64     // counted against the quota since the last settlement
+	qFlight  int64     // counted, and in a settlement not yet answered
 	lastSeen time.Time
 }
 
@@ -174,6 +175,16 @@ func (l *Limiter) Allow(ctx context.Context, k *Key) Verdict {
 			if err != nil {
 				v.FailOpen, v.Err = true, err
 			} else {
+				st.used, st.usedAt = used, now
+			}
+		}
+		if st.used >= 0 && st.used+st.qFlight+st.qPending >= k.Quota && now.Sub(st.usedAt) > quotaRecheck &&
+			!l.redisDown.active() {
+			// refused on a count this gateway read a while ago: another
+			// gateway may have refunded a cancelled job's texts since
+			// (refundQuota); read it again, at most every quotaRecheck
+			st.usedAt = now
+			if used, err := l.rdb.Get(ctx, l.quotaKey(k.ID, st.month)).Int64(); err == nil {
 				st.used = used
 			}
 		}
@@ -289,6 +300,59 @@ local n = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return n`)
 
+// quotaRecheck is how often a key refused for its quota has its count
+// read again from Redis.
+const quotaRecheck = 5 * time.Second
+
+// quotaRefund takes ARGV[1] from an existing count, never below zero; a
+// missing count is left alone (seeded again from usage, which never held
+// what is refunded) and answers -1.
+var quotaRefund = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local n = redis.call('DECRBY', KEYS[1], ARGV[1])
+if n < 0 then redis.call('SET', KEYS[1], 0, 'KEEPTTL') n = 0 end
+return n`)
+
+// refundQuota gives back n units of key id's quota count for month
+// (YYYYMM): the texts of a cancelled job that were charged at its
+// acceptance and never processed. What this gateway has counted and not
+// yet settled is taken back here; the rest from the count in Redis. This
+// gateway's own figure follows at once; the others' read the count again
+// when it refuses them (quotaRecheck). (A count whose very first
+// settlement is still on its way to Redis keeps what it could not take.)
+func (l *Limiter) refundQuota(ctx context.Context, id int64, month string, n int64) error {
+	if l == nil || n <= 0 {
+		return nil
+	}
+	l.mu.Lock()
+	st := l.keys[id]
+	l.mu.Unlock()
+	if st != nil {
+		st.mu.Lock()
+		if st.month == month {
+			back := min(n, st.qPending)
+			st.qPending -= back
+			n -= back
+		}
+		st.mu.Unlock()
+	}
+	if n == 0 {
+		return nil
+	}
+	left, err := quotaRefund.Run(ctx, l.rdb, []string{l.quotaKey(id, month)}, n).Int64()
+	if err != nil {
+		return fmt.Errorf("refund %d of key %d's quota: %w", n, id, err)
+	}
+	if st != nil && left >= 0 {
+		st.mu.Lock()
+		if st.month == month {
+			st.used, st.usedAt = left, l.now()
+		}
+		st.mu.Unlock()
+	}
+	return nil
+}
+
 func (l *Limiter) rateKey(id int64) string { return limitkeys.RateKey(l.prefix, id) }
 
 // Run settles with Redis every sync interval until ctx ends.
@@ -384,7 +448,7 @@ func (l *Limiter) Settle(ctx context.Context) error {
 				w.st.qPending += w.qn
 			}
 		case w.st.month == w.month:
-			w.st.used = w.qVal
+			w.st.used, w.st.usedAt = w.qVal, now
 		}
 		w.st.mu.Unlock()
 	}
