@@ -150,6 +150,13 @@ func TestCanaryRollout(t *testing.T) {
 	if desired, _ = deployment.LoadDesired(ctx, f.db.Pool); len(desired) != 2 {
 		t.Fatalf("desired during the drain: %+v", desired)
 	}
+	// a new canary now would take the draining service over: refused,
+	// saying for how long
+	var de *deployment.DrainingError
+	if err := canary(spec); !errors.As(err, &de) || !errors.Is(err, deployment.ErrConflict) || de.Version != 2 ||
+		de.Left <= deployment.Drain || de.Left > deployment.Drain+deployment.DrainMargin {
+		t.Fatalf("a canary during the drain: %v", err)
+	}
 	f.exec(`UPDATE deployments SET retired_at = now() - interval '1 minute' WHERE track = 'canary'`)
 	if desired, _ = deployment.LoadDesired(ctx, f.db.Pool); len(desired) != 1 {
 		t.Fatalf("desired after the drain: %+v", desired)
