@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 	"github.com/nlpswarm/nlpswarm/internal/versionstats"
 )
 
@@ -31,7 +32,10 @@ import (
 //     answer is in, a copy of the request goes to the canary in the
 //     background (shadowCopy), never billed nor limited, never waited for:
 //     at most Config.ShadowInflight copies per model are in flight, a copy
-//     beyond is dropped and counted (nlpswarm_gateway_shadow_dropped_total).
+//     beyond is dropped and counted (nlpswarm_gateway_shadow_dropped_total),
+//     and so is a copy every shadow replica refuses as busy (its queue full:
+//     a shadow with too few replicas for the traffic, which is not the
+//     version's error).
 //     The two answers are compared (agree.go) into the shadow agreement.
 //
 // Every answer from a model with a canary says which version gave it
@@ -158,6 +162,13 @@ func (g *Gateway) shadowCopy(m *Model, path string, body []byte, stable *upstrea
 		t0 := time.Now()
 		res, aerr := g.forwardTo(ctx, nil, rid, c.key, cs, false, time.Now().Add(timeout), timeout, path, req, false, &spent)
 		if g.shadowCtx.Err() != nil { // the gateway closing: not the version's failure
+			return
+		}
+		if aerr != nil && aerr.code == runtimeapi.CodeOverloaded {
+			// every shadow replica's queue full: the shadow has fewer
+			// replicas than the traffic it copies needs, not a broken
+			// version; dropped like a copy beyond the cap
+			g.m.shadowDropped.WithLabelValues(m.Name, "busy").Inc()
 			return
 		}
 		if counted, fail := failed(res, aerr); counted {

@@ -147,6 +147,10 @@ func (f *fakeReplica) release() {
 // addrs (static discovery: set before the gateway starts).
 func (e *env) canary(model string, id int64, version int, mode string, weight float64, sticky bool, addrs ...string) {
 	e.t.Helper()
+	// a retired canary's drain is the scheduler's matter, not these tests'
+	if _, err := e.db.Pool.Exec(context.Background(), `UPDATE deployments SET retired_at = now() - interval '1 minute' WHERE track = 'canary' AND retired_at IS NOT NULL`); err != nil {
+		e.t.Fatal(err)
+	}
 	if _, err := deployment.PutCanary(context.Background(), e.db.Pool, deployment.CanarySpec{
 		Spec: deployment.Spec{ModelID: id, Model: model, Version: version, Replicas: max(len(addrs), 1)},
 		Mode: mode, Weight: weight, Sticky: sticky,
@@ -450,6 +454,21 @@ func TestFailingShadow(t *testing.T) {
 	got := awaitStats(t, e, "sentiment", func(s map[int]versionstats.Stats) bool { return s[2].Requests > 0 && s[1].Requests == 20 })
 	if s := got[2]; s.ErrorRate != 1 || s.ShadowCompared != 0 {
 		t.Fatalf("shadow figures: %+v", s)
+	}
+	// a shadow whose replicas are all busy (the runtime's 503 overloaded):
+	// dropped copies, not the version's errors
+	shadow.status.Store(int32(runtimeapi.StatusOverloaded))
+	for range 20 {
+		if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
+			t.Fatalf("shadow busy: %d %s", a.status, a.raw)
+		}
+	}
+	waitFor(t, "20 busy shadow copies dropped", 5*time.Second, func() bool {
+		return metricValue(e.gw.m.shadowDropped.WithLabelValues("sentiment", "busy")) == 20
+	})
+	got = awaitStats(t, e, "sentiment", func(s map[int]versionstats.Stats) bool { return s[1].Requests == 40 })
+	if s := got[2]; s.Requests != 20 || s.Errors != 20 {
+		t.Fatalf("shadow figures after busy copies: %+v; want the 20 earlier failures only", s)
 	}
 	shadow.Close() // gone: connection refused
 	for range 20 {

@@ -174,7 +174,10 @@
 //     --nojobworker) whose calls go through forward like a customer's, at
 //     most --jobworkers batches at once and none claimed while the
 //     gateway's interactive requests in flight reach --jobpauseinflight;
-//     the texts it answers are metered as usage (one request each).
+//     its batches go to the runtime's background lane
+//     (runtimeapi.PathPredictBackground); the texts it answers are metered
+//     as usage (one request each), and a cancelled job's unprocessed texts
+//     go back to the key's monthly quota (Limiter.refundQuota).
 //   - memlimit.go: the Go memory limit the gateway role sets from the
 //     container's cgroup limit.
 //

@@ -113,7 +113,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		shadowCompared: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_shadow_comparisons_total",
 			Help: "Outputs of a shadow version compared with the stable version's answer, by model, shadow version and result (agreed: same top label, same entities, embeddings at cosine >= 0.99)."}, []string{"model", "version", "result"}),
 		shadowDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_shadow_dropped_total",
-			Help: "Shadow copies not sent, by model and reason (full: --shadowinflight copies already in flight; no_replica: the shadow has no available replica)."}, []string{"model", "reason"}),
+			Help: "Shadow copies not sent, by model and reason (full: --shadowinflight copies already in flight; no_replica: the shadow has no available replica; busy: every shadow replica's queue was full)."}, []string{"model", "reason"}),
 		canaryFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_canary_fallbacks_total",
 			Help: "Requests the split gave a canary that had no available replica, answered by the stable version instead."}, []string{"model"}),
 		versionPublishes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nlpswarm_gateway_version_stats_publishes_total",
