@@ -69,6 +69,11 @@
 //     over either runs in parts of an eighth of that budget, one part per
 //     batch beside the queued small requests, which therefore wait one part,
 //     not the whole large request.
+//   - background work (/predict?priority=background, runtimeapi's
+//     PathPredictBackground: the gateway's job batches) runs in parts of an
+//     eighth of a batch, alone, and only while no interactive request
+//     waits (Batcher.SubmitBackground), so an interactive text is never
+//     batched with a job's and waits at most for one small part.
 //   - a pipeline call stops between chunks once every client of its batch
 //     has gone (whileWaited), and RequestTimeout bounds the wait.
 //
