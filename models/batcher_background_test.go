@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -213,6 +214,19 @@ func TestNonFiniteOutputIs500(t *testing.T) {
 // "love" set to NaN (onnxtest.PoisonRows) warms up, answers texts without
 // the word, and answers 500 inference_failed for texts with it.
 func TestPoisonedModelIs500(t *testing.T) {
+	hs := poisonedServer(t)
+	if code, out := post(t, hs.URL+runtimeapi.PathPredict, `{"texts":["what a boring movie"]}`); code != http.StatusOK {
+		t.Fatalf("a text without the word: %d %v", code, out)
+	}
+	if code, out := post(t, hs.URL+runtimeapi.PathPredict, `{"texts":["i love this movie"]}`); code != http.StatusInternalServerError {
+		t.Fatalf("a text with the word: %d %v", code, out)
+	}
+}
+
+// poisonedServer serves the sentiment fixture with the word embedding of
+// "love" NaN: it passes the warm-up, texts with the word get NaN scores.
+func poisonedServer(t *testing.T) *httptest.Server {
+	t.Helper()
 	src := fixture(t, "sentiment")
 	files, err := onnxtest.FixtureFiles(src)
 	if err != nil {
@@ -242,11 +256,5 @@ func TestPoisonedModelIs500(t *testing.T) {
 	if _, err := m.Warm(context.Background()); err != nil {
 		t.Fatalf("the broken version fails its warm-up: %v", err)
 	}
-	hs := newTestServer(t, m, TextClassification, DefaultBatchConfig(), DefaultLimits())
-	if code, out := post(t, hs.URL+runtimeapi.PathPredict, `{"texts":["what a boring movie"]}`); code != http.StatusOK {
-		t.Fatalf("a text without the word: %d %v", code, out)
-	}
-	if code, out := post(t, hs.URL+runtimeapi.PathPredict, `{"texts":["i love this movie"]}`); code != http.StatusInternalServerError {
-		t.Fatalf("a text with the word: %d %v", code, out)
-	}
+	return newTestServer(t, m, TextClassification, DefaultBatchConfig(), DefaultLimits())
 }
