@@ -49,17 +49,24 @@ func costRuntime(b *testing.B, e *env, model string, p costPredictor) {
 
 // BenchmarkJobInterference measures interactive latency on two replicas
 // alone, then while a 20,000-text job runs on the same replicas: with the
-// jobs' priority (the defaults: 2 batches in flight, paused while 4
-// interactive requests are) and without it (16 batches, never paused).
-// Interactive load: 4 clients, one text per request, 2 ms between
-// requests. Run: go test -run '^$' -bench JobInterference -benchtime 1x ./gateway/
+// jobs' priority in the gateway (the defaults: 2 batches in flight,
+// paused while 4 interactive requests are) or without it (16 batches,
+// never paused), each with the runtime's background lane (the job's
+// batches as /predict?priority=background) or without it (as interactive
+// requests, the runtime before the lane). Interactive load: 4 clients, one
+// text per request, 2 ms between requests.
+// Run: go test -run '^$' -bench JobInterference -benchtime 1x ./gateway/
 func BenchmarkJobInterference(b *testing.B) {
+	unlimited := JobsConfig{JobWorkers: 16, JobPauseInflight: 1 << 20}
 	for _, c := range []struct {
-		name string
-		cfg  JobsConfig
+		name   string
+		cfg    JobsConfig
+		noLane bool
 	}{
-		{"priority", JobsConfig{}},
-		{"no-priority", JobsConfig{JobWorkers: 16, JobPauseInflight: 1 << 20}},
+		{"priority+lane", JobsConfig{}, false},
+		{"priority", JobsConfig{}, true},
+		{"lane", unlimited, false},
+		{"none", unlimited, true},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			e := newEnv(b, false)
@@ -71,6 +78,7 @@ func BenchmarkJobInterference(b *testing.B) {
 			}
 			c.cfg.JobWebhookPrivate = true
 			e.start(Config{JobsConfig: c.cfg})
+			e.gw.jobs.foreground.Store(c.noLane)
 			const phase = 4 * time.Second
 			alone := interactiveLoad(b, e, key, phase)
 			a := e.post(key, customerapi.PathJobs, `{"model":"sentiment","task":"sentiment","texts":`+jobTexts(20_000)+`}`)

@@ -24,8 +24,12 @@ type gatewayJobs struct {
 	store    *jobqueue.Store
 	uploads  chan struct{} // uploads in progress (JobUploads)
 	inflight atomic.Int64  // job calls to the replicas in progress
-	worker   *jobs.Worker
-	webhooks *jobs.Webhooks
+	// foreground sends job batches as interactive requests (PathPredict):
+	// BenchmarkJobInterference's "no lane" mode, the runtime as before its
+	// background lane
+	foreground atomic.Bool
+	worker     *jobs.Worker
+	webhooks   *jobs.Webhooks
 }
 
 // startJobs sets up the jobs of g and, unless --nojobworker, starts its
@@ -87,7 +91,11 @@ func (g *Gateway) callJob(ctx context.Context, j *jobqueue.Job, texts []string) 
 	// waiting interactive request, in small parts, never in one call with
 	// interactive texts
 	timeout := g.modelTimeout(m.Name)
-	res, aerr := g.forwardTo(ctx, r, r.Header.Get("X-Request-ID"), m.Name, g.fleet.get(m.Name), m.Autoscaled, time.Now().Add(timeout), timeout, runtimeapi.PathPredictBackground, appendRuntimeRequest(nil, texts, j.Parameters), false, &st.upstream)
+	path := runtimeapi.PathPredictBackground
+	if g.jobs.foreground.Load() {
+		path = runtimeapi.PathPredict
+	}
+	res, aerr := g.forwardTo(ctx, r, r.Header.Get("X-Request-ID"), m.Name, g.fleet.get(m.Name), m.Autoscaled, time.Now().Add(timeout), timeout, path, appendRuntimeRequest(nil, texts, j.Parameters), false, &st.upstream)
 	g.jobs.inflight.Add(-1)
 	if aerr != nil {
 		return nil, &jobs.CallError{Code: aerr.code, Message: aerr.msg, Retryable: aerr.status >= 500 || aerr.status == http.StatusTooManyRequests || aerr.status == 499}
