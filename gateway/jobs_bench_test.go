@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -127,6 +128,7 @@ func interactiveLoad(b *testing.B, e *env, key string, d time.Duration) []time.D
 					b.Error(err)
 					return
 				}
+				io.Copy(io.Discard, resp.Body) // (read to the end: the connection is reused)
 				resp.Body.Close()
 				took := time.Since(t0)
 				if resp.StatusCode != http.StatusOK {

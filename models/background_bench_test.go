@@ -3,6 +3,7 @@ package models
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -67,6 +68,7 @@ func BenchmarkBackgroundInterference(b *testing.B) {
 							b.Error(err)
 							return
 						}
+						io.Copy(io.Discard, resp.Body) // (read to the end: the connection is reused)
 						resp.Body.Close()
 						if resp.StatusCode == http.StatusOK {
 							jobTexts.Add(32)
@@ -108,6 +110,7 @@ func interactive(b *testing.B, client *http.Client, url string, d time.Duration)
 					b.Error(err)
 					return
 				}
+				io.Copy(io.Discard, resp.Body) // (read to the end: the connection is reused)
 				resp.Body.Close()
 				took := time.Since(t0)
 				if resp.StatusCode != http.StatusOK {

@@ -287,8 +287,12 @@ func (b *Batcher) Run(ctx context.Context) {
 		}
 		// wait for company only under load (the last batch had company): a
 		// lone request on an idle runtime runs at once, so batching costs
-		// nothing at concurrency 1
-		if b.cfg.MaxSize > 1 && b.cfg.MaxDelay > 0 && (len(batch) > 1 || lastJobs > 1) && n < b.cfg.MaxSize && held == nil {
+		// nothing at concurrency 1. Never while background work waits: the
+		// model would idle through the window that a background part could
+		// use, and interactive requests held behind a part arrive together
+		// (company) only because of it
+		if b.cfg.MaxSize > 1 && b.cfg.MaxDelay > 0 && (len(batch) > 1 || lastJobs > 1) && n < b.cfg.MaxSize && held == nil &&
+			len(low) == 0 && len(b.background) == 0 {
 			timer := time.NewTimer(b.cfg.MaxDelay)
 		gather:
 			for n < b.cfg.MaxSize {

@@ -142,6 +142,52 @@ func TestBackgroundYieldsToInteractive(t *testing.T) {
 	t.Logf("worst interactive latency beside the job: %v", worst)
 }
 
+// While background work waits, interactive requests that arrive together
+// are not held for the batching window (here 300 ms, far above the time the
+// test allows): the model would idle through it, and the requests arrived
+// together only because a background part held them.
+func TestNoBatchingWindowWhileBackgroundWaits(t *testing.T) {
+	f := &callLog{}
+	cfg := BatchConfig{MaxSize: 32, MaxTokens: 4096, MaxDelay: 300 * time.Millisecond, Queue: 64}
+	b := NewBatcher(f, cfg, NewMetrics(nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go b.Run(ctx)
+	bg := make([]string, 400) // 100 parts: at least 140 ms of calls
+	for i := range bg {
+		bg[i] = fmt.Sprintf("job-%d", i)
+	}
+	bgErr := make(chan error, 1)
+	go func() { _, err := b.SubmitBackground(ctx, bg, nil, Params{}); bgErr <- err }()
+	time.Sleep(5 * time.Millisecond)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var worst time.Duration
+	for round := 0; round < 5; round++ {
+		for c := 0; c < 3; c++ { // together: company for the next batch
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t0 := time.Now()
+				if _, err := b.SubmitCounted(ctx, []string{fmt.Sprintf("live-%d-%d", round, c)}, nil, Params{}); err != nil {
+					t.Error(err)
+				}
+				mu.Lock()
+				worst = max(worst, time.Since(t0))
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+	}
+	if err := <-bgErr; err != nil {
+		t.Fatal(err)
+	}
+	if worst >= cfg.MaxDelay {
+		t.Errorf("an interactive request took %v beside background work: held for the %v batching window", worst, cfg.MaxDelay)
+	}
+	t.Logf("worst interactive latency: %v", worst)
+}
+
 // The runtime's /predict takes runtimeapi.PathPredictBackground's query as
 // background work (answered as any request), and without it interactive.
 func TestPredictBackgroundRoute(t *testing.T) {

@@ -73,7 +73,9 @@
 //     PathPredictBackground: the gateway's job batches) runs in parts of an
 //     eighth of a batch, alone, and only while no interactive request
 //     waits (Batcher.SubmitBackground), so an interactive text is never
-//     batched with a job's and waits at most for one small part.
+//     batched with a job's and waits at most for one small part; while
+//     background work waits, interactive requests are not held for the
+//     MaxDelay window either (the model would idle through it).
 //   - a pipeline call stops between chunks once every client of its batch
 //     has gone (whileWaited), and RequestTimeout bounds the wait.
 //
