@@ -27,6 +27,11 @@ type BatchConfig struct {
 }
 
 // DefaultBatchConfig: 32 texts, 4096 tokens (32 texts of 128) or 5 ms.
+// backgroundQuiet is how long after a background part the batcher still
+// counts background work as flowing (the gateway's next job batch is on its
+// way) and so runs interactive batches without the MaxDelay window.
+const backgroundQuiet = 100 * time.Millisecond
+
 func DefaultBatchConfig() BatchConfig {
 	return BatchConfig{MaxSize: 32, MaxTokens: 4096, MaxDelay: 5 * time.Millisecond, Queue: 256}
 }
@@ -211,9 +216,10 @@ func (b *Batcher) fits(tokens, more int) bool {
 // Run processes the queue until ctx ends.
 func (b *Batcher) Run(ctx context.Context) {
 	lastJobs := 0
-	var held *job    // received, but over the last batch's token budget
-	var parts []*job // the parts left of the large request being run
-	var low []*job   // the parts left of the background request being run
+	var lastBackground time.Time // when the last background part ran
+	var held *job                // received, but over the last batch's token budget
+	var parts []*job             // the parts left of the large request being run
+	var low []*job               // the parts left of the background request being run
 	for {
 		var batch []*job
 		n, tok := 0, 0
@@ -261,6 +267,7 @@ func (b *Batcher) Run(ctx context.Context) {
 					b.setQueueDepth()
 					lastJobs = 1
 					b.run([]*job{j})
+					lastBackground = time.Now()
 					continue
 				}
 				select {
@@ -287,12 +294,13 @@ func (b *Batcher) Run(ctx context.Context) {
 		}
 		// wait for company only under load (the last batch had company): a
 		// lone request on an idle runtime runs at once, so batching costs
-		// nothing at concurrency 1. Never while background work waits: the
-		// model would idle through the window that a background part could
-		// use, and interactive requests held behind a part arrive together
-		// (company) only because of it
+		// nothing at concurrency 1. Never while background work flows (it
+		// waits, or a part ran within backgroundQuiet: its caller sends the
+		// next one): the model would idle through the window that a part
+		// could use, and interactive requests held behind a part arrive
+		// together (company) only because of it
 		if b.cfg.MaxSize > 1 && b.cfg.MaxDelay > 0 && (len(batch) > 1 || lastJobs > 1) && n < b.cfg.MaxSize && held == nil &&
-			len(low) == 0 && len(b.background) == 0 {
+			len(low) == 0 && len(b.background) == 0 && time.Since(lastBackground) > backgroundQuiet {
 			timer := time.NewTimer(b.cfg.MaxDelay)
 		gather:
 			for n < b.cfg.MaxSize {
