@@ -3,17 +3,15 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nlpswarm/nlpswarm/internal/artifactcred"
+	"github.com/nlpswarm/nlpswarm/internal/benchload"
 	"github.com/nlpswarm/nlpswarm/internal/customerapi"
 	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 	"github.com/nlpswarm/nlpswarm/models"
@@ -108,51 +106,21 @@ func BenchmarkJobInterference(b *testing.B) {
 	}
 }
 
-// interactiveLoad runs 4 clients for d and returns their latencies.
+// interactiveLoad runs 4 clients of one text a request, 2 ms apart, for d
+// and returns their latencies.
 func interactiveLoad(b *testing.B, e *env, key string, d time.Duration) []time.Duration {
-	var mu sync.Mutex
-	var lat []time.Duration
-	var wg sync.WaitGroup
-	end := time.Now().Add(d)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; time.Now().Before(end); i++ {
-				req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/sentiment/sentiment", strings.NewReader(fmt.Sprintf(`{"text":"interactive %d"}`, i)))
-				req.Header.Set("Authorization", "Token "+key)
-				t0 := time.Now()
-				resp, err := client.Do(req)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				io.Copy(io.Discard, resp.Body) // (read to the end: the connection is reused)
-				resp.Body.Close()
-				took := time.Since(t0)
-				if resp.StatusCode != http.StatusOK {
-					b.Errorf("interactive: %d", resp.StatusCode)
-					return
-				}
-				mu.Lock()
-				lat = append(lat, took)
-				mu.Unlock()
-				time.Sleep(2 * time.Millisecond)
-			}
-		}()
+	lat, err := benchload.Run(client, 4, 2*time.Millisecond, d, func(_, i int) *http.Request {
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/sentiment/sentiment", strings.NewReader(fmt.Sprintf(`{"text":"interactive %d"}`, i)))
+		req.Header.Set("Authorization", "Token "+key)
+		return req
+	})
+	if err != nil {
+		b.Error(err)
 	}
-	wg.Wait()
 	return lat
 }
 
-func pct(d []time.Duration, p float64) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(p*float64(len(s))))]
-}
+var pct = benchload.Quantile
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

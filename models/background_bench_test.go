@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/internal/benchload"
 	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 )
 
@@ -82,13 +82,13 @@ func BenchmarkBackgroundInterference(b *testing.B) {
 			rate := float64(jobTexts.Load()-j0) / phase.Seconds()
 			close(stop)
 			wg.Wait()
-			p99a, p99j := quantile(alone, 0.99), quantile(withJob, 0.99)
+			p99a, p99j := benchload.Quantile(alone, 0.99), benchload.Quantile(withJob, 0.99)
 			b.ReportMetric(float64(p99a.Microseconds())/1000, "p99-alone-ms")
 			b.ReportMetric(float64(p99j.Microseconds())/1000, "p99-job-ms")
 			b.ReportMetric(float64(p99j)/float64(p99a), "p99-ratio")
 			b.ReportMetric(rate, "job-texts/s")
 			b.Logf("%s: interactive p50 %s → %s, p99 %s → %s (×%.2f) beside the job; job %.0f texts/s",
-				c.name, quantile(alone, 0.5).Round(10*time.Microsecond), quantile(withJob, 0.5).Round(10*time.Microsecond),
+				c.name, benchload.Quantile(alone, 0.5).Round(10*time.Microsecond), benchload.Quantile(withJob, 0.5).Round(10*time.Microsecond),
 				p99a.Round(10*time.Microsecond), p99j.Round(10*time.Microsecond), float64(p99j)/float64(p99a), rate)
 		})
 	}
@@ -97,42 +97,13 @@ func BenchmarkBackgroundInterference(b *testing.B) {
 // interactive runs 4 clients of one text a request, 2 ms apart, for d and
 // returns their latencies.
 func interactive(b *testing.B, client *http.Client, url string, d time.Duration) []time.Duration {
-	var mu sync.Mutex
-	var lat []time.Duration
-	var wg sync.WaitGroup
-	end := time.Now().Add(d)
-	for w := range 4 {
-		wg.Go(func() {
-			for i := 0; time.Now().Before(end); i++ {
-				t0 := time.Now()
-				resp, err := client.Post(url+runtimeapi.PathPredict, "application/json", strings.NewReader(fmt.Sprintf(`{"texts":["interactive %d %d"]}`, w, i)))
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				io.Copy(io.Discard, resp.Body) // (read to the end: the connection is reused)
-				resp.Body.Close()
-				took := time.Since(t0)
-				if resp.StatusCode != http.StatusOK {
-					b.Errorf("interactive: %d", resp.StatusCode)
-					return
-				}
-				mu.Lock()
-				lat = append(lat, took)
-				mu.Unlock()
-				time.Sleep(2 * time.Millisecond)
-			}
-		})
+	lat, err := benchload.Run(client, 4, 2*time.Millisecond, d, func(c, i int) *http.Request {
+		req, _ := http.NewRequest(http.MethodPost, url+runtimeapi.PathPredict, strings.NewReader(fmt.Sprintf(`{"texts":["interactive %d %d"]}`, c, i)))
+		req.Header.Set("Content-Type", "application/json")
+		return req
+	})
+	if err != nil {
+		b.Error(err)
 	}
-	wg.Wait()
 	return lat
-}
-
-// quantile is the q-quantile of ds (sorted in place).
-func quantile(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	slices.Sort(ds)
-	return ds[min(len(ds)-1, int(q*float64(len(ds))))]
 }
