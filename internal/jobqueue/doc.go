@@ -12,7 +12,9 @@
 // lease (a worker killed mid-batch: its batch is claimed again when
 // not_before passes, as XAUTOCLAIM would after min-idle-time), inside the
 // same transactions as the results. Redis loses what it held since its
-// last snapshot on a restart; the jobs must not.
+// last snapshot on a restart; the jobs must not. Claims go round-robin
+// across jobs (lowest batch index first; migration 00048's index), so a
+// small job is not queued behind the whole of a large one.
 //
 // Exactly once: a claim gives the batch a fresh claim token; Complete
 // writes the batch's results and marks it done only while the batch is

@@ -253,3 +253,41 @@ func TestValidID(t *testing.T) {
 		t.Fatal("ValidID")
 	}
 }
+
+// Batches are claimed round-robin across jobs: a small job accepted after
+// a large one is done within a few claims, not after the large job's
+// every batch.
+func TestClaimRoundRobin(t *testing.T) {
+	s := &Store{DB: pgtest.New(t, true).Pool}
+	ctx := context.Background()
+	_, big := newJob(t, s, 100, 4, "") // 25 batches
+	smallAccount, small := newJob(t, s, 8, 4, "")
+	var order []string
+	for claims := 0; ; claims++ {
+		c, err := s.Claim(ctx, "w", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c == nil {
+			break
+		}
+		name := "big"
+		if c.Job.ID == small {
+			name = "small"
+		} else if c.Job.ID != big {
+			t.Fatalf("claimed a batch of job %s", c.Job.ID)
+		}
+		order = append(order, name+strconv.Itoa(c.Batch))
+		if r, err := s.Complete(ctx, c, answer(c)); err != nil || !r.Applied {
+			t.Fatalf("complete: %+v %v", r, err)
+		}
+		if claims == 3 {
+			if j, err := s.Get(ctx, smallAccount, small); err != nil || j.State != StateSucceeded {
+				t.Fatalf("after 4 claims (%v) the small job is %+v %v, want succeeded", order, j, err)
+			}
+		}
+	}
+	if len(order) != 27 || fmt.Sprint(order[:4]) != "[big0 small0 big1 small1]" {
+		t.Fatalf("claim order %v", order)
+	}
+}

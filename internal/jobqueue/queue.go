@@ -26,10 +26,13 @@ type Claim struct {
 	Items    []Item
 }
 
-// Claim takes the oldest batch that is due (pending, not_before passed: a
-// new batch, one released for a retry, or one whose worker's lease ran out)
+// Claim takes a batch that is due (pending, not_before passed: a new
+// batch, one released for a retry, or one whose worker's lease ran out)
 // for lease, on behalf of worker (a name for the logs); nil when none is
-// due. The batch's job becomes running.
+// due. The batch's job becomes running. Batches are taken round-robin
+// across jobs: the lowest batch index first (then the oldest), so every
+// job with work due gets one batch a round and a small job is not queued
+// behind the whole of a large one accepted before it.
 func (s *Store) Claim(ctx context.Context, worker string, lease time.Duration) (*Claim, error) {
 	c := &Claim{Token: NewID()[4:]}
 	var jobID string
@@ -37,7 +40,7 @@ func (s *Store) Claim(ctx context.Context, worker string, lease time.Duration) (
 	err := s.DB.QueryRow(ctx, `WITH c AS (
 			SELECT job_id, batch FROM job_batches
 			WHERE state = 'pending' AND not_before <= now()
-			ORDER BY not_before, job_id, batch LIMIT 1 FOR UPDATE SKIP LOCKED)
+			ORDER BY batch, not_before, job_id LIMIT 1 FOR UPDATE SKIP LOCKED)
 		UPDATE job_batches b SET claim = $1, claimed_by = $2, attempts = b.attempts + 1,
 			not_before = now() + make_interval(secs => $3)
 		FROM c WHERE b.job_id = c.job_id AND b.batch = c.batch
