@@ -26,12 +26,12 @@ type BatchConfig struct {
 	Queue     int           `description:"requests waiting at most; beyond it 429 overloaded with Retry-After"`
 }
 
-// DefaultBatchConfig: 32 texts, 4096 tokens (32 texts of 128) or 5 ms.
 // backgroundQuiet is how long after a background part the batcher still
 // counts background work as flowing (the gateway's next job batch is on its
 // way) and so runs interactive batches without the MaxDelay window.
 const backgroundQuiet = 100 * time.Millisecond
 
+// DefaultBatchConfig: 32 texts, 4096 tokens (32 texts of 128) or 5 ms.
 func DefaultBatchConfig() BatchConfig {
 	return BatchConfig{MaxSize: 32, MaxTokens: 4096, MaxDelay: 5 * time.Millisecond, Queue: 256}
 }
@@ -254,7 +254,12 @@ func (b *Batcher) Run(ctx context.Context) {
 			select {
 			case j := <-b.queue:
 				add(j)
+			case parts = <-b.large: // (interactive too)
+				continue
 			default:
+				if ctx.Err() != nil {
+					return
+				}
 				if len(low) == 0 {
 					select {
 					case low = <-b.background:

@@ -304,3 +304,44 @@ func poisonedServer(t *testing.T) *httptest.Server {
 	}
 	return newTestServer(t, m, TextClassification, DefaultBatchConfig(), DefaultLimits())
 }
+
+// A large interactive request (over a batch: run in parts) sent while
+// background work flows is interactive too: its parts run before the
+// background's, and it is answered long before the background request.
+func TestLargeInteractiveBeforeBackground(t *testing.T) {
+	f := &callLog{}
+	cfg := BatchConfig{MaxSize: 32, MaxTokens: 4096, MaxDelay: time.Millisecond, Queue: 64}
+	b := NewBatcher(f, cfg, NewMetrics(nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go b.Run(ctx)
+	bg := make([]string, 800) // 200 parts: at least 280 ms of calls
+	for i := range bg {
+		bg[i] = fmt.Sprintf("job-%d", i)
+	}
+	bgDone := make(chan time.Time, 1)
+	go func() {
+		if _, err := b.SubmitBackground(ctx, bg, nil, Params{}); err != nil {
+			t.Error(err)
+		}
+		bgDone <- time.Now()
+	}()
+	time.Sleep(5 * time.Millisecond)
+	large := make([]string, 64)
+	for i := range large {
+		large[i] = fmt.Sprintf("live-%d", i)
+	}
+	t0 := time.Now()
+	out, err := b.SubmitCounted(ctx, large, nil, Params{})
+	took, answered := time.Since(t0), time.Now()
+	if err != nil || len(out) != len(large) || out[63] != "echo:live-63" {
+		t.Fatalf("large interactive: %d outputs, %v", len(out), err)
+	}
+	if done := <-bgDone; !answered.Before(done) {
+		t.Errorf("the large interactive request was answered after the background one")
+	}
+	if took > 150*time.Millisecond {
+		t.Errorf("the large interactive request took %v beside background work", took)
+	}
+	t.Logf("large interactive request beside background work: %v", took)
+}
