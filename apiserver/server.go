@@ -238,7 +238,6 @@ func badRequest(msg string) error {
 func classify(err error) (status int, code, msg string, details []string, ok bool) {
 	var ve *modelmgr.ValidationError
 	var re *requestError
-	var de *deployment.DrainingError
 	switch {
 	case errors.As(err, &re):
 		return re.status, re.code, re.message, nil, true
@@ -246,8 +245,6 @@ func classify(err error) (status int, code, msg string, details []string, ok boo
 		return http.StatusUnprocessableEntity, "invalid_archive", "the archive was refused", ve.Reasons, true
 	case errors.Is(err, modelmgr.ErrNotFound), errors.Is(err, deployment.ErrNotFound):
 		return http.StatusNotFound, "not_found", err.Error(), nil, true
-	case errors.As(err, &de):
-		return http.StatusConflict, "draining", de.Error(), nil, true
 	case errors.Is(err, modelmgr.ErrExists), errors.Is(err, deployment.ErrConflict):
 		return http.StatusConflict, "conflict", err.Error(), nil, true
 	case errors.Is(err, modelmgr.ErrInvalid), errors.Is(err, deployment.ErrInvalid):

@@ -31,8 +31,9 @@ import (
 // status; a broken version (NaN scores, the runtime's 500) rolled back by
 // its error rate; and a shadow, whose copies change no customer's answer
 // and whose agreement status shows. Each new canary comes within the
-// previous one's drain, so deploy's wait for it (409 draining) is on the
-// way.
+// previous one's drain and takes its service over: it is routed only once
+// that service runs the new version, so no answer under the new version's
+// name comes from the previous one.
 func checkCanary(t *testing.T, root string, cli func(args ...string) string, token []byte, key string) {
 	fixture := filepath.Join(root, "..", "shared", "fixtures", "nlp", "sentiment")
 	admin := "Bearer " + strings.TrimSpace(string(token))

@@ -147,16 +147,15 @@ func (f *fakeReplica) release() {
 // addrs (static discovery: set before the gateway starts).
 func (e *env) canary(model string, id int64, version int, mode string, weight float64, sticky bool, addrs ...string) {
 	e.t.Helper()
-	// a retired canary's drain is the scheduler's matter, not these tests'
-	if _, err := e.db.Pool.Exec(context.Background(), `UPDATE deployments SET retired_at = now() - interval '1 minute' WHERE track = 'canary' AND retired_at IS NOT NULL`); err != nil {
-		e.t.Fatal(err)
-	}
 	if _, err := deployment.PutCanary(context.Background(), e.db.Pool, deployment.CanarySpec{
 		Spec: deployment.Spec{ModelID: id, Model: model, Version: version, Replicas: max(len(addrs), 1)},
 		Mode: mode, Weight: weight, Sticky: sticky,
 	}); err != nil {
 		e.t.Fatalf("canary of %s: %v", model, err)
 	}
+	// the scheduler's part: it saw the canary's service run this generation
+	// (a canary is routed from then on, deployment.Routable)
+	e.exec(`UPDATE deployments SET status = 'running', observed_generation = generation, routed_at = now() WHERE model_id = $1 AND track = 'canary'`, id)
 	if len(addrs) > 0 {
 		e.static[deployment.Key(model, deployment.TrackCanary)] = addrs
 	}

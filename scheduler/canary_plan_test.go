@@ -62,7 +62,45 @@ func TestDiffCanary(t *testing.T) {
 	promoted := stable
 	promoted.Version, promoted.Digest, promoted.Generation = 2, "sha256:bb", 3
 	roll := Diff([]deployment.Desired{promoted, canary}, list, inv, cfg)
-	if len(roll.Updates) != 1 || roll.Updates[0].Service != "nlp-senti" || !roll.Updates[0].SpecChanged || replicas(roll.Updates[0].Spec) != 3 {
+	if len(roll.Updates) != 1 || roll.Updates[0].Service != "nlp-senti" || !roll.Updates[0].SpecChanged || replicas(roll.Updates[0].Spec) != 3 ||
+		roll.Updates[0].StopFirst {
 		t.Fatalf("promote roll: %+v", roll.Updates)
+	}
+	// a new canary (version 3) taking over the previous one's service
+	// within its drain rolls it stop-first; the same canary resized rolls
+	// start-first
+	next := canary
+	next.Version, next.Digest, next.Generation = 3, "sha256:cc", 2
+	takeover := Diff([]deployment.Desired{stable, next}, list, inv, cfg)
+	if len(takeover.Updates) != 1 || takeover.Updates[0].Service != "nlp-senti_canary" || !takeover.Updates[0].StopFirst {
+		t.Fatalf("canary takeover: %+v", takeover.Updates)
+	}
+	bigger := canary
+	bigger.CPUs, bigger.Generation = 2, 2
+	resized := Diff([]deployment.Desired{stable, bigger}, list, inv, cfg)
+	if len(resized.Updates) != 1 || resized.Updates[0].Service != "nlp-senti_canary" || resized.Updates[0].StopFirst {
+		t.Fatalf("canary resized: %+v", resized.Updates)
+	}
+}
+
+// A canary task runs the desired version when its --digest argument is the
+// desired artifact's: a task of the previous canary (a service taken over
+// within its drain) does not, and keeps the canary from running (observe).
+func TestRunsDigest(t *testing.T) {
+	task := func(args ...string) swarm.Task {
+		return swarm.Task{Spec: swarm.TaskSpec{ContainerSpec: &swarm.ContainerSpec{Args: args}}}
+	}
+	for _, c := range []struct {
+		t    swarm.Task
+		want bool
+	}{
+		{task("runtime", "--name=m", "--digest=sha256:aa", "--listen=:8080"), true},
+		{task("runtime", "--name=m", "--digest=sha256:bb"), false},
+		{task("runtime", "--name=m"), true},
+		{swarm.Task{}, true},
+	} {
+		if got := runsDigest(c.t, "sha256:aa"); got != c.want {
+			t.Errorf("%v: %v, want %v", c.t.Spec.ContainerSpec, got, c.want)
+		}
 	}
 }

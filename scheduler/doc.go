@@ -194,7 +194,10 @@
 // longer rolls it; an active canary whose figures over its rule's window
 // (internal/versionstats, from the gateways) break its bound is rolled back,
 // with the reason status shows. A retired canary's service is removed a
-// deployment.Drain after it left the routing.
+// deployment.Drain after it left the routing; a new canary within that
+// drain takes the service over, rolled stop-first (Diff), and its status
+// is running, which routes it (deployment.Routable), only once no task of
+// another version is left (observe, runsDigest).
 //
 // The deployment record (types, reads, writes, NOTIFY) is
 // internal/deployment's; the runtime's cold-start record is

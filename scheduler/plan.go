@@ -3,6 +3,7 @@ package scheduler
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ type Service struct {
 	SpecHash string `json:"spec_hash"`
 	Replicas uint64 `json:"replicas"`
 	Backend  string `json:"backend,omitempty"` // the engine it runs, from its label
+	Version  int    `json:"version,omitempty"` // the model version it runs, from its label
 	// Updating: Swarm is rolling it (its update status updating or
 	// rollback_started), which a stop-first roll of another replica of its
 	// model waits for (placeGPUs).
@@ -32,7 +34,12 @@ type Service struct {
 func serviceOf(s swarm.Service, now time.Time) Service {
 	l := s.Spec.Annotations.Labels
 	return Service{ID: s.ID, Name: s.Spec.Annotations.Name, Model: deployment.Key(l[LabelModel], l[LabelTrack]), SpecHash: l[LabelSpecHash], Replicas: replicas(s.Spec),
-		Backend: l[LabelBackend], Updating: updating(s, now)}
+		Backend: l[LabelBackend], Version: atoiOr0(l[LabelVersion]), Updating: updating(s, now)}
+}
+
+func atoiOr0(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }
 
 // updatePending is how long after a spec write a service whose update
@@ -272,7 +279,12 @@ func (p *Plan) diffService(d Desired, name string, svc Service, c SpecConfig) bo
 		return false
 	}
 	ch.ScaleToZero = reps == 0 && svc.Replicas > 0
-	ch.StopFirst = ch.SpecChanged && d.Pin != nil && d.Pin.Roll == RollStopFirst
+	// a canary's service taking a new version (a new canary within the
+	// previous one's drain) rolls stop-first: the new canary gets no
+	// traffic until its service runs it (deployment.Routable), so no task
+	// of the previous version answers under its name meanwhile
+	canaryTakeover := d.Track == deployment.TrackCanary && svc.Version != 0 && svc.Version != d.Version
+	ch.StopFirst = ch.SpecChanged && (d.Pin != nil && d.Pin.Roll == RollStopFirst || canaryTakeover)
 	switch {
 	case ch.SpecChanged && d.Pin != nil && d.Pin.Roll != RollInPlace && d.Pin.Roll != "":
 		ch.Why = fmt.Sprintf("spec changed (%s → %s): rolling update %s%s: %s", svc.SpecHash, ch.SpecHash, d.Pin.Roll, where, d.Pin.Why)

@@ -231,12 +231,16 @@ func (r *Reconciler) observe(ctx context.Context, d deployment.Desired, services
 	eng, _ := r.Spec.EngineOf(d)
 	obs := deployment.Observed{Desired: d.Replicas, Tasks: []deployment.TaskState{}, Backend: eng.Backend}
 	lastErr := ""
+	previous := 0 // a canary's tasks that still run another version
 	for _, t := range tasks {
 		if t.DesiredState != swarm.TaskStateRunning && t.DesiredState != swarm.TaskStateReady {
 			if t.Status.Err != "" && lastErr == "" {
 				lastErr = t.Status.Err
 			}
 			continue
+		}
+		if d.Track == deployment.TrackCanary && !runsDigest(t, d.Digest) {
+			previous++
 		}
 		if t.Status.State == swarm.TaskStateRunning {
 			obs.Running++
@@ -254,6 +258,11 @@ func (r *Reconciler) observe(ctx context.Context, d deployment.Desired, services
 	sort.SliceStable(obs.Tasks, func(i, j int) bool { return obs.Tasks[i].Slot < obs.Tasks[j].Slot })
 	status, msg := deployment.StatusDeploying, fmt.Sprintf("%d of %d replicas running", obs.Running, d.Replicas)
 	switch {
+	case previous > 0:
+		// a new canary taking over the previous one's service (its drain):
+		// not running yet, and so not routed (deployment.Routable), until
+		// no task of the previous version is left
+		msg += fmt.Sprintf("; %d still of the previous canary", previous)
 	case obs.Running == d.Replicas && len(obs.Tasks) == d.Replicas:
 		status = deployment.StatusRunning
 	case short != "":
@@ -268,6 +277,20 @@ func (r *Reconciler) observe(ctx context.Context, d deployment.Desired, services
 	}
 	r.writeStatus(ctx, d.Key(), d.Generation, status, msg, &obs)
 	r.recordStarts(ctx, d, tasks, nodes)
+}
+
+// runsDigest reports whether task t runs the model artifact digest (its
+// --digest argument; a task without one is taken as running it).
+func runsDigest(t swarm.Task, digest string) bool {
+	if t.Spec.ContainerSpec == nil {
+		return true
+	}
+	for _, a := range t.Spec.ContainerSpec.Args {
+		if v, ok := strings.CutPrefix(a, "--digest="); ok {
+			return v == digest
+		}
+	}
+	return true
 }
 
 // taskGPUs is the GPUs a task was given (its NVIDIA_VISIBLE_DEVICES; none

@@ -79,30 +79,6 @@ func (f *canaryFlags) body() (map[string]any, error) {
 	return c, nil
 }
 
-// putDeployment writes model's deployment. A canary refused because the
-// previous canary's service still drains (409 draining: at most
-// deployment.Drain + DrainMargin after its rollback or promote) is sent
-// again every second until it is taken or ctx ends, saying so once.
-func putDeployment(ctx context.Context, c *apiClient, model string, body map[string]any, d *apiserver.Deployment) error {
-	said := false
-	for {
-		err := c.do(ctx, http.MethodPut, "/api/v1/models/"+model+"/deployment", body, d)
-		var ae *apiError
-		if !errors.As(err, &ae) || ae.body.Error.Code != "draining" {
-			return err
-		}
-		if !said {
-			fmt.Fprintf(os.Stderr, "deploy: %s; waiting\n", ae.body.Error.Message)
-			said = true
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(time.Second):
-		}
-	}
-}
-
 // parsePercent reads "5%" or "5" as 5.
 func parsePercent(s string) (float64, error) {
 	v, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(s), "%"), 64)
@@ -173,7 +149,11 @@ func finishCanary(ctx context.Context, c *apiClient, model string, d apiserver.D
 			fmt.Fprintln(os.Stderr, "wait:", line)
 			last = line
 		}
-		if k.ObservedGeneration >= k.Generation && k.Observed.Running == k.Replicas && (k.Replicas == 0 || k.Observed.Desired == k.Replicas) {
+		// (status running: every task runs the canary's version, so it is
+		// routed; a canary taking over the previous one's service within
+		// its drain has the same count running before)
+		if k.ObservedGeneration >= k.Generation && k.Observed.Running == k.Replicas && (k.Replicas == 0 || k.Observed.Desired == k.Replicas) &&
+			k.Status == deployment.StatusRunning {
 			break
 		}
 		select {

@@ -111,7 +111,7 @@ func runDeploy(ctx context.Context, args []string) error {
 			body["canary"] = canary
 		}
 		var d apiserver.Deployment
-		if err := putDeployment(ctx, c, pos[0], body, &d); err != nil {
+		if err := c.do(ctx, http.MethodPut, "/api/v1/models/"+pos[0]+"/deployment", body, &d); err != nil {
 			return err
 		}
 		if k := d.Canary; canary != nil && k != nil {

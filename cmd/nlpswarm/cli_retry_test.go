@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/nlpswarm/nlpswarm/apiserver"
 )
 
 // A push during a database restart: the backoffice answers 503 with
@@ -105,45 +103,5 @@ func readArchiveForm(r *http.Request) (map[string]string, error) {
 		}
 		b, _ := io.ReadAll(tr)
 		files[h.Name] = string(b)
-	}
-}
-
-// A canary deployed while the previous canary's service still drains: the
-// backoffice answers 409 draining, and deploy sends it again until it is
-// taken; another 409 (a canary already routed) is the answer at once.
-func TestDeployCanaryWaitsForDrain(t *testing.T) {
-	var tries atomic.Int32
-	draining := int32(2)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := tries.Add(1)
-		if r.Method != http.MethodPut || r.URL.Path != "/api/v1/models/m/deployment" {
-			t.Errorf("%s %s", r.Method, r.URL.Path)
-		}
-		switch {
-		case draining < 0:
-			w.WriteHeader(409)
-			io.WriteString(w, `{"error":{"code":"conflict","message":"m already has a canary (active)"}}`)
-		case n <= draining:
-			w.WriteHeader(409)
-			io.WriteString(w, `{"error":{"code":"draining","message":"m's previous canary (version 2) still drains for 3s"}}`)
-		default:
-			io.WriteString(w, `{"model":"m","version":1,"replicas":1}`)
-		}
-	}))
-	defer srv.Close()
-	put := func() error {
-		c := &apiClient{opts: cliOpts{server: srv.URL, json: true}, token: "t", http: srv.Client()}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		var d apiserver.Deployment
-		return putDeployment(ctx, c, "m", map[string]any{"version": 3, "canary": map[string]any{"weight": 10}}, &d)
-	}
-	if err := put(); err != nil || tries.Load() != 3 {
-		t.Fatalf("after two draining answers: %v, %d requests (want 3)", err, tries.Load())
-	}
-	tries.Store(0)
-	draining = -1
-	if err := put(); err == nil || tries.Load() != 1 {
-		t.Fatalf("a conflict: %v after %d requests, want the error after 1", err, tries.Load())
 	}
 }

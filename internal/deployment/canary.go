@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -26,36 +25,11 @@ type CanarySpec struct {
 	Rollback RollbackRule
 }
 
-// DrainMargin is how long after Drain a retired canary's service may still
-// be there: the scheduler removes it on its next pass after Drain.
-const DrainMargin = 5 * time.Second
-
-// DrainingError refuses a new canary while the retired one's service is
-// still draining (Drain, then DrainMargin for its removal): the new canary
-// would take that service over by a rolling update, so for a while its
-// traffic, its X-Model-Version and its figures (those the automatic
-// rollback reads) would be partly the previous version's. It is an
-// ErrConflict; Left says when to retry.
-type DrainingError struct {
-	Model   string
-	Version int           // the retired canary's
-	Left    time.Duration // until its service is gone
-}
-
-func (e *DrainingError) Error() string {
-	return fmt.Sprintf("%s's previous canary (version %d) still drains for %s; a new canary would take over its service while it answers: retry then",
-		e.Model, e.Version, e.Left.Round(100*time.Millisecond))
-}
-
-// Is makes a DrainingError an ErrConflict.
-func (e *DrainingError) Is(target error) bool { return target == ErrConflict }
-
 // PutCanary writes s as model's canary beside its stable deployment and
 // notifies. The model must be deployed (ErrNotFound), the version must not
 // be the stable one (ErrInvalid), and no other canary may be routed
 // (ErrConflict: promote or roll it back first); a retired canary's row is
-// replaced once its service is gone (*DrainingError before). It returns
-// the replica count written.
+// replaced. It returns the replica count written.
 func PutCanary(ctx context.Context, q Querier, s CanarySpec) (int, error) {
 	if err := ValidateSplit(s.Mode, s.Weight); err != nil {
 		return 0, err
@@ -78,16 +52,11 @@ func PutCanary(ctx context.Context, q Querier, s CanarySpec) (int, error) {
 		return 0, fmt.Errorf("%w: version %d of %s is the stable version already; a canary runs another one", ErrInvalid, s.Version, s.Model)
 	}
 	var state string
-	var cur, prev int
-	var leftMS float64
-	err = q.QueryRow(ctx, `SELECT rollout_state, replicas, version,
-		COALESCE(EXTRACT(EPOCH FROM (retired_at + $2 * interval '1 millisecond' - now())) * 1000, 0)
-		FROM deployments WHERE model_id = $1 AND track = 'canary' FOR UPDATE`, s.ModelID, (Drain+DrainMargin).Milliseconds()).Scan(&state, &cur, &prev, &leftMS)
+	var cur int
+	err = q.QueryRow(ctx, `SELECT rollout_state, replicas FROM deployments WHERE model_id = $1 AND track = 'canary' FOR UPDATE`, s.ModelID).Scan(&state, &cur)
 	switch {
 	case err == nil && (state == RolloutActive || state == RolloutPromoting):
 		return 0, fmt.Errorf("%w: %s already has a canary (%s); promote or roll it back first", ErrConflict, s.Model, state)
-	case err == nil && leftMS > 0:
-		return 0, &DrainingError{Model: s.Model, Version: prev, Left: time.Duration(leftMS) * time.Millisecond}
 	case err != nil && !errors.Is(err, pgx.ErrNoRows):
 		return 0, fmt.Errorf("canary of %s: %w", s.Model, err)
 	}
@@ -114,7 +83,7 @@ func PutCanary(ctx context.Context, q Querier, s CanarySpec) (int, error) {
 		`mode = EXCLUDED.mode, weight = EXCLUDED.weight, sticky = EXCLUDED.sticky,
 			rollback_max_error_rate = EXCLUDED.rollback_max_error_rate, rollback_max_p99_ms = EXCLUDED.rollback_max_p99_ms,
 			rollback_window_s = EXCLUDED.rollback_window_s, rollout_state = 'active', rollout_reason = '',
-			retired_at = NULL, promoted_from = NULL, status = 'pending', status_message = 'waiting for the scheduler',
+			retired_at = NULL, promoted_from = NULL, routed_at = NULL, status = 'pending', status_message = 'waiting for the scheduler',
 			observed = '{}', created_at = now(), `),
 		append(args, s.Mode, s.Weight, s.Sticky, maxErr, maxP99, int(r.Window.Seconds()))...)
 	if err != nil {

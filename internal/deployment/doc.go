@@ -52,12 +52,13 @@
 //
 // A retired canary row stays (state and reason, for status) until the next
 // canary replaces it or the model is undeployed (Delete removes both rows).
-// The next canary is refused (*DrainingError, an ErrConflict; the
-// apiserver's 409 draining, which the CLI waits out) until Drain +
-// DrainMargin after the retirement: it would otherwise take the draining
-// service over by a rolling update, and for those seconds its traffic,
-// X-Model-Version and figures (what the automatic rollback reads) would
-// be partly the previous version's.
+// A canary is routed (Routable) only once the scheduler has seen its
+// service run its generation (routed_at, set by WriteStatus, which
+// notifies): a new canary deployed within the previous one's drain takes
+// that service over (the scheduler rolls it stop-first then), and until
+// the update is done its tasks are partly the previous version's, whose
+// answers would carry the new version's name and count in its figures
+// (what the automatic rollback reads).
 // The scheduler's role may UPDATE deployments but not DELETE them, which
 // this keeps working: nothing in the rollout deletes a row.
 //

@@ -172,12 +172,18 @@ type Route struct {
 
 // Routable lists the models the gateway serves: deployed with replicas, or
 // autoscaled (a model at zero still answers, from a replica started for it),
-// each with its routed canary.
+// each with its routed canary. A canary is routed once the scheduler has
+// seen its service run its generation (routed_at, set by WriteStatus,
+// which notifies then; it stays set through scaling and lost replicas):
+// until then its service may still hold the tasks of the canary it
+// replaces (a rollback's or promote's drain, taken over by a rolling
+// update), whose answers would carry the new version's name and figures.
 func Routable(ctx context.Context, q Querier) ([]Route, error) {
 	rows, err := q.Query(ctx, `SELECT m.id, m.name, m.task, m.visibility = 'private', COALESCE(m.owner_account_id, 0), d.autoscale_max > 0, d.replicas, d.format,
 			d.version, c.version, c.mode, c.weight, c.sticky, c.replicas, c.autoscale_max > 0, c.format
 		FROM models m JOIN deployments d ON d.model_id = m.id AND d.track = 'stable'
 		LEFT JOIN deployments c ON c.model_id = m.id AND c.track = 'canary' AND c.rollout_state IN ('active', 'promoting')
+			AND c.routed_at IS NOT NULL
 		WHERE d.replicas > 0 OR d.autoscale_max > 0 ORDER BY m.name`)
 	return collect(rows, err, "load routable models", func(row pgx.CollectableRow) (Route, error) {
 		var r Route

@@ -221,11 +221,26 @@ func WriteStatus(ctx context.Context, q Querier, model string, generation int64,
 		return fmt.Errorf("status of %s: %w", model, err)
 	}
 	name, track := SplitKey(model)
-	_, err = q.Exec(ctx, `UPDATE deployments d SET status = $2, status_message = $3, observed = $4,
-			observed_generation = $5, observed_at = now()
-		FROM models m WHERE m.id = d.model_id AND m.name = $1 AND d.track = $6 AND d.generation <= $5`, name, status, msg, raw, generation, track)
+	// the first status running at the row's generation marks a canary
+	// routable (routed_at, Routable), and the gateways are told
+	var wasRouted, routed bool
+	err = q.QueryRow(ctx, `WITH prev AS (
+			SELECT d.id, d.routed_at IS NOT NULL AS routed
+			FROM deployments d JOIN models m ON m.id = d.model_id WHERE m.name = $1 AND d.track = $6 FOR UPDATE OF d)
+		UPDATE deployments d SET status = $2, status_message = $3, observed = $4,
+			observed_generation = $5, observed_at = now(),
+			routed_at = COALESCE(d.routed_at, CASE WHEN $2 = 'running' AND $5 >= d.generation THEN now() END)
+		FROM prev WHERE d.id = prev.id AND d.generation <= $5
+		RETURNING prev.routed, d.routed_at IS NOT NULL`,
+		name, status, msg, raw, generation, track).Scan(&wasRouted, &routed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("status of %s: %w", model, err)
+	}
+	if track == TrackCanary && routed != wasRouted {
+		return Notify(ctx, q, name)
 	}
 	return nil
 }
