@@ -37,6 +37,17 @@ func (f *callLog) Predict(_ context.Context, texts []string, _ Params) ([]any, e
 	return out, nil
 }
 
+// runBatcher runs a batcher of a callLog model with cfg until the test
+// ends.
+func runBatcher(t *testing.T, cfg BatchConfig) (*Batcher, *callLog, context.Context) {
+	f := &callLog{}
+	b := NewBatcher(f, cfg, NewMetrics(nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go b.Run(ctx)
+	return b, f, ctx
+}
+
 func (f *callLog) snapshot() [][]string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -49,12 +60,8 @@ func (f *callLog) snapshot() [][]string {
 // after at most one part; and the background request gets every output in
 // order.
 func TestBackgroundYieldsToInteractive(t *testing.T) {
-	f := &callLog{}
 	cfg := BatchConfig{MaxSize: 32, MaxTokens: 4096, MaxDelay: time.Millisecond, Queue: 64}
-	b := NewBatcher(f, cfg, NewMetrics(nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go b.Run(ctx)
+	b, f, ctx := runBatcher(t, cfg)
 
 	const n = 800 // 200 parts of 4 texts: at least 280 ms of calls
 	bg := make([]string, n)
@@ -147,12 +154,8 @@ func TestBackgroundYieldsToInteractive(t *testing.T) {
 // test allows): the model would idle through it, and the requests arrived
 // together only because a background part held them.
 func TestNoBatchingWindowWhileBackgroundWaits(t *testing.T) {
-	f := &callLog{}
 	cfg := BatchConfig{MaxSize: 32, MaxTokens: 4096, MaxDelay: 300 * time.Millisecond, Queue: 64}
-	b := NewBatcher(f, cfg, NewMetrics(nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go b.Run(ctx)
+	b, _, ctx := runBatcher(t, cfg)
 	bg := make([]string, 400) // 100 parts: at least 140 ms of calls
 	for i := range bg {
 		bg[i] = fmt.Sprintf("job-%d", i)
@@ -309,12 +312,8 @@ func poisonedServer(t *testing.T) *httptest.Server {
 // background work flows is interactive too: its parts run before the
 // background's, and it is answered long before the background request.
 func TestLargeInteractiveBeforeBackground(t *testing.T) {
-	f := &callLog{}
 	cfg := BatchConfig{MaxSize: 32, MaxTokens: 4096, MaxDelay: time.Millisecond, Queue: 64}
-	b := NewBatcher(f, cfg, NewMetrics(nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go b.Run(ctx)
+	b, _, ctx := runBatcher(t, cfg)
 	bg := make([]string, 800) // 200 parts: at least 280 ms of calls
 	for i := range bg {
 		bg[i] = fmt.Sprintf("job-%d", i)
