@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -100,6 +101,19 @@ func firstLine(err error) string {
 	return s
 }
 
+// catalogRace reports whether err is Postgres's "tuple concurrently
+// updated": two databases of one cluster migrating at once (the tests' do)
+// both ALTER the same cluster-wide role (00041), which the per-database
+// advisory lock does not serialise. The losing migration's transaction is
+// rolled back, so running it again is safe.
+func catalogRace(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "XX000" && strings.Contains(pe.Message, "tuple concurrently updated")
+	}
+	return strings.Contains(err.Error(), "tuple concurrently updated")
+}
+
 // migrationLockID is the advisory lock key goose holds while migrating.
 const migrationLockID = 4_242_001
 
@@ -133,14 +147,28 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, command string, log *slog.
 	var out []string
 	switch command {
 	case "up":
-		res, err := p.Up(ctx)
-		for _, r := range res {
-			out = append(out, fmt.Sprintf("applied %s (%s)", r.Source.Path, r.Duration.Round(time.Millisecond)))
+		applied := 0
+		for attempt := 0; ; attempt++ {
+			res, err := p.Up(ctx)
+			for _, r := range res {
+				out = append(out, fmt.Sprintf("applied %s (%s)", r.Source.Path, r.Duration.Round(time.Millisecond)))
+			}
+			applied += len(res)
+			if err != nil && catalogRace(err) && attempt < 4 {
+				// (its transaction rolled back: the migration runs again)
+				select {
+				case <-ctx.Done():
+					return out, fmt.Errorf("migrate up: %w", err)
+				case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+				}
+				continue
+			}
+			if err != nil {
+				return out, fmt.Errorf("migrate up: %w", err)
+			}
+			break
 		}
-		if err != nil {
-			return out, fmt.Errorf("migrate up: %w", err)
-		}
-		if len(res) == 0 {
+		if applied == 0 {
 			out = append(out, "schema is up to date")
 		}
 	case "down":

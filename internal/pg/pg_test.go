@@ -85,6 +85,32 @@ func TestMigrateConcurrent(t *testing.T) {
 	}
 }
 
+// Databases of one cluster migrating at once (as the tests' do) all ALTER
+// the same cluster-wide roles, which the per-database advisory lock does
+// not serialise; Postgres answers the losers "tuple concurrently updated"
+// and Migrate runs their migration again.
+func TestMigrateConcurrentDatabases(t *testing.T) {
+	dbs := make([]*pgtest.DB, 6)
+	for i := range dbs {
+		dbs[i] = pgtest.New(t, false)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(dbs))
+	for _, db := range dbs {
+		wg.Go(func() {
+			_, err := pg.Migrate(context.Background(), db.Pool, "up", nil)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestConnectUnreachable(t *testing.T) {
 	start := time.Now()
 	_, err := pg.Connect(context.Background(), pg.Config{URL: "postgres://u:hunter2@127.0.0.1:1/x?sslmode=disable", ConnTimeout: 500 * time.Millisecond})
