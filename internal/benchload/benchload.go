@@ -1,6 +1,7 @@
 package benchload
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net/http"
@@ -34,7 +35,7 @@ func Run(client *http.Client, clients int, pause, d time.Duration, newRequest fu
 				took := time.Since(t0)
 				mu.Lock()
 				if err != nil {
-					first = cmpErr(first, err)
+					first = cmp.Or(first, err)
 					mu.Unlock()
 					return
 				}
@@ -46,13 +47,6 @@ func Run(client *http.Client, clients int, pause, d time.Duration, newRequest fu
 	}
 	wg.Wait()
 	return lat, first
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // Quantile is the q-quantile (0 to 1) of ds, 0 for none; ds is left as it

@@ -66,23 +66,7 @@ func TestMigrateUpDownUp(t *testing.T) {
 // Two replicas starting at once both migrate; the advisory lock serialises them.
 func TestMigrateConcurrent(t *testing.T) {
 	db := pgtest.New(t, false)
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := pg.Migrate(context.Background(), db.Pool, "up", nil)
-			errs <- err
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	migrateAtOnce(t, db, db, db, db)
 }
 
 // Databases of one cluster migrating at once (as the tests' do) all ALTER
@@ -94,6 +78,13 @@ func TestMigrateConcurrentDatabases(t *testing.T) {
 	for i := range dbs {
 		dbs[i] = pgtest.New(t, false)
 	}
+	migrateAtOnce(t, dbs...)
+}
+
+// migrateAtOnce runs "up" on each of dbs at the same time; every one must
+// succeed.
+func migrateAtOnce(t *testing.T, dbs ...*pgtest.DB) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(dbs))
 	for _, db := range dbs {

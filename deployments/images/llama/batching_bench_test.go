@@ -7,13 +7,13 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/internal/benchload"
 	"github.com/nlpswarm/nlpswarm/modelmgr/ggufcheck/ggufgen"
 )
 
@@ -117,14 +117,5 @@ func drive(ctx context.Context, t *testing.T, base, cred string, clients int, wi
 	}
 	wg.Wait()
 	el := time.Since(start)
-	return driven{n: n.Load(), tps: float64(tokens.Load()) / el.Seconds(), p50: percentile(lat, 0.5), p99: percentile(lat, 0.99)}
-}
-
-func percentile(d []time.Duration, q float64) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(q*float64(len(s))))]
+	return driven{n: n.Load(), tps: float64(tokens.Load()) / el.Seconds(), p50: benchload.Quantile(lat, 0.5), p99: benchload.Quantile(lat, 0.99)}
 }
