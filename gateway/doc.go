@@ -47,7 +47,10 @@
 //   - stream.go: relayStream, the pass-through's relay of streamed answers
 //     (text/event-stream, or without a length) as they arrive, on either
 //     front end: a flush per read, an SSE error event when the runtime fails
-//     mid-stream, the upstream request ended when the client leaves. The
+//     mid-stream, the upstream request ended when the client leaves. A
+//     stream counts in flight (the model's load for autoscaling, its
+//     replica's count for balancing) until it is closed, not only until its
+//     head arrived (proxy.go's onClose). The
 //     model's timeout bounds the wait for a stream's head and then each
 //     wait for more of it (streamIdle, idleReads in upstream.go, on both
 //     upstream clients), never the whole stream: a generation lasts as long

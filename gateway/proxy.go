@@ -77,13 +77,22 @@ func (g *Gateway) modelTimeout(model string) time.Duration {
 // copy's), r the customer's request for the Policy (nil for a shadow
 // copy); with hold, an autoscaled deployment at zero holds the request.
 // The time spent on replicas adds to spent.
-func (g *Gateway) forwardTo(ctx context.Context, r *http.Request, rid, key string, ms *modelState, hold bool, deadline time.Time, timeout time.Duration, path string, body []byte, stream bool, spent *time.Duration) (*upstreamResult, *gwError) {
+func (g *Gateway) forwardTo(ctx context.Context, r *http.Request, rid, key string, ms *modelState, hold bool, deadline time.Time, timeout time.Duration, path string, body []byte, stream bool, spent *time.Duration) (res *upstreamResult, aerr *gwError) {
 	model := key                        // (the metrics and logs name the deployment,
 	name, _ := deployment.SplitKey(key) // the answers the model)
 	at := attempt{ctx: ctx, deadline: deadline, model: model, path: path, body: body, rid: rid, auth: ms.callAuth, stream: stream}
 	pool := &ms.pool
 	load, end := arrive(&ms.load)
-	defer end()
+	defer func() {
+		// a streamed answer (a generation) is in flight until its relay
+		// closes it, not only until its head arrived: the autoscaler's
+		// load and the replica's in-flight count (balancing) see it whole
+		if res != nil && res.stream != nil {
+			res.stream = &onClose{ReadCloser: res.stream, f: end}
+			return
+		}
+		end()
+	}()
 	if hold && len(pool.Upstreams()) == 0 {
 		hctx, cancel := context.WithDeadline(ctx, deadline)
 		aerr := g.holdForReplica(hctx, ctx, model, load, pool)
@@ -168,14 +177,36 @@ type attempt struct {
 	// the heap with the fields that leak)
 }
 
-// try sends a to u, counting it in flight.
+// try sends a to u, counting it in flight until its answer is in: for a
+// streamed answer, until the stream is closed.
 func (g *Gateway) try(a *attempt, u *Upstream) (*upstreamResult, error) {
 	u.inflight.Add(1)
 	inflight := g.m.forModel(a.model).inflight
 	inflight.Inc()
-	defer func() {
-		u.inflight.Add(-1)
-		inflight.Dec()
-	}()
-	return g.upstream.post(a.ctx, a.deadline, u, a.path, a.rid, a.auth, a.body, a.stream)
+	res, err := g.upstream.post(a.ctx, a.deadline, u, a.path, a.rid, a.auth, a.body, a.stream)
+	if err == nil && res.stream != nil {
+		res.stream = &onClose{ReadCloser: res.stream, f: func() {
+			u.inflight.Add(-1)
+			inflight.Dec()
+		}}
+		return res, nil
+	}
+	u.inflight.Add(-1)
+	inflight.Dec()
+	return res, err
+}
+
+// onClose is a streamed answer's body that runs f once, at its first Close.
+type onClose struct {
+	io.ReadCloser
+	f func()
+}
+
+func (c *onClose) Close() error {
+	err := c.ReadCloser.Close()
+	if c.f != nil {
+		c.f()
+		c.f = nil
+	}
+	return err
 }

@@ -153,6 +153,37 @@ func testStreamRelayed(t *testing.T, upstream string) {
 	}
 }
 
+// A stream counts in flight until it ends, not only until its head
+// arrived: in the model's load (autoscaling) and in its replica's in-flight
+// count (balancing), whatever the upstream client.
+func TestStreamCountsInFlight(t *testing.T) { eachUpstream(t, testStreamCountsInFlight) }
+
+func testStreamCountsInFlight(t *testing.T, upstream string) {
+	e, up, key, _, _ := streamEnv(t, upstream)
+	_, br := openStream(t, e, key)
+	up.events <- "data: 1\n\n"
+	readEvent(t, br)
+	ms := e.gw.fleet.get("gen")
+	us := ms.pool.Upstreams()
+	if len(us) != 1 {
+		t.Fatalf("%d upstreams, want 1", len(us))
+	}
+	if n, m := ms.load.inflight.Load(), us[0].Inflight(); n != 1 || m != 1 {
+		t.Fatalf("in the middle of the stream: the model's load %d, the replica's in-flight %d; want 1 and 1", n, m)
+	}
+	close(up.events)
+	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+		t.Fatalf("after the last event: %q, %v", rest, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for ms.load.inflight.Load() != 0 || us[0].Inflight() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after the stream ended: the model's load %d, the replica's in-flight %d; want 0 and 0", ms.load.inflight.Load(), us[0].Inflight())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // streamStarted is a stream through the gateway whose first event the
 // client has read.
 func streamStarted(t *testing.T, upstream string) (*sseUpstream, *http.Response, *bufio.Reader) {
