@@ -381,6 +381,11 @@ func TestBenchGatewayProcess(t *testing.T) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400) // as the gateway role does by default (--gcpercent)
 	}
+	if f := os.Getenv("NLPSWARM_BENCH_FRONTEND"); strings.HasPrefix(f, "bare-") { // bare_bench_test.go
+		_, up, _ := strings.Cut(os.Getenv("NLPSWARM_BENCH_UPSTREAM"), "=")
+		serveBare(t, f, up, addrFile)
+		return
+	}
 	ctx := context.Background()
 	pool, err := pg.Connect(ctx, pg.Config{URL: os.Getenv("NLPSWARM_BENCH_DB"), MaxConns: 4})
 	if err != nil {

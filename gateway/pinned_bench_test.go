@@ -31,7 +31,11 @@ import (
 // then the load's) runs the proxy under test and nothing else of the
 // benchmark: nginx with one worker, or the gateway (GOMAXPROCS=1) on each
 // front end: net/http's server, fasthttp's (--frontend=fast) and, as a
-// benchmark-only prototype, nbio's (nbio_bench_test.go). The other core runs
+// benchmark-only prototype, nbio's (nbio_bench_test.go); and, as the
+// ceiling of any gateway on fasthttp, a bare fasthttp proxy with none of
+// the gateway's work (bare-fast; bare-nethttp on request,
+// bare_bench_test.go). NLPSWARM_PINNED_FRONTENDS picks them
+// (nethttp,fast,nbio,bare-fast by default). The other core runs
 // the load generator (wrk, or this process's own loader when wrk is not
 // installed) and the upstream, an nginx answering every POST at once with a
 // text-classification output; Postgres and Redis run where the system puts
@@ -136,7 +140,7 @@ func BenchmarkPinned(b *testing.B) {
 	e.exec(`UPDATE accounts SET plan_id = $1 WHERE id = $2`, plan, acc)
 	key, _ := e.key(acc, "inference")
 	e.model("sentiment", "text-classification", 0)
-	fronts := []string{FrontendNetHTTP, FrontendFast, "nbio"}
+	fronts := []string{FrontendNetHTTP, FrontendFast, "nbio", "bare-fast"}
 	if s := os.Getenv("NLPSWARM_PINNED_FRONTENDS"); s != "" {
 		fronts = strings.Split(s, ",")
 	}
