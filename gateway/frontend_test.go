@@ -1,17 +1,30 @@
 package gateway
 
 import (
+	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"testing"
 )
 
 // TestMain runs the package's tests once on each front end (Config.Frontend,
-// see serveFrontend): net/http's server, then the fast one. Both must pass
+// see serveFrontend): net/http's server and the fast one. Both must pass
 // every test: auth, limits, hostile clients, slow bodies, timeouts,
 // smuggling, usage, retries. NLPSWARM_TEST_FRONTEND=fast (or nethttp) runs
 // only one; fuzzing and benchmarks run once.
+//
+// The two runs go at the same time: the fast front end's in a child
+// process of this test binary (the same flags, NLPSWARM_TEST_FRONTEND set),
+// its output printed after this process's own run. The package's tests
+// mostly wait (timers, deadlines, Postgres, Redis: about 48 CPU-seconds in
+// 260 s of one run on a quiet machine), and each test has a database and
+// a Redis prefix of its own, so the two runs do not meet; one after the
+// other they made this package the longest of make test's package tests.
+// NLPSWARM_TEST_FRONTENDS_SERIAL=1, or a flag that writes a file (a
+// profile, coverage), runs them one after the other in this process.
 func TestMain(m *testing.M) {
 	flag.Parse()
 	fronts := []string{FrontendNetHTTP, FrontendFast}
@@ -19,6 +32,9 @@ func TestMain(m *testing.M) {
 		fronts = []string{f}
 	} else if once("test.fuzz") || once("test.bench") {
 		fronts = fronts[:1] // (the benchmarks choose their front ends)
+	}
+	if len(fronts) == 2 && os.Getenv("NLPSWARM_TEST_FRONTENDS_SERIAL") == "" && !writesFiles() {
+		os.Exit(runBeside(m, fronts[0], fronts[1]))
 	}
 	code := 0
 	for _, f := range fronts {
@@ -32,6 +48,69 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// runBeside runs the tests on front end here in this process while a child
+// process runs them on other, and returns the exit code (0 when both
+// passed).
+func runBeside(m *testing.M, here, other string) int {
+	child := exec.Command(os.Args[0], os.Args[1:]...)
+	child.Env = append(os.Environ(), "NLPSWARM_TEST_FRONTEND="+other)
+	var out bytes.Buffer
+	child.Stdout, child.Stderr = &out, &out
+	if err := child.Start(); err != nil {
+		fmt.Printf("cannot run front end %s beside %s (%v): one after the other\n", other, here, err)
+		child = nil
+	}
+	testFrontend = here
+	if testing.Verbose() {
+		fmt.Printf("--- front end: %s\n", here)
+	}
+	code := m.Run()
+	if code != 0 {
+		fmt.Printf("FAIL with front end %s\n", here)
+	}
+	if child == nil {
+		testFrontend = other
+		if testing.Verbose() {
+			fmt.Printf("--- front end: %s\n", other)
+		}
+		if c := m.Run(); c != 0 {
+			fmt.Printf("FAIL with front end %s\n", other)
+			code = c
+		}
+		return code
+	}
+	err := child.Wait()
+	if testing.Verbose() {
+		fmt.Printf("--- front end: %s (ran beside %s)\n", other, here)
+	}
+	_, _ = os.Stdout.Write(out.Bytes())
+	if err != nil {
+		if !bytes.Contains(out.Bytes(), []byte("FAIL with front end "+other)) { // (the child ended before saying it)
+			fmt.Printf("FAIL with front end %s\n", other)
+		}
+		var ee *exec.ExitError
+		if code == 0 {
+			code = 1
+			if errors.As(err, &ee) && ee.ExitCode() > 0 {
+				code = ee.ExitCode()
+			}
+		}
+	}
+	return code
+}
+
+// writesFiles: a flag is set that has the test binary write a file
+// (profiles, coverage, a trace), which two processes would both write.
+func writesFiles() bool {
+	for _, name := range []string{"test.coverprofile", "test.cpuprofile", "test.memprofile", "test.blockprofile",
+		"test.mutexprofile", "test.trace", "test.gocoverdir"} {
+		if once(name) {
+			return true
+		}
+	}
+	return false
 }
 
 // once: the flag is set (fuzzing or benchmarks run once).
