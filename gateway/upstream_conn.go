@@ -309,6 +309,7 @@ func parseHead(buf []byte) (h answerHead, ok bool) {
 		return h, false
 	}
 	h.length = -1
+	typed := false // a Content-Type line was read
 	// header names, values and the Connection token are judged by the same
 	// httpguts functions net/http uses
 	for len(rest) > 0 {
@@ -329,8 +330,8 @@ func parseHead(buf []byte) (h answerHead, ok bool) {
 			}
 			h.length = int64(n)
 		case bytes.EqualFold(name, []byte("Content-Type")):
-			if h.contentType == "" {
-				h.contentType = string(value)
+			if !typed { // the first one counts, as in Header.Get, even empty
+				typed, h.contentType = true, string(value)
 			}
 		case bytes.EqualFold(name, []byte("Connection")):
 			h.close = h.close || httpguts.HeaderValuesContainsToken([]string{string(value)}, "close")

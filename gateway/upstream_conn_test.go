@@ -103,6 +103,8 @@ func TestParseHead(t *testing.T) {
 			answerHead{size: 68, status: 503, length: 0, close: true}},
 		{"first Content-Type wins", "HTTP/1.1 400 Bad\r\nContent-Type: a\r\nContent-Type: b\r\nContent-Length: 1\r\n\r\nx", true,
 			answerHead{size: 73, status: 400, contentType: "a", length: 1}},
+		{"first Content-Type wins, even empty", "HTTP/1.1 200 \r\nContent-Type:\r\nContent-Type: b\r\nContent-Length: 0\r\n\r\n", true,
+			answerHead{size: 68, status: 200, contentType: "", length: 0}},
 		{"head not whole yet", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n", false, answerHead{}},
 		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n", false, answerHead{}},
 		{"no length", "HTTP/1.1 200 OK\r\nContent-Type: a\r\n\r\n", false, answerHead{}},
