@@ -280,13 +280,47 @@ func (f *fleet) request(ctx context.Context, path string) (int, string, []byte) 
 	body, _ := json.Marshal(map[string]string{"text": f.input})
 	req, _ := http.NewRequestWithContext(ctx, "POST", f.gateway+path, bytes.NewReader(body))
 	req.Header.Set("Authorization", "Token "+f.key)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := gatewayClient.Do(req)
 	if err != nil {
 		return 0, "", []byte(err.Error())
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header.Get("Retry-After"), b
+}
+
+// gatewayClient keeps up to 256 connections to the gateway alive (net/http's
+// default client keeps 2), so that a burst goes out on connections already
+// open (fleet.connect).
+var gatewayClient = &http.Client{Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256}}
+
+// connect opens n connections to the gateway and leaves them idle in
+// gatewayClient: "n requests at once" are then n requests from clients
+// already connected, which arrive within milliseconds, rather than n
+// connection set-ups, which on a loaded machine spread the burst over
+// more than the gateway's wake-up coalescing window (a fresh-clone CI run
+// saw 2 requests held, then the other 98 over 50 ms later: two scale-ups).
+func (f *fleet) connect(t *testing.T, n int) {
+	t.Helper()
+	var got, done sync.WaitGroup
+	release := make(chan struct{})
+	for range n {
+		got.Add(1)
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			resp, err := gatewayClient.Get(f.gateway + "/healthz")
+			got.Done() // (every answer held open until all are in: n connections, not fewer reused)
+			<-release
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	got.Wait()
+	close(release)
+	done.Wait()
 }
 
 // checkAnswer compares a 200's body with transformers' reference output.
@@ -478,6 +512,7 @@ func (tl *timeline) print(t *testing.T) {
 // burst sends n requests at once to the model at zero.
 func (f *fleet) burst(t *testing.T, n int) {
 	t.Helper()
+	f.connect(t, n)
 	wakes0 := f.gatewayCounter("nlpswarm_gateway_wakeups_total")
 	var clients atomic.Int64
 	var c tally
