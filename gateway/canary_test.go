@@ -459,12 +459,16 @@ func TestFailingShadow(t *testing.T) {
 		t.Fatalf("shadow figures: %+v", s)
 	}
 	// a shadow whose replicas are all busy (the runtime's 503 overloaded):
-	// dropped copies, not the version's errors
+	// dropped copies, not the version's errors; one copy at a time (below
+	// the in-flight cap even when a loaded machine is slow to answer them,
+	// which would drop a copy at the cap instead)
 	shadow.status.Store(int32(runtimeapi.StatusOverloaded))
+	inflight := &e.gw.fleet.get(deployment.Key("sentiment", deployment.TrackCanary)).shadows
 	for range 20 {
 		if a := e.post(key, "/v1/sentiment/sentiment", `{"text":"x"}`); a.status != 200 {
 			t.Fatalf("shadow busy: %d %s", a.status, a.raw)
 		}
+		waitFor(t, "the shadow copy refused", 5*time.Second, func() bool { return inflight.Load() == 0 })
 	}
 	waitFor(t, "20 busy shadow copies dropped", 5*time.Second, func() bool {
 		return metricValue(e.gw.m.shadowDropped.WithLabelValues("sentiment", "busy")) == 20
