@@ -147,13 +147,11 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, command string, log *slog.
 	var out []string
 	switch command {
 	case "up":
-		applied := 0
 		for attempt := 0; ; attempt++ {
 			res, err := p.Up(ctx)
 			for _, r := range res {
 				out = append(out, fmt.Sprintf("applied %s (%s)", r.Source.Path, r.Duration.Round(time.Millisecond)))
 			}
-			applied += len(res)
 			if err != nil && catalogRace(err) && attempt < 4 {
 				// (its transaction rolled back: the migration runs again)
 				select {
@@ -168,7 +166,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, command string, log *slog.
 			}
 			break
 		}
-		if applied == 0 {
+		if len(out) == 0 { // (only this loop appends to out)
 			out = append(out, "schema is up to date")
 		}
 	case "down":
