@@ -153,7 +153,14 @@ func (s *Server) receiveVersion(ctx context.Context, name, contentType string, b
 				return modelmgr.Version{}, err
 			}
 		}
-		rec, err = modelmgr.Receive(ctx, part, s.store.TempDir(), s.cfg.MaxUploadBytes)
+		// Receive reads under a context that does not end with the
+		// request's: net/http ends that one only once the body has been
+		// read to its end, when its read-ahead sees the client close its
+		// side. What is left to read then is already buffered here, and it
+		// decides the answer (a body cut before its closing boundary is
+		// 400, not a silent abort). A client gone mid-body fails the
+		// body's own reads, and the upload deadlines bound a stall.
+		rec, err = modelmgr.Receive(context.WithoutCancel(ctx), part, s.store.TempDir(), s.cfg.MaxUploadBytes)
 		part.Close()
 		if err != nil {
 			if fault := bodyFault(body, err); fault != nil {

@@ -355,7 +355,8 @@ func (s *Server) uploadForm(c *gin.Context) {
 		return
 	}
 	if err != nil {
-		if errors.Is(err, context.Canceled) && c.Request.Context().Err() != nil {
+		if clientClosed(c, err) {
+			abortClientClosed(c)
 			return
 		}
 		s.formFailed(c, "model.html", err, func() (*view, error) { return s.modelView(c, name, nil) })
