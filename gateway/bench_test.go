@@ -381,6 +381,14 @@ func TestBenchGatewayProcess(t *testing.T) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400) // as the gateway role does by default (--gcpercent)
 	}
+	if p := os.Getenv("NLPSWARM_BENCH_CPUPROFILE"); p != "" { // profile the proxy's process (a bare one's too), one file per process
+		f, err := os.Create(fmt.Sprintf("%s.%d", p, os.Getpid()))
+		if err == nil {
+			_ = pprof.StartCPUProfile(f)
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
+	}
 	if f := os.Getenv("NLPSWARM_BENCH_FRONTEND"); strings.HasPrefix(f, "bare-") { // bare_bench_test.go
 		_, up, _ := strings.Cut(os.Getenv("NLPSWARM_BENCH_UPSTREAM"), "=")
 		serveBare(t, f, up, addrFile)
@@ -438,14 +446,6 @@ func TestBenchGatewayProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Rename(addrFile+".tmp", addrFile)
-	if p := os.Getenv("NLPSWARM_BENCH_CPUPROFILE"); p != "" { // profile the gateway side, one file per process
-		f, err := os.Create(fmt.Sprintf("%s.%d", p, os.Getpid()))
-		if err == nil {
-			_ = pprof.StartCPUProfile(f)
-			defer f.Close()
-			defer pprof.StopCPUProfile()
-		}
-	}
 	_, _ = io.Copy(io.Discard, os.Stdin) // until the parent closes it
 	stop()
 	<-served

@@ -33,7 +33,7 @@ import (
 // front end: net/http's server, fasthttp's (--frontend=fast) and, as a
 // benchmark-only prototype, nbio's (nbio_bench_test.go); and, as the
 // ceiling of any gateway on fasthttp, a bare fasthttp proxy with none of
-// the gateway's work (bare-fast; bare-nethttp on request,
+// the gateway's work (bare-fast; bare-adapter and bare-nethttp on request,
 // bare_bench_test.go). NLPSWARM_PINNED_FRONTENDS picks them
 // (nethttp,fast,nbio,bare-fast by default). The other core runs
 // the load generator (wrk, or this process's own loader when wrk is not
