@@ -73,7 +73,7 @@ type keyLimit struct {
 	month    string    // the quota figures below are for this UTC month (YYYYMM)
 	used     int64     // the quota's count in Redis at the last settlement; -1: not read yet
 	usedAt   time.Time // when used was read or settled
-	qPending int64     // counted against the quota since the last settlement
+	qPending int64     // counted against the quota since the last settlement, less refunds (refundQuota; may be below zero)
 	qFlight  int64     // counted, and in a settlement not yet answered
 	lastSeen time.Time
 }
@@ -260,7 +260,7 @@ func (l *Limiter) monthUsage(ctx context.Context, id int64, month, sum string) (
 
 // seedQuota writes key id's count for month into Redis where it is missing:
 // the month's usage in Postgres or floor (what this gateway knew), whichever
-// is more, plus add (requests being settled). When another gateway seeded it
+// is more, plus add (requests being settled, less refunds). When another gateway seeded it
 // first, add goes on top of that. It returns the count in Redis.
 func (l *Limiter) seedQuota(ctx context.Context, id int64, month string, floor, add int64) (int64, error) {
 	return l.seedCount(ctx, l.quotaKey(id, month), id, month, sumRequests, floor, add)
@@ -273,7 +273,7 @@ func (l *Limiter) seedCount(ctx context.Context, key string, id int64, month, su
 	if err != nil {
 		return 0, err
 	}
-	n = max(n, floor) + add
+	n = max(max(n, floor)+add, 0) // (add below zero: a refund, never below zero)
 	set, err := l.rdb.SetNX(ctx, key, n, quotaTTL).Result()
 	switch {
 	case err != nil:
@@ -283,6 +283,9 @@ func (l *Limiter) seedCount(ctx context.Context, key string, id int64, month, su
 		n, err = l.rdb.Get(ctx, key).Int64()
 	default:
 		n, err = l.rdb.IncrBy(ctx, key, add).Result()
+		if err == nil && n < 0 { // a refund larger than what another gateway seeded
+			n, err = 0, l.rdb.Set(ctx, key, 0, redis.KeepTTL).Err()
+		}
 	}
 	if err != nil {
 		l.redisDown.trip(err)
@@ -291,12 +294,14 @@ func (l *Limiter) seedCount(ctx context.Context, key string, id int64, month, su
 	return n, nil
 }
 
-// quotaIncr adds ARGV[1] to an existing count and renews its TTL (ARGV[2]
-// seconds); a missing count (Redis lost it) is left alone and answers -1,
-// for seedQuota.
+// quotaIncr adds ARGV[1] to an existing count, never below zero (a
+// settlement carries a refund as a negative count), and renews its TTL
+// (ARGV[2] seconds); a missing count (Redis lost it) is left alone and
+// answers -1, for seedQuota.
 var quotaIncr = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if n < 0 then redis.call('SET', KEYS[1], 0) n = 0 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return n`)
 
@@ -315,40 +320,36 @@ return n`)
 
 // refundQuota gives back n units of key id's quota count for month
 // (YYYYMM): the texts of a cancelled job that were charged at its
-// acceptance and never processed. What this gateway has counted and not
-// yet settled is taken back here; the rest from the count in Redis. This
-// gateway's own figure follows at once; the others' read the count again
-// when it refuses them (quotaRecheck). (A count whose very first
-// settlement is still on its way to Redis keeps what it could not take.)
+// acceptance and never processed. Where this gateway keeps the key's count
+// for that month, the refund is counted there at once, as a negative
+// pending count, and the next settlement takes it off the count in Redis
+// (below zero never): taken from Redis at once, it raced a settlement on
+// its way there, which could find the count not yet raised by the charge
+// (a refund never takes it below zero) or not yet seeded, or answer with a
+// count from before the refund, and the refund was lost. Otherwise (another
+// gateway charged it, or another month) it is taken from Redis at once.
+// This gateway's own figure follows at once; the others' read the count
+// again when it refuses them (quotaRecheck).
 func (l *Limiter) refundQuota(ctx context.Context, id int64, month string, n int64) error {
 	if l == nil || n <= 0 {
 		return nil
 	}
-	l.mu.Lock()
-	st := l.keys[id]
+	l.mu.Lock() // (held while counting: Settle forgets idle keys under it)
+	if st := l.keys[id]; st != nil {
+		st.mu.Lock()
+		mine := st.month == month
+		if mine {
+			st.qPending -= n
+		}
+		st.mu.Unlock()
+		if mine {
+			l.mu.Unlock()
+			return nil
+		}
+	}
 	l.mu.Unlock()
-	if st != nil {
-		st.mu.Lock()
-		if st.month == month {
-			back := min(n, st.qPending)
-			st.qPending -= back
-			n -= back
-		}
-		st.mu.Unlock()
-	}
-	if n == 0 {
-		return nil
-	}
-	left, err := quotaRefund.Run(ctx, l.rdb, []string{l.quotaKey(id, month)}, n).Int64()
-	if err != nil {
+	if _, err := quotaRefund.Run(ctx, l.rdb, []string{l.quotaKey(id, month)}, n).Int64(); err != nil {
 		return fmt.Errorf("refund %d of key %d's quota: %w", n, id, err)
-	}
-	if st != nil && left >= 0 {
-		st.mu.Lock()
-		if st.month == month {
-			st.used, st.usedAt = left, l.now()
-		}
-		st.mu.Unlock()
 	}
 	return nil
 }
@@ -401,7 +402,7 @@ func (l *Limiter) Settle(ctx context.Context) error {
 	l.mu.Lock()
 	for id, st := range l.keys {
 		st.mu.Lock()
-		if st.pending > 0 || st.qPending > 0 {
+		if st.pending > 0 || st.qPending != 0 {
 			work = append(work, &settlement{id: id, st: st, rps: st.rps, burst: st.burst, n: st.pending, month: st.month, qn: st.qPending, qFloor: st.used})
 			// still counted while Redis answers: a request admitted meanwhile
 			// sees them, or the quota could be passed by a settlement's worth
@@ -459,7 +460,7 @@ func (l *Limiter) settle(ctx context.Context, work []*settlement) error {
 	// quotas: one pipeline for every key
 	var quotas []*settlement
 	for _, w := range work {
-		if w.qn > 0 && w.month != "" {
+		if w.qn != 0 && w.month != "" {
 			quotas = append(quotas, w)
 		}
 	}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nlpswarm/nlpswarm/internal/limitkeys"
 	"github.com/nlpswarm/nlpswarm/internal/rdb/rdbtest"
 )
 
@@ -228,6 +230,66 @@ func TestQuotaHoldsDuringSettlement(t *testing.T) {
 	}
 	if v := l.Allow(ctx, k); v.Allowed || v.Reason != "quota_exceeded" {
 		t.Fatalf("4th request after the settlement: %+v, want quota_exceeded", v)
+	}
+}
+
+// A refund (a cancelled job's unprocessed texts) that comes while the
+// charge it refunds is in a settlement on its way to Redis is counted at
+// once and taken off the count in Redis by the next settlement, after the
+// charge has landed. Before, it was taken from the count in Redis at once,
+// which did not hold the charge yet: the count stayed at zero (a refund
+// never takes it below) and the charge landed whole after it, or, with the
+// count lost, the refund was dropped and the charge seeded on top.
+func TestQuotaRefundDuringSettlement(t *testing.T) {
+	for _, lost := range []bool{false, true} {
+		t.Run(fmt.Sprintf("count lost=%v", lost), func(t *testing.T) {
+			rdb, prefix := rdbtest.New(t)
+			l := newLimiter(rdb, nil, prefix, time.Hour)
+			k := &Key{ID: 7, RPS: 1000, Burst: 1000, Quota: 10}
+			ctx := context.Background()
+			for i := 0; i < 6; i++ { // the first reads (seeds) the count: 0
+				if v := l.Allow(ctx, k); !v.Allowed {
+					t.Fatalf("request %d refused: %+v", i, v)
+				}
+			}
+			month := limitkeys.Month(time.Now().UTC())
+			if lost {
+				rdb.Del(ctx, l.quotaKey(k.ID, month))
+			}
+			hold := holdPipelines{entered: make(chan struct{}, 1), release: make(chan struct{})}
+			rdb.AddHook(hold)
+			done := make(chan error, 1)
+			go func() { done <- l.Settle(ctx) }()
+			select {
+			case <-hold.entered:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the settlement never reached Redis")
+			}
+			refunded := make(chan error, 1)
+			go func() { refunded <- l.refundQuota(ctx, k.ID, month, 4) }()
+			if err := <-refunded; err != nil {
+				t.Fatalf("refund: %v", err)
+			}
+			close(hold.release)
+			if err := <-done; err != nil {
+				t.Fatalf("settle: %v", err)
+			}
+			if err := l.Settle(ctx); err != nil {
+				t.Fatalf("second settle: %v", err)
+			}
+			if n, _ := rdb.Get(ctx, l.quotaKey(k.ID, month)).Int64(); n != 2 {
+				t.Fatalf("count in Redis %d, want 6 charged - 4 refunded = 2", n)
+			}
+			allowed := 0
+			for i := 0; i < 10; i++ {
+				if l.Allow(ctx, k).Allowed {
+					allowed++
+				}
+			}
+			if allowed != 8 {
+				t.Fatalf("%d more requests allowed, want 10 - 2 = 8", allowed)
+			}
+		})
 	}
 }
 
