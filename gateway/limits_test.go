@@ -196,6 +196,28 @@ func (h holdPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 	}
 }
 
+// settleHeld starts l's settlement and returns once its pipeline has
+// reached Redis and is held there; release lets it go on and waits for it.
+func settleHeld(t *testing.T, l *Limiter, rdb *redis.Client) (release func()) {
+	t.Helper()
+	hold := holdPipelines{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	rdb.AddHook(hold)
+	done := make(chan error, 1)
+	go func() { done <- l.Settle(context.Background()) }()
+	select {
+	case <-hold.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the settlement never reached Redis")
+	}
+	return func() {
+		t.Helper()
+		close(hold.release)
+		if err := <-done; err != nil {
+			t.Fatalf("settle: %v", err)
+		}
+	}
+}
+
 // A request admitted while a settlement waits for Redis still sees the
 // quota counted in it. Before, those counts left the pending tally when the
 // pipeline was sent and came back only with Redis's answer, so a key could
@@ -211,20 +233,9 @@ func TestQuotaHoldsDuringSettlement(t *testing.T) {
 			t.Fatalf("request %d refused: %+v", i, v)
 		}
 	}
-	hold := holdPipelines{entered: make(chan struct{}, 1), release: make(chan struct{})}
-	rdb.AddHook(hold)
-	done := make(chan error, 1)
-	go func() { done <- l.Settle(ctx) }()
-	select {
-	case <-hold.entered:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the settlement never reached Redis")
-	}
+	release := settleHeld(t, l, rdb)
 	v := l.Allow(ctx, k)
-	close(hold.release)
-	if err := <-done; err != nil {
-		t.Fatalf("settle: %v", err)
-	}
+	release()
 	if v.Allowed || v.Reason != "quota_exceeded" {
 		t.Fatalf("4th request during the settlement: %+v, want quota_exceeded", v)
 	}
@@ -256,24 +267,11 @@ func TestQuotaRefundDuringSettlement(t *testing.T) {
 			if lost {
 				rdb.Del(ctx, l.quotaKey(k.ID, month))
 			}
-			hold := holdPipelines{entered: make(chan struct{}, 1), release: make(chan struct{})}
-			rdb.AddHook(hold)
-			done := make(chan error, 1)
-			go func() { done <- l.Settle(ctx) }()
-			select {
-			case <-hold.entered:
-			case <-time.After(5 * time.Second):
-				t.Fatal("the settlement never reached Redis")
-			}
-			refunded := make(chan error, 1)
-			go func() { refunded <- l.refundQuota(ctx, k.ID, month, 4) }()
-			if err := <-refunded; err != nil {
+			release := settleHeld(t, l, rdb)
+			if err := l.refundQuota(ctx, k.ID, month, 4); err != nil {
 				t.Fatalf("refund: %v", err)
 			}
-			close(hold.release)
-			if err := <-done; err != nil {
-				t.Fatalf("settle: %v", err)
-			}
+			release()
 			if err := l.Settle(ctx); err != nil {
 				t.Fatalf("second settle: %v", err)
 			}
