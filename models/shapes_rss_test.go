@@ -27,8 +27,13 @@ func rssMiB(t *testing.T) float64 {
 }
 
 // Distinct input shapes no longer grow the Go backend's compiled graphs:
-// after every bucket is warmed, 500 distinct (batch, length) shapes leave
-// RSS within 10 %.
+// after every bucket is warmed and 250 distinct (batch, length) shapes have
+// run, 250 more shapes, none of them seen before, leave RSS within 10 %.
+// (The first pass absorbs what the process grows by once whatever it runs:
+// measured from the warm buckets alone, RSS grew 12-21 % on the first run
+// in a process and not at all on the next, enough to fail a fresh-clone CI
+// run. A cache per shape would still grow on the second pass, whose
+// shapes are new.)
 func TestShapeCacheBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("500 inferences")
@@ -56,19 +61,27 @@ func TestShapeCacheBounded(t *testing.T) {
 			}
 		}
 	}
-	before := rssMiB(t)
-	n := 0
-	for batch := 1; batch <= maxBatchDefault && n < 500; batch++ {
-		for words := 1; words <= 62 && n < 500; words += 4 {
-			if _, err := m.Predict(ctx, texts(batch, words+batch%4), p); err != nil {
-				t.Fatal(err)
+	// pass runs up to 250 distinct shapes: for each batch size, texts of
+	// first, first+4, ... words (plus batch%4); passes with first 1 and 3
+	// share no shape
+	pass := func(first int) int {
+		n := 0
+		for batch := 1; batch <= maxBatchDefault && n < 250; batch++ {
+			for words := first; words <= 62 && n < 250; words += 4 {
+				if _, err := m.Predict(ctx, texts(batch, words+batch%4), p); err != nil {
+					t.Fatal(err)
+				}
+				n++
 			}
-			n++
 		}
+		return n
 	}
+	pass(1)
+	before := rssMiB(t)
+	n := pass(3)
 	after := rssMiB(t)
-	t.Logf("%d shapes: RSS %.1f → %.1f MiB", n, before, after)
+	t.Logf("%d new shapes: RSS %.1f → %.1f MiB", n, before, after)
 	if after > before*1.10 {
-		t.Errorf("RSS grew %.1f → %.1f MiB (more than 10 %%) over %d shapes", before, after, n)
+		t.Errorf("RSS grew %.1f → %.1f MiB (more than 10 %%) over %d new shapes", before, after, n)
 	}
 }
