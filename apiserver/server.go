@@ -289,10 +289,6 @@ func badText(err error) bool {
 	return errors.As(err, &pe) && (pe.Code == "22021" || pe.Code == "22P05") // character_not_in_repertoire, untranslatable_character
 }
 
-// statusClientClosed is the status of a request abandoned because its
-// client closed the connection (nginx's 499, as the gateway records it).
-const statusClientClosed = 499
-
 // clientClosed reports whether err is the request's own context ending:
 // net/http ends it when the client closes the connection.
 func clientClosed(c *gin.Context, err error) bool {
@@ -303,7 +299,7 @@ func clientClosed(c *gin.Context, err error) bool {
 // the connection. Mostly nobody reads it; a client that only closed its
 // sending side does, and without an answer net/http would send a bare 200.
 func abortClientClosed(c *gin.Context) {
-	abort(c, statusClientClosed, "client_closed_request", "the request was abandoned: the client closed its connection")
+	abort(c, apierror.StatusClientClosed, "client_closed_request", "the request was abandoned: the client closed its connection")
 }
 
 // fail maps domain errors to statuses.

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/loadreport"
 )
@@ -132,7 +133,7 @@ func (g *Gateway) holdForReplica(ctx, clientCtx context.Context, model string, l
 		case <-ready:
 		case <-ctx.Done():
 			if clientCtx.Err() != nil {
-				return &gwError{status: 499}
+				return &gwError{status: apierror.StatusClientClosed}
 			}
 			g.m.holdTimeouts.WithLabelValues(model).Inc()
 			return &gwError{http.StatusServiceUnavailable, "no_replica",

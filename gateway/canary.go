@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 	"github.com/nlpswarm/nlpswarm/internal/versionstats"
 )
@@ -115,7 +116,7 @@ func anyAvailable(pool []*Upstream) bool {
 func failed(res *upstreamResult, aerr *gwError) (counted, fail bool) {
 	switch {
 	case aerr != nil:
-		return aerr.status != 499, true
+		return aerr.status != apierror.StatusClientClosed, true
 	case res == nil:
 		return false, false
 	}

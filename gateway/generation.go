@@ -348,7 +348,7 @@ func (g *Gateway) relayGeneration(w http.ResponseWriter, r *http.Request, st *re
 	var u tokenUsage
 	var events int64
 	if rc.Flush() != nil {
-		st.status = 499
+		st.status = apierror.StatusClientClosed
 		return u
 	}
 	buf := getBuf()
@@ -364,7 +364,7 @@ func (g *Gateway) relayGeneration(w http.ResponseWriter, r *http.Request, st *re
 		}
 		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 		if _, err := w.Write(b); err != nil || rc.Flush() != nil {
-			st.status = 499 // the client went away
+			st.status = apierror.StatusClientClosed // the client went away
 			return false
 		}
 		return true
@@ -409,7 +409,7 @@ func (g *Gateway) relayGeneration(w http.ResponseWriter, r *http.Request, st *re
 			return estimate(u, events)
 		}
 		if r.Context().Err() != nil {
-			st.status = 499
+			st.status = apierror.StatusClientClosed
 			return estimate(u, events)
 		}
 		g.m.upErrors.WithLabelValues(st.model, "stream").Inc()

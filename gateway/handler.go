@@ -518,8 +518,8 @@ func (g *Gateway) relayUpstreamError(w http.ResponseWriter, st *reqState, res *u
 }
 
 func (g *Gateway) writeErr(w http.ResponseWriter, st *reqState, e *gwError) {
-	if e.status == 499 { // client went away: nobody to answer
-		st.status = 499
+	if e.status == apierror.StatusClientClosed { // client went away: nobody to answer
+		st.status = apierror.StatusClientClosed
 		return
 	}
 	if e.retryAfter > 0 {

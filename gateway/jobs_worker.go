@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/jobqueue"
 	"github.com/nlpswarm/nlpswarm/internal/limitkeys"
 	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
@@ -98,7 +99,7 @@ func (g *Gateway) callJob(ctx context.Context, j *jobqueue.Job, texts []string) 
 	res, aerr := g.forwardTo(ctx, r, r.Header.Get("X-Request-ID"), m.Name, g.fleet.get(m.Name), m.Autoscaled, time.Now().Add(timeout), timeout, path, appendRuntimeRequest(nil, texts, j.Parameters), false, &st.upstream)
 	g.jobs.inflight.Add(-1)
 	if aerr != nil {
-		return nil, &jobs.CallError{Code: aerr.code, Message: aerr.msg, Retryable: aerr.status >= 500 || aerr.status == http.StatusTooManyRequests || aerr.status == 499}
+		return nil, &jobs.CallError{Code: aerr.code, Message: aerr.msg, Retryable: aerr.status >= 500 || aerr.status == http.StatusTooManyRequests || aerr.status == apierror.StatusClientClosed}
 	}
 	if res.status != http.StatusOK {
 		msg := string(res.body)

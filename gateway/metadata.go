@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/nlpswarm/nlpswarm/internal/apierror"
 )
 
 // maxMetadataBytes bounds a replica's metadata answer (a few hundred bytes).
@@ -58,7 +60,7 @@ func (g *Gateway) serveModelMetadata(w http.ResponseWriter, r *http.Request) {
 	st.upstream = time.Since(t0)
 	switch {
 	case err != nil && r.Context().Err() != nil:
-		st.status = 499
+		st.status = apierror.StatusClientClosed
 	case err != nil:
 		g.fail(w, st, http.StatusBadGateway, "upstream_error", fmt.Sprintf("model %q replica did not answer: %v", m.Name, err))
 	case resp.StatusCode != http.StatusOK:

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nlpswarm/nlpswarm/internal/apierror"
 	"github.com/nlpswarm/nlpswarm/internal/deployment"
 	"github.com/nlpswarm/nlpswarm/internal/runtimeapi"
 	"github.com/nlpswarm/nlpswarm/internal/versionstats"
@@ -131,7 +132,7 @@ func (g *Gateway) forwardTo(ctx context.Context, r *http.Request, rid, key strin
 		}
 		switch {
 		case ctx.Err() != nil:
-			return nil, &gwError{status: 499}
+			return nil, &gwError{status: apierror.StatusClientClosed}
 		case !time.Now().Before(deadline):
 			// (a dial timeout is DeadlineExceeded too, long before the
 			// request's deadline: that is a replica gone, retried below)

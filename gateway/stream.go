@@ -37,7 +37,7 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, st *reqSta
 	w.WriteHeader(res.status)
 	rc := http.NewResponseController(w)
 	if rc.Flush() != nil {
-		st.status = 499
+		st.status = apierror.StatusClientClosed
 		return
 	}
 	buf := getBuf()
@@ -51,7 +51,7 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, st *reqSta
 		if n > 0 {
 			_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 			if _, werr := w.Write(b[:n]); werr != nil || rc.Flush() != nil {
-				st.status = 499 // the client went away
+				st.status = apierror.StatusClientClosed // the client went away
 				return
 			}
 		}
@@ -62,7 +62,7 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, st *reqSta
 			return
 		}
 		if r.Context().Err() != nil {
-			st.status = 499
+			st.status = apierror.StatusClientClosed
 			return
 		}
 		g.m.upErrors.WithLabelValues(st.model, "stream").Inc()

@@ -294,7 +294,7 @@ func (s *Server) run(ctx context.Context, texts []string, p Params, background b
 	case errors.Is(err, context.DeadlineExceeded):
 		return nil, &httpError{http.StatusGatewayTimeout, "timeout", "inference did not finish in time"}
 	case errors.Is(err, context.Canceled):
-		return nil, &httpError{499, "canceled", "client went away"}
+		return nil, &httpError{apierror.StatusClientClosed, "canceled", "client went away"}
 	default:
 		s.log.Warn("inference failed", "err", err)
 		return nil, &httpError{http.StatusUnprocessableEntity, "inference_failed", "the model could not process this input"}
@@ -335,7 +335,7 @@ func (s *Server) fail(w http.ResponseWriter, e *httpError, start time.Time) {
 		w.Header().Set("Retry-After", strconv.Itoa(runtimeapi.RetryAfterSeconds))
 	}
 	s.observe(e.status, start)
-	if e.status == 499 {
+	if e.status == apierror.StatusClientClosed {
 		return
 	}
 	apierror.Write(w, e.status, e.code, e.message)

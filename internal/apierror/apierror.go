@@ -5,6 +5,11 @@ import (
 	"net/http"
 )
 
+// StatusClientClosed is the status recorded for a request abandoned
+// because its client closed the connection (nginx's 499, not a standard
+// status): the gateway's metrics, usage and logs, the backoffice's answer.
+const StatusClientClosed = 499
+
 // Body is the JSON envelope of an error answer.
 type Body struct {
 	Error Detail `json:"error"`
