@@ -306,9 +306,16 @@ func startGatewayProcess(b *testing.B, e *env, upstream string) (string, func() 
 func startGatewayProcessOn(b *testing.B, e *env, upstream, frontend string, cpu int) (string, func() []int) {
 	dir := b.TempDir()
 	addrFile := filepath.Join(dir, "addr")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchGatewayProcess$")
+	// FRONTEND@BINARY: another build of this package's tests (another
+	// version of the gateway, go test -c), to compare two versions in
+	// the same run
+	bin := os.Args[0]
+	if f, other, ok := strings.Cut(frontend, "@"); ok {
+		frontend, bin = f, other
+	}
+	cmd := exec.Command(bin, "-test.run=^TestBenchGatewayProcess$")
 	if cpu >= 0 {
-		cmd = pinnedCommand(cpu, os.Args[0], "-test.run=^TestBenchGatewayProcess$")
+		cmd = pinnedCommand(cpu, bin, "-test.run=^TestBenchGatewayProcess$")
 	}
 	cmd.Env = append(os.Environ(), "NLPSWARM_BENCH_GATEWAY="+addrFile, "NLPSWARM_BENCH_DB="+e.db.URL,
 		"NLPSWARM_BENCH_UPSTREAM=sentiment="+upstream, "NLPSWARM_BENCH_REDIS="+boolEnv(e.rdb != nil), "NLPSWARM_BENCH_PREFIX="+e.prefix,

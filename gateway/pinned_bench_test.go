@@ -35,7 +35,10 @@ import (
 // ceiling of any gateway on fasthttp, a bare fasthttp proxy with none of
 // the gateway's work (bare-fast; bare-adapter and bare-nethttp on request,
 // bare_bench_test.go). NLPSWARM_PINNED_FRONTENDS picks them
-// (nethttp,fast,nbio,bare-fast by default). The other core runs
+// (nethttp,fast,nbio,bare-fast by default); FRONTEND@BINARY runs another
+// build of this package's tests (go test -c at another commit) as a
+// gateway on that front end, to compare two versions of the gateway in the
+// same rounds. The other core runs
 // the load generator (wrk, or this process's own loader when wrk is not
 // installed) and the upstream, an nginx answering every POST at once with a
 // text-classification output; Postgres and Redis run where the system puts
@@ -146,7 +149,11 @@ func BenchmarkPinned(b *testing.B) {
 	}
 	for _, f := range fronts {
 		addr, pids := startGatewayProcessOn(b, e, upAddr, f, proxyCPU)
-		targets = append(targets, &target{name: "gateway-" + f, path: "/v1/sentiment/sentiment", body: `{"text":"hello"}`, addr: addr, pids: pids})
+		name := "gateway-" + f
+		if front, bin, ok := strings.Cut(f, "@"); ok { // another build (startGatewayProcessOn)
+			name = "gateway-" + front + "@" + filepath.Base(bin)
+		}
+		targets = append(targets, &target{name: name, path: "/v1/sentiment/sentiment", body: `{"text":"hello"}`, addr: addr, pids: pids})
 	}
 	auth := "Token " + key // every target gets the same headers, nginx included
 	direct := rawRequest(upAddr, "/predict", `{"texts":["hello"]}`, auth)
