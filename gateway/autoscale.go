@@ -48,11 +48,11 @@ type modelLoad struct {
 
 func (g *Gateway) load(model string) *modelLoad { return &g.fleet.get(model).load }
 
-// arrive counts a request in l; the returned func ends it.
-func arrive(l *modelLoad) (*modelLoad, func()) {
+// arrive counts a request in l, arrived at now; the returned func ends it.
+func arrive(l *modelLoad, now time.Time) (*modelLoad, func()) {
 	l.inflight.Add(1)
 	l.arrivals.Add(1)
-	l.last.Store(time.Now().UnixMilli())
+	l.last.Store(now.UnixMilli())
 	return l, func() { l.inflight.Add(-1) }
 }
 

@@ -25,8 +25,20 @@ func (c *cooldown) tripFor(err error, d time.Duration) {
 	c.until.Store(time.Now().Add(d).UnixNano())
 }
 
-// active reports whether Redis is to be skipped now.
-func (c *cooldown) active() bool { return time.Now().UnixNano() < c.until.Load() }
+// active reports whether Redis is to be skipped now. Several calls on every
+// request: without a cooldown (until zero, once one has ended) it reads no
+// clock.
+func (c *cooldown) active() bool {
+	until := c.until.Load()
+	if until == 0 {
+		return false
+	}
+	if time.Now().UnixNano() < until {
+		return true
+	}
+	c.until.CompareAndSwap(until, 0) // (a trip meanwhile stores another)
+	return false
+}
 
 // cause is the error that started the last cooldown.
 func (c *cooldown) cause() error {

@@ -139,7 +139,61 @@ type fastReq struct {
 	req http.Request
 	url url.URL
 	w   fastWriter
+	// copyHeader's scratch: the values back to back, and where each is
+	vals  []byte
+	spans []headerSpan
 }
+
+type headerSpan struct {
+	key        string
+	start, end int
+}
+
+// copyHeader fills f.req.Header from fasthttp's parsed header (names as
+// fasthttp normalized them, which is net/http's canonical form): the usual
+// names are constants, and all the values are cut from one string, so that
+// a request's header costs two allocations, not two per line. Host and
+// Transfer-Encoding stay out, as net/http leaves them out of Header.
+func (f *fastReq) copyHeader(h *fasthttp.RequestHeader) {
+	vals, spans := f.vals[:0], f.spans[:0]
+	for k, v := range h.All() {
+		key, ok := commonHeaderKeys[string(k)]
+		if !ok {
+			if string(k) == "Host" || string(k) == "Transfer-Encoding" {
+				continue
+			}
+			key = string(k)
+		}
+		spans = append(spans, headerSpan{key, len(vals), len(vals) + len(v)})
+		vals = append(vals, v...)
+	}
+	f.vals, f.spans = vals, spans
+	if len(spans) == 0 {
+		return
+	}
+	all := string(vals)
+	strs := make([]string, len(spans))
+	hdr := f.req.Header
+	for i, sp := range spans {
+		strs[i] = all[sp.start:sp.end]
+		if old, ok := hdr[sp.key]; ok {
+			hdr[sp.key] = append(old, strs[i])
+		} else {
+			hdr[sp.key] = strs[i : i+1 : i+1] // (an append copies it)
+		}
+	}
+}
+
+// commonHeaderKeys are the header names most requests carry, by their
+// canonical form, so that copyHeader need not allocate them.
+var commonHeaderKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept", "Accept-Encoding", "Authorization", "Connection", "Content-Length",
+		"Content-Type", "User-Agent", "X-Request-Id", "X-Forwarded-For", "X-Real-Ip", "Accept-Language", "Cookie"} {
+		m[k] = k
+	}
+	return m
+}()
 
 var fastReqs = sync.Pool{New: func() any {
 	f := &fastReq{}
@@ -155,9 +209,12 @@ func serveFast(ctx *fasthttp.RequestCtx, h http.Handler) {
 	defer func() {
 		clear(f.req.Header)
 		clear(f.w.h)
-		hdr, wh := f.req.Header, f.w.h
+		hdr, wh, vals, spans := f.req.Header, f.w.h, f.vals, f.spans
+		if cap(vals) > 16<<10 || cap(spans) > 256 { // (an unusually large head's: not kept)
+			vals, spans = nil, nil
+		}
 		*f = fastReq{}
-		f.req.Header, f.w.h = hdr, wh
+		f.req.Header, f.w.h, f.vals, f.spans = hdr, wh, vals[:0], spans[:0]
 		fastReqs.Put(f)
 	}()
 	r := &f.req
@@ -191,13 +248,7 @@ func serveFast(ctx *fasthttp.RequestCtx, h http.Handler) {
 	r.RequestURI = string(uri)
 	r.Host = string(ctx.Host())
 	r.RemoteAddr = ctx.RemoteAddr().String()
-	for k, v := range ctx.Request.Header.All() {
-		key := string(k)
-		if key == "Host" || key == "Transfer-Encoding" {
-			continue
-		}
-		r.Header[key] = append(r.Header[key], string(v))
-	}
+	f.copyHeader(&ctx.Request.Header)
 	r.ContentLength = int64(ctx.Request.Header.ContentLength())
 	switch {
 	case r.ContentLength == -1: // chunked
@@ -211,10 +262,8 @@ func serveFast(ctx *fasthttp.RequestCtx, h http.Handler) {
 		r.Body = http.NoBody
 	}
 	f.w.ctx = ctx
-	c := &fastCtx{Context: ctx, conn: ctx.Conn()}
-	c.mu.Lock() // (check, which takes it, may run before AfterFunc returns on a loaded machine)
-	c.timer = time.AfterFunc(clientGoneCheck, c.check)
-	c.mu.Unlock()
+	c := &fastCtx{Context: ctx, conn: ctx.Conn(), since: ctx.Time()}
+	goneWatch.add(c)
 	serveAbortable(h, &f.w, r.WithContext(c))
 	c.stop()
 	f.w.finish()
@@ -242,22 +291,97 @@ func serveAbortable(h http.Handler, w *fastWriter, r *http.Request) {
 // clientGoneCheck is how often the fast front end looks whether the client
 // of a request in progress has gone (net/http's server knows at once from
 // its background read, which the fast one does not do): a request whose
-// client left is cancelled within about this long, its upstream call with
-// it (499).
+// client left is cancelled within about twice this long, its upstream call
+// with it (499).
 const clientGoneCheck = 50 * time.Millisecond
 
 // fastCtx is a request's context on the fast front end: cancelled when the
-// client goes away, as net/http's request contexts are. Its first check
-// comes after clientGoneCheck, so the usual request costs one timer.
+// client goes away, as net/http's request contexts are. goneWatch looks at
+// it once it is clientGoneCheck old, so the usual request costs no timer.
 type fastCtx struct {
 	context.Context // the fasthttp request (values)
 	conn            net.Conn
-	timer           *time.Timer
+	since           time.Time // the request's start
+	prev, next      *fastCtx  // in goneWatch's list, while in progress
 	mu              sync.Mutex
 	done            chan struct{}
 	err             error
 	stopped         bool
 	after           []*func() // AfterFunc's, until the context ends
+}
+
+// goneWatch holds the fast front end's requests in progress, oldest first,
+// and every clientGoneCheck looks whether the clients of those at least
+// that old have gone (fastCtx.check). Its goroutine runs only while some
+// request is in progress. One list for the process: adding and removing a
+// request is a lock and two pointers, where a timer per request cost a
+// timer heap's insertion and removal and an allocation (BENCHMARKS.md).
+var goneWatch watchList
+
+type watchList struct {
+	mu         sync.Mutex
+	head, tail *fastCtx
+	running    bool
+	due        []*fastCtx // the loop's, reused
+}
+
+func (w *watchList) add(c *fastCtx) {
+	w.mu.Lock()
+	c.prev = w.tail
+	if w.tail != nil {
+		w.tail.next = c
+	} else {
+		w.head = c
+	}
+	w.tail = c
+	if !w.running {
+		w.running = true
+		go w.loop()
+	}
+	w.mu.Unlock()
+}
+
+func (w *watchList) remove(c *fastCtx) {
+	w.mu.Lock()
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else if w.head == c {
+		w.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else if w.tail == c {
+		w.tail = c.prev
+	}
+	c.prev, c.next = nil, nil
+	w.mu.Unlock()
+}
+
+// loop checks the requests at least clientGoneCheck old, every
+// clientGoneCheck, and ends when none is in progress.
+func (w *watchList) loop() {
+	for {
+		time.Sleep(clientGoneCheck)
+		w.mu.Lock()
+		if w.head == nil {
+			w.running = false
+			w.mu.Unlock()
+			return
+		}
+		old := time.Now().Add(-clientGoneCheck)
+		due := w.due[:0]
+		for c := w.head; c != nil && !c.since.After(old); c = c.next {
+			due = append(due, c)
+		}
+		w.mu.Unlock()
+		for i, c := range due {
+			c.check() // (one that ended meanwhile is stopped: nothing to do)
+			due[i] = nil
+		}
+		w.mu.Lock()
+		w.due = due[:0]
+		w.mu.Unlock()
+	}
 }
 
 // AfterFunc is what context.AfterFunc calls on a context that has it (the
@@ -305,28 +429,26 @@ func (c *fastCtx) Err() error {
 	return c.err
 }
 
+// check cancels c when its client has gone.
 func (c *fastCtx) check() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.stopped || c.err != nil {
+	if c.stopped || c.err != nil || !peerGone(c.conn) {
 		return
 	}
-	if peerGone(c.conn) {
-		c.err = context.Canceled
-		if c.done != nil {
-			close(c.done)
-		}
-		for _, f := range c.after {
-			go (*f)()
-		}
-		c.after = nil
-		return
+	c.err = context.Canceled
+	if c.done != nil {
+		close(c.done)
 	}
-	c.timer.Reset(clientGoneCheck)
+	for _, f := range c.after {
+		go (*f)()
+	}
+	c.after = nil
 }
 
+// stop ends c's watch: its request is done.
 func (c *fastCtx) stop() {
-	c.timer.Stop()
+	goneWatch.remove(c)
 	c.mu.Lock()
 	c.stopped = true
 	c.mu.Unlock()

@@ -2,12 +2,17 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"runtime"
+	"slices"
 	"testing"
+	"time"
 )
 
 // TestMain runs the package's tests once on each front end (Config.Frontend,
@@ -108,4 +113,95 @@ func writesFiles() bool {
 func once(name string) bool {
 	f := flag.Lookup(name)
 	return f != nil && f.Value.String() != ""
+}
+
+// TestGoneWatch: the fast front end's list of requests in progress
+// (watchList) cancels a request whose client has gone, within a few
+// clientGoneCheck, and no other; a request leaves the list from anywhere in
+// it; the list's goroutine ends once no request is in progress.
+func TestGoneWatch(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("peerGone looks at the socket on Linux only")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pair := func() (client, server net.Conn) {
+		client, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, err = ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { client.Close(); server.Close() })
+		return client, server
+	}
+	var w watchList
+	ctxs := make([]*fastCtx, 4)
+	clients := make([]net.Conn, 4)
+	for i := range ctxs {
+		var server net.Conn
+		clients[i], server = pair()
+		ctxs[i] = &fastCtx{Context: context.Background(), conn: server, since: time.Now()}
+		w.add(ctxs[i])
+	}
+	list := func() []*fastCtx {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		var out, back []*fastCtx
+		for c := w.head; c != nil; c = c.next {
+			out = append(out, c)
+		}
+		for c := w.tail; c != nil; c = c.prev {
+			back = append(back, c)
+		}
+		slices.Reverse(back)
+		if !slices.Equal(out, back) {
+			t.Fatal("the list's prev links disagree with its next links")
+		}
+		return out
+	}
+	w.remove(ctxs[1]) // the middle
+	if got := list(); len(got) != 3 || got[0] != ctxs[0] || got[1] != ctxs[2] || got[2] != ctxs[3] {
+		t.Fatalf("after removing the second: %v", got)
+	}
+	ran := make(chan struct{})
+	ctxs[2].AfterFunc(func() { close(ran) })
+	clients[2].Close() // its client goes
+	select {
+	case <-ran:
+	case <-time.After(20 * clientGoneCheck):
+		t.Fatal("the request whose client closed was not cancelled")
+	}
+	if !errors.Is(ctxs[2].Err(), context.Canceled) {
+		t.Fatalf("its context: %v", ctxs[2].Err())
+	}
+	for _, i := range []int{0, 3} {
+		if err := ctxs[i].Err(); err != nil {
+			t.Fatalf("request %d, whose client is there: %v", i, err)
+		}
+	}
+	for _, i := range []int{0, 3, 2} { // the head, the tail, the last
+		w.remove(ctxs[i])
+	}
+	if got := list(); len(got) != 0 {
+		t.Fatalf("left in the list: %d", len(got))
+	}
+	deadline := time.Now().Add(20 * clientGoneCheck)
+	for {
+		w.mu.Lock()
+		running := w.running
+		w.mu.Unlock()
+		if !running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the watch's goroutine still runs with no request in progress")
+		}
+		time.Sleep(clientGoneCheck / 5)
+	}
 }

@@ -25,7 +25,7 @@ import (
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rid := r.Header.Get("X-Request-ID")
+	rid := requestID(r)
 	if !validRequestID(rid) {
 		rid = newRequestID()
 		r.Header["X-Request-Id"] = []string{rid}
@@ -111,6 +111,16 @@ func plainSegment(s string) bool {
 
 var jsonContentType = []string{"application/json"}
 
+// requestID is the request's X-Request-ID (ServeHTTP makes one when the
+// client sent none): Header.Get would canonicalize the name, and allocate
+// for "ID", on every call.
+func requestID(r *http.Request) string {
+	if v := r.Header["X-Request-Id"]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 func validRequestID(s string) bool {
 	if s == "" || len(s) > 128 {
 		return false
@@ -173,7 +183,7 @@ func (g *Gateway) finish(st *reqState) {
 		level = slog.LevelWarn
 	}
 	if g.log.Enabled(st.r.Context(), level) {
-		g.log.Log(st.r.Context(), level, "request", "request_id", st.r.Header.Get("X-Request-ID"),
+		g.log.Log(st.r.Context(), level, "request", "request_id", requestID(st.r),
 			"method", st.r.Method, "path", st.r.URL.Path, "model", st.model, "key", st.key,
 			"status", st.status, "duration_ms", float64(d.Microseconds())/1000, "upstream_ms", float64(st.upstream.Microseconds())/1000)
 	}

@@ -42,7 +42,7 @@ const maxUpstreamBody = 64 << 20
 // version; a shadow gets its copy once the stable answer is in.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, m *Model, path string, body []byte, stream bool, st *reqState) (*upstreamResult, *gwError) {
 	timeout := g.modelTimeout(m.Name)
-	rid := r.Header.Get("X-Request-ID")
+	rid := requestID(r)
 	if m.Canary == nil { // (the usual case: nothing else to do)
 		if m.stableHdr != nil {
 			w.Header()["X-Model-Version"] = m.stableHdr
@@ -77,13 +77,15 @@ func (g *Gateway) modelTimeout(model string) time.Duration {
 // deployment.Key; ms: its state, as the request found it), with ctx the request's (the client's, or a shadow
 // copy's), r the customer's request for the Policy (nil for a shadow
 // copy); with hold, an autoscaled deployment at zero holds the request.
-// The time spent on replicas adds to spent.
+// The time spent on replicas adds to spent. deadline is the call's time
+// plus timeout (forwardTo takes its start from it).
 func (g *Gateway) forwardTo(ctx context.Context, r *http.Request, rid, key string, ms *modelState, hold bool, deadline time.Time, timeout time.Duration, path string, body []byte, stream bool, spent *time.Duration) (res *upstreamResult, aerr *gwError) {
 	model := key                        // (the metrics and logs name the deployment,
 	name, _ := deployment.SplitKey(key) // the answers the model)
 	at := attempt{ctx: ctx, deadline: deadline, model: model, path: path, body: body, rid: rid, auth: ms.callAuth, stream: stream}
 	pool := &ms.pool
-	load, end := arrive(&ms.load)
+	now := deadline.Add(-timeout) // (when forward was called: no clock read)
+	load, end := arrive(&ms.load, now)
 	defer func() {
 		// a streamed answer (a generation) is in flight until its relay
 		// closes it, not only until its head arrived: the autoscaler's
@@ -101,6 +103,7 @@ func (g *Gateway) forwardTo(ctx context.Context, r *http.Request, rid, key strin
 		if aerr != nil {
 			return nil, aerr
 		}
+		now = time.Now() // (the hold is not upstream time)
 	}
 	var tried *Upstream
 	var last *gwError
@@ -116,7 +119,10 @@ func (g *Gateway) forwardTo(ctx context.Context, r *http.Request, rid, key strin
 		if n > 0 {
 			g.m.retries.WithLabelValues(model).Inc()
 		}
-		t0 := time.Now()
+		t0 := now // (the first attempt's start: forward's or the hold's end, microseconds before)
+		if n > 0 {
+			t0 = time.Now()
+		}
 		res, err := g.try(&at, u)
 		*spent += time.Since(t0)
 		outcome := runtimeapi.Answered

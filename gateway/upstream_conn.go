@@ -152,7 +152,7 @@ func (p *connPool) roundTrip(ctx context.Context, deadline time.Time, c *upConn,
 	idle := streamIdle(deadline)
 	// the caller's context ending (the client gone) interrupts blocked I/O;
 	// the connection then is closed
-	stop := context.AfterFunc(ctx, func() { c.c.SetDeadline(aLongTimeAgo) })
+	stop := afterFunc(ctx, func() { c.c.SetDeadline(aLongTimeAgo) })
 	keep := false
 	defer func() {
 		if ans != nil && ans.stream != nil {
@@ -206,6 +206,17 @@ func (p *connPool) roundTrip(ctx context.Context, deadline time.Time, c *upConn,
 	}
 	keep = keep && (ans.stream != nil || c.br.Buffered() == 0) // (a stream's body is in br)
 	return ans, nil
+}
+
+// afterFunc is context.AfterFunc, called straight on a context that has an
+// AfterFunc of its own (the fast front end's request context, fastCtx):
+// context.AfterFunc would first wrap it in a cancellable context of its own
+// (two allocations and a registration more on every upstream call).
+func afterFunc(ctx context.Context, f func()) (stop func() bool) {
+	if a, ok := ctx.(interface{ AfterFunc(func()) func() bool }); ok {
+		return a.AfterFunc(f)
+	}
+	return context.AfterFunc(ctx, f)
 }
 
 // endedStream is a streamed answer's body that notes it was read to its

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -54,9 +55,10 @@ type usageBatch struct {
 // OOM) or shut down while Postgres is unreachable loses nothing, and the
 // next gateway on the same spool replays it.
 type Usage struct {
-	db  *pgxpool.Pool
-	log *slog.Logger
-	now func() time.Time
+	db    *pgxpool.Pool
+	log   *slog.Logger
+	now   func() time.Time
+	today atomic.Pointer[dayName] // day's
 
 	flushMu sync.Mutex // one flush at a time
 	mu      sync.Mutex
@@ -112,12 +114,31 @@ func (u *Usage) closeSpool() {
 // With a spool the request is in the journal when Record returns: call it
 // before the answer is written.
 func (u *Usage) Record(k *Key, m *Model, texts int, failed bool) {
-	uk := usageKey{key: k.ID, account: k.AccountID, model: m.ID, modelName: m.Name, day: u.now().UTC().Format(time.DateOnly)}
+	uk := usageKey{key: k.ID, account: k.AccountID, model: m.ID, modelName: m.Name, day: u.day()}
 	inc := usageCount{requests: 1, texts: int64(texts)}
 	if failed {
 		inc.errors = 1
 	}
 	u.count(uk, inc)
+}
+
+// day is today's date (UTC), as usage rows name it: formatted once a day,
+// not on every request.
+func (u *Usage) day() string {
+	t := u.now().UTC()
+	n := t.Unix() / 86400
+	if d := u.today.Load(); d != nil && d.n == n {
+		return d.s
+	}
+	s := t.Format(time.DateOnly)
+	u.today.Store(&dayName{n, s})
+	return s
+}
+
+// dayName is a day's number since the epoch and its date.
+type dayName struct {
+	n int64
+	s string
 }
 
 // RecordTokens counts the input and output tokens of a generation request
@@ -127,7 +148,7 @@ func (u *Usage) RecordTokens(k *Key, m *Model, in, out int64) {
 	if in <= 0 && out <= 0 {
 		return
 	}
-	uk := usageKey{key: k.ID, account: k.AccountID, model: m.ID, modelName: m.Name, day: u.now().UTC().Format(time.DateOnly)}
+	uk := usageKey{key: k.ID, account: k.AccountID, model: m.ID, modelName: m.Name, day: u.day()}
 	u.count(uk, usageCount{inTokens: max(in, 0), outTokens: max(out, 0)})
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -469,5 +470,32 @@ func TestJournalLineTokens(t *testing.T) {
 	got, err := readBatch(filepath.Join(dir, "batch-"+b.id+".json"))
 	if err != nil || *got.rows[k] != (usageCount{1, 1, 0, 7, 5}) {
 		t.Fatalf("batch file read back: %v %v", got, err)
+	}
+}
+
+// TestUsageDayRollsOver: requests count in their own UTC day's row across
+// midnight (Usage.day formats the date once a day and must see it change).
+func TestUsageDayRollsOver(t *testing.T) {
+	u := newUsage(nil)
+	now := time.Date(2026, 12, 7, 23, 59, 59, 0, time.UTC)
+	u.now = func() time.Time { return now }
+	k, m := &Key{ID: 1, AccountID: 2}, &Model{ID: 3, Name: "sentiment"}
+	u.Record(k, m, 1, false)
+	u.Record(k, m, 2, false)
+	now = now.Add(2 * time.Second)
+	u.Record(k, m, 4, false)
+	now = time.Date(2026, 12, 8, 1, 0, 0, 0, time.FixedZone("UTC+2", 2*3600)) // still the 7th in UTC
+	u.Record(k, m, 8, false)
+	row := func(day string) usageCount {
+		if c := u.agg[usageKey{key: 1, account: 2, model: 3, modelName: "sentiment", day: day}]; c != nil {
+			return *c
+		}
+		return usageCount{}
+	}
+	if c := row("2026-12-07"); c.requests != 3 || c.texts != 11 {
+		t.Fatalf("2026-12-07: %+v, want 3 requests, 11 texts", c)
+	}
+	if c := row("2026-12-08"); c.requests != 1 || c.texts != 4 {
+		t.Fatalf("2026-12-08: %+v, want 1 request, 4 texts", c)
 	}
 }
