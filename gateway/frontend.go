@@ -264,8 +264,8 @@ func serveFast(ctx *fasthttp.RequestCtx, h http.Handler) {
 	f.w.ctx = ctx
 	c := &fastCtx{Context: ctx, conn: ctx.Conn(), since: ctx.Time()}
 	goneWatch.add(c)
+	defer c.stop() // (a handler's panic too must take it out of the list)
 	serveAbortable(h, &f.w, r.WithContext(c))
-	c.stop()
 	f.w.finish()
 }
 
