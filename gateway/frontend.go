@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -44,7 +45,42 @@ func FastEngine(cfg Config, log *slog.Logger) httpserver.EngineFunc {
 
 type fastServer struct{ srv *fasthttp.Server }
 
-func (s fastServer) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+func (s fastServer) Serve(ln net.Listener) error { return s.srv.Serve(remoteListener{ln}) }
+
+// remoteListener gives each connection its remote address as a string,
+// made once (serveFast's http.Request.RemoteAddr, for every request on the
+// connection: TCPAddr.String allocates three times).
+type remoteListener struct{ net.Listener }
+
+func (l remoteListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &remoteConn{Conn: c, remote: c.RemoteAddr().String()}, nil
+}
+
+// remoteConn is an accepted connection with its remote address's string;
+// it passes on what the front end uses of the connection beneath
+// (peerGone's SyscallConn, lingerClose's CloseWrite).
+type remoteConn struct {
+	net.Conn
+	remote string
+}
+
+func (c *remoteConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
+}
+
+func (c *remoteConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
 
 func (s fastServer) Shutdown(ctx context.Context) error { return s.srv.ShutdownWithContext(ctx) }
 
@@ -247,7 +283,11 @@ func serveFast(ctx *fasthttp.RequestCtx, h http.Handler) {
 	}
 	r.RequestURI = string(uri)
 	r.Host = string(ctx.Host())
-	r.RemoteAddr = ctx.RemoteAddr().String()
+	if rc, ok := ctx.Conn().(*remoteConn); ok {
+		r.RemoteAddr = rc.remote
+	} else {
+		r.RemoteAddr = ctx.RemoteAddr().String()
+	}
 	f.copyHeader(&ctx.Request.Header)
 	r.ContentLength = int64(ctx.Request.Header.ContentLength())
 	switch {
@@ -483,6 +523,10 @@ func (w *fastWriter) WriteHeader(status int) {
 	}
 	w.wroteHeader, w.status = true, status
 	resp := &w.ctx.Response
+	// names as the handler wrote them, as net/http's server writes them
+	// (they are canonical already when set by Header.Set): no
+	// normalization for each one
+	resp.Header.DisableNormalizing()
 	resp.SetStatusCode(status)
 	for k, vs := range w.h {
 		switch k {

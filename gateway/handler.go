@@ -26,13 +26,16 @@ import (
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rid := requestID(r)
-	if !validRequestID(rid) {
-		rid = newRequestID()
-		r.Header["X-Request-Id"] = []string{rid}
+	var ids []string // the request's and the answer's X-Request-Id (one slice: neither is changed in place)
+	if validRequestID(rid) {
+		ids = r.Header["X-Request-Id"][:1:1]
+	} else {
+		ids = []string{newRequestID()}
+		r.Header["X-Request-Id"] = ids
 	}
 	// (hot path headers are set by their canonical key: Header.Set would
 	// canonicalize, and allocate for "ID", on every request)
-	w.Header()["X-Request-Id"] = []string{rid}
+	w.Header()["X-Request-Id"] = ids
 	if r.Method == http.MethodPost { // the usual customer routes, without a ServeMux match
 		if rest, ok := strings.CutPrefix(r.URL.Path, "/v1/"); ok {
 			if rest == "chat/completions" { // (before {model}/{task}, which it would match)
@@ -271,9 +274,10 @@ func (g *Gateway) admitModel(w http.ResponseWriter, r *http.Request, st *reqStat
 	}
 	if v.Limit != "" {
 		h := w.Header()
-		h["X-Ratelimit-Limit"] = []string{v.Limit}
-		h["X-Ratelimit-Remaining"] = []string{strconv.Itoa(max(v.Remaining, 0))}
-		h["X-Ratelimit-Reset"] = []string{strconv.Itoa(int(math.Ceil(v.Reset.Seconds())))}
+		vals := []string{v.Limit, strconv.Itoa(max(v.Remaining, 0)), strconv.Itoa(int(math.Ceil(v.Reset.Seconds())))} // (one allocation)
+		h["X-Ratelimit-Limit"] = vals[0:1:1]
+		h["X-Ratelimit-Remaining"] = vals[1:2:2]
+		h["X-Ratelimit-Reset"] = vals[2:3:3]
 	}
 	if !v.Allowed {
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(v.RetryAfter.Seconds())))))

@@ -66,6 +66,7 @@ const DefaultLimitSync = 50 * time.Millisecond
 type keyLimit struct {
 	mu       sync.Mutex
 	rps      float64
+	limit    string // rps as X-RateLimit-Limit writes it
 	burst    int
 	local    *rate.Limiter
 	pending  int // admitted since the last settlement
@@ -136,6 +137,7 @@ func (l *Limiter) state(k *Key, now time.Time) *keyLimit {
 			st.local.SetBurstAt(now, burst)
 		}
 		st.rps, st.burst = k.RPS, k.Burst
+		st.limit = strconv.FormatFloat(k.RPS, 'f', -1, 64)
 	}
 	st.lastSeen = now
 	return st // locked
@@ -151,7 +153,7 @@ func (l *Limiter) Allow(ctx context.Context, k *Key) Verdict {
 	now := l.now()
 	st := l.state(k, now)
 	defer st.mu.Unlock()
-	v.Limit = strconv.FormatFloat(k.RPS, 'f', -1, 64)
+	v.Limit = st.limit
 	if l.redisDown.active() {
 		v.FailOpen, v.Err = true, l.redisDown.cause()
 	}
