@@ -25,10 +25,11 @@ import (
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rid := requestID(r)
-	var ids []string // the request's and the answer's X-Request-Id (one slice: neither is changed in place)
-	if validRequestID(rid) {
-		ids = r.Header["X-Request-Id"][:1:1]
+	// the request's and the answer's X-Request-Id: one slice (neither is
+	// changed in place)
+	ids := r.Header["X-Request-Id"]
+	if len(ids) > 0 && validRequestID(ids[0]) {
+		ids = ids[:1:1]
 	} else {
 		ids = []string{newRequestID()}
 		r.Header["X-Request-Id"] = ids
