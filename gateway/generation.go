@@ -229,7 +229,7 @@ func (g *Gateway) generate(w http.ResponseWriter, r *http.Request, st *reqState,
 		var err error
 		if out, err = call.answer(res.body, u); err != nil {
 			g.m.upErrors.WithLabelValues(m.Name, "bad_response").Inc()
-			g.log.Warn("malformed generation answer", "request_id", r.Header.Get("X-Request-ID"), "model", m.Name, "err", err)
+			g.log.Warn("malformed generation answer", "request_id", requestID(r), "model", m.Name, "err", err)
 			g.usage.Record(k, m, texts, true)
 			g.fail(w, st, http.StatusBadGateway, "upstream_error", "the model runtime gave a malformed answer")
 			return
@@ -413,7 +413,7 @@ func (g *Gateway) relayGeneration(w http.ResponseWriter, r *http.Request, st *re
 			return estimate(u, events)
 		}
 		g.m.upErrors.WithLabelValues(st.model, "stream").Inc()
-		g.log.Warn("generation stream failed", "request_id", r.Header.Get("X-Request-ID"), "model", st.model, "err", err)
+		g.log.Warn("generation stream failed", "request_id", requestID(r), "model", st.model, "err", err)
 		st.status = http.StatusBadGateway // (the metrics' and the log's: the client got its 200)
 		ev, _ := json.Marshal(apierror.New("upstream_error", "the model runtime's stream failed"))
 		write(append(append([]byte("data: "), ev...), "\n\n"...))

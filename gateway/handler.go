@@ -242,7 +242,7 @@ func (g *Gateway) authKey(w http.ResponseWriter, r *http.Request, st *reqState) 
 			g.fail(w, st, http.StatusTooManyRequests, "too_many_unauthorized", "too many requests with invalid API keys from this address; retry later")
 			return nil, false
 		}
-		g.log.Error("key lookup failed", "request_id", r.Header.Get("X-Request-ID"), "err", err)
+		g.log.Error("key lookup failed", "request_id", requestID(r), "err", err)
 		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "cannot check the API key now; retry")
 		return nil, false
 	}
@@ -464,7 +464,7 @@ func (g *Gateway) serveTask(w http.ResponseWriter, r *http.Request, model, taskN
 	answers, err := translateAll(m.Task, res.body, texts)
 	if err != nil {
 		g.m.upErrors.WithLabelValues(m.Name, "bad_response").Inc()
-		g.log.Warn("malformed runtime answer", "request_id", r.Header.Get("X-Request-ID"), "model", m.Name, "err", err)
+		g.log.Warn("malformed runtime answer", "request_id", requestID(r), "model", m.Name, "err", err)
 		g.usage.Record(k, m, len(texts), true)
 		g.fail(w, st, http.StatusBadGateway, "upstream_error", "the model runtime gave a malformed answer")
 		return

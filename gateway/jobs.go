@@ -99,7 +99,7 @@ func (g *Gateway) createJob(w http.ResponseWriter, r *http.Request) {
 	id := jobqueue.NewID()
 	up, err := g.jobs.store.Begin(ctx, id)
 	if err != nil {
-		g.log.Error("job upload: cannot begin", "request_id", r.Header.Get("X-Request-ID"), "err", err)
+		g.log.Error("job upload: cannot begin", "request_id", requestID(r), "err", err)
 		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "cannot store jobs now; retry")
 		return
 	}
@@ -167,7 +167,7 @@ func (g *Gateway) createJob(w http.ResponseWriter, r *http.Request) {
 	}
 	nj := jobqueue.NewJob{ID: id, AccountID: k.AccountID, KeyID: k.ID, ModelID: m.ID, Model: m.Name, Task: ju.task, Parameters: ju.params, WebhookURL: ju.webhook}
 	if err := up.Commit(ctx, nj, opts.JobBatch); err != nil {
-		g.log.Error("job upload: cannot commit", "request_id", r.Header.Get("X-Request-ID"), "job", id, "err", err)
+		g.log.Error("job upload: cannot commit", "request_id", requestID(r), "job", id, "err", err)
 		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "cannot store the job now; retry")
 		return
 	}
@@ -177,7 +177,7 @@ func (g *Gateway) createJob(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "job stored; cannot read it back now: GET "+customerapi.JobPath(id))
 		return
 	}
-	g.log.Info("job accepted", "request_id", r.Header.Get("X-Request-ID"), "job", id, "model", m.Name, "texts", n, "key", k.Prefix)
+	g.log.Info("job accepted", "request_id", requestID(r), "job", id, "model", m.Name, "texts", n, "key", k.Prefix)
 	w.Header().Set("Location", customerapi.JobPath(id))
 	writeJSON(w, st, http.StatusAccepted, jobs.View(j))
 }
@@ -373,7 +373,7 @@ func (g *Gateway) failJobUpload(w http.ResponseWriter, r *http.Request, st *reqS
 		w.Header().Set("Connection", "close")
 		g.fail(w, st, http.StatusRequestTimeout, "request_timeout", fmt.Sprintf("the job upload did not arrive within %s", g.jobs.cfg.JobUploadTimeout))
 	default:
-		g.log.Warn("job upload failed", "request_id", r.Header.Get("X-Request-ID"), "err", err)
+		g.log.Warn("job upload failed", "request_id", requestID(r), "err", err)
 		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "cannot store the job now; retry")
 	}
 }
@@ -408,7 +408,7 @@ func (g *Gateway) jobOf(w http.ResponseWriter, r *http.Request, st *reqState) (*
 		return nil, nil, false
 	}
 	if err != nil {
-		g.log.Warn("job read failed", "request_id", r.Header.Get("X-Request-ID"), "err", err)
+		g.log.Warn("job read failed", "request_id", requestID(r), "err", err)
 		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "cannot read jobs now; retry")
 		return nil, nil, false
 	}
@@ -433,7 +433,7 @@ func (g *Gateway) cancelJob(w http.ResponseWriter, r *http.Request) {
 	}
 	j, err := g.jobs.store.Cancel(r.Context(), k.AccountID, j.ID)
 	if err != nil {
-		g.log.Warn("job cancel failed", "request_id", r.Header.Get("X-Request-ID"), "err", err)
+		g.log.Warn("job cancel failed", "request_id", requestID(r), "err", err)
 		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "cannot cancel jobs now; retry")
 		return
 	}
@@ -446,10 +446,10 @@ func (g *Gateway) cancelJob(w http.ResponseWriter, r *http.Request) {
 	// charged (usage meters only what was processed)
 	if left := int64(j.Total - j.Done - j.Failed); left > 0 {
 		if err := g.limiter.refundQuota(r.Context(), j.KeyID, limitkeys.Month(j.CreatedAt.UTC()), left); err != nil {
-			g.log.Warn("job cancelled; its quota refund failed", "request_id", r.Header.Get("X-Request-ID"), "job", j.ID, "texts", left, "err", err)
+			g.log.Warn("job cancelled; its quota refund failed", "request_id", requestID(r), "job", j.ID, "texts", left, "err", err)
 		}
 	}
-	g.log.Info("job cancelled", "request_id", r.Header.Get("X-Request-ID"), "job", j.ID, "done", j.Done, "total", j.Total)
+	g.log.Info("job cancelled", "request_id", requestID(r), "job", j.ID, "done", j.Done, "total", j.Total)
 	writeJSON(w, st, http.StatusOK, jobs.View(j))
 }
 
@@ -507,7 +507,7 @@ func (g *Gateway) serveJobItems(w http.ResponseWriter, r *http.Request, errorsOn
 		return bw.WriteByte('\n')
 	})
 	if err != nil && !started {
-		g.log.Warn("job results read failed", "request_id", r.Header.Get("X-Request-ID"), "err", err)
+		g.log.Warn("job results read failed", "request_id", requestID(r), "err", err)
 		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "cannot read the job's results now; retry")
 		return
 	}
@@ -544,12 +544,12 @@ func (g *Gateway) webhookSecret(w http.ResponseWriter, r *http.Request, rotate b
 		sec, err = g.jobs.store.Secret(r.Context(), k.AccountID)
 	}
 	if err != nil {
-		g.log.Warn("webhook secret failed", "request_id", r.Header.Get("X-Request-ID"), "err", err)
+		g.log.Warn("webhook secret failed", "request_id", requestID(r), "err", err)
 		g.fail(w, st, http.StatusServiceUnavailable, "unavailable", "cannot read the webhook secret now; retry")
 		return
 	}
 	if rotate {
-		g.log.Info("webhook secret rotated", "request_id", r.Header.Get("X-Request-ID"), "account", k.AccountID, "key", k.Prefix)
+		g.log.Info("webhook secret rotated", "request_id", requestID(r), "account", k.AccountID, "key", k.Prefix)
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, st, http.StatusOK, customerapi.WebhookSecret{Secret: sec})

@@ -96,7 +96,7 @@ func (g *Gateway) callJob(ctx context.Context, j *jobqueue.Job, texts []string) 
 	if g.jobs.foreground.Load() {
 		path = runtimeapi.PathPredict
 	}
-	res, aerr := g.forwardTo(ctx, r, r.Header.Get("X-Request-ID"), m.Name, g.fleet.get(m.Name), m.Autoscaled, time.Now().Add(timeout), timeout, path, appendRuntimeRequest(nil, texts, j.Parameters), false, &st.upstream)
+	res, aerr := g.forwardTo(ctx, r, requestID(r), m.Name, g.fleet.get(m.Name), m.Autoscaled, time.Now().Add(timeout), timeout, path, appendRuntimeRequest(nil, texts, j.Parameters), false, &st.upstream)
 	g.jobs.inflight.Add(-1)
 	if aerr != nil {
 		return nil, &jobs.CallError{Code: aerr.code, Message: aerr.msg, Retryable: aerr.status >= 500 || aerr.status == http.StatusTooManyRequests || aerr.status == apierror.StatusClientClosed}

@@ -41,7 +41,7 @@ func (g *Gateway) serveModelMetadata(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, st, http.StatusBadGateway, "upstream_error", fmt.Sprintf("model %q: %v", m.Name, err))
 		return
 	}
-	req.Header["X-Request-Id"] = []string{r.Header.Get("X-Request-ID")}
+	req.Header["X-Request-Id"] = []string{requestID(r)}
 	if auth := g.fleet.get(m.Name).callAuth; auth != "" {
 		req.Header["Authorization"] = []string{auth}
 	}

@@ -66,7 +66,7 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, st *reqSta
 			return
 		}
 		g.m.upErrors.WithLabelValues(st.model, "stream").Inc()
-		g.log.Warn("upstream stream failed", "request_id", r.Header.Get("X-Request-ID"), "model", st.model, "err", err)
+		g.log.Warn("upstream stream failed", "request_id", requestID(r), "model", st.model, "err", err)
 		st.status = http.StatusBadGateway // (for the metrics and the log: the client got its 200)
 		if !isEventStream(res.contentType) {
 			panic(http.ErrAbortHandler)
